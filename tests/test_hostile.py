@@ -1,0 +1,152 @@
+"""Hostile input: always a located error and exit 1, never a traceback, a hang or a blow-up."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from wodsync.catalog.yamlfile import MAX_DEPTH, MAX_FILE_BYTES
+
+from helpers import errors_of, only_error
+
+PY = "catalog/workshops/WKSHP-Python101/workshop.yaml"
+PYDIR = "catalog/workshops/WKSHP-Python101"
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+def test_alias_bomb_is_refused_quickly(repo, cli):
+    repo.write("catalog/variables.yaml", BOMB)
+    start = time.monotonic()
+    result = cli("validate", "--root", repo.root)
+    assert time.monotonic() - start < 5
+    assert result.exit_code == 1
+    assert "catalog/variables.yaml:" in result.output and "error[alias-bomb]" in result.output
+
+
+def test_recursive_alias_is_refused(repo):
+    repo.write("catalog/variables.yaml", "a: &a [1, *a]\n")
+    d = only_error(repo.root, "alias-bomb")
+    assert (d.line, d.col) == (1, 11)
+
+
+def test_small_aliases_are_allowed(repo):
+    repo.write("catalog/variables.yaml",
+               repo.read("catalog/variables.yaml") + "A: &x hello\nB: *x\n")
+    assert errors_of(repo.root) == []
+
+
+def test_file_over_the_size_limit(repo):
+    repo.write("catalog/variables.yaml", "A: " + "x" * (MAX_FILE_BYTES + 1) + "\n")
+    d = only_error(repo.root, "file-too-large")
+    assert (d.path, d.line, d.col) == ("catalog/variables.yaml", 1, 1)
+
+
+def test_duplicate_keys(repo):
+    repo.write("catalog/variables.yaml", "A: 1\nB: 2\nA: 3\n")
+    d = only_error(repo.root, "duplicate-key")
+    assert (d.line, d.col) == (3, 1)
+
+
+def test_non_utf8(repo):
+    repo.write("catalog/variables.yaml", b"A: 1\nB: caf\xe9\n")
+    d = only_error(repo.root, "encoding")
+    assert (d.line, d.col) == (2, 7)
+
+
+def test_tabs(repo):
+    repo.write("catalog/variables.yaml", "A: 1\nB:\t2\n")
+    d = only_error(repo.root, "tab")
+    assert (d.line, d.col) == (2, 3)
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000,
+                                  "".join(f"{'  ' * i}k{i}:\n" for i in range(60)) + "    x"])
+def test_deep_nesting(repo, text):
+    repo.write("catalog/variables.yaml", text + "\n")
+    d = only_error(repo.root, "too-deep")
+    assert d.path == "catalog/variables.yaml" and d.line == 1 if text[0] == "[" else d.line > 1
+    assert str(MAX_DEPTH) in d.message
+
+
+def test_yaml_syntax_error_is_located(repo):
+    repo.write("catalog/variables.yaml", "A: 1\nB: [unclosed\nC: 3\n")
+    d = only_error(repo.root, "yaml-syntax")
+    assert d.line == 3
+
+
+def test_not_a_mapping(repo):
+    repo.write(PY, "- just\n- a list\n")
+    d = only_error(repo.root, "model_type")
+    assert (d.path, d.line) == (PY, 1)
+
+
+def test_symlink_in_workshop_folder(repo):
+    repo.path(f"{PYDIR}/shadow.ipynb").symlink_to("/etc/shadow")
+    d = only_error(repo.root, "symlink")
+    assert d.path == f"{PYDIR}/shadow.ipynb"
+
+
+def test_symlinked_directory_escaping_the_folder(repo, tmp_path):
+    repo.path(f"{PYDIR}/escape").symlink_to(tmp_path)
+    d = only_error(repo.root, "symlink")
+    assert d.path == f"{PYDIR}/escape"
+
+
+def test_symlinked_catalog_file(repo, tmp_path):
+    target = tmp_path / "elsewhere.yaml"
+    target.write_text("A: 1\n")
+    repo.path("catalog/variables.yaml").unlink()
+    repo.path("catalog/variables.yaml").symlink_to(target)
+    d = only_error(repo.root, "symlink")
+    assert d.path == "catalog/variables.yaml"
+
+
+@pytest.mark.parametrize("name", ["a;b.ipynb", "$(reboot).txt", "x`id`.py", "-rf", "a b.csv",
+                                  "q'uote.md"])
+def test_file_names_with_shell_metacharacters(repo, name):
+    repo.write(f"{PYDIR}/{name}", "x")
+    d = only_error(repo.root, "unsafe-name")
+    assert d.path == f"{PYDIR}/{name}"
+
+
+def test_workshop_folder_name_with_metacharacters(repo):
+    repo.path(PYDIR).rename(repo.path("catalog/workshops/WKSHP-Py;reboot"))
+    found = errors_of(repo.root)
+    assert any(d.code == "unsafe-name" and "WKSHP-Py;reboot" in d.path for d in found)
+
+
+def test_host_file_name_with_metacharacters(repo):
+    repo.path("hosts/hub-amer.yaml").rename(repo.path("hosts/hub$(id).yaml"))
+    found = errors_of(repo.root)
+    assert [d.code for d in found] == ["unsafe-name"]
+
+
+def test_host_address_with_metacharacters(repo):
+    repo.replace("hosts/hub-emea.yaml", "address: hub-emea.wod.example.org",
+                 "address: 'hub;reboot'")
+    d = only_error(repo.root, "string_pattern_mismatch")
+    assert d.line == 2
+
+
+def test_template_that_loops_forever_is_stopped(repo):
+    repo.write(f"{PYDIR}/slow.py", "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                   "{% endfor %}{% endfor %}")
+    start = time.monotonic()
+    d = only_error(repo.root, "template-runaway")
+    assert time.monotonic() - start < 15 and d.path == f"{PYDIR}/slow.py"
+
+
+def test_template_cannot_escape_the_sandbox(repo):
+    repo.write(f"{PYDIR}/evil.py", "x = 1\n{{ STUDENT.__class__.__mro__[1].__subclasses__() }}\n")
+    d = only_error(repo.root, "template-unsafe")
+    assert (d.path, d.line) == (f"{PYDIR}/evil.py", 2)
+
+
+def test_cli_never_prints_a_traceback(repo, cli):
+    repo.write("catalog/variables.yaml", b"\xff\xfe\x00garbage")
+    result = cli("validate", "--root", repo.root)
+    assert result.exit_code == 1 and "Traceback" not in result.output

@@ -1,0 +1,108 @@
+"""Cross-file rules: one failing fixture each, asserting the file and line reported."""
+
+from __future__ import annotations
+
+from helpers import errors_of, only_error
+
+PY = "catalog/workshops/WKSHP-Python101/workshop.yaml"
+GIT = "catalog/workshops/WKSHP-Git101/workshop.yaml"
+API = "catalog/workshops/WKSHP-API101/workshop.yaml"
+CHL = "catalog/workshops/WKSHP-Regex-Challenge/workshop.yaml"
+
+
+def test_seats_outside_the_pool_of_a_host(repo):
+    repo.write("catalog/students.yaml", repo.read("catalog/students.yaml") + (
+        "  small:\n    prefix: lab\n    first: 1\n    last: 10\n    uid_base: 5000\n"
+        "    gid_base: 5000\n    home_root: /lab\n"))
+    repo.replace("hosts/hub-amer.yaml", "pool: student", "pool: small")
+    found = errors_of(repo.root)
+    # Regex-Challenge (1-20) lives in amer; Python101 and API101 fail over to amer.
+    assert {(d.path, d.code) for d in found} == {
+        (CHL, "seats-outside-pool"), (PY, "seats-outside-pool"), (API, "seats-outside-pool")}
+    chl = next(d for d in found if d.path == CHL)
+    assert chl.line == repo.line_of(CHL, "seats:") and "hub-amer" in chl.message
+
+
+def test_overlapping_seats_in_one_location(repo):
+    repo.replace(GIT, "seats: {first: 41, last: 70}", "seats: {first: 30, last: 70}")
+    found = errors_of(repo.root)
+    assert [(d.path, d.line, d.code) for d in found] == [
+        (GIT, repo.line_of(GIT, "seats:"), "seats-overlap"),
+        (PY, repo.line_of(PY, "seats:"), "seats-overlap")]
+    assert "WKSHP-Python101" in found[0].message
+    assert f"{PY}:{repo.line_of(PY, 'seats:')}" in found[0].message
+
+
+def test_same_seats_in_different_locations_are_fine(repo):
+    # Regex-Challenge (amer) and Python101 (emea) both use seats 1-20: no error.
+    assert errors_of(repo.root) == []
+
+
+def test_capacity_larger_than_the_range(repo):
+    repo.replace(PY, "capacity: 40", "capacity: 41")
+    d = only_error(repo.root, "capacity")
+    assert (d.path, d.line) == (PY, repo.line_of(PY, "capacity"))
+
+
+def test_unknown_replay(repo):
+    repo.replace(PY, "replay: 1", "replay: 99")
+    d = only_error(repo.root, "unknown-replay")
+    assert (d.path, d.line) == (PY, repo.line_of(PY, "replay:"))
+
+
+def test_unknown_location_and_alternate(repo):
+    repo.replace(PY, "alternate_locations: [amer]", "alternate_locations: [apac]")
+    d = only_error(repo.root, "unknown-location")
+    assert (d.path, d.line) == (PY, repo.line_of(PY, "alternate_locations"))
+    assert d.col == repo.read(PY).splitlines()[d.line - 1].index("apac") + 1
+
+
+def test_host_location_and_pool_references(repo):
+    repo.replace("hosts/hub-emea.yaml", "pool: student", "pool: nope")
+    d = only_error(repo.root, "unknown-pool")
+    assert (d.path, d.line) == ("hosts/hub-emea.yaml",
+                                repo.line_of("hosts/hub-emea.yaml", "pool:"))
+
+
+def test_replay_names_an_existing_workshop(repo):
+    repo.replace("catalog/replays.yaml", "workshop: WKSHP-Git101", "workshop: WKSHP-Gone")
+    d = only_error(repo.root, "unknown-workshop")
+    assert d.line == repo.line_of("catalog/replays.yaml", "WKSHP-Gone")
+
+
+def test_duplicate_replay_id(repo):
+    repo.replace("catalog/replays.yaml", "  - id: 2", "  - id: 1")
+    found = errors_of(repo.root)
+    dup = next(d for d in found if d.code == "duplicate-id")
+    assert dup.line == repo.line_of("catalog/replays.yaml", "title: Git 101") - 1
+    assert dup.col == 9 and "entry 0" in dup.message
+
+
+def test_duplicate_location(repo):
+    repo.replace("catalog/locations.yaml", "name: amer", "name: emea")
+    d = next(d for d in errors_of(repo.root) if d.code == "duplicate-id")
+    assert (d.path, d.line) == ("catalog/locations.yaml", 5)
+
+
+def test_hook_script_must_exist(repo):
+    repo.replace(GIT, "reset: scripts/reset.sh", "reset: scripts/missing.sh")
+    d = only_error(repo.root, "missing-script")
+    assert (d.path, d.line) == (GIT, repo.line_of(GIT, "missing.sh"))
+
+
+def test_compile_script_must_exist(repo):
+    repo.path("catalog/workshops/WKSHP-API101/scripts/login.sh").unlink()
+    d = only_error(repo.root, "missing-script")
+    assert (d.path, d.line) == (API, repo.line_of(API, "compile:"))
+
+
+def test_alternate_cannot_be_primary(repo):
+    repo.replace(PY, "alternate_locations: [amer]", "alternate_locations: [emea]")
+    d = only_error(repo.root, "alternate-is-primary")
+    assert d.path == PY
+
+
+def test_broken_file_causes_no_follow_on_noise(repo):
+    repo.replace("catalog/locations.yaml", "locations:", "locatons:")
+    found = errors_of(repo.root)
+    assert {d.path for d in found} == {"catalog/locations.yaml"}

@@ -1,0 +1,105 @@
+"""Template checks: undefined names at their line, syntax, notebook JSON, WoD compatibility."""
+
+from __future__ import annotations
+
+import json
+
+from wodsync.catalog import validate
+
+from helpers import errors_of, only_error
+
+PYDIR = "catalog/workshops/WKSHP-Python101"
+NB = f"{PYDIR}/1-Python-Basics.ipynb"
+
+
+def _notebook(*sources: str) -> str:
+    cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+              "source": [s]} for s in sources]
+    return json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5},
+                      indent=1) + "\n"
+
+
+def test_undefined_variable_at_its_line_and_column(repo):
+    repo.write(NB, _notebook("print('{{ STUDENT }}')", "print('{{ NOPE }}')"))
+    d = only_error(repo.root, "undefined-variable")
+    line = repo.line_of(NB, "NOPE")
+    assert (d.path, d.line) == (NB, line)
+    assert d.col == repo.read(NB).splitlines()[line - 1].index("NOPE") + 1
+    assert "'NOPE'" in d.message
+
+
+def test_variable_defined_on_one_host_only_is_reported_for_the_other(repo):
+    # Python101 runs in emea and fails over to amer: a host variable must exist on both.
+    repo.replace("hosts/hub-emea.yaml", "variables:", "variables:\n  EMEA_ONLY: yes-emea")
+    repo.write(NB, _notebook("print('{{ EMEA_ONLY }}')"))
+    d = only_error(repo.root, "undefined-variable")
+    assert "hub-amer" in d.message
+
+
+def test_workshop_and_secret_variables_are_defined(repo):
+    repo.replace(f"{PYDIR}/workshop.yaml", "kernels: [python3]",
+                 "kernels: [python3]\nvariables:\n  PORT: 8080\n  KEY: {secret: PY_KEY}")
+    repo.write(NB, _notebook("print({{ PORT }}, '{{ KEY }}', '{{ WODBEFQDN }}', {{ STDID }})"))
+    assert errors_of(repo.root) == []
+
+
+def test_syntax_error_is_located(repo):
+    repo.write(f"{PYDIR}/broken.sh", "echo ok\necho {{ STUDENT\n")
+    d = only_error(repo.root, "template-syntax")
+    assert (d.path, d.line) == (f"{PYDIR}/broken.sh", 2)
+
+
+def test_files_not_rendered_are_not_checked(repo):
+    repo.write(f"{PYDIR}/notes.txt", "{{ anything goes here")
+    repo.write(f"{PYDIR}/lab.yml", "{{ NOT_RENDERED }}")
+    assert errors_of(repo.root) == []
+
+
+def test_rendered_notebook_must_be_json(repo):
+    repo.write(NB, '{"cells": [], "metadata": {}, "nbformat": 4, {{ STDID }}}\n')
+    d = only_error(repo.root, "notebook-json")
+    assert d.path == NB and d.line == 1
+
+
+def test_rendered_notebook_must_be_a_notebook(repo):
+    repo.write(NB, '{"hello": "{{ STUDENT }}"}\n')
+    assert only_error(repo.root, "notebook-json").path == NB
+
+
+def test_wod_escapes_and_raw_blocks_render(repo):
+    repo.write(NB, _notebook("x = \"{{ '{{' }} literal {{ '}}' }}\"",
+                             "{% raw %}{{ .metadata.name }}{% endraw %}"))
+    assert errors_of(repo.root) == []
+
+
+def test_wod_hostvars_lookup_of_workshop_variables(repo):
+    repo.replace(f"{PYDIR}/workshop.yaml", "kernels: [python3]",
+                 "kernels: [python3]\nvariables:\n  IP: 10.0.0.9")
+    repo.write(NB, _notebook("ip = '{{ hostvars[inventory_hostname]['IP-WKSHP-Python101'] }}'"))
+    assert errors_of(repo.root) == []
+    repo.write(NB, _notebook("ip = '{{ hostvars[inventory_hostname]['IP-WKSHP-Other'] }}'"))
+    d = only_error(repo.root, "undefined-variable")
+    assert "IP-WKSHP-Other" in d.message and d.line == repo.line_of(NB, "IP-WKSHP-Other")
+
+
+def test_modews_follows_session_type(repo):
+    repo.write(NB, _notebook("{% if MODEWS not in ('WKSHP', 'CHLG') %}{{ fail_here }}{% endif %}"))
+    # fail_here is only referenced, so it must be declared: the static check catches it.
+    assert only_error(repo.root, "undefined-variable").path == NB
+
+
+def test_passstu_without_varpass_is_a_warning(repo):
+    repo.write(NB, _notebook("password = '{{ PASSSTU }}'"))
+    _, found = validate(repo.root)
+    assert [(d.code, d.severity) for d in found] == [("passstu-without-varpass", "warning")]
+
+
+def test_system_template_undefined_variable(repo):
+    repo.write("templates/motd.j2", "Welcome to {{ host.name }}\n{{ MISSING_BANNER }}\n")
+    d = only_error(repo.root, "undefined-variable")
+    assert (d.path, d.line) == ("templates/motd.j2", 2)
+
+
+def test_system_template_syntax(repo):
+    repo.write("templates/broken.j2", "{% if %}\n")
+    assert only_error(repo.root, "template-syntax").path == "templates/broken.j2"

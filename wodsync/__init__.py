@@ -1,0 +1,1 @@
+"""wodsync: GitOps reconciler for Workshops-on-Demand JupyterHub hosts."""

@@ -1,0 +1,5 @@
+"""`python -m wodsync` runs the command line."""
+
+from wodsync.cli import main
+
+main()

@@ -1,0 +1,279 @@
+"""The catalog's vocabulary as Pydantic models: one model per file kind.
+
+These models are the single definition of the catalog format: `validate` checks files against
+them, `schema` turns them into the JSON Schemas editors use, and the rest of wodsync reads the
+validated objects. Models are strict (no silent `"20"` → 20) and forbid unknown keys, so a typo
+such as `capcity` is an error, not a silently ignored field.
+
+Names that end up in commands on a host (workshop keys, user-name prefixes, host and location
+names, script paths) are restricted to patterns without shell metacharacters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    model_validator,
+)
+
+WORKSHOP_KEY_RE = r"^WKSHP-[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+LINUX_NAME_RE = r"^[a-z_][a-z0-9_-]{0,23}$"
+VAR_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$"
+SECRET_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+ABS_PATH_RE = r"^/([A-Za-z0-9._+-]+/?)*$"
+REL_PATH_RE = r"^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$"
+URL_RE = r"^https?://[^\s\"'<>`]+$"
+HOST_ADDRESS_RE = r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"
+HOST_KEY_RE = (r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|"
+               r"ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}$")
+APT_NAME_RE = r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$"
+
+WorkshopKey = Annotated[str, StringConstraints(pattern=WORKSHOP_KEY_RE)]
+Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
+LinuxName = Annotated[str, StringConstraints(pattern=LINUX_NAME_RE)]
+VarName = Annotated[str, StringConstraints(pattern=VAR_NAME_RE)]
+AbsPath = Annotated[str, StringConstraints(pattern=ABS_PATH_RE, max_length=255)]
+
+
+def _inside(value: str) -> str:
+    """Relative paths stay inside their folder: no `.` or `..` segments."""
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"path {value!r} must not contain '.' or '..' segments")
+    return value
+
+
+RelPath = Annotated[str, StringConstraints(pattern=REL_PATH_RE, max_length=255),
+                    AfterValidator(_inside)]
+Url = Annotated[str, StringConstraints(pattern=URL_RE, max_length=2048)]
+Text = Annotated[str, StringConstraints(max_length=10_000)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+ImageRef = Annotated[str, StringConstraints(pattern=f"({URL_RE})|({ABS_PATH_RE})|({REL_PATH_RE})",
+                                            max_length=2048), AfterValidator(_inside)]
+
+
+def _pip_requirement(value: str) -> str:
+    try:
+        Requirement(value)
+    except InvalidRequirement as exc:
+        raise ValueError(f"not a pip requirement: {exc}") from None
+    return value
+
+
+PipRequirement = Annotated[str, StringConstraints(max_length=200),
+                           AfterValidator(_pip_requirement)]
+AptPackage = Annotated[str, StringConstraints(pattern=APT_NAME_RE, max_length=200)]
+
+
+class Strict(BaseModel):
+    """Base of every catalog model: strict types, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SecretRef(Strict):
+    """A value kept out of git: resolved at run time from the environment or a secrets file."""
+
+    secret: Annotated[str, StringConstraints(pattern=SECRET_NAME_RE)] = Field(
+        description="Name of the secret: an environment variable or a key of the secrets file.")
+
+
+VarValue = str | int | float | bool | SecretRef
+Variables = dict[VarName, VarValue]
+
+
+class SeatRange(Strict):
+    """Inclusive range of seat numbers (student accounts) of the host's pool."""
+
+    first: Annotated[int, Field(ge=1, le=1_000_000)]
+    last: Annotated[int, Field(ge=1, le=1_000_000)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeatRange:
+        if self.last < self.first:
+            raise ValueError(f"last ({self.last}) is before first ({self.first})")
+        return self
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def overlaps(self, other: SeatRange) -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+class Hooks(Strict):
+    """Lifecycle scripts, paths inside the workshop folder, run on the host as root."""
+
+    create: RelPath | None = None
+    post_copy: RelPath | None = None
+    cleanup: RelPath | None = None
+    reset: RelPath | None = None
+
+
+class Packages(Strict):
+    """What a workshop or a host environment needs installed."""
+
+    pip: list[PipRequirement] = []
+    apt: list[AptPackage] = []
+
+
+class Workshop(Strict):
+    """A workshop: `catalog/workshops/<KEY>/workshop.yaml`; the folder name is its key."""
+
+    name: Title = Field(description="Title shown on the registration portal.")
+    description: Text = ""
+    active: bool = True
+    capacity: Annotated[int, Field(ge=0)] = Field(
+        description="Maximum concurrent students; at most the size of `seats`.")
+    priority: int = Field(1, description="Sort order on the portal.")
+    seats: SeatRange = Field(description="Seats of the pool this workshop owns.")
+    reset: bool = Field(False, description="Has a reset script; a seat is held until reset.")
+    ldap: bool = Field(False, description="Push the student password to LDAP.")
+    varpass: bool = Field(False, description="Templates use the student password (PASSSTU).")
+    compile: list[RelPath] = Field([], description="Scripts compiled with shc at CREATE.")
+    session_type: Literal["Workshops-on-Demand", "Coding Challenge"] = "Workshops-on-Demand"
+    location: Name
+    alternate_locations: list[Name] = Field([], description="Failover locations, in order.")
+    replay: Annotated[int, Field(ge=1)] | None = Field(None, description="Replay id.")
+    workshop_image: ImageRef | None = None
+    badge_image: ImageRef | None = None
+    beta: bool = False
+    category: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = []
+    duration: Annotated[float, Field(gt=0, le=720)] = Field(
+        description="Hours a session lasts before it is cleaned up.")
+    presenter: Annotated[str, StringConstraints(max_length=300)] | None = None
+    role: Annotated[str, StringConstraints(max_length=300)] | None = None
+    avatar: ImageRef | None = None
+    appliance: Literal["none", "mono", "multi"] = Field(
+        "none", description="Remote appliance: none, one shared (mono) or one per student.")
+    variables: Variables = Field({}, description="Template variables of this workshop.")
+    hooks: Hooks = Hooks()
+    packages: Packages = Packages()
+    kernels: list[Name] = Field([], description="Jupyter kernels the notebooks need.")
+
+
+class Replay(Strict):
+    """A recorded session of a workshop, shown on the portal's learn-more page."""
+
+    id: Annotated[int, Field(ge=1)]
+    title: Title
+    description: Text = ""
+    presenter: Annotated[str, StringConstraints(max_length=300)] | None = None
+    role: Annotated[str, StringConstraints(max_length=300)] | None = None
+    avatar: ImageRef | None = None
+    video: Url
+    workshop: WorkshopKey
+    active: bool = True
+
+
+class ReplaysFile(Strict):
+    """`catalog/replays.yaml`."""
+
+    replays: list[Replay] = []
+
+
+class Pool(Strict):
+    """A pool of student accounts: seat n is user `<prefix><n>` with uid `uid_base + n`."""
+
+    prefix: LinuxName
+    first: Annotated[int, Field(ge=1)]
+    last: Annotated[int, Field(ge=1, le=100_000)]
+    uid_base: Annotated[int, Field(ge=0)]
+    gid_base: Annotated[int, Field(ge=0)]
+    home_root: AbsPath
+    shell: AbsPath = "/bin/bash"
+    group: LinuxName | None = Field(None, description="Extra group every seat belongs to.")
+
+    @model_validator(mode="after")
+    def _sane(self) -> Pool:
+        if self.last < self.first:
+            raise ValueError(f"last ({self.last}) is before first ({self.first})")
+        if len(f"{self.prefix}{self.last}") > 32:
+            raise ValueError("user names would be longer than 32 characters")
+        for base in (self.uid_base, self.gid_base):
+            if base + self.first < 1000 or base + self.last > 59999:
+                raise ValueError("ids must stay within 1000..59999 (never system accounts)")
+        return self
+
+    @property
+    def seats(self) -> SeatRange:
+        return SeatRange(first=self.first, last=self.last)
+
+    def user(self, seat: int) -> str:
+        return f"{self.prefix}{seat}"
+
+
+class StudentsFile(Strict):
+    """`catalog/students.yaml`."""
+
+    pools: dict[Name, Pool]
+
+
+class Location(Strict):
+    """A site where workshops run; hosts belong to one location."""
+
+    name: Name
+    description: Text = ""
+
+
+class LocationsFile(Strict):
+    """`catalog/locations.yaml`."""
+
+    locations: list[Location]
+
+
+class VariablesFile(RootModel[Variables]):
+    """`catalog/variables.yaml`: global template variables (branding, survey URLs, …)."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+
+class Hub(Strict):
+    """How wodsync reaches the host's JupyterHub REST API (from the host side)."""
+
+    api_url: Url = "http://127.0.0.1:8000/hub/api"
+    token: SecretRef | None = None
+
+
+class Host(Strict):
+    """A JupyterHub host: `hosts/<name>.yaml`; the file name is the host name."""
+
+    address: Annotated[str, StringConstraints(pattern=HOST_ADDRESS_RE, max_length=253)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: LinuxName = "root"
+    identity: Annotated[str, StringConstraints(pattern=r"^~?(/[A-Za-z0-9._+-]+)+$")] | None = None
+    host_key: Annotated[str, StringConstraints(pattern=HOST_KEY_RE)] | None = Field(
+        None, description="Pinned SSH host key, `<type> <base64>`; required for ssh transport.")
+    location: Name
+    pool: Name
+    transport: Literal["ssh", "local"] = "ssh"
+    hub: Hub = Hub()
+    variables: Variables = {}
+
+    @model_validator(mode="after")
+    def _key_pinned(self) -> Host:
+        if self.transport == "ssh" and self.host_key is None:
+            raise ValueError("ssh transport needs a pinned host_key (see `wodsync host add`)")
+        return self
+
+
+FILE_MODELS: dict[str, type[BaseModel]] = {
+    "workshop": Workshop,
+    "replays": ReplaysFile,
+    "students": StudentsFile,
+    "locations": LocationsFile,
+    "variables": VariablesFile,
+    "host": Host,
+}

@@ -1,0 +1,162 @@
+"""Cross-file rules: what no single file's schema can see.
+
+Each rule takes the loaded `Catalog` and yields located diagnostics pointing at the field an
+author has to change. Rules only look at entities whose own file validated, so a broken file
+produces its own errors and no cascade of follow-on noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import PurePosixPath
+
+from wodsync.catalog.loader import (
+    LOCATIONS_FILE,
+    REPLAYS_FILE,
+    STUDENTS_FILE,
+    Catalog,
+)
+from wodsync.catalog.models import Workshop
+from wodsync.diagnostics import Diagnostic
+
+Rule = Callable[[Catalog], Iterator[Diagnostic]]
+
+
+def seats_inside_pools(catalog: Catalog) -> Iterator[Diagnostic]:
+    """A workshop's seats exist on every host it can run on (its location and alternates)."""
+    if not catalog.complete("host", "students"):
+        return
+    for key, ws in catalog.workshops.items():
+        for loc in [ws.location, *ws.alternate_locations]:
+            for host_name, host in sorted(catalog.hosts_in(loc).items()):
+                pool = catalog.pools.get(host.pool)
+                if pool and not (pool.first <= ws.seats.first and ws.seats.last <= pool.last):
+                    yield catalog.workshop_doc(key).diag(
+                        "seats-outside-pool",
+                        f"seats {ws.seats} are outside pool '{host.pool}' ({pool.seats}) "
+                        f"of host '{host_name}' in location '{loc}'", "seats")
+
+
+def seats_disjoint(catalog: Catalog) -> Iterator[Diagnostic]:
+    """Two workshops of one location never share a seat (WoD's ranges overlap; ours don't).
+
+    Both workshops of an overlapping pair get the error, so whichever file a pull request
+    touches carries the annotation.
+    """
+    by_location: dict[str, list[tuple[str, Workshop]]] = {}
+    for key, ws in sorted(catalog.workshops.items()):
+        by_location.setdefault(ws.location, []).append((key, ws))
+    for loc, items in by_location.items():
+        for i, (key, ws) in enumerate(items):
+            for other_key, other in items[:i]:
+                if ws.seats.overlaps(other.seats):
+                    yield _overlap(catalog, key, ws, other_key, other, loc)
+                    yield _overlap(catalog, other_key, other, key, ws, loc)
+
+
+def _overlap(catalog: Catalog, key: str, ws: Workshop, other_key: str, other: Workshop,
+             loc: str) -> Diagnostic:
+    other_doc = catalog.workshop_doc(other_key)
+    line, _ = other_doc.at("seats")
+    return catalog.workshop_doc(key).diag(
+        "seats-overlap", f"seats {ws.seats} overlap {other_key} ({other.seats}, "
+        f"{other_doc.rel}:{line}) in location '{loc}'", "seats")
+
+
+def capacity_fits(catalog: Catalog) -> Iterator[Diagnostic]:
+    for key, ws in catalog.workshops.items():
+        if ws.capacity > ws.seats.size:
+            yield catalog.workshop_doc(key).diag(
+                "capacity", f"capacity {ws.capacity} exceeds the {ws.seats.size} seats "
+                f"{ws.seats}", "capacity")
+
+
+def references_exist(catalog: Catalog) -> Iterator[Diagnostic]:
+    """Locations, alternate locations, replays, workshops and pools named anywhere exist."""
+    yield from _workshop_references(catalog)
+    if catalog.complete("workshop"):
+        for i, replay in enumerate(catalog.replays):
+            if replay.workshop not in catalog.folders:
+                yield catalog.docs[REPLAYS_FILE].diag(
+                    "unknown-workshop", f"workshop '{replay.workshop}' has no folder",
+                    "replays", i, "workshop")
+    for name, host in catalog.hosts.items():
+        doc = catalog.host_doc(name)
+        if host.location not in catalog.locations and catalog.complete("locations"):
+            yield doc.diag("unknown-location", f"location '{host.location}' is not in "
+                           f"{LOCATIONS_FILE}", "location")
+        if host.pool not in catalog.pools and catalog.complete("students"):
+            yield doc.diag("unknown-pool", f"pool '{host.pool}' is not in {STUDENTS_FILE}",
+                           "pool")
+
+
+def _workshop_references(catalog: Catalog) -> Iterator[Diagnostic]:
+    replay_ids = {r.id for r in catalog.replays}
+    locations_ok = catalog.complete("locations")
+    for key, ws in catalog.workshops.items():
+        doc = catalog.workshop_doc(key)
+        if locations_ok and ws.location not in catalog.locations:
+            yield doc.diag("unknown-location", f"location '{ws.location}' is not in "
+                           f"{LOCATIONS_FILE}", "location")
+        for i, alt in enumerate(ws.alternate_locations):
+            if alt == ws.location:
+                yield doc.diag("alternate-is-primary", f"'{alt}' is already the location",
+                               "alternate_locations", i)
+            elif locations_ok and alt not in catalog.locations:
+                yield doc.diag("unknown-location", f"alternate location '{alt}' is not in "
+                               f"{LOCATIONS_FILE}", "alternate_locations", i)
+        if ws.replay is not None and ws.replay not in replay_ids and catalog.complete("replays"):
+            yield doc.diag("unknown-replay", f"replay {ws.replay} is not in {REPLAYS_FILE}",
+                           "replay")
+
+
+def ids_unique(catalog: Catalog) -> Iterator[Diagnostic]:
+    seen: dict[int, int] = {}
+    for i, replay in enumerate(catalog.replays):
+        if replay.id in seen:
+            yield catalog.docs[REPLAYS_FILE].diag(
+                "duplicate-id", f"replay id {replay.id} is already used by entry {seen[replay.id]}",
+                "replays", i, "id")
+        seen.setdefault(replay.id, i)
+    if LOCATIONS_FILE in catalog.docs and catalog.docs[LOCATIONS_FILE].tree:
+        names: set[str] = set()
+        for i, entry in enumerate(catalog.docs[LOCATIONS_FILE].tree.get("locations") or []):
+            name = entry.get("name") if hasattr(entry, "get") else None
+            if name in names:
+                yield catalog.docs[LOCATIONS_FILE].diag(
+                    "duplicate-id", f"location '{name}' is defined twice", "locations", i, "name")
+            names.add(name)
+    prefixes: dict[str, str] = {}
+    for name, pool in catalog.pools.items():
+        if pool.prefix in prefixes:
+            yield catalog.docs[STUDENTS_FILE].diag(
+                "duplicate-id", f"prefix '{pool.prefix}' is also used by pool "
+                f"'{prefixes[pool.prefix]}'", "pools", name, "prefix")
+        prefixes.setdefault(pool.prefix, name)
+
+
+def scripts_exist(catalog: Catalog) -> Iterator[Diagnostic]:
+    """Hook and compile scripts are regular files inside the workshop folder."""
+    for key, ws in catalog.workshops.items():
+        files = set(catalog.folders[key].files)
+        doc = catalog.workshop_doc(key)
+        refs = [(("compile", i), p) for i, p in enumerate(ws.compile)]
+        refs += [(("hooks", hook), p) for hook, p in ws.hooks.model_dump().items() if p]
+        for loc, rel in refs:
+            normalized = PurePosixPath(rel).as_posix()
+            if normalized not in files:
+                yield doc.diag("missing-script", f"'{rel}' is not a file in {key}/", *loc)
+
+
+RULES: tuple[Rule, ...] = (
+    seats_inside_pools,
+    seats_disjoint,
+    capacity_fits,
+    references_exist,
+    ids_unique,
+    scripts_exist,
+)
+
+
+def run_rules(catalog: Catalog) -> list[Diagnostic]:
+    return [d for rule in RULES for d in rule(catalog)]

@@ -1,0 +1,55 @@
+"""JSON Schemas generated from the models, for editors and other tools.
+
+The Pydantic models stay the one definition of the format; `schemas/*.json` are derived files,
+committed so an editor (yaml-language-server) can complete and check catalog files through the
+modeline each file carries. `schema --check` keeps the committed copies honest in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from wodsync.catalog.models import FILE_MODELS
+
+SCHEMAS_DIR = "schemas"
+
+
+def schema_name(kind: str) -> str:
+    return f"{kind}.schema.json"
+
+
+def generate() -> dict[str, str]:
+    """File name → JSON text of every catalog file kind's schema."""
+    out = {}
+    for kind, model in FILE_MODELS.items():
+        schema = model.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://wodsync.dev/schemas/{schema_name(kind)}"
+        out[schema_name(kind)] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def write(root: Path) -> list[str]:
+    """Write the schemas; return the files that changed."""
+    target = root / SCHEMAS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    changed = stale(root)
+    for name, text in generate().items():
+        if name in changed:
+            (target / name).write_text(text, encoding="utf-8")
+    return changed
+
+
+def stale(root: Path) -> list[str]:
+    """Schema files that are missing or differ from what the models generate."""
+    target = root / SCHEMAS_DIR
+    return [name for name, text in generate().items()
+            if not (target / name).is_file() or (target / name).read_text("utf-8") != text]
+
+
+def modeline(root: Path, file: Path, kind: str) -> str:
+    """The yaml-language-server comment pointing `file` at its schema, relative to it."""
+    rel = os.path.relpath(root / SCHEMAS_DIR / schema_name(kind), file.parent)
+    return f"# yaml-language-server: $schema={Path(rel).as_posix()}"

@@ -1,0 +1,216 @@
+"""Checking templates before they reach a student: syntax, undefined names, notebook JSON.
+
+An undefined variable aborts a WoD CREATE in front of a student; here it is a located error in
+the pull request instead. Each rendered file of a workshop, and each host system template, is
+parsed, its free names are checked against the variables that will exist on every host it can
+run on, and it is rendered once with sample values (notebooks must then be notebook JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.sandbox import SecurityError
+
+from wodsync.catalog.loader import TEMPLATES_DIR, WORKSHOP_FILE, WORKSHOPS_DIR, Catalog
+from wodsync.catalog.models import Host
+from wodsync.diagnostics import Diagnostic
+from wodsync.render import (
+    OutputTooLarge,
+    RenderTimeout,
+    compile_template,
+    environment,
+    is_rendered,
+    render_text,
+    seat_variables,
+    system_context,
+    workshop_context,
+)
+from wodsync.secrets import Placeholders, resolve_variables
+
+SAMPLE_PASSWORD = "Sample-Pass1"
+PLACEHOLDERS = Placeholders()
+
+
+def _name_position(source: str, name: str, lineno: int) -> int:
+    lines = source.splitlines()
+    if 0 < lineno <= len(lines):
+        m = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", lines[lineno - 1])
+        if m:
+            return m.start() + 1
+    return 1
+
+
+def _undefined(rel: str, source: str, ast: nodes.Template, free: set[str],
+               contexts: Mapping[str, Mapping[str, Any]]) -> list[Diagnostic]:
+    """One diagnostic per undefined name, at its first use, naming the hosts lacking it.
+
+    A name missing everywhere is simply "not defined"; one missing on some hosts only (a host
+    variable set on one hub but not on the failover) names those hosts.
+    """
+    lacking = {name: [h for h, ctx in contexts.items() if name not in ctx] for name in free}
+    found = []
+    for name, hosts in sorted(lacking.items()):
+        if not hosts:
+            continue
+        use = next((n for n in ast.find_all(nodes.Name) if n.name == name), None)
+        line = use.lineno if use else 1
+        where = "" if len(hosts) == len(contexts) else " on host " + ", ".join(
+            f"'{h}'" for h in hosts)
+        found.append(Diagnostic(rel, line, _name_position(source, name, line),
+                                "undefined-variable", f"'{name}' is not defined{where}"))
+    return found
+
+
+def _error_line(exc: BaseException, rel: str) -> int:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == rel]
+    return frames[-1].lineno or 1 if frames else getattr(exc, "lineno", None) or 1
+
+
+def _render_sample(rel: str, source: str, template: Any,
+                   ctx: Mapping[str, Any]) -> tuple[str | None, list[Diagnostic]]:
+    try:
+        return render_text(template, ctx), []
+    except SecurityError as exc:
+        return None, [Diagnostic(rel, _error_line(exc, rel), 1, "template-unsafe", str(exc))]
+    except (RenderTimeout, OutputTooLarge) as exc:
+        return None, [Diagnostic(rel, 1, 1, "template-runaway", str(exc))]
+    except UndefinedError as exc:
+        return None, [_lookup_undefined(rel, source, exc)]
+    except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        return None, [Diagnostic(rel, _error_line(exc, rel), 1, "template-render",
+                                 f"rendering with sample values failed: {exc}")]
+
+
+def _lookup_undefined(rel: str, source: str, exc: UndefinedError) -> Diagnostic:
+    """An undefined key reached through a lookup such as `hostvars[...]['IP-WKSHP-X']`."""
+    line = _error_line(exc, rel)
+    m = re.search(r"has no attribute '([^']+)'", str(exc))
+    if not m:
+        return Diagnostic(rel, line, 1, "undefined-variable", str(exc))
+    return Diagnostic(rel, line, _name_position(source, m[1], line), "undefined-variable",
+                      f"'{m[1]}' is not defined (looked up by the template)")
+
+
+def _notebook_problem(rel: str, text: str) -> Diagnostic | None:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Diagnostic(rel, exc.lineno, exc.colno, "notebook-json",
+                          f"not valid JSON once rendered: {exc.msg} "
+                          "(position in the rendered notebook)")
+    if not (isinstance(data, dict) and isinstance(data.get("cells"), list)
+            and isinstance(data.get("nbformat"), int) and isinstance(data.get("metadata"), dict)):
+        return Diagnostic(rel, 1, 1, "notebook-json",
+                          "not a notebook: expected an object with cells, metadata and nbformat")
+    return None
+
+
+def check_template(rel: str, raw: bytes, contexts: Mapping[str, Mapping[str, Any]],
+                   *, notebook: bool = False, varpass: bool = True) -> list[Diagnostic]:
+    """Check one template against one context per host it renders on ('' when no host).
+
+    `varpass=False` marks a workshop template, where using PASSSTU earns a warning.
+    """
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [Diagnostic(rel, raw.count(b"\n", 0, exc.start) + 1, 1, "encoding",
+                           "a rendered file must be UTF-8")]
+    try:
+        ast = environment().parse(source, name=rel, filename=rel)
+    except TemplateSyntaxError as exc:
+        return [Diagnostic(rel, exc.lineno or 1, 1, "template-syntax", exc.message or str(exc))]
+    # find_undeclared_variables runs the code generator: compute the free names once.
+    free = meta.find_undeclared_variables(ast) - set(environment().globals)
+    problems = _undefined(rel, source, ast, free, contexts)
+    if problems:
+        return problems
+    template = compile_template(ast, rel)
+    text, problems = _render_sample(rel, source, template, next(iter(contexts.values())))
+    if text is not None and notebook:
+        bad = _notebook_problem(rel, text)
+        problems = [bad] if bad else []
+    if not varpass and "PASSSTU" in free:
+        problems += _passstu_warning(rel, source, ast)
+    return problems
+
+
+def _passstu_warning(rel: str, source: str, ast: nodes.Template) -> list[Diagnostic]:
+    """WoD documents PASSSTU for varpass workshops only; flag it without failing the catalog."""
+    use = next(n for n in ast.find_all(nodes.Name) if n.name == "PASSSTU")
+    return [Diagnostic(rel, use.lineno, _name_position(source, "PASSSTU", use.lineno),
+                       "passstu-without-varpass",
+                       "template uses PASSSTU but the workshop does not set varpass: true",
+                       "warning")]
+
+
+def _host_targets(catalog: Catalog, locations: list[str]) -> dict[str, Host | None]:
+    targets: dict[str, Host | None] = {}
+    for loc in locations:
+        targets.update(sorted(catalog.hosts_in(loc).items()))
+    return targets or {"": None}
+
+
+def _merged(catalog: Catalog, host: Host | None, extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = resolve_variables(catalog.variables, PLACEHOLDERS)
+    if host:
+        merged |= resolve_variables(host.variables, PLACEHOLDERS)
+    return merged | resolve_variables(extra, PLACEHOLDERS)
+
+
+def workshop_contexts(catalog: Catalog, key: str) -> dict[str, dict[str, Any]]:
+    """Sample contexts of a workshop, one per host of its locations."""
+    ws = catalog.workshops[key]
+    contexts = {}
+    for name, host in _host_targets(catalog, [ws.location, *ws.alternate_locations]).items():
+        pool = catalog.pools.get(host.pool) if host else next(iter(catalog.pools.values()), None)
+        if pool is None:
+            continue
+        seat = seat_variables(key, ws, pool, ws.seats.first, SAMPLE_PASSWORD)
+        address = host.address if host else "localhost"
+        contexts[name] = workshop_context(key, ws, _merged(catalog, host, ws.variables), seat,
+                                          address)
+    return contexts
+
+
+def check_workshop_templates(catalog: Catalog) -> Iterator[Diagnostic]:
+    if not catalog.complete("host", "students", "variables"):
+        return
+    for key, ws in sorted(catalog.workshops.items()):
+        contexts = workshop_contexts(catalog, key)
+        if not contexts:
+            continue
+        folder = catalog.folders[key]
+        for rel in folder.files:
+            if is_rendered(rel) and rel != WORKSHOP_FILE:
+                yield from check_template(f"{WORKSHOPS_DIR}/{key}/{rel}",
+                                          (folder.path / rel).read_bytes(), contexts,
+                                          notebook=rel.endswith(".ipynb"),
+                                          varpass=ws.varpass)
+
+
+def template_files(root: Path) -> list[Path]:
+    base = root / TEMPLATES_DIR
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def check_system_templates(catalog: Catalog) -> Iterator[Diagnostic]:
+    """Every file under templates/ renders for every host (or with globals when none)."""
+    if not catalog.complete("host", "students", "variables"):
+        return
+    targets: dict[str, Host | None] = dict(sorted(catalog.hosts.items())) or {"": None}
+    contexts = {name: system_context(_merged(catalog, host, {}), name or "example", host,
+                                     catalog.pools.get(host.pool) if host else None)
+                for name, host in targets.items()}
+    for path in template_files(catalog.root):
+        rel = path.relative_to(catalog.root).as_posix()
+        yield from check_template(rel, path.read_bytes(), contexts)

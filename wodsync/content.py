@@ -1,0 +1,68 @@
+"""A seat's workshop content: the catalog, one workshop and one seat in; rendered files out.
+
+`wodsync render` writes these files to a folder for an author to preview; deployment on CREATE
+streams the very same list to the host, so a preview is exactly what a student gets.
+"""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+import string
+from pathlib import Path
+
+from wodsync.catalog.loader import Catalog
+from wodsync.render import RenderedFile, render_workshop, seat_variables, workshop_context
+from wodsync.secrets import Secrets, resolve_variables
+
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
+class ContentError(Exception):
+    """The request cannot be rendered (unknown workshop, seat outside the range, …)."""
+
+
+def new_password(length: int = 12) -> str:
+    """A random alphanumeric password (WoD uses 8 characters; wodsync defaults to 12)."""
+    return "".join(pysecrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+def pick_host(catalog: Catalog, key: str, host_name: str | None) -> str | None:
+    """The host whose variables apply: the one asked for, else the first of the location."""
+    ws = catalog.workshops[key]
+    if host_name is not None:
+        if host_name not in catalog.hosts:
+            raise ContentError(f"unknown host '{host_name}'")
+        return host_name
+    candidates = sorted(catalog.hosts_in(ws.location))
+    return candidates[0] if candidates else None
+
+
+def seat_content(catalog: Catalog, key: str, seat: int, password: str,
+                 host_name: str | None, secrets: Secrets) -> list[RenderedFile]:
+    """Render every file of workshop `key` for `seat` as it will land in the student's home."""
+    if key not in catalog.workshops:
+        raise ContentError(f"unknown workshop '{key}'")
+    ws = catalog.workshops[key]
+    if not ws.seats.first <= seat <= ws.seats.last:
+        raise ContentError(f"seat {seat} is outside {key}'s seats {ws.seats}")
+    host = catalog.hosts.get(host_name) if host_name else None
+    pool_name = host.pool if host else next(iter(catalog.pools), None)
+    if pool_name is None or pool_name not in catalog.pools:
+        raise ContentError("no student pool is defined in catalog/students.yaml")
+    merged = resolve_variables(catalog.variables, secrets)
+    if host:
+        merged |= resolve_variables(host.variables, secrets)
+    merged |= resolve_variables(ws.variables, secrets)
+    seat_vars = seat_variables(key, ws, catalog.pools[pool_name], seat, password)
+    ctx = workshop_context(key, ws, merged, seat_vars, host.address if host else "localhost")
+    folder = catalog.folders[key]
+    return list(render_workshop(folder.path, folder.files, ctx))
+
+
+def write_content(files: list[RenderedFile], out: Path) -> None:
+    """Write rendered files under `out`, creating folders; existing files are replaced."""
+    for f in files:
+        target = out / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.data)
+        target.chmod(f.mode)

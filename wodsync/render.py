@@ -1,0 +1,150 @@
+"""Rendering a workshop folder for one seat: the same code previews, validates and deploys.
+
+WoD renders every `*.ipynb *.yaml *.py *.sh *.src *.tf *.env Variables.ps1` of a workshop through
+Jinja2 with the workshop's and the student's variables and copies everything else as is. wodsync
+keeps that contract (so WoD notebooks work unchanged, including their
+`hostvars[inventory_hostname]['X-WKSHP-Name']` lookups) but renders in a sandbox with
+`StrictUndefined`, a time budget and an output cap: a template can neither read the host nor hang
+the reconciler.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from jinja2 import StrictUndefined, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from wodsync.catalog.models import Host, Pool, Workshop
+
+RENDERED_SUFFIXES = frozenset({".ipynb", ".yaml", ".py", ".sh", ".src", ".tf", ".env"})
+RENDERED_NAMES = frozenset({"Variables.ps1"})
+METADATA_FILE = "workshop.yaml"
+SEAT_VARIABLES = ("STDID", "PASSSTU", "MODEWS", "STUDENT", "WKSHP")
+COMPAT_VARIABLES = ("hostvars", "inventory_hostname")
+RENDER_SECONDS = 5.0
+MAX_OUTPUT_BYTES = 16 << 20
+
+
+class RenderTimeout(Exception):
+    """A template ran past its time budget."""
+
+
+class OutputTooLarge(Exception):
+    """A template produced more than `MAX_OUTPUT_BYTES`."""
+
+
+def is_rendered(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    return p.suffix in RENDERED_SUFFIXES or p.name in RENDERED_NAMES
+
+
+@cache
+def environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True,
+                                autoescape=False)
+
+
+def seat_variables(key: str, workshop: Workshop, pool: Pool, seat: int,
+                   password: str) -> dict[str, Any]:
+    """Per-student variables: WoD's STDID/PASSSTU/MODEWS plus the account and workshop names."""
+    return {
+        "STDID": seat,
+        "PASSSTU": password,
+        "MODEWS": "CHLG" if workshop.session_type == "Coding Challenge" else "WKSHP",
+        "STUDENT": pool.user(seat),
+        "WKSHP": key,
+    }
+
+
+def workshop_context(key: str, workshop: Workshop, merged: Mapping[str, Any],
+                     seat_vars: Mapping[str, Any], host_address: str) -> dict[str, Any]:
+    """The full context: global < host < workshop < seat, plus WoD's `hostvars` view.
+
+    WoD keeps per-workshop values as `NAME-WKSHP-Key` host variables; the `hostvars` view
+    exposes each workshop variable under that name too, so imported notebooks render unchanged.
+    """
+    ctx = {**merged, **seat_vars}
+    hostvars = {**ctx, "inventory_hostname": host_address}
+    hostvars.update({f"{k}-{key}": merged[k] for k in workshop.variables})
+    ctx["hostvars"] = {host_address: hostvars}
+    ctx["inventory_hostname"] = host_address
+    return ctx
+
+
+def system_context(merged: Mapping[str, Any], host_name: str, host: Host | None,
+                   pool: Pool | None) -> dict[str, Any]:
+    """Context of the host system templates in `templates/`: variables plus `host` and `pool`."""
+    host_info = {"name": host_name, **(host.model_dump(exclude={"variables", "hub"}) if host
+                                       else {})}
+    return {**merged, "host": host_info, "pool": pool.model_dump() if pool else {}}
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Interrupt a runaway render on the main thread (worker threads rely on the output cap)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise RenderTimeout(f"rendering took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def compile_template(source: str | nodes.Template, name: str) -> Any:
+    """Compile with `name` as the file name so errors carry template line numbers."""
+    env = environment()
+    code = env.compile(source, name=name, filename=name)
+    return env.template_class.from_code(env, code, env.make_globals(None))
+
+
+def render_text(template: Any, ctx: Mapping[str, Any]) -> str:
+    """Render under the time budget and output cap."""
+    parts: list[str] = []
+    size = 0
+    with deadline(RENDER_SECONDS):
+        for chunk in template.generate(ctx):
+            size += len(chunk)
+            if size > MAX_OUTPUT_BYTES:
+                raise OutputTooLarge(f"output exceeds {MAX_OUTPUT_BYTES} bytes")
+            parts.append(chunk)
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file of a seat's content: path relative to the workshop folder, bytes and mode."""
+
+    path: str
+    data: bytes
+    mode: int
+
+
+def render_workshop(folder: Path, files: list[str],
+                    ctx: Mapping[str, Any]) -> Iterator[RenderedFile]:
+    """Yield every file of the workshop for one seat: templates rendered, the rest copied."""
+    for rel in files:
+        if rel == METADATA_FILE:
+            continue
+        src = folder / rel
+        mode = 0o755 if src.stat().st_mode & 0o111 else 0o644
+        raw = src.read_bytes()
+        if is_rendered(rel):
+            text = render_text(compile_template(raw.decode("utf-8"), rel), ctx)
+            raw = text.encode("utf-8")
+        yield RenderedFile(rel, raw, mode)
