@@ -184,3 +184,151 @@ def demo_cmd(root: Path, out: Path, as_json: bool) -> None:
         return
     for key, info in rendered.items():
         click.echo(f"{key}: seat {info['seat']}, {info['files']} files → {info['path']}")
+
+
+def _engine_hosts(root: Path, names: tuple[str, ...], secrets_file: Path | None) -> list[Any]:
+    """Validated catalog → desired state of the selected hosts (all when none named)."""
+    from wodsync.engine.desired import desired_state
+
+    catalog, found = validate(root)
+    if has_errors(found):
+        _print_diagnostics(found)
+        raise click.ClickException("the catalog has errors; fix them before planning")
+    unknown = [n for n in names if n not in catalog.hosts]
+    if unknown:
+        raise click.ClickException(f"unknown host(s): {', '.join(unknown)}")
+    try:
+        secrets = Secrets.load(secrets_file)
+        return [desired_state(catalog, n, secrets) for n in (names or sorted(catalog.hosts))]
+    except SecretError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def host_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--host", "hosts", multiple=True, help="Host to act on; repeatable "
+                     "(default: every host).")(f)
+    f = click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False,
+                     path_type=Path), help="YAML file of secret values.")(f)
+    f = click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True,
+                     help="Hosts handled at once.")(f)
+    f = click.option("--allow-deletions", type=click.IntRange(0), default=None,
+                     help="Accept a plan deleting up to N accounts (overrides the cap).")(f)
+    return root_option(f)
+
+
+def _report(results: list[Any], as_json: bool, applied: bool) -> int:
+    from wodsync.engine.plan import render_plan
+
+    plans = [r.plan for r in results if r.plan]
+    if as_json:
+        click.echo(json.dumps([{"host": r.host, "error": r.error,
+                                "plan": r.plan.to_json() if r.plan else None,
+                                "applied": r.applied,
+                                "remaining": r.after.to_json() if r.after else None}
+                               for r in results], indent=2))
+    else:
+        click.echo(render_plan(plans))
+        for r in results:
+            if r.error:
+                err.print(f"✗ {r.host}: {r.error}")
+            elif applied and r.applied:
+                left = len(r.after.actions) if r.after else 0
+                err.print(f"✓ {r.host}: {'; '.join(r.applied)}"
+                          + (f" — {left} actions still pending" if left else " — converged"))
+    if any(not r.ok for r in results):
+        return 1
+    if applied:
+        return 1 if any(r.after and r.after.changes for r in results) else 0
+    return 2 if any(p.changes for p in plans) else 0
+
+
+@main.command("plan")
+@host_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_cmd(root: Path, hosts: tuple[str, ...], secrets_file: Path | None, parallel: int,
+             allow_deletions: int | None, as_json: bool) -> None:
+    """Show what apply would change on each host (exit 0 none, 2 changes, 1 error)."""
+    from wodsync.engine.reconcile import reconcile
+
+    desired = _engine_hosts(root, hosts, secrets_file)
+    results = reconcile(desired, apply=False, parallel=parallel, allow_deletions=allow_deletions)
+    sys.exit(_report(results, as_json, applied=False))
+
+
+main.add_command(click.Command(
+    "check", callback=plan_cmd.callback, params=plan_cmd.params,
+    help="Drift check for monitoring: the plan; exit 2 when a host drifted, 1 on error."))
+
+
+@main.command("apply")
+@host_options
+@click.option("--yes", is_flag=True, help="Apply without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def apply_cmd(root: Path, hosts: tuple[str, ...], secrets_file: Path | None, parallel: int,
+              allow_deletions: int | None, yes: bool, as_json: bool) -> None:
+    """Apply the plan: one batch per host, hosts in parallel, then observe again."""
+    from wodsync.engine.plan import render_plan
+    from wodsync.engine.reconcile import reconcile
+
+    desired = _engine_hosts(root, hosts, secrets_file)
+    if not yes:
+        preview = reconcile(desired, apply=False, parallel=parallel,
+                            allow_deletions=allow_deletions)
+        click.echo(render_plan([r.plan for r in preview if r.plan]))
+        if not any(r.plan and r.plan.changes for r in preview):
+            sys.exit(_report(preview, False, applied=False))
+        click.confirm("Apply these changes?", abort=True)
+    results = reconcile(desired, apply=True, parallel=parallel, allow_deletions=allow_deletions)
+    sys.exit(_report(results, as_json, applied=True))
+
+
+@main.group("host")
+def host_group() -> None:
+    """Manage the host inventory."""
+
+
+@host_group.command("add")
+@root_option
+@click.argument("name")
+@click.option("--address", required=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option("--user", default="root", show_default=True)
+@click.option("--identity", help="Private key file for SSH.")
+@click.option("--location", required=True)
+@click.option("--pool", default="student", show_default=True)
+@click.option("--fingerprint", "expected", help="Expected SHA256:… fingerprint of the host key.")
+@click.option("--accept-new", is_flag=True, help="Pin whatever key the host presents now.")
+def host_add_cmd(root: Path, name: str, address: str, port: int, user: str,
+                 identity: str | None, location: str, pool: str, expected: str | None,
+                 accept_new: bool) -> None:
+    """Write hosts/NAME.yaml with the host's SSH key pinned."""
+    from wodsync.catalog.loader import HOSTS_DIR
+    from wodsync.catalog.models import NAME_RE, Host
+    from wodsync.catalog.yamlfile import dump_yaml
+    from wodsync.engine.transport import TransportError, fingerprint, scan_host_key
+
+    if not re.match(NAME_RE, name):
+        raise click.ClickException(f"host name '{name}' must match {NAME_RE}")
+    target = root / HOSTS_DIR / f"{name}.yaml"
+    if target.exists():
+        raise click.ClickException(f"{target} already exists")
+    if not expected and not accept_new:
+        raise click.ClickException("give --fingerprint SHA256:… (verified) or --accept-new")
+    try:
+        key = scan_host_key(address, port)
+    except TransportError as exc:
+        raise click.ClickException(str(exc)) from None
+    if expected and fingerprint(key) != expected:
+        raise click.ClickException(f"{address}:{port} presents {fingerprint(key)}, not "
+                                   f"{expected}; nothing written")
+    data = {"address": address, "port": port, "user": user, "identity": identity,
+            "host_key": f"{key.get_name()} {key.get_base64()}", "location": location,
+            "pool": pool, "transport": "ssh"}
+    data = {k: v for k, v in data.items() if v is not None}
+    try:
+        Host.model_validate(data)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(dump_yaml(data, schema.modeline(root, target, "host")), encoding="utf-8")
+    err.print(f"wrote {target} (key {fingerprint(key)})")

@@ -27,6 +27,8 @@ from wodsync.catalog.models import (
     Replay,
     ReplaysFile,
     StudentsFile,
+    SystemFile,
+    SystemFilesFile,
     VariablesFile,
     VarValue,
     Workshop,
@@ -43,6 +45,7 @@ REPLAYS_FILE = "catalog/replays.yaml"
 STUDENTS_FILE = "catalog/students.yaml"
 LOCATIONS_FILE = "catalog/locations.yaml"
 VARIABLES_FILE = "catalog/variables.yaml"
+SYSTEM_FILE = "catalog/system.yaml"
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9._+@=,][A-Za-z0-9._+@=,-]*$")
 MAX_FOLDER_FILES = 5000
 MAX_FOLDER_DEPTH = 16
@@ -69,6 +72,7 @@ class Catalog:
     locations: dict[str, Location] = field(default_factory=dict)
     variables: dict[str, VarValue] = field(default_factory=dict)
     hosts: dict[str, Host] = field(default_factory=dict)
+    system_files: list[SystemFile] = field(default_factory=list)
     docs: dict[str, Document] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
@@ -266,6 +270,9 @@ def load_catalog(root: Path) -> Catalog:
     catalog.pools = dict(students.pools) if students else {}
     catalog.locations = {loc.name: loc for loc in locations.locations} if locations else {}
     catalog.variables = dict(variables.root) if variables else {}
+    system: SystemFilesFile | None = _load(catalog, SYSTEM_FILE, SystemFilesFile, "system",
+                                           required=False)
+    catalog.system_files = system.files if system else []
     _load_workshops(catalog)
     _load_hosts(catalog)
     return catalog

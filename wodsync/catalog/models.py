@@ -247,6 +247,29 @@ class Hub(Strict):
     token: SecretRef | None = None
 
 
+SysctlKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")]
+SysctlValue = int | Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 ._:-]{1,200}$")]
+
+
+class SystemFile(Strict):
+    """A host file rendered from `templates/`: where it goes, who owns it, what to run after."""
+
+    template: RelPath = Field(description="Path under templates/.")
+    path: AbsPath = Field(description="Destination on the host.")
+    owner: LinuxName = "root"
+    group: LinuxName = "root"
+    mode: Annotated[str, StringConstraints(pattern=r"^0?[0-7]{3}$")] = Field(
+        "0644", description="Octal mode as a string, e.g. '0644'.")
+    on_change: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        [], description="Command (argv, no shell) run once after the file changed.")
+
+
+class SystemFilesFile(Strict):
+    """`catalog/system.yaml`: the system files every host gets."""
+
+    files: list[SystemFile] = []
+
+
 class Host(Strict):
     """A JupyterHub host: `hosts/<name>.yaml`; the file name is the host name."""
 
@@ -261,6 +284,12 @@ class Host(Strict):
     transport: Literal["ssh", "local"] = "ssh"
     hub: Hub = Hub()
     variables: Variables = {}
+    sysctl: dict[SysctlKey, SysctlValue] = Field(
+        {}, description="Kernel values kept live on the host (drift is repaired).")
+    state_dir: AbsPath = Field("/var/lib/wodsync",
+                               description="Where wodsync keeps its inventory on the host.")
+    home_acl: LinuxName | None = Field(
+        None, description="Admin user given a read/write ACL on every student home.")
 
     @model_validator(mode="after")
     def _key_pinned(self) -> Host:
@@ -276,4 +305,5 @@ FILE_MODELS: dict[str, type[BaseModel]] = {
     "locations": LocationsFile,
     "variables": VariablesFile,
     "host": Host,
+    "system": SystemFilesFile,
 }

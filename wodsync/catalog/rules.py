@@ -14,6 +14,8 @@ from wodsync.catalog.loader import (
     LOCATIONS_FILE,
     REPLAYS_FILE,
     STUDENTS_FILE,
+    SYSTEM_FILE,
+    TEMPLATES_DIR,
     Catalog,
 )
 from wodsync.catalog.models import Workshop
@@ -148,7 +150,23 @@ def scripts_exist(catalog: Catalog) -> Iterator[Diagnostic]:
                 yield doc.diag("missing-script", f"'{rel}' is not a file in {key}/", *loc)
 
 
+def system_files_exist(catalog: Catalog) -> Iterator[Diagnostic]:
+    """Each system file names a template that exists and a destination used once."""
+    seen: set[str] = set()
+    for i, f in enumerate(catalog.system_files):
+        template = catalog.root / TEMPLATES_DIR / f.template
+        if not template.is_file() or template.is_symlink():
+            yield catalog.docs[SYSTEM_FILE].diag(
+                "missing-template", f"'{f.template}' is not a file in {TEMPLATES_DIR}/",
+                "files", i, "template")
+        if f.path in seen:
+            yield catalog.docs[SYSTEM_FILE].diag(
+                "duplicate-id", f"'{f.path}' is declared twice", "files", i, "path")
+        seen.add(f.path)
+
+
 RULES: tuple[Rule, ...] = (
+    system_files_exist,
     seats_inside_pools,
     seats_disjoint,
     capacity_fits,

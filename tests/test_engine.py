@@ -1,0 +1,216 @@
+"""The host engine against a real sshd on loopback and real Linux accounts (test pool only)."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sshd import free_port, start_sshd
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
+                                reason="needs root and openssh-server (./bootstrap test)")
+
+PREFIX, UID_BASE, GROUP = "wodt", 50000, "wodtgrp"
+SYSCTL = "net.ipv4.tcp_keepalive_time"
+
+
+def _sysctl() -> str:
+    return Path("/proc/sys/" + SYSCTL.replace(".", "/")).read_text().strip()
+
+
+def _cleanup_accounts() -> None:
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
+            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+    for g in grp.getgrall():
+        if g.gr_name.startswith(PREFIX) and (UID_BASE < g.gr_gid < UID_BASE + 1000
+                                             or g.gr_name == GROUP):
+            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lab(tmp_path, sshd):
+    """A catalog with one host (the loopback sshd) and a 20-seat test pool."""
+    _cleanup_accounts()
+    original = _sysctl()
+    root = tmp_path / "repo"
+    w = lambda rel, text: (root / rel).parent.mkdir(parents=True, exist_ok=True) or \
+        (root / rel).write_text(text)  # noqa: E731
+    w("catalog/workshops/README.md", "none yet\n")
+    w("catalog/locations.yaml", "locations:\n  - name: lab\n")
+    w("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
+      f"    last: 20\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
+      f"    home_root: {tmp_path}/homes\n    group: {GROUP}\n")
+    w("catalog/variables.yaml", "BRANDING: Lab\n")
+    w("catalog/system.yaml", f"files:\n  - template: test.conf.j2\n"
+      f"    path: {tmp_path}/etc/wodsync-test.conf\n    mode: '0640'\n"
+      f"    on_change: [touch, {tmp_path}/changed]\n")
+    w("templates/test.conf.j2", "# {{ BRANDING }} on {{ host.name }}\nseats={{ pool.last }}\n")
+    w("hosts/lab1.yaml", f"address: 127.0.0.1\nport: {sshd.port}\nuser: root\n"
+      f"identity: {sshd.client_key}\nhost_key: {sshd.host_pub}\nlocation: lab\npool: test\n"
+      f"state_dir: {tmp_path}/state\nsysctl:\n  {SYSCTL}: {original}\n")
+    yield root
+    _cleanup_accounts()
+    Path("/proc/sys/" + SYSCTL.replace(".", "/")).write_text(original)
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args,
+                           "--root", str(root)], capture_output=True, text=True, timeout=300)
+
+
+def plan_json(root: Path, *extra: str) -> list[dict]:
+    done = run(root, "plan", "--json", *extra)
+    assert done.returncode in (0, 2), done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def test_fresh_host_converges_and_second_plan_is_empty(lab, tmp_path):
+    first = run(lab, "plan")
+    assert first.returncode == 2, first.stderr
+    assert "+ account:wodt1  (uid 50001" in first.stdout
+    assert "Plan: 22 to create, 0 to change, 0 to delete." in first.stdout
+    applied = run(lab, "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "converged" in applied.stderr
+    again = run(lab, "plan")
+    assert again.returncode == 0 and "no changes" in again.stdout
+    user = pwd.getpwnam("wodt7")
+    assert (user.pw_uid, user.pw_gid, user.pw_dir) == (50007, 50007, f"{tmp_path}/homes/wodt7")
+    st = Path(user.pw_dir).stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (50007, 0o700)
+    assert "wodt7" in grp.getgrnam(GROUP).gr_mem
+    shadow = Path("/etc/shadow").read_text()
+    assert any(line.startswith("wodt7:!") for line in shadow.splitlines())
+    conf = tmp_path / "etc/wodsync-test.conf"
+    assert conf.read_text() == "# Lab on lab1\nseats=20\n"
+    assert conf.stat().st_mode & 0o777 == 0o640 and (tmp_path / "changed").exists()
+    assert run(lab, "check").returncode == 0
+
+
+def test_drift_is_planned_exactly_and_repaired(lab, tmp_path):
+    assert run(lab, "apply", "--yes").returncode == 0
+    (tmp_path / "changed").unlink()
+    subprocess.run(["userdel", "wodt3"], check=True)
+    (tmp_path / "homes/wodt5").chmod(0o755)
+    (tmp_path / "etc/wodsync-test.conf").write_text("edited by hand\n")
+    Path("/proc/sys/" + SYSCTL.replace(".", "/")).write_text("4321")
+    check = run(lab, "check")
+    assert check.returncode == 2
+    actions = {(a["op"], a["resource"]) for a in plan_json(lab)[0]["plan"]["actions"]}
+    assert actions == {("create", "account:wodt3"), ("change", "account:wodt5"),
+                       ("change", f"file:{tmp_path}/etc/wodsync-test.conf"),
+                       ("change", f"sysctl:{SYSCTL}"), ("change", f"group:{GROUP}")}
+    assert run(lab, "apply", "--yes").returncode == 0
+    assert run(lab, "plan").returncode == 0
+    assert (tmp_path / "homes/wodt5").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "changed").exists()
+
+
+def test_deletion_cap_refuses_then_allows_and_keeps_homes_with_files(lab, tmp_path):
+    assert run(lab, "apply", "--yes").returncode == 0
+    (tmp_path / "homes/wodt18/notebook.ipynb").write_text("{}")
+    students = lab / "catalog/students.yaml"
+    students.write_text(students.read_text().replace("last: 20", "last: 15"))
+    refused = run(lab, "apply", "--yes")
+    assert refused.returncode == 1
+    assert "REFUSED: plan deletes 5 accounts; the cap is 2" in refused.stdout
+    assert pwd.getpwnam("wodt18")
+    text = run(lab, "plan", "--allow-deletions", "5").stdout
+    assert "- account:wodt18  (home " in text and "kept: 1 entries" in text
+    assert run(lab, "apply", "--yes", "--allow-deletions", "5").returncode == 0
+    with pytest.raises(KeyError):
+        pwd.getpwnam("wodt18")
+    assert (tmp_path / "homes/wodt18/notebook.ipynb").exists()
+    assert not (tmp_path / "homes/wodt19").exists()
+
+
+def test_accounts_not_created_by_wodsync_are_never_deleted(lab, tmp_path):
+    subprocess.run(["useradd", "-u", "50019", "-M", "wodt19"], check=True)
+    students = lab / "catalog/students.yaml"
+    students.write_text(students.read_text().replace("last: 20", "last: 18"))
+    result = plan_json(lab)[0]
+    assert not any(a["op"] == "delete" for a in result["plan"]["actions"])
+    assert any("wodt19" in n and "never deleted" in n for n in result["plan"]["notes"])
+    assert run(lab, "apply", "--yes").returncode == 0
+    assert pwd.getpwnam("wodt19")
+
+
+def test_growing_the_pool_creates_only_the_difference(lab):
+    students = lab / "catalog/students.yaml"
+    students.write_text(students.read_text().replace("last: 20", "last: 10"))
+    assert run(lab, "apply", "--yes").returncode == 0
+    students.write_text(students.read_text().replace("last: 10", "last: 20"))
+    creates = [a for a in plan_json(lab)[0]["plan"]["actions"] if a["op"] == "create"]
+    assert [a["resource"] for a in creates] == [f"account:wodt{n}" for n in range(11, 21)]
+    assert run(lab, "apply", "--yes").returncode == 0
+    assert run(lab, "plan").returncode == 0
+
+
+def test_unknown_and_changed_host_keys_are_refused(lab, tmp_path):
+    host = lab / "hosts/lab1.yaml"
+    other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            str(tmp_path / "other")], check=True)
+    assert other.returncode == 0
+    fake = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    text = host.read_text()
+    pinned = next(ln for ln in text.splitlines() if ln.startswith("host_key"))
+    host.write_text(text.replace(pinned, f"host_key: {fake}"))
+    result = run(lab, "plan")
+    assert result.returncode == 1 and "host key of lab1 changed" in result.stderr
+    assert not any(p.pw_name.startswith(PREFIX) for p in pwd.getpwall())
+    rsa = subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f",
+                          str(tmp_path / "rsa")], check=True)
+    assert rsa.returncode == 0
+    host.write_text(text.replace(pinned, "host_key: " + " ".join(
+        (tmp_path / "rsa.pub").read_text().split()[:2])))
+    result = run(lab, "plan")
+    assert result.returncode == 1 and "lab1" in result.stderr and "key" in result.stderr
+
+
+def test_one_unreachable_host_does_not_stop_the_other(lab):
+    text = (lab / "hosts/lab1.yaml").read_text()
+    port = next(ln for ln in text.splitlines() if ln.startswith("port:"))
+    (lab / "hosts/lab2.yaml").write_text(text.replace(port, f"port: {free_port()}"))
+    result = run(lab, "apply", "--yes", "--parallel", "2")
+    assert result.returncode == 1
+    assert "✗ lab2: cannot connect" in result.stderr or "✗ lab2:" in result.stderr
+    assert "✓ lab1:" in result.stderr
+    assert pwd.getpwnam("wodt20")
+
+
+def test_local_transport_runs_the_same_engine(lab):
+    host = lab / "hosts/lab1.yaml"
+    host.write_text(host.read_text() + "transport: local\n")
+    assert run(lab, "apply", "--yes").returncode == 0
+    assert run(lab, "plan").returncode == 0
+    assert pwd.getpwnam("wodt1").pw_uid == 50001
+
+
+def test_host_add_pins_the_key(lab, sshd):
+    from wodsync.engine.transport import fingerprint, scan_host_key
+
+    wrong = run(lab, "host", "add", "lab3", "--address", "127.0.0.1", "--port",
+                str(sshd.port), "--location", "lab", "--pool", "test",
+                "--fingerprint", "SHA256:AAAA")
+    assert wrong.returncode == 1 and not (lab / "hosts/lab3.yaml").exists()
+    fp = fingerprint(scan_host_key("127.0.0.1", sshd.port))
+    ok = run(lab, "host", "add", "lab3", "--address", "127.0.0.1", "--port", str(sshd.port),
+             "--location", "lab", "--pool", "test", "--identity", str(sshd.client_key),
+             "--fingerprint", fp)
+    assert ok.returncode == 0, ok.stderr
+    assert sshd.host_pub in (lab / "hosts/lab3.yaml").read_text()
+    assert run(lab, "plan", "--host", "lab3").returncode == 2

@@ -1,0 +1,1 @@
+"""The host engine: desired state → observe → plan → apply, over pluggable transports."""

@@ -1,0 +1,278 @@
+"""The host side of wodsync: sent as source to the host's python3, standard library only.
+
+One invocation is one round trip. The controller sends a JSON line `{"op": ..., "payload": ...}`
+on stdin; `observe` returns the facts the plan needs, `apply` executes a batch of actions with
+bulk tools (`newusers`, `chpasswd -e`, `gpasswd -M`) and reports what it did. Every argument
+travels as data (argv lists and stdin), never through a shell line. Nothing here deletes a home
+that holds files, and only names listed in wodsync's inventory are ever removed.
+"""
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+INVENTORY = "inventory.json"
+
+
+def _read_shadow():
+    locked = {}
+    try:
+        with open("/etc/shadow", encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) > 1:
+                    locked[parts[0]] = parts[1].startswith(("!", "*")) or parts[1] == ""
+    except OSError:
+        pass
+    return locked
+
+
+def _in_pool(name, uid, pool):
+    if re.fullmatch(re.escape(pool["prefix"]) + r"[0-9]+", name):
+        return True
+    return pool["uid_base"] + pool["first"] <= uid <= pool["uid_base"] + pool["last"]
+
+
+def _home_facts(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    try:
+        entries = len(os.listdir(path))
+    except OSError:
+        entries = 0
+    return {"mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
+            "entries": entries}
+
+
+def _file_facts(path):
+    try:
+        st = os.lstat(path)
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+    return {"sha256": digest, "mode": st.st_mode & 0o7777,
+            "owner": _name(pwd.getpwuid, st.st_uid), "group": _name(grp.getgrgid, st.st_gid)}
+
+
+def _name(lookup, ident):
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def _sysctl_path(key):
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def _read_sysctl(key):
+    try:
+        with open(_sysctl_path(key), encoding="utf-8") as f:
+            return " ".join(f.read().split())
+    except OSError:
+        return None
+
+
+def _inventory(state_dir):
+    try:
+        with open(os.path.join(state_dir, INVENTORY), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"accounts": [], "files": []}
+
+
+def observe(p):
+    """Accounts of the pool's range plus every account the inventory says wodsync made."""
+    pool = p["pool"]
+    locked = _read_shadow()
+    inventory = _inventory(p["state_dir"])
+    managed = set(inventory.get("accounts", []))
+    accounts = {}
+    for entry in pwd.getpwall():
+        if entry.pw_name in managed or _in_pool(entry.pw_name, entry.pw_uid, pool):
+            accounts[entry.pw_name] = {
+                "uid": entry.pw_uid, "gid": entry.pw_gid, "home": entry.pw_dir,
+                "shell": entry.pw_shell, "locked": locked.get(entry.pw_name, True),
+                "home_facts": _home_facts(entry.pw_dir)}
+    members = []
+    if pool.get("group"):
+        try:
+            members = sorted(grp.getgrnam(pool["group"]).gr_mem)
+        except KeyError:
+            members = None
+    paths = sorted(set(p["files"]) | set(inventory.get("files", [])))
+    return {"accounts": accounts, "group_members": members,
+            "files": {path: _file_facts(path) for path in paths},
+            "sysctl": {k: _read_sysctl(k) for k in p["sysctl"]},
+            "inventory": inventory}
+
+
+def _run(argv, stdin=None):
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {done.returncode}: {done.stderr.strip()[:500]}")
+    return done
+
+
+def _create_accounts(items, log):
+    if not items:
+        return
+    if not os.path.isdir(items[0]["home_root"]):
+        os.makedirs(items[0]["home_root"], mode=0o755, exist_ok=True)
+    # An empty password makes newusers leave the account locked ('!') without hashing; its
+    # PAM build then exits 1 with a warning per account, so success is checked on the result.
+    lines = "".join(f"{a['name']}::{a['uid']}:{a['gid']}:wodsync seat:{a['home']}:"
+                    f"{a['shell']}\n" for a in items)
+    done = subprocess.run(["newusers"], input=lines, capture_output=True, text=True)
+    missing = [a["name"] for a in items if not _exists(a["name"], a["uid"])]
+    if missing:
+        raise RuntimeError(f"newusers exited {done.returncode}; {len(missing)} accounts "
+                           f"missing (first {missing[0]}): {done.stderr.strip()[-300:]}")
+    _lock([a["name"] for a in items], [])
+    log.append(f"created {len(items)} accounts")
+
+
+def _exists(name, uid):
+    try:
+        return pwd.getpwnam(name).pw_uid == uid
+    except KeyError:
+        return False
+
+
+def _fix_homes(items, acl_user):
+    for a in items:
+        home = a["home"]
+        os.makedirs(home, exist_ok=True)
+        os.chown(home, a["uid"], a["gid"])
+        os.chmod(home, 0o700)
+        if acl_user:
+            _run(["setfacl", "-m", f"u:{acl_user}:rwx", home])
+
+
+def _lock(names, log):
+    if names:
+        _run(["chpasswd", "-e"], "".join(f"{n}:!\n" for n in names))
+        log.append(f"locked {len(names)} passwords")
+
+
+def _change_accounts(items):
+    for a in items:
+        if "shell" in a:
+            _run(["usermod", "-s", a["shell"], a["name"]])
+
+
+def _delete_accounts(items, log):
+    for a in items:
+        _run(["userdel", a["name"]])
+        home = a["home"]
+        if os.path.isdir(home) and not os.path.islink(home) and not os.listdir(home):
+            os.rmdir(home)
+    if items:
+        log.append(f"deleted {len(items)} accounts (homes with files kept)")
+
+
+def _group(pool, members, log):
+    name = pool.get("group")
+    if not name or members is None:
+        return
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        _run(["groupadd", name])
+    _run(["gpasswd", "-M", ",".join(members), name])
+    log.append(f"group {name}: {len(members)} members")
+
+
+def _write_file(f):
+    directory = os.path.dirname(f["path"])
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".wodsync-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(bytes.fromhex(f["data"]))
+        os.chmod(tmp, int(f["mode"], 8))
+        shutil.chown(tmp, f["owner"], f["group"])
+        os.replace(tmp, f["path"])
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _files(p, log):
+    commands = []
+    for f in p["files"]:
+        _write_file(f)
+        for cmd in [f["on_change"]] if f["on_change"] else []:
+            if cmd not in commands:
+                commands.append(cmd)
+    for path in p["delete_files"]:
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.unlink(path)
+    for cmd in commands:
+        _run(cmd)
+    if p["files"] or p["delete_files"]:
+        log.append(f"wrote {len(p['files'])} files, removed {len(p['delete_files'])}, "
+                   f"ran {len(commands)} commands")
+
+
+def _sysctl(values, log):
+    for key, value in values.items():
+        with open(_sysctl_path(key), "w", encoding="utf-8") as f:
+            f.write(str(value))
+    if values:
+        log.append(f"set {len(values)} sysctl values")
+
+
+def _save_inventory(state_dir, inventory):
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, INVENTORY)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(inventory, f, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def apply(p):
+    """Run one batch; the inventory is saved first so an interrupted run still knows its own."""
+    log = []
+    inventory = _inventory(p["state_dir"])
+    inventory["accounts"] = sorted(set(inventory.get("accounts", []))
+                                   | {a["name"] for a in p["create"]})
+    inventory["files"] = sorted(set(inventory.get("files", [])) | {f["path"] for f in p["files"]})
+    _save_inventory(p["state_dir"], inventory)
+    _create_accounts(p["create"], log)
+    _fix_homes(p["create"] + p["homes"], p.get("home_acl"))
+    _change_accounts(p["change"])
+    _lock(p["lock"], log)
+    _delete_accounts(p["delete"], log)
+    _group(p["pool"], p["group_members"], log)
+    _files(p, log)
+    _sysctl(p["sysctl"], log)
+    gone = {a["name"] for a in p["delete"]}
+    inventory["accounts"] = sorted(set(inventory["accounts"]) - gone)
+    inventory["files"] = sorted(set(inventory["files"]) - set(p["delete_files"]))
+    _save_inventory(p["state_dir"], inventory)
+    return {"log": log}
+
+
+def main():
+    request = json.loads(sys.stdin.readline())
+    try:
+        result = {"ok": True, "result": globals()[request["op"]](request["payload"])}
+    except Exception as exc:  # reported to the controller as data, with the host's message
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
