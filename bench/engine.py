@@ -1,0 +1,164 @@
+"""Benchmark: the host engine on 2000 seats over a loopback sshd, against Ansible (prints figures).
+
+Runs as root on a Debian machine with openssh-server (./bootstrap test installs it). Uses a
+throw-away pool (prefix `wodb`, uids 40001..42000, homes in a temp dir) and removes every account
+it made. Figures: fresh converge, no-op plan and apply (with the number of SSH exec channels),
+a one-file change; then Ansible's `user` module over the same sshd for a sample of accounts,
+extrapolated to 2000, and the ratio. Ansible (ansible-core) is installed from PyPI into a venv
+of its own when missing; `--no-ansible` skips it.
+
+    .venv/bin/python bench/engine.py [--seats 2000] [--ansible-sample 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paramiko
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from wodsync.catalog import validate
+from wodsync.engine.desired import desired_state
+from wodsync.engine.reconcile import reconcile
+from wodsync.secrets import Secrets
+
+from sshd import start_sshd
+
+PREFIX, UID_BASE = "wodb", 40000
+EXEC_CALLS = 0
+
+
+def _count_exec() -> None:
+    """Count SSH exec channels opened by wodsync (the figure the target is about)."""
+    original = paramiko.Channel.exec_command
+
+    def counted(self: paramiko.Channel, command: str) -> None:
+        global EXEC_CALLS
+        EXEC_CALLS += 1
+        original(self, command)
+
+    paramiko.Channel.exec_command = counted  # type: ignore[method-assign]
+
+
+def cleanup(prefix: str) -> None:
+    names = [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(prefix)
+             and UID_BASE < p.pw_uid <= UID_BASE + 10000]
+    for name in names:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def catalog(root: Path, tmp: Path, port: int, host_pub: str, key: Path, seats: int) -> None:
+    def w(rel: str, text: str) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+    w("catalog/locations.yaml", "locations:\n  - name: bench\n")
+    w("catalog/students.yaml", f"pools:\n  bench:\n    prefix: {PREFIX}\n    first: 1\n"
+      f"    last: {seats}\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
+      f"    home_root: {tmp}/homes\n")
+    w("catalog/variables.yaml", "BRANDING: Bench\n")
+    w("catalog/system.yaml",
+      f"files:\n  - template: bench.conf.j2\n    path: {tmp}/etc/bench.conf\n")
+    w("templates/bench.conf.j2", "# {{ BRANDING }}\nrevision = 1\n")
+    w("hosts/bench.yaml", f"address: 127.0.0.1\nport: {port}\nidentity: {key}\n"
+      f"host_key: {host_pub}\nlocation: bench\npool: bench\nstate_dir: {tmp}/state\n")
+
+
+def run(root: Path, apply: bool) -> tuple[float, int, object]:
+    global EXEC_CALLS
+    EXEC_CALLS = 0
+    start = time.perf_counter()
+    cat, found = validate(root)
+    assert not [d for d in found if d.is_error], found
+    desired = [desired_state(cat, n, Secrets()) for n in sorted(cat.hosts)]
+    result = reconcile(desired, apply=apply)[0]
+    elapsed = time.perf_counter() - start
+    if result.error:
+        raise SystemExit(f"engine failed: {result.error}")
+    return elapsed, EXEC_CALLS, result
+
+
+def ansible(tmp: Path, port: int, key: Path, sample: int) -> float | None:
+    venv = tmp.parent / "ansible-venv"
+    bench_venv = Path(os.environ.get("WODSYNC_ANSIBLE_VENV", "/opt/wodsync-bench-ansible"))
+    if (bench_venv / "bin/ansible-playbook").exists():
+        venv = bench_venv
+    elif not (venv / "bin/ansible-playbook").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin/pip"), "install", "-q", "ansible-core>=2.15"], check=True)
+    inventory = tmp / "inventory.ini"
+    inventory.write_text(f"bench ansible_host=127.0.0.1 ansible_port={port} ansible_user=root "
+                         f"ansible_ssh_private_key_file={key} "
+                         "ansible_python_interpreter=/usr/bin/python3 "
+                         "ansible_ssh_common_args='-o StrictHostKeyChecking=no "
+                         "-o UserKnownHostsFile=/dev/null'\n")
+    playbook = tmp / "users.yml"
+    playbook.write_text(json.dumps([{
+        "hosts": "bench", "gather_facts": False, "tasks": [{
+            "name": "student accounts (WoD's approach: one module call each)",
+            "ansible.builtin.user": {"name": "wodbx{{ item }}",
+                                     "uid": f"{{{{ {UID_BASE + 5000} + item }}}}",
+                                     "home": f"{tmp}/ahomes/wodbx{{{{ item }}}}",
+                                     "shell": "/bin/bash", "password": "!"},
+            "loop": f"{{{{ range(1, {sample + 1}) | list }}}}"}]}]))
+    start = time.perf_counter()
+    done = subprocess.run([str(venv / "bin/ansible-playbook"), "-i", str(inventory),
+                           str(playbook)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        print(done.stdout[-2000:], done.stderr[-2000:])
+        return None
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seats", type=int, default=2000)
+    parser.add_argument("--ansible-sample", type=int, default=200)
+    parser.add_argument("--no-ansible", action="store_true")
+    args = parser.parse_args()
+    _count_exec()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        server = start_sshd(tmp / "sshd")
+        root = tmp / "repo"
+        catalog(root, tmp, server.port, server.host_pub, server.client_key, args.seats)
+        cleanup(PREFIX)
+        try:
+            fresh, calls, result = run(root, apply=True)
+            print(f"engine: {args.seats} seats over loopback sshd")
+            print(f"  fresh converge      {fresh:7.2f} s  ({calls} SSH exec channels; "
+                  f"{'; '.join(result.applied)})")
+            noop_plan, calls_plan, _ = run(root, apply=False)
+            print(f"  no-op plan          {noop_plan:7.2f} s  ({calls_plan} SSH exec channels)")
+            noop_apply, calls_apply, _ = run(root, apply=True)
+            print(f"  no-op apply         {noop_apply:7.2f} s  ({calls_apply} SSH exec channels)")
+            (root / "templates/bench.conf.j2").write_text("# {{ BRANDING }}\nrevision = 2\n")
+            change, calls_change, _ = run(root, apply=True)
+            print(f"  one-file change     {change:7.2f} s  ({calls_change} SSH exec channels)")
+            noop_ok = noop_apply <= 1.5 and calls_apply <= 2
+            print(f"  targets: fresh ≤ 10 s {'met' if fresh <= 10 else 'MISSED'}; no-op ≤ 1.5 s "
+                  f"with ≤ 2 channels {'met' if noop_ok else 'MISSED'}")
+            if not args.no_ansible:
+                sample = ansible(tmp, server.port, server.client_key, args.ansible_sample)
+                if sample is not None:
+                    full = sample * args.seats / args.ansible_sample
+                    print(f"ansible user module: {args.ansible_sample} accounts {sample:.1f} s "
+                          f"→ {args.seats} extrapolated {full:.0f} s ({full / 60:.1f} min)")
+                    print(f"  wodsync fresh converge is {full / fresh:.0f}× faster "
+                          f"(target ≥ 100×)")
+        finally:
+            cleanup(PREFIX)
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
