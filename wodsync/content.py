@@ -12,7 +12,7 @@ from pathlib import Path
 
 from wodsync.catalog.loader import Catalog
 from wodsync.render import RenderedFile, render_workshop, seat_variables, workshop_context
-from wodsync.secrets import Secrets, resolve_variables
+from wodsync.secrets import Secrets, merge_variables
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
@@ -49,10 +49,8 @@ def seat_content(catalog: Catalog, key: str, seat: int, password: str,
     pool_name = host.pool if host else next(iter(catalog.pools), None)
     if pool_name is None or pool_name not in catalog.pools:
         raise ContentError("no student pool is defined in catalog/students.yaml")
-    merged = resolve_variables(catalog.variables, secrets)
-    if host:
-        merged |= resolve_variables(host.variables, secrets)
-    merged |= resolve_variables(ws.variables, secrets)
+    merged = merge_variables(secrets, catalog.variables, host.variables if host else {},
+                             ws.variables)
     seat_vars = seat_variables(key, ws, catalog.pools[pool_name], seat, password)
     ctx = workshop_context(key, ws, merged, seat_vars, host.address if host else "localhost")
     folder = catalog.folders[key]

@@ -59,3 +59,11 @@ class Placeholders(Secrets):
 def resolve_variables(variables: Mapping[str, VarValue], secrets: Secrets) -> dict[str, object]:
     return {k: secrets.resolve(v) if isinstance(v, SecretRef) else v
             for k, v in variables.items()}
+
+
+def merge_variables(secrets: Secrets, *layers: Mapping[str, VarValue]) -> dict[str, object]:
+    """Variables of several layers (global < host < workshop), later layers winning."""
+    merged: dict[str, object] = {}
+    for layer in layers:
+        merged |= resolve_variables(layer, secrets)
+    return merged

@@ -32,7 +32,7 @@ from wodsync.render import (
     system_context,
     workshop_context,
 )
-from wodsync.secrets import Placeholders, resolve_variables
+from wodsync.secrets import Placeholders, merge_variables
 
 SAMPLE_PASSWORD = "Sample-Pass1"
 PLACEHOLDERS = Placeholders()
@@ -159,10 +159,8 @@ def _host_targets(catalog: Catalog, locations: list[str]) -> dict[str, Host | No
 
 
 def _merged(catalog: Catalog, host: Host | None, extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = resolve_variables(catalog.variables, PLACEHOLDERS)
-    if host:
-        merged |= resolve_variables(host.variables, PLACEHOLDERS)
-    return merged | resolve_variables(extra, PLACEHOLDERS)
+    return merge_variables(PLACEHOLDERS, catalog.variables, host.variables if host else {},
+                           extra)
 
 
 def workshop_contexts(catalog: Catalog, key: str) -> dict[str, dict[str, Any]]:

@@ -213,9 +213,8 @@ def _files(p, log):
     commands = []
     for f in p["files"]:
         _write_file(f)
-        for cmd in [f["on_change"]] if f["on_change"] else []:
-            if cmd not in commands:
-                commands.append(cmd)
+        if f["on_change"] and f["on_change"] not in commands:
+            commands.append(f["on_change"])
     for path in p["delete_files"]:
         if os.path.isfile(path) and not os.path.islink(path):
             os.unlink(path)

@@ -14,7 +14,7 @@ from typing import Any
 from wodsync.catalog.loader import TEMPLATES_DIR, Catalog
 from wodsync.catalog.models import Host, Pool
 from wodsync.render import compile_template, render_text, system_context
-from wodsync.secrets import Secrets, resolve_variables
+from wodsync.secrets import Secrets, merge_variables
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,7 @@ def accounts_of(pool: Pool) -> dict[str, Account]:
 
 
 def files_of(catalog: Catalog, name: str, host: Host, secrets: Secrets) -> dict[str, ManagedFile]:
-    merged = resolve_variables(catalog.variables, secrets) | resolve_variables(host.variables,
-                                                                               secrets)
+    merged = merge_variables(secrets, catalog.variables, host.variables)
     ctx = system_context(merged, name, host, catalog.pools.get(host.pool))
     files = {}
     for f in catalog.system_files:
