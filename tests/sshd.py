@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -35,7 +38,9 @@ def keygen(path: Path) -> str:
     return " ".join(path.with_suffix(".pub").read_text().split()[:2])
 
 
-def start_sshd(workdir: Path, client_key: Path | None = None) -> Sshd:
+def start_sshd(workdir: Path, client_key: Path | None = None, address: str = "127.0.0.1",
+               port: int | None = None, wrap: tuple[str, ...] = ()) -> Sshd:
+    """Start sshd listening on `address`; `wrap` is an argv prefix (a namespace entry) for it."""
     workdir.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)
     host_pub = keygen(workdir / "host_key")
@@ -43,23 +48,49 @@ def start_sshd(workdir: Path, client_key: Path | None = None) -> Sshd:
         client_key = workdir / "client_key"
         keygen(client_key)
     (workdir / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
-    port = free_port()
+    port = port or free_port()
     (workdir / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_key'}\n"
+        f"Port {port}\nListenAddress {address}\nHostKey {workdir / 'host_key'}\n"
         f"PidFile {workdir / 'sshd.pid'}\nAuthorizedKeysFile {workdir / 'authorized_keys'}\n"
         "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nMaxSessions 50\n"
         "MaxStartups 50\n")
     with (workdir / "sshd.log").open("wb") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")],
+        proc = subprocess.Popen([*wrap, SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")],
                                 stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            with socket.create_connection((address, port), timeout=1) as s:
                 if s.recv(7) == b"SSH-2.0":
                     return Sshd(port, host_pub, client_key, proc)
         except OSError:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"sshd did not start: {(workdir / 'sshd.log').read_text()}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), deepest last."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_sessions(server: Sshd) -> int:
+    """Drop every open SSH session of `server`, as a network cut or a host crash would."""
+    victims = descendants(server.process.pid)
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(victims)

@@ -7,11 +7,12 @@ import json
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from sshd import free_port, start_sshd
+from sshd import free_port, kill_sessions, start_sshd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs root and openssh-server (./bootstrap test)")
@@ -214,3 +215,39 @@ def test_host_add_pins_the_key(lab, sshd):
     assert ok.returncode == 0, ok.stderr
     assert sshd.host_pub in (lab / "hosts/lab3.yaml").read_text()
     assert run(lab, "plan", "--host", "lab3").returncode == 2
+
+
+def test_connection_killed_mid_apply_then_rerun_converges(lab, tmp_path, sshd):
+    """Accounts made and the file written, its on_change command still running: cut the SSH
+    session. The rerun must finish the job, including the command the cut left unrun."""
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"[ -e {tmp_path}/slept ] || {{ touch {tmp_path}/slept; sleep 120; }}\n"
+                    f"touch {tmp_path}/changed\n")
+    system = lab / "catalog/system.yaml"
+    system.write_text(system.read_text().replace(f"[touch, {tmp_path}/changed]",
+                                                 f"[sh, {hook}]"))
+    first = subprocess.Popen([str(Path(os.sys.executable).parent / "wodsync"), "apply", "--yes",
+                              "--root", str(lab)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "slept").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "slept").exists(), "apply never reached the on_change command"
+    assert kill_sessions(sshd) > 0
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 1, out + err
+    assert not (tmp_path / "changed").exists()
+    pending = plan_json(lab)[0]["plan"]["actions"]
+    assert [(a["op"], a["resource"]) for a in pending] == [("change", f"on_change:sh {hook}")]
+    rerun = run(lab, "apply", "--yes")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert (tmp_path / "changed").exists()
+    assert run(lab, "plan").returncode == 0
+
+
+def test_new_homes_start_from_etc_skel(lab, tmp_path):
+    assert run(lab, "apply", "--yes").returncode == 0
+    skel = sorted(p.name for p in Path("/etc/skel").iterdir())
+    home = tmp_path / "homes/wodt4"
+    assert sorted(p.name for p in home.iterdir()) == skel
+    assert all(p.stat().st_uid == 50004 for p in home.iterdir())

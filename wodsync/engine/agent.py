@@ -40,13 +40,29 @@ def _in_pool(name, uid, pool):
     return pool["uid_base"] + pool["first"] <= uid <= pool["uid_base"] + pool["last"]
 
 
+def _own_entries(path):
+    """Entries of a home that are not untouched copies of /etc/skel: what the student made."""
+    own = []
+    for name in os.listdir(path):
+        mine, skel = os.path.join(path, name), os.path.join("/etc/skel", name)
+        if not (os.path.isfile(skel) and os.path.isfile(mine) and not os.path.islink(mine)
+                and _digest(skel) == _digest(mine)):
+            own.append(name)
+    return own
+
+
+def _digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _home_facts(path):
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
     try:
-        entries = len(os.listdir(path))
+        entries = len(_own_entries(path))
     except OSError:
         entries = 0
     return {"mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
@@ -56,8 +72,7 @@ def _home_facts(path):
 def _file_facts(path):
     try:
         st = os.lstat(path)
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+        digest = _digest(path)
     except OSError:
         return None
     return {"sha256": digest, "mode": st.st_mode & 0o7777,
@@ -88,7 +103,7 @@ def _inventory(state_dir):
         with open(os.path.join(state_dir, INVENTORY), encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
-        return {"accounts": [], "files": []}
+        return {"accounts": [], "files": [], "pending": []}
 
 
 def observe(p):
@@ -149,10 +164,22 @@ def _exists(name, uid):
         return False
 
 
-def _fix_homes(items, acl_user):
+def _fill_from_skel(home, uid, gid):
+    """A new seat starts with the host's /etc/skel, as `useradd -m` would give it."""
+    if not os.path.isdir("/etc/skel") or os.listdir(home):
+        return
+    shutil.copytree("/etc/skel", home, symlinks=True, dirs_exist_ok=True)
+    for root, dirs, files in os.walk(home):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def _fix_homes(items, acl_user, fresh=()):
     for a in items:
         home = a["home"]
         os.makedirs(home, exist_ok=True)
+        if a["name"] in fresh:
+            _fill_from_skel(home, a["uid"], a["gid"])
         os.chown(home, a["uid"], a["gid"])
         os.chmod(home, 0o700)
         if acl_user:
@@ -175,7 +202,9 @@ def _delete_accounts(items, log):
     for a in items:
         _run(["userdel", a["name"]])
         home = a["home"]
-        if os.path.isdir(home) and not os.path.islink(home) and not os.listdir(home):
+        if os.path.isdir(home) and not os.path.islink(home) and not _own_entries(home):
+            for name in os.listdir(home):
+                os.unlink(os.path.join(home, name))
             os.rmdir(home)
     if items:
         log.append(f"deleted {len(items)} accounts (homes with files kept)")
@@ -209,18 +238,29 @@ def _write_file(f):
         raise
 
 
-def _files(p, log):
-    commands = []
+def _files(p, inventory, log):
+    """Write files, then run their on_change commands once each.
+
+    The commands are recorded as pending in the inventory before the first file is replaced
+    and cleared only after they ran, so a run cut short between the two still runs them next
+    time, although the files themselves will then look converged.
+    """
+    commands = list(p["commands"])
     for f in p["files"]:
-        _write_file(f)
         if f["on_change"] and f["on_change"] not in commands:
             commands.append(f["on_change"])
+    inventory["pending"] = commands
+    _save_inventory(p["state_dir"], inventory)
+    for f in p["files"]:
+        _write_file(f)
     for path in p["delete_files"]:
         if os.path.isfile(path) and not os.path.islink(path):
             os.unlink(path)
-    for cmd in commands:
-        _run(cmd)
-    if p["files"] or p["delete_files"]:
+    while inventory["pending"]:
+        _run(inventory["pending"][0])
+        inventory["pending"] = inventory["pending"][1:]
+        _save_inventory(p["state_dir"], inventory)
+    if p["files"] or p["delete_files"] or commands:
         log.append(f"wrote {len(p['files'])} files, removed {len(p['delete_files'])}, "
                    f"ran {len(commands)} commands")
 
@@ -250,12 +290,12 @@ def apply(p):
     inventory["files"] = sorted(set(inventory.get("files", [])) | {f["path"] for f in p["files"]})
     _save_inventory(p["state_dir"], inventory)
     _create_accounts(p["create"], log)
-    _fix_homes(p["create"] + p["homes"], p.get("home_acl"))
+    _fix_homes(p["create"] + p["homes"], p.get("home_acl"), {a["name"] for a in p["create"]})
     _change_accounts(p["change"])
     _lock(p["lock"], log)
     _delete_accounts(p["delete"], log)
     _group(p["pool"], p["group_members"], log)
-    _files(p, log)
+    _files(p, inventory, log)
     _sysctl(p["sysctl"], log)
     gone = {a["name"] for a in p["delete"]}
     inventory["accounts"] = sorted(set(inventory["accounts"]) - gone)

@@ -154,6 +154,13 @@ def _sysctl_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostPl
                                        {"key": key, "value": value}))
 
 
+def _pending_actions(observed: dict[str, Any], plan: HostPlan) -> None:
+    """on_change commands an interrupted apply left unrun: their files already look converged."""
+    for argv in observed["inventory"].get("pending", []):
+        plan.actions.append(Action("change", "on_change:" + " ".join(argv),
+                                   "left pending by an interrupted apply", {"argv": argv}))
+
+
 def plan_host(desired: DesiredHost, observed: dict[str, Any],
               allow_deletions: int | None = None) -> HostPlan:
     """Diff one host. Deleting more than the cap is refused unless `allow_deletions` covers it."""
@@ -162,6 +169,7 @@ def plan_host(desired: DesiredHost, observed: dict[str, Any],
     _group_actions(desired, observed, plan)
     _file_actions(desired, observed, plan)
     _sysctl_actions(desired, observed, plan)
+    _pending_actions(observed, plan)
     deletions = sum(a.op == "delete" and a.resource.startswith("account:")
                     for a in plan.actions)
     cap = deletion_cap(len(observed["inventory"].get("accounts", [])))

@@ -52,7 +52,7 @@ def apply_payload(desired: DesiredHost, plan: HostPlan) -> dict[str, Any]:
     p: dict[str, Any] = {"state_dir": desired.host.state_dir, "pool": desired.pool.model_dump(),
                          "home_acl": desired.host.home_acl, "create": [], "homes": [],
                          "change": [], "lock": [], "delete": [], "group_members": None,
-                         "files": [], "delete_files": [], "sysctl": {}}
+                         "files": [], "delete_files": [], "commands": [], "sysctl": {}}
     for a in plan.actions:
         kind = a.resource.split(":", 1)[0]
         if kind == "account":
@@ -66,6 +66,8 @@ def apply_payload(desired: DesiredHost, plan: HostPlan) -> dict[str, Any]:
             p["files"].append({"path": f.path, "data": f.data.hex(), "owner": f.owner,
                                "group": f.group, "mode": f"{f.mode:o}",
                                "on_change": list(f.on_change)})
+        elif kind == "on_change":
+            p["commands"].append(a.data["argv"])
         elif kind == "sysctl":
             p["sysctl"][a.data["key"]] = a.data["value"]
     return p
