@@ -22,7 +22,7 @@ from typing import Any
 from jinja2 import StrictUndefined, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from wodsync.catalog.models import Host, Pool, Workshop
+from wodsync.catalog.models import Host, Hub, Pool, Workshop
 
 RENDERED_SUFFIXES = frozenset({".ipynb", ".yaml", ".py", ".sh", ".src", ".tf", ".env"})
 RENDERED_NAMES = frozenset({"Variables.ps1"})
@@ -79,12 +79,21 @@ def workshop_context(key: str, workshop: Workshop, merged: Mapping[str, Any],
     return ctx
 
 
+def hub_context(host: Host | None, token: str) -> dict[str, Any]:
+    """What `templates/hub/` sees of the hub: its settings plus derived paths and the token."""
+    hub = host.hub if host and host.hub else Hub()
+    proxy = hub.proxy or f"{hub.prefix}/node/node_modules/.bin/configurable-http-proxy"
+    return {**hub.model_dump(exclude={"token"}), "api": hub.api, "token": token,
+            "proxy_command": proxy}
+
+
 def system_context(merged: Mapping[str, Any], host_name: str, host: Host | None,
-                   pool: Pool | None) -> dict[str, Any]:
-    """Context of the host system templates in `templates/`: variables plus `host` and `pool`."""
+                   pool: Pool | None, hub_token: str = "") -> dict[str, Any]:
+    """Context of the host system templates in `templates/`: variables, `host`, `pool`, `hub`."""
     host_info = {"name": host_name, **(host.model_dump(exclude={"variables", "hub"}) if host
                                        else {})}
-    return {**merged, "host": host_info, "pool": pool.model_dump() if pool else {}}
+    return {**merged, "host": host_info, "pool": pool.model_dump() if pool else {},
+            "hub": hub_context(host, hub_token)}
 
 
 @contextmanager

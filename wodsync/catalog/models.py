@@ -123,10 +123,29 @@ class Hooks(Strict):
 
 
 class Packages(Strict):
-    """What a workshop or a host environment needs installed."""
+    """What a workshop or a host environment needs installed.
+
+    pip packages go into the host's hub environment (the venv students' servers run from);
+    apt packages into the system.
+    """
 
     pip: list[PipRequirement] = []
     apt: list[AptPackage] = []
+
+
+class Kernel(Strict):
+    """A Jupyter kernel a workshop needs, and how it gets onto the host.
+
+    The kernel is present when `jupyter kernelspec list` of the hub environment names it.
+    `pip` packages are installed first (a kernel package that ships its kernelspec needs
+    nothing more); `install` is run after them for kernels that register themselves
+    (e.g. `[python, -m, bash_kernel.install, --sys-prefix]`), `python`/`jupyter` meaning the
+    hub environment's.
+    """
+
+    name: Name
+    pip: list[PipRequirement] = []
+    install: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = []
 
 
 class Workshop(Strict):
@@ -161,7 +180,9 @@ class Workshop(Strict):
     variables: Variables = Field({}, description="Template variables of this workshop.")
     hooks: Hooks = Hooks()
     packages: Packages = Packages()
-    kernels: list[Name] = Field([], description="Jupyter kernels the notebooks need.")
+    kernels: list[Name | Kernel] = Field(
+        [], description="Jupyter kernels the notebooks need: a name (already provided by the "
+                        "host) or how to install it.")
 
 
 class Replay(Strict):
@@ -240,11 +261,46 @@ class VariablesFile(RootModel[Variables]):
     model_config = ConfigDict(strict=True, frozen=True)
 
 
-class Hub(Strict):
-    """How wodsync reaches the host's JupyterHub REST API (from the host side)."""
+PipVersion = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?$")]
+NpmVersion = Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
 
-    api_url: Url = "http://127.0.0.1:8000/hub/api"
-    token: SecretRef | None = None
+
+class Hub(Strict):
+    """The host's JupyterHub: the environment, the service and how wodsync reaches its API.
+
+    With `manage: true` wodsync installs the environment (a venv under `prefix`, readable by
+    every student), renders the hub configuration from `templates/hub/`, keeps the hub running
+    and restarts it only when its configuration changed. With `manage: false` an existing hub is
+    only used for hub users and groups. Hub users and groups are managed when `token` is set.
+    """
+
+    manage: bool = True
+    version: PipVersion = Field("6.1.1", description="JupyterHub version (pip).")
+    lab: PipRequirement = Field("jupyterlab>=4.4", description="JupyterLab requirement (pip).")
+    python: AbsPath = Field("/usr/bin/python3",
+                            description="Interpreter the hub environment is created with.")
+    prefix: AbsPath = Field("/opt/wodsync/hub", description="The hub environment (a venv).")
+    config_dir: AbsPath = "/etc/jupyterhub"
+    data_dir: AbsPath = Field("/var/lib/jupyterhub",
+                              description="Database, cookie secret, PID files and logs.")
+    proxy: AbsPath | None = Field(
+        None, description="An installed configurable-http-proxy; default: install "
+                          "`proxy_version` from npm under the prefix.")
+    proxy_version: NpmVersion = "4.6.3"
+    find_links: list[AbsPath] = Field(
+        [], description="Local folders of wheels pip may install from (--find-links).")
+    ip: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F.:]*$", max_length=64)] = Field(
+        "", description="Public address the proxy listens on; empty means every interface.")
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    hub_port: Annotated[int, Field(ge=1, le=65535)] = 8081
+    proxy_api_port: Annotated[int, Field(ge=1, le=65535)] = 8001
+    api_url: Url | None = Field(None, description="Default: the hub's own port on loopback.")
+    token: SecretRef | None = Field(None, description="Token of the wodsync hub service.")
+    admins: list[LinuxName] = Field([], description="Hub admin users (existing accounts).")
+
+    @property
+    def api(self) -> str:
+        return self.api_url or f"http://127.0.0.1:{self.hub_port}/hub/api"
 
 
 SysctlKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")]
@@ -282,7 +338,8 @@ class Host(Strict):
     location: Name
     pool: Name
     transport: Literal["ssh", "local"] = "ssh"
-    hub: Hub = Hub()
+    hub: Hub | None = Field(None, description="The host's JupyterHub; absent: no hub here.")
+    packages: Packages = Field(Packages(), description="Packages of the hub environment.")
     variables: Variables = {}
     sysctl: dict[SysctlKey, SysctlValue] = Field(
         {}, description="Kernel values kept live on the host (drift is repaired).")

@@ -17,6 +17,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # on the host, agent_hub.py is loaded into the same namespace first
+    from wodsync.engine.agent_hub import apply_hub, install_packages, observe_hub
 
 INVENTORY = "inventory.json"
 
@@ -103,7 +107,7 @@ def _inventory(state_dir):
         with open(os.path.join(state_dir, INVENTORY), encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
-        return {"accounts": [], "files": [], "pending": []}
+        return {"accounts": [], "files": [], "pending": [], "hub_users": [], "hub_groups": []}
 
 
 def observe(p):
@@ -129,6 +133,7 @@ def observe(p):
     return {"accounts": accounts, "group_members": members,
             "files": {path: _file_facts(path) for path in paths},
             "sysctl": {k: _read_sysctl(k) for k in p["sysctl"]},
+            "hub": observe_hub(p["hub"]) if p.get("hub") else None,
             "inventory": inventory}
 
 
@@ -295,8 +300,12 @@ def apply(p):
     _lock(p["lock"], log)
     _delete_accounts(p["delete"], log)
     _group(p["pool"], p["group_members"], log)
+    if p.get("hub"):
+        install_packages(p["hub"], log)
     _files(p, inventory, log)
     _sysctl(p["sysctl"], log)
+    if p.get("hub"):
+        apply_hub(p["hub"], inventory, log)
     gone = {a["name"] for a in p["delete"]}
     inventory["accounts"] = sorted(set(inventory["accounts"]) - gone)
     inventory["files"] = sorted(set(inventory["files"]) - set(p["delete_files"]))
@@ -305,6 +314,7 @@ def apply(p):
 
 
 def main():
+    os.umask(0o022)  # what wodsync installs for students must be readable by them
     request = json.loads(sys.stdin.readline())
     try:
         result = {"ok": True, "result": globals()[request["op"]](request["payload"])}

@@ -13,6 +13,7 @@ from typing import Any
 
 from wodsync.catalog.loader import TEMPLATES_DIR, Catalog
 from wodsync.catalog.models import Host, Pool
+from wodsync.engine.hub import HubDesired, hub_config, hub_desired
 from wodsync.render import compile_template, render_text, system_context
 from wodsync.secrets import Secrets, merge_variables
 
@@ -57,11 +58,13 @@ class DesiredHost:
     accounts: dict[str, Account]
     files: dict[str, ManagedFile]
     sysctl: dict[str, str]
+    hub: HubDesired | None
 
     def probe(self) -> dict[str, Any]:
         """What `observe` must look at on the host."""
         return {"pool": self.pool.model_dump(), "files": sorted(self.files),
-                "sysctl": sorted(self.sysctl), "state_dir": self.host.state_dir}
+                "sysctl": sorted(self.sysctl), "state_dir": self.host.state_dir,
+                "hub": self.hub.probe() if self.hub else None}
 
 
 def accounts_of(pool: Pool) -> dict[str, Account]:
@@ -71,20 +74,32 @@ def accounts_of(pool: Pool) -> dict[str, Account]:
             for n in range(pool.first, pool.last + 1)}
 
 
-def files_of(catalog: Catalog, name: str, host: Host, secrets: Secrets) -> dict[str, ManagedFile]:
+def files_of(catalog: Catalog, name: str, host: Host, secrets: Secrets,
+             token: str) -> dict[str, ManagedFile]:
     merged = merge_variables(secrets, catalog.variables, host.variables)
-    ctx = system_context(merged, name, host, catalog.pools.get(host.pool))
+    ctx = system_context(merged, name, host, catalog.pools.get(host.pool), token)
     files = {}
     for f in catalog.system_files:
         source = (catalog.root / TEMPLATES_DIR / f.template).read_text(encoding="utf-8")
         text = render_text(compile_template(source, f"{TEMPLATES_DIR}/{f.template}"), ctx)
         files[f.path] = ManagedFile(f.path, text.encode("utf-8"), f.owner, f.group,
                                     int(f.mode, 8), tuple(f.on_change))
+    if host.hub and host.hub.manage:
+        path = f"{host.hub.config_dir}/jupyterhub_config.py"
+        # Holds the service token: readable by root only.
+        files[path] = ManagedFile(path, hub_config(catalog, ctx), "root", "root", 0o600, ())
     return files
 
 
 def desired_state(catalog: Catalog, name: str, secrets: Secrets) -> DesiredHost:
     host = catalog.hosts[name]
     pool = catalog.pools[host.pool]
-    return DesiredHost(name, host, pool, accounts_of(pool), files_of(catalog, name, host, secrets),
-                       {k: str(v) for k, v in host.sysctl.items()})
+    token = secrets.resolve(host.hub.token) if host.hub and host.hub.token else None
+    files = files_of(catalog, name, host, secrets, token or "")
+    hub = None
+    if host.hub:
+        config = files.get(f"{host.hub.config_dir}/jupyterhub_config.py")
+        hub = hub_desired(catalog, host, host.hub, pool, token,
+                          config.data if config else None)
+    return DesiredHost(name, host, pool, accounts_of(pool), files,
+                       {k: str(v) for k, v in host.sysctl.items()}, hub)

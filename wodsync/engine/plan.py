@@ -8,48 +8,16 @@ needs explicit consent — is enforced and tested here without SSH.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from wodsync.engine.action import SYMBOL, Action, HostPlan, Op
 from wodsync.engine.desired import DesiredHost
+from wodsync.engine.plan_hub import hub_actions
 
-Op = Literal["create", "change", "delete"]
-SYMBOL = {"create": "+", "change": "~", "delete": "-"}
+__all__ = ["SYMBOL", "Action", "HostPlan", "Op", "plan_host", "render_plan"]
+
 DELETE_RATIO = 0.10
 DELETE_MAX = 50
-
-
-@dataclass(frozen=True)
-class Action:
-    op: Op
-    resource: str
-    detail: str = ""
-    data: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def line(self) -> str:
-        suffix = f"  ({self.detail})" if self.detail else ""
-        return f"  {SYMBOL[self.op]} {self.resource}{suffix}"
-
-
-@dataclass
-class HostPlan:
-    host: str
-    actions: list[Action] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    refused: str | None = None
-
-    def count(self, op: Op) -> int:
-        return sum(a.op == op for a in self.actions)
-
-    @property
-    def changes(self) -> bool:
-        return bool(self.actions)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "refused": self.refused, "notes": self.notes,
-                "actions": [{k: v for k, v in asdict(a).items() if k != "data"}
-                            for a in self.actions],
-                "summary": {op: self.count(op) for op in SYMBOL}}
 
 
 def deletion_cap(managed: int) -> int:
@@ -170,6 +138,7 @@ def plan_host(desired: DesiredHost, observed: dict[str, Any],
     _file_actions(desired, observed, plan)
     _sysctl_actions(desired, observed, plan)
     _pending_actions(observed, plan)
+    hub_actions(desired.hub, observed, plan)
     deletions = sum(a.op == "delete" and a.resource.startswith("account:")
                     for a in plan.actions)
     cap = deletion_cap(len(observed["inventory"].get("accounts", [])))
@@ -194,6 +163,7 @@ def render_plan(plans: list[HostPlan], limit: int = 20) -> str:
             if len(actions) > limit:
                 out.append(f"    … and {len(actions) - limit} more {kind} actions")
         out.extend(f"  ! {n}" for n in p.notes)
+        out.extend(f"  ERROR: {e}" for e in p.errors)
         if p.refused:
             out.append(f"  REFUSED: {p.refused}")
     totals = {op: sum(p.count(op) for p in plans) for op in SYMBOL}

@@ -30,7 +30,10 @@ class HostError(Exception):
 
 @cache
 def agent_source() -> str:
-    return (Path(__file__).parent / "agent.py").read_text(encoding="utf-8")
+    """The hub part first: agent.py's functions look its names up in the shared namespace."""
+    here = Path(__file__).parent
+    return "\n".join((here / name).read_text(encoding="utf-8")
+                     for name in ("agent_hub.py", "agent.py"))
 
 
 def call_agent(transport: Transport, op: str, payload: dict[str, Any]) -> Any:
@@ -70,7 +73,48 @@ def apply_payload(desired: DesiredHost, plan: HostPlan) -> dict[str, Any]:
             p["commands"].append(a.data["argv"])
         elif kind == "sysctl":
             p["sysctl"][a.data["key"]] = a.data["value"]
+    p["hub"] = hub_payload(desired, plan)
     return p
+
+
+def hub_payload(desired: DesiredHost, plan: HostPlan) -> dict[str, Any] | None:
+    """The hub part of the batch: what to install, whether to (re)start, users and groups."""
+    hub = desired.hub
+    if hub is None:
+        return None
+    p: dict[str, Any] = {**hub.probe(), "python": hub.python, "config_path": hub.config_path,
+                         "fingerprint": hub.fingerprint, "find_links": list(hub.find_links),
+                         "state_dir": desired.host.state_dir, "venv": False, "pip": [],
+                         "apt": [], "npm": {}, "kernel_install": [], "service": None,
+                         "create_users": [], "delete_users": [],
+                         "groups": {"create": {}, "change": {}, "delete": []}}
+    for a in plan.actions:
+        kind, _, name = a.resource.partition(":")
+        if kind == "env":
+            p["venv"] = True
+        elif kind == "package":
+            _package_payload(p, a.data)
+        elif kind == "kernel" and a.data["install"]:
+            p["kernel_install"].append(a.data["install"])
+        elif kind == "service":
+            p["service"] = a.data["service"]
+        elif kind == "hub_user":
+            p["create_users" if a.op == "create" else "delete_users"].append(name)
+        elif kind == "hub_group" and a.op == "delete":
+            p["groups"]["delete"].append(name)
+        elif kind == "hub_group":
+            p["groups"][a.op][name] = a.data["members"] if a.op == "create" else a.data
+    return p
+
+
+def _package_payload(p: dict[str, Any], data: dict[str, Any]) -> None:
+    if "pip" in data:
+        p["pip"].append(data["pip"])
+    elif "apt" in data:
+        p["apt"].append(data["apt"])
+    else:
+        name, version = data["npm"]
+        p["npm"][name] = version
 
 
 def _account_payload(p: dict[str, Any], a: Any) -> None:
@@ -101,7 +145,8 @@ class HostResult:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and (self.plan is None or self.plan.refused is None)
+        return self.error is None and (self.plan is None or (
+            self.plan.refused is None and not self.plan.errors))
 
 
 def _one(desired: DesiredHost, apply: bool, allow_deletions: int | None) -> HostResult:

@@ -1,0 +1,109 @@
+"""A real JupyterHub for tests: free ports, its API, a student's browser session, clean stop."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sshd import free_port
+
+PAGINATION = "application/jupyterhub-pagination+json"
+# World-readable, outside root's home and pytest's private temp dirs: students' servers run
+# from it. Kept between runs so a rerun does not download JupyterHub again.
+HUB_PREFIX = "/opt/wodsync-test/hub"
+
+
+def hub_ports() -> dict[str, int]:
+    return {"port": free_port(), "hub_port": free_port(), "proxy_api_port": free_port()}
+
+
+class HubApi:
+    """The hub REST API with the wodsync service token, as an operator script would use it."""
+
+    def __init__(self, hub_port: int, token: str) -> None:
+        self.base = f"http://127.0.0.1:{hub_port}/hub/api"
+        self.headers = {"Authorization": f"token {token}"}
+
+    def call(self, method: str, path: str, accept: str = "application/json",
+             **kw: Any) -> requests.Response:
+        return requests.request(method, self.base + path, timeout=30,
+                                headers={**self.headers, "Accept": accept}, **kw)
+
+    def users(self) -> list[str]:
+        page = self.call("GET", "/users?limit=10000", PAGINATION).json()
+        return [u["name"] for u in page["items"]]
+
+    def groups(self) -> dict[str, list[str]]:
+        page = self.call("GET", "/groups?limit=10000", PAGINATION).json()
+        return {g["name"]: g["users"] for g in page["items"]}
+
+
+def login(base: str, user: str, password: str) -> tuple[requests.Session, str]:
+    """Log in like a browser: the login form with its `_xsrf` field, then PAM checks it."""
+    s = requests.Session()
+    form = s.get(f"{base}/hub/login", timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.text).group(1)
+    done = s.post(f"{base}/hub/login", data={"username": user, "password": password,
+                                             "_xsrf": xsrf}, allow_redirects=False, timeout=60)
+    if done.status_code != 302:
+        raise AssertionError(f"login of {user} failed: HTTP {done.status_code}")
+    return s, s.cookies.get("_xsrf", xsrf)
+
+
+def start_server(s: requests.Session, base: str, user: str, xsrf: str) -> None:
+    """Start the student's own server with their hub session, and wait until it is ready."""
+    api = f"{base}/hub/api/users/{user}"
+    started = s.post(f"{api}/server", headers={"X-XSRFToken": xsrf}, timeout=60)
+    assert started.status_code in (201, 202, 400), started.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        model = s.get(api, headers={"X-XSRFToken": xsrf}, timeout=30).json()
+        server = (model.get("servers") or {}).get("")
+        if server and server.get("ready"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the server of {user} did not become ready")
+
+
+def read_contents(s: requests.Session, base: str, user: str, path: str) -> dict[str, Any]:
+    """A file through the Jupyter contents API of the student's server.
+
+    The browser page first: it goes through the hub's OAuth and leaves the server's cookies
+    (session and `_xsrf`), which API calls then present.
+    """
+    page = s.get(f"{base}/user/{user}/lab", timeout=60)
+    assert page.status_code == 200, (page.status_code, page.url)
+    xsrf = s.cookies.get("_xsrf", path=f"/user/{user}/") or ""
+    got = s.get(f"{base}/user/{user}/api/contents/{path}?content=1",
+                headers={"X-XSRFToken": xsrf}, timeout=60)
+    assert got.status_code == 200, (got.status_code, got.text[:300])
+    return got.json()
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+
+
+def stop_hub(data_dir: Path, uid_range: range) -> None:
+    """The hub, its proxy and every process of the test seats."""
+    state = data_dir / "wodsync-hub.json"
+    if state.exists():
+        _kill(json.loads(state.read_text())["pid"])
+    proxy = data_dir / "jupyterhub-proxy.pid"
+    if proxy.exists() and proxy.read_text().strip().isdigit():
+        _kill(int(proxy.read_text()))
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            uid = int(next(ln for ln in status.read_text().splitlines()
+                           if ln.startswith("Uid:")).split()[1])
+            if uid in uid_range:
+                os.kill(int(status.parent.name), signal.SIGKILL)

@@ -1,0 +1,180 @@
+"""The JupyterHub side of a host against a real JupyterHub, proxy, PAM and Linux accounts.
+
+The hub environment is created by wodsync itself (venv of /usr/bin/python3, JupyterHub from
+PyPI) at a fixed world-readable prefix reused between runs; configurable-http-proxy is the one
+`./bootstrap test` installs with npm. Local transport: the SSH path is the engine tests'.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hubs import HUB_PREFIX, HubApi, hub_ports, login, read_contents, start_server, stop_hub
+from wheels import kernel_wheel
+
+PROXY = shutil.which("configurable-http-proxy")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
+    reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
+
+PREFIX, UID_BASE, SEATS, GROUP = "wodth", 52000, 200, "wodthgrp"
+TOKEN = "wodsync-test-token-" + os.urandom(8).hex()
+HOMES = Path("/home/wodsync-test-hub")
+
+
+def _cleanup_accounts() -> None:
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
+            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+    for g in grp.getgrall():
+        if (g.gr_name.startswith(PREFIX) and UID_BASE < g.gr_gid < UID_BASE + 1000) \
+                or g.gr_name == GROUP:
+            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+    shutil.rmtree(HOMES, ignore_errors=True)
+
+
+def wodsync(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, WODT_HUB_TOKEN=TOKEN)
+    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args,
+                           "--root", str(root)], capture_output=True, text=True, timeout=900,
+                          env=env)
+
+
+def plan_actions(root: Path) -> list[tuple[str, str]]:
+    done = wodsync(root, "plan", "--json")
+    assert done.returncode in (0, 2), done.stdout + done.stderr
+    return [(a["op"], a["resource"]) for a in json.loads(done.stdout)[0]["plan"]["actions"]]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A catalog with one local host running a managed hub, 200 seats, one workshop."""
+    _cleanup_accounts()
+    tmp = tmp_path_factory.mktemp("hub")
+    root, data = tmp / "repo", tmp / "hubdata"
+    ports = hub_ports()
+    files = {
+        "catalog/workshops/WKSHP-Lab/workshop.yaml":
+            "name: Lab\ncapacity: 50\nseats: {first: 1, last: 50}\nlocation: lab\n"
+            "duration: 4\n",
+        "catalog/workshops/WKSHP-Lab/1-Intro.ipynb":
+            '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n',
+        "catalog/locations.yaml": "locations:\n  - name: lab\n",
+        "catalog/students.yaml": f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
+                                 f"    last: {SEATS}\n    uid_base: {UID_BASE}\n"
+                                 f"    gid_base: {UID_BASE}\n    home_root: {HOMES}\n"
+                                 f"    group: {GROUP}\n",
+        "catalog/variables.yaml": "BRANDING: Lab\n",
+        "templates/hub/jupyterhub_config.py.j2":
+            (Path(__file__).parent.parent / "templates/hub/jupyterhub_config.py.j2").read_text(),
+        "hosts/lab.yaml": f"address: localhost\ntransport: local\nlocation: lab\npool: test\n"
+                          f"state_dir: {tmp}/state\nhub:\n  prefix: {HUB_PREFIX}\n"
+                          f"  config_dir: {tmp}/hubconf\n  data_dir: {data}\n"
+                          f"  proxy: {PROXY}\n  ip: 127.0.0.1\n  port: {ports['port']}\n"
+                          f"  hub_port: {ports['hub_port']}\n"
+                          f"  proxy_api_port: {ports['proxy_api_port']}\n"
+                          f"  find_links: [{tmp}/wheels]\n"
+                          f"  token: {{secret: WODT_HUB_TOKEN}}\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    kernel_wheel(tmp / "wheels", "wodtest-kernel", "1.0", "wodtest")
+    applied = wodsync(root, "apply", "--yes")
+    yield {"root": root, "data": data, "api": HubApi(ports["hub_port"], TOKEN),
+           "base": f"http://127.0.0.1:{ports['port']}", "first_apply": applied}
+    stop_hub(data, range(UID_BASE, UID_BASE + 1000))
+    subprocess.run([f"{HUB_PREFIX}/bin/python", "-m", "pip", "uninstall", "-y", "-q",
+                    "wodtest-kernel"], capture_output=True, check=False)
+    _cleanup_accounts()
+
+
+def test_fresh_host_converges_with_hub_users_and_groups_in_one_bulk_call(lab):
+    first = lab["first_apply"]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "+ service:jupyterhub" in first.stdout
+    assert f"+ hub_user:{PREFIX}1" in first.stdout
+    users = lab["api"].users()
+    assert {f"{PREFIX}{n}" for n in range(1, SEATS + 1)} <= set(users)
+    groups = lab["api"].groups()
+    assert len(groups[GROUP]) == SEATS and len(groups["WKSHP-Lab"]) == 50
+    log = (lab["data"] / "jupyterhub.log").read_text()
+    assert log.count("POST /hub/api/users ") == 1
+    assert wodsync(lab["root"], "plan").returncode == 0
+
+
+def test_hub_user_deleted_behind_wodsyncs_back_is_restored(lab):
+    assert lab["api"].call("DELETE", f"/users/{PREFIX}7").status_code == 204
+    # Deleting a hub user also drops it from its groups: both are drift.
+    assert set(plan_actions(lab["root"])) == {
+        ("change", f"hub_group:{GROUP}"), ("change", "hub_group:WKSHP-Lab"),
+        ("create", f"hub_user:{PREFIX}7")}
+    assert wodsync(lab["root"], "apply", "--yes").returncode == 0
+    assert f"{PREFIX}7" in lab["api"].users()
+    assert f"{PREFIX}7" in lab["api"].groups()["WKSHP-Lab"]
+
+
+def test_hub_user_not_created_by_wodsync_is_never_deleted(lab):
+    subprocess.run(["useradd", "-u", str(UID_BASE + 900), "-M", f"{PREFIX}900"], check=True)
+    assert lab["api"].call("POST", f"/users/{PREFIX}900").status_code == 201
+    done = wodsync(lab["root"], "plan", "--json")
+    result = json.loads(done.stdout)[0]["plan"]
+    assert not any(a["resource"] == f"hub_user:{PREFIX}900" for a in result["actions"])
+    assert any("not created by wodsync" in n for n in result["notes"])
+    assert wodsync(lab["root"], "apply", "--yes").returncode in (0, 2)
+    assert f"{PREFIX}900" in lab["api"].users()
+
+
+def _hub_pid(lab) -> int:
+    return json.loads((lab["data"] / "wodsync-hub.json").read_text())["pid"]
+
+
+def test_seat_logs_in_with_its_password_and_its_server_survives_a_restart(lab):
+    user = f"{PREFIX}3"
+    home = HOMES / user
+    (home / "WKSHP-Lab").mkdir()
+    (home / "WKSHP-Lab/1-Intro.ipynb").write_text(
+        '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
+    subprocess.run(["chown", "-R", f"{user}:{user}", str(home)], check=True)
+    subprocess.run(["chpasswd"], input=f"{user}:Seat-Pass-3x\n", text=True, check=True)
+    session, xsrf = login(lab["base"], user, "Seat-Pass-3x")
+    start_server(session, lab["base"], user, xsrf)
+    nb = read_contents(session, lab["base"], user, "WKSHP-Lab/1-Intro.ipynb")
+    assert nb["type"] == "notebook" and nb["content"]["nbformat"] == 4
+    with pytest.raises(AssertionError):
+        login(lab["base"], user, "wrong-password")
+
+    before = _hub_pid(lab)
+    assert wodsync(lab["root"], "apply", "--yes").returncode == 0
+    assert _hub_pid(lab) == before, "no configuration change must mean no restart"
+    host = lab["root"] / "hosts/lab.yaml"
+    host.write_text(host.read_text() + "  admins: [root]\n")
+    assert ("change", "service:jupyterhub") in plan_actions(lab["root"])
+    applied = wodsync(lab["root"], "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert applied.stderr.count("restarted the hub") == 1
+    assert _hub_pid(lab) != before
+    again = read_contents(session, lab["base"], user, "WKSHP-Lab/1-Intro.ipynb")
+    assert again["name"] == "1-Intro.ipynb", "the student's server died with the hub"
+
+
+def test_kernel_added_to_a_workshop_is_planned_and_installed(lab):
+    ws = lab["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
+    ws.write_text(ws.read_text() + "kernels:\n  - name: wodtest\n    pip: [wodtest-kernel==1.0]\n")
+    actions = plan_actions(lab["root"])
+    assert ("create", "package:pip/wodtest-kernel") in actions
+    assert ("create", "kernel:wodtest") in actions
+    applied = wodsync(lab["root"], "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    listed = subprocess.run([f"{HUB_PREFIX}/bin/jupyter", "kernelspec", "list", "--json"],
+                            capture_output=True, text=True, check=True)
+    assert "wodtest" in json.loads(listed.stdout)["kernelspecs"]
+    assert wodsync(lab["root"], "plan").returncode == 0
