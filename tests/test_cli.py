@@ -139,8 +139,8 @@ def test_new_workshop_refuses_bad_key(repo, cli):
     assert result.exit_code == 1 and "WKSHP-<Name>" in result.output
 
 
-def test_demo_renders_every_workshop(repo, cli, tmp_path):
-    result = cli("demo", "--root", repo.root, "--out", tmp_path / "demo", "--json")
+def test_preview_renders_every_workshop(repo, cli, tmp_path):
+    result = cli("preview", "--root", repo.root, "--out", tmp_path / "demo", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data["workshops"]) == {"WKSHP-API101", "WKSHP-Git101", "WKSHP-Python101",

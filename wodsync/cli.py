@@ -157,12 +157,12 @@ def new_workshop_cmd(root: Path, key: str, location: str | None, size: int,
     err.print(f"created {folder}")
 
 
-@main.command("demo")
+@main.command("preview")
 @root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("demo/render"), show_default=True)
+              default=Path("preview"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def demo_cmd(root: Path, out: Path, as_json: bool) -> None:
+def preview_cmd(root: Path, out: Path, as_json: bool) -> None:
     """Validate the catalog and render every workshop for its first seat (a local preview).
 
     Secrets are shown as placeholders: a preview needs no credentials.
@@ -184,6 +184,52 @@ def demo_cmd(root: Path, out: Path, as_json: bool) -> None:
         return
     for key, info in rendered.items():
         click.echo(f"{key}: seat {info['seat']}, {info['files']} files → {info['path']}")
+
+
+@main.command("demo")
+@root_option
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/var/lib/wodsync-demo"), show_default=True,
+              help="Where the demo keeps everything it makes.")
+@click.option("--port", type=click.IntRange(1, 65533), default=8000, show_default=True,
+              help="Hub port (the next two are used by the proxy API and the hub API).")
+@click.option("--location", help="Location whose workshops the demo host serves "
+              "(default: the one with most workshops).")
+@click.option("--hub-prefix", type=click.Path(file_okay=False, path_type=Path),
+              help="Hub environment to use (default: DIR/hub).")
+@click.option("--pool-prefix", help="User-name prefix of the demo seats (default: the pool's).")
+@click.option("--uid-base", type=click.IntRange(0, 59000), help="uid/gid base of the seats.")
+@click.option("--stop", is_flag=True, help="Stop the demo's hub, proxy and servers.")
+@click.option("--json", "as_json", is_flag=True, help="Print {url, username, password}.")
+def demo_cmd(root: Path, folder: Path, port: int, location: str | None,
+             hub_prefix: Path | None, pool_prefix: str | None, uid_base: int | None,
+             stop: bool, as_json: bool) -> None:
+    """Bring up a working WoD host on this machine from the example catalog (needs root).
+
+    Installs JupyterHub (PyPI) and configurable-http-proxy (npm) under DIR, converges a local
+    host, gives one seat a password and its workshop, and prints the URL and credentials.
+    """
+    from wodsync import demo
+
+    opts = demo.DemoOptions(root.resolve(), folder.resolve(), port, location,
+                            hub_prefix.resolve() if hub_prefix else None, pool_prefix,
+                            uid_base)
+    try:
+        if stop:
+            stopped = demo.stop_demo(opts)
+            err.print(f"stopped the demo hub ({len(stopped['servers_stopped'])} servers)"
+                      if stopped["hub_was_running"] else "the demo hub was not running")
+            return
+        result = demo.run_demo(opts, lambda line: err.print(f"demo: {line}"))
+    except (demo.DemoError, SecretError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for r in result.results:
+        if r.applied:
+            err.print(f"✓ {r.host}: {'; '.join(r.applied)}")
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        click.echo("\n".join(demo.lines(result)))
 
 
 def _engine_hosts(root: Path, names: tuple[str, ...], secrets_file: Path | None) -> list[Any]:

@@ -294,6 +294,9 @@ def apply(p):
                                    | {a["name"] for a in p["create"]})
     inventory["files"] = sorted(set(inventory.get("files", [])) | {f["path"] for f in p["files"]})
     _save_inventory(p["state_dir"], inventory)
+    # System files first: new homes are filled from /etc/skel, which may be one of them.
+    _files(p, inventory, log)
+    _sysctl(p["sysctl"], log)
     _create_accounts(p["create"], log)
     _fix_homes(p["create"] + p["homes"], p.get("home_acl"), {a["name"] for a in p["create"]})
     _change_accounts(p["change"])
@@ -302,15 +305,55 @@ def apply(p):
     _group(p["pool"], p["group_members"], log)
     if p.get("hub"):
         install_packages(p["hub"], log)
-    _files(p, inventory, log)
-    _sysctl(p["sysctl"], log)
-    if p.get("hub"):
         apply_hub(p["hub"], inventory, log)
     gone = {a["name"] for a in p["delete"]}
     inventory["accounts"] = sorted(set(inventory["accounts"]) - gone)
     inventory["files"] = sorted(set(inventory["files"]) - set(p["delete_files"]))
     _save_inventory(p["state_dir"], inventory)
     return {"log": log}
+
+
+def _safe_target(base, rel):
+    parts = rel.split("/")
+    if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"refusing content path {rel!r}")
+    return os.path.join(base, *parts)
+
+
+def claim_seat(p):
+    """Give a seat to a student: its password, the workshop's content in its home, and a mark
+    in the inventory so later plans leave the password alone. Files already in the home are
+    kept (never overwritten: the student may have changed them)."""
+    user = pwd.getpwnam(p["user"])
+    inventory = _inventory(p["state_dir"])
+    inventory.setdefault("seats_in_use", {})[p["user"]] = {"workshop": p["workshop"]}
+    _save_inventory(p["state_dir"], inventory)
+    _run(["chpasswd"], f"{p['user']}:{p['password']}\n")
+    base = os.path.join(user.pw_dir, p["workshop"])
+    written = 0
+    for f in p["files"]:
+        target = _safe_target(base, f["path"])
+        if os.path.lexists(target):
+            continue
+        directory = os.path.dirname(target)
+        if not os.path.isdir(directory):
+            os.makedirs(directory)
+            for d in _parents_between(user.pw_dir, directory):
+                os.lchown(d, user.pw_uid, user.pw_gid)
+        with open(target, "wb") as out:
+            out.write(bytes.fromhex(f["data"]))
+        os.chmod(target, int(f["mode"], 8))
+        os.lchown(target, user.pw_uid, user.pw_gid)
+        written += 1
+    return {"home": user.pw_dir, "written": written, "kept": len(p["files"]) - written}
+
+
+def _parents_between(home, directory):
+    found = []
+    while directory != home and directory.startswith(home + "/"):
+        found.append(directory)
+        directory = os.path.dirname(directory)
+    return found
 
 
 def main():

@@ -294,6 +294,28 @@ def _sync_groups(h, inventory, log):
         log.append(f"synced {count} hub groups")
 
 
+def stop_hub(h):
+    """Stop what the managed hub runs: students' servers (through the API), the hub, its proxy."""
+    stopped = []
+    state = _service_state(h)
+    if state["running"] and h["token"]:
+        for user in _paged(h, "/users"):
+            if user.get("servers") or user.get("server"):
+                _request(h, "DELETE", f"/users/{_quote(user['name'])}/server")
+                stopped.append(user["name"])
+    if state["running"]:
+        _stop_hub(state["pid"])
+    proxy = os.path.join(h["data_dir"], "jupyterhub-proxy.pid")
+    try:
+        with open(proxy, encoding="utf-8") as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGTERM)
+        os.unlink(proxy)
+    except (OSError, ValueError):
+        pass
+    return {"hub_was_running": state["running"], "servers_stopped": stopped}
+
+
 def apply_hub(h, inventory, log):
     """After accounts and files: (re)start the hub if planned, then users and groups."""
     if h["service"]:

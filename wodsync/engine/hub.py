@@ -82,9 +82,10 @@ def _requirements(catalog: Catalog, host: Host) -> tuple[dict[str, str], list[st
         reqs += ws.packages.pip
         apt += ws.packages.apt
         for k in ws.kernels:
-            if isinstance(k, Kernel):
-                kernels[k.name] = k
-                reqs += k.pip
+            kernel = k if isinstance(k, Kernel) else Kernel(name=k)
+            if kernel.pip or kernel.install or kernel.name not in kernels:
+                kernels[kernel.name] = kernel
+            reqs += kernel.pip
     pip: dict[str, str] = {}
     for req in reqs:
         pip.setdefault(canonical(Requirement(req).name), req)

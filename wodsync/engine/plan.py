@@ -28,6 +28,7 @@ def deletion_cap(managed: int) -> int:
 def _account_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostPlan) -> None:
     seen = observed["accounts"]
     inventory = set(observed["inventory"].get("accounts", []))
+    in_use = set(observed["inventory"].get("seats_in_use", {}))
     for name, acc in desired.accounts.items():
         have = seen.get(name)
         if have is None:
@@ -38,7 +39,7 @@ def _account_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostP
             plan.notes.append(f"account {name} has uid {have['uid']}, expected {acc.uid}: "
                               "left alone (not wodsync's to renumber)")
             continue
-        _account_drift(acc, have, plan)
+        _account_drift(acc, have, name in in_use, plan)
     for name, have in sorted(seen.items()):
         if name in desired.accounts:
             continue
@@ -53,7 +54,8 @@ def _account_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostP
                                    {"name": name, "home": have["home"]}))
 
 
-def _account_drift(acc: Any, have: dict[str, Any], plan: HostPlan) -> None:
+def _account_drift(acc: Any, have: dict[str, Any], in_use: bool, plan: HostPlan) -> None:
+    """Home, shell and lock state; a seat in use keeps the password its student was given."""
     facts = have.get("home_facts")
     reasons = []
     home_bad = facts is None or (facts["mode"], facts["uid"], facts["gid"]) != (
@@ -64,13 +66,14 @@ def _account_drift(acc: Any, have: dict[str, Any], plan: HostPlan) -> None:
         reasons.append(f"home mode {facts['mode']:04o} owner {facts['uid']}:{facts['gid']}")
     if have["shell"] != acc.shell:
         reasons.append(f"shell {have['shell']} → {acc.shell}")
-    if not have["locked"]:
+    relock = not have["locked"] and not in_use
+    if relock:
         reasons.append("password not locked while the seat is free")
     if reasons:
         plan.actions.append(Action("change", f"account:{acc.name}", "; ".join(reasons),
                                    {"account": acc, "home": home_bad,
                                     "shell": have["shell"] != acc.shell,
-                                    "lock": not have["locked"]}))
+                                    "lock": relock}))
 
 
 def _group_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostPlan) -> None:

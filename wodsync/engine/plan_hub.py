@@ -70,9 +70,11 @@ def _kernel_actions(hub: HubDesired, facts: dict[str, Any], plan: HostPlan) -> N
             how = " ".join(kernel.install) if kernel.install else "from " + ", ".join(via_pip)
             plan.actions.append(Action("create", f"kernel:{name}", how,
                                        {"install": list(kernel.install)}))
+        elif any(r.startswith(("package:pip/", "env:")) for r in pending):
+            plan.notes.append(f"kernel {name} should come with the packages being installed")
         else:
-            plan.errors.append(f"kernel {name} is missing although its packages are installed: "
-                               "declare how to install it (`install:`)")
+            plan.errors.append(f"kernel {name} is not installed and the catalog does not say "
+                               "how: give it `pip:` packages or an `install:` command")
 
 
 def _service_actions(hub: HubDesired, facts: dict[str, Any], plan: HostPlan) -> None:

@@ -1,0 +1,91 @@
+"""`wodsync demo`, the README's main job: run for real, then log in as the demo seat."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from hubs import HUB_PREFIX, login, read_contents, start_server
+from sshd import free_port
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+                                reason="needs root and /usr/bin/python3 (./bootstrap test)")
+
+PREFIX, UID_BASE = "wodtd", 53000
+FOLDER = Path("/opt/wodsync-test/demo")
+# System files of the example catalog that the demo converges on this machine: put back after.
+SYSTEM_FILES = [Path("/etc/skel/.bashrc"), Path("/etc/sysctl.d/90-wodsync.conf"),
+                Path("/etc/security/limits.d/90-wodsync.conf")]
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), "demo",
+                           "--root", str(PROJECT), "--dir", str(FOLDER),
+                           "--hub-prefix", HUB_PREFIX, "--pool-prefix", PREFIX,
+                           "--uid-base", str(UID_BASE), *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+def _cleanup(had_group: bool) -> None:
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
+            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+    for g in grp.getgrall():
+        if g.gr_name.startswith(PREFIX) and UID_BASE < g.gr_gid < UID_BASE + 1000:
+            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+    if not had_group:
+        subprocess.run(["groupdel", "students"], check=False, capture_output=True)
+    shutil.rmtree(FOLDER, ignore_errors=True)
+
+
+@pytest.fixture
+def port():
+    saved = {p: p.read_bytes() if p.exists() else None for p in SYSTEM_FILES}
+    had_group = "students" in {g.gr_name for g in grp.getgrall()}
+    _cleanup(had_group)
+    port = free_port()
+    while any(free_port() == port + n for n in (1, 2)):
+        port = free_port()
+    yield port
+    demo("--port", str(port), "--stop")
+    _cleanup(had_group)
+    for path, data in saved.items():
+        if data is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(data)
+
+
+def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
+    first = demo("--port", str(port), "--json")
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    creds = json.loads(first.stdout)
+    assert set(creds) == {"url", "username", "password"}
+    assert creds["url"] == f"http://127.0.0.1:{port}/" and creds["username"] == f"{PREFIX}1"
+
+    base = creds["url"].rstrip("/")
+    session, xsrf = login(base, creds["username"], creds["password"])
+    start_server(session, base, creds["username"], xsrf)
+    nb = read_contents(session, base, creds["username"],
+                       "WKSHP-Python101/1-Python-Basics.ipynb")
+    source = "".join("".join(c["source"]) for c in nb["content"]["cells"])
+    assert "{{" not in source and f"{PREFIX}1" in source
+
+    again = demo("--port", str(port), "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout) == creds, "a rerun hands out the same seat and password"
+    assert "✓ demo" not in again.stderr, "a rerun must find nothing to change"
+
+    stopped = demo("--port", str(port), "--stop")
+    assert stopped.returncode == 0 and "stopped the demo hub (1 servers)" in stopped.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/hub/api/", timeout=5)

@@ -1,0 +1,214 @@
+"""`wodsync demo`: a working WoD host on this machine, from the example catalog, in one command.
+
+The demo is the ordinary pipeline pointed at a local host. It writes a demo repository (the
+catalog and templates of the given root, plus a local host file and a pool sized for the demo
+location) under the demo folder, converges it with the engine (accounts, system files, the hub
+environment from PyPI, configurable-http-proxy from npm, the hub service, hub users and
+groups), then gives one seat of the first workshop a password and its rendered content.
+Everything it makes lives under the demo folder, except the Linux accounts and system files the
+catalog declares. Rerunning it converges again and hands out the same seat and password.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as pysecrets
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from wodsync import content
+from wodsync.catalog import validate
+from wodsync.catalog.loader import Catalog
+from wodsync.catalog.models import SecretRef
+from wodsync.catalog.yamlfile import dump_yaml
+from wodsync.diagnostics import Diagnostic, format_diagnostics, has_errors
+from wodsync.engine.action import HostPlan
+from wodsync.engine.desired import desired_state
+from wodsync.engine.reconcile import HostResult, call_agent, hub_payload, reconcile
+from wodsync.engine.transport import LocalTransport
+from wodsync.secrets import Secrets
+
+HOST = "demo"
+TOKEN_SECRET = "DEMO_HUB_TOKEN"
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    root: Path
+    folder: Path
+    port: int = 8000
+    location: str | None = None
+    hub_prefix: Path | None = None
+    pool_prefix: str | None = None
+    uid_base: int | None = None
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    url: str
+    username: str
+    password: str
+    workshop: str
+    results: list[HostResult]
+
+    def to_json(self) -> dict[str, str]:
+        return {"url": self.url, "username": self.username, "password": self.password}
+
+
+def _secret_names(catalog: Catalog) -> set[str]:
+    layers = [catalog.variables, *(ws.variables for ws in catalog.workshops.values())]
+    return {v.secret for layer in layers for v in layer.values() if isinstance(v, SecretRef)}
+
+
+def _secrets(opts: DemoOptions, catalog: Catalog) -> Path:
+    """Random values for the hub token and every secret the catalog references, kept."""
+    path = opts.folder / "secrets.yaml"
+    known: dict[str, str] = {}
+    if path.exists():
+        known = {str(k): str(v) for k, v in (YAML(typ="safe").load(path.read_text()) or {})
+                 .items()}
+    for name in sorted(_secret_names(catalog) | {TOKEN_SECRET}):
+        known.setdefault(name, pysecrets.token_hex(24))
+    path.touch(mode=0o600)
+    path.write_text(dump_yaml(known, "# demo secrets written by `wodsync demo`"))
+    return path
+
+
+def _location(opts: DemoOptions, catalog: Catalog) -> str:
+    if opts.location:
+        if opts.location not in catalog.locations:
+            raise DemoError(f"unknown location '{opts.location}'")
+        return opts.location
+    counts = {loc: sum(ws.location == loc for ws in catalog.workshops.values())
+              for loc in catalog.locations}
+    return max(sorted(counts), key=lambda loc: counts[loc])
+
+
+def _write_repo(opts: DemoOptions, catalog: Catalog, location: str) -> Path:
+    """The demo repository: the root's catalog and templates, a demo pool, one local host."""
+    repo = opts.folder / "repo"
+    for part in ("catalog", "templates"):
+        shutil.rmtree(repo / part, ignore_errors=True)
+        shutil.copytree(opts.root / part, repo / part, symlinks=True)
+    shutil.rmtree(repo / "hosts", ignore_errors=True)
+    (repo / "hosts").mkdir(parents=True)
+    pool_name = next(iter(sorted(catalog.pools)))
+    pool = catalog.pools[pool_name].model_dump(exclude_none=True)
+    here = [ws for ws in catalog.workshops.values()
+            if location in (ws.location, *ws.alternate_locations)]
+    pool["last"] = max([ws.seats.last for ws in here] or [pool["first"]])
+    pool["home_root"] = str(opts.folder / "home")
+    if opts.pool_prefix:
+        pool["prefix"] = opts.pool_prefix
+    if opts.uid_base is not None:
+        pool["uid_base"] = pool["gid_base"] = opts.uid_base
+    (repo / "catalog/students.yaml").write_text(dump_yaml({"pools": {pool_name: pool}}))
+    hub = {"prefix": str(opts.hub_prefix or opts.folder / "hub"),
+           "config_dir": str(opts.folder / "etc"), "data_dir": str(opts.folder / "data"),
+           "port": opts.port, "proxy_api_port": opts.port + 1, "hub_port": opts.port + 2,
+           "token": {"secret": TOKEN_SECRET}}
+    host: dict[str, Any] = {"address": "localhost", "transport": "local",
+                            "location": location, "pool": pool_name,
+                            "state_dir": str(opts.folder / "state"), "hub": hub}
+    siblings = sorted(catalog.hosts_in(location).items())
+    if siblings:  # workshops of the location may need its hosts' variables
+        host["variables"] = siblings[0][1].model_dump(mode="json")["variables"]
+    (repo / "hosts" / f"{HOST}.yaml").write_text(dump_yaml(host, "# written by `wodsync demo`"))
+    return repo
+
+
+def _ensure_npm(say: Callable[[str], None]) -> None:
+    """configurable-http-proxy comes from npm; Debian's nodejs and npm when npm is missing."""
+    if shutil.which("npm"):
+        return
+    say("installing nodejs and npm (apt)")
+    subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+    done = subprocess.run(["apt-get", "install", "-y", "-qq", "nodejs", "npm"],
+                          capture_output=True, text=True, env={"DEBIAN_FRONTEND":
+                                                                "noninteractive",
+                                                                "PATH": "/usr/sbin:/usr/bin:"
+                                                                        "/sbin:/bin"})
+    if done.returncode != 0:
+        raise DemoError(f"could not install nodejs and npm: {done.stderr.strip()[-500:]}")
+
+
+def _validated(root: Path) -> tuple[Catalog, list[Diagnostic]]:
+    catalog, found = validate(root)
+    if has_errors(found):
+        raise DemoError("the catalog has errors:\n" + format_diagnostics(
+            [d for d in found if d.is_error], "text"))
+    return catalog, found
+
+
+def _seat(folder: Path, catalog: Catalog, location: str) -> tuple[str, int, str]:
+    """The demo seat (first seat of the first workshop here) and its password, kept."""
+    path = folder / "seat.json"
+    if path.exists():
+        kept = json.loads(path.read_text())
+        if kept["workshop"] in catalog.workshops:
+            return kept["workshop"], kept["seat"], kept["password"]
+    key = min((k for k, ws in catalog.workshops.items() if ws.location == location and ws.active),
+              key=lambda k: (catalog.workshops[k].priority, k))
+    seat, password = catalog.workshops[key].seats.first, content.new_password()
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"workshop": key, "seat": seat, "password": password}))
+    return key, seat, password
+
+
+def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
+    opts.folder.mkdir(parents=True, exist_ok=True)
+    opts.folder.chmod(0o755)  # students' homes live below it
+    catalog, _ = _validated(opts.root)
+    location = _location(opts, catalog)
+    secrets_file = _secrets(opts, catalog)
+    repo = _write_repo(opts, catalog, location)
+    demo_catalog, _ = _validated(repo)
+    _ensure_npm(say)
+    secrets = Secrets.load(secrets_file)
+    desired = desired_state(demo_catalog, HOST, secrets)
+    say(f"converging the local host ({desired.pool.last - desired.pool.first + 1} seats, "
+        f"location {location}); the first run installs JupyterHub and the proxy")
+    results = reconcile([desired], apply=True)
+    if not results[0].ok:
+        raise DemoError(f"converging failed: {results[0].error or results[0].plan}")
+    key, seat, password = _seat(opts.folder, demo_catalog, location)
+    user = desired.pool.user(seat)
+    files = content.seat_content(demo_catalog, key, seat, password, HOST, secrets)
+    call_agent(LocalTransport(), "claim_seat", {
+        "state_dir": desired.host.state_dir, "user": user, "password": password,
+        "workshop": key, "files": [{"path": f.path, "data": f.data.hex(),
+                                    "mode": f"{f.mode:o}"} for f in files]})
+    url = f"http://127.0.0.1:{opts.port}/"
+    return DemoResult(url, user, password, key, results)
+
+
+def stop_demo(opts: DemoOptions) -> dict[str, Any]:
+    """Stop the demo's students' servers, hub and proxy (accounts and files stay)."""
+    repo = opts.folder / "repo"
+    if not (repo / "hosts" / f"{HOST}.yaml").exists():
+        raise DemoError(f"no demo in {opts.folder}")
+    catalog, _ = _validated(repo)
+    desired = desired_state(catalog, HOST, Secrets.load(opts.folder / "secrets.yaml"))
+    payload = hub_payload(desired, HostPlan(HOST))
+    if payload is None:
+        raise DemoError("the demo host has no hub")
+    return call_agent(LocalTransport(), "stop_hub", payload)
+
+
+def lines(result: DemoResult) -> Iterator[str]:
+    yield f"JupyterHub: {result.url}  (from elsewhere: http://{socket.gethostname()}:" \
+          f"{result.url.rsplit(':', 1)[1]})"
+    yield f"username:   {result.username}"
+    yield f"password:   {result.password}"
+    yield f"workshop:   {result.workshop} (in the seat's home)"
