@@ -3,11 +3,15 @@
 Runs as root on a Debian machine with openssh-server (./bootstrap test installs it). Uses a
 throw-away pool (prefix `wodb`, uids 40001..42000, homes in a temp dir) and removes every account
 it made. Figures: fresh converge, no-op plan and apply (with the number of SSH exec channels),
-a one-file change; then Ansible's `user` module over the same sshd for a sample of accounts,
-extrapolated to 2000, and the ratio. Ansible (ansible-core) is installed from PyPI into a venv
-of its own when missing; `--no-ansible` skips it.
+a one-file change; then the hub (JupyterHub managed by wodsync on the same host, API called from
+the host side): converge with the hub, 2000 hub users from scratch against one bulk
+`POST /hub/api/users` of the same names on an equally fresh hub, and the no-op with the hub
+included; then Ansible's `user` module over the same sshd for a sample of accounts, extrapolated
+to 2000, and the ratio. Ansible (ansible-core) is installed from PyPI into a venv of its own when
+missing; `--no-ansible` and `--no-hub` skip parts. The hub environment is created by wodsync
+under `--hub-prefix` when missing (JupyterHub from PyPI).
 
-    .venv/bin/python bench/engine.py [--seats 2000] [--ansible-sample 200]
+    .venv/bin/python bench/engine.py [--seats 2000] [--ansible-sample 200] [--no-hub]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,14 +28,17 @@ import time
 from pathlib import Path
 
 import paramiko
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from wodsync.catalog import validate
+from wodsync.engine.action import Action, HostPlan
 from wodsync.engine.desired import desired_state
-from wodsync.engine.reconcile import reconcile
+from wodsync.engine.reconcile import apply_payload, call_agent, hub_payload, reconcile
+from wodsync.engine.transport import connect
 from wodsync.secrets import Secrets
 
-from sshd import start_sshd
+from sshd import free_port, start_sshd
 
 PREFIX, UID_BASE = "wodb", 40000
 EXEC_CALLS = 0
@@ -86,6 +94,86 @@ def run(root: Path, apply: bool) -> tuple[float, int, object]:
     return elapsed, EXEC_CALLS, result
 
 
+HUB_TOKEN = os.urandom(16).hex()
+PAGINATION = "application/jupyterhub-pagination+json"
+
+
+def hub_catalog(root: Path, tmp: Path, prefix: str, ports: list[int]) -> None:
+    """Give the bench host a managed hub (no pool group, no workshops: hub users only)."""
+    template = Path(__file__).resolve().parent.parent / "templates/hub/jupyterhub_config.py.j2"
+    (root / "templates/hub").mkdir(parents=True, exist_ok=True)
+    (root / "templates/hub/jupyterhub_config.py.j2").write_text(template.read_text())
+    proxy = shutil.which("configurable-http-proxy")
+    host = root / "hosts/bench.yaml"
+    host.write_text(host.read_text() + f"hub:\n  prefix: {prefix}\n  config_dir: {tmp}/hubconf\n"
+                    f"  data_dir: {tmp}/hubdata\n  ip: 127.0.0.1\n  port: {ports[0]}\n"
+                    f"  proxy_api_port: {ports[1]}\n  hub_port: {ports[2]}\n"
+                    + (f"  proxy: {proxy}\n" if proxy else "")
+                    + "  token: {secret: BENCH_HUB_TOKEN}\n")
+
+
+def _desired(root: Path) -> object:
+    cat, found = validate(root)
+    assert not [d for d in found if d.is_error], found
+    return desired_state(cat, "bench", Secrets())
+
+
+def fresh_hub(root: Path, tmp: Path) -> None:
+    """Stop the hub, drop its database, start it again with no users (engine calls only)."""
+    desired = _desired(root)
+    transport = connect("bench", desired.host)
+    try:
+        call_agent(transport, "stop_hub", hub_payload(desired, HostPlan("bench")))
+        (tmp / "hubdata/jupyterhub.sqlite").unlink(missing_ok=True)
+        start = HostPlan("bench", [Action("create", "service:jupyterhub", "",
+                                          {"service": "start"})])
+        payload = apply_payload(desired, start)
+        payload["hub"]["token"] = None  # start only: no hub users yet
+        call_agent(transport, "apply", payload)
+    finally:
+        transport.close()
+
+
+def bulk_post(api: str, names: list[str]) -> float:
+    start = time.perf_counter()
+    done = requests.post(f"{api}/users", json={"usernames": names}, timeout=600,
+                         headers={"Authorization": f"token {HUB_TOKEN}"})
+    elapsed = time.perf_counter() - start
+    done.raise_for_status()
+    return elapsed
+
+
+def hub_phase(root: Path, tmp: Path, seats: int, prefix: str) -> None:
+    ports = [free_port() for _ in range(3)]
+    hub_catalog(root, tmp, prefix, ports)
+    os.environ["BENCH_HUB_TOKEN"] = HUB_TOKEN
+    api = f"http://127.0.0.1:{ports[2]}/hub/api"
+    names = [f"{PREFIX}{n}" for n in range(1, seats + 1)]
+    try:
+        converge, calls, result = run(root, apply=True)
+        print(f"hub: JupyterHub managed by wodsync on the same host ({prefix})")
+        print(f"  converge with hub   {converge:7.2f} s  ({calls} SSH exec channels; "
+              f"{'; '.join(result.applied)})")
+        fresh_hub(root, tmp)
+        bulk = bulk_post(api, names)
+        print(f"  one bulk POST of {seats} names        {bulk:7.2f} s  (baseline)")
+        fresh_hub(root, tmp)
+        users, calls_users, result = run(root, apply=True)
+        print(f"  wodsync {seats} hub users from scratch {users:7.2f} s  ({calls_users} SSH "
+              f"exec channels, observe + apply + observe) = {users / bulk:.2f}× the bulk POST "
+              f"(target ≤ 1.2×)")
+        noop_plan, calls_plan, _ = run(root, apply=False)
+        noop_apply, calls_apply, _ = run(root, apply=True)
+        print(f"  no-op plan with hub {noop_plan:7.2f} s  ({calls_plan} SSH exec channels)")
+        print(f"  no-op apply with hub{noop_apply:7.2f} s  ({calls_apply} SSH exec channels); "
+              f"target ≤ 1.5 s {'met' if noop_apply <= 1.5 else 'MISSED'}")
+    finally:
+        desired = _desired(root)
+        transport = connect("bench", desired.host)
+        call_agent(transport, "stop_hub", hub_payload(desired, HostPlan("bench")))
+        transport.close()
+
+
 def ansible(tmp: Path, port: int, key: Path, sample: int) -> float | None:
     venv = tmp.parent / "ansible-venv"
     bench_venv = Path(os.environ.get("WODSYNC_ANSIBLE_VENV", "/opt/wodsync-bench-ansible"))
@@ -124,6 +212,9 @@ def main() -> None:
     parser.add_argument("--seats", type=int, default=2000)
     parser.add_argument("--ansible-sample", type=int, default=200)
     parser.add_argument("--no-ansible", action="store_true")
+    parser.add_argument("--no-hub", action="store_true")
+    parser.add_argument("--hub-prefix", default="/opt/wodsync-test/hub",
+                        help="Hub environment (created by wodsync when missing).")
     args = parser.parse_args()
     _count_exec()
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -137,6 +228,7 @@ def main() -> None:
             print(f"engine: {args.seats} seats over loopback sshd")
             print(f"  fresh converge      {fresh:7.2f} s  ({calls} SSH exec channels; "
                   f"{'; '.join(result.applied)})")
+            print(f"    on the host: {result.timings}")
             noop_plan, calls_plan, _ = run(root, apply=False)
             print(f"  no-op plan          {noop_plan:7.2f} s  ({calls_plan} SSH exec channels)")
             noop_apply, calls_apply, _ = run(root, apply=True)
@@ -147,6 +239,8 @@ def main() -> None:
             noop_ok = noop_apply <= 1.5 and calls_apply <= 2
             print(f"  targets: fresh ≤ 10 s {'met' if fresh <= 10 else 'MISSED'}; no-op ≤ 1.5 s "
                   f"with ≤ 2 channels {'met' if noop_ok else 'MISSED'}")
+            if not args.no_hub:
+                hub_phase(root, tmp, args.seats, args.hub_prefix)
             if not args.no_ansible:
                 sample = ansible(tmp, server.port, server.client_key, args.ansible_sample)
                 if sample is not None:

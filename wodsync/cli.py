@@ -269,7 +269,7 @@ def _report(results: list[Any], as_json: bool, applied: bool) -> int:
     if as_json:
         click.echo(json.dumps([{"host": r.host, "error": r.error,
                                 "plan": r.plan.to_json() if r.plan else None,
-                                "applied": r.applied,
+                                "applied": r.applied, "timings": r.timings,
                                 "remaining": r.after.to_json() if r.after else None}
                                for r in results], indent=2))
     else:

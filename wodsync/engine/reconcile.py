@@ -140,6 +140,7 @@ class HostResult:
     host: str
     plan: HostPlan | None = None
     applied: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)   # apply phases on the host, s
     after: HostPlan | None = None
     error: str | None = None
 
@@ -158,6 +159,7 @@ def _one(desired: DesiredHost, apply: bool, allow_deletions: int | None) -> Host
         if apply and result.plan.changes and result.plan.refused is None:
             done = call_agent(transport, "apply", apply_payload(desired, result.plan))
             result.applied = done["log"]
+            result.timings = done.get("timings", {})
             result.after = plan_host(desired, call_agent(transport, "observe", desired.probe()),
                                      allow_deletions)
     except (TransportError, HostError) as exc:
