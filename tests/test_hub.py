@@ -94,6 +94,7 @@ def lab(tmp_path_factory):
     stop_hub(data, range(UID_BASE, UID_BASE + 1000))
     subprocess.run([f"{HUB_PREFIX}/bin/python", "-m", "pip", "uninstall", "-y", "-q",
                     "wodtest-kernel"], capture_output=True, check=False)
+    shutil.rmtree(f"{HUB_PREFIX}/share/jupyter/kernels/wodtest2", ignore_errors=True)
     _cleanup_accounts()
 
 
@@ -168,13 +169,27 @@ def test_seat_logs_in_with_its_password_and_its_server_survives_a_restart(lab):
 
 def test_kernel_added_to_a_workshop_is_planned_and_installed(lab):
     ws = lab["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
-    ws.write_text(ws.read_text() + "kernels:\n  - name: wodtest\n    pip: [wodtest-kernel==1.0]\n")
+    ws.write_text(ws.read_text() + "kernels:\n  - name: wodtest\n    pip: [wodtest-kernel==1.0]\n"
+                  "  - name: wodtest2\n    install: [python, -m, ipykernel, install, "
+                  "--sys-prefix, --name, wodtest2]\n")
     actions = plan_actions(lab["root"])
     assert ("create", "package:pip/wodtest-kernel") in actions
     assert ("create", "kernel:wodtest") in actions
+    assert ("create", "kernel:wodtest2") in actions
     applied = wodsync(lab["root"], "apply", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     listed = subprocess.run([f"{HUB_PREFIX}/bin/jupyter", "kernelspec", "list", "--json"],
                             capture_output=True, text=True, check=True)
-    assert "wodtest" in json.loads(listed.stdout)["kernelspecs"]
+    assert {"wodtest", "wodtest2"} <= set(json.loads(listed.stdout)["kernelspecs"])
     assert wodsync(lab["root"], "plan").returncode == 0
+
+
+def test_apt_packages_are_observed_with_dpkg(lab):
+    host = lab["root"] / "hosts/lab.yaml"
+    original = host.read_text()
+    host.write_text(original + "packages:\n  apt: [passwd, wodsync-no-such-package]\n")
+    try:
+        actions = plan_actions(lab["root"])
+    finally:
+        host.write_text(original)
+    assert actions == [("create", "package:apt/wodsync-no-such-package")]

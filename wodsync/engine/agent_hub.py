@@ -146,8 +146,24 @@ def _is_hub(pid):
         return False
 
 
+def _closed_on_path(path):
+    """The first folder on the way to `path` (symlinks resolved) that students cannot enter."""
+    target = os.path.realpath(path)
+    current = "/"
+    for part in target.strip("/").split("/")[:-1]:
+        current = os.path.join(current, part)
+        try:
+            if not os.stat(current).st_mode & 0o001:
+                return current
+        except OSError:
+            return None
+    return None
+
+
 def observe_hub(h):
+    python = os.path.join(h["prefix"], "bin", "python")
     facts = {"pip": _pip_facts(h["prefix"]), "apt": _apt_facts(h["apt"]),
+             "closed": _closed_on_path(python) if os.path.exists(python) else None,
              "npm": _npm_facts(h["prefix"], h["npm"]),
              "kernels": _kernel_facts(h["prefix"]) if h["kernels"] else None,
              "service": _service_state(h) if h["manage"] else None, "api": None}

@@ -28,6 +28,10 @@ def _satisfied(req: str, version: str | None) -> bool:
 
 
 def _pip_actions(hub: HubDesired, facts: dict[str, Any], plan: HostPlan) -> None:
+    if facts.get("closed"):
+        plan.errors.append(f"students cannot run the hub environment {hub.prefix}: "
+                           f"{facts['closed']} is not open to others (a venv must not point "
+                           "into a private folder such as root's home)")
     installed = facts.get("pip")
     if installed is None and hub.manage:
         plan.actions.append(Action("create", f"env:{hub.prefix}",
