@@ -95,6 +95,7 @@ def run(root: Path, apply: bool) -> tuple[float, int, object]:
 
 
 HUB_TOKEN = os.urandom(16).hex()
+REPEAT = 2
 PAGINATION = "application/jupyterhub-pagination+json"
 
 
@@ -154,14 +155,20 @@ def hub_phase(root: Path, tmp: Path, seats: int, prefix: str) -> None:
         print(f"hub: JupyterHub managed by wodsync on the same host ({prefix})")
         print(f"  converge with hub   {converge:7.2f} s  ({calls} SSH exec channels; "
               f"{'; '.join(result.applied)})")
-        fresh_hub(root, tmp)
-        bulk = bulk_post(api, names)
-        print(f"  one bulk POST of {seats} names        {bulk:7.2f} s  (baseline)")
-        fresh_hub(root, tmp)
-        users, calls_users, result = run(root, apply=True)
-        print(f"  wodsync {seats} hub users from scratch {users:7.2f} s  ({calls_users} SSH "
-              f"exec channels, observe + apply + observe) = {users / bulk:.2f}× the bulk POST "
-              f"(target ≤ 1.2×)")
+        # Alternated and repeated: the hub's own time per user varies by ±15 % between runs.
+        bulks, ours = [], []
+        for _ in range(REPEAT):
+            fresh_hub(root, tmp)
+            bulks.append(bulk_post(api, names))
+            fresh_hub(root, tmp)
+            elapsed, calls_users, result = run(root, apply=True)
+            ours.append(elapsed)
+        bulk, users = min(bulks), min(ours)
+        print(f"  one bulk POST of {seats} names        {bulk:7.2f} s  (baseline; runs: "
+              f"{', '.join(f'{b:.2f}' for b in bulks)})")
+        print(f"  wodsync {seats} hub users from scratch {users:7.2f} s  (runs: "
+              f"{', '.join(f'{u:.2f}' for u in ours)}; {calls_users} SSH exec channels, observe "
+              f"+ apply + observe) = {users / bulk:.2f}× the bulk POST (target ≤ 1.2×)")
         noop_plan, calls_plan, _ = run(root, apply=False)
         noop_apply, calls_apply, _ = run(root, apply=True)
         print(f"  no-op plan with hub {noop_plan:7.2f} s  ({calls_plan} SSH exec channels)")

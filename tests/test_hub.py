@@ -184,6 +184,24 @@ def test_kernel_added_to_a_workshop_is_planned_and_installed(lab):
     assert wodsync(lab["root"], "plan").returncode == 0
 
 
+def test_shrinking_the_pool_stops_servers_then_deletes_hub_users_and_accounts(lab):
+    user = f"{PREFIX}{SEATS}"
+    subprocess.run(["chpasswd"], input=f"{user}:Seat-Pass-200\n", text=True, check=True)
+    session, xsrf = login(lab["base"], user, "Seat-Pass-200")
+    start_server(session, lab["base"], user, xsrf)
+    students = lab["root"] / "catalog/students.yaml"
+    students.write_text(students.read_text().replace(f"last: {SEATS}", f"last: {SEATS - 2}"))
+    actions = set(plan_actions(lab["root"]))
+    assert {("delete", f"hub_user:{PREFIX}{SEATS}"), ("delete", f"account:{PREFIX}{SEATS}"),
+            ("delete", f"hub_user:{PREFIX}{SEATS - 1}")} <= actions
+    applied = wodsync(lab["root"], "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    assert user not in lab["api"].users()
+    with pytest.raises(KeyError):
+        pwd.getpwnam(user)
+    assert wodsync(lab["root"], "plan").returncode == 0
+
+
 def test_apt_packages_are_observed_with_dpkg(lab):
     host = lab["root"] / "hosts/lab.yaml"
     original = host.read_text()

@@ -22,7 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # on the host, agent_hub.py is loaded into the same namespace first
-    from wodsync.engine.agent_hub import apply_hub, install_packages, observe_hub
+    from wodsync.engine.agent_hub import (
+        apply_hub,
+        install_packages,
+        observe_hub,
+        retire_hub_users,
+    )
 
 INVENTORY = "inventory.json"
 HOME_WORKERS = 4
@@ -244,8 +249,26 @@ def _change_accounts(items):
             _run(["usermod", "-s", a["shell"], a["name"]])
 
 
+def _kill_processes(uid):
+    """A seat being removed may still run things (a terminal, a kernel): userdel refuses then."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="utf-8") as f:
+                real = next(ln for ln in f if ln.startswith("Uid:")).split()[1]
+            if int(real) == uid:
+                os.kill(int(entry), 9)
+        except (OSError, StopIteration, ValueError):
+            pass
+
+
 def _delete_accounts(items, log):
     for a in items:
+        try:
+            _kill_processes(pwd.getpwnam(a["name"]).pw_uid)
+        except KeyError:
+            continue
         _run(["userdel", a["name"]])
         home = a["home"]
         if os.path.isdir(home) and not os.path.islink(home) and not _own_entries(home):
@@ -350,6 +373,8 @@ def apply(p):
           {a["name"] for a in p["create"]})
     phase("account changes", _change_accounts, p["change"])
     phase("locks", _lock, p["lock"], log)
+    if p.get("hub"):
+        phase("hub users retired", retire_hub_users, p["hub"], inventory, log)
     phase("deletions", _delete_accounts, p["delete"], log)
     phase("group", _group, p["pool"], p["group_members"], log)
     if p.get("hub"):

@@ -275,15 +275,41 @@ def _sync_users(h, inventory, log):
             if "HTTP 409" not in str(exc):  # all of them exist already: nothing to do
                 raise
         log.append(f"created {len(created)} hub users")
+
+
+def _stop_server(h, name):
+    """Stop a user's server and wait until the hub says it stopped (a stop may be pending)."""
+    try:
+        _request(h, "DELETE", f"/users/{_quote(name)}/server")
+    except HubApiError as exc:
+        if "HTTP 400" not in str(exc) and "HTTP 404" not in str(exc):  # 400: not running
+            raise
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            user = _request(h, "GET", f"/users/{_quote(name)}")
+        except HubApiError:
+            return
+        if not user.get("server") and not user.get("pending"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the server of {name} did not stop within 60 s")
+
+
+def retire_hub_users(h, inventory, log):
+    """Stop the servers of hub users wodsync made and delete them — before their accounts
+    go, since `userdel` refuses an account whose processes still run."""
+    if not h["token"]:
+        return
     mine = set(inventory.get("hub_users", []))
     gone = [u for u in h["delete_users"] if u in mine]
     for name in gone:
-        for path in (f"/users/{_quote(name)}/server", f"/users/{_quote(name)}"):
-            try:
-                _request(h, "DELETE", path)
-            except HubApiError as exc:
-                if "HTTP 404" not in str(exc):
-                    raise
+        _stop_server(h, name)
+        try:
+            _request(h, "DELETE", f"/users/{_quote(name)}")
+        except HubApiError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
     if gone:
         inventory["hub_users"] = sorted(mine - set(gone))
         log.append(f"deleted {len(gone)} hub users (servers stopped first)")

@@ -128,13 +128,16 @@ def _user_actions(hub: HubDesired, api: dict[str, Any], inventory: dict[str, Any
 def _group_actions(hub: HubDesired, api: dict[str, Any], inventory: dict[str, Any],
                    plan: HostPlan) -> None:
     have: dict[str, list[str]] = api["groups"]
+    # Deleting a hub user takes it out of its groups; removing it again would be refused.
+    leaving = {a.resource.split(":", 1)[1] for a in plan.actions
+               if a.op == "delete" and a.resource.startswith("hub_user:")}
     for name, members in sorted(hub.groups.items()):
         if name not in have:
             plan.actions.append(Action("create", f"hub_group:{name}", f"{len(members)} members",
                                        {"members": list(members)}))
             continue
         add = sorted(set(members) - set(have[name]))
-        remove = sorted(set(have[name]) - set(members))
+        remove = sorted(set(have[name]) - set(members) - leaving)
         if add or remove:
             plan.actions.append(Action("change", f"hub_group:{name}",
                                        f"{len(add)} members to add, {len(remove)} to remove",
