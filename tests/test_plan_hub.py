@@ -39,7 +39,7 @@ def converged(d: DesiredHost) -> dict[str, Any]:
         "sysctl": dict(d.sysctl),
         "hub": {"pip": {"jupyterhub": "6.1.1", "jupyterlab": "4.6.6", "requests": "2.32.3",
                         "pandas": "2.2.3"},
-                "apt": {"git": "1:2.39.5-0+deb12u2"},
+                "apt": {"git": "1:2.39.5-0+deb12u2", "python3-venv": "3.11.2-1+b1"},
                 "npm": {"configurable-http-proxy": "4.6.3"}, "kernels": ["python3"],
                 "closed": None,
                 "service": {"running": True, "pid": 4242, "fingerprint": hub.fingerprint},

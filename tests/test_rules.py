@@ -106,3 +106,20 @@ def test_broken_file_causes_no_follow_on_noise(repo):
     repo.replace("catalog/locations.yaml", "locations:", "locatons:")
     found = errors_of(repo.root)
     assert {d.path for d in found} == {"catalog/locations.yaml"}
+
+
+def test_a_managed_hub_needs_its_configuration_template(repo):
+    (repo.root / "templates/hub/jupyterhub_config.py.j2").unlink()
+    found = errors_of(repo.root)
+    assert {(d.path, d.code) for d in found} == {("hosts/hub-emea.yaml", "missing-template"),
+                                                 ("hosts/hub-amer.yaml", "missing-template")}
+    d = next(d for d in found if d.path == "hosts/hub-emea.yaml")
+    assert d.line == repo.line_of("hosts/hub-emea.yaml", "hub:")
+
+
+def test_hub_ports_must_differ(repo):
+    repo.replace("hosts/hub-emea.yaml", "  port: 8000", "  port: 8081")
+    d = only_error(repo.root, "value_error")
+    assert d.path == "hosts/hub-emea.yaml" and d.line == repo.line_of(d.path, "hub:") + 1
+    assert d.message == ("hub: port, hub_port and proxy_api_port must be three different "
+                         "ports")

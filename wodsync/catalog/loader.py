@@ -103,7 +103,7 @@ def _message(err: Any, model: type[BaseModel]) -> str:
         return f"unknown key '{loc[-1]}'{hint}"
     if err["type"] == "missing":
         return f"missing required key '{loc[-1]}'"
-    return f"{where}: {err['msg']}"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
 def _suggest(word: str, model: type[BaseModel], parent: tuple[Any, ...]) -> str:

@@ -298,6 +298,12 @@ class Hub(Strict):
     token: SecretRef | None = Field(None, description="Token of the wodsync hub service.")
     admins: list[LinuxName] = Field([], description="Hub admin users (existing accounts).")
 
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> Hub:
+        if len({self.port, self.hub_port, self.proxy_api_port}) < 3:
+            raise ValueError("port, hub_port and proxy_api_port must be three different ports")
+        return self
+
     @property
     def api(self) -> str:
         return self.api_url or f"http://127.0.0.1:{self.hub_port}/hub/api"

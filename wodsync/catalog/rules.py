@@ -165,8 +165,24 @@ def system_files_exist(catalog: Catalog) -> Iterator[Diagnostic]:
         seen.add(f.path)
 
 
+HUB_TEMPLATE = "hub/jupyterhub_config.py.j2"
+
+
+def hub_template_exists(catalog: Catalog) -> Iterator[Diagnostic]:
+    """A host whose hub wodsync manages needs the hub configuration template."""
+    template = catalog.root / TEMPLATES_DIR / HUB_TEMPLATE
+    if template.is_file() and not template.is_symlink():
+        return
+    for name, host in sorted(catalog.hosts.items()):
+        if host.hub and host.hub.manage:
+            yield catalog.host_doc(name).diag(
+                "missing-template", f"the hub is managed (hub.manage) but "
+                f"{TEMPLATES_DIR}/{HUB_TEMPLATE} does not exist", "hub", key=True)
+
+
 RULES: tuple[Rule, ...] = (
     system_files_exist,
+    hub_template_exists,
     seats_inside_pools,
     seats_disjoint,
     capacity_fits,

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -97,6 +98,8 @@ def _apt_facts(names):
     if not names:
         return {}
     bare = [n.split("=", 1)[0] for n in names]
+    if not shutil.which("dpkg-query"):
+        return dict.fromkeys(bare)
     done = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Status}\n",
                            *bare], capture_output=True, text=True)
     found = dict.fromkeys(bare)

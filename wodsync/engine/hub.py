@@ -75,7 +75,8 @@ def _requirements(catalog: Catalog, host: Host) -> tuple[dict[str, str], list[st
     hub = host.hub or Hub()
     reqs = [f"jupyterhub=={hub.version}", hub.lab, *host.packages.pip] if hub.manage \
         else list(host.packages.pip)
-    apt = list(host.packages.apt)
+    # Debian's python3 makes venvs only with python3-venv (ensurepip).
+    apt = [*host.packages.apt, *(["python3-venv"] if hub.manage else [])]
     kernels: dict[str, Kernel] = {}
     for key in _workshops_here(catalog, host):
         ws = catalog.workshops[key]
