@@ -106,7 +106,8 @@ def hub_catalog(root: Path, tmp: Path, prefix: str, ports: list[int]) -> None:
     (root / "templates/hub/jupyterhub_config.py.j2").write_text(template.read_text())
     proxy = shutil.which("configurable-http-proxy")
     host = root / "hosts/bench.yaml"
-    host.write_text(host.read_text() + f"hub:\n  prefix: {prefix}\n  config_dir: {tmp}/hubconf\n"
+    host.write_text(host.read_text() + f"hub:\n  service: process\n  prefix: {prefix}\n"
+                    f"  config_dir: {tmp}/hubconf\n"
                     f"  data_dir: {tmp}/hubdata\n  ip: 127.0.0.1\n  port: {ports[0]}\n"
                     f"  proxy_api_port: {ports[1]}\n  hub_port: {ports[2]}\n"
                     + (f"  proxy: {proxy}\n" if proxy else "")

@@ -21,8 +21,40 @@ PAGINATION = "application/jupyterhub-pagination+json"
 HUB_PREFIX = "/opt/wodsync-test/hub"
 
 
+PROJECT = Path(__file__).resolve().parent.parent
+
+
 def hub_ports() -> dict[str, int]:
     return {"port": free_port(), "hub_port": free_port(), "proxy_api_port": free_port()}
+
+
+def write_lab(root: Path, tmp: Path, pool: str, ports: dict[str, int], hub_extra: str) -> None:
+    """A one-host catalog: a local host with a managed hub, a pool, one 50-seat workshop.
+
+    `pool` is the pool's YAML body, `hub_extra` more lines of the host's `hub:` mapping.
+    """
+    files = {
+        "catalog/workshops/WKSHP-Lab/workshop.yaml":
+            "name: Lab\ncapacity: 50\nseats: {first: 1, last: 50}\nlocation: lab\n"
+            "duration: 4\n",
+        "catalog/workshops/WKSHP-Lab/1-Intro.ipynb":
+            '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n',
+        "catalog/locations.yaml": "locations:\n  - name: lab\n",
+        "catalog/students.yaml": f"pools:\n  test:\n{pool}",
+        "catalog/variables.yaml": "BRANDING: Lab\n",
+        "hosts/lab.yaml": f"address: localhost\ntransport: local\nlocation: lab\npool: test\n"
+                          f"state_dir: {tmp}/state\nhub:\n  prefix: {HUB_PREFIX}\n"
+                          f"  config_dir: {tmp}/hubconf\n  data_dir: {tmp}/hubdata\n"
+                          f"  ip: 127.0.0.1\n  port: {ports['port']}\n"
+                          f"  hub_port: {ports['hub_port']}\n"
+                          f"  proxy_api_port: {ports['proxy_api_port']}\n"
+                          f"  token: {{secret: WODT_HUB_TOKEN}}\n{hub_extra}",
+    }
+    for name in ("jupyterhub_config.py.j2", "jupyterhub.service.j2"):
+        files[f"templates/hub/{name}"] = (PROJECT / "templates/hub" / name).read_text()
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
 
 
 class HubApi:

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from hubs import HUB_PREFIX, HubApi, hub_ports, login, read_contents, start_server, stop_hub
+from hubs import (
+    HUB_PREFIX,
+    HubApi,
+    hub_ports,
+    login,
+    read_contents,
+    start_server,
+    stop_hub,
+    write_lab,
+)
 from wheels import kernel_wheel
 
 PROXY = shutil.which("configurable-http-proxy")
@@ -61,32 +70,10 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hub")
     root, data = tmp / "repo", tmp / "hubdata"
     ports = hub_ports()
-    files = {
-        "catalog/workshops/WKSHP-Lab/workshop.yaml":
-            "name: Lab\ncapacity: 50\nseats: {first: 1, last: 50}\nlocation: lab\n"
-            "duration: 4\n",
-        "catalog/workshops/WKSHP-Lab/1-Intro.ipynb":
-            '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n',
-        "catalog/locations.yaml": "locations:\n  - name: lab\n",
-        "catalog/students.yaml": f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
-                                 f"    last: {SEATS}\n    uid_base: {UID_BASE}\n"
-                                 f"    gid_base: {UID_BASE}\n    home_root: {HOMES}\n"
-                                 f"    group: {GROUP}\n",
-        "catalog/variables.yaml": "BRANDING: Lab\n",
-        "templates/hub/jupyterhub_config.py.j2":
-            (Path(__file__).parent.parent / "templates/hub/jupyterhub_config.py.j2").read_text(),
-        "hosts/lab.yaml": f"address: localhost\ntransport: local\nlocation: lab\npool: test\n"
-                          f"state_dir: {tmp}/state\nhub:\n  prefix: {HUB_PREFIX}\n"
-                          f"  config_dir: {tmp}/hubconf\n  data_dir: {data}\n"
-                          f"  proxy: {PROXY}\n  ip: 127.0.0.1\n  port: {ports['port']}\n"
-                          f"  hub_port: {ports['hub_port']}\n"
-                          f"  proxy_api_port: {ports['proxy_api_port']}\n"
-                          f"  find_links: [{tmp}/wheels]\n"
-                          f"  token: {{secret: WODT_HUB_TOKEN}}\n",
-    }
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+    pool = (f"    prefix: {PREFIX}\n    first: 1\n    last: {SEATS}\n    uid_base: {UID_BASE}\n"
+            f"    gid_base: {UID_BASE}\n    home_root: {HOMES}\n    group: {GROUP}\n")
+    write_lab(root, tmp, pool, ports, f"  service: process\n  proxy: {PROXY}\n"
+                                      f"  find_links: [{tmp}/wheels]\n")
     kernel_wheel(tmp / "wheels", "wodtest-kernel", "1.0", "wodtest")
     applied = wodsync(root, "apply", "--yes")
     yield {"root": root, "data": data, "api": HubApi(ports["hub_port"], TOKEN),

@@ -114,7 +114,8 @@ def _write_repo(opts: DemoOptions, catalog: Catalog, location: str) -> Path:
     if opts.uid_base is not None:
         pool["uid_base"] = pool["gid_base"] = opts.uid_base
     (repo / "catalog/students.yaml").write_text(dump_yaml({"pools": {pool_name: pool}}))
-    hub = {"prefix": str(opts.hub_prefix or opts.folder / "hub"),
+    # The demo's machine may have no systemd (a container): wodsync runs the hub itself.
+    hub = {"service": "process", "prefix": str(opts.hub_prefix or opts.folder / "hub"),
            "config_dir": str(opts.folder / "etc"), "data_dir": str(opts.folder / "data"),
            "port": opts.port, "proxy_api_port": opts.port + 1, "hub_port": opts.port + 2,
            "token": {"secret": TOKEN_SECRET}}

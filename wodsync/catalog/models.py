@@ -11,7 +11,7 @@ names, script paths) are restricted to patterns without shell metacharacters.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import (
@@ -261,6 +261,16 @@ class VariablesFile(RootModel[Variables]):
     model_config = ConfigDict(strict=True, frozen=True)
 
 
+HUB_UNIT = "jupyterhub.service"
+
+
+class HubFile(NamedTuple):
+    path: str
+    template: str
+    mode: int
+    on_change: tuple[str, ...] = ()
+
+
 PipVersion = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?$")]
 NpmVersion = Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
 
@@ -275,6 +285,11 @@ class Hub(Strict):
     """
 
     manage: bool = True
+    service: Literal["systemd", "process"] = Field(
+        "systemd", description="systemd: a unit rendered from templates/hub/ (KillMode=process: "
+                               "a restart keeps students' servers); process: wodsync starts the "
+                               "hub itself (hosts without systemd, the demo).")
+    unit_dir: AbsPath = Field("/etc/systemd/system", description="Where the unit goes.")
     version: PipVersion = Field("6.1.1", description="JupyterHub version (pip).")
     lab: PipRequirement = Field("jupyterlab>=4.4", description="JupyterLab requirement (pip).")
     python: AbsPath = Field("/usr/bin/python3",
@@ -307,6 +322,16 @@ class Hub(Strict):
     @property
     def api(self) -> str:
         return self.api_url or f"http://127.0.0.1:{self.hub_port}/hub/api"
+
+    def service_files(self) -> list[HubFile]:
+        """The hub's configuration (it holds the token: root only) and, with systemd, its
+        unit (reloaded when it changes), each rendered from `templates/hub/`."""
+        files = [HubFile(f"{self.config_dir}/jupyterhub_config.py",
+                         "hub/jupyterhub_config.py.j2", 0o600)]
+        if self.service == "systemd":
+            files.append(HubFile(f"{self.unit_dir}/{HUB_UNIT}", "hub/jupyterhub.service.j2",
+                                 0o644, ("systemctl", "daemon-reload")))
+        return files
 
 
 SysctlKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")]

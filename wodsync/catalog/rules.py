@@ -165,19 +165,17 @@ def system_files_exist(catalog: Catalog) -> Iterator[Diagnostic]:
         seen.add(f.path)
 
 
-HUB_TEMPLATE = "hub/jupyterhub_config.py.j2"
-
-
 def hub_template_exists(catalog: Catalog) -> Iterator[Diagnostic]:
-    """A host whose hub wodsync manages needs the hub configuration template."""
-    template = catalog.root / TEMPLATES_DIR / HUB_TEMPLATE
-    if template.is_file() and not template.is_symlink():
-        return
+    """A host whose hub wodsync manages needs the hub's templates (config, and unit)."""
     for name, host in sorted(catalog.hosts.items()):
-        if host.hub and host.hub.manage:
-            yield catalog.host_doc(name).diag(
-                "missing-template", f"the hub is managed (hub.manage) but "
-                f"{TEMPLATES_DIR}/{HUB_TEMPLATE} does not exist", "hub", key=True)
+        if not (host.hub and host.hub.manage):
+            continue
+        for spec in host.hub.service_files():
+            template = catalog.root / TEMPLATES_DIR / spec.template
+            if not template.is_file() or template.is_symlink():
+                yield catalog.host_doc(name).diag(
+                    "missing-template", f"the hub is managed (hub.manage) but "
+                    f"{TEMPLATES_DIR}/{spec.template} does not exist", "hub", key=True)
 
 
 RULES: tuple[Rule, ...] = (

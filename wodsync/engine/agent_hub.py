@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # on the host, agent.py is loaded into the same namespace
     from wodsync.engine.agent import _save_inventory
 
 PAGINATION = "application/jupyterhub-pagination+json"
+UNIT = "jupyterhub.service"
 SERVICE_STATE = "wodsync-hub.json"
 KERNEL_DIRS = ("share/jupyter/kernels",)
 SYSTEM_KERNEL_DIRS = ("/usr/local/share/jupyter/kernels", "/usr/share/jupyter/kernels")
@@ -132,13 +133,33 @@ def _kernel_facts(prefix):
 
 
 def _service_state(h):
+    """Running or not, and the fingerprint of what the running hub was started with (kept by
+    wodsync beside the hub's data: neither systemd nor the hub knows it)."""
     try:
         with open(os.path.join(h["data_dir"], SERVICE_STATE), encoding="utf-8") as f:
             state = json.load(f)
     except (OSError, ValueError):
-        return {"running": False, "pid": None, "fingerprint": None}
-    state["running"] = _is_hub(state.get("pid"))
+        state = {"pid": None, "fingerprint": None}
+    if h["supervisor"] == "systemd":
+        state["pid"] = _systemd_pid()
+        state["running"] = bool(state["pid"])
+    else:
+        state["running"] = _is_hub(state.get("pid"))
+    if not state["running"]:
+        state["fingerprint"] = None
     return state
+
+
+def _systemctl(*args):
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True)
+
+
+def _systemd_pid():
+    done = _systemctl("show", "--property", "MainPID", "--value", UNIT)
+    try:
+        return int(done.stdout.strip()) or None
+    except ValueError:
+        return None
 
 
 def _is_hub(pid):
@@ -230,9 +251,12 @@ def _stop_hub(pid):
 
 def _start_hub(h, log):
     state = _service_state(h)
+    os.makedirs(h["data_dir"], mode=0o700, exist_ok=True)
+    if h["supervisor"] == "systemd":
+        _start_unit(h, state, log)
+        return
     if state["running"]:
         _stop_hub(state["pid"])
-    os.makedirs(h["data_dir"], mode=0o700, exist_ok=True)
     logfile = os.path.join(h["data_dir"], "jupyterhub.log")
     with open(logfile, "ab") as out:
         proc = subprocess.Popen([os.path.join(h["prefix"], "bin", "jupyterhub"), "-f",
@@ -245,14 +269,39 @@ def _start_hub(h, log):
     log.append(("restarted" if state["running"] else "started") + f" the hub (pid {proc.pid})")
 
 
+def _start_unit(h, state, log):
+    """systemd: enable, then restart (KillMode=process in the unit: the hub process only)."""
+    for args in (("enable", "--quiet", UNIT), ("restart", UNIT)):
+        done = _systemctl(*args)
+        if done.returncode != 0:
+            raise RuntimeError(f"systemctl {' '.join(args)} exited {done.returncode}: "
+                               f"{(done.stderr or done.stdout).strip()[-500:]}")
+    pid = _systemd_pid()
+    with open(os.path.join(h["data_dir"], SERVICE_STATE), "w", encoding="utf-8") as f:
+        json.dump({"pid": pid, "fingerprint": h["fingerprint"]}, f)
+    _wait_ready(h, None, None)
+    log.append(("restarted" if state["running"] else "started") + f" the hub ({UNIT}, pid {pid})")
+
+
+def _hub_died(proc, logfile):
+    """The reason a just started hub is gone, or None while it runs."""
+    if proc is None:
+        if _systemd_pid():
+            return None
+        return f"{UNIT} is not running: see `journalctl -u {UNIT}`"
+    if proc.poll() is None:
+        return None
+    with open(logfile, encoding="utf-8", errors="replace") as f:
+        return f"the hub exited {proc.returncode} at start:\n{f.read()[-1500:]}"
+
+
 def _wait_ready(h, proc, logfile):
     """Ready means the API answers 200, not that a port is open."""
     deadline = time.monotonic() + HUB_READY_SECONDS
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            with open(logfile, encoding="utf-8", errors="replace") as f:
-                tail = f.read()[-1500:]
-            raise RuntimeError(f"the hub exited {proc.returncode} at start:\n{tail}")
+        died = _hub_died(proc, logfile)
+        if died:
+            raise RuntimeError(died)
         try:
             with _OPENER.open(h["api"].rstrip("/") + "/", timeout=2) as answer:
                 if answer.status == 200:
@@ -348,7 +397,9 @@ def stop_hub(h):
             if user.get("servers") or user.get("server"):
                 _request(h, "DELETE", f"/users/{_quote(user['name'])}/server")
                 stopped.append(user["name"])
-    if state["running"]:
+    if state["running"] and h["supervisor"] == "systemd":
+        _systemctl("stop", UNIT)
+    elif state["running"]:
         _stop_hub(state["pid"])
     proxy = os.path.join(h["data_dir"], "jupyterhub-proxy.pid")
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from wodsync.catalog.loader import TEMPLATES_DIR, Catalog
 from wodsync.catalog.models import Host, Pool
-from wodsync.engine.hub import HubDesired, hub_config, hub_desired
+from wodsync.engine.hub import HubDesired, hub_desired, render_hub_file
 from wodsync.render import compile_template, render_text, system_context
 from wodsync.secrets import Secrets, merge_variables
 
@@ -85,9 +85,9 @@ def files_of(catalog: Catalog, name: str, host: Host, secrets: Secrets,
         files[f.path] = ManagedFile(f.path, text.encode("utf-8"), f.owner, f.group,
                                     int(f.mode, 8), tuple(f.on_change))
     if host.hub and host.hub.manage:
-        path = f"{host.hub.config_dir}/jupyterhub_config.py"
-        # Holds the service token: readable by root only.
-        files[path] = ManagedFile(path, hub_config(catalog, ctx), "root", "root", 0o600, ())
+        for spec in host.hub.service_files():
+            files[spec.path] = ManagedFile(spec.path, render_hub_file(catalog, spec.template, ctx),
+                                           "root", "root", spec.mode, spec.on_change)
     return files
 
 
@@ -98,8 +98,8 @@ def desired_state(catalog: Catalog, name: str, secrets: Secrets) -> DesiredHost:
     files = files_of(catalog, name, host, secrets, token or "")
     hub = None
     if host.hub:
-        config = files.get(f"{host.hub.config_dir}/jupyterhub_config.py")
+        own = host.hub.service_files() if host.hub.manage else []
         hub = hub_desired(catalog, host, host.hub, pool, token,
-                          config.data if config else None)
+                          [files[spec.path].data for spec in own])
     return DesiredHost(name, host, pool, accounts_of(pool), files,
                        {k: str(v) for k, v in host.sysctl.items()}, hub)

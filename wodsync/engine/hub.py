@@ -19,8 +19,6 @@ from wodsync.catalog.loader import TEMPLATES_DIR, Catalog
 from wodsync.catalog.models import Host, Hub, Kernel, Pool
 from wodsync.render import compile_template, render_text
 
-HUB_TEMPLATE = "hub/jupyterhub_config.py.j2"
-
 
 def canonical(name: str) -> str:
     """PEP 503 name: how pip and the agent compare package names."""
@@ -32,6 +30,7 @@ class HubDesired:
     """Everything wodsync keeps true about one host's hub."""
 
     manage: bool
+    service: str
     api: str
     token: str | None
     prefix: str
@@ -49,7 +48,8 @@ class HubDesired:
 
     def probe(self) -> dict[str, Any]:
         """What the agent must look at for the hub (the token travels on stdin only)."""
-        return {"manage": self.manage, "api": self.api, "token": self.token,
+        return {"manage": self.manage, "supervisor": self.service, "api": self.api,
+                "token": self.token,
                 "prefix": self.prefix, "data_dir": self.data_dir, "apt": list(self.apt),
                 "npm": sorted(self.npm), "kernels": bool(self.kernels)}
 
@@ -93,31 +93,32 @@ def _requirements(catalog: Catalog, host: Host) -> tuple[dict[str, str], list[st
     return pip, sorted(set(apt)), kernels
 
 
-def hub_config(catalog: Catalog, ctx: dict[str, Any]) -> bytes:
-    """`jupyterhub_config.py` rendered with the host's system context (which holds the token)."""
-    source = (catalog.root / TEMPLATES_DIR / HUB_TEMPLATE).read_text(encoding="utf-8")
-    return render_text(compile_template(source, f"{TEMPLATES_DIR}/{HUB_TEMPLATE}"),
+def render_hub_file(catalog: Catalog, template: str, ctx: dict[str, Any]) -> bytes:
+    """A file of `templates/hub/` rendered with the host's system context (holds the token)."""
+    source = (catalog.root / TEMPLATES_DIR / template).read_text(encoding="utf-8")
+    return render_text(compile_template(source, f"{TEMPLATES_DIR}/{template}"),
                        ctx).encode("utf-8")
 
 
-def _fingerprint(config: bytes | None, hub_req: str, npm: dict[str, str]) -> str:
-    """Changes exactly when the running hub must be restarted to match the catalog."""
-    if config is None:
+def _fingerprint(files: list[bytes], hub_req: str, npm: dict[str, str]) -> str:
+    """Changes exactly when the running hub must be restarted to match the catalog: its
+    configuration, its unit, the JupyterHub and proxy versions."""
+    if not files:
         return ""
     extra = f"\n{hub_req}\n{sorted(npm.items())}".encode()
-    return hashlib.sha256(config + extra).hexdigest()
+    return hashlib.sha256(b"\0".join(files) + extra).hexdigest()
 
 
 def hub_desired(catalog: Catalog, host: Host, hub: Hub, pool: Pool, token: str | None,
-                config: bytes | None) -> HubDesired:
+                files: list[bytes]) -> HubDesired:
     pip, apt, kernels = _requirements(catalog, host)
     npm = {} if hub.proxy or not hub.manage else {"configurable-http-proxy": hub.proxy_version}
     return HubDesired(
-        manage=hub.manage, api=hub.api,
+        manage=hub.manage, service=hub.service, api=hub.api,
         token=token,
         prefix=hub.prefix, python=hub.python, data_dir=hub.data_dir,
         config_path=f"{hub.config_dir}/jupyterhub_config.py",
-        fingerprint=_fingerprint(config, pip.get("jupyterhub", ""), npm),
+        fingerprint=_fingerprint(files, pip.get("jupyterhub", ""), npm),
         find_links=tuple(hub.find_links),
         users=tuple(pool.user(n) for n in range(pool.first, pool.last + 1)),
         groups=hub_groups(catalog, host, pool), pip=pip, apt=tuple(apt), npm=npm,

@@ -1,0 +1,114 @@
+"""A hub run by systemd: the unit is rendered from templates/hub/, reloaded when it changes, and
+the hub restarted only when its configuration, unit or versions changed.
+
+systemd cannot run on this test machine (no systemd as PID 1), so `tests/fakes/systemctl`
+stands in for it, keeping systemd's behaviour that matters here: units are read at
+daemon-reload, restart ends the main process only (KillMode=process), MainPID is reported.
+Everything else — JupyterHub, the proxy, accounts — is real.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hubs import HubApi, hub_ports, stop_hub, write_lab
+
+PROXY = shutil.which("configurable-http-proxy")
+FAKES = Path(__file__).parent / "fakes"
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
+    reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
+
+PREFIX, UID_BASE = "wodts", 54000
+TOKEN = "wodsync-systemd-token-" + os.urandom(8).hex()
+HOMES = Path("/home/wodsync-test-hubsd")
+
+
+def _cleanup() -> None:
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
+            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+    for g in grp.getgrall():
+        if g.gr_name.startswith(PREFIX) and UID_BASE < g.gr_gid < UID_BASE + 1000:
+            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+    shutil.rmtree(HOMES, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    _cleanup()
+    tmp = tmp_path_factory.mktemp("hubsd")
+    systemd = tmp / "systemd"
+    (systemd / "units").mkdir(parents=True)
+    ports = hub_ports()
+    pool = (f"    prefix: {PREFIX}\n    first: 1\n    last: 50\n    uid_base: {UID_BASE}\n"
+            f"    gid_base: {UID_BASE}\n    home_root: {HOMES}\n")
+    write_lab(tmp / "repo", tmp, pool, ports,
+              f"  service: systemd\n  unit_dir: {systemd}/units\n  proxy: {PROXY}\n")
+    env = dict(os.environ, WODT_HUB_TOKEN=TOKEN, FAKE_SYSTEMD_DIR=str(systemd),
+               PATH=f"{FAKES}:{os.environ['PATH']}")
+    yield {"root": tmp / "repo", "systemd": systemd, "env": env,
+           "api": HubApi(ports["hub_port"], TOKEN)}
+    pid = systemd / "jupyterhub.service.pid"
+    if pid.exists():
+        subprocess.run(["kill", pid.read_text()], check=False)
+    stop_hub(tmp / "hubdata", range(UID_BASE, UID_BASE + 1000))
+    _cleanup()
+
+
+def wodsync(lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args, "--root",
+                           str(lab["root"])], capture_output=True, text=True, timeout=600,
+                          env=lab["env"])
+
+
+def calls(lab) -> list[str]:
+    log = lab["systemd"] / "calls.log"
+    return [c for c in log.read_text().splitlines() if not c.startswith("show")] \
+        if log.exists() else []
+
+
+def test_the_unit_is_installed_reloaded_and_started(lab):
+    applied = wodsync(lab, "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    assert calls(lab) == ["daemon-reload", "enable --quiet jupyterhub.service",
+                          "restart jupyterhub.service"]
+    unit = (lab["systemd"] / "units/jupyterhub.service").read_text()
+    assert "KillMode=process" in unit and "/bin/jupyterhub -f " in unit
+    assert {f"{PREFIX}{n}" for n in range(1, 51)} <= set(lab["api"].users())
+    assert wodsync(lab, "plan").returncode == 0
+
+
+def test_no_change_no_systemctl_a_config_change_one_restart(lab):
+    before = len(calls(lab))
+    assert wodsync(lab, "apply", "--yes").returncode == 0
+    assert len(calls(lab)) == before
+    host = lab["root"] / "hosts/lab.yaml"
+    host.write_text(host.read_text() + "  admins: [root]\n")
+    applied = wodsync(lab, "apply", "--yes")
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    assert calls(lab)[before:] == ["enable --quiet jupyterhub.service",
+                                   "restart jupyterhub.service"]
+    assert "root" in lab["api"].users()
+
+
+def test_a_changed_unit_is_reloaded_before_the_restart(lab):
+    before = len(calls(lab))
+    template = lab["root"] / "templates/hub/jupyterhub.service.j2"
+    template.write_text(template.read_text().replace("RestartSec=5", "RestartSec=7"))
+    plan = json.loads(wodsync(lab, "plan", "--json").stdout)[0]["plan"]["actions"]
+    assert {a["resource"] for a in plan} == {
+        f"file:{lab['systemd']}/units/jupyterhub.service", "service:jupyterhub"}
+    assert wodsync(lab, "apply", "--yes").returncode == 0
+    assert calls(lab)[before:] == ["daemon-reload", "enable --quiet jupyterhub.service",
+                                   "restart jupyterhub.service"]
+    assert "RestartSec=7" in (lab["systemd"] / "loaded/jupyterhub.service").read_text()
+    assert wodsync(lab, "plan").returncode == 0
