@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import grp
+import pwd
+import subprocess
+
 from wodsync.catalog import validate
 from wodsync.diagnostics import Diagnostic
 
@@ -16,3 +20,14 @@ def only_error(root, code: str) -> Diagnostic:
     found = errors_of(root)
     assert [d.code for d in found] == [code], "\n".join(d.text() for d in found)
     return found[0]
+
+
+def remove_test_accounts(prefix: str, uid_base: int, groups: tuple[str, ...] = ()) -> None:
+    """Every account and group a test made: its name prefix *and* its uid range, never more."""
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix) and uid_base < entry.pw_uid < uid_base + 1000:
+            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+    for g in grp.getgrall():
+        if (g.gr_name.startswith(prefix) and uid_base < g.gr_gid < uid_base + 1000) \
+                or g.gr_name in groups:
+            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import grp
 import json
 import os
-import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from helpers import remove_test_accounts
 from hubs import HUB_PREFIX, login, read_contents, start_server
 from sshd import free_port
 
@@ -36,14 +36,7 @@ def demo(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _cleanup(had_group: bool) -> None:
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
-            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
-    for g in grp.getgrall():
-        if g.gr_name.startswith(PREFIX) and UID_BASE < g.gr_gid < UID_BASE + 1000:
-            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
-    if not had_group:
-        subprocess.run(["groupdel", "students"], check=False, capture_output=True)
+    remove_test_accounts(PREFIX, UID_BASE, () if had_group else ("students",))
     shutil.rmtree(FOLDER, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import remove_test_accounts
 from sshd import free_port, kill_sessions, start_sshd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
@@ -26,13 +27,7 @@ def _sysctl() -> str:
 
 
 def _cleanup_accounts() -> None:
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
-            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
-    for g in grp.getgrall():
-        if g.gr_name.startswith(PREFIX) and (UID_BASE < g.gr_gid < UID_BASE + 1000
-                                             or g.gr_name == GROUP):
-            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+    remove_test_accounts(PREFIX, UID_BASE, (GROUP,))
 
 
 @pytest.fixture(scope="module")

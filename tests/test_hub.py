@@ -7,7 +7,6 @@ PyPI) at a fixed world-readable prefix reused between runs; configurable-http-pr
 
 from __future__ import annotations
 
-import grp
 import json
 import os
 import pwd
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import remove_test_accounts
 from hubs import (
     HUB_PREFIX,
     HubApi,
@@ -40,13 +40,7 @@ HOMES = Path("/home/wodsync-test-hub")
 
 
 def _cleanup_accounts() -> None:
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
-            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
-    for g in grp.getgrall():
-        if (g.gr_name.startswith(PREFIX) and UID_BASE < g.gr_gid < UID_BASE + 1000) \
-                or g.gr_name == GROUP:
-            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+    remove_test_accounts(PREFIX, UID_BASE, (GROUP,))
     shutil.rmtree(HOMES, ignore_errors=True)
 
 

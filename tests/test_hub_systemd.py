@@ -9,16 +9,15 @@ Everything else — JupyterHub, the proxy, accounts — is real.
 
 from __future__ import annotations
 
-import grp
 import json
 import os
-import pwd
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from helpers import remove_test_accounts
 from hubs import HubApi, hub_ports, stop_hub, write_lab
 
 PROXY = shutil.which("configurable-http-proxy")
@@ -33,12 +32,7 @@ HOMES = Path("/home/wodsync-test-hubsd")
 
 
 def _cleanup() -> None:
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid < UID_BASE + 1000:
-            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
-    for g in grp.getgrall():
-        if g.gr_name.startswith(PREFIX) and UID_BASE < g.gr_gid < UID_BASE + 1000:
-            subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+    remove_test_accounts(PREFIX, UID_BASE)
     shutil.rmtree(HOMES, ignore_errors=True)
 
 
