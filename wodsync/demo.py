@@ -67,18 +67,21 @@ class DemoResult:
 
 
 def _secret_names(catalog: Catalog) -> set[str]:
-    layers = [catalog.variables, *(ws.variables for ws in catalog.workshops.values())]
-    return {v.secret for layer in layers for v in layer.values() if isinstance(v, SecretRef)}
+    """Every secret the catalog references: variables of all layers and hub tokens."""
+    layers = [catalog.variables, *(ws.variables for ws in catalog.workshops.values()),
+              *(h.variables for h in catalog.hosts.values())]
+    names = {v.secret for layer in layers for v in layer.values() if isinstance(v, SecretRef)}
+    return names | {h.hub.token.secret for h in catalog.hosts.values() if h.hub and h.hub.token}
 
 
-def _secrets(opts: DemoOptions, catalog: Catalog) -> Path:
-    """Random values for the hub token and every secret the catalog references, kept."""
-    path = opts.folder / "secrets.yaml"
+def _secrets(folder: Path, catalog: Catalog) -> Path:
+    """Random values for every secret the demo catalog references, kept between runs."""
+    path = folder / "secrets.yaml"
     known: dict[str, str] = {}
     if path.exists():
         known = {str(k): str(v) for k, v in (YAML(typ="safe").load(path.read_text()) or {})
                  .items()}
-    for name in sorted(_secret_names(catalog) | {TOKEN_SECRET}):
+    for name in sorted(_secret_names(catalog)):
         known.setdefault(name, pysecrets.token_hex(24))
     path.touch(mode=0o600)
     path.write_text(dump_yaml(known, "# demo secrets written by `wodsync demo`"))
@@ -172,9 +175,9 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
     opts.folder.chmod(0o755)  # students' homes live below it
     catalog, _ = _validated(opts.root)
     location = _location(opts, catalog)
-    secrets_file = _secrets(opts, catalog)
     repo = _write_repo(opts, catalog, location)
     demo_catalog, _ = _validated(repo)
+    secrets_file = _secrets(opts.folder, demo_catalog)
     _ensure_npm(say)
     secrets = Secrets.load(secrets_file)
     desired = desired_state(demo_catalog, HOST, secrets)

@@ -154,10 +154,12 @@ def observe(p):
             "inventory": inventory}
 
 
-def _run(argv, stdin=None):
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+def _run(argv, stdin=None, env=None):
+    """Run an argv (never a shell line); a failure raises with the tool's own last words."""
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"{argv[0]} exited {done.returncode}: {done.stderr.strip()[:500]}")
+        raise RuntimeError(f"{' '.join(argv[:4])} exited {done.returncode}: "
+                           f"{(done.stderr or done.stdout).strip()[-800:]}")
     return done
 
 

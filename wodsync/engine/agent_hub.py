@@ -21,7 +21,7 @@ import urllib.request
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # on the host, agent.py is loaded into the same namespace
-    from wodsync.engine.agent import _save_inventory
+    from wodsync.engine.agent import _run, _save_inventory
 
 PAGINATION = "application/jupyterhub-pagination+json"
 UNIT = "jupyterhub.service"
@@ -207,35 +207,28 @@ def install_packages(h, log):
     if h["apt"]:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
-        _run_env(["apt-get", "install", "-y", "-qq", *h["apt"]], env)
+        _run(["apt-get", "install", "-y", "-qq", *h["apt"]], env=env)
         log.append(f"apt installed {len(h['apt'])} packages")
     if h["venv"]:
         os.makedirs(os.path.dirname(h["prefix"]), mode=0o755, exist_ok=True)
-        _run_env([h["python"], "-m", "venv", h["prefix"]], None)
+        _run([h["python"], "-m", "venv", h["prefix"]])
         log.append(f"created the hub environment {h['prefix']}")
     if h["pip"]:
         links = [arg for path in h["find_links"] for arg in ("--find-links", path)]
-        _run_env([os.path.join(h["prefix"], "bin", "python"), "-m", "pip", "install", "-q",
-                  "--disable-pip-version-check", *links, *h["pip"]], None)
+        _run([os.path.join(h["prefix"], "bin", "python"), "-m", "pip", "install", "-q",
+              "--disable-pip-version-check", *links, *h["pip"]])
         log.append(f"pip installed {len(h['pip'])} packages")
     if h["npm"]:
         specs = [f"{name}@{version}" for name, version in sorted(h["npm"].items())]
-        _run_env(["npm", "install", "--prefix", os.path.join(h["prefix"], "node"),
-                  "--no-audit", "--no-fund", *specs], None)
+        _run(["npm", "install", "--prefix", os.path.join(h["prefix"], "node"),
+              "--no-audit", "--no-fund", *specs])
         log.append(f"npm installed {len(specs)} packages")
     for argv in h["kernel_install"]:
         tool = argv[0]
         if tool in ("python", "jupyter"):
             tool = os.path.join(h["prefix"], "bin", tool)
-        _run_env([tool, *argv[1:]], _hub_env(h))
+        _run([tool, *argv[1:]], env=_hub_env(h))
         log.append(f"ran kernel installer {' '.join(argv)}")
-
-
-def _run_env(argv, env):
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} exited {done.returncode}: "
-                           f"{(done.stderr or done.stdout).strip()[-800:]}")
 
 
 def _stop_hub(pid):
@@ -395,7 +388,7 @@ def stop_hub(h):
     if state["running"] and h["token"]:
         for user in _paged(h, "/users"):
             if user.get("servers") or user.get("server"):
-                _request(h, "DELETE", f"/users/{_quote(user['name'])}/server")
+                _stop_server(h, user["name"])
                 stopped.append(user["name"])
     if state["running"] and h["supervisor"] == "systemd":
         _systemctl("stop", UNIT)
