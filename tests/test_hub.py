@@ -149,6 +149,9 @@ def test_seat_logs_in_with_its_password_and_its_server_survives_a_restart(lab):
 
 
 def test_kernel_added_to_a_workshop_is_planned_and_installed(lab):
+    """From the wheel the fixture built, with no package index at all."""
+    host = lab["root"] / "hosts/lab.yaml"
+    host.write_text(host.read_text() + "  no_index: true\n")
     ws = lab["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
     ws.write_text(ws.read_text() + "kernels:\n  - name: wodtest\n    pip: [wodtest-kernel==1.0]\n"
                   "  - name: wodtest2\n    install: [python, -m, ipykernel, install, "

@@ -304,6 +304,7 @@ class Hub(Strict):
     proxy_version: NpmVersion = "4.6.3"
     find_links: list[AbsPath] = Field(
         [], description="Local folders of wheels pip may install from (--find-links).")
+    no_index: bool = Field(False, description="pip installs from find_links only (no index).")
     ip: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F.:]*$", max_length=64)] = Field(
         "", description="Public address the proxy listens on; empty means every interface.")
     port: Annotated[int, Field(ge=1, le=65535)] = 8000

@@ -215,6 +215,7 @@ def install_packages(h, log):
         log.append(f"created the hub environment {h['prefix']}")
     if h["pip"]:
         links = [arg for path in h["find_links"] for arg in ("--find-links", path)]
+        links += ["--no-index"] if h["no_index"] else []
         _run([os.path.join(h["prefix"], "bin", "python"), "-m", "pip", "install", "-q",
               "--disable-pip-version-check", *links, *h["pip"]])
         log.append(f"pip installed {len(h['pip'])} packages")

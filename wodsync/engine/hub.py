@@ -39,6 +39,7 @@ class HubDesired:
     config_path: str
     fingerprint: str                     # config + versions the running hub must match
     find_links: tuple[str, ...]
+    no_index: bool
     users: tuple[str, ...]
     groups: dict[str, tuple[str, ...]]
     pip: dict[str, str]                  # canonical name → requirement
@@ -119,7 +120,7 @@ def hub_desired(catalog: Catalog, host: Host, hub: Hub, pool: Pool, token: str |
         prefix=hub.prefix, python=hub.python, data_dir=hub.data_dir,
         config_path=f"{hub.config_dir}/jupyterhub_config.py",
         fingerprint=_fingerprint(files, pip.get("jupyterhub", ""), npm),
-        find_links=tuple(hub.find_links),
+        find_links=tuple(hub.find_links), no_index=hub.no_index,
         users=tuple(pool.user(n) for n in range(pool.first, pool.last + 1)),
         groups=hub_groups(catalog, host, pool), pip=pip, apt=tuple(apt), npm=npm,
         kernels=kernels)

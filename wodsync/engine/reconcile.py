@@ -84,6 +84,7 @@ def hub_payload(desired: DesiredHost, plan: HostPlan) -> dict[str, Any] | None:
         return None
     p: dict[str, Any] = {**hub.probe(), "python": hub.python, "config_path": hub.config_path,
                          "fingerprint": hub.fingerprint, "find_links": list(hub.find_links),
+                         "no_index": hub.no_index,
                          "state_dir": desired.host.state_dir, "venv": False, "pip": [],
                          "apt": [], "npm": {}, "kernel_install": [], "service": None,
                          "create_users": [], "delete_users": [],
