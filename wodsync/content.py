@@ -1,7 +1,9 @@
 """A seat's workshop content: the catalog, one workshop and one seat in; rendered files out.
 
 `wodsync render` writes these files to a folder for an author to preview; deployment on CREATE
-streams the very same list to the host, so a preview is exactly what a student gets.
+streams the very same list to the host, so a preview is exactly what a student gets. A file
+that cannot be read safely (a link on its path) or a template that cannot render is a
+`ContentError` naming the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import string
 from pathlib import Path
 
 from wodsync.catalog.loader import Catalog
-from wodsync.render import RenderedFile, render_workshop, seat_variables, workshop_context
+from wodsync.catalog.repofs import RepoFileError
+from wodsync.render import (
+    RenderedFile,
+    RenderFileError,
+    render_workshop,
+    seat_variables,
+    workshop_context,
+)
 from wodsync.secrets import Secrets, merge_variables
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
@@ -54,7 +63,13 @@ def seat_content(catalog: Catalog, key: str, seat: int, password: str,
     seat_vars = seat_variables(key, ws, catalog.pools[pool_name], seat, password)
     ctx = workshop_context(key, ws, merged, seat_vars, host.address if host else "localhost")
     folder = catalog.folders[key]
-    return list(render_workshop(folder.path, folder.files, ctx))
+    rel = folder.path.relative_to(catalog.root).as_posix()
+    try:
+        return list(render_workshop(catalog.root, rel, folder.files, ctx))
+    except RepoFileError as exc:
+        raise ContentError(f"{key}: {exc}") from None
+    except RenderFileError as exc:
+        raise ContentError(f"{key}: rendering failed: {exc}") from None
 
 
 def write_content(files: list[RenderedFile], out: Path) -> None:

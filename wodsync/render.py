@@ -4,25 +4,35 @@ WoD renders every `*.ipynb *.yaml *.py *.sh *.src *.tf *.env Variables.ps1` of a
 Jinja2 with the workshop's and the student's variables and copies everything else as is. wodsync
 keeps that contract (so WoD notebooks work unchanged, including their
 `hostvars[inventory_hostname]['X-WKSHP-Name']` lookups) but renders in a sandbox with
-`StrictUndefined`, a time budget and an output cap: a template can neither read the host nor hang
-the reconciler.
+`StrictUndefined`, a time budget that holds in any thread, bounded values and an output cap
+(`sandbox`): a template can neither read the host nor hang or exhaust the reconciler. Workshop
+files are read without following links (`repofs`).
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError, nodes
 
 from wodsync.catalog.models import Host, Hub, Pool, Workshop
+from wodsync.catalog.repofs import load_repo_file
+from wodsync.sandbox import (
+    MAX_VALUE,
+    BoundedSandbox,
+    OutputTooLarge,
+    RenderLimitError,
+    RenderTimeout,
+    ValueTooLarge,
+    deadline,
+    render_budget,
+)
+
+__all__ = ["OutputTooLarge", "RenderLimitError", "RenderTimeout", "ValueTooLarge", "deadline"]
 
 RENDERED_SUFFIXES = frozenset({".ipynb", ".yaml", ".py", ".sh", ".src", ".tf", ".env"})
 RENDERED_NAMES = frozenset({"Variables.ps1"})
@@ -30,15 +40,7 @@ METADATA_FILE = "workshop.yaml"
 SEAT_VARIABLES = ("STDID", "PASSSTU", "MODEWS", "STUDENT", "WKSHP")
 COMPAT_VARIABLES = ("hostvars", "inventory_hostname")
 RENDER_SECONDS = 5.0
-MAX_OUTPUT_BYTES = 16 << 20
-
-
-class RenderTimeout(Exception):
-    """A template ran past its time budget."""
-
-
-class OutputTooLarge(Exception):
-    """A template produced more than `MAX_OUTPUT_BYTES`."""
+MAX_OUTPUT_BYTES = MAX_VALUE
 
 
 def is_rendered(rel: str) -> bool:
@@ -47,9 +49,8 @@ def is_rendered(rel: str) -> bool:
 
 
 @cache
-def environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True,
-                                autoescape=False)
+def environment() -> BoundedSandbox:
+    return BoundedSandbox()
 
 
 def seat_variables(key: str, workshop: Workshop, pool: Pool, seat: int,
@@ -96,43 +97,36 @@ def system_context(merged: Mapping[str, Any], host_name: str, host: Host | None,
             "hub": hub_context(host, hub_token)}
 
 
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Interrupt a runaway render on the main thread (worker threads rely on the output cap)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum: int, frame: Any) -> None:
-        raise RenderTimeout(f"rendering took longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def compile_template(source: str | nodes.Template, name: str) -> Any:
-    """Compile with `name` as the file name so errors carry template line numbers."""
+    """Compile with `name` as the file name so errors carry template line numbers.
+
+    Compiling folds constant expressions, so it runs under the time budget too.
+    """
     env = environment()
-    code = env.compile(source, name=name, filename=name)
+    with deadline(RENDER_SECONDS):
+        code = env.compile(source, name=name, filename=name)
     return env.template_class.from_code(env, code, env.make_globals(None))
 
 
 def render_text(template: Any, ctx: Mapping[str, Any]) -> str:
-    """Render under the time budget and output cap."""
+    """Render under the time budget, the value limits and the output cap, in any thread.
+
+    Raises a `RenderLimitError` (`RenderTimeout`, `OutputTooLarge`, `ValueTooLarge`) for a
+    runaway template, and Jinja's or Python's own errors for a broken one.
+    """
     parts: list[str] = []
     size = 0
-    with deadline(RENDER_SECONDS):
+    with deadline(RENDER_SECONDS), render_budget():
         for chunk in template.generate(ctx):
             size += len(chunk)
             if size > MAX_OUTPUT_BYTES:
                 raise OutputTooLarge(f"output exceeds {MAX_OUTPUT_BYTES} bytes")
             parts.append(chunk)
     return "".join(parts)
+
+
+class RenderFileError(Exception):
+    """A workshop file that could not be rendered; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -144,16 +138,24 @@ class RenderedFile:
     mode: int
 
 
-def render_workshop(folder: Path, files: list[str],
+def render_workshop(root: Path, folder: str, files: list[str],
                     ctx: Mapping[str, Any]) -> Iterator[RenderedFile]:
-    """Yield every file of the workshop for one seat: templates rendered, the rest copied."""
+    """Yield every file of the workshop folder `folder` (relative to the repository `root`)
+    for one seat: templates rendered, the rest copied; no link is followed on the way."""
     for rel in files:
         if rel == METADATA_FILE:
             continue
-        src = folder / rel
-        mode = 0o755 if src.stat().st_mode & 0o111 else 0o644
-        raw = src.read_bytes()
+        src = load_repo_file(root, f"{folder}/{rel}")
+        mode = 0o755 if src.mode & 0o111 else 0o644
+        raw = src.data
         if is_rendered(rel):
-            text = render_text(compile_template(raw.decode("utf-8"), rel), ctx)
-            raw = text.encode("utf-8")
+            raw = _render_file(rel, raw, ctx)
         yield RenderedFile(rel, raw, mode)
+
+
+def _render_file(rel: str, raw: bytes, ctx: Mapping[str, Any]) -> bytes:
+    try:
+        return render_text(compile_template(raw.decode("utf-8"), rel), ctx).encode("utf-8")
+    except (RenderLimitError, TemplateError, UnicodeDecodeError, ArithmeticError, LookupError,
+            TypeError, ValueError) as exc:
+        raise RenderFileError(f"{rel}: {type(exc).__name__}: {exc}") from exc

@@ -3,6 +3,9 @@
 Loading never stops at the first problem: every file is read, every model error is mapped to
 its `file:line:col`, and the caller gets whatever validated plus the full list of diagnostics,
 so one `validate` run shows an author everything that is wrong.
+
+Every repository file is read through `repofs`, which never follows a link at any depth; code
+outside the catalog reads templates with `read_template` for the same reason.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import difflib
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,14 @@ from wodsync.catalog.models import (
     VarValue,
     Workshop,
 )
-from wodsync.catalog.yamlfile import Document, load_yaml, to_plain
+from wodsync.catalog.repofs import (
+    RepoFileError,
+    open_repo_dir,
+    read_repo_file,
+    read_repo_text,
+    walk_repo_tree,
+)
+from wodsync.catalog.yamlfile import MAX_FILE_BYTES, Document, parse_yaml, to_plain
 from wodsync.diagnostics import Diagnostic
 
 CATALOG_DIR = "catalog"
@@ -76,6 +87,7 @@ class Catalog:
     docs: dict[str, Document] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
+    templates_ok: bool = False
 
     def complete(self, *kinds: str) -> bool:
         """True when every file of these kinds validated, so checks relying on them are fair.
@@ -95,8 +107,14 @@ class Catalog:
         return self.docs[f"{HOSTS_DIR}/{name}.yaml"]
 
 
+def _loc(err: Any) -> tuple[Any, ...]:
+    """Where an error is: a model-level check names its field or item in its context."""
+    at = (err.get("ctx") or {}).get("at")
+    return (*err["loc"], at) if at is not None else tuple(err["loc"])
+
+
 def _message(err: Any, model: type[BaseModel]) -> str:
-    loc = [str(p) for p in err["loc"]]
+    loc = [str(p) for p in _loc(err)]
     where = ".".join(loc) or "document"
     if err["type"] == "extra_forbidden":
         hint = _suggest(loc[-1], model, err["loc"][:-1])
@@ -139,22 +157,41 @@ def validate_document(doc: Document, model: type[BaseModel]) -> Any:
         seen: set[tuple[int, int]] = set()
         for err in exc.errors(include_url=False):
             is_key = err["type"] == "extra_forbidden"
-            d = doc.diag(err["type"], _message(err, model), *err["loc"], key=is_key)
+            d = doc.diag(err["type"], _message(err, model), *_loc(err), key=is_key)
             if (d.line, d.col) not in seen:
                 seen.add((d.line, d.col))
                 doc.diagnostics.append(d)
         return None
 
 
+def repo_diagnostic(exc: RepoFileError) -> Diagnostic:
+    """A refused repository read as a diagnostic at the offending path (a link, a FIFO, …)."""
+    return Diagnostic(exc.path, 1, 1, exc.code, exc.message)
+
+
+def read_template(root: Path, template: str) -> str:
+    """The text of `templates/<template>`, read without following any link (a `RepoFileError`
+    otherwise). Every reader of system and hub templates uses this, never a plain path read."""
+    return read_repo_text(root, f"{TEMPLATES_DIR}/{template}")
+
+
+def _read_document(catalog: Catalog, rel: str, required: bool) -> Document | None:
+    try:
+        raw = read_repo_file(catalog.root, rel, max_bytes=MAX_FILE_BYTES)
+    except RepoFileError as exc:
+        if exc.code == "missing-file" and not required:
+            return None
+        problem = Diagnostic(rel, 1, 1, "missing-file", "file is missing") \
+            if exc.code == "missing-file" else repo_diagnostic(exc)
+        return Document(rel, diagnostics=[problem])
+    return parse_yaml(rel, raw)
+
+
 def _load(catalog: Catalog, rel: str, model: type[BaseModel], kind: str, *,
           required: bool = True) -> Any:
-    path = catalog.root / rel
-    if not path.exists() and not path.is_symlink():
-        if required:
-            catalog.diagnostics.append(Diagnostic(rel, 1, 1, "missing-file", "file is missing"))
-            catalog.broken.add(kind)
+    doc = _read_document(catalog, rel, required)
+    if doc is None:
         return None
-    doc = load_yaml(catalog.root, path)
     catalog.docs[rel] = doc
     result = validate_document(doc, model)
     catalog.diagnostics.extend(doc.diagnostics)
@@ -163,41 +200,54 @@ def _load(catalog: Catalog, rel: str, model: type[BaseModel], kind: str, *,
     return result
 
 
+EntryCheck = Callable[[os.DirEntry[str], int], tuple[str, str] | None]
+
+
+def scan_tree(root: Path, rel: str,
+              check: EntryCheck) -> tuple[list[str], list[Diagnostic]]:
+    """The regular files under `root/rel` (relative to it, sorted) and the refused entries.
+
+    Folders are walked by descriptor without following links (`repofs`): a link is reported
+    at its own path, never resolved, so no file outside the repository is listed or read.
+    """
+    files: list[str] = []
+    problems: list[Diagnostic] = []
+
+    def visit(entry_rel: str, entry: os.DirEntry[str], depth: int) -> bool:
+        problem = check(entry, depth)
+        if problem:
+            problems.append(Diagnostic(entry_rel, 1, 1, *problem))
+            return False
+        if entry.is_dir(follow_symlinks=False):
+            return True
+        files.append(entry_rel[len(rel) + 1:])
+        return False
+
+    try:
+        walk_repo_tree(root, rel, visit)
+    except RepoFileError as exc:
+        problems.append(repo_diagnostic(exc))
+    return sorted(files), problems
+
+
 def scan_folder(root: Path, folder: Path) -> tuple[list[str], list[Diagnostic]]:
     """List the regular files of a workshop folder; refuse symlinks, devices and unsafe names.
 
     Nothing is followed out of the folder: links are reported, not resolved, so no file outside
     the repository can end up in a student's home.
     """
-    files: list[str] = []
-    problems: list[Diagnostic] = []
-    stack = [(folder, 0)]
-    while stack:
-        current, depth = stack.pop()
-        with os.scandir(current) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            path = Path(entry.path)
-            rel = path.relative_to(root).as_posix()
-            problem = _entry_problem(entry, depth)
-            if problem:
-                problems.append(Diagnostic(rel, 1, 1, *problem))
-            elif entry.is_dir(follow_symlinks=False):
-                stack.append((path, depth + 1))
-            else:
-                files.append(path.relative_to(folder).as_posix())
+    rel = folder.relative_to(root).as_posix()
+    files, problems = scan_tree(root, rel, _entry_problem)
     if len(files) > MAX_FOLDER_FILES:
-        problems.append(Diagnostic(folder.relative_to(root).as_posix(), 1, 1, "too-many-files",
+        problems.append(Diagnostic(rel, 1, 1, "too-many-files",
                                    f"{len(files)} files; the limit is {MAX_FOLDER_FILES}"))
-    return sorted(files), problems
+    return files, problems
 
 
-def _entry_problem(entry: os.DirEntry[str], depth: int) -> tuple[str, str] | None:
-    if not FILE_NAME_RE.match(entry.name):
-        return "unsafe-name", (f"file name {entry.name!r} has characters outside "
-                               "letters, digits and . _ + @ = , -")
+def link_or_special(entry: os.DirEntry[str], depth: int) -> tuple[str, str] | None:
+    """Entries no repository folder may hold: links, devices, FIFOs, sockets, deep nesting."""
     if entry.is_symlink():
-        return "symlink", "symlinks are not allowed in a workshop folder"
+        return "symlink", "symbolic links are not allowed in the repository"
     mode = entry.stat(follow_symlinks=False).st_mode
     if stat.S_ISDIR(mode):
         return ("too-deep", f"folders nested deeper than {MAX_FOLDER_DEPTH}") \
@@ -207,10 +257,28 @@ def _entry_problem(entry: os.DirEntry[str], depth: int) -> tuple[str, str] | Non
     return None
 
 
+def _entry_problem(entry: os.DirEntry[str], depth: int) -> tuple[str, str] | None:
+    if not FILE_NAME_RE.match(entry.name):
+        return "unsafe-name", (f"file name {entry.name!r} has characters outside "
+                               "letters, digits and . _ + @ = , -")
+    return link_or_special(entry, depth)
+
+
+def repo_folder(catalog: Catalog, rel: str) -> bool:
+    """True when `rel` is a folder reached without links; a link on the way is reported."""
+    try:
+        os.close(open_repo_dir(catalog.root, rel))
+    except RepoFileError as exc:
+        if exc.code != "missing-file":
+            catalog.diagnostics.append(repo_diagnostic(exc))
+        return False
+    return True
+
+
 def _load_workshops(catalog: Catalog) -> None:
-    base = catalog.root / WORKSHOPS_DIR
-    if not base.is_dir():
+    if not repo_folder(catalog, WORKSHOPS_DIR):
         return
+    base = catalog.root / WORKSHOPS_DIR
     for entry in sorted(base.iterdir()):
         rel = entry.relative_to(catalog.root).as_posix()
         if entry.name.startswith(".") or entry.name.lower() == "readme.md":
@@ -238,9 +306,9 @@ def _load_workshop(catalog: Catalog, folder: Path) -> None:
 
 
 def _load_hosts(catalog: Catalog) -> None:
-    base = catalog.root / HOSTS_DIR
-    if not base.is_dir():
+    if not repo_folder(catalog, HOSTS_DIR):
         return
+    base = catalog.root / HOSTS_DIR
     for path in sorted(base.glob("*.yaml")):
         rel = path.relative_to(catalog.root).as_posix()
         if not re.match(NAME_RE, path.stem):
@@ -256,9 +324,11 @@ def _load_hosts(catalog: Catalog) -> None:
 def load_catalog(root: Path) -> Catalog:
     """Load and model-validate everything under `root` (no cross-file rules: see `rules`)."""
     catalog = Catalog(root=root.resolve())
-    if not (catalog.root / CATALOG_DIR).is_dir():
-        catalog.diagnostics.append(Diagnostic(
-            CATALOG_DIR, 1, 1, "missing-file", f"no catalog/ directory under {catalog.root}"))
+    if not repo_folder(catalog, CATALOG_DIR):
+        if not catalog.diagnostics:
+            catalog.diagnostics.append(Diagnostic(
+                CATALOG_DIR, 1, 1, "missing-file",
+                f"no catalog/ directory under {catalog.root}"))
         return catalog
     replays: ReplaysFile | None = _load(catalog, REPLAYS_FILE, ReplaysFile, "replays",
                                         required=False)
@@ -275,4 +345,5 @@ def load_catalog(root: Path) -> Catalog:
     catalog.system_files = system.files if system else []
     _load_workshops(catalog)
     _load_hosts(catalog)
+    catalog.templates_ok = repo_folder(catalog, TEMPLATES_DIR)
     return catalog

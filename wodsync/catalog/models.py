@@ -6,23 +6,31 @@ validated objects. Models are strict (no silent `"20"` → 20) and forbid unknow
 such as `capcity` is an error, not a silently ignored field.
 
 Names that end up in commands on a host (workshop keys, user-name prefixes, host and location
-names, script paths) are restricted to patterns without shell metacharacters.
+names, script paths) are restricted to patterns without shell metacharacters; what root runs on a
+host because of the catalog (kernel installers, pip requirements) is narrowed further in
+`installers`. A check about one field raised from a model-level validator names that field in its
+context (`at`), so the loader points the error at the field rather than at the model.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     RootModel,
     StringConstraints,
+    Tag,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from wodsync.catalog.hostkey import HostKeyError, check_host_key
+from wodsync.catalog.installers import install_problem, requirement_problem
 
 WORKSHOP_KEY_RE = r"^WKSHP-[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -36,6 +44,18 @@ HOST_ADDRESS_RE = r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"
 HOST_KEY_RE = (r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|"
                r"ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}$")
 APT_NAME_RE = r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$"
+
+MIN_ID = 1000
+MAX_ID = 59999
+
+
+def located(code: str, message: str, at: str | int | None = None) -> PydanticCustomError:
+    """A validation error with its own code; `at` names the field or item it is about."""
+    ctx: dict[str, Any] = {"message": message}
+    if at is not None:
+        ctx["at"] = at
+    return PydanticCustomError(code, "{message}", ctx)
+
 
 WorkshopKey = Annotated[str, StringConstraints(pattern=WORKSHOP_KEY_RE)]
 Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
@@ -61,10 +81,24 @@ ImageRef = Annotated[str, StringConstraints(pattern=f"({URL_RE})|({ABS_PATH_RE})
 
 
 def _pip_requirement(value: str) -> str:
+    problem = requirement_problem(value)
+    if problem:
+        raise located("pip-requirement", problem)
+    return value
+
+
+def _installer(argv: list[str]) -> list[str]:
+    problem = install_problem(argv)
+    if problem:
+        raise located("kernel-install", problem[1], problem[0])
+    return argv
+
+
+def _host_key(value: str) -> str:
     try:
-        Requirement(value)
-    except InvalidRequirement as exc:
-        raise ValueError(f"not a pip requirement: {exc}") from None
+        check_host_key(value)
+    except HostKeyError as exc:
+        raise located("host-key", f"pinned host key: {exc}") from None
     return value
 
 
@@ -145,7 +179,21 @@ class Kernel(Strict):
 
     name: Name
     pip: list[PipRequirement] = []
-    install: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = []
+    install: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=256)]],
+                       AfterValidator(_installer)] = Field(
+        [], description="`[python, -m, <module>, ...]` or `[jupyter, kernelspec|labextension|"
+                        "nbextension|serverextension, ...]` of the hub environment; arguments "
+                        "without spaces, quotes or shell syntax.")
+
+
+def _kernel_form(value: Any) -> str:
+    return "Kernel" if isinstance(value, dict | Kernel) else "name"
+
+
+# A kernel is a name or a mapping: the discriminator keeps an error in a mapping from also
+# being reported as "not a string" at the same item.
+KernelEntry = Annotated[Annotated[Name, Tag("name")] | Annotated[Kernel, Tag("Kernel")],
+                        Discriminator(_kernel_form)]
 
 
 class Workshop(Strict):
@@ -180,7 +228,7 @@ class Workshop(Strict):
     variables: Variables = Field({}, description="Template variables of this workshop.")
     hooks: Hooks = Hooks()
     packages: Packages = Packages()
-    kernels: list[Name | Kernel] = Field(
+    kernels: list[KernelEntry] = Field(
         [], description="Jupyter kernels the notebooks need: a name (already provided by the "
                         "host) or how to install it.")
 
@@ -206,7 +254,12 @@ class ReplaysFile(Strict):
 
 
 class Pool(Strict):
-    """A pool of student accounts: seat n is user `<prefix><n>` with uid `uid_base + n`."""
+    """A pool of student accounts: seat n is user `<prefix><n>` with uid `uid_base + n`.
+
+    Seat n's private group has gid `gid_base + n`. The pool's shared `group` gets `group_gid`,
+    by default `gid_base`, which no seat has since seats start at 1; it is checked to stay out
+    of every seat's gid so a grown pool never gives a seat the shared group as primary group.
+    """
 
     prefix: LinuxName
     first: Annotated[int, Field(ge=1)]
@@ -216,6 +269,9 @@ class Pool(Strict):
     home_root: AbsPath
     shell: AbsPath = "/bin/bash"
     group: LinuxName | None = Field(None, description="Extra group every seat belongs to.")
+    group_gid: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="gid of the shared group; default gid_base, which is never a seat's "
+                          "gid since seats start at 1.")
 
     @model_validator(mode="after")
     def _sane(self) -> Pool:
@@ -224,9 +280,36 @@ class Pool(Strict):
         if len(f"{self.prefix}{self.last}") > 32:
             raise ValueError("user names would be longer than 32 characters")
         for base in (self.uid_base, self.gid_base):
-            if base + self.first < 1000 or base + self.last > 59999:
-                raise ValueError("ids must stay within 1000..59999 (never system accounts)")
+            if base + self.first < MIN_ID or base + self.last > MAX_ID:
+                raise ValueError(f"ids must stay within {MIN_ID}..{MAX_ID} "
+                                 "(never system accounts)")
+        self._check_shared_gid()
         return self
+
+    def _check_shared_gid(self) -> None:
+        at = "group_gid" if self.group_gid is not None else "group"
+        if self.group is None:
+            if self.group_gid is not None:
+                raise located("group-gid", "group_gid is set but the pool has no group", at)
+            return
+        gid = self.shared_gid
+        if not MIN_ID <= gid <= MAX_ID:
+            raise located("group-gid", f"the shared group '{self.group}' would get gid {gid}, "
+                          f"outside {MIN_ID}..{MAX_ID}; set group_gid", at)
+        if self.seat_gids[0] <= gid <= self.seat_gids[1]:
+            raise located("group-gid", f"the shared group '{self.group}' would get gid {gid}, "
+                          f"the gid of seat {gid - self.gid_base}; set group_gid outside "
+                          f"{self.seat_gids[0]}..{self.seat_gids[1]}", at)
+
+    @property
+    def shared_gid(self) -> int:
+        """The gid the shared group is created with (`group_gid`, else `gid_base`)."""
+        return self.group_gid if self.group_gid is not None else self.gid_base
+
+    @property
+    def seat_gids(self) -> tuple[int, int]:
+        """First and last gid of the seats' private groups."""
+        return self.gid_base + self.first, self.gid_base + self.last
 
     @property
     def seats(self) -> SeatRange:
@@ -365,7 +448,8 @@ class Host(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     user: LinuxName = "root"
     identity: Annotated[str, StringConstraints(pattern=r"^~?(/[A-Za-z0-9._+-]+)+$")] | None = None
-    host_key: Annotated[str, StringConstraints(pattern=HOST_KEY_RE)] | None = Field(
+    host_key: Annotated[str, StringConstraints(pattern=HOST_KEY_RE),
+                        AfterValidator(_host_key)] | None = Field(
         None, description="Pinned SSH host key, `<type> <base64>`; required for ssh transport.")
     location: Name
     pool: Name

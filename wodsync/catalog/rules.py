@@ -18,7 +18,9 @@ from wodsync.catalog.loader import (
     TEMPLATES_DIR,
     Catalog,
 )
-from wodsync.catalog.models import Workshop
+from wodsync.catalog.models import Pool, Workshop
+from wodsync.catalog.repofs import RepoFileError, check_repo_file
+from wodsync.catalog.yamlfile import Document
 from wodsync.diagnostics import Diagnostic
 
 Rule = Callable[[Catalog], Iterator[Diagnostic]]
@@ -150,15 +152,28 @@ def scripts_exist(catalog: Catalog) -> Iterator[Diagnostic]:
                 yield doc.diag("missing-script", f"'{rel}' is not a file in {key}/", *loc)
 
 
+def _template_problem(catalog: Catalog, template: str) -> RepoFileError | None:
+    return check_repo_file(catalog.root, f"{TEMPLATES_DIR}/{template}")
+
+
+def _link_on_the_way(doc: Document, problem: RepoFileError, template: str,
+                     *loc: str | int, key: bool = False) -> Diagnostic:
+    """A template reached through a link: the reference names the link to remove."""
+    return doc.diag("symlink", f"{TEMPLATES_DIR}/{template} is reached through the link "
+                    f"{problem.path}; wodsync never reads through links", *loc, key=key)
+
+
 def system_files_exist(catalog: Catalog) -> Iterator[Diagnostic]:
     """Each system file names a template that exists and a destination used once."""
     seen: set[str] = set()
     for i, f in enumerate(catalog.system_files):
-        template = catalog.root / TEMPLATES_DIR / f.template
-        if not template.is_file() or template.is_symlink():
-            yield catalog.docs[SYSTEM_FILE].diag(
-                "missing-template", f"'{f.template}' is not a file in {TEMPLATES_DIR}/",
-                "files", i, "template")
+        problem = _template_problem(catalog, f.template)
+        doc = catalog.docs[SYSTEM_FILE]
+        if problem and problem.code == "symlink":
+            yield _link_on_the_way(doc, problem, f.template, "files", i, "template")
+        elif problem:
+            yield doc.diag("missing-template", f"'{f.template}' is not a file in "
+                           f"{TEMPLATES_DIR}/ ({problem})", "files", i, "template")
         if f.path in seen:
             yield catalog.docs[SYSTEM_FILE].diag(
                 "duplicate-id", f"'{f.path}' is declared twice", "files", i, "path")
@@ -171,11 +186,58 @@ def hub_template_exists(catalog: Catalog) -> Iterator[Diagnostic]:
         if not (host.hub and host.hub.manage):
             continue
         for spec in host.hub.service_files():
-            template = catalog.root / TEMPLATES_DIR / spec.template
-            if not template.is_file() or template.is_symlink():
-                yield catalog.host_doc(name).diag(
-                    "missing-template", f"the hub is managed (hub.manage) but "
-                    f"{TEMPLATES_DIR}/{spec.template} does not exist", "hub", key=True)
+            problem = _template_problem(catalog, spec.template)
+            doc = catalog.host_doc(name)
+            if problem and problem.code == "symlink":
+                yield _link_on_the_way(doc, problem, spec.template, "hub", key=True)
+            elif problem:
+                yield doc.diag("missing-template", f"the hub is managed (hub.manage) but "
+                               f"{TEMPLATES_DIR}/{spec.template} is not a file ({problem})",
+                               "hub", key=True)
+
+
+def shared_gids_apart(catalog: Catalog) -> Iterator[Diagnostic]:
+    """A pool's shared group never takes a seat's gid in any pool, nor another group's gid.
+
+    Seats of every pool may end up on one host (pools are per host, hosts change pools), so
+    the check is across all pools: a gid in another pool's seat range would make that pool's
+    seat a member-by-primary-group of the shared group once both exist on a host.
+    """
+    groups = {name: pool for name, pool in catalog.pools.items() if pool.group}
+    for name, pool in sorted(groups.items()):
+        yield from _gid_in_seats(catalog, name, pool)
+        yield from _gid_shared(catalog, name, pool, groups)
+
+
+def _gid_at(catalog: Catalog, name: str, pool: Pool, code: str, message: str) -> Diagnostic:
+    at = "group_gid" if pool.group_gid is not None else "group"
+    return catalog.docs[STUDENTS_FILE].diag(code, message, "pools", name, at)
+
+
+def _gid_in_seats(catalog: Catalog, name: str, pool: Pool) -> Iterator[Diagnostic]:
+    for other_name, other in sorted(catalog.pools.items()):
+        first, last = other.seat_gids
+        if other_name != name and first <= pool.shared_gid <= last:
+            yield _gid_at(catalog, name, pool, "group-gid",
+                          f"the shared group '{pool.group}' gets gid {pool.shared_gid}, the "
+                          f"gid of seat {pool.shared_gid - other.gid_base} of pool "
+                          f"'{other_name}' ({first}..{last}); set group_gid outside every "
+                          "pool's seat gids")
+
+
+def _gid_shared(catalog: Catalog, name: str, pool: Pool,
+                groups: dict[str, Pool]) -> Iterator[Diagnostic]:
+    for other_name, other in sorted(groups.items()):
+        if other_name == name:
+            continue
+        if other.group == pool.group and other.shared_gid != pool.shared_gid:
+            yield _gid_at(catalog, name, pool, "group-gid",
+                          f"group '{pool.group}' gets gid {pool.shared_gid} here and "
+                          f"{other.shared_gid} in pool '{other_name}'; one group has one gid")
+        elif other.group != pool.group and other.shared_gid == pool.shared_gid:
+            yield _gid_at(catalog, name, pool, "group-gid",
+                          f"gid {pool.shared_gid} of group '{pool.group}' is also the gid of "
+                          f"group '{other.group}' of pool '{other_name}'")
 
 
 RULES: tuple[Rule, ...] = (
@@ -187,6 +249,7 @@ RULES: tuple[Rule, ...] = (
     references_exist,
     ids_unique,
     scripts_exist,
+    shared_gids_apart,
 )
 
 

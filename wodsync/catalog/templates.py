@@ -4,6 +4,8 @@ An undefined variable aborts a WoD CREATE in front of a student; here it is a lo
 the pull request instead. Each rendered file of a workshop, and each host system template, is
 parsed, its free names are checked against the variables that will exist on every host it can
 run on, and it is rendered once with sample values (notebooks must then be notebook JSON).
+Templates are listed and read without following links (`repofs`): a link anywhere under
+`templates/` or a workshop folder is reported at its path and never read through.
 """
 
 from __future__ import annotations
@@ -12,18 +14,25 @@ import json
 import re
 import traceback
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import SecurityError
 
-from wodsync.catalog.loader import TEMPLATES_DIR, WORKSHOP_FILE, WORKSHOPS_DIR, Catalog
+from wodsync.catalog.loader import (
+    TEMPLATES_DIR,
+    WORKSHOP_FILE,
+    WORKSHOPS_DIR,
+    Catalog,
+    link_or_special,
+    repo_diagnostic,
+    scan_tree,
+)
 from wodsync.catalog.models import Host
+from wodsync.catalog.repofs import RepoFileError, read_repo_file
 from wodsync.diagnostics import Diagnostic
 from wodsync.render import (
-    OutputTooLarge,
-    RenderTimeout,
+    RenderLimitError,
     compile_template,
     environment,
     is_rendered,
@@ -79,7 +88,7 @@ def _render_sample(rel: str, source: str, template: Any,
         return render_text(template, ctx), []
     except SecurityError as exc:
         return None, [Diagnostic(rel, _error_line(exc, rel), 1, "template-unsafe", str(exc))]
-    except (RenderTimeout, OutputTooLarge) as exc:
+    except RenderLimitError as exc:
         return None, [Diagnostic(rel, 1, 1, "template-runaway", str(exc))]
     except UndefinedError as exc:
         return None, [_lookup_undefined(rel, source, exc)]
@@ -185,20 +194,28 @@ def check_workshop_templates(catalog: Catalog) -> Iterator[Diagnostic]:
         contexts = workshop_contexts(catalog, key)
         if not contexts:
             continue
-        folder = catalog.folders[key]
-        for rel in folder.files:
+        for rel in catalog.folders[key].files:
             if is_rendered(rel) and rel != WORKSHOP_FILE:
-                yield from check_template(f"{WORKSHOPS_DIR}/{key}/{rel}",
-                                          (folder.path / rel).read_bytes(), contexts,
-                                          notebook=rel.endswith(".ipynb"),
-                                          varpass=ws.varpass)
+                yield from _check_repo_template(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}",
+                                                contexts, notebook=rel.endswith(".ipynb"),
+                                                varpass=ws.varpass)
 
 
-def template_files(root: Path) -> list[Path]:
-    base = root / TEMPLATES_DIR
-    if not base.is_dir():
-        return []
-    return sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink())
+def _check_repo_template(catalog: Catalog, rel: str, contexts: Mapping[str, Mapping[str, Any]],
+                         **options: bool) -> list[Diagnostic]:
+    try:
+        raw = read_repo_file(catalog.root, rel)
+    except RepoFileError as exc:
+        return [repo_diagnostic(exc)]
+    return check_template(rel, raw, contexts, **options)
+
+
+def template_files(catalog: Catalog) -> tuple[list[str], list[Diagnostic]]:
+    """The files under templates/ (relative to it) and the links or special files refused
+    there, each link reported at its own path (`templates` itself is checked at load)."""
+    if not catalog.templates_ok:
+        return [], []
+    return scan_tree(catalog.root, TEMPLATES_DIR, link_or_special)
 
 
 def check_system_templates(catalog: Catalog) -> Iterator[Diagnostic]:
@@ -209,6 +226,7 @@ def check_system_templates(catalog: Catalog) -> Iterator[Diagnostic]:
     contexts = {name: system_context(_merged(catalog, host, {}), name or "example", host,
                                      catalog.pools.get(host.pool) if host else None)
                 for name, host in targets.items()}
-    for path in template_files(catalog.root):
-        rel = path.relative_to(catalog.root).as_posix()
-        yield from check_template(rel, path.read_bytes(), contexts)
+    files, problems = template_files(catalog)
+    yield from problems
+    for rel in files:
+        yield from _check_repo_template(catalog, f"{TEMPLATES_DIR}/{rel}", contexts)
