@@ -1,0 +1,200 @@
+"""One writer: at most one wodsync daemon reconciles from a store at a time.
+
+Two daemons on the same store would both reap sessions and both apply to hosts. With SQLite
+(one machine) the guard is an exclusive `flock` on `<state>/daemon.lock`, released by the
+kernel when the holder dies. With PostgreSQL daemons may run on several machines, so the guard
+is a session-level advisory lock on a connection held for the daemon's lifetime; PostgreSQL
+releases it when that connection dies, which lets a standby waiting in `acquire(wait=True)`
+take over from a crashed primary.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from wodsync.store.models import StoreError, utcnow
+
+if TYPE_CHECKING:
+    from wodsync.store import Store
+
+LOCK_FILE = "daemon.lock"
+POLL_S = 1.0
+PROBE_RETRIES, PROBE_PAUSE_S = 5, 0.05
+# The advisory lock's 64-bit key, "wodsync!" in ASCII; pg_locks shows it as two 32-bit halves.
+WRITER_LOCK_KEY = 0x776F6473796E6321
+_KEY_HI, _KEY_LO = WRITER_LOCK_KEY >> 32, WRITER_LOCK_KEY & 0xFFFFFFFF
+_APP_NAME = re.compile(r"wodsync-daemon pid=(\d+) host=(\S*)")
+_HOLDER_SQL = text("""
+    SELECT a.application_name, a.backend_start
+    FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.classid::bigint = :hi AND l.objid::bigint = :lo
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+""")
+
+
+class WriterBusy(StoreError):
+    """Another daemon is the writer; the message says which and since when."""
+
+
+class WriterLock:
+    """Hold the store's writer role for as long as this object is acquired."""
+
+    def __init__(self, state_dir: Path, store: Store) -> None:
+        self.state_dir = Path(state_dir)
+        self.store = store
+        self.path = self.state_dir / LOCK_FILE
+        self._fd: int | None = None
+        self._conn: Connection | None = None
+        self._engine: Engine | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or self._conn is not None
+
+    def acquire(self, *, wait: bool = False, poll_s: float = POLL_S) -> None:
+        """Become the writer, or raise WriterBusy; with `wait`, poll until the holder goes."""
+        if self.held:
+            return
+        probes = 0
+        while not self._try():
+            holder = self._holder()
+            if holder is None and probes < PROBE_RETRIES:  # a `writer_running` probe, not a daemon
+                probes += 1
+                time.sleep(PROBE_PAUSE_S)
+                continue
+            if not wait:
+                raise WriterBusy(_busy_message(holder, self._what()))
+            time.sleep(poll_s)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+        if self._conn is not None:
+            self._conn.close()  # NullPool: the connection, and the advisory lock, go away
+            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _what(self) -> str:
+        if self.store.backend == "sqlite":
+            return str(self.path)
+        return f"the writer lock of {self.store.url}"
+
+    def _try(self) -> bool:
+        if self.store.backend == "sqlite":
+            return self._try_flock()
+        return self._try_advisory()
+
+    def _try_flock(self) -> bool:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": utcnow().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        self._fd = fd
+        return True
+
+    def _try_advisory(self) -> bool:
+        if self._engine is None:
+            name = f"wodsync-daemon pid={os.getpid()} host={socket.gethostname()}"
+            self._engine = create_engine(self.store.engine.url, poolclass=NullPool,
+                                         isolation_level="AUTOCOMMIT",
+                                         connect_args={"application_name": name[:63]})
+        conn = self._engine.connect()
+        if conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": WRITER_LOCK_KEY}):
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def _holder(self) -> dict[str, Any] | None:
+        return writer_holder(self.state_dir, self.store)
+
+
+def writer_holder(state_dir: Path, store: Store) -> dict[str, Any] | None:
+    """Who holds the writer role ({pid, host, since}), or None when no daemon is running."""
+    if store.backend == "sqlite":
+        return _flock_holder(Path(state_dir) / LOCK_FILE)
+    with store.engine.connect() as conn:
+        row = conn.execute(_HOLDER_SQL, {"hi": _KEY_HI, "lo": _KEY_LO}).first()
+    if row is None:
+        return None
+    found = _APP_NAME.search(row.application_name or "")
+    return {"pid": int(found[1]) if found else None, "host": found[2] if found else None,
+            "since": _iso(row.backend_start)}
+
+
+def writer_running(state_dir: Path, store: Store) -> str | None:
+    """A sentence naming the running writer (for `wodsync apply` to print), or None."""
+    holder = writer_holder(state_dir, store)
+    if holder is None:
+        return None
+    what = str(Path(state_dir) / LOCK_FILE) if store.backend == "sqlite" else \
+        f"the writer lock of {store.url}"
+    return _busy_message(holder, what)
+
+
+def _flock_holder(path: Path) -> dict[str, Any] | None:
+    """Probe with a shared lock: it fails only while a daemon holds the exclusive one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_record(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_record(fd: int) -> dict[str, Any]:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (ValueError, UnicodeDecodeError):
+        record = {}
+    return {"pid": record.get("pid"), "host": record.get("host"), "since": record.get("since")}
+
+
+def _busy_message(holder: dict[str, Any] | None, what: str) -> str:
+    if holder is None:  # it went away between our try and our look
+        return f"another wodsync daemon held {what} a moment ago; try again"
+    pid = holder.get("pid") or "unknown"
+    where = f" on {holder['host']}" if holder.get("host") else ""
+    since = holder.get("since") or "an unknown time"
+    return f"another wodsync daemon (pid {pid}{where}) holds {what} since {since}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None

@@ -1,0 +1,335 @@
+"""The store's tables, and the one way to open a transaction on them.
+
+Why here: the guarantees wodsync relies on (a seat is never given twice, one live session per
+e-mail and workshop, never more live sessions than a workshop's capacity) are written as UNIQUE
+partial indexes on these tables, so they hold for every writer, in SQLite and PostgreSQL alike,
+whatever the Python code above them does. The engine factory lives beside them because SQLite
+only keeps those promises with the right connection settings (WAL, a busy timeout, foreign keys,
+and `BEGIN IMMEDIATE` for writes so that a read-then-insert cannot interleave with another).
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+WRITE_OPTION = "wodsync_write"
+
+
+class StoreError(Exception):
+    """Base of every error the store raises: a message meant for a person, never a traceback."""
+
+
+class SessionState(enum.StrEnum):
+    """Where a session is in its life; the allowed moves are `sessions.TRANSITIONS`."""
+
+    CREATING = "creating"
+    ACTIVE = "active"
+    CLEANING = "cleaning"
+    HELD = "held"
+    RESETTING = "resetting"
+    FAILED = "failed"
+    ENDED = "ended"
+
+
+# A live session occupies its seat, its capacity slot and its participant's e-mail.
+LIVE_STATES: tuple[SessionState, ...] = (
+    SessionState.CREATING,
+    SessionState.ACTIVE,
+    SessionState.CLEANING,
+    SessionState.HELD,
+    SessionState.RESETTING,
+)
+LIVE_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in LIVE_STATES) + ")"
+STATES_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in SessionState) + ")"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, whatever the database keeps.
+
+    SQLite has no time zones: values are stored as naive UTC text, which also sorts and
+    compares correctly in SQL. PostgreSQL keeps `timestamptz`. Naive datetimes are refused
+    so that a local time can never be stored as if it were UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given to the store: use UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _live_unique(name: str, *columns: Any) -> Index:
+    """A UNIQUE index that only counts live sessions: ended and failed ones free the key."""
+    where = text(LIVE_SQL)
+    return Index(name, *columns, unique=True, sqlite_where=where, postgresql_where=where)
+
+
+class SessionRow(Base):
+    """A seat given to a participant for a workshop, from registration to cleanup."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    workshop: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    company: Mapped[str] = mapped_column(String(200))
+    location: Mapped[str] = mapped_column(String(100))
+    host: Mapped[str] = mapped_column(String(255))
+    seat: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(64))
+    slot: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    duration_hours: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    expiring_at: Mapped[datetime | None]
+    completion: Mapped[float | None] = mapped_column(Float)
+    revision: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    password: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        CheckConstraint(STATES_SQL, name="state"),
+        CheckConstraint("slot >= 0", name="slot"),
+        CheckConstraint("completion IS NULL OR (completion >= 0 AND completion <= 100)",
+                        name="completion"),
+        _live_unique("uq_sessions_live_seat", "host", "seat"),
+        _live_unique("uq_sessions_live_slot", "workshop", "slot"),
+        Index("ix_sessions_state_ends_at", "state", "ends_at"),
+        Index("ix_sessions_host", "host"),
+    )
+
+    def __repr__(self) -> str:  # the password stays out of logs and tracebacks
+        return f"SessionRow(id={self.id!r}, workshop={self.workshop!r}, state={self.state!r})"
+
+
+# Declared outside the class body: an expression index needs the mapped column itself.
+_live_unique("uq_sessions_live_email", SessionRow.workshop, func.lower(SessionRow.email))
+
+
+class SessionEventRow(Base):
+    """One move of a session, with the output of the hooks that ran for it."""
+
+    __tablename__ = "session_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        String(12), ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text)
+
+
+class HostStatusRow(Base):
+    """Flux-like status of one host, as `wodsync status` and the API show it."""
+
+    __tablename__ = "host_status"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    condition: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
+    last_attempted_revision: Mapped[str | None] = mapped_column(String(64))
+    last_applied_revision: Mapped[str | None] = mapped_column(String(64))
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    drift_count: Mapped[int] = mapped_column(Integer)
+    consecutive_failures: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class ReconciliationRow(Base):
+    """One reconciliation of one host; the last few per host are kept."""
+
+    __tablename__ = "reconciliations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255))
+    revision: Mapped[str] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    duration_s: Mapped[float] = mapped_column(Float)
+    created: Mapped[int] = mapped_column(Integer)
+    changed: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[int] = mapped_column(Integer)
+    result: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_reconciliations_host_started_at", "host", "started_at"),)
+
+
+class RepositoryRow(Base):
+    """What the daemon knows of one git source: its head and the last revision that was good."""
+
+    __tablename__ = "repository"
+
+    url: Mapped[str] = mapped_column(String(500), primary_key=True)
+    branch: Mapped[str] = mapped_column(String(255), primary_key=True)
+    head_revision: Mapped[str | None] = mapped_column(String(64))
+    last_good_revision: Mapped[str | None] = mapped_column(String(64))
+    errors: Mapped[list[Any]]
+    updated_at: Mapped[datetime]
+
+
+class FactsRow(Base):
+    """The facts last observed on a host, so a plan can be shown without asking the host."""
+
+    __tablename__ = "facts"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    facts: Mapped[dict[str, Any]]
+    observed_at: Mapped[datetime]
+    revision: Mapped[str | None] = mapped_column(String(64))
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here: it is the driver wodsync installs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database {parsed.drivername!r} in "
+                         f"{parsed.render_as_string(hide_password=True)}: "
+                         "use sqlite:///PATH or postgresql+psycopg://…")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine whose write transactions cannot interleave where that would break a promise."""
+    url = normalize_url(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        _tune_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """SQLAlchemy's pysqlite recipe: we emit BEGIN ourselves, IMMEDIATE for writers."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        _ensure_wal(cursor)
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _ensure_wal(cursor: Any) -> None:
+    """Switch a new database to WAL (it stays so). The switch needs the database to itself and
+    SQLite answers "locked" at once, without waiting, when another connection opens it at the
+    same moment: wait and retry, within the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: committed on success, rolled back on any exception.
+
+    On SQLite it takes the write lock at BEGIN, so what it reads cannot change before it
+    writes; on PostgreSQL (READ COMMITTED) concurrent writers meet at the unique indexes,
+    row locks or advisory locks, and the caller retries when `is_conflict` says so.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+def is_conflict(exc: DBAPIError) -> bool:
+    """A write lost a race (unique violation, serialization failure, deadlock): retry it."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read transaction: one consistent snapshot on SQLite, no write lock taken."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
