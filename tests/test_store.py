@@ -599,3 +599,10 @@ def test_a_standby_takes_over_when_the_writer_is_killed(
     assert _line(standby) == "acquired"
     holder = writer_holder(state, store)
     assert holder is not None and holder["pid"] == standby.pid
+
+
+def test_a_writer_lock_on_an_unreachable_server_is_named(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://root@/wodsync_test?host=/nonexistent-socket-dir"
+    unreachable = Store(create_engine(url))
+    with pytest.raises(StoreUnavailable, match=r"cannot reach .* for the writer lock"):
+        WriterLock(tmp_path, unreachable).acquire()

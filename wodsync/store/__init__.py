@@ -19,7 +19,13 @@ from sqlalchemy.exc import OperationalError
 
 from wodsync.store import migrations
 from wodsync.store.lock import WriterBusy, WriterLock, writer_holder, writer_running
-from wodsync.store.models import LIVE_STATES, SessionState, StoreError, make_engine
+from wodsync.store.models import (
+    LIVE_STATES,
+    SessionState,
+    StoreError,
+    StoreUnavailable,
+    make_engine,
+)
 from wodsync.store.sessions import (
     TRANSITIONS,
     AlreadyLive,
@@ -81,10 +87,6 @@ __all__ = [
 ]
 
 DB_FILE = "wodsync.db"
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be reached or opened (wrong URL, server down, no permission)."""
 
 
 class Store:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from wodsync.store.models import StoreError, utcnow
+from wodsync.store.models import StoreError, StoreUnavailable, utcnow
 
 if TYPE_CHECKING:
     from wodsync.store import Store
@@ -68,15 +69,16 @@ class WriterLock:
         if self.held:
             return
         probes = 0
-        while not self._try():
+        while not self._try(wait):
+            if wait:
+                time.sleep(poll_s)
+                continue
             holder = self._holder()
-            if holder is None and probes < PROBE_RETRIES:  # a `writer_running` probe, not a daemon
+            if holder is None and probes < PROBE_RETRIES:  # a `writer_running` probe, or gone
                 probes += 1
                 time.sleep(PROBE_PAUSE_S)
                 continue
-            if not wait:
-                raise WriterBusy(_busy_message(holder, self._what()))
-            time.sleep(poll_s)
+            raise WriterBusy(_busy_message(holder, self._what()))
 
     def release(self) -> None:
         if self._fd is not None:
@@ -102,10 +104,10 @@ class WriterLock:
             return str(self.path)
         return f"the writer lock of {self.store.url}"
 
-    def _try(self) -> bool:
+    def _try(self, wait: bool) -> bool:
         if self.store.backend == "sqlite":
             return self._try_flock()
-        return self._try_advisory()
+        return self._try_advisory(wait)
 
     def _try_flock(self) -> bool:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -122,13 +124,19 @@ class WriterLock:
         self._fd = fd
         return True
 
-    def _try_advisory(self) -> bool:
+    def _try_advisory(self, wait: bool) -> bool:
         if self._engine is None:
             name = f"wodsync-daemon pid={os.getpid()} host={socket.gethostname()}"
             self._engine = create_engine(self.store.engine.url, poolclass=NullPool,
                                          isolation_level="AUTOCOMMIT",
                                          connect_args={"application_name": name[:63]})
-        conn = self._engine.connect()
+        try:
+            conn = self._engine.connect()
+        except OperationalError as exc:
+            if wait:  # a standby outlives a database restart
+                return False
+            raise StoreUnavailable(f"cannot reach {self.store.url} for the writer lock: "
+                                   f"{str(exc.orig).strip().splitlines()[0]}") from None
         if conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": WRITER_LOCK_KEY}):
             self._conn = conn
             return True

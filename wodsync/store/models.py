@@ -50,6 +50,10 @@ class StoreError(Exception):
     """Base of every error the store raises: a message meant for a person, never a traceback."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or opened (wrong URL, server down, no permission)."""
+
+
 class SessionState(enum.StrEnum):
     """Where a session is in its life; the allowed moves are `sessions.TRANSITIONS`."""
 
