@@ -58,6 +58,7 @@ from typing import Callable, TypedDict
 
 FILES = ("passwd", "shadow", "group", "gshadow")
 FIELDS = {"passwd": 7, "shadow": 9, "group": 4, "gshadow": 4}
+NUMERIC = {"passwd": (2, 3), "group": (2,)}  # uid, gid
 LOCK_FILE = ".pwd.lock"
 TEMP_PREFIX = ".accountsdb-tmp."
 JOURNAL = ".accountsdb-journal"
@@ -115,6 +116,11 @@ class Refusal(TypedDict):
 
 
 class Outcome(TypedDict):
+    """What a call did. `skipped`: accounts already there with the same uid, gid and home;
+    `repaired`: such accounts that lacked a shadow, group or gshadow entry; `absent`: names
+    to delete that were nowhere; `written`: the files replaced, in order; `recovered`: a change
+    interrupted in an earlier run was completed first (see `notes`)."""
+
     created: list[str]
     skipped: list[str]
     repaired: list[str]
@@ -161,7 +167,8 @@ class LockTimeout(AccountsDbError):
 
 
 def apply(change: Change, root: str = "/etc", timeout: float = DEFAULT_TIMEOUT) -> Outcome:
-    """Apply a batch. Conflicts are refused per account or group (`errors`), never written."""
+    """Apply a batch. Conflicts are refused per account or group (`errors`), never written;
+    AccountsDbError (LockTimeout) when the files cannot be read, locked or written."""
     out = _outcome()
     with _Lock(root, timeout):
         _remove_leftovers(root)
@@ -184,10 +191,12 @@ def apply(change: Change, root: str = "/etc", timeout: float = DEFAULT_TIMEOUT) 
 
 def create(accounts: list[NewAccount], root: str = "/etc",
            timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+    """Accounts locked (`!`), each with a private group of its name and gid."""
     return apply({"create": accounts}, root, timeout)
 
 
 def delete(names: list[str], root: str = "/etc", timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+    """Accounts, their private groups (unless another account uses them) and memberships."""
     return apply({"delete": names}, root, timeout)
 
 
@@ -198,6 +207,7 @@ def set_members(group: str, gid: int, members: list[str], root: str = "/etc",
 
 def set_password_field(names: list[str], value: str, root: str = "/etc",
                        timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+    """shadow's password field as given (`!` locks; a crypt hash sets a password)."""
     return apply({"password_fields": {n: value for n in names}}, root, timeout)
 
 
@@ -229,10 +239,10 @@ class _Table:
         self.records: dict[str, list[str]] = {}
         self.bad: set[str] = set()  # names with a malformed or a repeated line
         for line in self.lines:
-            name = _name_of(line)
-            if name is None:
+            if line[0] in "#+-" or not line.strip():
                 continue
             fields = line.rstrip("\n").split(":")
+            name = fields[0]
             if name in self.records or name in self.bad or not self._valid(fields):
                 self.bad.add(name)
             else:
@@ -241,8 +251,7 @@ class _Table:
     def _valid(self, fields: list[str]) -> bool:
         if len(fields) != FIELDS[self.kind]:
             return False
-        numeric = {"passwd": (2, 3), "group": (2,)}.get(self.kind, ())
-        return all(fields[i].isdigit() for i in numeric)
+        return all(fields[i].isdigit() for i in NUMERIC.get(self.kind, ()))
 
     def has(self, name: str) -> bool:
         return name in self.records or name in self.bad
@@ -256,13 +265,6 @@ def _split_lines(text: str) -> list[str]:
     if last:
         lines.append(last)
     return lines
-
-
-def _name_of(line: str) -> str | None:
-    """An entry's name; None for comments, blank lines and NIS (`+`/`-`) entries."""
-    if not line.strip() or line[0] in "#+-":
-        return None
-    return line.rstrip("\n").split(":", 1)[0]
 
 
 def _members(field: str) -> list[str]:
@@ -653,16 +655,19 @@ def _transform(lines: list[str], drop: set[str], put: dict[str, str],
     before the first NIS entry, and `fields` set; every other line verbatim."""
     out: list[str] = []
     placed: set[str] = set()
+    touched = drop | put.keys() | fields.keys()  # entry names: never '#', '+', '-' or blank
     for line in lines:
-        name = _name_of(line)
-        if name is not None and name in drop:
+        name = line.partition(":")[0]
+        if name not in touched:
+            out.append(line)
+        elif name in drop:
             continue
-        if name is not None and name in put:
+        elif name in put:
             if name not in placed:
                 out.append(_set_fields(put[name], fields.get(name)))
                 placed.add(name)
-            continue
-        out.append(_set_fields(line, fields.get(name)) if name is not None else line)
+        else:
+            out.append(_set_fields(line, fields.get(name)))
     new = [_set_fields(put[n], fields.get(n)) for n in put if n not in placed]
     if new:
         at = next((i for i, ln in enumerate(out) if ln[:1] in ("+", "-")), len(out))
@@ -696,8 +701,11 @@ def _stage_writes(tables: dict[str, _Table | None],
         for key in ("fields", "shrink", "grow"):
             if key in kinds:
                 fields.update(getattr(e, key))
-        new = _transform(contents[kind], e.drop if "drop" in kinds else set(),
-                         e.put if "put" in kinds else {}, fields)
+        drop = e.drop if "drop" in kinds else set()
+        put = e.put if "put" in kinds else {}
+        if not (drop or put or fields):
+            continue
+        new = _transform(contents[kind], drop, put, fields)
         if new == contents[kind]:
             continue
         contents[kind] = new
