@@ -279,6 +279,24 @@ def test_a_folder_where_a_file_goes_is_emptied_without_following_its_links(area)
     assert_workshop(area)
 
 
+def test_a_folder_removed_while_root_writes_in_it_is_walked_to_again(area, monkeypatch):
+    """The student empties and removes the folder root holds open between two files."""
+    real_write = safefs._write_all
+    folder = area.home / "WKSHP-X/x"
+
+    def write_then_lose_folder(fd, data):
+        real_write(fd, data)
+        if (folder / "a").exists():
+            (folder / "a").rename(area.home / "moved")
+            folder.rmdir()
+
+    monkeypatch.setattr(safefs, "_write_all", write_then_lose_folder)
+    files = [("x/a", b"a", 0o644), ("x/b", b"b", 0o644)]
+    counts = safefs.write_tree(area.fd, "WKSHP-X", files, STUDENT, STUDENT, False)
+    assert (counts.written, counts.folders) == (2, 3)
+    assert_students(folder / "b", 0o644, b"b")
+
+
 def test_a_root_owned_folder_in_the_home_is_refused_with_its_path(area):
     (area.home / "WKSHP-X").mkdir()
     with pytest.raises(UnsafePath) as refused:
@@ -358,6 +376,11 @@ while not os.path.exists(stop):
     if n % 3 == 0:
         try:
             os.unlink(sub)
+        except OSError:
+            pass
+    if n % 5 == 0:
+        try:
+            os.rmdir(sub)  # root's fresh, still empty folder vanishes under it
         except OSError:
             pass
     if n % 100 == 0:
