@@ -454,6 +454,11 @@ def test_a_symlink_in_place_of_a_home_is_refused_by_name(area):
     assert area.snapshot() == before
 
 
+def test_a_home_path_with_dot_dot_is_refused(area):
+    with pytest.raises(InvalidPath, match=r"'\.' or '\.\.'"):
+        safefs.open_home(f"{area.homes}/../targets/rootdir", 0)
+
+
 def test_a_home_owned_by_someone_else_is_not_opened(area):
     with pytest.raises(UnsafePath, match="not by the seat"):
         safefs.open_home(str(area.home), ADMIN)

@@ -232,6 +232,8 @@ def open_home(home: str, uid: int, gid: Optional[int] = None) -> int:
     """
     if not isinstance(home, str) or not os.path.isabs(home):
         raise InvalidPath(str(home), "a home must be an absolute path")
+    if any(part in (".", "..") for part in home.split("/")):
+        raise InvalidPath(home, "a home path must not contain '.' or '..'")
     parent, name = os.path.split(os.path.normpath(home))
     _check_name(name)
     root_fd, _ = _open_root(parent)
@@ -296,6 +298,8 @@ def _fix_home(fd: int, uid: int, gid: int, mode: int, acl_user: Optional[int],
         else:
             changes += _set_acl(fd, mode, acl_user)
     except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            raise SafeFsError(where, "its filesystem does not support POSIX ACLs") from None
         raise _os_error(where, exc) from None
     return changes
 
