@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from wodsync.cli import main
 
 PROJECT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["enginelab"]  # the one-host SSH lab fixtures (`sshd`, `lab`)
 REPO_PARTS = ("catalog", "hosts", "templates", "schemas")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
 import subprocess
@@ -12,66 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import remove_test_accounts
-from sshd import free_port, kill_sessions, start_sshd
+from enginelab import GROUP, NEEDS, PREFIX, SYSCTL, plan_json, run
+from sshd import free_port, kill_sessions
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
-                                reason="needs root and openssh-server (./bootstrap test)")
-
-PREFIX, UID_BASE, GROUP = "wodt", 50000, "wodtgrp"
-SYSCTL = "net.ipv4.tcp_keepalive_time"
-
-
-def _sysctl() -> str:
-    return Path("/proc/sys/" + SYSCTL.replace(".", "/")).read_text().strip()
-
-
-def _cleanup_accounts() -> None:
-    remove_test_accounts(PREFIX, UID_BASE, (GROUP,))
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def lab(tmp_path, sshd):
-    """A catalog with one host (the loopback sshd) and a 20-seat test pool."""
-    _cleanup_accounts()
-    original = _sysctl()
-    root = tmp_path / "repo"
-    w = lambda rel, text: (root / rel).parent.mkdir(parents=True, exist_ok=True) or \
-        (root / rel).write_text(text)  # noqa: E731
-    w("catalog/workshops/README.md", "none yet\n")
-    w("catalog/locations.yaml", "locations:\n  - name: lab\n")
-    w("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
-      f"    last: 20\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
-      f"    home_root: {tmp_path}/homes\n    group: {GROUP}\n")
-    w("catalog/variables.yaml", "BRANDING: Lab\n")
-    w("catalog/system.yaml", f"files:\n  - template: test.conf.j2\n"
-      f"    path: {tmp_path}/etc/wodsync-test.conf\n    mode: '0640'\n"
-      f"    on_change: [touch, {tmp_path}/changed]\n")
-    w("templates/test.conf.j2", "# {{ BRANDING }} on {{ host.name }}\nseats={{ pool.last }}\n")
-    w("hosts/lab1.yaml", f"address: 127.0.0.1\nport: {sshd.port}\nuser: root\n"
-      f"identity: {sshd.client_key}\nhost_key: {sshd.host_pub}\nlocation: lab\npool: test\n"
-      f"state_dir: {tmp_path}/state\nsysctl:\n  {SYSCTL}: {original}\n")
-    yield root
-    _cleanup_accounts()
-    Path("/proc/sys/" + SYSCTL.replace(".", "/")).write_text(original)
-
-
-def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args,
-                           "--root", str(root)], capture_output=True, text=True, timeout=300)
-
-
-def plan_json(root: Path, *extra: str) -> list[dict]:
-    done = run(root, "plan", "--json", *extra)
-    assert done.returncode in (0, 2), done.stdout + done.stderr
-    return json.loads(done.stdout)
+pytestmark = NEEDS
 
 
 def test_fresh_host_converges_and_second_plan_is_empty(lab, tmp_path):
@@ -106,10 +49,10 @@ def test_drift_is_planned_exactly_and_repaired(lab, tmp_path):
     Path("/proc/sys/" + SYSCTL.replace(".", "/")).write_text("4321")
     check = run(lab, "check")
     assert check.returncode == 2
-    actions = {(a["op"], a["resource"]) for a in plan_json(lab)[0]["plan"]["actions"]}
-    assert actions == {("create", "account:wodt3"), ("change", "account:wodt5"),
-                       ("change", f"file:{tmp_path}/etc/wodsync-test.conf"),
-                       ("change", f"sysctl:{SYSCTL}"), ("change", f"group:{GROUP}")}
+    actions = {(a["action"], a["address"]) for a in plan_json(lab)[0]["plan"]["changes"]}
+    assert actions == {("create", "account:wodt3"), ("update", "account:wodt5"),
+                       ("update", f"file:{tmp_path}/etc/wodsync-test.conf"),
+                       ("update", f"sysctl:{SYSCTL}"), ("update", f"group:{GROUP}")}
     assert run(lab, "apply", "--yes").returncode == 0
     assert run(lab, "plan").returncode == 0
     assert (tmp_path / "homes/wodt5").stat().st_mode & 0o777 == 0o700
@@ -139,7 +82,7 @@ def test_accounts_not_created_by_wodsync_are_never_deleted(lab, tmp_path):
     students = lab / "catalog/students.yaml"
     students.write_text(students.read_text().replace("last: 20", "last: 18"))
     result = plan_json(lab)[0]
-    assert not any(a["op"] == "delete" for a in result["plan"]["actions"])
+    assert not any(a["action"] == "delete" for a in result["plan"]["changes"])
     assert any("wodt19" in n and "never deleted" in n for n in result["plan"]["notes"])
     assert run(lab, "apply", "--yes").returncode == 0
     assert pwd.getpwnam("wodt19")
@@ -150,8 +93,8 @@ def test_growing_the_pool_creates_only_the_difference(lab):
     students.write_text(students.read_text().replace("last: 20", "last: 10"))
     assert run(lab, "apply", "--yes").returncode == 0
     students.write_text(students.read_text().replace("last: 10", "last: 20"))
-    creates = [a for a in plan_json(lab)[0]["plan"]["actions"] if a["op"] == "create"]
-    assert [a["resource"] for a in creates] == [f"account:wodt{n}" for n in range(11, 21)]
+    creates = [a for a in plan_json(lab)[0]["plan"]["changes"] if a["action"] == "create"]
+    assert [a["address"] for a in creates] == [f"account:wodt{n}" for n in range(11, 21)]
     assert run(lab, "apply", "--yes").returncode == 0
     assert run(lab, "plan").returncode == 0
 
@@ -232,10 +175,11 @@ def test_connection_killed_mid_apply_then_rerun_converges(lab, tmp_path, sshd):
     out, err = first.communicate(timeout=60)
     assert first.returncode == 1, out + err
     assert not (tmp_path / "changed").exists()
-    pending = {(a["op"], a["resource"]) for a in plan_json(lab)[0]["plan"]["actions"]}
-    assert ("change", f"on_change:sh {hook}") in pending
-    assert ("create", "account:wodt20") in pending
-    assert not any(r.startswith("file:") for _, r in pending), "the file itself was written"
+    pending = {(a["action"], a["address"], a["detail"])
+               for a in plan_json(lab)[0]["plan"]["changes"]}
+    conf = f"file:{tmp_path}/etc/wodsync-test.conf"
+    assert ("update", conf, f"on_change sh {hook} left pending") in pending, pending
+    assert ("create", "account:wodt20", f"uid 50020, home {tmp_path}/homes/wodt20") in pending
     rerun = run(lab, "apply", "--yes")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert (tmp_path / "changed").exists()

@@ -98,8 +98,8 @@ def test_a_changed_unit_is_reloaded_before_the_restart(lab):
     before = len(calls(lab))
     template = lab["root"] / "templates/hub/jupyterhub.service.j2"
     template.write_text(template.read_text().replace("RestartSec=5", "RestartSec=7"))
-    plan = json.loads(wodsync(lab, "plan", "--json").stdout)[0]["plan"]["actions"]
-    assert {a["resource"] for a in plan} == {
+    plan = json.loads(wodsync(lab, "plan", "--json").stdout)[0]["plan"]["changes"]
+    assert {a["address"] for a in plan} == {
         f"file:{lab['systemd']}/units/jupyterhub.service", "service:jupyterhub"}
     assert wodsync(lab, "apply", "--yes").returncode == 0
     assert calls(lab)[before:] == ["daemon-reload", "enable --quiet jupyterhub.service",

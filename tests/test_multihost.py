@@ -88,8 +88,8 @@ def test_drift_on_one_host_is_planned_and_fixed_on_that_host_only(fleet, hosts):
     assert second.run("userdel", f"{PREFIX}3").returncode == 0
     done = wodsync(fleet, "plan", "--json")
     assert done.returncode == 2, done.stderr
-    plans = {r["host"]: r["plan"]["actions"] for r in json.loads(done.stdout)}
+    plans = {r["host"]: r["plan"]["changes"] for r in json.loads(done.stdout)}
     assert plans[first.name] == []
-    assert {a["resource"] for a in plans[second.name]} == {f"account:{PREFIX}3"}
+    assert {a["address"] for a in plans[second.name]} == {f"account:{PREFIX}3"}
     assert wodsync(fleet, "apply", "--yes", "--host", second.name).returncode == 0
     assert wodsync(fleet, "check").returncode == 0

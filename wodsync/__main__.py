@@ -1,5 +1,5 @@
 """`python -m wodsync` runs the command line."""
 
-from wodsync.cli import main
+from wodsync.cli import run
 
-main()
+run()

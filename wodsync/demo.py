@@ -29,9 +29,9 @@ from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import SecretRef
 from wodsync.catalog.yamlfile import dump_yaml
 from wodsync.diagnostics import Diagnostic, format_diagnostics, has_errors
-from wodsync.engine.action import HostPlan
+from wodsync.engine import remote
 from wodsync.engine.desired import desired_state
-from wodsync.engine.reconcile import HostResult, call_agent, hub_payload, reconcile
+from wodsync.engine.reconcile import HostResult, Target, reconcile
 from wodsync.engine.transport import LocalTransport
 from wodsync.secrets import Secrets
 
@@ -183,14 +183,15 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
     desired = desired_state(demo_catalog, HOST, secrets)
     say(f"converging the local host ({desired.pool.last - desired.pool.first + 1} seats, "
         f"location {location}); the first run installs JupyterHub and the proxy")
-    results = reconcile([desired], apply=True)
+    results = reconcile([Target(HOST, lambda: desired)], apply=True)
     if not results[0].ok:
-        raise DemoError(f"converging failed: {results[0].error or results[0].plan}")
+        raise DemoError(f"converging failed: {_why(results[0])}")
     key, seat, password = _seat(opts.folder, demo_catalog, location)
     user = desired.pool.user(seat)
     files = content.seat_content(demo_catalog, key, seat, password, HOST, secrets)
-    call_agent(LocalTransport(), "claim_seat", {
-        "state_dir": desired.host.state_dir, "user": user, "password": password,
+    remote.call(LocalTransport(), "seat_claim", {
+        "state_dir": desired.state_dir, "owner": desired.owner, "user": user,
+        "password": password,
         "workshop": key, "files": [{"path": f.path, "data": f.data.hex(),
                                     "mode": f"{f.mode:o}"} for f in files]})
     url = f"http://127.0.0.1:{opts.port}/"
@@ -204,10 +205,23 @@ def stop_demo(opts: DemoOptions) -> dict[str, Any]:
         raise DemoError(f"no demo in {opts.folder}")
     catalog, _ = _validated(repo)
     desired = desired_state(catalog, HOST, Secrets.load(opts.folder / "secrets.yaml"))
-    payload = hub_payload(desired, HostPlan(HOST))
-    if payload is None:
-        raise DemoError("the demo host has no hub")
-    return call_agent(LocalTransport(), "stop_hub", payload)
+    service, users = desired.want.get("service"), desired.want.get("hub_user")
+    if service is None:
+        raise DemoError("the demo host has no managed hub")
+    return remote.call(LocalTransport(), "stop_hub", {
+        "state_dir": desired.state_dir, "supervisor": service.supervisor,
+        "data_dir": service.data_dir, "api": service.api,
+        "token": users.token if users else None})
+
+
+def _why(result: HostResult) -> str:
+    """A failed host in words: its error, plan errors, refusal and failed phases."""
+    reasons = [result.error] if result.error else []
+    if result.plan:
+        reasons += result.plan.errors + ([result.plan.refused] if result.plan.refused else [])
+    reasons += [f"{f['phase']}: {f['error']}" for f in result.failures]
+    reasons += [f"stopped before {', '.join(result.skipped)}"] if result.skipped else []
+    return "; ".join(reasons) or "unknown failure"
 
 
 def lines(result: DemoResult) -> Iterator[str]:

@@ -1,105 +1,93 @@
-"""Desired state of one host, computed from the validated catalog (pure, no I/O on hosts).
+"""Desired state of one host (controller side, pure): every resource kind's wish, from the
+validated catalog, the host's secrets and the live sessions occupying its seats.
 
-Resources are plain values with a stable `id` (`account:student7`, `file:/etc/…`,
-`sysctl:kernel.pid_max`), so the plan can diff them and later resource types (hub users,
-packages, kernels, seat content) slot in beside them.
+The kinds compute their own parts (`kinds.<kind>.desired`); this module only gathers what they
+share — the catalog, the host, its pool, resolved secrets, the system templates' context and the
+hub's rendered files — so each is computed once.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from wodsync.catalog.loader import TEMPLATES_DIR, Catalog
+from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Pool
-from wodsync.engine.hub import HubDesired, hub_desired, render_hub_file
-from wodsync.render import compile_template, render_text, system_context
+from wodsync.engine.kinds import KINDS
+from wodsync.render import system_context
 from wodsync.secrets import Secrets, merge_variables
 
 
 @dataclass(frozen=True)
-class Account:
+class LiveSeat:
+    """A seat occupied by a live session: never locked, never emptied by a full apply."""
+
+    username: str
+    session: str
+    workshop: str
+
+
+@dataclass
+class DesiredContext:
+    catalog: Catalog
     name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str
-    home_root: str
+    secrets: Secrets
+    live_seats: list[LiveSeat] = field(default_factory=list)
 
-    @property
-    def id(self) -> str:
-        return f"account:{self.name}"
+    @cached_property
+    def host(self) -> Host:
+        return self.catalog.hosts[self.name]
 
+    @cached_property
+    def pool(self) -> Pool:
+        return self.catalog.pools[self.host.pool]
 
-@dataclass(frozen=True)
-class ManagedFile:
-    path: str
-    data: bytes = field(repr=False)
-    owner: str
-    group: str
-    mode: int
-    on_change: tuple[str, ...]
+    @cached_property
+    def hub_token(self) -> str | None:
+        hub = self.host.hub
+        return self.secrets.resolve(hub.token) if hub and hub.token else None
 
-    @property
-    def id(self) -> str:
-        return f"file:{self.path}"
+    @cached_property
+    def template_context(self) -> dict[str, Any]:
+        merged = merge_variables(self.secrets, self.catalog.variables, self.host.variables)
+        return system_context(merged, self.name, self.host, self.pool, self.hub_token or "")
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    @cached_property
+    def hub_files(self) -> dict[str, Any]:
+        from wodsync.engine.render_system import hub_files
+
+        return hub_files(self)
 
 
 @dataclass(frozen=True)
 class DesiredHost:
+    """One host's wish: each kind's part (kinds with nothing to do here are absent)."""
+
     name: str
     host: Host
     pool: Pool
-    accounts: dict[str, Account]
-    files: dict[str, ManagedFile]
-    sysctl: dict[str, str]
-    hub: HubDesired | None
+    want: dict[str, Any]
 
-    def probe(self) -> dict[str, Any]:
-        """What `observe` must look at on the host."""
-        return {"pool": self.pool.model_dump(), "files": sorted(self.files),
-                "sysctl": sorted(self.sysctl), "state_dir": self.host.state_dir,
-                "hub": self.hub.probe() if self.hub else None}
+    @property
+    def state_dir(self) -> str:
+        return self.host.state_dir
 
+    @property
+    def owner(self) -> str:
+        """Whose inventory the host's state folder holds: the catalog's host of that name."""
+        return f"host {self.name}"
 
-def accounts_of(pool: Pool) -> dict[str, Account]:
-    return {pool.user(n): Account(pool.user(n), pool.uid_base + n, pool.gid_base + n,
-                                  f"{pool.home_root.rstrip('/')}/{pool.user(n)}", pool.shell,
-                                  pool.home_root)
-            for n in range(pool.first, pool.last + 1)}
+    def probes(self) -> dict[str, Any]:
+        return {kind: KINDS[kind].probe(part) for kind, part in self.want.items()}
 
 
-def files_of(catalog: Catalog, name: str, host: Host, secrets: Secrets,
-             token: str) -> dict[str, ManagedFile]:
-    merged = merge_variables(secrets, catalog.variables, host.variables)
-    ctx = system_context(merged, name, host, catalog.pools.get(host.pool), token)
-    files = {}
-    for f in catalog.system_files:
-        source = (catalog.root / TEMPLATES_DIR / f.template).read_text(encoding="utf-8")
-        text = render_text(compile_template(source, f"{TEMPLATES_DIR}/{f.template}"), ctx)
-        files[f.path] = ManagedFile(f.path, text.encode("utf-8"), f.owner, f.group,
-                                    int(f.mode, 8), tuple(f.on_change))
-    if host.hub and host.hub.manage:
-        for spec in host.hub.service_files():
-            files[spec.path] = ManagedFile(spec.path, render_hub_file(catalog, spec.template, ctx),
-                                           "root", "root", spec.mode, spec.on_change)
-    return files
-
-
-def desired_state(catalog: Catalog, name: str, secrets: Secrets) -> DesiredHost:
-    host = catalog.hosts[name]
-    pool = catalog.pools[host.pool]
-    token = secrets.resolve(host.hub.token) if host.hub and host.hub.token else None
-    files = files_of(catalog, name, host, secrets, token or "")
-    hub = None
-    if host.hub:
-        own = host.hub.service_files() if host.hub.manage else []
-        hub = hub_desired(catalog, host, host.hub, pool, token,
-                          [files[spec.path].data for spec in own])
-    return DesiredHost(name, host, pool, accounts_of(pool), files,
-                       {k: str(v) for k, v in host.sysctl.items()}, hub)
+def desired_state(catalog: Catalog, name: str, secrets: Secrets,
+                  live_seats: list[LiveSeat] | None = None) -> DesiredHost:
+    ctx = DesiredContext(catalog, name, secrets, live_seats or [])
+    want = {}
+    for kind, module in KINDS.items():
+        part = module.desired(ctx)
+        if part is not None:
+            want[kind] = part
+    return DesiredHost(name, ctx.host, ctx.pool, want)

@@ -1,20 +1,23 @@
-"""The plan: a pure function of desired and observed state, printable, saveable, applicable.
+"""The plan: a pure function of desired state and facts, printable, saveable, applicable.
 
-Like terraform's plan, it is a value: a list of actions per host (`+` create, `~` change,
-`-` delete), each naming a resource and why. It never touches a host, so every rule about what
-wodsync may do — only inventoried things are deleted, homes with files are kept, mass deletion
-needs explicit consent — is enforced and tested here without SSH.
+Like Terraform's plan it is a value: per host, changes (`+` create, `~` update, `-` delete) on
+typed addresses with the data to apply them, the no-ops with their reasons (`plan --verbose`),
+notes and errors, and the digests of the facts it was made from. It never touches a host, so
+every rule about what wodsync may do — only inventoried things are deleted, homes with files
+are kept, mass deletion needs explicit consent — is decided here and tested without SSH. A plan
+holds no secret, so it can be saved, reviewed and applied as reviewed (`planfile`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from wodsync.engine.action import SYMBOL, Action, HostPlan, Op
+from wodsync.engine.change import Action, Address, Change, Noop, data_from_json
 from wodsync.engine.desired import DesiredHost
-from wodsync.engine.plan_hub import hub_actions
-
-__all__ = ["SYMBOL", "Action", "HostPlan", "Op", "plan_host", "render_plan"]
+from wodsync.engine.kinds import BY_ADDRESS, KINDS
+from wodsync.engine.kinds.base import PlanContext
 
 DELETE_RATIO = 0.10
 DELETE_MAX = 50
@@ -25,151 +28,127 @@ def deletion_cap(managed: int) -> int:
     return min(DELETE_MAX, max(1, int(managed * DELETE_RATIO))) if managed else 0
 
 
-def _account_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostPlan) -> None:
-    seen = observed["accounts"]
-    inventory = set(observed["inventory"].get("accounts", []))
-    in_use = set(observed["inventory"].get("seats_in_use", {}))
-    for name, acc in desired.accounts.items():
-        have = seen.get(name)
-        if have is None:
-            plan.actions.append(Action("create", f"account:{name}",
-                                       f"uid {acc.uid}, home {acc.home}", {"account": acc}))
-            continue
-        if have["uid"] != acc.uid:
-            plan.notes.append(f"account {name} has uid {have['uid']}, expected {acc.uid}: "
-                              "left alone (not wodsync's to renumber)")
-            continue
-        _account_drift(acc, have, name in in_use, plan)
-    for name, have in sorted(seen.items()):
-        if name in desired.accounts:
-            continue
-        if name not in inventory:
-            plan.notes.append(f"account {name} (uid {have['uid']}) is in the pool's range but "
-                              "was not created by wodsync: never deleted")
-            continue
-        facts = have.get("home_facts") or {}
-        kept = f"home {have['home']} kept: {facts['entries']} entries" \
-            if facts.get("entries") else "empty home removed"
-        plan.actions.append(Action("delete", f"account:{name}", kept,
-                                   {"name": name, "home": have["home"]}))
+@dataclass
+class HostPlan:
+    host: str
+    changes: list[Change] = field(default_factory=list)
+    noops: list[Noop] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    refused: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def count(self, action: Action) -> int:
+        return sum(c.action == action for c in self.changes)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def by_kind(self, kind: str) -> list[Change]:
+        return [c for c in self.changes if kind == BY_ADDRESS[c.address.kind].KIND]
+
+    def summary(self) -> dict[str, int]:
+        return {a.value: self.count(a) for a in Action}
+
+    def to_json(self, noops: bool = False) -> dict[str, Any]:
+        out = {"host": self.host, "refused": self.refused, "notes": self.notes,
+               "errors": self.errors, "changes": [c.to_json() for c in self.changes],
+               "summary": self.summary(), "digests": self.digests}
+        if noops:
+            out["noops"] = [{"address": str(n.address), "reason": n.reason}
+                            for n in self.noops]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostPlan:
+        changes = []
+        for c in data["changes"]:
+            address = Address.parse(c["address"])
+            module = BY_ADDRESS.get(address.kind)
+            if module is None:
+                raise ValueError(f"unknown resource kind in plan: {address.kind}")
+            changes.append(Change(Action(c["action"]), address, c.get("detail", ""),
+                                  data_from_json(module.DATA, c.get("data"))))
+        return cls(data["host"], changes, [], list(data.get("notes", [])),
+                   list(data.get("errors", [])), data.get("refused"),
+                   dict(data.get("digests", {})))
 
 
-def _account_drift(acc: Any, have: dict[str, Any], in_use: bool, plan: HostPlan) -> None:
-    """Home, shell and lock state; a seat in use keeps the password its student was given."""
-    facts = have.get("home_facts")
-    reasons = []
-    home_bad = facts is None or (facts["mode"], facts["uid"], facts["gid"]) != (
-        0o700, acc.uid, acc.gid)
-    if facts is None:
-        reasons.append("home missing")
-    elif home_bad:
-        reasons.append(f"home mode {facts['mode']:04o} owner {facts['uid']}:{facts['gid']}")
-    if have["shell"] != acc.shell:
-        reasons.append(f"shell {have['shell']} → {acc.shell}")
-    relock = not have["locked"] and not in_use
-    if relock:
-        reasons.append("password not locked while the seat is free")
-    if reasons:
-        plan.actions.append(Action("change", f"account:{acc.name}", "; ".join(reasons),
-                                   {"account": acc, "home": home_bad,
-                                    "shell": have["shell"] != acc.shell,
-                                    "lock": relock}))
-
-
-def _group_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostPlan) -> None:
-    group = desired.pool.group
-    if not group:
-        return
-    want = sorted(desired.accounts)
-    have = observed.get("group_members")
-    if have is None:
-        plan.actions.append(Action("create", f"group:{group}", f"{len(want)} members",
-                                   {"members": want}))
-    elif sorted(have) != want:
-        plan.actions.append(Action("change", f"group:{group}",
-                                   f"{len(set(want) - set(have))} members to add, "
-                                   f"{len(set(have) - set(want))} to remove", {"members": want}))
-
-
-def _file_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostPlan) -> None:
-    facts = observed["files"]
-    for path, f in sorted(desired.files.items()):
-        have = facts.get(path)
-        if have is None:
-            plan.actions.append(Action("create", f"file:{path}", f"mode {f.mode:04o}",
-                                       {"file": f}))
-            continue
-        reasons = []
-        if have["sha256"] != f.sha256:
-            reasons.append("content differs")
-        if have["mode"] != f.mode:
-            reasons.append(f"mode {have['mode']:04o} → {f.mode:04o}")
-        if (have["owner"], have["group"]) != (f.owner, f.group):
-            reasons.append(f"owner {have['owner']}:{have['group']} → {f.owner}:{f.group}")
-        if reasons:
-            plan.actions.append(Action("change", f"file:{path}", "; ".join(reasons),
-                                       {"file": f}))
-    for path in sorted(observed["inventory"].get("files", [])):
-        if path not in desired.files and facts.get(path) is not None:
-            plan.actions.append(Action("delete", f"file:{path}", "no longer declared",
-                                       {"path": path}))
-
-
-def _sysctl_actions(desired: DesiredHost, observed: dict[str, Any], plan: HostPlan) -> None:
-    for key, value in sorted(desired.sysctl.items()):
-        have = observed["sysctl"].get(key)
-        if have is None:
-            plan.notes.append(f"sysctl {key} does not exist on this host")
-        elif have != value:
-            plan.actions.append(Action("change", f"sysctl:{key}", f"{have} → {value}",
-                                       {"key": key, "value": value}))
-
-
-def _pending_actions(observed: dict[str, Any], plan: HostPlan) -> None:
-    """on_change commands an interrupted apply left unrun: their files already look converged."""
-    for argv in observed["inventory"].get("pending", []):
-        plan.actions.append(Action("change", "on_change:" + " ".join(argv),
-                                   "left pending by an interrupted apply", {"argv": argv}))
-
-
-def plan_host(desired: DesiredHost, observed: dict[str, Any],
-              allow_deletions: int | None = None) -> HostPlan:
-    """Diff one host. Deleting more than the cap is refused unless `allow_deletions` covers it."""
-    plan = HostPlan(desired.name)
-    _account_actions(desired, observed, plan)
-    _group_actions(desired, observed, plan)
-    _file_actions(desired, observed, plan)
-    _sysctl_actions(desired, observed, plan)
-    _pending_actions(observed, plan)
-    hub_actions(desired.hub, observed, plan)
-    deletions = sum(a.op == "delete" and a.resource.startswith("account:")
-                    for a in plan.actions)
-    cap = deletion_cap(len(observed["inventory"].get("accounts", [])))
+def _refusal(plan: HostPlan, managed: int, allow_deletions: int | None) -> str | None:
+    deletions = sum(c.action == Action.DELETE and c.address.kind == "account"
+                    for c in plan.changes)
+    cap = deletion_cap(managed)
     limit = cap if allow_deletions is None else allow_deletions
-    if deletions > limit:
-        plan.refused = (f"plan deletes {deletions} accounts; the cap is {limit} (10 % of "
-                        f"{len(observed['inventory'].get('accounts', []))} managed accounts or "
-                        f"{DELETE_MAX}); rerun with --allow-deletions {deletions} if intended")
+    if deletions <= limit:
+        return None
+    return (f"plan deletes {deletions} accounts; the cap is {limit} (10 % of {managed} managed "
+            f"accounts or {DELETE_MAX}); rerun with --allow-deletions {deletions} if intended")
+
+
+def plan_host(desired: DesiredHost, facts: dict[str, Any], digests: dict[str, str] | None = None,
+              allow_deletions: int | None = None) -> HostPlan:
+    """Diff one host, kind by kind in registry order; refuse past the deletion cap."""
+    ctx = PlanContext(desired.name, desired.want, facts)
+    for kind, module in KINDS.items():
+        if kind in desired.want:
+            module.diff(ctx)
+    plan = HostPlan(desired.name, ctx.changes, ctx.noops, ctx.notes, ctx.errors,
+                    digests=dict(digests or {}))
+    managed = len(facts.get("account", {}).get("managed", []))
+    plan.refused = _refusal(plan, managed, allow_deletions)
     return plan
 
 
-def render_plan(plans: list[HostPlan], limit: int = 20) -> str:
+def _grouped(changes: list[Change]) -> dict[tuple[str, str], list[Change]]:
+    groups: dict[tuple[str, str], list[Change]] = {}
+    for c in changes:
+        groups.setdefault((c.action.value, c.address.kind), []).append(c)
+    return groups
+
+
+def render_text(plans: list[HostPlan], limit: int = 20, verbose: bool = False) -> str:
     """Terraform-like text; long runs of one kind are summarised (use --json for all)."""
     out = []
     for p in plans:
-        out.append(f"host {p.host}:" + ("" if p.actions else " no changes"))
-        groups: dict[tuple[str, str], list[Action]] = {}
-        for a in p.actions:
-            groups.setdefault((a.op, a.resource.split(":", 1)[0]), []).append(a)
-        for (_, kind), actions in groups.items():
-            out.extend(a.line() for a in actions[:limit])
-            if len(actions) > limit:
-                out.append(f"    … and {len(actions) - limit} more {kind} actions")
+        out.append(f"host {p.host}:" + ("" if p.changes else " no changes"))
+        for (_, kind), changes in _grouped(p.changes).items():
+            out.extend(c.line() for c in changes[:limit])
+            if len(changes) > limit:
+                out.append(f"    … and {len(changes) - limit} more {kind} changes")
+        if verbose:
+            out.extend(n.line() for n in p.noops)
         out.extend(f"  ! {n}" for n in p.notes)
         out.extend(f"  ERROR: {e}" for e in p.errors)
         if p.refused:
             out.append(f"  REFUSED: {p.refused}")
-    totals = {op: sum(p.count(op) for p in plans) for op in SYMBOL}
-    out.append(f"Plan: {totals['create']} to create, {totals['change']} to change, "
-               f"{totals['delete']} to delete.")
+    totals = Counter(c.action for p in plans for c in p.changes)
+    out.append(f"Plan: {totals[Action.CREATE]} to create, {totals[Action.UPDATE]} to change, "
+               f"{totals[Action.DELETE]} to delete.")
+    return "\n".join(out)
+
+
+def render_markdown(plans: list[HostPlan], limit: int = 50, header: str = "") -> str:
+    """The plan for a pull request: per host a table of counts, then the changes."""
+    out = [header] if header else []
+    out += ["| host | + create | ~ change | - delete | status |", "|---|---|---|---|---|"]
+    for p in plans:
+        status = "refused" if p.refused else "errors" if p.errors else \
+            "changes" if p.changes else "no changes"
+        out.append(f"| `{p.host}` | {p.count(Action.CREATE)} | {p.count(Action.UPDATE)} | "
+                   f"{p.count(Action.DELETE)} | {status} |")
+    for p in plans:
+        if not (p.changes or p.errors or p.notes or p.refused):
+            continue
+        out += ["", f"### `{p.host}`", "", "```diff"]
+        for (_, kind), changes in _grouped(p.changes).items():
+            out += [c.line().replace("  ~", "! ~", 1).lstrip() if c.action == Action.UPDATE
+                    else c.line().lstrip() for c in changes[:limit]]
+            if len(changes) > limit:
+                out.append(f"# … and {len(changes) - limit} more {kind} changes")
+        out.append("```")
+        out += [f"- note: {n}" for n in p.notes]
+        out += [f"- **error**: {e}" for e in p.errors]
+        if p.refused:
+            out.append(f"- **refused**: {p.refused}")
     return "\n".join(out)

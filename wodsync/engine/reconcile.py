@@ -1,139 +1,30 @@
 """Observe → plan → apply for a set of hosts, in parallel with a bound.
 
-Each host is handled by one worker with its own transport (a fabric `Connection` is not
-thread-safe). A host costs two round trips for a plan (connect + observe) and two more for an
-apply (the batch, then a fresh observe to report the converged state). One failing host never
+Each host is handled by one worker with its own connection. A plan costs one round trip (the
+observation); an apply one more (the batch), then an observation to report what is left. The
+batch is applied exactly as planned: the agent, holding the host's lock, observes again the
+kinds the batch touches and refuses when their facts moved since the plan was made — then the
+host is observed and planned again (a saved plan is refused instead). One failing host never
 stops the others: its error is part of the result.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
+from wodsync.engine import remote
 from wodsync.engine.desired import DesiredHost
+from wodsync.engine.kinds import KINDS
 from wodsync.engine.plan import HostPlan, plan_host
-from wodsync.engine.transport import Transport, TransportError, connect
+from wodsync.engine.remote import HostError
+from wodsync.engine.transport import Cancel, Transport, TransportError, connect
 
-LOADER = ("import json,sys;r=json.loads(sys.stdin.readline());"
-          "g={'__name__':'wodsync_agent'};exec(compile(r['source'],'wodsync-agent','exec'),g);"
-          "sys.stdin=__import__('io').StringIO(json.dumps(r['request'])+'\\n');g['main']()")
-
-
-class HostError(Exception):
-    """The host answered, but the agent reported a failure."""
-
-
-@cache
-def agent_source() -> str:
-    """The hub part first: agent.py's functions look its names up in the shared namespace."""
-    here = Path(__file__).parent
-    return "\n".join((here / name).read_text(encoding="utf-8")
-                     for name in ("agent_hub.py", "agent.py"))
-
-
-def call_agent(transport: Transport, op: str, payload: dict[str, Any]) -> Any:
-    """One round trip: ship the agent and the request on stdin, get JSON back."""
-    request = {"source": agent_source(), "request": {"op": op, "payload": payload}}
-    result = transport.run(["python3", "-c", LOADER], json.dumps(request).encode() + b"\n")
-    try:
-        answer = json.loads(result.stdout)
-    except ValueError:
-        raise HostError(f"agent failed (exit {result.status}): "
-                        f"{result.stderr.decode(errors='replace').strip()[-500:]}") from None
-    if not answer["ok"]:
-        raise HostError(answer["error"])
-    return answer["result"]
-
-
-def apply_payload(desired: DesiredHost, plan: HostPlan) -> dict[str, Any]:
-    """The batch for the agent: bulk lists per kind of action."""
-    p: dict[str, Any] = {"state_dir": desired.host.state_dir, "pool": desired.pool.model_dump(),
-                         "home_acl": desired.host.home_acl, "create": [], "homes": [],
-                         "change": [], "lock": [], "delete": [], "group_members": None,
-                         "files": [], "delete_files": [], "commands": [], "sysctl": {}}
-    for a in plan.actions:
-        kind = a.resource.split(":", 1)[0]
-        if kind == "account":
-            _account_payload(p, a)
-        elif kind == "group":
-            p["group_members"] = a.data["members"]
-        elif kind == "file" and a.op == "delete":
-            p["delete_files"].append(a.data["path"])
-        elif kind == "file":
-            f = a.data["file"]
-            p["files"].append({"path": f.path, "data": f.data.hex(), "owner": f.owner,
-                               "group": f.group, "mode": f"{f.mode:o}",
-                               "on_change": list(f.on_change)})
-        elif kind == "on_change":
-            p["commands"].append(a.data["argv"])
-        elif kind == "sysctl":
-            p["sysctl"][a.data["key"]] = a.data["value"]
-    p["hub"] = hub_payload(desired, plan)
-    return p
-
-
-def hub_payload(desired: DesiredHost, plan: HostPlan) -> dict[str, Any] | None:
-    """The hub part of the batch: what to install, whether to (re)start, users and groups."""
-    hub = desired.hub
-    if hub is None:
-        return None
-    p: dict[str, Any] = {**hub.probe(), "python": hub.python, "config_path": hub.config_path,
-                         "fingerprint": hub.fingerprint, "find_links": list(hub.find_links),
-                         "no_index": hub.no_index,
-                         "state_dir": desired.host.state_dir, "venv": False, "pip": [],
-                         "apt": [], "npm": {}, "kernel_install": [], "service": None,
-                         "create_users": [], "delete_users": [],
-                         "groups": {"create": {}, "change": {}, "delete": []}}
-    for a in plan.actions:
-        kind, _, name = a.resource.partition(":")
-        if kind == "env":
-            p["venv"] = True
-        elif kind == "package":
-            _package_payload(p, a.data)
-        elif kind == "kernel" and a.data["install"]:
-            p["kernel_install"].append(a.data["install"])
-        elif kind == "service":
-            p["service"] = a.data["service"]
-        elif kind == "hub_user":
-            p["create_users" if a.op == "create" else "delete_users"].append(name)
-        elif kind == "hub_group" and a.op == "delete":
-            p["groups"]["delete"].append(name)
-        elif kind == "hub_group":
-            p["groups"][a.op][name] = a.data["members"] if a.op == "create" else a.data
-    return p
-
-
-def _package_payload(p: dict[str, Any], data: dict[str, Any]) -> None:
-    if "pip" in data:
-        p["pip"].append(data["pip"])
-    elif "apt" in data:
-        p["apt"].append(data["apt"])
-    else:
-        name, version = data["npm"]
-        p["npm"][name] = version
-
-
-def _account_payload(p: dict[str, Any], a: Any) -> None:
-    if a.op == "delete":
-        p["delete"].append(a.data)
-        return
-    acc = a.data["account"]
-    entry = {"name": acc.name, "uid": acc.uid, "gid": acc.gid, "home": acc.home,
-             "shell": acc.shell, "home_root": acc.home_root}
-    if a.op == "create":
-        p["create"].append(entry)
-        return
-    if a.data.get("home"):
-        p["homes"].append(entry)
-    if a.data.get("shell"):
-        p["change"].append({"name": acc.name, "shell": acc.shell})
-    if a.data.get("lock"):
-        p["lock"].append(acc.name)
+STALE_RETRIES = 2
+LOCK_TIMEOUT = 30.0
 
 
 @dataclass
@@ -141,37 +32,144 @@ class HostResult:
     host: str
     plan: HostPlan | None = None
     applied: list[str] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)   # apply phases on the host, s
+    skipped: list[str] = field(default_factory=list)          # phases a stop request skipped
     after: HostPlan | None = None
     error: str | None = None
+    facts: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and (self.plan is None or (
-            self.plan.refused is None and not self.plan.errors))
+        return self.error is None and not self.failures and not self.skipped and (
+            self.plan is None or (self.plan.refused is None and not self.plan.errors))
+
+    @property
+    def converged(self) -> bool:
+        return self.ok and not (self.after.has_changes if self.after else
+                                self.plan is not None and self.plan.has_changes)
 
 
-def _one(desired: DesiredHost, apply: bool, allow_deletions: int | None) -> HostResult:
+class StalePlan(Exception):
+    """The host's facts moved since the plan was made (the message says which kinds)."""
+
+
+@dataclass
+class Observation:
+    facts: dict[str, Any]
+    digests: dict[str, str]
+
+
+def observe(transport: Transport, desired: DesiredHost,
+            cancel: Cancel | None = None) -> Observation:
+    answer = remote.call(transport, "observe", {"state_dir": desired.state_dir,
+                                                "owner": desired.owner,
+                                                "probes": desired.probes()}, cancel)
+    return Observation(answer["facts"], answer["digests"])
+
+
+def batch_payload(desired: DesiredHost, plan: HostPlan,
+                  lock_timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
+    """The batch for the agent: each kind's part, and the digests its facts must still have."""
+    parts = {}
+    for kind, module in KINDS.items():
+        changes = plan.by_kind(kind)
+        if changes:
+            parts[kind] = module.batch(desired.want[kind], changes)
+    probes = desired.probes()
+    return {"state_dir": desired.state_dir, "owner": desired.owner, "batch": parts,
+            "expect": {k: plan.digests[k] for k in parts if k in plan.digests},
+            "probes": {k: probes[k] for k in parts}, "lock_timeout": lock_timeout}
+
+
+def _apply(transport: Transport, desired: DesiredHost, plan: HostPlan, result: HostResult,
+           cancel: Cancel | None, lock_timeout: float) -> None:
+    done = remote.call(transport, "apply", batch_payload(desired, plan, lock_timeout), cancel)
+    if done["stale"]:
+        raise StalePlan("the facts of " + ", ".join(done["stale"]) + " changed since the "
+                        "plan was made")
+    result.applied = done["log"]
+    result.failures = done["failures"]
+    result.timings = done["timings"]
+    result.skipped = done.get("skipped", [])
+
+
+def _plan(transport: Transport, desired: DesiredHost, allow_deletions: int | None,
+          cancel: Cancel | None) -> tuple[HostPlan, Observation]:
+    seen = observe(transport, desired, cancel)
+    return plan_host(desired, seen.facts, seen.digests, allow_deletions), seen
+
+
+def _same(saved: HostPlan, fresh: HostPlan) -> str | None:
+    """Why a saved plan no longer matches the host, or None."""
+    moved = sorted(k for k in set(saved.digests) | set(fresh.digests)
+                   if saved.digests.get(k) != fresh.digests.get(k))
+    if moved:
+        return "the facts of " + ", ".join(moved) + " changed since the plan was made"
+    if [c.to_json() for c in saved.changes] != [c.to_json() for c in fresh.changes]:
+        return "the plan computed now differs from the saved one (the catalog or secrets moved)"
+    return None
+
+
+def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None = None,
+             saved: HostPlan | None = None, transport: Transport | None = None,
+             cancel: Cancel | None = None, lock_timeout: float = LOCK_TIMEOUT) -> HostResult:
+    """Plan one host and, when asked, apply the plan (retrying when the host moved under it)."""
     result = HostResult(desired.name)
-    transport = connect(desired.name, desired.host)
+    own = transport is None
+    transport = transport or connect(desired.name, desired.host)
     try:
-        observed = call_agent(transport, "observe", desired.probe())
-        result.plan = plan_host(desired, observed, allow_deletions)
-        if apply and result.plan.changes and result.plan.refused is None:
-            done = call_agent(transport, "apply", apply_payload(desired, result.plan))
-            result.applied = done["log"]
-            result.timings = done.get("timings", {})
-            result.after = plan_host(desired, call_agent(transport, "observe", desired.probe()),
-                                     allow_deletions)
+        for attempt in range(STALE_RETRIES + 1):
+            result.plan, seen = _plan(transport, desired, allow_deletions, cancel)
+            result.facts = seen.facts
+            if saved is not None:
+                why = _same(saved, result.plan)
+                if why:
+                    result.error = f"refusing the saved plan: {why}"
+                    return result
+            if not (apply and result.plan.has_changes and result.plan.refused is None):
+                return result
+            try:
+                _apply(transport, desired, result.plan, result, cancel, lock_timeout)
+                break
+            except StalePlan as exc:
+                if saved is not None or attempt == STALE_RETRIES:
+                    result.error = f"refusing to apply: {exc}"
+                    return result
+        result.after = _plan(transport, desired, allow_deletions, None)[0]
     except (TransportError, HostError) as exc:
         result.error = str(exc)
     finally:
-        transport.close()
+        if own:
+            with contextlib.suppress(Exception):
+                transport.close()
     return result
 
 
-def reconcile(hosts: list[DesiredHost], *, apply: bool, parallel: int = 8,
-              allow_deletions: int | None = None) -> list[HostResult]:
-    """Plan (and optionally apply) every host; results in the order of `hosts`."""
+@dataclass(frozen=True)
+class Target:
+    """A host to reconcile and how to compute its desired state — inside its own worker, so a
+    host whose desired state cannot be computed (a missing secret) fails alone."""
+
+    name: str
+    build: Callable[[], DesiredHost]
+
+
+def reconcile(targets: list[Target], *, apply: bool, parallel: int = 8,
+              allow_deletions: int | None = None, saved: dict[str, HostPlan] | None = None,
+              cancel: Cancel | None = None,
+              lock_timeout: float = LOCK_TIMEOUT) -> list[HostResult]:
+    """Plan (and optionally apply) every host; results in the order of `targets`."""
+    def one(target: Target) -> HostResult:
+        if cancel and cancel.soft.is_set():
+            return HostResult(target.name, error="not started: the run was interrupted")
+        try:
+            desired = target.build()
+        except Exception as exc:  # a host's own problem (secret, template) fails it alone
+            return HostResult(target.name, error=str(exc))
+        return host_job(desired, apply=apply, allow_deletions=allow_deletions,
+                        saved=(saved or {}).get(target.name), cancel=cancel,
+                        lock_timeout=lock_timeout)
+
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(lambda d: _one(d, apply, allow_deletions), hosts))
+        return list(pool.map(one, targets))

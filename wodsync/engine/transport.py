@@ -4,17 +4,28 @@ A transport runs one argv with a stdin payload and returns exit status and outpu
 uses a raw paramiko channel on fabric's connection — invoke's `in_stream` reads stdin a byte at
 a time — with TCP_NODELAY set (≈18 ms per command instead of ≈48 ms) and the host key checked
 against the key pinned in the host file under paramiko's `RejectPolicy`: fabric's default
-`AutoAddPolicy` would trust any key. One transport per host per thread; never shared.
+`AutoAddPolicy` would trust any key. One connection per host, opened on first use and shared by
+the calls of one process (channels are independent; opening the connection is locked).
+
+The command's stdin stays open while it runs: closing it is how the controller tells the agent
+to stop at its next safe point (`Cancel.hard`, a second Ctrl-C), so the host side never outlives
+the controller's wish to stop.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import logging
+import os
+import select
 import shlex
 import socket
 import subprocess
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +35,11 @@ from fabric import Connection
 from wodsync.catalog.models import Host
 
 CONNECT_TIMEOUT = 10.0
+STOP_GRACE = 60.0      # how long a stopped agent may take to reach its safe point and answer
+# paramiko logs a traceback of its own for a peer that is not an SSH server; the error that
+# matters reaches the caller as TransportError.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 class TransportError(Exception):
@@ -34,6 +50,14 @@ class HostKeyError(TransportError):
     """The host's key is unknown or differs from the pinned one."""
 
 
+@dataclass
+class Cancel:
+    """A controller's wish to stop: `soft` starts nothing new, `hard` stops agents too."""
+
+    soft: threading.Event = field(default_factory=threading.Event)
+    hard: threading.Event = field(default_factory=threading.Event)
+
+
 @dataclass(frozen=True)
 class CommandResult:
     status: int
@@ -42,7 +66,8 @@ class CommandResult:
 
 
 class Transport(Protocol):
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 600) -> CommandResult:
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
+            cancel: Cancel | None = None) -> CommandResult:
         ...
 
     def close(self) -> None:
@@ -63,7 +88,21 @@ def _pinned_key(host: Host) -> paramiko.PKey:
     if not host.host_key:
         raise HostKeyError("no host_key pinned in the host file (see `wodsync host add`)")
     kind, data = host.host_key.split(" ", 1)
-    return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+    try:
+        return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+    except (binascii.Error, ValueError, paramiko.SSHException) as exc:
+        raise HostKeyError(f"the pinned host_key is not a valid {kind} key ({exc}); "
+                           "pin it again with `wodsync host add`") from None
+
+
+def _os_error(exc: BaseException) -> str:
+    """`[Errno 111] Connection refused` → `connection refused`; never `[Errno None]`."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) and exc.errors:
+        exc = next(iter(exc.errors.values()))
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    text = str(exc) or type(exc).__name__
+    return text.replace("[Errno None] ", "")
 
 
 class SSHTransport:
@@ -72,77 +111,138 @@ class SSHTransport:
     def __init__(self, name: str, host: Host) -> None:
         self.name = name
         self.host = host
+        key = _pinned_key(host)
         self.conn = Connection(
             host.address, user=host.user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
             connect_kwargs={"key_filename": [str(Path(host.identity).expanduser())]
                             if host.identity else None,
-                            "look_for_keys": host.identity is None, "allow_agent": False})
+                            "look_for_keys": host.identity is None, "allow_agent": False,
+                            "banner_timeout": CONNECT_TIMEOUT, "auth_timeout": CONNECT_TIMEOUT})
         client = self.conn.client
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         client.get_host_keys().clear()
-        client.get_host_keys().add(_known_name(host.address, host.port),
-                                   _pinned_key(host).get_name(), _pinned_key(host))
+        client.get_host_keys().add(_known_name(host.address, host.port), key.get_name(), key)
         self._open = False
+        self._lock = threading.Lock()
+
+    def _open_connection(self) -> None:
+        where = f"{self.host.address}:{self.host.port}"
+        try:
+            self.conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyError(
+                f"host key of {self.name} changed: got {fingerprint(exc.key)}, pinned "
+                f"{fingerprint(exc.expected_key)}; refusing to connect") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(f"host key of {self.name} is unknown: {exc}") from None
+            if "banner" in str(exc).lower() or "no existing session" in str(exc).lower():
+                raise TransportError(f"{where} does not speak SSH (no SSH banner within "
+                                     f"{CONNECT_TIMEOUT:g} s)") from None
+            raise TransportError(f"{where}: {_os_error(exc)}") from None
+        except (OSError, TimeoutError, EOFError) as exc:
+            raise TransportError(f"cannot connect to {where}: {_os_error(exc)}") from None
+        sock = self.conn.transport.sock
+        if hasattr(sock, "setsockopt"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _connect(self) -> paramiko.Transport:
-        if not self._open:
-            try:
-                self.conn.open()
-            except paramiko.BadHostKeyException as exc:
-                raise HostKeyError(
-                    f"host key of {self.name} changed: got {fingerprint(exc.key)}, pinned "
-                    f"{fingerprint(exc.expected_key)}; refusing to connect") from None
-            except paramiko.SSHException as exc:
-                if "not found in known_hosts" in str(exc):
-                    raise HostKeyError(f"host key of {self.name} is unknown: {exc}") from None
-                raise TransportError(f"{self.name}: {exc}") from None
-            except (OSError, TimeoutError) as exc:
-                raise TransportError(f"{self.name}: cannot connect to "
-                                     f"{self.host.address}:{self.host.port}: {exc}") from None
-            sock = self.conn.transport.sock
-            if hasattr(sock, "setsockopt"):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._open = True
-        return self.conn.transport
+        with self._lock:
+            if not self._open or not self.conn.transport or not self.conn.transport.active:
+                self._open_connection()
+                self._open = True
+            return self.conn.transport
 
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 600) -> CommandResult:
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
+            cancel: Cancel | None = None) -> CommandResult:
         transport = self._connect()
         try:
             chan = transport.open_session(timeout=CONNECT_TIMEOUT)
-            chan.settimeout(timeout)
             chan.exec_command(shlex.join(argv))
             chan.sendall(stdin)
-            chan.shutdown_write()
-            stdout = _drain(chan)
-            stderr = chan.makefile_stderr("rb").read()
+            stdout, stderr = _collect(chan, timeout, cancel)
             return CommandResult(chan.recv_exit_status(), stdout, stderr)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._open = False
-            raise TransportError(f"{self.name}: connection lost: {exc}") from None
+            raise TransportError(f"connection lost: {_os_error(exc)}") from None
 
     def close(self) -> None:
         self.conn.close()
 
 
-def _drain(chan: paramiko.Channel) -> bytes:
-    chunks = []
+def _collect(chan: paramiko.Channel, timeout: float,
+             cancel: Cancel | None) -> tuple[bytes, bytes]:
+    """Read until the command ends; stdin is closed when the command is done — or earlier,
+    when the controller wants the agent to stop."""
+    out, err = [], []
+    chan.settimeout(0.2)
+    deadline = time.monotonic() + timeout
+    stopping = False
     while True:
-        data = chan.recv(1 << 16)
+        if cancel and cancel.hard.is_set() and not stopping:
+            chan.shutdown_write()
+            stopping, deadline = True, min(deadline, time.monotonic() + STOP_GRACE)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the command did not finish in time")
+        while chan.recv_stderr_ready():
+            err.append(chan.recv_stderr(1 << 16))
+        try:
+            data = chan.recv(1 << 16)
+        except TimeoutError:
+            continue
         if not data:
-            return b"".join(chunks)
-        chunks.append(data)
+            break
+        out.append(data)
+    chan.shutdown_write()
+    while chan.recv_stderr_ready():
+        err.append(chan.recv_stderr(1 << 16))
+    return b"".join(out), b"".join(err)
 
 
 class LocalTransport:
-    """This machine, as WoD's `ansible_connection=local`: same scripts, no SSH."""
+    """This machine, as WoD's `ansible_connection=local`: same scripts, no SSH.
 
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 600) -> CommandResult:
-        done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout,
-                              check=False)
-        return CommandResult(done.returncode, done.stdout, done.stderr)
+    The agent runs in a session of its own, so a Ctrl-C at the terminal reaches the controller
+    only; the controller then decides whether the agent is told to stop (stdin closed).
+    """
+
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
+            cancel: Cancel | None = None) -> CommandResult:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        assert proc.stdin and proc.stdout and proc.stderr
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
+        out, err = _collect_local(proc, timeout, cancel)
+        return CommandResult(proc.wait(), out, err)
 
     def close(self) -> None:
         pass
+
+
+def _collect_local(proc: subprocess.Popen[bytes], timeout: float,
+                   cancel: Cancel | None) -> tuple[bytes, bytes]:
+    assert proc.stdin and proc.stdout and proc.stderr
+    out, err = [], []
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    deadline = time.monotonic() + timeout
+    while streams:
+        if cancel and cancel.hard.is_set() and not proc.stdin.closed:
+            proc.stdin.close()
+            deadline = min(deadline, time.monotonic() + STOP_GRACE)
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TransportError("the command did not finish in time")
+        ready, _, _ = select.select(list(streams), [], [], 0.2)
+        for fd in ready:
+            data = os.read(fd, 1 << 16)
+            if data:
+                streams[fd].append(data)
+            else:
+                del streams[fd]
+    if not proc.stdin.closed:
+        proc.stdin.close()
+    return b"".join(out), b"".join(err)
 
 
 def connect(name: str, host: Host) -> Transport:
@@ -154,12 +254,14 @@ def scan_host_key(address: str, port: int) -> paramiko.PKey:
     try:
         sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
-        raise TransportError(f"cannot connect to {address}:{port}: {exc}") from None
+        raise TransportError(f"cannot connect to {address}:{port}: {_os_error(exc)}") from None
     transport = paramiko.Transport(sock)
     try:
+        transport.banner_timeout = CONNECT_TIMEOUT
         transport.start_client(timeout=CONNECT_TIMEOUT)
         return transport.get_remote_server_key()
-    except paramiko.SSHException as exc:
-        raise TransportError(f"{address}:{port}: {exc}") from None
+    except (paramiko.SSHException, EOFError) as exc:
+        raise TransportError(f"{address}:{port} does not answer as an SSH server: "
+                             f"{_os_error(exc)}") from None
     finally:
         transport.close()

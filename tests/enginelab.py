@@ -1,0 +1,80 @@
+"""A one-host lab for engine tests: a loopback sshd and a catalog with a 20-seat test pool.
+
+Test accounts use the prefix `wodt` and uids 50001-50999; the fixture removes them before and
+after each test. Tests import the fixtures from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import remove_test_accounts
+from sshd import start_sshd
+
+NEEDS = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
+                                reason="needs root and openssh-server (./bootstrap test)")
+
+PREFIX, UID_BASE, GROUP = "wodt", 50000, "wodtgrp"
+SYSCTL = "net.ipv4.tcp_keepalive_time"
+
+
+def _sysctl() -> str:
+    return Path("/proc/sys/" + SYSCTL.replace(".", "/")).read_text().strip()
+
+
+def _cleanup_accounts() -> None:
+    remove_test_accounts(PREFIX, UID_BASE, (GROUP,))
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lab(tmp_path, sshd):
+    """A catalog with one host (the loopback sshd) and a 20-seat test pool."""
+    _cleanup_accounts()
+    original = _sysctl()
+    root = tmp_path / "repo"
+    w = lambda rel, text: (root / rel).parent.mkdir(parents=True, exist_ok=True) or \
+        (root / rel).write_text(text)  # noqa: E731
+    w("catalog/workshops/README.md", "none yet\n")
+    w("catalog/locations.yaml", "locations:\n  - name: lab\n")
+    w("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
+      f"    last: 20\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
+      f"    home_root: {tmp_path}/homes\n    group: {GROUP}\n")
+    w("catalog/variables.yaml", "BRANDING: Lab\n")
+    w("catalog/system.yaml", f"files:\n  - template: test.conf.j2\n"
+      f"    path: {tmp_path}/etc/wodsync-test.conf\n    mode: '0640'\n"
+      f"    on_change: [touch, {tmp_path}/changed]\n")
+    w("templates/test.conf.j2", "# {{ BRANDING }} on {{ host.name }}\nseats={{ pool.last }}\n")
+    w("hosts/lab1.yaml", f"address: 127.0.0.1\nport: {sshd.port}\nuser: root\n"
+      f"identity: {sshd.client_key}\nhost_key: {sshd.host_pub}\nlocation: lab\npool: test\n"
+      f"state_dir: {tmp_path}/state\nsysctl:\n  {SYSCTL}: {original}\n")
+    yield root
+    _cleanup_accounts()
+    Path("/proc/sys/" + SYSCTL.replace(".", "/")).write_text(original)
+
+
+def wodsync_command(root: Path, *args: str) -> list[str]:
+    return [str(Path(os.sys.executable).parent / "wodsync"), *args, "--root", str(root)]
+
+
+def run(root: Path, *args: str, env: dict[str, str] | None = None,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(wodsync_command(root, *args), capture_output=True, text=True,
+                          timeout=300, env=env, input=stdin)
+
+
+def plan_json(root: Path, *extra: str) -> list[dict]:
+    done = run(root, "plan", "--json", *extra)
+    assert done.returncode in (0, 1, 2) and done.stdout, done.stdout + done.stderr
+    return json.loads(done.stdout)

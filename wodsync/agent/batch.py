@@ -1,0 +1,77 @@
+"""The two generic operations over resource kinds: observe (read-only) and apply (a batch).
+
+`observe` asks each kind in the request for its facts and returns them with a digest per kind.
+`apply` takes the host lock, observes again the kinds the controller planned against and refuses
+when any digest moved (the plan applied is the plan made), then runs every kind's phases in
+their global order, recording per-phase failures and timings. Kinds are found through the
+registry; this module knows none of them by name.
+"""
+
+from __future__ import annotations
+
+import time
+
+from wodsync.agent import hostlock
+from wodsync.agent.host import HostSide, Stopped, digest
+from wodsync.engine.kinds import REGISTRY
+
+MIN_TIMING = 0.005
+
+
+def _kind(name):
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown resource kind {name!r}") from None
+
+
+def _facts(probes, host):
+    return {kind: _kind(kind).observe(probe, host) for kind, probe in probes.items()}
+
+
+def observe(payload, host=None):
+    host = host or HostSide(payload["state_dir"], payload.get("owner"))
+    facts = _facts(payload["probes"], host)
+    return {"facts": facts, "digests": {kind: digest(f) for kind, f in facts.items()}}
+
+
+def _phases(batch):
+    found = []
+    for kind, part in batch.items():
+        for order, name, fn in _kind(kind).PHASES:
+            found.append((order, f"{kind}.{name}", fn, part))
+    return sorted(found, key=lambda p: (p[0], p[1]))
+
+
+def _stale(payload, host):
+    expect = payload.get("expect") or {}
+    probes = {kind: payload["probes"][kind] for kind in expect}
+    now = {kind: digest(f) for kind, f in _facts(probes, host).items()}
+    return sorted(kind for kind, d in expect.items() if now[kind] != d)
+
+
+def apply(payload, host=None):
+    """Under the host lock: refuse a stale plan, else run the phases in order."""
+    state_dir = payload["state_dir"]
+    with hostlock.hold(state_dir, "apply", timeout=payload.get("lock_timeout", 30.0)):
+        host = host or HostSide(state_dir, payload.get("owner"))
+        stale = _stale(payload, host)
+        if stale:
+            return {"stale": stale, "log": [], "failures": [], "timings": {}}
+        skipped = []
+        for _order, name, fn, part in _phases(payload["batch"]):
+            if host.stop_requested.is_set():
+                skipped.append(name)
+                continue
+            start = time.monotonic()
+            try:
+                fn(part, host)
+            except Stopped:
+                skipped.append(name)
+            except Exception as exc:  # one phase failing never stops the others
+                host.fail(name, f"{type(exc).__name__}: {exc}")
+            elapsed = time.monotonic() - start
+            if elapsed >= MIN_TIMING:
+                host.timings[name] = round(elapsed, 3)
+        return {"stale": [], "log": host.log, "failures": host.failures,
+                "timings": host.timings, "skipped": skipped}

@@ -1,0 +1,54 @@
+"""What the kinds of one agent call share on the host: state folder, inventory, log, failures.
+
+A failure in one phase of a batch is recorded against that phase and the batch goes on: a
+failing `on_change` command or an invalid sysctl value must not keep a pool's accounts from
+being created. The controller may ask the call to stop (it closes the call's stdin, as on
+Ctrl-C): phases then stop at their next safe point, and what was not done is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+
+from wodsync.agent.inventory import Inventory
+
+
+class Stopped(Exception):
+    """The controller asked this call to stop; the phase ended at a safe point."""
+
+
+class HostSide:
+    def __init__(self, state_dir, owner=None):
+        self.state_dir = state_dir
+        self.owner = owner
+        self._inventory = None
+        self.log = []
+        self.failures = []
+        self.timings = {}
+        self.stop_requested = threading.Event()
+
+    @property
+    def inventory(self):
+        """Read on first use: an unreadable inventory raises and the host is left alone."""
+        if self._inventory is None:
+            self._inventory = Inventory(self.state_dir, self.owner)
+        return self._inventory
+
+    def say(self, message):
+        self.log.append(message)
+
+    def fail(self, phase, message):
+        self.failures.append({"phase": phase, "error": message})
+
+    def checkpoint(self):
+        """A safe point in a long phase: stop here if the controller asked."""
+        if self.stop_requested.is_set():
+            raise Stopped("the controller asked to stop")
+
+
+def digest(facts):
+    """A stable digest of one kind's facts: equal facts, equal digests, on any host."""
+    text = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

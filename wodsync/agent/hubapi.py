@@ -1,0 +1,96 @@
+"""The JupyterHub REST API, called from the host: the hub API usually listens on loopback only.
+
+The service token arrives in the request on stdin and only ever travels in an HTTP header to
+the hub on this host; it never appears on a command line or in an answer. Listings use the
+pagination media type, without which the hub stops at 200 items.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+PAGINATION = "application/jupyterhub-pagination+json"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class HubApiError(Exception):
+    """The hub answered with an HTTP error (as opposed to not answering at all)."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+def quote(name):
+    return urllib.parse.quote(name, safe="")
+
+
+def request(api, token, method, path, body=None, accept="application/json", timeout=60):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(api.rstrip("/") + path, data=data, method=method,
+                                 headers={"Authorization": "token " + token,
+                                          "Content-Type": "application/json",
+                                          "Accept": accept})
+    try:
+        with _OPENER.open(req, timeout=timeout) as answer:
+            raw = answer.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        raise HubApiError(f"{method} {path}: HTTP {exc.code} {detail}", exc.code) from None
+    return json.loads(raw) if raw else None
+
+
+def paged(api, token, path):
+    """Every item of a listing, page after page."""
+    items, offset = [], 0
+    while True:
+        page = request(api, token, "GET", f"{path}?offset={offset}&limit=10000",
+                       accept=PAGINATION)
+        items += page["items"]
+        following = (page.get("_pagination") or {}).get("next")
+        if not following:
+            return items
+        offset = following["offset"]
+
+
+def listing(api, token, path):
+    """A listing as facts: {"ok": True, "items": …} or why it could not be read. `down` tells a
+    hub that did not answer (not running yet) from one that refused (a wrong token)."""
+    try:
+        return {"ok": True, "items": paged(api, token, path)}
+    except HubApiError as exc:
+        return {"ok": False, "down": False, "error": str(exc)}
+    except (OSError, ValueError) as exc:
+        return {"ok": False, "down": True, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def answers(api, timeout=2.0):
+    """Ready means the API answers 200 on its root (no token needed), not that a port is open."""
+    try:
+        with _OPENER.open(api.rstrip("/") + "/", timeout=timeout) as answer:
+            return answer.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def stop_server(api, token, name, wait=60.0):
+    """Stop a user's server and wait until the hub says it stopped (a stop may be pending)."""
+    try:
+        request(api, token, "DELETE", f"/users/{quote(name)}/server")
+    except HubApiError as exc:
+        if exc.status not in (400, 404):  # 400: not running
+            raise
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            user = request(api, token, "GET", f"/users/{quote(name)}")
+        except HubApiError:
+            return
+        if not user.get("server") and not user.get("pending"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the server of {name} did not stop within {wait:g} s")

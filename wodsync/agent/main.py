@@ -1,0 +1,71 @@
+"""The agent's entry point on the host: one request in, one JSON answer out.
+
+Only the operations listed in `OPERATIONS` can be called — a request naming anything else is
+refused — and a request of another protocol version is refused by name, so a controller and an
+agent of different wodsync releases never half-understand each other. While the call runs, its
+stdin stays open; when the controller closes it (Ctrl-C, a lost connection) the call is asked
+to stop at its next safe point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+from wodsync.agent import PROTOCOL, batch
+from wodsync.agent.host import HostSide
+from wodsync.engine.kinds import OPERATIONS as KIND_OPERATIONS
+
+
+def _observe(payload, host):
+    return batch.observe(payload, host)
+
+
+def _apply(payload, host):
+    return batch.apply(payload, host)
+
+
+def _version(payload, host):
+    return {"protocol": PROTOCOL, "python": sys.version.split()[0]}
+
+
+OPERATIONS = {"observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS}
+
+
+def _watch_stdin(host, stream):
+    """EOF on stdin means the controller no longer wants this call."""
+    try:
+        while stream.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    host.stop_requested.set()
+
+
+def serve(request, stream=None):
+    """Answer one request as a JSON-ready dict; errors are data, never tracebacks."""
+    if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
+        got = request.get("protocol") if isinstance(request, dict) else None
+        return {"ok": False, "error": f"protocol mismatch: the controller speaks version "
+                                      f"{got}, this agent {PROTOCOL}; use one wodsync release"}
+    op = OPERATIONS.get(request.get("op"))
+    if op is None:
+        return {"ok": False, "error": f"unknown operation {request.get('op')!r} (known: "
+                                      f"{', '.join(sorted(OPERATIONS))})"}
+    payload = request.get("payload") or {}
+    host = HostSide(payload.get("state_dir", "/var/lib/wodsync"), payload.get("owner"))
+    if stream is not None:
+        threading.Thread(target=_watch_stdin, args=(host, stream), daemon=True).start()
+    try:
+        return {"ok": True, "result": op(payload, host)}
+    except Exception as exc:  # reported to the controller as data, with the host's message
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def main(request):
+    os.umask(0o022)  # what wodsync installs for students must be readable by them
+    answer = serve(request, sys.stdin.buffer)
+    sys.stdout.write(json.dumps(answer))
+    sys.stdout.flush()

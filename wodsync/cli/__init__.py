@@ -1,0 +1,33 @@
+"""The `wodsync` command line: thin wrappers that call the pipeline and set exit codes.
+
+One module per group of commands (`catalog`, `engine`, `demo`); each imports the heavy parts of
+wodsync inside its commands, so `wodsync --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from wodsync.cli import catalog, demo, engine  # noqa: F401  (they register their commands)
+from wodsync.cli.common import EXIT_USAGE, main
+
+__all__ = ["main", "run"]
+
+
+def run() -> None:
+    """Console entry point: click's usage errors exit 64, not 2 (2 means drift)."""
+    try:
+        main.main(standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,53 @@
+"""What every resource kind module provides, and the context its pure diff writes into.
+
+A kind module holds the whole story of one kind of resource:
+
+- `KIND` (its address kind; `ADDRESS_KINDS` when it owns more than one), `DATA` (the dataclass
+  of its changes' data, for saved plans);
+- `desired(ctx)` — controller side, pure: the catalog's wish for one host (None: not here);
+- `probe(want)` — what the host half must look at (JSON);
+- `observe(probe, host)` — host side, read-only: the facts (JSON, no secret ever);
+- `diff(plan)` — pure: facts and wish in, changes / no-ops / notes / errors out;
+- `batch(want, changes)` — controller side: the JSON the host half applies (may carry secrets:
+  it travels on stdin only);
+- `PHASES` — host side: `(order, name, function(batch, host))`, merged across kinds by order.
+
+Module top levels import the standard library and the agent's helpers only, since the host
+imports them too; controller-only imports (the catalog, the renderer) happen inside `desired`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wodsync.engine.change import Action, Address, Change, Noop
+
+
+@dataclass
+class PlanContext:
+    """One host's diff in progress: kinds run in registry order and see earlier kinds' changes."""
+
+    host: str
+    want: dict[str, Any]
+    facts: dict[str, Any]
+    changes: list[Change] = field(default_factory=list)
+    noops: list[Noop] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, action: Action, kind: str, name: str, detail: str = "",
+            data: Any = None) -> Change:
+        change = Change(action, Address(kind, name), detail, data)
+        self.changes.append(change)
+        return change
+
+    def noop(self, kind: str, name: str, reason: str) -> None:
+        self.noops.append(Noop(Address(kind, name), reason))
+
+    def planned(self, kind: str, action: Action | None = None) -> list[Change]:
+        return [c for c in self.changes if c.address.kind == kind
+                and (action is None or c.action == action)]
+
+    def names(self, kind: str, action: Action | None = None) -> set[str]:
+        return {c.address.name for c in self.planned(kind, action)}

@@ -1,0 +1,81 @@
+"""Calling the agent on a host: one round trip, the agent's sources and the request on stdin.
+
+The host runs its own `python3 -c LOADER`, a constant: it reads one JSON line holding the
+agent's modules (zlib-compressed) and the request, installs an importer that serves those
+modules from memory (so `wodsync.agent.*` and `wodsync.engine.kinds.*` are real modules there,
+compiled only when imported) and hands the request to `wodsync.agent.main`. Nothing is
+installed on the host and the agent always matches the controller; the request still carries
+the protocol version, which the agent checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from wodsync.agent import PROTOCOL
+from wodsync.engine.transport import Cancel, Transport
+
+PACKAGE = Path(__file__).resolve().parent.parent
+SHIPPED = ("agent", "engine/kinds")
+SHIPPED_FILES = ("__init__.py", "engine/__init__.py", "engine/change.py")
+
+LOADER = (
+    "import sys,json,zlib,base64,importlib.abc,importlib.util\n"
+    "r=json.loads(sys.stdin.buffer.readline())\n"
+    "S=json.loads(zlib.decompress(base64.b64decode(r['bundle'])))\n"
+    "class F(importlib.abc.MetaPathFinder,importlib.abc.Loader):\n"
+    " def find_spec(s,n,p,t=None):\n"
+    "  return importlib.util.spec_from_loader(n,s,is_package=S[n][0]) if n in S else None\n"
+    " def create_module(s,spec):return None\n"
+    " def exec_module(s,m):exec(compile(S[m.__name__][1],'wodsync:'+m.__name__,'exec'),"
+    "m.__dict__)\n"
+    "sys.meta_path.insert(0,F())\n"
+    "import wodsync.agent.main\n"
+    "wodsync.agent.main.main(r['request'])\n"
+)
+
+
+class HostError(Exception):
+    """The host answered, but the agent reported a failure."""
+
+
+def _module_name(rel: Path) -> tuple[str, bool]:
+    parts = ["wodsync", *rel.with_suffix("").parts]
+    is_pkg = parts[-1] == "__init__"
+    return ".".join(parts[:-1] if is_pkg else parts), is_pkg
+
+
+@cache
+def bundle() -> str:
+    """The agent's modules, compressed once per process."""
+    files = [PACKAGE / rel for rel in SHIPPED_FILES]
+    for folder in SHIPPED:
+        files += sorted((PACKAGE / folder).glob("*.py"))
+    modules = {}
+    for path in files:
+        name, is_pkg = _module_name(path.relative_to(PACKAGE))
+        modules[name] = [is_pkg, path.read_text(encoding="utf-8")]
+    raw = json.dumps(modules).encode()
+    return base64.b64encode(zlib.compress(raw, 6)).decode()
+
+
+def call(transport: Transport, op: str, payload: dict[str, Any],
+         cancel: Cancel | None = None) -> Any:
+    """One round trip; the agent's own error becomes HostError with its message."""
+    request = {"bundle": bundle(),
+               "request": {"protocol": PROTOCOL, "op": op, "payload": payload}}
+    result = transport.run(["python3", "-c", LOADER], json.dumps(request).encode() + b"\n",
+                           cancel=cancel)
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        raise HostError(f"agent failed (exit {result.status}): "
+                        f"{result.stderr.decode(errors='replace').strip()[-500:]}") from None
+    if not answer["ok"]:
+        raise HostError(answer["error"])
+    return answer["result"]
