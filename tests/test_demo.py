@@ -82,3 +82,9 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
     assert stopped.returncode == 0 and "stopped the demo hub (1 servers)" in stopped.stderr
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/hub/api/", timeout=5)
+
+    restarted = demo("--port", str(port), "--json")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr[-2000:]
+    assert json.loads(restarted.stdout) == creds, "after --stop, the same seat and password"
+    assert "Error" not in restarted.stderr
+    login(base, creds["username"], creds["password"])

@@ -196,3 +196,25 @@ def test_apt_packages_are_observed_with_dpkg(lab):
     finally:
         host.write_text(original)
     assert actions == [("create", "package:apt/wodsync-no-such-package")]
+
+
+def test_a_stopped_hub_is_started_and_converged_in_one_apply(lab):
+    """A hub (and its proxy) stopped behind wodsync's back while the catalog changed a group:
+    one apply starts it, reads its users and groups once it answers, converges — exit 0."""
+    state = json.loads((lab["data"] / "wodsync-hub.json").read_text())
+    os.kill(state["pid"], 15)
+    proxy = lab["data"] / "jupyterhub-proxy.pid"
+    if proxy.exists():
+        os.kill(int(proxy.read_text()), 15)
+    ws = lab["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
+    ws.write_text(ws.read_text().replace("capacity: 50\nseats: {first: 1, last: 50}",
+                                         "capacity: 40\nseats: {first: 1, last: 40}"))
+    done = wodsync(lab["root"], "plan")
+    assert "hub not running: users are checked after it starts" in done.stdout
+    assert "ERROR" not in done.stdout, done.stdout
+    applied = wodsync(lab["root"], "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    assert "started the hub" in applied.stderr
+    assert len(lab["api"].groups()["WKSHP-Lab"]) == 40
+    assert {f"{PREFIX}{n}" for n in range(1, SEATS - 1)} <= set(lab["api"].users())
+    assert wodsync(lab["root"], "plan").returncode == 0

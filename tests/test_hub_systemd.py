@@ -106,3 +106,16 @@ def test_a_changed_unit_is_reloaded_before_the_restart(lab):
                                    "restart jupyterhub.service"]
     assert "RestartSec=7" in (lab["systemd"] / "loaded/jupyterhub.service").read_text()
     assert wodsync(lab, "plan").returncode == 0
+
+
+def test_a_hub_stopped_under_systemd_converges_in_one_apply(lab):
+    """`systemctl stop` behind wodsync's back and a group change meanwhile: one apply, exit 0."""
+    subprocess.run(["systemctl", "stop", "jupyterhub.service"], env=lab["env"], check=True)
+    ws = lab["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
+    ws.write_text(ws.read_text().replace("capacity: 50\nseats: {first: 1, last: 50}",
+                                         "capacity: 30\nseats: {first: 1, last: 30}"))
+    applied = wodsync(lab, "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    assert calls(lab)[-1] == "restart jupyterhub.service"
+    assert len(lab["api"].groups()["WKSHP-Lab"]) == 30
+    assert wodsync(lab, "plan").returncode == 0
