@@ -28,11 +28,11 @@ from wodsync.sandbox import (
     RenderLimitError,
     RenderTimeout,
     ValueTooLarge,
-    deadline,
     render_budget,
+    within,
 )
 
-__all__ = ["OutputTooLarge", "RenderLimitError", "RenderTimeout", "ValueTooLarge", "deadline"]
+__all__ = ["OutputTooLarge", "RenderLimitError", "RenderTimeout", "ValueTooLarge"]
 
 RENDERED_SUFFIXES = frozenset({".ipynb", ".yaml", ".py", ".sh", ".src", ".tf", ".env"})
 RENDERED_NAMES = frozenset({"Variables.ps1"})
@@ -103,8 +103,7 @@ def compile_template(source: str | nodes.Template, name: str) -> Any:
     Compiling folds constant expressions, so it runs under the time budget too.
     """
     env = environment()
-    with deadline(RENDER_SECONDS):
-        code = env.compile(source, name=name, filename=name)
+    code = within(RENDER_SECONDS, lambda: env.compile(source, name=name, filename=name))
     return env.template_class.from_code(env, code, env.make_globals(None))
 
 
@@ -114,9 +113,13 @@ def render_text(template: Any, ctx: Mapping[str, Any]) -> str:
     Raises a `RenderLimitError` (`RenderTimeout`, `OutputTooLarge`, `ValueTooLarge`) for a
     runaway template, and Jinja's or Python's own errors for a broken one.
     """
+    return within(RENDER_SECONDS, _render_capped, template, ctx)
+
+
+def _render_capped(template: Any, ctx: Mapping[str, Any]) -> str:
     parts: list[str] = []
     size = 0
-    with deadline(RENDER_SECONDS), render_budget():
+    with render_budget():
         for chunk in template.generate(ctx):
             size += len(chunk)
             if size > MAX_OUTPUT_BYTES:

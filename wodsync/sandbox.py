@@ -5,10 +5,10 @@ last two in worker threads. Jinja's sandbox stops a template from reaching Pytho
 not from running forever or allocating gigabytes, and the old SIGALRM budget only worked on the
 main thread. Here:
 
-- `deadline` arms a watchdog timer that raises `RenderTimeout` in the rendering thread itself
-  (`PyThreadState_SetAsyncExc`), whichever thread that is. It re-raises every `REFIRE_SECONDS`
-  until the block is left (a template cannot swallow it for good), and a lock plus the clearing
-  of a pending exception on the way out keep a late timer from hitting unrelated code.
+- `within` runs a call under a watchdog timer that raises `RenderTimeout` in the rendering
+  thread itself (`PyThreadState_SetAsyncExc`), whichever thread that is. It re-raises every
+  `REFIRE_SECONDS` until the call is over (a template cannot swallow it for good), and never
+  fires once the call has returned (see `_Watchdog`).
 - Python only delivers that exception between bytecodes, so single C-level operations that
   allocate (`'a' * 10**10`, `10 ** 10**9`, `'x'.center(10**10)`, `~` and `+` doubling a string)
   are estimated before they run: no value may exceed `MAX_VALUE` bytes, and the new text a render
@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import heapq
+import itertools
 import re
 import string
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 from jinja2 import StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
@@ -37,8 +42,11 @@ MAX_VALUE = 16 << 20
 RENDER_BUDGET = 8 * MAX_VALUE
 MAX_INT_BITS = 1 << 16
 MAX_ITEMS = 100_000
-REFIRE_SECONDS = 0.05
+REFIRE_SECONDS = 0.1
 MAX_DIGITS = 9  # a width or precision written with more digits is refused outright
+
+
+T = TypeVar("T")
 
 
 class RenderLimitError(Exception):
@@ -59,60 +67,122 @@ class ValueTooLarge(RenderLimitError):
 
 # -- The watchdog ------------------------------------------------------------------------------
 
-# Own prototypes (not argtypes on the shared ctypes.pythonapi attribute): one passes the
-# exception class, the other NULL, which withdraws an exception not yet delivered.
+# Own prototype rather than argtypes on the shared `ctypes.pythonapi` attribute.
 _set_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
     ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+
+
+class _Drained(BaseException):
+    """Replaces a pending `RenderTimeout` and is caught at once (see `_drain`)."""
+
+
+def _drain(ident: int) -> None:
+    """Withdraw an asynchronous exception possibly pending for this thread.
+
+    `PyThreadState_SetAsyncExc(id, NULL)` would clear it but leaves the interpreter's
+    "async exception" signal set when nothing was pending, which slows every thread from then
+    on. Replacing it with `_Drained` and letting it arrive inside this `try` clears both.
+    """
+    try:
+        _set_async_exc(ident, _Drained)
+        for _ in range(1_000_000):  # every backward jump checks for it
+            pass
+    except _Drained:
+        return
+    _clear_async_exc(ident, None)  # not delivered (no known CPython): clear it, slowly
+
+
 _clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
     ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
 
 
+class _Scheduler:
+    """One daemon thread firing every watchdog when due (no thread per render)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.heap: list[tuple[float, int, _Watchdog]] = []
+        self.seq = itertools.count()
+        self.thread: threading.Thread | None = None
+
+    def at(self, due: float, watchdog: _Watchdog) -> None:
+        with self.cond:
+            heapq.heappush(self.heap, (due, next(self.seq), watchdog))
+            if self.thread is None or not self.thread.is_alive():  # first use, or forked
+                self.thread = threading.Thread(target=self._loop, name="wodsync-watchdog",
+                                               daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.heap or self.heap[0][0] > time.monotonic():
+                    self.cond.wait(self.heap[0][0] - time.monotonic() if self.heap else None)
+                _, _, watchdog = heapq.heappop(self.heap)
+            watchdog.fire()
+
+
+_scheduler = _Scheduler()
+
+
 class _Watchdog:
-    """Raises `RenderTimeout` in thread `ident` once `seconds` passed, until disarmed."""
+    """Raises `RenderTimeout` in thread `ident` while it runs `run`, once `seconds` passed.
+
+    An asynchronous exception arrives at whatever bytecode the thread runs next, so two things
+    keep it from ever landing outside the guarded call: the timer fires only while the thread's
+    stack holds `run`'s own frame (checked from the scheduler thread), and disarming is a single
+    C call, taking `token`, which the timer only ever tries without blocking. A template cannot
+    swallow the exception for good either: it is raised again every `REFIRE_SECONDS`.
+    """
 
     def __init__(self, ident: int, seconds: float) -> None:
         self.ident = ident
-        self.seconds = seconds
-        self.lock = threading.Lock()
-        self.armed = True
+        self.token = threading.RLock()
         self.fired = False
-        self.timer = self._timer(seconds)
+        self.marker: FrameType | None = None
+        _scheduler.at(time.monotonic() + seconds, self)
 
-    def _timer(self, seconds: float) -> threading.Timer:
-        timer = threading.Timer(seconds, self._fire)
-        timer.daemon = True
-        timer.start()
-        return timer
+    def run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self.marker = sys._getframe()
+        return fn(*args)
 
-    def _fire(self) -> None:
-        # A timeout: never wait forever on a lock the rendering thread could not release.
-        if not self.lock.acquire(timeout=1.0):
-            return
+    def _inside(self) -> bool:
+        frame = sys._current_frames().get(self.ident)
+        while frame is not None:
+            if frame is self.marker:
+                return True
+            frame = frame.f_back
+        return False
+
+    def fire(self) -> None:
+        if not self.token.acquire(blocking=False):
+            return  # disarmed
         try:
-            if self.armed:
+            if self.marker is not None and not self._inside():
+                return  # the call is over (its disarm was interrupted): nothing to stop
+            if self.marker is not None:
                 self.fired = True
                 _set_async_exc(self.ident, RenderTimeout)
-                # Again later, in case the exception was caught inside the template machinery.
-                self.timer = self._timer(REFIRE_SECONDS)
+            _scheduler.at(time.monotonic() + REFIRE_SECONDS, self)
         finally:
-            self.lock.release()
+            self.token.release()
 
     def disarm(self) -> bool:
-        """Stop firing and drop an exception not yet delivered; True when it had fired."""
-        with self.lock:
-            self.armed = False
-            self.timer.cancel()
-            if self.fired:
-                _clear_async_exc(self.ident, None)
-            return self.fired
+        """Stop firing for good and withdraw an exception not yet delivered; True when the
+        timer had fired. Safe to call twice (the token is re-entrant)."""
+        self.token.acquire()
+        self.marker = None
+        if self.fired:
+            _drain(self.ident)
+        return self.fired
 
 
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Interrupt the block with `RenderTimeout` after `seconds`, in whichever thread runs it."""
+def within(seconds: float, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, interrupted by `RenderTimeout` after `seconds`, in whichever thread."""
     watchdog = _Watchdog(threading.get_ident(), seconds)
     try:
-        yield
+        return watchdog.run(fn, args)
     except RenderTimeout:
         if watchdog.disarm():
             raise RenderTimeout(f"rendering took longer than {seconds:g} s") from None
@@ -124,18 +194,25 @@ def deadline(seconds: float) -> Iterator[None]:
 # -- Sizes and the budget ----------------------------------------------------------------------
 
 _scalar_sizes: dict[type, int] = {bool: 5, float: 24, type(None): 4}
+NUMBERS = frozenset({int, float, bool})
+PLAIN = frozenset({str, int, float, bool, type(None)})
 _render = threading.local()
 
 
 def measure(value: Any, limit: int = MAX_VALUE) -> int:
     """An estimate of the bytes `value` holds as text, counting shared parts each time they
     appear (that is how `str()` would spell them); stops early once past `limit`."""
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind is int:
+        return value.bit_length() // 3 + 2
     total = 0
     stack = [value]
     while stack and total <= limit:
         v = stack.pop()
         if isinstance(v, str | bytes | bytearray):
-            total += len(v) + 2
+            total += len(v)
         elif isinstance(v, int) and not isinstance(v, bool):
             total += v.bit_length() // 3 + 2
         elif isinstance(v, dict):
@@ -143,7 +220,7 @@ def measure(value: Any, limit: int = MAX_VALUE) -> int:
             stack.extend(v.keys())
             stack.extend(v.values())
         elif isinstance(v, list | tuple | set | frozenset):
-            total += 2 + 2 * len(v)
+            total += 2 + 4 * len(v)  # brackets, quotes and separators
             stack.extend(v)
         elif isinstance(v, Namespace):
             stack.append(object.__getattribute__(v, "_Namespace__attrs"))
@@ -222,13 +299,23 @@ def _biggest(values: list[Any]) -> tuple[int, int]:
     return size, max(ints, default=0)
 
 
+@functools.lru_cache(maxsize=512)
+def _percent_fields(fmt: str) -> tuple[int, int, int]:
+    """Conversions, their fixed widths and precisions (summed), and `*` fields of a format."""
+    fields = fixed = stars = 0
+    for m in PERCENT_RE.finditer(fmt):
+        fields += 1
+        for part in (m[1], m[2]):
+            stars += part == "*"
+            fixed += _number(part, 0)
+    return fields, fixed, stars
+
+
 def percent_size(fmt: Any, args: Any) -> int:
     """Upper estimate of `fmt % args` for a str `fmt`: widths and precisions count."""
+    fields, fixed, stars = _percent_fields(fmt)
     size, star = _biggest(_values(args))
-    total = len(fmt)
-    for m in PERCENT_RE.finditer(fmt):
-        total += _number(m[1], star) + _number(m[2], star) + size
-    return total
+    return len(fmt) + fixed + fields * size + stars * star
 
 
 def format_size(fmt: str, args: Iterable[Any], kwargs: Mapping[str, Any]) -> int:
@@ -393,6 +480,8 @@ class BoundedSandbox(SandboxedEnvironment):
 
     @staticmethod
     def _output(value: Any) -> Any:
+        if type(value) in PLAIN:  # already built and checked; the output cap counts it
+            return value
         return checked(value, "an output value")
 
     def join_values(self, values: tuple[Any, ...], markup: bool) -> str:
@@ -404,9 +493,18 @@ class BoundedSandbox(SandboxedEnvironment):
         return markup_join(values) if markup else str_join(values)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        check_size(_binop_size(operator, left, right), f"the result of '{operator}'")
-        return built(super().call_binop(context, operator, left, right),
-                     f"the result of '{operator}'")
+        """The operator once its result is known to fit; the estimate is charged."""
+        if type(left) in NUMBERS and type(right) in NUMBERS:
+            if operator == "**":
+                _power_size(left, right)
+            elif operator == "*" and type(left) is int and type(right) is int:
+                _int_size(left.bit_length() + right.bit_length())
+            return self.binop_table[operator](left, right)
+        size = _binop_size(operator, left, right)
+        check_size(size, f"the result of '{operator}'")
+        result = self.binop_table[operator](left, right)
+        charge(size)
+        return result
 
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         target = getattr(obj, "__wrapped__", obj)

@@ -19,6 +19,9 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import SecurityError
 
+# The module, not its names: render imports the catalog's models, so whichever of the two is
+# imported first, this import must not need render's names yet.
+from wodsync import render
 from wodsync.catalog.loader import (
     TEMPLATES_DIR,
     WORKSHOP_FILE,
@@ -31,16 +34,7 @@ from wodsync.catalog.loader import (
 from wodsync.catalog.models import Host
 from wodsync.catalog.repofs import RepoFileError, read_repo_file
 from wodsync.diagnostics import Diagnostic
-from wodsync.render import (
-    RenderLimitError,
-    compile_template,
-    environment,
-    is_rendered,
-    render_text,
-    seat_variables,
-    system_context,
-    workshop_context,
-)
+from wodsync.sandbox import RenderLimitError
 from wodsync.secrets import Placeholders, merge_variables
 
 SAMPLE_PASSWORD = "Sample-Pass1"
@@ -85,7 +79,7 @@ def _error_line(exc: BaseException, rel: str) -> int:
 def _render_sample(rel: str, source: str, template: Any,
                    ctx: Mapping[str, Any]) -> tuple[str | None, list[Diagnostic]]:
     try:
-        return render_text(template, ctx), []
+        return render.render_text(template, ctx), []
     except SecurityError as exc:
         return None, [Diagnostic(rel, _error_line(exc, rel), 1, "template-unsafe", str(exc))]
     except RenderLimitError as exc:
@@ -133,15 +127,15 @@ def check_template(rel: str, raw: bytes, contexts: Mapping[str, Mapping[str, Any
         return [Diagnostic(rel, raw.count(b"\n", 0, exc.start) + 1, 1, "encoding",
                            "a rendered file must be UTF-8")]
     try:
-        ast = environment().parse(source, name=rel, filename=rel)
+        ast = render.environment().parse(source, name=rel, filename=rel)
     except TemplateSyntaxError as exc:
         return [Diagnostic(rel, exc.lineno or 1, 1, "template-syntax", exc.message or str(exc))]
     # find_undeclared_variables runs the code generator: compute the free names once.
-    free = meta.find_undeclared_variables(ast) - set(environment().globals)
+    free = meta.find_undeclared_variables(ast) - set(render.environment().globals)
     problems = _undefined(rel, source, ast, free, contexts)
     if problems:
         return problems
-    template = compile_template(ast, rel)
+    template = render.compile_template(ast, rel)
     text, problems = _render_sample(rel, source, template, next(iter(contexts.values())))
     if text is not None and notebook:
         bad = _notebook_problem(rel, text)
@@ -180,10 +174,10 @@ def workshop_contexts(catalog: Catalog, key: str) -> dict[str, dict[str, Any]]:
         pool = catalog.pools.get(host.pool) if host else next(iter(catalog.pools.values()), None)
         if pool is None:
             continue
-        seat = seat_variables(key, ws, pool, ws.seats.first, SAMPLE_PASSWORD)
+        seat = render.seat_variables(key, ws, pool, ws.seats.first, SAMPLE_PASSWORD)
         address = host.address if host else "localhost"
-        contexts[name] = workshop_context(key, ws, _merged(catalog, host, ws.variables), seat,
-                                          address)
+        merged = _merged(catalog, host, ws.variables)
+        contexts[name] = render.workshop_context(key, ws, merged, seat, address)
     return contexts
 
 
@@ -195,7 +189,7 @@ def check_workshop_templates(catalog: Catalog) -> Iterator[Diagnostic]:
         if not contexts:
             continue
         for rel in catalog.folders[key].files:
-            if is_rendered(rel) and rel != WORKSHOP_FILE:
+            if render.is_rendered(rel) and rel != WORKSHOP_FILE:
                 yield from _check_repo_template(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}",
                                                 contexts, notebook=rel.endswith(".ipynb"),
                                                 varpass=ws.varpass)
@@ -223,7 +217,7 @@ def check_system_templates(catalog: Catalog) -> Iterator[Diagnostic]:
     if not catalog.complete("host", "students", "variables"):
         return
     targets: dict[str, Host | None] = dict(sorted(catalog.hosts.items())) or {"": None}
-    contexts = {name: system_context(_merged(catalog, host, {}), name or "example", host,
+    contexts = {name: render.system_context(_merged(catalog, host, {}), name or "example", host,
                                      catalog.pools.get(host.pool) if host else None)
                 for name, host in targets.items()}
     files, problems = template_files(catalog)
