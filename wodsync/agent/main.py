@@ -34,17 +34,19 @@ def _version(payload, host):
 OPERATIONS = {"observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS}
 
 
-def _watch_stdin(host, stream):
-    """EOF on stdin means the controller no longer wants this call."""
+def _watch_stdin(host, fd):
+    """EOF on stdin means the controller no longer wants this call. Raw reads of the file
+    descriptor: a thread blocked in `sys.stdin`'s buffered reader would hold its lock and
+    abort the interpreter at exit."""
     try:
-        while stream.read(4096):
+        while os.read(fd, 4096):
             pass
-    except (OSError, ValueError):
+    except OSError:
         pass
     host.stop_requested.set()
 
 
-def serve(request, stream=None):
+def serve(request, stdin_fd=None):
     """Answer one request as a JSON-ready dict; errors are data, never tracebacks."""
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
         got = request.get("protocol") if isinstance(request, dict) else None
@@ -56,8 +58,8 @@ def serve(request, stream=None):
                                       f"{', '.join(sorted(OPERATIONS))})"}
     payload = request.get("payload") or {}
     host = HostSide(payload.get("state_dir", "/var/lib/wodsync"), payload.get("owner"))
-    if stream is not None:
-        threading.Thread(target=_watch_stdin, args=(host, stream), daemon=True).start()
+    if stdin_fd is not None:
+        threading.Thread(target=_watch_stdin, args=(host, stdin_fd), daemon=True).start()
     try:
         return {"ok": True, "result": op(payload, host)}
     except Exception as exc:  # reported to the controller as data, with the host's message
@@ -66,6 +68,6 @@ def serve(request, stream=None):
 
 def main(request):
     os.umask(0o022)  # what wodsync installs for students must be readable by them
-    answer = serve(request, sys.stdin.buffer)
+    answer = serve(request, sys.stdin.fileno())
     sys.stdout.write(json.dumps(answer))
     sys.stdout.flush()
