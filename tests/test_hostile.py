@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
+from wodsync.catalog import validate
+from wodsync.catalog.repofs import RepoFileError, read_repo_file
 from wodsync.catalog.yamlfile import MAX_DEPTH, MAX_FILE_BYTES
+from wodsync.content import ContentError, seat_content
+from wodsync.secrets import Placeholders
 
 from helpers import errors_of, only_error
 
@@ -150,3 +157,92 @@ def test_cli_never_prints_a_traceback(repo, cli):
     repo.write("catalog/variables.yaml", b"\xff\xfe\x00garbage")
     result = cli("validate", "--root", repo.root)
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+# -- No links at any depth ---------------------------------------------------------------------
+
+def _outside(tmp_path) -> Path:
+    """A folder outside the repository whose files must never be read."""
+    target = tmp_path / "outside"
+    target.mkdir(exist_ok=True)
+    (target / "secret.py").write_text("{{ never_read_through_a_link }}\n")
+    return target
+
+
+def test_symlinked_folder_deep_in_a_workshop(repo, tmp_path):
+    repo.write(f"{PYDIR}/lab/data/readme.txt", "x")
+    repo.path(f"{PYDIR}/lab/data/more").symlink_to(_outside(tmp_path))
+    d = only_error(repo.root, "symlink")
+    assert (d.path, d.line, d.col) == (f"{PYDIR}/lab/data/more", 1, 1)
+
+
+@pytest.mark.parametrize("folder", ["catalog/workshops", "hosts"])
+def test_a_linked_catalog_folder_is_refused(repo, tmp_path, folder):
+    moved = tmp_path / "moved"
+    repo.path(folder).rename(moved)
+    repo.path(folder).symlink_to(moved)
+    found = errors_of(repo.root)
+    assert ("symlink", folder) in {(d.code, d.path) for d in found}
+    assert all(not d.path.startswith(f"{folder}/") for d in found)
+
+
+def test_a_linked_catalog_directory_is_refused(repo, tmp_path):
+    moved = tmp_path / "moved"
+    repo.path("catalog").rename(moved)
+    repo.path("catalog").symlink_to(moved)
+    d = only_error(repo.root, "symlink")
+    assert d.path == "catalog"
+
+
+def test_rendering_never_reads_through_a_link_that_appeared_after_validation(repo, tmp_path):
+    """The reader itself refuses links: a folder swapped for a link after `validate` (or
+    between two runs of the daemon) is an error naming the link, not a leaked file."""
+    catalog, found = validate(repo.root)
+    assert found == []
+    sub = repo.write(f"{PYDIR}/lab/notes.py", "x = 1\n").parent
+    catalog.folders["WKSHP-Python101"].files.append("lab/secret.py")
+    shutil.rmtree(sub)
+    sub.symlink_to(_outside(tmp_path))
+    with pytest.raises(ContentError, match=f"{PYDIR}/lab: is a symbolic link"):
+        seat_content(catalog, "WKSHP-Python101", 1, "pw", "hub-emea", Placeholders())
+
+
+def test_read_repo_file_names_the_link_on_the_way(tmp_path):
+    root = tmp_path / "repo"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "b").symlink_to(_outside(tmp_path))
+    with pytest.raises(RepoFileError) as caught:
+        read_repo_file(root, "a/b/secret.py")
+    assert (caught.value.code, caught.value.path) == ("symlink", "a/b")
+
+
+def test_read_repo_file_refuses_a_linked_file(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "passwd").symlink_to("/etc/passwd")
+    with pytest.raises(RepoFileError) as caught:
+        read_repo_file(root, "passwd")
+    assert (caught.value.code, caught.value.path) == ("symlink", "passwd")
+
+
+def test_read_repo_file_refuses_a_fifo_without_blocking(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    os.mkfifo(root / "pipe.py")
+    with pytest.raises(RepoFileError) as caught:
+        read_repo_file(root, "pipe.py")
+    assert caught.value.code == "special-file"
+
+
+@pytest.mark.parametrize("rel", ["../outside/secret.py", "/etc/passwd", "a//b", "a/./b", ""])
+def test_read_repo_file_refuses_paths_leaving_the_repository(tmp_path, rel):
+    _outside(tmp_path)
+    with pytest.raises(RepoFileError) as caught:
+        read_repo_file(tmp_path / "repo", rel)
+    assert caught.value.code == "unsafe-path"
+
+
+def test_read_repo_file_reads_a_regular_file(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "c.txt").write_bytes(b"hello")
+    assert read_repo_file(tmp_path, "a/b/c.txt") == b"hello"

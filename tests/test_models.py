@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import struct
+import subprocess
+
+import paramiko
 import pytest
+
+from wodsync.catalog import validate
 
 from helpers import errors_of, only_error
 
@@ -88,3 +95,210 @@ def test_missing_required_file(repo):
 def test_no_catalog_directory(tmp_path):
     d = only_error(tmp_path, "missing-file")
     assert d.path == "catalog"
+
+
+# -- Kernel installers: what root runs at apply ------------------------------------------------
+
+def _kernel(repo, install: list[str]) -> str:
+    """Give Python101 a kernel with `install` as a block list; return the file."""
+    items = "".join(f"      - '{arg}'\n" for arg in install)
+    repo.replace(PY, "kernels: [python3]", f"kernels:\n  - python3\n  - name: extra\n"
+                                           f"    install:\n{items}")
+    return PY
+
+
+def _item_position(repo, rel: str, value: str) -> tuple[int, int]:
+    line = repo.line_of(rel, f"- '{value}'")
+    return line, repo.read(rel).splitlines()[line - 1].index(f"'{value}'") + 1
+
+
+@pytest.mark.parametrize(("install", "bad", "says"), [
+    (["sh", "-c", "id"], "sh", "not allowed"),
+    (["/bin/bash", "x.sh"], "/bin/bash", "not allowed"),
+    (["python", "-c", "import os"], "-c", "-m <module>"),
+    (["python", "-m", "os.path"], "os.path", "standard library"),
+    (["python", "-m", "timeit", "x"], "timeit", "standard library"),
+    (["python", "-m", "pip", "install", "evil"], "pip", "pip:"),
+    (["python", "-m", "IPython", "x.py"], "IPython", "runs code"),
+    (["python", "-m", "ipykernel", "install", "--name", "x;reboot"], "x;reboot", "shell"),
+    (["python", "-m", "ipykernel", "install", "&&", "reboot"], "&&", "shell"),
+    (["python", "-m", "ipykernel", "install", "--display-name", "A B"], "A B", "spaces"),
+    (["python", "-m", "bash_kernel.install", "/bin/sh"], "/bin/sh", "another command"),
+    (["python", "-m", "bash_kernel.install", "sudo"], "sudo", "another command"),
+    (["python", "-m", "ipykernel", "install", "-cprint"], "-cprint", "code"),
+    (["python", "-m", "ipykernel", "--IPKernelApp.exec_lines=x"],
+     "--IPKernelApp.exec_lines=x", "traitlets"),
+    (["jupyter", "nbconvert", "--execute", "x.ipynb"], "nbconvert", "not allowed"),
+    (["jupyter", "run", "x.py"], "run", "not allowed"),
+])
+def test_a_kernel_installer_is_limited_to_modules_and_jupyter_subcommands(repo, install, bad,
+                                                                          says):
+    _kernel(repo, install)
+    d = only_error(repo.root, "kernel-install")
+    assert (d.path, d.line, d.col) == (PY, *_item_position(repo, PY, bad))
+    assert says in d.message
+
+
+@pytest.mark.parametrize("install", [
+    ["python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+    ["python", "-m", "bash_kernel.install", "--sys-prefix"],
+    ["jupyter", "kernelspec", "install", "/opt/kernels/octave", "--sys-prefix"],
+    ["python", "-m", "ipykernel", "install", "--name=lab-1", "--display-name=Lab_1"],
+])
+def test_usual_kernel_installers_are_accepted(repo, install):
+    _kernel(repo, install)
+    assert errors_of(repo.root) == []
+
+
+# -- pip requirements: names of packages, nothing else ----------------------------------------
+
+@pytest.mark.parametrize("req", [
+    "pandas @ https://evil.example.org/pandas-9.0-py3-none-any.whl",
+    "pandas @ file:///tmp/pandas.whl",
+    "git+https://evil.example.org/pandas",
+    "evil-1.0-py3-none-any.whl",
+    "evil.tar.gz",
+    "./evil",
+    "/tmp/evil",
+    "--index-url=https://evil.example.org/simple",
+    "-e .",
+    "pandas --hash=sha256:00",
+])
+@pytest.mark.parametrize("where", ["workshop", "kernel", "host"])
+def test_pip_requirements_are_package_names_only(repo, req, where):
+    rel, line_needle = _requirement(repo, req, where)
+    d = only_error(repo.root, "pip-requirement")
+    line = repo.line_of(rel, line_needle)
+    assert (d.path, d.line) == (rel, line)
+    assert d.col == repo.read(rel).splitlines()[line - 1].index(f"'{req}'") + 1
+
+
+def _requirement(repo, req: str, where: str) -> tuple[str, str]:
+    if where == "host":
+        repo.replace(HOST, "  pip: [pandas>=2.2]", f"  pip: ['{req}']")
+        return HOST, "  pip: ["
+    if where == "kernel":
+        repo.replace(PY, "kernels: [python3]",
+                     f"kernels:\n  - name: extra\n    pip: ['{req}']")
+        return PY, "    pip: ["
+    repo.replace(PY, "kernels: [python3]", f"kernels: [python3]\npackages:\n  pip: ['{req}']")
+    return PY, "  pip: ["
+
+
+def test_requirements_with_extras_versions_and_markers_are_accepted(repo):
+    repo.replace(HOST, "  pip: [pandas>=2.2]",
+                 "  pip: ['pandas[excel]>=2.2,<3; python_version >= \"3.9\"', 'numpy==2.1.*']")
+    assert errors_of(repo.root) == []
+
+
+def test_the_hub_lab_requirement_is_checked_too(repo):
+    repo.replace(HOST, "  lab: jupyterlab>=4.4", "  lab: 'jupyterlab @ https://evil/x.whl'")
+    d = only_error(repo.root, "pip-requirement")
+    assert (d.path, d.line) == (HOST, repo.line_of(HOST, "  lab:"))
+
+
+# -- Pinned host keys --------------------------------------------------------------------------
+
+def _keygen(tmp_path, kind: str, bits: str) -> str:
+    path = tmp_path / f"key-{kind}-{bits}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-b", bits, "-N", "", "-f", str(path)],
+                   check=True)
+    return " ".join((tmp_path / f"{path.name}.pub").read_text().split()[:2])
+
+
+def _pin(repo, key: str) -> None:
+    pinned = next(ln for ln in repo.read(HOST).splitlines() if ln.startswith("host_key"))
+    repo.replace(HOST, pinned, f"host_key: {key}")
+
+
+@pytest.mark.parametrize(("kind", "bits"), [("ed25519", "256"), ("rsa", "2048"),
+                                            ("ecdsa", "256"), ("ecdsa", "384"),
+                                            ("ecdsa", "521")])
+def test_real_host_keys_of_every_type_are_accepted(repo, tmp_path, kind, bits):
+    key = _keygen(tmp_path, kind, bits)
+    _pin(repo, key)
+    assert errors_of(repo.root) == []
+    kind_name, data = key.split(" ")
+    assert paramiko.PKey.from_type_string(kind_name, base64.b64decode(data))
+
+
+def _blob(*fields: bytes) -> str:
+    return base64.b64encode(b"".join(struct.pack(">I", len(f)) + f for f in fields)).decode()
+
+
+ED = b"ssh-ed25519"
+# Keys `plan` used to crash on inside paramiko (transport: from_type_string(kind, b64decode)).
+CRASHING = {
+    "truncated base64": ("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAID0QtXp2XV+CB64sWR6MkzxKmIo"),
+    "type differs from the blob": ("ssh-rsa", _blob(ED, b"k" * 32)),
+    "short ed25519 key": ("ssh-ed25519", _blob(ED, b"k" * 31)),
+    "even rsa exponent": ("ssh-rsa", _blob(b"ssh-rsa", b"\x02", b"\x00" + b"\xc3" * 255)),
+    "ecdsa point off the curve": ("ecdsa-sha2-nistp256", _blob(
+        b"ecdsa-sha2-nistp256", b"nistp256", b"\x04" + b"\x01" * 64)),
+    "ecdsa curve mismatch": ("ecdsa-sha2-nistp256", _blob(
+        b"ecdsa-sha2-nistp256", b"nistp384", b"\x04" + b"\x01" * 64)),
+}
+# Keys paramiko loads but no SSH server would present (OpenSSH refuses them too).
+INVALID = {
+    "bytes after the key": ("ssh-ed25519", base64.b64encode(
+        base64.b64decode(_blob(ED, b"k" * 32)) + b"junk").decode()),
+    "small rsa modulus": ("ssh-rsa", _blob(b"ssh-rsa", b"\x01\x00\x01", b"\x00" + b"\xc3" * 63)),
+}
+
+
+def _refused_at_the_key(repo, kind: str, data: str) -> None:
+    _pin(repo, f"{kind} {data}")
+    d = only_error(repo.root, "host-key")
+    line = repo.line_of(HOST, "host_key:")
+    assert (d.path, d.line, d.col) == (HOST, line, len("host_key: ") + 1)
+
+
+@pytest.mark.parametrize("name", sorted(CRASHING))
+def test_a_host_key_that_crashed_plan_is_a_located_error(repo, name):
+    kind, data = CRASHING[name]
+    with pytest.raises(Exception):  # noqa: B017 - what `plan` hit, whatever its type
+        paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+    _refused_at_the_key(repo, kind, data)
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_a_host_key_no_server_would_present_is_refused(repo, name):
+    _refused_at_the_key(repo, *INVALID[name])
+
+
+# -- The pool's shared group gid ---------------------------------------------------------------
+
+STUDENTS = "catalog/students.yaml"
+
+
+def test_the_shared_group_defaults_to_gid_base_which_no_seat_has(repo):
+    catalog, found = validate(repo.root)
+    pool = catalog.pools["student"]
+    assert found == [] and pool.group_gid is None and pool.shared_gid == 2000
+    assert pool.shared_gid not in range(pool.seat_gids[0], pool.seat_gids[1] + 1)
+
+
+def test_a_shared_gid_inside_the_seat_gids_is_refused(repo):
+    repo.replace(STUDENTS, "group: students", "group: students\n    group_gid: 2005")
+    d = only_error(repo.root, "group-gid")
+    assert (d.path, d.line, d.col) == (STUDENTS, repo.line_of(STUDENTS, "group_gid"), 16)
+    assert "seat 5" in d.message
+
+
+def test_a_default_shared_gid_below_1000_is_refused_at_the_group(repo):
+    repo.replace(STUDENTS, "gid_base: 2000", "gid_base: 999")
+    d = only_error(repo.root, "group-gid")
+    assert (d.path, d.line) == (STUDENTS, repo.line_of(STUDENTS, "group: students"))
+    assert "999" in d.message
+
+
+def test_an_explicit_shared_gid_outside_the_seats_is_used(repo):
+    repo.replace(STUDENTS, "group: students", "group: students\n    group_gid: 1500")
+    catalog, found = validate(repo.root)
+    assert found == [] and catalog.pools["student"].shared_gid == 1500
+
+
+def test_a_group_gid_without_a_group_is_refused(repo):
+    repo.replace(STUDENTS, "group: students", "group_gid: 1500")
+    d = only_error(repo.root, "group-gid")
+    assert d.line == repo.line_of(STUDENTS, "group_gid")

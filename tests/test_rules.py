@@ -123,3 +123,37 @@ def test_hub_ports_must_differ(repo):
     assert d.path == "hosts/hub-emea.yaml" and d.line == repo.line_of(d.path, "hub:") + 1
     assert d.message == ("hub: port, hub_port and proxy_api_port must be three different "
                          "ports")
+
+
+STUDENTS = "catalog/students.yaml"
+
+
+def _pool(repo, body: str) -> None:
+    repo.write(STUDENTS, repo.read(STUDENTS) + "  lab:\n    prefix: lab\n" + body)
+
+
+def test_a_shared_gid_inside_another_pools_seats_is_refused(repo):
+    _pool(repo, (
+        "    first: 1\n    last: 100\n    uid_base: 1950\n"
+        "    gid_base: 1950\n    home_root: /lab\n    group: labs\n    group_gid: 1900\n"))
+    d = only_error(repo.root, "group-gid")
+    assert (d.path, d.line) == (STUDENTS, repo.line_of(STUDENTS, "group: students"))
+    assert "seat 50 of pool 'lab'" in d.message
+
+
+def test_one_group_name_has_one_gid_across_pools(repo):
+    _pool(repo, (
+        "    first: 1\n    last: 10\n    uid_base: 5000\n"
+        "    gid_base: 5000\n    home_root: /lab\n    group: students\n"))
+    found = errors_of(repo.root)
+    assert [d.code for d in found] == ["group-gid", "group-gid"]
+    assert {d.line for d in found} == {repo.line_of(STUDENTS, "group: students"),
+                                       len(repo.read(STUDENTS).splitlines())}
+
+
+def test_two_groups_never_share_a_gid(repo):
+    _pool(repo, "    first: 1\n    last: 10\n    uid_base: 5000\n    gid_base: 5000\n"
+                "    home_root: /lab\n    group: labs\n    group_gid: 2000\n")
+    found = errors_of(repo.root)
+    assert [d.code for d in found] == ["group-gid", "group-gid"]
+    assert "also the gid of group 'labs'" in found[0].message

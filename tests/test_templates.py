@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+
+import pytest
 
 from wodsync.catalog import validate
+from wodsync.catalog.loader import read_template
+from wodsync.catalog.repofs import RepoFileError
 
 from helpers import errors_of, only_error
 
@@ -103,3 +108,61 @@ def test_system_template_undefined_variable(repo):
 def test_system_template_syntax(repo):
     repo.write("templates/broken.j2", "{% if %}\n")
     assert only_error(repo.root, "template-syntax").path == "templates/broken.j2"
+
+
+# -- Templates are never read through a link ---------------------------------------------------
+
+def _outside(tmp_path):
+    target = tmp_path / "outside"
+    target.mkdir()
+    (target / "90-wodsync.conf.j2").write_text("{% if %}never read through a link\n")
+    (target / "jupyterhub_config.py.j2").write_text("{% if %}\n")
+    (target / "jupyterhub.service.j2").write_text("{% if %}\n")
+    return target
+
+
+def test_symlinked_template_folder_is_refused_and_not_read(repo, tmp_path):
+    shutil.rmtree(repo.path("templates/sysctl.d"))
+    repo.path("templates/sysctl.d").symlink_to(_outside(tmp_path))
+    found = errors_of(repo.root)
+    assert [(d.path, d.code) for d in found] == [
+        ("catalog/system.yaml", "symlink"), ("templates/sysctl.d", "symlink")]
+    ref = found[0]
+    assert ref.line == repo.line_of("catalog/system.yaml", "sysctl.d/90-wodsync.conf.j2")
+    assert "through the link templates/sysctl.d" in ref.message
+
+
+def test_the_engine_reader_refuses_the_link_too(repo, tmp_path):
+    shutil.rmtree(repo.path("templates/sysctl.d"))
+    repo.path("templates/sysctl.d").symlink_to(_outside(tmp_path))
+    with pytest.raises(RepoFileError) as caught:
+        read_template(repo.root, "sysctl.d/90-wodsync.conf.j2")
+    assert (caught.value.code, caught.value.path) == ("symlink", "templates/sysctl.d")
+    assert "[Service]" in read_template(repo.root, "hub/jupyterhub.service.j2")
+
+
+def test_templates_itself_a_link_is_refused(repo, tmp_path):
+    moved = tmp_path / "moved"
+    repo.path("templates").rename(moved)
+    repo.path("templates").symlink_to(moved)
+    found = errors_of(repo.root)
+    assert {d.code for d in found} == {"symlink"}
+    assert ("templates", 1, 1) in {(d.path, d.line, d.col) for d in found}
+    assert "templates/" not in " ".join(d.path for d in found)
+
+
+def test_a_linked_hub_template_folder_is_reported_at_the_hosts(repo, tmp_path):
+    shutil.rmtree(repo.path("templates/hub"))
+    repo.path("templates/hub").symlink_to(_outside(tmp_path))
+    found = errors_of(repo.root)
+    assert {(d.path, d.code) for d in found} == {
+        ("hosts/hub-emea.yaml", "symlink"), ("hosts/hub-amer.yaml", "symlink"),
+        ("templates/hub", "symlink")}
+    emea = next(d for d in found if d.path == "hosts/hub-emea.yaml")
+    assert emea.line == repo.line_of("hosts/hub-emea.yaml", "hub:")
+
+
+def test_a_linked_template_file_is_refused(repo):
+    repo.path("templates/motd.j2").symlink_to("/etc/passwd")
+    d = only_error(repo.root, "symlink")
+    assert (d.path, d.line, d.col) == ("templates/motd.j2", 1, 1)

@@ -83,7 +83,7 @@ def _render_sample(rel: str, source: str, template: Any,
     except SecurityError as exc:
         return None, [Diagnostic(rel, _error_line(exc, rel), 1, "template-unsafe", str(exc))]
     except RenderLimitError as exc:
-        return None, [Diagnostic(rel, 1, 1, "template-runaway", str(exc))]
+        return None, [Diagnostic(rel, _error_line(exc, rel), 1, "template-runaway", str(exc))]
     except UndefinedError as exc:
         return None, [_lookup_undefined(rel, source, exc)]
     except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
