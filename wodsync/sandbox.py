@@ -41,7 +41,6 @@ from jinja2.utils import Namespace, generate_lorem_ipsum
 MAX_VALUE = 16 << 20
 RENDER_BUDGET = 8 * MAX_VALUE
 MAX_INT_BITS = 1 << 16
-MAX_ITEMS = 100_000
 REFIRE_SECONDS = 0.1
 MAX_DIGITS = 9  # a width or precision written with more digits is refused outright
 
