@@ -218,3 +218,20 @@ def test_a_stopped_hub_is_started_and_converged_in_one_apply(lab):
     assert len(lab["api"].groups()["WKSHP-Lab"]) == 40
     assert {f"{PREFIX}{n}" for n in range(1, SEATS - 1)} <= set(lab["api"].users())
     assert wodsync(lab["root"], "plan").returncode == 0
+
+
+def test_moving_the_hubs_ports_converges_without_an_error(lab):
+    """The hub API does not answer on its new port until the restart the plan makes: an
+    error of the first observation that the apply resolves is no failure."""
+    from sshd import free_port
+
+    host = lab["root"] / "hosts/lab.yaml"
+    text = host.read_text()
+    old = next(ln for ln in text.splitlines() if ln.strip().startswith("hub_port:"))
+    new_port = free_port()
+    host.write_text(text.replace(old, f"  hub_port: {new_port}"))
+    applied = wodsync(lab["root"], "apply", "--yes")
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    assert "ERROR" not in applied.stdout and "restarted the hub" in applied.stderr
+    assert HubApi(new_port, TOKEN).users(), "the hub answers on its new port"
+    assert wodsync(lab["root"], "plan").returncode == 0
