@@ -91,7 +91,9 @@ def test_schema_matches_catalog_files(repo):
 
 
 def test_render_one_seat(repo, cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("API101_TOKEN", "tok-123")
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("secrets:\n  API101_TOKEN: {value: tok-123, workshops: [WKSHP-API101]}\n")
+    monkeypatch.setenv("WODSYNC_SECRETS", str(secrets))
     out = tmp_path / "out"
     result = cli("render", "WKSHP-API101", "--root", repo.root, "--student", "75",
                  "--out", out, "--password", "Pw12345678")
@@ -115,7 +117,8 @@ def test_render_refuses_seat_outside_range_and_missing_secret(repo, cli, tmp_pat
 
 def test_render_secret_from_file(repo, cli, tmp_path):
     secrets = tmp_path / "secrets.yaml"
-    secrets.write_text("API101_TOKEN: from-file\n")
+    secrets.write_text("secrets:\n  API101_TOKEN:\n    value: from-file\n"
+                       "    workshops: [WKSHP-API101]\n")
     out = tmp_path / "out"
     result = cli("render", "WKSHP-API101", "--root", repo.root, "--student", "71", "--out", out,
                  "--secrets", secrets)

@@ -3,7 +3,8 @@
 `wodsync render` writes these files to a folder for an author to preview; deployment on CREATE
 streams the very same list to the host, so a preview is exactly what a student gets. A file
 that cannot be read safely (a link on its path) or a template that cannot render is a
-`ContentError` naming the file, never a traceback.
+`ContentError` naming the file, never a traceback; a secret not granted to the workshop is a
+`SecretError` ("secret X is not granted to workshop Y").
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def seat_content(catalog: Catalog, key: str, seat: int, password: str,
     pool_name = host.pool if host else next(iter(catalog.pools), None)
     if pool_name is None or pool_name not in catalog.pools:
         raise ContentError("no student pool is defined in catalog/students.yaml")
-    merged = merge_variables(secrets, catalog.variables, host.variables if host else {},
-                             ws.variables)
+    # Only the secrets granted to this workshop: the files land readable in the student's home.
+    merged = merge_variables(secrets.for_workshop(key), catalog.variables,
+                             host.variables if host else {}, own=ws.variables)
     seat_vars = seat_variables(key, ws, catalog.pools[pool_name], seat, password)
     ctx = workshop_context(key, ws, merged, seat_vars, host.address if host else "localhost")
     folder = catalog.folders[key]

@@ -75,16 +75,36 @@ def _secret_names(catalog: Catalog) -> set[str]:
 
 
 def _secrets(folder: Path, catalog: Catalog) -> Path:
-    """Random values for every secret the demo catalog references, kept between runs."""
+    """Random values for every secret the demo catalog references, kept between runs, each
+    granted to what uses it: a workshop's own, a host's (its hub token, its variables, also for
+    the workshops it runs) and the global variables' (everyone), in the scoped format."""
     path = folder / "secrets.yaml"
-    known: dict[str, str] = {}
-    if path.exists():
-        known = {str(k): str(v) for k, v in (YAML(typ="safe").load(path.read_text()) or {})
-                 .items()}
-    for name in sorted(_secret_names(catalog)):
-        known.setdefault(name, pysecrets.token_hex(24))
+    kept = (YAML(typ="safe").load(path.read_text()) or {}) if path.exists() else {}
+    kept = kept.get("secrets", kept) if isinstance(kept, dict) else {}  # older demos: NAME: value
+    grants = {name: {"workshops": set(), "hosts": set()} for name in _secret_names(catalog)}
+
+    def grant(layer: dict[str, Any], workshops: list[str], hosts: list[str]) -> None:
+        for name in (v.secret for v in layer.values() if isinstance(v, SecretRef)):
+            grants[name]["workshops"].update(workshops)
+            grants[name]["hosts"].update(hosts)
+
+    grant(catalog.variables, list(catalog.workshops), list(catalog.hosts))
+    for key, ws in catalog.workshops.items():
+        grant(ws.variables, [key], [])
+    for name, host in catalog.hosts.items():
+        grant(host.variables, [k for k, ws in catalog.workshops.items()
+                               if host.location in (ws.location, *ws.alternate_locations)], [name])
+        if host.hub and host.hub.token:
+            grants[host.hub.token.secret]["hosts"].add(name)
+    entries = {}
+    for name, who in sorted(grants.items()):
+        old = kept.get(name)
+        value = old.get("value") if isinstance(old, dict) else old
+        entries[name] = {"value": str(value or pysecrets.token_hex(24)),
+                         **{k: sorted(v) for k, v in who.items() if v}}
     path.touch(mode=0o600)
-    path.write_text(dump_yaml(known, "# demo secrets written by `wodsync demo`"))
+    path.chmod(0o600)  # also a file an older demo or an editor left readable
+    path.write_text(dump_yaml({"secrets": entries}, "# demo secrets written by `wodsync demo`"))
     return path
 
 

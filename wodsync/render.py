@@ -6,7 +6,8 @@ keeps that contract (so WoD notebooks work unchanged, including their
 `hostvars[inventory_hostname]['X-WKSHP-Name']` lookups) but renders in a sandbox with
 `StrictUndefined`, a time budget that holds in any thread, bounded values and an output cap
 (`sandbox`): a template can neither read the host nor hang or exhaust the reconciler. Workshop
-files are read without following links (`repofs`).
+files are read without following links (`repofs`). A secret the consumer may not see is withheld
+from its context (`secrets`): using it is a `SecretError` naming the file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from wodsync.sandbox import (
     render_budget,
     within,
 )
+from wodsync.secrets import SecretError
 
 __all__ = ["OutputTooLarge", "RenderLimitError", "RenderTimeout", "ValueTooLarge"]
 
@@ -90,7 +92,11 @@ def hub_context(host: Host | None, token: str) -> dict[str, Any]:
 
 def system_context(merged: Mapping[str, Any], host_name: str, host: Host | None,
                    pool: Pool | None, hub_token: str = "") -> dict[str, Any]:
-    """Context of the host system templates in `templates/`: variables, `host`, `pool`, `hub`."""
+    """Context of the host system templates in `templates/`: variables, `host`, `pool`, `hub`.
+
+    `hub.token` is "" unless given: only the hub's own root-only files may hold it
+    (`engine.render_system`); a system file such as /etc/skel/.bashrc reaches every student.
+    """
     host_info = {"name": host_name, **(host.model_dump(exclude={"variables", "hub"}) if host
                                        else {})}
     return {**merged, "host": host_info, "pool": pool.model_dump() if pool else {},
@@ -159,6 +165,8 @@ def render_workshop(root: Path, folder: str, files: list[str],
 def _render_file(rel: str, raw: bytes, ctx: Mapping[str, Any]) -> bytes:
     try:
         return render_text(compile_template(raw.decode("utf-8"), rel), ctx).encode("utf-8")
+    except SecretError as exc:  # a withheld secret: refused, never rendered as something else
+        raise SecretError(f"{rel}: {exc}") from None
     except (RenderLimitError, TemplateError, UnicodeDecodeError, ArithmeticError, LookupError,
             TypeError, ValueError) as exc:
         raise RenderFileError(f"{rel}: {type(exc).__name__}: {exc}") from exc

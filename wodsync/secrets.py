@@ -1,69 +1,311 @@
-"""Resolving `{secret: NAME}` references at run time, never from git.
+"""Secrets scoped to what may see them: a `{secret: NAME}` reaches only the consumers it is
+granted to.
 
-Secrets come from the process environment first, then from a YAML secrets file kept outside the
-repository (`--secrets FILE` or `$WODSYNC_SECRETS`). Validation never needs real values: it uses
-a placeholder so CI can validate a catalog without any credentials.
+Whatever is rendered into a student's home is readable by that student, and anyone can put
+`{secret: HUB_AMER_TOKEN}` in a workshop's variables. So resolving a name is not enough: the
+operator says, in a secrets file kept outside the repository (`--secrets FILE` or
+`$WODSYNC_SECRETS`), which workshops and which hosts may use each secret:
+
+```yaml
+secrets:
+  API101_TOKEN:
+    value: "…"
+    workshops: [WKSHP-API101]      # workshops whose templates may use it
+  HUB_EMEA_TOKEN:
+    value: "…"
+    hosts: [hub-emea]              # hosts whose system templates and hub may use it
+```
+
+`value` is a non-empty string (quote numbers); `workshops` and `hosts` are lists of names; any
+other key is an error naming the file and line. The old flat format (`NAME: value`) is refused
+with the way to convert it: read as it was, every secret would be granted to everyone again.
+
+Rules:
+- `{secret: NAME}` in the catalog resolves only from the secrets file, through a `Scope`:
+  `Secrets.for_workshop(key)` or `Secrets.for_host(name)`; a secret not granted to that consumer
+  raises `SecretError("secret X is not granted to workshop Y")`.
+- A consumer's own variables (a workshop's `variables`) name their secrets themselves: one not
+  granted is an error at once. Inherited layers (global, host) are shared by many consumers, so
+  their secrets are *withheld* (`Withheld`) for a consumer without the grant: rendering fails
+  with the same message only if a template of that consumer uses the variable.
+- The environment serves only the controller's own secrets: `Secrets.controller(name)` for
+  `WODSYNC_API_TOKEN`, `WODSYNC_WEBHOOK_SECRET` and `WODSYNC_FACTS_TOKEN`, and a host's hub token
+  (`Secrets.hub_token`) under a name that says so (`HUB_EMEA_TOKEN`, `DEMO_HUB_TOKEN`: `HUB` and
+  `TOKEN` words), else from the file when granted to that host. A host file naming
+  `{secret: AWS_SECRET_ACCESS_KEY}` as its hub token gets nothing from the controller's
+  environment.
+- Validation and previews use `Placeholders`: no values; `Placeholders.checking(secrets)` keeps
+  the grants (`validate --secrets FILE`) and refuses the same secrets, naming only the secret.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from ruamel.yaml import YAML
+from jinja2 import StrictUndefined
 
-from wodsync.catalog.models import SecretRef, VarValue
+# The catalog's checks import this module, and importing anything of `wodsync.catalog` runs the
+# package (and those checks) first: the catalog is imported inside the functions that need it,
+# so importing this module first works too.
+if TYPE_CHECKING:
+    from wodsync.catalog.models import SecretRef, VarValue
+    from wodsync.catalog.yamlfile import Document
+
+Kind = Literal["workshop", "host"]
+CONTROLLER_SECRETS = ("WODSYNC_API_TOKEN", "WODSYNC_WEBHOOK_SECRET", "WODSYNC_FACTS_TOKEN")
+HUB_TOKEN_ENV = re.compile(r"(?:[A-Z0-9]+_)*HUB_(?:[A-Z0-9]+_)*TOKEN")
+ENTRY_KEYS = ("value", "workshops", "hosts")
+GRANT_KEYS = ("workshops", "hosts")
+FORMAT_HINT = ("write it as\n  secrets:\n    NAME:\n      value: \"...\"\n"
+               "      workshops: [WKSHP-...]   # and/or hosts: [...]")
 
 
 class SecretError(Exception):
-    """A referenced secret is not available; the message names it and where it was looked for."""
+    """A secret that cannot be given: not set, not granted, or a broken secrets file; the
+    message names the secret and the consumer (or the file and line)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One secret of the file: its value and who may use it."""
+
+    value: str
+    workshops: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
+
+    def grants(self, kind: Kind, name: str) -> bool:
+        return name in (self.workshops if kind == "workshop" else self.hosts)
+
+
+class Withheld(StrictUndefined):
+    """An inherited variable whose secret this consumer may not see. Any use in a template
+    (printing, testing, iterating, comparing) raises the `SecretError` that withheld it; `is
+    defined` is false and `default` replaces it, so the value never leaks."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The secrets one consumer (a workshop or a host) may see."""
+
+    secrets: Secrets
+    kind: Kind
+    name: str
+
+    def resolve(self, ref: SecretRef) -> str:
+        return self.secrets.value(ref.secret, self.kind, self.name)
+
+    def lazy(self, ref: SecretRef) -> Any:
+        """The value, or a `Withheld` that fails only where a template uses it."""
+        try:
+            return self.resolve(ref)
+        except SecretError as exc:
+            return Withheld(hint=str(exc), exc=SecretError)
 
 
 @dataclass
 class Secrets:
-    """Where secret values come from, in order: environment, then the secrets file."""
+    """The secrets file's entries and the controller's environment (for its own secrets)."""
 
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    values: Mapping[str, str] = field(default_factory=dict)
-    source: str = "environment"
+    entries: Mapping[str, Entry] = field(default_factory=dict)
+    source: Path | None = None
 
     @classmethod
     def load(cls, path: Path | None = None) -> Secrets:
-        path = path or (Path(os.environ["WODSYNC_SECRETS"])
-                        if os.environ.get("WODSYNC_SECRETS") else None)
+        """The file at `path` (else `$WODSYNC_SECRETS`); none at all means no catalog secret.
+        OSError propagates for the caller to name the file."""
+        if path is None and os.environ.get("WODSYNC_SECRETS"):
+            path = Path(os.environ["WODSYNC_SECRETS"])
         if path is None:
             return cls()
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise SecretError(f"{path}: a secrets file is a mapping of NAME: value")
-        return cls(values={str(k): str(v) for k, v in data.items()},
-                   source=f"environment or {path}")
+        return cls(entries=parse_secrets_file(path, path.read_bytes()), source=path)
 
-    def resolve(self, ref: SecretRef) -> str:
-        if ref.secret in self.env:
-            return self.env[ref.secret]
-        if ref.secret in self.values:
-            return self.values[ref.secret]
-        raise SecretError(f"secret {ref.secret} is not set (looked in the {self.source})")
+    def for_workshop(self, key: str) -> Scope:
+        return Scope(self, "workshop", key)
+
+    def for_host(self, name: str) -> Scope:
+        return Scope(self, "host", name)
+
+    def value(self, name: str, kind: Kind, consumer: str) -> str:
+        """The one check every catalog secret passes: in the file, and granted."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise SecretError(f"secret {name} is not set ({self._where()})")
+        if not entry.grants(kind, consumer):
+            raise SecretError(f"secret {name} is not granted to {kind} {consumer}")
+        return entry.value
+
+    def hub_token(self, host: str, ref: SecretRef) -> str:
+        """A host's hub token: from the environment under a hub token's name, else from the
+        file when granted to `host`."""
+        name = ref.secret
+        if HUB_TOKEN_ENV.fullmatch(name) and self.env.get(name):
+            return self.env[name]
+        try:
+            return self.value(name, "host", host)
+        except SecretError as exc:
+            hint = ("" if HUB_TOKEN_ENV.fullmatch(name) else
+                    "; the environment serves hub tokens only under names like HUB_<NAME>_TOKEN")
+            raise SecretError(f"hub token of host {host}: {exc}{hint}") from None
+
+    def controller(self, name: str) -> str | None:
+        """One of the controller's own secrets (`CONTROLLER_SECRETS`): the environment, else
+        the file; None when set in neither."""
+        if name not in CONTROLLER_SECRETS:
+            raise SecretError(f"{name} is not one of the controller's own secrets "
+                              f"({', '.join(CONTROLLER_SECRETS)})")
+        if self.env.get(name):
+            return self.env[name]
+        entry = self.entries.get(name)
+        return entry.value if entry else None
+
+    def _where(self) -> str:
+        if self.source is None:
+            return "no secrets file: give --secrets FILE or set WODSYNC_SECRETS"
+        return f"looked in {self.source}"
 
 
+@dataclass
 class Placeholders(Secrets):
-    """Stand-in values for validation and previews: no credentials needed."""
+    """Stand-in values for validation and previews: no credentials needed, nothing from the
+    environment. `checking(secrets)` keeps the grants of a real file and refuses what they
+    refuse, with a message naming only the secret and the consumer (it is printed in CI)."""
 
-    def resolve(self, ref: SecretRef) -> str:
-        return f"<secret {ref.secret}>"
+    env: Mapping[str, str] = field(default_factory=dict)
+    check_grants: bool = False
+
+    @classmethod
+    def checking(cls, secrets: Secrets) -> Placeholders:
+        return cls(entries=secrets.entries, source=secrets.source, check_grants=True)
+
+    def value(self, name: str, kind: Kind, consumer: str) -> str:
+        if self.check_grants:
+            entry = self.entries.get(name)
+            if entry is None or not entry.grants(kind, consumer):
+                raise SecretError(f"secret {name} is not granted to {kind} {consumer}")
+        return placeholder(name)
+
+    def hub_token(self, host: str, ref: SecretRef) -> str:
+        return placeholder(ref.secret)
+
+    def controller(self, name: str) -> str | None:
+        super().controller(name)
+        return placeholder(name)
 
 
-def resolve_variables(variables: Mapping[str, VarValue], secrets: Secrets) -> dict[str, object]:
-    return {k: secrets.resolve(v) if isinstance(v, SecretRef) else v
-            for k, v in variables.items()}
+def placeholder(name: str) -> str:
+    return f"<secret {name}>"
 
 
-def merge_variables(secrets: Secrets, *layers: Mapping[str, VarValue]) -> dict[str, object]:
-    """Variables of several layers (global < host < workshop), later layers winning."""
-    merged: dict[str, object] = {}
-    for layer in layers:
-        merged |= resolve_variables(layer, secrets)
+def merge_variables(scope: Scope, *inherited: Mapping[str, VarValue],
+                    own: Mapping[str, VarValue] | None = None) -> dict[str, Any]:
+    """Variables of several layers (global < host < own), later layers winning.
+
+    Secrets of the `inherited` layers this consumer may not see are withheld (an error where
+    used); the consumer's `own` layer named its secrets itself, so one it may not see is an
+    error now.
+    """
+    from wodsync.catalog.models import SecretRef
+
+    merged: dict[str, Any] = {}
+    for layer in inherited:
+        merged |= {k: scope.lazy(v) if isinstance(v, SecretRef) else v for k, v in layer.items()}
+    for k, v in (own or {}).items():
+        merged[k] = scope.resolve(v) if isinstance(v, SecretRef) else v
     return merged
+
+
+# -- The file ----------------------------------------------------------------------------------
+
+
+def parse_secrets_file(path: Path, raw: bytes) -> dict[str, Entry]:
+    """The entries of a secrets file, or a `SecretError` naming the file and line."""
+    from wodsync.catalog.yamlfile import parse_yaml
+
+    doc = parse_yaml(str(path), raw, allow_tabs=True)
+    if doc.diagnostics:
+        d = doc.diagnostics[0]
+        raise SecretError(f"secrets file {path} is not valid YAML: line {d.line}: {d.message}")
+    tree = doc.tree
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise _located(doc, "a secrets file is a mapping with one key, `secrets`")
+    if "secrets" not in tree and tree and all(_scalar(v) for v in tree.values()):
+        raise _located(doc, "this is the old flat format (NAME: value), which granted every "
+                            "secret to everyone; give each secret the workshops or hosts that "
+                            f"may use it: {FORMAT_HINT}")
+    for key in tree:
+        if key != "secrets":
+            raise _located(doc, f"unknown key {key!r}{_did_you_mean(key, ['secrets'])}; "
+                                f"{FORMAT_HINT}", key, key=True)
+    body = tree["secrets"]
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise _located(doc, "`secrets` is a mapping of NAME: {value, workshops, hosts}",
+                       "secrets")
+    return {str(name): _entry(doc, name, spec) for name, spec in body.items()}
+
+
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, dict | list)
+
+
+def _entry(doc: Document, name: Any, spec: Any) -> Entry:
+    from wodsync.catalog.models import SECRET_NAME_RE
+
+    at = ("secrets", name)
+    if not isinstance(name, str) or not re.match(SECRET_NAME_RE, name):
+        raise _located(doc, f"secret name {name!r} must match {SECRET_NAME_RE}", *at, key=True)
+    if not isinstance(spec, dict):
+        raise _located(doc, f"secret {name}: expected a mapping (value, workshops, hosts), "
+                            "e.g. `value: \"...\"` on the next line", *at)
+    for key in spec:
+        if key not in ENTRY_KEYS:
+            raise _located(doc, f"secret {name}: unknown key {key!r}"
+                                f"{_did_you_mean(key, ENTRY_KEYS)} (keys: "
+                                f"{', '.join(ENTRY_KEYS)})", *at, key, key=True)
+    if "value" not in spec:
+        raise _located(doc, f"secret {name} has no value", *at, key=True)
+    value = spec["value"]
+    if not isinstance(value, str):
+        raise _located(doc, f"secret {name} value must be a string (quote it)", *at, "value")
+    if not value:
+        raise _located(doc, f"secret {name} has an empty value", *at, "value")
+    grants = {key: _grant(doc, name, key, spec.get(key)) for key in GRANT_KEYS}
+    return Entry(str(value), grants["workshops"], grants["hosts"])
+
+
+def _grant(doc: Document, name: str, key: str, names: Any) -> frozenset[str]:
+    from wodsync.catalog.models import NAME_RE, WORKSHOP_KEY_RE
+
+    pattern = WORKSHOP_KEY_RE if key == "workshops" else NAME_RE
+    at = ("secrets", name, key)
+    if names is None:
+        return frozenset()
+    if not isinstance(names, list):
+        raise _located(doc, f"secret {name}: {key} is a list, e.g. {key}: [...]", *at)
+    for i, item in enumerate(names):
+        if not isinstance(item, str) or not re.match(pattern, item):
+            raise _located(doc, f"secret {name}: {key} entry {item!r} must match {pattern}",
+                           *at, i)
+    return frozenset(str(item) for item in names)
+
+
+def _did_you_mean(word: Any, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _located(doc: Document, message: str, *loc: Any, key: bool = False) -> SecretError:
+    line, _ = doc.at(*loc, key=key)
+    return SecretError(f"secrets file {doc.rel}, line {line}: {message}")

@@ -6,6 +6,10 @@ parsed, its free names are checked against the variables that will exist on ever
 run on, and it is rendered once with sample values (notebooks must then be notebook JSON).
 Templates are listed and read without following links (`repofs`): a link anywhere under
 `templates/` or a workshop folder is reported at its path and never read through.
+
+Secrets are placeholders here: CI has no secrets file. `validate --secrets FILE` adds the grant
+check (`check_secret_grants`): each secret a workshop or host would be refused at render time is
+a warning naming only the secret and the consumer, never a value or who else holds it.
 """
 
 from __future__ import annotations
@@ -31,14 +35,15 @@ from wodsync.catalog.loader import (
     repo_diagnostic,
     scan_tree,
 )
-from wodsync.catalog.models import Host
-from wodsync.catalog.repofs import RepoFileError, read_repo_file
+from wodsync.catalog.models import Host, SecretRef
+from wodsync.catalog.repofs import RepoFileError, read_repo_file, read_repo_text
 from wodsync.diagnostics import Diagnostic
 from wodsync.sandbox import RenderLimitError
-from wodsync.secrets import Placeholders, merge_variables
+from wodsync.secrets import Placeholders, Scope, SecretError, Secrets, merge_variables
 
 SAMPLE_PASSWORD = "Sample-Pass1"
 PLACEHOLDERS = Placeholders()
+GRANT_CODE = "secret-not-granted"
 
 
 def _name_position(source: str, name: str, lineno: int) -> int:
@@ -161,14 +166,19 @@ def _host_targets(catalog: Catalog, locations: list[str]) -> dict[str, Host | No
     return targets or {"": None}
 
 
-def _merged(catalog: Catalog, host: Host | None, extra: Mapping[str, Any]) -> dict[str, Any]:
-    return merge_variables(PLACEHOLDERS, catalog.variables, host.variables if host else {},
-                           extra)
+def _merged(scope: Scope, catalog: Catalog, host: Host | None,
+            own: Mapping[str, Any]) -> dict[str, Any]:
+    """Sample variables; even the consumer's own secrets are only withheld (not refused) so a
+    grant check renders on and finds every use."""
+    return merge_variables(scope, catalog.variables, host.variables if host else {}, own)
 
 
-def workshop_contexts(catalog: Catalog, key: str) -> dict[str, dict[str, Any]]:
-    """Sample contexts of a workshop, one per host of its locations."""
+def workshop_contexts(catalog: Catalog, key: str,
+                      scope: Scope | None = None) -> dict[str, dict[str, Any]]:
+    """Sample contexts of a workshop, one per host of its locations (secrets as `scope` gives
+    them: placeholders by default)."""
     ws = catalog.workshops[key]
+    scope = scope or PLACEHOLDERS.for_workshop(key)
     contexts = {}
     for name, host in _host_targets(catalog, [ws.location, *ws.alternate_locations]).items():
         pool = catalog.pools.get(host.pool) if host else next(iter(catalog.pools.values()), None)
@@ -176,7 +186,7 @@ def workshop_contexts(catalog: Catalog, key: str) -> dict[str, dict[str, Any]]:
             continue
         seat = render.seat_variables(key, ws, pool, ws.seats.first, SAMPLE_PASSWORD)
         address = host.address if host else "localhost"
-        merged = _merged(catalog, host, ws.variables)
+        merged = _merged(scope, catalog, host, ws.variables)
         contexts[name] = render.workshop_context(key, ws, merged, seat, address)
     return contexts
 
@@ -217,10 +227,82 @@ def check_system_templates(catalog: Catalog) -> Iterator[Diagnostic]:
     if not catalog.complete("host", "students", "variables"):
         return
     targets: dict[str, Host | None] = dict(sorted(catalog.hosts.items())) or {"": None}
-    contexts = {name: render.system_context(_merged(catalog, host, {}), name or "example", host,
-                                     catalog.pools.get(host.pool) if host else None)
+    contexts = {name: _system_context(catalog, name, host, PLACEHOLDERS.for_host(name))
                 for name, host in targets.items()}
     files, problems = template_files(catalog)
     yield from problems
     for rel in files:
         yield from _check_repo_template(catalog, f"{TEMPLATES_DIR}/{rel}", contexts)
+
+
+def _system_context(catalog: Catalog, name: str, host: Host | None,
+                    scope: Scope) -> dict[str, Any]:
+    return render.system_context(_merged(scope, catalog, host, {}), name or "example", host,
+                                 catalog.pools.get(host.pool) if host else None)
+
+
+# -- Grants (validate --secrets FILE) ----------------------------------------------------------
+
+
+def check_secret_grants(catalog: Catalog, secrets: Secrets) -> Iterator[Diagnostic]:
+    """A warning for each secret a workshop or host uses without the grant of `secrets`.
+
+    A workshop's own `variables` are reported where they name the secret; a global or host
+    variable where a template of the consumer first uses it (unused, it is simply withheld).
+    Each (consumer, secret) is reported once.
+    """
+    if not catalog.complete("host", "students", "variables"):
+        return
+    checking = Placeholders.checking(secrets)
+    for key in sorted(catalog.workshops):
+        yield from _unique(_workshop_grants(catalog, key, checking.for_workshop(key)))
+    for name, host in sorted(catalog.hosts.items()):
+        yield from _unique(_host_grants(catalog, name, host, checking.for_host(name)))
+
+
+def _unique(found: Iterator[Diagnostic]) -> Iterator[Diagnostic]:
+    seen: set[str] = set()
+    for d in found:
+        if d.message not in seen:
+            seen.add(d.message)
+            yield d
+
+
+def _workshop_grants(catalog: Catalog, key: str, scope: Scope) -> Iterator[Diagnostic]:
+    doc = catalog.workshop_doc(key)
+    for name, value in catalog.workshops[key].variables.items():
+        if isinstance(value, SecretRef):
+            try:
+                scope.resolve(value)
+            except SecretError as exc:
+                yield doc.diag(GRANT_CODE, str(exc), "variables", name, severity="warning")
+    contexts = workshop_contexts(catalog, key, scope)
+    for rel in catalog.folders[key].files:
+        if render.is_rendered(rel) and rel != WORKSHOP_FILE:
+            for ctx in contexts.values():
+                yield from _refused(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}", ctx)
+
+
+def _host_grants(catalog: Catalog, name: str, host: Host, scope: Scope) -> Iterator[Diagnostic]:
+    """The templates this host gets: the system files, and its hub's when wodsync manages it
+    (`hub.token` is not a variable: the environment may serve it, CI cannot tell)."""
+    ctx = _system_context(catalog, name, host, scope)
+    templates = [f.template for f in catalog.system_files]
+    if host.hub and host.hub.manage:
+        templates += [spec.template for spec in host.hub.service_files()]
+    for template in templates:
+        yield from _refused(catalog, f"{TEMPLATES_DIR}/{template}", ctx)
+
+
+def _refused(catalog: Catalog, rel: str, ctx: Mapping[str, Any]) -> list[Diagnostic]:
+    """The grant refusal rendering `rel` meets, if any; every other problem is the template
+    checks' to report."""
+    try:
+        source = read_repo_text(catalog.root, rel)
+        render.render_text(render.compile_template(source, rel), ctx)
+    except SecretError as exc:
+        return [Diagnostic(rel, _error_line(exc, rel), 1, GRANT_CODE, str(exc), "warning")]
+    except (RepoFileError, SecurityError, RenderLimitError, TemplateError, ArithmeticError,
+            LookupError, TypeError, ValueError):
+        pass
+    return []

@@ -27,12 +27,19 @@ DEFAULT_LOCATION = "default"   # importer.DEFAULT_LOCATION, here so --help impor
 @root_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True, help="github prints ::error annotations for pull requests.")
-def validate_cmd(root: Path, fmt: str) -> None:
+@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Secrets file: warn about each secret a workshop or host uses without its "
+                   "grant (names only, never values). Without it nothing is said about grants.")
+def validate_cmd(root: Path, fmt: str, secrets_file: Path | None) -> None:
     """Validate the whole catalog and host inventory; exit 1 on any error."""
     from wodsync.catalog import validate
+    from wodsync.catalog.templates import check_secret_grants
     from wodsync.diagnostics import format_diagnostics, has_errors
 
+    secrets = load_secrets(secrets_file) if secrets_file else None
     catalog, found = validate(root)
+    if secrets is not None:
+        found = sorted(set(found).union(check_secret_grants(catalog, secrets)))
     if fmt == "json":
         click.echo(format_diagnostics(found, "json"))
     else:

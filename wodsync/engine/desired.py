@@ -45,13 +45,18 @@ class DesiredContext:
 
     @cached_property
     def hub_token(self) -> str | None:
+        """The hub's service token (environment or secrets file, granted to this host): for the
+        hub's API calls and its root-only configuration, never for other system files."""
         hub = self.host.hub
-        return self.secrets.resolve(hub.token) if hub and hub.token else None
+        return self.secrets.hub_token(self.name, hub.token) if hub and hub.token else None
 
     @cached_property
     def template_context(self) -> dict[str, Any]:
-        merged = merge_variables(self.secrets, self.catalog.variables, self.host.variables)
-        return system_context(merged, self.name, self.host, self.pool, self.hub_token or "")
+        """What system templates see: global and host variables with only the secrets granted
+        to this host (others withheld), and no hub token (`render_system` adds it where due)."""
+        merged = merge_variables(self.secrets.for_host(self.name), self.catalog.variables,
+                                 self.host.variables)
+        return system_context(merged, self.name, self.host, self.pool)
 
     @cached_property
     def hub_files(self) -> dict[str, Any]:

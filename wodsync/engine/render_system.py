@@ -3,36 +3,57 @@ hub, its configuration and unit from `templates/hub/`.
 
 The hub's files are rendered once per desired state and shared: the `file` kind writes them and
 the `service` kind's fingerprint is computed from them.
+
+Only the hub's own files that only root can read (its configuration, 0600) see `hub.token`; every
+other system file (the hub's unit, /etc/skel/.bashrc, sysctl) renders with `hub.token` = "",
+since what is readable on the host is readable by its students. Templates see only the secrets
+granted to the host (`DesiredContext.template_context`); using a withheld one is a
+`SecretError` naming the template.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from wodsync.catalog.loader import TEMPLATES_DIR
 from wodsync.catalog.repofs import read_repo_text
 from wodsync.engine.kinds.files import ManagedFile
-from wodsync.render import compile_template, render_text
+from wodsync.render import compile_template, hub_context, render_text
+from wodsync.secrets import SecretError
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
 
 
-def render_template(ctx: DesiredContext, template: str) -> bytes:
-    """A template of `templates/` rendered with the host's system context (read without
-    following a link at any depth: a link would hand a controller file to the host)."""
-    source = read_repo_text(ctx.catalog.root, f"{TEMPLATES_DIR}/{template}")
-    return render_text(compile_template(source, f"{TEMPLATES_DIR}/{template}"),
-                       ctx.template_context).encode("utf-8")
+def render_template(ctx: DesiredContext, template: str,
+                    context: Mapping[str, Any] | None = None) -> bytes:
+    """A template of `templates/` rendered with the host's system context, or `context` (read
+    without following a link at any depth: a link would hand a controller file to the host)."""
+    rel = f"{TEMPLATES_DIR}/{template}"
+    source = read_repo_text(ctx.catalog.root, rel)
+    try:
+        return render_text(compile_template(source, rel),
+                           ctx.template_context if context is None else context).encode("utf-8")
+    except SecretError as exc:
+        raise SecretError(f"{rel}: {exc}") from None
 
 
 def hub_files(ctx: DesiredContext) -> dict[str, ManagedFile]:
     hub = ctx.host.hub
     if not hub or not hub.manage:
         return {}
-    return {spec.path: ManagedFile(spec.path, render_template(ctx, spec.template), "root",
-                                   "root", spec.mode, spec.on_change)
-            for spec in hub.service_files()}
+    with_token = {**ctx.template_context, "hub": hub_context(ctx.host, ctx.hub_token or "")}
+    files = {}
+    for spec in hub.service_files():
+        data = render_template(ctx, spec.template, with_token if root_only(spec.mode) else None)
+        files[spec.path] = ManagedFile(spec.path, data, "root", "root", spec.mode, spec.on_change)
+    return files
+
+
+def root_only(mode: int) -> bool:
+    """A root-owned file mode no one else can read: where the hub token may be written."""
+    return mode & 0o077 == 0
 
 
 def system_files(ctx: DesiredContext) -> dict[str, ManagedFile]:
