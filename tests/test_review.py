@@ -109,6 +109,14 @@ def test_workshop_variables_without_secrets_and_unused_globals_are_content(repo,
                                                      ("catalog/variables.yaml", "SURVEYURL")}
 
 
+def test_moving_a_workshop_that_installs_as_root_is_privileged(repo, base):
+    repo.replace(GIT101, "location: emea", "location: amer")         # apt: [git], hooks
+    repo.replace(PY101, "alternate_locations: [amer]", "alternate_locations: []")  # nothing
+    r = review(repo.root, base)
+    assert privileged(r) == {(GIT101, repo.line_of(GIT101, "location:"), "location")}
+    assert {(f.path, f.what) for f in r.content} == {(PY101, "alternate_locations")}
+
+
 def test_mixed_commit_reports_both_kinds_in_the_same_file(repo, base):
     repo.replace(GIT101, "name: Git 101", "name: Git 101 (new)")
     repo.replace(GIT101, "apt: [git]", "apt: [git, curl]")
@@ -140,6 +148,9 @@ def test_a_new_untracked_workshop_with_a_hook_is_privileged(repo, base):
     new = f"{folder}/workshop.yaml"
     assert privileged(r) == {(new, repo.line_of(new, "hooks:"), "hooks"),
                              (new, repo.line_of(new, "kernels:"), "kernels"),
+                             (new, repo.line_of(new, "location:"), "location"),
+                             (new, repo.line_of(new, "alternate_locations:"),
+                              "alternate_locations"),
                              (f"{folder}/setup.sh", 1, "file")}
     assert all(f.change == "added" for f in r.findings)
     assert (f"{folder}/0-ReadMeFirst.ipynb", "file") in {(f.path, f.what) for f in r.content}
@@ -206,7 +217,7 @@ def test_github_format_lines_are_exact(repo, base, cli):
     assert result.stdout.splitlines() == [
         f"::warning file={GIT101},line={line},title=privileged::'kernels' changed: Jupyter "
         "kernels installed as root on the hosts (pip packages, install commands)",
-        "::notice title=wodsync review::1 privileged, 1 content changes in the work tree "
+        "::notice title=wodsync review::1 privileged change and 1 content change in the work tree "
         f"against main ({sha})"]
 
 
@@ -289,7 +300,8 @@ def test_codeowners_write_then_check_round_trip(repo, cli):
                     "/catalog/workshops/WKSHP-API101/scripts/login.sh"):
         assert owned[pattern] == "@org/operators"
     text = (repo.root / CODEOWNERS).read_text()
-    assert f"# {API101} compile,kernels,packages,variables.API_TOKEN sha256:" in text
+    assert f"# {API101} alternate_locations,compile,kernels,location,packages," \
+           "variables.API_TOKEN sha256:" in text
     assert "# catalog/variables.yaml BRANDING sha256:" in text
     check = cli("codeowners", "--root", repo.root, "--check")
     assert check.exit_code == 0 and check.stdout == ""

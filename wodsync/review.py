@@ -64,6 +64,9 @@ WORKSHOP_KEYS: dict[str, str] = {
     "hooks": "scripts run as root on the host when a seat is created, copied, reset or cleaned",
     "compile": "scripts compiled with shc as root when a seat is created",
 }
+LOCATION_KEYS = ("location", "alternate_locations")
+MOVE_WHY = "moves a workshop that installs or runs things as root (packages, kernel recipes, " \
+           "hooks, compile) onto other hosts"
 SECRET_WHY = "a variable holding a {secret: …} reference: its value is rendered into the " \
              "students' homes, readable by each student"
 TEMPLATE_VAR_WHY = "a global variable used by templates/: it is rendered into host system files"
@@ -223,8 +226,11 @@ class CatFile:
         assert self.proc.stdin and self.proc.stdout
         if "\n" in spec:
             return None
-        self.proc.stdin.write(spec.encode(errors="surrogateescape") + b"\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(spec.encode(errors="surrogateescape") + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise ReviewError(f"git cat-file stopped while reading {spec}") from None
         header = self.proc.stdout.readline().split()
         if len(header) != 3 or not header[2].isdigit():
             return None  # "<spec> missing" or "<spec> ambiguous": nothing follows
@@ -327,14 +333,31 @@ def split_items(rel: str, tree: Any, template_names: set[str]) -> list[Item]:
                 for k, v in tree.items()]
     if not _is_workshop_file(rel):
         return [Item(str(k), (k,), v, _path_why(rel)) for k, v in tree.items()]
+    return _workshop_items(tree)
+
+
+def _workshop_items(tree: dict[Any, Any]) -> list[Item]:
+    moves = MOVE_WHY if installs_as_root(to_plain(tree)) else ""
     items = []
     for k, v in tree.items():
         if k == "variables" and isinstance(v, dict):
             items += [Item(f"variables.{n}", (k, n), x, SECRET_WHY if is_secret(to_plain(x))
                            else "") for n, x in v.items()]
         else:
-            items.append(Item(str(k), (k,), v, WORKSHOP_KEYS.get(str(k), "")))
+            why = WORKSHOP_KEYS.get(str(k), "") or (moves if k in LOCATION_KEYS else "")
+            items.append(Item(str(k), (k,), v, why))
     return items
+
+
+def installs_as_root(workshop: dict[str, Any]) -> bool:
+    """True when the workshop makes root install or run something on its hosts: packages,
+    hooks, compile scripts or a kernel recipe (a kernel named alone is the host's own)."""
+    hooks = workshop.get("hooks")
+    kernels = workshop.get("kernels")
+    packages = workshop.get("packages")
+    return bool((isinstance(hooks, dict) and any(hooks.values())) or workshop.get("compile")
+                or (isinstance(packages, dict) and any(packages.values()))
+                or (isinstance(kernels, list) and any(not isinstance(k, str) for k in kernels)))
 
 
 def _global_why(name: str, value: Any, template_names: set[str]) -> str:
@@ -458,21 +481,22 @@ class Classifier:
                 found.append(f)
         return found or [self.file_finding(change, _path_kind(rel), _path_why(rel))]
 
-    def _item_finding(self, rel: str, old: Item | None, new: Item | None,
+    @staticmethod
+    def _item_finding(rel: str, old: Item | None, new: Item | None,
                       doc: Document | None) -> Finding | None:
+        """The finding for one item present on either side, None when it did not change; a
+        removed item points at its nearest ancestor still in the file."""
         before = to_plain(old.value) if old else MISSING
         after = to_plain(new.value) if new else MISSING
         if before == after:
             return None
+        some = new or old
+        assert some is not None
         why = (new.why if new else "") or (old.why if old else "")
-        label = (new or old).label  # type: ignore[union-attr]
         change = "added" if old is None else "removed" if new is None else "changed"
-        line = None
-        if doc is not None and doc.tree is not None:
-            loc = first_difference(new.value, old.value, new.loc) if old and new else \
-                (new or old).loc  # type: ignore[union-attr]
-            line = line_at(doc.tree, loc)
-        return Finding(PRIVILEGED if why else CONTENT, rel, line, label, change, why)
+        loc = first_difference(new.value, old.value, new.loc) if new and old else some.loc
+        line = line_at(doc.tree, loc) if doc is not None and doc.tree is not None else None
+        return Finding(PRIVILEGED if why else CONTENT, rel, line, some.label, change, why)
 
     def _unparsed(self, change: Change, new: Document | None, problem: str) -> Finding:
         """A side that does not parse: a workshop or the global variables count as privileged,
@@ -553,9 +577,13 @@ def _gh(value: str, *, prop: bool = False) -> str:
     return value.replace(":", "%3A").replace(",", "%2C") if prop else value
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what} change{'s' * (n != 1)}"
+
+
 def _summary(r: Review) -> str:
-    return (f"{len(r.privileged)} privileged, {len(r.content)} content changes in {r.head} "
-            f"against {r.base} ({r.base_commit[:12]})")
+    return (f"{_count(len(r.privileged), 'privileged')} and {_count(len(r.content), 'content')} "
+            f"in {r.head} against {r.base} ({r.base_commit[:12]})")
 
 
 def format_text(r: Review) -> str:
@@ -581,9 +609,9 @@ def _cell(text: str) -> str:
 def format_markdown(r: Review) -> str:
     """A section for the job summary and the PR comment: privileged changes first."""
     n = len(r.privileged)
-    title = f"{n} privileged change{'s' * (n != 1)}" if n else "no privileged changes"
+    title = _count(n, "privileged") if n else "no privileged changes"
     out = [f"### wodsync review: {title}", "",
-           f"{r.head} against `{_cell(r.base)}` (`{r.base_commit[:12]}`)."]
+           f"Changes in {r.head} against `{_cell(r.base)}` (`{r.base_commit[:12]}`)."]
     if n:
         out += ["Privileged changes run as root on the hosts or reach their system; the "
                 "operators review them (CODEOWNERS).", "",
@@ -592,8 +620,7 @@ def format_markdown(r: Review) -> str:
                 for f in r.privileged[:MAX_ROWS]]
         if n > MAX_ROWS:
             out.append(f"| … | {n - MAX_ROWS} more | |")
-    c = len(r.content)
-    out += ["", f"{c} content change{'s' * (c != 1)} (notebooks and other workshop files, "
+    out += ["", f"{_count(len(r.content), 'content')} (notebooks and other workshop files, "
             "workshop metadata, replays, locations)."]
     return "\n".join(out)
 
