@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from wodsync.cli import catalog, demo, engine  # noqa: F401  (they register their commands)
+from wodsync.cli import catalog, demo, engine, review  # noqa: F401  (they register their commands)
 from wodsync.cli.common import EXIT_USAGE, main
 
 __all__ = ["main", "run"]
