@@ -1,0 +1,514 @@
+"""The GitOps source against real git repositories: a bare remote and a clone the test commits
+and pushes to; webhooks and the daemon's unit as pure functions."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wodsync.source import webhook
+from wodsync.source.git import GitSource, SourceError
+from wodsync.source.revision import RevisionCheck, check_revision
+from wodsync.source.unit import quote_arg, render_unit
+
+PROJECT = Path(__file__).resolve().parent.parent
+CATALOG_PARTS = ("catalog", "hosts", "templates", "schemas")
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class Clone:
+    """An author's clone of the bare remote: write, commit, push."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, rel: str, text: str, executable: bool = False) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        target.chmod(0o755 if executable else 0o644)
+
+    def link(self, rel: str, target: str) -> None:
+        (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.path / rel).symlink_to(target)
+
+    def replace(self, rel: str, old: str, new: str) -> None:
+        text = (self.path / rel).read_text(encoding="utf-8")
+        assert old in text
+        self.write(rel, text.replace(old, new, 1))
+
+    def copy_example_catalog(self) -> None:
+        for part in CATALOG_PARTS:
+            shutil.copytree(PROJECT / part, self.path / part, symlinks=True)
+
+    def commit(self, message: str) -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        git(self.path, "push", "-q", "origin", "HEAD:main")
+        return git(self.path, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    return bare
+
+
+@pytest.fixture
+def clone(tmp_path: Path, remote: Path) -> Clone:
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(remote), str(work))
+    git(work, "config", "user.name", "Ada Author")
+    git(work, "config", "user.email", "ada@example.org")
+    git(work, "checkout", "-q", "-b", "main")
+    return Clone(work)
+
+
+@pytest.fixture
+def source(tmp_path: Path, remote: Path) -> GitSource:
+    with GitSource(remote, "main", tmp_path / "state") as src:
+        yield src
+
+
+def tree_of(clone: Clone, sha: str) -> dict[str, tuple[str, bytes]]:
+    """What the commit holds, from git itself: path → (mode, blob bytes or link target)."""
+    out = subprocess.run(["git", "ls-tree", "-r", "-z", sha], cwd=clone.path, check=True,
+                         capture_output=True).stdout
+    entries = {}
+    for item in out.split(b"\0"):
+        if not item:
+            continue
+        meta, path = item.split(b"\t", 1)
+        mode, _, blob = meta.decode().split()
+        data = subprocess.run(["git", "cat-file", "blob", blob], cwd=clone.path, check=True,
+                              capture_output=True).stdout
+        entries[path.decode()] = (mode, data)
+    return entries
+
+
+def exported_tree(folder: Path) -> dict[str, tuple[str, bytes]]:
+    entries = {}
+    for base, dirs, files in os.walk(folder):
+        for name in files + [d for d in dirs if (Path(base) / d).is_symlink()]:
+            path = Path(base) / name
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                entries[rel] = ("120000", str(path.readlink()).encode())
+            else:
+                mode = "100755" if path.stat().st_mode & 0o111 else "100644"
+                entries[rel] = (mode, path.read_bytes())
+    return entries
+
+
+# -- fetching --------------------------------------------------------------------------------
+
+def test_fetch_returns_the_pushed_head_and_follows_new_commits(clone: Clone,
+                                                              source: GitSource) -> None:
+    clone.write("README.md", "one\n")
+    first = clone.commit("first")
+    assert source.fetch() == first
+    clone.write("README.md", "two\n")
+    second = clone.commit("second")
+    assert source.head() == first  # nothing fetched yet
+    assert source.fetch() == second
+    mirror = source.mirror
+    assert (mirror / "HEAD").is_file() and not (mirror / ".git").exists()  # bare, no work tree
+
+
+def test_fetch_follows_a_force_push(clone: Clone, source: GitSource) -> None:
+    clone.write("a.txt", "a\n")
+    clone.commit("a")
+    clone.write("b.txt", "b\n")
+    second = clone.commit("b")
+    assert source.fetch() == second
+    git(clone.path, "reset", "-q", "--hard", "HEAD~1")
+    clone.write("c.txt", "c\n")
+    git(clone.path, "add", "-A")
+    git(clone.path, "commit", "-q", "-m", "rewritten")
+    git(clone.path, "push", "-q", "--force", "origin", "HEAD:main")
+    assert source.fetch() == git(clone.path, "rev-parse", "HEAD")
+
+
+def test_a_missing_remote_is_a_source_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-repo.git"
+    with GitSource(missing, "main", tmp_path / "state") as src, \
+            pytest.raises(SourceError) as caught:
+        src.fetch()
+    message = str(caught.value)
+    assert f"cannot fetch branch main from {missing}" in message
+    assert "does not appear to be a git repository" in message
+
+
+def test_an_unknown_branch_is_a_source_error(clone: Clone, remote: Path,
+                                             tmp_path: Path) -> None:
+    clone.write("a.txt", "a\n")
+    clone.commit("a")
+    with GitSource(remote, "release", tmp_path / "state") as src, \
+            pytest.raises(SourceError, match=r"branch release .*couldn't find remote ref"):
+        src.fetch()
+
+
+def test_a_refused_connection_never_shows_the_credentials_of_the_url(tmp_path: Path) -> None:
+    url = "http://deploy:s3cr3t-token@127.0.0.1:9/catalog.git"
+    with GitSource(url, "main", tmp_path / "state", timeout=30) as src, \
+            pytest.raises(SourceError) as caught:
+        src.fetch()
+    assert "s3cr3t" not in str(caught.value) and "s3cr3t" not in src.name
+    assert "http://***@127.0.0.1:9/catalog.git" in str(caught.value)
+
+
+def test_a_hanging_fetch_is_killed_at_the_timeout(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_ssh = tmp_path / "slow-ssh"
+    slow_ssh.write_text("#!/bin/sh\nexec sleep 60\n")
+    slow_ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(slow_ssh))
+    with GitSource("ssh://git@127.0.0.1/catalog.git", "main", tmp_path / "state",
+                   timeout=1) as src, pytest.raises(SourceError, match="timed out after 1 s"):
+        src.fetch()
+
+
+def test_an_option_like_url_or_branch_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="not a usable URL"):
+        GitSource("--upload-pack=touch /tmp/x", "main", tmp_path)
+    with pytest.raises(SourceError, match="not a valid branch"):
+        GitSource(tmp_path, "--orphan", tmp_path)
+    with pytest.raises(SourceError, match="not a valid branch"):
+        GitSource(tmp_path, "main:refs/heads/other", tmp_path)
+
+
+def test_an_ext_url_is_refused_before_git_runs_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with GitSource(f"ext::sh -c touch% {marker}", "main", tmp_path / "state") as src, \
+            pytest.raises(SourceError, match="ext"):
+        src.fetch()
+    assert not marker.exists()
+
+
+# -- exporting -------------------------------------------------------------------------------
+
+def test_export_is_the_exact_tree_of_the_commit_and_read_only(clone: Clone,
+                                                              source: GitSource) -> None:
+    clone.write("catalog/workshops/WKSHP-A/notebook.ipynb", '{"cells": []}\n')
+    clone.write("catalog/workshops/WKSHP-A/scripts/create.sh", "#!/bin/sh\necho hi\n",
+                executable=True)
+    clone.write("templates/deep/er/file.j2", "$Id$ $Format:%H$\r\nline two\n")
+    # The commit's own attributes would drop, rewrite and convert files in a plain archive.
+    clone.write(".gitattributes", "templates/deep/er/file.j2 export-subst ident eol=crlf\n"
+                "catalog/workshops/WKSHP-A/notebook.ipynb export-ignore\n")
+    sha = clone.commit("workshop A")
+    source.fetch()
+    folder = source.export(sha)
+    assert folder == source.revisions / sha
+    assert exported_tree(folder) == tree_of(clone, sha)
+    for base, _dirs, files in os.walk(folder):
+        assert stat.S_IMODE(Path(base).stat().st_mode) == 0o555
+        for name in files:
+            mode = stat.S_IMODE((Path(base) / name).stat().st_mode)
+            assert mode == (0o555 if name == "create.sh" else 0o444), name
+    assert not [p for p in source.revisions.iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_export_of_the_same_commit_is_a_noop(clone: Clone, source: GitSource) -> None:
+    clone.write("hosts/a.yaml", "address: a\n")
+    sha = clone.commit("a")
+    source.fetch()
+    first = source.export(sha)
+    before = (first.stat().st_ino, first.stat().st_mtime_ns,
+              (first / "hosts/a.yaml").stat().st_ino)
+    assert source.export(sha[:12]) == first
+    assert (first.stat().st_ino, first.stat().st_mtime_ns,
+            (first / "hosts/a.yaml").stat().st_ino) == before
+
+
+def test_an_unknown_commit_cannot_be_exported(clone: Clone, source: GitSource) -> None:
+    clone.write("a.txt", "a\n")
+    clone.commit("a")
+    source.fetch()
+    with pytest.raises(SourceError, match="is not in the mirror"):
+        source.export("0" * 40)
+    with pytest.raises(SourceError, match="not a commit id"):
+        source.export("../../etc")
+    assert source.exported() == []
+
+
+def test_a_link_inside_the_revision_is_exported_as_a_link_and_reported(
+        clone: Clone, source: GitSource) -> None:
+    clone.copy_example_catalog()
+    rel = "catalog/workshops/WKSHP-Python101/3-Copy.ipynb"
+    clone.link(rel, "0-ReadMeFirst.ipynb")
+    sha = clone.commit("a link to a notebook")
+    source.fetch()
+    folder = source.export(sha)
+    assert (folder / rel).is_symlink()
+    assert str((folder / rel).readlink()) == "0-ReadMeFirst.ipynb"
+    check = check_revision(folder)
+    assert not check.ok
+    assert any(d.path == rel and d.code == "symlink" for d in check.errors)
+
+
+def test_links_leaving_the_revision_are_not_created_and_are_reported(
+        clone: Clone, source: GitSource, tmp_path: Path) -> None:
+    clone.copy_example_catalog()
+    clone.link("templates/etc", "/etc")
+    clone.link("catalog/workshops/WKSHP-Python101/up", "../../../../outside")
+    clone.link("templates/hop", "..")          # to the revision's root: inside
+    clone.link("templates/escape", "hop/..")   # lexically inside, really outside via hop
+    sha = clone.commit("links out")
+    source.fetch()
+    folder = source.export(sha)
+    for rel in ("templates/etc", "catalog/workshops/WKSHP-Python101/up", "templates/escape"):
+        assert not os.path.lexists(folder / rel), rel
+    assert (folder / "templates/hop").is_symlink()
+    check = check_revision(folder)
+    located = {d.path for d in check.errors if d.code == "symlink"}
+    assert {"templates/etc", "catalog/workshops/WKSHP-Python101/up", "templates/escape",
+            "templates/hop"} <= located
+    assert not check.ok
+
+
+def test_prune_keeps_the_newest_and_the_protected_revisions(clone: Clone,
+                                                            source: GitSource) -> None:
+    shas = []
+    for n in range(5):
+        clone.write("n.txt", f"{n}\n")
+        shas.append(clone.commit(f"commit {n}"))
+        source.fetch()
+        source.export(shas[-1])
+    stale = source.revisions / ".tmp-deadbeef-x"
+    stale.mkdir(mode=0o500)
+    os.utime(stale, (0, 0))
+    removed = source.prune(keep=2, protect={shas[0]})
+    assert sorted(removed) == sorted(shas[1:3])
+    assert source.exported() == [shas[4], shas[3], shas[0]]
+    assert sorted(p.name for p in source.revisions.iterdir()) == sorted(
+        [*(s for s in (shas[0], shas[3], shas[4])), *(f"{s}.json" for s in
+                                                       (shas[0], shas[3], shas[4]))])
+    assert source.prune(keep=2, protect={shas[0]}) == []
+
+
+def test_prune_leaves_a_recent_temporary_folder_alone(clone: Clone, source: GitSource) -> None:
+    clone.write("a.txt", "a\n")
+    clone.commit("a")
+    source.export(source.fetch())
+    busy = source.revisions / ".tmp-0123456789ab-busy"
+    busy.mkdir()
+    source.prune(keep=1)
+    assert busy.is_dir()
+
+
+# -- commit metadata -------------------------------------------------------------------------
+
+def test_trailers_and_the_deletion_consent(clone: Clone, source: GitSource) -> None:
+    clone.write("a.txt", "a\n")
+    allowed = clone.commit("Retire WKSHP-Old\n\nIts 12 seats go.\n\n"
+                           "Wodsync-Allow-Deletions: 12\nSigned-off-by: Ada <ada@example.org>")
+    clone.write("a.txt", "b\n")
+    plain = clone.commit("Typo")
+    clone.write("a.txt", "c\n")
+    bad = clone.commit("Oops\n\nwodsync-allow-deletions: twelve")
+    source.fetch()
+    assert source.trailers(allowed) == {"Wodsync-Allow-Deletions": ["12"],
+                                        "Signed-off-by": ["Ada <ada@example.org>"]}
+    assert source.allow_deletions(allowed) == 12
+    assert source.trailers(plain) == {} and source.allow_deletions(plain) is None
+    with pytest.raises(SourceError, match="'twelve' is not a number of accounts"):
+        source.allow_deletions(bad)
+    assert source.message(allowed).startswith("Retire WKSHP-Old\n")
+    assert source.author(plain) == "Ada Author <ada@example.org>"
+
+
+# -- checking revisions ----------------------------------------------------------------------
+
+def test_a_valid_commit_checks_ok(clone: Clone, source: GitSource) -> None:
+    clone.copy_example_catalog()
+    sha = clone.commit("the example catalog")
+    source.fetch()
+    check = check_revision(source.export(sha))
+    assert check.ok and check.errors == [] and check.sha == sha
+    assert json.loads(json.dumps(check.to_json())) == {"sha": sha, "ok": True, "errors": [],
+                                                      "warnings": []}
+
+
+def test_an_invalid_commit_has_located_serializable_errors(clone: Clone,
+                                                           source: GitSource) -> None:
+    clone.copy_example_catalog()
+    rel = "catalog/workshops/WKSHP-Python101/workshop.yaml"
+    clone.replace(rel, "capacity: 40", "capacity: '40'")
+    line = next(n for n, text in enumerate(
+        (clone.path / rel).read_text().splitlines(), start=1) if "capacity" in text)
+    sha = clone.commit("break capacity")
+    source.fetch()
+    check = check_revision(source.export(sha))
+    assert not check.ok
+    error = next(d for d in check.errors if d.path == rel)
+    assert error.line == line and error.col >= 1
+    data = json.loads(json.dumps(check.to_json()))
+    assert data["ok"] is False
+    assert {"path": rel, "line": line, "col": error.col, "code": error.code,
+            "message": error.message} in data["errors"]
+    assert RevisionCheck.from_json(data) == check
+    assert f"{rel}:{line}:" in check.summary
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+SECRET = b"webhook-secret"
+PUSH = json.dumps({"ref": "refs/heads/main", "before": "1" * 40, "after": "a" * 40,
+                   "repository": {"full_name": "org/catalog"}}).encode()
+
+
+def test_a_body_signed_with_the_secret_verifies() -> None:
+    header = webhook.signature(SECRET, PUSH)
+    assert header.startswith("sha256=") and len(header) == 71
+    assert webhook.verify_signature(SECRET, PUSH, header)
+    assert webhook.verify_signature(SECRET, PUSH, header.upper().replace("SHA256=", "sha256="))
+
+
+@pytest.mark.parametrize("header", [
+    None, "", "sha256=", "sha1=" + "0" * 40, "sha256=" + "0" * 64, "sha256=" + "z" * 64,
+    "sha256=" + "0" * 63, "sha256=é" + "0" * 63,
+])
+def test_a_missing_malformed_or_wrong_signature_does_not_verify(header: str | None) -> None:
+    assert not webhook.verify_signature(SECRET, PUSH, header)
+
+
+def test_a_signature_of_another_body_or_secret_does_not_verify() -> None:
+    assert not webhook.verify_signature(SECRET, PUSH + b" ", webhook.signature(SECRET, PUSH))
+    assert not webhook.verify_signature(b"other", PUSH, webhook.signature(SECRET, PUSH))
+
+
+def test_no_secret_verifies_nothing() -> None:
+    assert not webhook.verify_signature(b"", PUSH, webhook.signature(b"", PUSH))
+
+
+def test_a_push_names_the_branch_and_the_new_head() -> None:
+    event = webhook.parse_event("push", PUSH)
+    assert (event.kind, event.ref, event.after, event.branch) == (
+        "push", "refs/heads/main", "a" * 40, "main")
+    assert event.repository == "org/catalog"
+    assert event.moves("main") and not event.moves("dev")
+
+
+def test_a_form_encoded_push_is_read_too() -> None:
+    from urllib.parse import urlencode
+
+    event = webhook.parse_event("push", urlencode({"payload": PUSH.decode()}).encode())
+    assert event.after == "a" * 40
+
+
+def test_a_deleted_branch_has_no_head_and_a_tag_no_branch() -> None:
+    deleted = webhook.parse_event("push", json.dumps(
+        {"ref": "refs/heads/main", "after": "0" * 40, "deleted": True}).encode())
+    assert deleted.kind == "push" and deleted.after is None
+    tag = webhook.parse_event("push", json.dumps(
+        {"ref": "refs/tags/v1", "after": "b" * 40}).encode())
+    assert tag.branch is None and not tag.moves("main")
+
+
+def test_ping_and_other_events() -> None:
+    ping = webhook.parse_event("ping", b'{"zen": "Keep it simple.", "hook_id": 1}')
+    assert ping.kind == "ping"
+    assert webhook.parse_event("issues", b"not even json").kind == "other"
+    assert webhook.parse_event(None, b"").kind == "other"
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b"[1, 2]", b'{"ref": "refs/heads/main"}', b'{"after": "' + b"a" * 40 + b'"}',
+    b'{"ref": "refs/heads/main", "after": "../../etc"}', b"\xff\xfe",
+    b"payload=%7B&payload=x&=",
+])
+def test_an_unreadable_push_is_a_webhook_error(body: bytes) -> None:
+    with pytest.raises(webhook.WebhookError):
+        webhook.parse_event("push", body)
+
+
+def test_a_body_over_the_limit_is_refused() -> None:
+    body = b'{"ref": "refs/heads/main", "after": "' + b"a" * 40 + b'", "x": "' + \
+        b"y" * webhook.MAX_BODY_BYTES + b'"}'
+    with pytest.raises(webhook.WebhookError, match="over the limit"):
+        webhook.parse_event("push", body)
+
+
+# -- the systemd unit ------------------------------------------------------------------------
+
+def unit_argv(state: str) -> list[str]:
+    return [sys.executable, "-m", "wodsync", "daemon", "--repo",
+            "https://deploy@git.example.org/org/catalog.git", "--state", state,
+            "--listen", "127.0.0.1:8080"]
+
+
+def parse_unit(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
+
+
+def test_the_unit_has_the_restart_stop_secret_and_hardening_settings() -> None:
+    unit = parse_unit(render_unit(unit_argv("/var/lib/wodsync"), "/var/lib/wodsync"))
+    service = unit["Service"]
+    expected = {"Restart": "on-failure", "KillMode": "mixed", "User": "root",
+                "EnvironmentFile": "-/etc/wodsync/env", "NoNewPrivileges": "yes",
+                "ProtectHome": "no", "ProtectSystem": "no", "PrivateTmp": "yes",
+                "ProtectKernelTunables": "no", "ProtectControlGroups": "yes",
+                "RestrictSUIDSGID": "yes", "LockPersonality": "yes",
+                "RestrictRealtime": "yes", "StateDirectory": "wodsync",
+                "StateDirectoryMode": "0700", "WorkingDirectory": "/var/lib/wodsync"}
+    assert {k: service.get(k) for k in expected} == expected
+    assert int(service["TimeoutStopSec"]) > 0 and service["RestartSec"]
+    assert service["ExecStart"].split()[:4] == [sys.executable, "-m", "wodsync", "daemon"]
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_every_setting_of_the_unit_is_explained_by_a_comment() -> None:
+    lines = render_unit(unit_argv("/var/lib/wodsync"), "/var/lib/wodsync").splitlines()
+    hardening = ("NoNewPrivileges", "RestrictSUIDSGID", "PrivateTmp", "ProtectControlGroups",
+                 "ProtectSystem", "KillMode", "EnvironmentFile", "Restart")
+    for key in hardening:
+        n = next(i for i, line in enumerate(lines) if line.startswith(key + "="))
+        assert any(line.startswith("#") for line in lines[max(0, n - 5):n]), key
+
+
+def test_a_state_folder_outside_var_lib_has_no_state_directory() -> None:
+    unit = parse_unit(render_unit(unit_argv("/srv/wodsync"), "/srv/wodsync"))
+    assert "StateDirectory" not in unit["Service"]
+    assert unit["Service"]["WorkingDirectory"] == "/srv/wodsync"
+
+
+def test_arguments_are_quoted_so_systemd_expands_nothing() -> None:
+    assert quote_arg("--state") == "--state"
+    assert quote_arg("a b") == '"a b"'
+    assert quote_arg("100%$HOME") == '"100%%$$HOME"'
+    assert quote_arg('say "hi" \\ bye') == '"say \\"hi\\" \\\\ bye"'
+    with pytest.raises(ValueError, match="control character"):
+        quote_arg("two\nlines")
+    with pytest.raises(ValueError, match="absolute program"):
+        render_unit(["wodsync", "daemon"], "/var/lib/wodsync")
+    with pytest.raises(ValueError, match="absolute path"):
+        render_unit(unit_argv("x"), "relative/state")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_accepts_the_unit_without_a_warning(tmp_path: Path) -> None:
+    argv = unit_argv("/var/lib/wodsync")
+    argv[6] = "https://deploy@git.example.org/org/cat alog.git?x=100%"
+    path = tmp_path / "wodsync.service"
+    path.write_text(render_unit(argv, "/var/lib/wodsync"))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "wodsync.service" not in result.stderr, result.stderr
