@@ -281,6 +281,14 @@ def test_secrets_module_imports_before_the_catalog():
     assert done.returncode == 0, done.stderr
 
 
+def test_no_value_appears_in_a_repr(secrets_file, monkeypatch, repo):
+    monkeypatch.setenv("HUB_EMEA_TOKEN", "env-token-in-no-repr")
+    catalog, _ = validate(repo.root)
+    secrets = Secrets.load(secrets_file)
+    text = repr(DesiredContext(catalog, "hub-emea", secrets)) + repr(secrets.entries)
+    assert VALUE not in text and "env-token-in-no-repr" not in text
+
+
 def test_empty_secrets_file_holds_no_secret(tmp_path):
     path = tmp_path / "secrets.yaml"
     path.write_text("# nothing yet\n")

@@ -73,9 +73,10 @@ class SecretError(Exception):
 
 @dataclass(frozen=True)
 class Entry:
-    """One secret of the file: its value and who may use it."""
+    """One secret of the file: its value (never in a repr: reprs reach logs) and who may use
+    it."""
 
-    value: str
+    value: str = field(repr=False)
     workshops: frozenset[str] = frozenset()
     hosts: frozenset[str] = frozenset()
 
@@ -112,10 +113,11 @@ class Scope:
 
 @dataclass
 class Secrets:
-    """The secrets file's entries and the controller's environment (for its own secrets)."""
+    """The secrets file's entries and the controller's environment (for its own secrets);
+    neither appears in a repr (a `DesiredContext` in a log or traceback shows no value)."""
 
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    entries: Mapping[str, Entry] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    entries: Mapping[str, Entry] = field(default_factory=dict, repr=False)
     source: Path | None = None
 
     @classmethod
@@ -179,7 +181,7 @@ class Placeholders(Secrets):
     environment. `checking(secrets)` keeps the grants of a real file and refuses what they
     refuse, with a message naming only the secret and the consumer (it is printed in CI)."""
 
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     check_grants: bool = False
 
     @classmethod
