@@ -98,6 +98,33 @@ def test_a_privileged_change_is_reported_at_its_file_and_line(repo, base, rel, o
     assert r.privileged[0].why
 
 
+@pytest.mark.parametrize(("edit", "line"), [
+    (lambda lines: [*lines, "export PAGER=less"], 4),          # appended after line 3
+    (lambda lines: lines[:2], 2),                              # last line removed
+    (lambda lines: [lines[0] + " ", *lines[1:]], 1),           # first line edited
+])
+def test_a_privileged_file_points_at_its_first_changed_line(repo, base, edit, line):
+    lines = repo.read(BASHRC).splitlines()
+    assert len(lines) == 3
+    repo.write(BASHRC, "\n".join(edit(lines)) + "\n")
+    assert privileged(review(repo.root, base)) == {(BASHRC, line, "file")}
+
+
+def test_a_mode_change_alone_is_reported_at_line_1(repo, base):
+    script = repo.path("catalog/workshops/WKSHP-Git101/scripts/create.sh")
+    script.chmod(script.stat().st_mode ^ 0o100)
+    r = review(repo.root, base)
+    assert privileged(r) == {("catalog/workshops/WKSHP-Git101/scripts/create.sh", 1, "file")}
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_escaped(repo, base, cli):
+    (repo.root / "hosts").joinpath(b"caf\xe9.yaml".decode(errors="surrogateescape")) \
+        .write_text("address: x\n")
+    result = cli("review", "--root", repo.root, "--base", "main")
+    assert result.exit_code == 0
+    assert "hosts/caf\\xe9.yaml:1  'address' added" in result.stdout
+
+
 def test_workshop_variables_without_secrets_and_unused_globals_are_content(repo, base):
     repo.replace(API101, "API_URL: https://api.wod.example.org/v1",
                  "API_URL: https://api2.wod.example.org/v1")

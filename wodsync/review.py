@@ -143,7 +143,7 @@ class Git:
         if not root.is_dir():
             raise ReviewError(f"{root}: no such folder")
         try:
-            self.prefix = self.run("rev-parse", "--show-prefix").decode().strip()
+            self.prefix = _decode(self.run("rev-parse", "--show-prefix")).strip()
         except ReviewError as exc:
             raise ReviewError(f"{root} is not a git repository ({exc})") from None
 
@@ -177,8 +177,8 @@ class Git:
         args = ["diff", "--raw", "-z", "--no-renames", "--relative", "--no-ext-diff", base]
         found = _parse_raw(self.run(*args, *([head] if head else [])))
         if head is None:
-            found += [self._untracked(p) for p in self.run(
-                "ls-files", "-z", "--others", "--exclude-standard").decode().split("\0") if p]
+            found += [self._untracked(p) for p in _paths(self.run(
+                "ls-files", "-z", "--others", "--exclude-standard"))]
         return sorted(found, key=lambda c: c.path)
 
     def _untracked(self, rel: str) -> Change:
@@ -189,7 +189,7 @@ class Git:
     def files(self, rev: str, under: str) -> list[str]:
         out = self.run("ls-tree", "-r", "-z", "--name-only", "--full-tree", rev, "--",
                        self.prefix + under)
-        return [p[len(self.prefix):] for p in out.decode().split("\0") if p]
+        return [p[len(self.prefix):] for p in _paths(out)]
 
     @contextmanager
     def blobs(self) -> Iterator[CatFile]:
@@ -200,9 +200,18 @@ class Git:
             cat.close()
 
 
+def _decode(out: bytes) -> str:
+    """Git's bytes as text; a name that is not UTF-8 survives the round trip to the OS."""
+    return out.decode(errors="surrogateescape")
+
+
+def _paths(out: bytes) -> list[str]:
+    return [p for p in _decode(out).split("\0") if p]
+
+
 def _parse_raw(out: bytes) -> list[Change]:
     """`:old_mode new_mode old_sha new_sha status\\0path\\0` records."""
-    fields = out.decode(errors="surrogateescape").split("\0")
+    fields = _decode(out).split("\0")
     changes = []
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
         if not meta.startswith(":"):
@@ -425,6 +434,8 @@ def first_changed_line(old: bytes | None, new: bytes | None) -> int | None:
     if new is None:
         return None
     a, b = (old or b"").splitlines(), new.splitlines()
+    if a == b:
+        return 1   # only the mode or the line endings changed
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i + 1
@@ -438,6 +449,7 @@ class Classifier:
 
     def __init__(self, old: Side, new: Side, changes: list[Change]) -> None:
         self.old, self.new, self.changes = old, new, changes
+        self._scripts: dict[str, set[str]] = {}
 
     def findings(self) -> list[Finding]:
         found: list[Finding] = []
@@ -513,10 +525,15 @@ class Classifier:
         parts = rel.split("/", 3)
         if not rel.startswith(WORKSHOPS) or len(parts) < 4:
             return ""
-        inner = parts[3]
-        key_file = f"{WORKSHOPS}{parts[2]}/{WORKSHOP_FILE}"
-        return SCRIPT_WHY if any(inner in workshop_scripts(side.read(key_file))
-                                 for side in (self.old, self.new)) else ""
+        return SCRIPT_WHY if parts[3] in self.scripts(parts[2]) else ""
+
+    def scripts(self, key: str) -> set[str]:
+        """The scripts workshop `key` names on either side (parsed once per workshop)."""
+        if key not in self._scripts:
+            rel = f"{WORKSHOPS}{key}/{WORKSHOP_FILE}"
+            self._scripts[key] = workshop_scripts(self.old.read(rel)) | \
+                workshop_scripts(self.new.read(rel))
+        return self._scripts[key]
 
     @cached_property
     def template_names(self) -> set[str]:
@@ -550,6 +567,11 @@ def _verb(change: Change) -> Literal["added", "changed", "removed"]:
     return "added" if change.status == "A" else "removed" if change.status == "D" else "changed"
 
 
+def _shown(path: str) -> str:
+    """A path as printed: bytes that are not UTF-8 (kept by surrogateescape) as escapes."""
+    return path.encode(errors="surrogateescape").decode(errors="backslashreplace")
+
+
 def review(root: Path, base: str, head: str | None = None) -> Review:
     """Classify every change of `root` (its work tree, or the revision `head`) against `base`."""
     git = Git(root)
@@ -560,9 +582,8 @@ def review(root: Path, base: str, head: str | None = None) -> Review:
         new: Side = CommitSide(git, cat, head_commit) if head_commit else WorkTree(root)
         changes = git.changes(base_commit, head_commit)
         findings = Classifier(old, new, changes).findings()
-    if git.prefix:
-        findings = [Finding(f.kind, git.prefix + f.path, f.line, f.what, f.change, f.why)
-                    for f in findings]
+    findings = [Finding(f.kind, _shown(git.prefix + f.path), f.line, f.what, f.change, f.why)
+                for f in findings]
     return Review(base, base_commit, head or "the work tree", findings)
 
 
