@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,21 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 def hub_ports() -> dict[str, int]:
     return {"port": free_port(), "hub_port": free_port(), "proxy_api_port": free_port()}
+
+
+def privileged_ports() -> dict[str, int]:
+    """Free ports below 1024, where only root may listen, as a hub's defaults are.
+
+    Taken from 300-599, clear of well-known services and of 600-1023 where NFS and RPC
+    daemons pick reserved ports at random (bindresvport, sunrpc)."""
+    found = []
+    for port in random.sample(range(300, 600), 300):
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("", port))
+            found.append(port)
+        if len(found) == 3:
+            return dict(zip(("port", "hub_port", "proxy_api_port"), found, strict=True))
+    raise AssertionError("no three free ports in 300-599")
 
 
 def write_lab(root: Path, tmp: Path, pool: str, ports: dict[str, int], hub_extra: str) -> None:

@@ -345,6 +345,10 @@ class VariablesFile(RootModel[Variables]):
 
 
 HUB_UNIT = "jupyterhub.service"
+# Linux's default `net.ipv4.ip_unprivileged_port_start`: only root may listen below it.
+PRIVILEGED_BELOW = 1024
+HUB_PORTS = ("port", "hub_port", "proxy_api_port")
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class HubFile(NamedTuple):
@@ -390,9 +394,16 @@ class Hub(Strict):
     no_index: bool = Field(False, description="pip installs from find_links only (no index).")
     ip: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F.:]*$", max_length=64)] = Field(
         "", description="Public address the proxy listens on; empty means every interface.")
-    port: Annotated[int, Field(ge=1, le=65535)] = 8000
-    hub_port: Annotated[int, Field(ge=1, le=65535)] = 8081
-    proxy_api_port: Annotated[int, Field(ge=1, le=65535)] = 8001
+    port: Port = Field(
+        80, description="Public port of the proxy. Below 1024 (only root may listen there): the "
+                        "hub replaces its proxy at every start, and a student listening on a "
+                        "free public port in that moment would receive every login form.")
+    hub_port: Port = Field(
+        81, description="The hub's loopback port, where the proxy sends `/` (login forms). Below "
+                        "1024 so no student can listen on it while the hub restarts.")
+    proxy_api_port: Port = Field(
+        82, description="The proxy's loopback API port. Below 1024 so no student can listen on "
+                        "it when the proxy starts and receive its token.")
     api_url: Url | None = Field(None, description="Default: the hub's own port on loopback.")
     token: SecretRef | None = Field(None, description="Token of the wodsync hub service.")
     admins: list[LinuxName] = Field([], description="Hub admin users (existing accounts).")
@@ -406,6 +417,15 @@ class Hub(Strict):
     @property
     def api(self) -> str:
         return self.api_url or f"http://127.0.0.1:{self.hub_port}/hub/api"
+
+    def ports(self) -> list[tuple[str, int]]:
+        """The public, hub and proxy API ports as (field, port)."""
+        return [(name, getattr(self, name)) for name in HUB_PORTS]
+
+    def unprivileged_ports(self, start: int = PRIVILEGED_BELOW) -> list[tuple[str, int]]:
+        """The ports a student could listen on while the hub or its proxy is down (`start`: the
+        host's `net.ipv4.ip_unprivileged_port_start`, Linux's default unless given)."""
+        return [(name, port) for name, port in self.ports() if port >= start]
 
     def service_files(self) -> list[HubFile]:
         """The hub's configuration (it holds the token: root only) and, with systemd, its

@@ -4,8 +4,21 @@ The hub is restarted only when the fingerprint of what it runs (its configuratio
 the JupyterHub and proxy versions) differs from the one it was started with, which wodsync keeps
 beside the hub's data (neither systemd nor the hub knows it). The configuration turns
 `cleanup_servers` and `cleanup_proxy` off, and systemd's unit uses `KillMode=process`, so a
-restart ends the hub process only: students' servers and the proxy keep running and the new hub
-adopts them. A hub that is not running is started (self-heal).
+restart ends the hub process only: students' servers keep running and the new hub adopts them.
+The proxy keeps routing while the hub is down; the new hub then replaces it (JupyterHub 6 stops
+the proxy of its pid file and starts another). A hub that is not running is started (self-heal).
+
+Students share the host with the hub's ports, and whoever listens on one while its owner is
+down gets that owner's traffic: the hub's port (the proxy sends it `/`, the login forms with
+Linux passwords), the proxy's API port (the hub sends it the proxy's token) and the public port
+(browsers). All three are below 1024 by default, where only root may listen, even while the hub
+or the proxy is down — simpler and sturdier than the alternatives for JupyterHub 6.1 with
+configurable-http-proxy 4.6: a Unix socket for the hub needs a proxy that routes to sockets
+(5.x), and an `iptables` owner rule needs a firewall wodsync would share with the host's own.
+The proxy's token is new at every proxy start and never stored (the hub's configuration makes
+it), so a token seen once is worthless after the next restart. The kernel decides what
+"privileged" means (`net.ipv4.ip_unprivileged_port_start`, 0 in some containers): it is
+observed, and a hub port a student could take is a plan note.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ NAME = "jupyterhub"
 UNIT = "jupyterhub.service"
 STATE_FILE = "wodsync-hub.json"
 READY_SECONDS = 90
+PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class HubService:
     data_dir: str
     config_path: str
     fingerprint: str
+    ports: tuple[tuple[str, int], ...] = ()    # (field, port) of the hub's three ports
 
 
 @dataclass(frozen=True)
@@ -61,7 +76,8 @@ def desired(ctx: DesiredContext) -> HubService | None:
     files = [f.data for f in ctx.hub_files.values()]
     return HubService(hub.service, hub.api, hub.prefix, hub.data_dir,
                       f"{hub.config_dir}/jupyterhub_config.py",
-                      hubwant.fingerprint(files, pip.get("jupyterhub", ""), hubwant.npm(hub)))
+                      hubwant.fingerprint(files, pip.get("jupyterhub", ""), hubwant.npm(hub)),
+                      tuple(hub.ports()))
 
 
 def probe(want: HubService) -> dict[str, Any]:
@@ -107,13 +123,49 @@ def _state(probe):
     return state
 
 
+def _unprivileged_port_start():
+    try:
+        with open("/proc/sys/" + PORT_SYSCTL.replace(".", "/"), encoding="utf-8") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
-    return _state(probe)
+    state = _state(probe)
+    state["unprivileged_port_start"] = _unprivileged_port_start()
+    return state
+
+
+def _port_start(plan: PlanContext) -> int | None:
+    """The kernel's limit as it will be once this plan's sysctl values are written, else as
+    observed; None when unknown (an older agent, or no such sysctl)."""
+    for value in ((plan.want.get("sysctl") or {}).get(PORT_SYSCTL),
+                  plan.facts[KIND].get("unprivileged_port_start")):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _check_ports(plan: PlanContext, want: HubService) -> None:
+    """A note per hub port a student could listen on while the hub or its proxy is down."""
+    start = _port_start(plan)
+    if start is None:
+        return
+    for name, port in want.ports:
+        if port >= start:
+            plan.notes.append(
+                f"hub.{name} {port} is open to students ({PORT_SYSCTL} is {start}): one "
+                "listening there while the hub or its proxy restarts receives their traffic "
+                f"(login forms, the proxy's token); use a port below {start}")
 
 
 def diff(plan: PlanContext) -> None:
     want: HubService = plan.want[KIND]
     state = plan.facts[KIND]
+    _check_ports(plan, want)
     if not state.get("running"):
         plan.add(Action.CREATE, KIND, NAME, "not running", ServiceChange("start"))
     elif state.get("fingerprint") != want.fingerprint:
