@@ -142,6 +142,21 @@ def test_fetch_follows_a_force_push(clone: Clone, source: GitSource) -> None:
     assert source.fetch() == git(clone.path, "rev-parse", "HEAD")
 
 
+def test_a_new_url_for_the_same_state_is_followed(clone: Clone, remote: Path,
+                                                  tmp_path: Path) -> None:
+    clone.write("a.txt", "a\n")
+    first = clone.commit("a")
+    moved = tmp_path / "moved.git"
+    git(tmp_path, "clone", "-q", "--bare", str(remote), str(moved))
+    clone.write("a.txt", "b\n")
+    clone.commit("only on the old remote")
+    with GitSource(remote, "main", tmp_path / "state") as src:
+        assert src.fetch() != first
+    with GitSource(moved, "main", tmp_path / "state") as src:
+        assert src.fetch() == first
+        assert git(src.mirror, "remote", "get-url", "origin") == str(moved)
+
+
 def test_a_missing_remote_is_a_source_error_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-repo.git"
     with GitSource(missing, "main", tmp_path / "state") as src, \
@@ -267,6 +282,7 @@ def test_links_leaving_the_revision_are_not_created_and_are_reported(
     clone.link("catalog/workshops/WKSHP-Python101/up", "../../../../outside")
     clone.link("templates/hop", "..")          # to the revision's root: inside
     clone.link("templates/escape", "hop/..")   # lexically inside, really outside via hop
+    clone.link("docs/motd", "/etc/motd")        # outside the folders wodsync reads
     sha = clone.commit("links out")
     source.fetch()
     folder = source.export(sha)
@@ -278,6 +294,8 @@ def test_links_leaving_the_revision_are_not_created_and_are_reported(
     assert {"templates/etc", "catalog/workshops/WKSHP-Python101/up", "templates/escape",
             "templates/hop"} <= located
     assert not check.ok
+    assert not os.path.lexists(folder / "docs/motd")
+    assert [d.path for d in check.warnings if d.code == "symlink"] == ["docs/motd"]
 
 
 def test_prune_keeps_the_newest_and_the_protected_revisions(clone: Clone,
@@ -337,8 +355,11 @@ def test_a_valid_commit_checks_ok(clone: Clone, source: GitSource) -> None:
     clone.copy_example_catalog()
     sha = clone.commit("the example catalog")
     source.fetch()
-    check = check_revision(source.export(sha))
+    folder = source.export(sha)
+    before = exported_tree(folder)
+    check = check_revision(folder)
     assert check.ok and check.errors == [] and check.sha == sha
+    assert exported_tree(folder) == before  # validation reads, never writes
     assert json.loads(json.dumps(check.to_json())) == {"sha": sha, "ok": True, "errors": [],
                                                       "warnings": []}
 

@@ -160,6 +160,10 @@ class GitSource:
         try:
             git.Repo.init(tmp, bare=True).close()
             tmp.rename(self.mirror)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.mirror.is_dir():  # else another process created it meanwhile
+                raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
