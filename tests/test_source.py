@@ -533,3 +533,17 @@ def test_systemd_accepts_the_unit_without_a_warning(tmp_path: Path) -> None:
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "wodsync.service" not in result.stderr, result.stderr
+
+
+def test_a_validator_that_crashes_blocks_the_revision(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import wodsync.catalog
+
+    def crash(root: Path) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(wodsync.catalog, "validate", crash)
+    check = check_revision(tmp_path, sha="f" * 40)
+    assert not check.ok
+    assert [(d.code, d.message) for d in check.errors] == [
+        ("internal-error", "validation failed: RuntimeError: boom")]
