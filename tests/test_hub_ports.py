@@ -320,6 +320,37 @@ def test_a_seats_own_server_works_through_the_proxy_across_a_restart(lab):
     assert read_contents(session, lab["base"], user, "notes.ipynb")["type"] == "notebook"
 
 
+@needs_hub
+def test_a_stale_proxy_pid_file_never_gets_another_process_killed(lab):
+    """After a reboot the proxy's old pid may be a student's process (or a daemon's): the hub
+    starting must not stop it."""
+    end(pid_of(lab, "hub"))
+    end(pid_of(lab, "proxy"))
+    bystander = seat_popen(seat(6), "import time; time.sleep(600)")
+    try:
+        (lab["data"] / "jupyterhub-proxy.pid").write_text(str(bystander.pid))
+        assert "started the hub" in applied(lab)
+        assert bystander.poll() is None, "the hub stopped a process that was not its proxy"
+        assert pid_of(lab, "proxy") != bystander.pid
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_stopping_the_hub_spares_a_process_named_by_a_stale_proxy_pid_file(tmp_path):
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        (tmp_path / "jupyterhub-proxy.pid").write_text(str(bystander.pid))
+        done = hubservice.stop_hub({"supervisor": "process", "data_dir": str(tmp_path),
+                                    "api": "http://127.0.0.1:9/hub/api"}, None)
+        assert done == {"hub_was_running": False, "servers_stopped": []}
+        assert bystander.poll() is None
+        assert not (tmp_path / "jupyterhub-proxy.pid").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 # ---- the plan and the model, no hub ------------------------------------------------------------
 
 def test_a_fresh_hubs_ports_are_all_below_1024():

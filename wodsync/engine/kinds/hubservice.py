@@ -106,6 +106,15 @@ def _is_hub(pid):
         return False
 
 
+def _is_proxy(pid):
+    """The pid file may be stale (a reboot): its pid may now be any process's."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            return b"configurable-http-proxy" in f.read()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def _state(probe):
     """Running or not, and the fingerprint the running hub was started with."""
     try:
@@ -274,7 +283,8 @@ def stop_hub(payload, host):
     try:
         with open(proxy, encoding="utf-8") as f:
             pid = int(f.read().strip())
-        os.kill(pid, signal.SIGTERM)
+        if _is_proxy(pid):
+            os.kill(pid, signal.SIGTERM)
         os.unlink(proxy)
     except (OSError, ValueError):
         pass
