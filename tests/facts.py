@@ -20,7 +20,7 @@ def _accounts(d: DesiredHost) -> dict[str, Any]:
                 for s in want.seats.values()}
     groups = {s.name: {"gid": s.gid, "members": []} for s in want.seats.values()}
     return {"accounts": accounts, "groups": groups, "managed": sorted(want.seats),
-            "in_use": [], "acl_uid": None}
+            "acl_uid": None}
 
 
 def converged(d: DesiredHost) -> dict[str, Any]:
@@ -30,6 +30,8 @@ def converged(d: DesiredHost) -> dict[str, Any]:
                                "group": f.group, "regular": True} for p, f in w["file"].items()},
                  "managed": sorted(w["file"]), "pending": {}},
         "account": _accounts(d),
+        "seat": {"occupied": {s: {"session": sid, "state": "active"}
+                              for s, sid in w["seat"].sessions.items()}},
     }
     if "sysctl" in w:
         facts["sysctl"] = {"values": dict(w["sysctl"])}

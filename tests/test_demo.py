@@ -62,7 +62,7 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
     first = demo("--port", str(port), "--json")
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     creds = json.loads(first.stdout)
-    assert set(creds) == {"url", "username", "password"}
+    assert set(creds) == {"url", "username", "password", "state", "root", "session"}
     assert creds["url"] == f"http://127.0.0.1:{port}/" and creds["username"] == f"{PREFIX}1"
 
     base = creds["url"].rstrip("/")
@@ -72,6 +72,11 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
                        "WKSHP-Python101/1-Python-Basics.ipynb")
     source = "".join("".join(c["source"]) for c in nb["content"]["cells"])
     assert "{{" not in source and f"{PREFIX}1" in source
+    shown = subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), "session", "show",
+                            creds["session"], "--state", creds["state"], "--root",
+                            creds["root"], "--json"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["state"] == "active", "the demo seat is a real session"
 
     again = demo("--port", str(port), "--json")
     assert again.returncode == 0, again.stderr[-2000:]

@@ -32,7 +32,7 @@ HOMES = Path("/home/wodsync-test-hubsd")
 
 
 def _cleanup() -> None:
-    remove_test_accounts(PREFIX, UID_BASE)
+    remove_test_accounts(PREFIX, UID_BASE, ("wodtsgrp",))
     shutil.rmtree(HOMES, ignore_errors=True)
 
 
@@ -111,11 +111,11 @@ def test_a_changed_unit_is_reloaded_before_the_restart(lab):
 def test_a_hub_stopped_under_systemd_converges_in_one_apply(lab):
     """`systemctl stop` behind wodsync's back and a group change meanwhile: one apply, exit 0."""
     subprocess.run(["systemctl", "stop", "jupyterhub.service"], env=lab["env"], check=True)
-    ws = lab["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
-    ws.write_text(ws.read_text().replace("capacity: 50\nseats: {first: 1, last: 50}",
-                                         "capacity: 30\nseats: {first: 1, last: 30}"))
+    students = lab["root"] / "catalog/students.yaml"
+    students.write_text(students.read_text().replace("last: 50", "last: 55")
+                        + "    group: wodtsgrp\n")
     applied = wodsync(lab, "apply", "--yes")
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
     assert calls(lab)[-1] == "restart jupyterhub.service"
-    assert len(lab["api"].groups()["WKSHP-Lab"]) == 30
+    assert len(lab["api"].groups()["wodtsgrp"]) == 55
     assert wodsync(lab, "plan").returncode == 0

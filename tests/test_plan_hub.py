@@ -103,7 +103,7 @@ def test_hub_users_are_deleted_only_when_wodsync_made_them(repo):
 
 
 def test_group_membership_drift_adds_and_removes(repo):
-    d = desired(repo)
+    d = desired(repo, [LiveSeat("student41", "s-41", "WKSHP-Git101")])
     facts = converged(d)
     members = facts["hub_group"]["groups"]["WKSHP-Git101"]
     members.remove("student41")
@@ -140,13 +140,47 @@ def test_a_seat_in_use_keeps_its_password(repo, in_use):
     assert changes(plan) == (set() if in_use else {("update", "account:student5")})
 
 
+def test_workshop_groups_hold_the_seats_of_live_sessions(repo):
+    live = [LiveSeat("student42", "s-42", "WKSHP-Git101"),
+            LiveSeat("student71", "s-71", "WKSHP-API101")]
+    d = desired(repo, live)
+    groups = d.want["hub_group"].groups
+    assert groups["WKSHP-Git101"] == ("student42",) and groups["WKSHP-API101"] == ("student71",)
+    assert len(groups["students"]) == 2000
+    facts = converged(desired(repo))
+    plan = plan_host(d, facts)
+    assert changes(plan) == {("update", "hub_group:WKSHP-Git101"),
+                             ("update", "hub_group:WKSHP-API101")}
+
+
+def test_a_pool_shrink_over_a_seat_in_use_is_refused_naming_the_session(repo):
+    d = desired(repo, [LiveSeat("student2000", "s-2000", "WKSHP-Python101")])
+    facts = converged(d)
+    repo.replace("catalog/students.yaml", "last: 2000", "last: 1999")
+    shrunk = desired(repo, [LiveSeat("student2000", "s-2000", "WKSHP-Python101")])
+    plan = plan_host(shrunk, facts, allow_deletions=10)
+    assert plan.refused and "student2000, held by session s-2000" in plan.refused
+
+
+def test_a_seat_the_host_says_is_in_use_is_never_locked(repo):
+    """Even when the store does not know the session (a lost or wrong database)."""
+    d = desired(repo)
+    facts = converged(d)
+    facts["account"]["accounts"]["student9"]["locked"] = False
+    facts["seat"]["occupied"]["student9"] = {"session": "s-9", "state": "active"}
+    plan = plan_host(d, facts)
+    assert changes(plan) == set()
+    assert any("seat student9 holds session s-9 on the host, unknown to the store" in n
+               for n in plan.notes)
+
+
 def test_the_plan_round_trips_through_json_with_its_data(repo):
     from wodsync.engine.plan import HostPlan
 
     d = desired(repo)
     facts = converged(d)
     facts["sysctl"]["values"]["vm.max_map_count"] = "65530"
-    facts["hub_group"]["groups"]["WKSHP-Git101"].remove("student41")
+    facts["hub_group"]["groups"]["students"].remove("student41")
     facts["file"]["files"].pop("/etc/skel/.bashrc")
     plan = plan_host(d, facts, {"sysctl": "abc"})
     again = HostPlan.from_json(plan.to_json())

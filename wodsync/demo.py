@@ -4,14 +4,14 @@ The demo is the ordinary pipeline pointed at a local host. It writes a demo repo
 catalog and templates of the given root, plus a local host file and a pool sized for the demo
 location) under the demo folder, converges it with the engine (accounts, system files, the hub
 environment from PyPI, configurable-http-proxy from npm, the hub service, hub users and
-groups), then gives one seat of the first workshop a password and its rendered content.
-Everything it makes lives under the demo folder, except the Linux accounts and system files the
-catalog declares. Rerunning it converges again and hands out the same seat and password.
+groups), then creates a real session of the first workshop — the same CREATE the API and
+`wodsync session create` run — for a demo participant. Everything it makes lives under the demo
+folder, except the Linux accounts and system files the catalog declares. Rerunning it converges
+again and finds the same live session: the same seat and password.
 """
 
 from __future__ import annotations
 
-import json
 import secrets as pysecrets
 import shutil
 import socket
@@ -23,7 +23,6 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from wodsync import content
 from wodsync.catalog import validate
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import SecretRef
@@ -31,12 +30,17 @@ from wodsync.catalog.yamlfile import dump_yaml
 from wodsync.diagnostics import Diagnostic, format_diagnostics, has_errors
 from wodsync.engine import remote
 from wodsync.engine.desired import desired_state
+from wodsync.engine.planfile import Revision
 from wodsync.engine.reconcile import HostResult, Target, reconcile
 from wodsync.engine.transport import LocalTransport
 from wodsync.secrets import Secrets
+from wodsync.sessions.service import Deployment, Duplicate, SessionError, SessionService
+from wodsync.store import Participant, Session, open_store
 
 HOST = "demo"
 TOKEN_SECRET = "DEMO_HUB_TOKEN"
+CONTROLLER_STATE = "controller"
+DEMO_EMAIL = "demo@wodsync.invalid"
 
 
 class DemoError(Exception):
@@ -61,9 +65,13 @@ class DemoResult:
     password: str
     workshop: str
     results: list[HostResult]
+    state: Path
+    root: Path
+    session: str
 
     def to_json(self) -> dict[str, str]:
-        return {"url": self.url, "username": self.username, "password": self.password}
+        return {"url": self.url, "username": self.username, "password": self.password,
+                "state": str(self.state), "root": str(self.root), "session": self.session}
 
 
 def _secret_names(catalog: Catalog) -> set[str]:
@@ -175,19 +183,29 @@ def _validated(root: Path) -> tuple[Catalog, list[Diagnostic]]:
     return catalog, found
 
 
-def _seat(folder: Path, catalog: Catalog, location: str) -> tuple[str, int, str]:
-    """The demo seat (first seat of the first workshop here) and its password, kept."""
-    path = folder / "seat.json"
-    if path.exists():
-        kept = json.loads(path.read_text())
-        if kept["workshop"] in catalog.workshops:
-            return kept["workshop"], kept["seat"], kept["password"]
-    key = min((k for k, ws in catalog.workshops.items() if ws.location == location and ws.active),
-              key=lambda k: (catalog.workshops[k].priority, k))
-    seat, password = catalog.workshops[key].seats.first, content.new_password()
-    path.touch(mode=0o600)
-    path.write_text(json.dumps({"workshop": key, "seat": seat, "password": password}))
-    return key, seat, password
+def _workshop(catalog: Catalog, location: str) -> str:
+    """The demo's workshop: the first (by priority) active one of the location."""
+    return min((k for k, ws in catalog.workshops.items() if ws.location == location and ws.active),
+               key=lambda k: (catalog.workshops[k].priority, k))
+
+
+def _service(opts: DemoOptions, catalog: Catalog, secrets: Secrets, repo: Path,
+             ) -> SessionService:
+    deployment = Deployment(catalog, str(Revision.of(repo)), secrets)
+    store = open_store(state_dir=opts.folder / CONTROLLER_STATE)
+    return SessionService(store, lambda: deployment)
+
+
+def _demo_session(service: SessionService, key: str) -> Session:
+    """A real CREATE for the demo participant; a rerun finds the same live session."""
+    try:
+        return service.create(key, Participant("Demo participant", DEMO_EMAIL,
+                                               "wodsync demo")).session
+    except Duplicate as exc:
+        assert exc.session is not None
+        return exc.session
+    except SessionError as exc:
+        raise DemoError(f"the demo session could not be created: {exc}") from None
 
 
 def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
@@ -200,22 +218,21 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
     secrets_file = _secrets(opts.folder, demo_catalog)
     _ensure_npm(say)
     secrets = Secrets.load(secrets_file)
-    desired = desired_state(demo_catalog, HOST, secrets)
-    say(f"converging the local host ({desired.pool.last - desired.pool.first + 1} seats, "
-        f"location {location}); the first run installs JupyterHub and the proxy")
-    results = reconcile([Target(HOST, lambda: desired)], apply=True)
-    if not results[0].ok:
-        raise DemoError(f"converging failed: {_why(results[0])}")
-    key, seat, password = _seat(opts.folder, demo_catalog, location)
-    user = desired.pool.user(seat)
-    files = content.seat_content(demo_catalog, key, seat, password, HOST, secrets)
-    remote.call(LocalTransport(), "seat_claim", {
-        "state_dir": desired.state_dir, "owner": desired.owner, "user": user,
-        "password": password,
-        "workshop": key, "files": [{"path": f.path, "data": f.data.hex(),
-                                    "mode": f"{f.mode:o}"} for f in files]})
-    url = f"http://127.0.0.1:{opts.port}/"
-    return DemoResult(url, user, password, key, results)
+    service = _service(opts, demo_catalog, secrets, repo)
+    try:
+        desired = desired_state(demo_catalog, HOST, secrets, service.live_seats(HOST))
+        say(f"converging the local host ({desired.pool.last - desired.pool.first + 1} seats, "
+            f"location {location}); the first run installs JupyterHub and the proxy")
+        results = reconcile([Target(HOST, lambda: desired)], apply=True)
+        if not results[0].ok:
+            raise DemoError(f"converging failed: {_why(results[0])}")
+        session = _demo_session(service, _workshop(demo_catalog, location))
+    finally:
+        service.connections.close()
+        service.store.close()
+    return DemoResult(f"http://127.0.0.1:{opts.port}/", session.username, session.password,
+                      session.workshop, results, opts.folder / CONTROLLER_STATE, repo,
+                      session.id)
 
 
 def stop_demo(opts: DemoOptions) -> dict[str, Any]:

@@ -169,6 +169,26 @@ def _read_regular(dir_fd: int, name: str, limit: int) -> Optional[bytes]:
         os.close(fd)
 
 
+def read_file(home_fd: int, rel: str, limit: int) -> Optional[bytes]:
+    """A regular file below the home, read without following a link at any depth; None when
+    it (or a folder on the way) is missing, a link or not a regular file; at most limit + 1
+    bytes, so a caller can tell a file over its limit."""
+    parts = split_rel(rel)
+    fds: List[int] = []
+    try:
+        current = home_fd
+        for part in parts[:-1]:
+            try:
+                current = os.open(part, DIR_FLAGS, dir_fd=current)
+            except OSError:
+                return None
+            fds.append(current)
+        return _read_regular(current, parts[-1], limit)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def _os_error(where: str, exc: OSError) -> SafeFsError:
     return SafeFsError(where, exc.strerror or str(exc))
 

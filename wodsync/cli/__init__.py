@@ -11,7 +11,7 @@ import sys
 import click
 
 import wodsync.cli.source  # noqa: F401  (registers `wodsync watch`)
-from wodsync.cli import catalog, demo, engine, review  # noqa: F401  (they register their commands)
+from wodsync.cli import catalog, demo, engine, review, sessions  # noqa: F401  (they register commands)
 from wodsync.cli.common import EXIT_USAGE, main
 
 __all__ = ["main", "run"]

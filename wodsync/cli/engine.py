@@ -27,7 +27,26 @@ from wodsync.cli.common import (
 )
 
 
-def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None) -> list[Any]:
+def live_seats(state: Path | None, db: str | None) -> Callable[[str], list[Any]]:
+    """Seats of live sessions per host, from the store when there is one (`--db`, or a
+    `wodsync.db` in the state folder); a host's own records of seats in use apply anyway."""
+    from wodsync.controller import state_dir
+    from wodsync.engine.desired import LiveSeat
+    from wodsync.store import DB_FILE, StoreError, open_store
+
+    folder = state_dir(state)
+    if db is None and not (folder / DB_FILE).exists():
+        return lambda host: []
+    try:
+        store = open_store(db, state_dir=folder)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    return lambda host: [LiveSeat(s.username, s.id, s.workshop)
+                         for s in store.sessions.live_on_host(host)]
+
+
+def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None,
+            state: Path | None = None, db: str | None = None) -> list[Any]:
     """The selected hosts (each once; all when none named), each computing its own desired
     state in its worker so a host with a missing secret fails alone."""
     from wodsync.engine.desired import desired_state
@@ -39,7 +58,8 @@ def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None) -> li
     if unknown:
         raise click.ClickException(f"unknown host(s): {', '.join(unknown)}")
     secrets = load_secrets(secrets_file)
-    return [Target(n, lambda n=n: desired_state(catalog, n, secrets))
+    live = live_seats(state, db)
+    return [Target(n, lambda n=n: desired_state(catalog, n, secrets, live(n)))
             for n in (names or sorted(catalog.hosts))]
 
 
@@ -53,6 +73,11 @@ def host_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=30.0,
                      show_default=True, help="Seconds to wait for a host another wodsync "
                      "call holds.")(f)
+    f = click.option("--state", "--state-dir", "state",
+                     type=click.Path(file_okay=False, path_type=Path),
+                     help="Controller state folder whose store lists live sessions (default: "
+                          "$WODSYNC_STATE, else /var/lib/wodsync).")(f)
+    f = click.option("--db", help="Store URL (default: STATE/wodsync.db when it exists).")(f)
     return root_option(secrets_option(f))
 
 
@@ -142,13 +167,13 @@ def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Save the plan to this file, to apply it as reviewed.")
 def plan_cmd(root: Path, hosts: tuple[str, ...], secrets_file: Path | None, parallel: int,
-             allow_deletions: int | None, lock_timeout: float, fmt: str, as_json: bool,
-             verbose: bool, out: Path | None) -> None:
+             allow_deletions: int | None, lock_timeout: float, state: Path | None,
+             db: str | None, fmt: str, as_json: bool, verbose: bool, out: Path | None) -> None:
     """Show what apply would change on each host (exit 0 none, 2 changes, 1 error)."""
     from wodsync.engine.planfile import new_saved_plan
     from wodsync.engine.reconcile import reconcile
 
-    chosen = targets(root, hosts, secrets_file)
+    chosen = targets(root, hosts, secrets_file, state, db)
     with interruptible() as cancel:
         results = reconcile(chosen, apply=False, parallel=parallel,
                             allow_deletions=allow_deletions, cancel=cancel)
@@ -203,7 +228,8 @@ def _confirm(results: list[Any], fmt: str) -> bool:
 @format_option
 def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
               secrets_file: Path | None, parallel: int, allow_deletions: int | None,
-              lock_timeout: float, yes: bool, fmt: str, as_json: bool) -> None:
+              lock_timeout: float, state: Path | None, db: str | None, yes: bool, fmt: str,
+              as_json: bool) -> None:
     """Apply the plan: one batch per host, hosts in parallel, then observe again.
 
     With PLAN_FILE (from `plan --out`), apply exactly that plan: a host whose facts or plan
@@ -216,7 +242,7 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
     if plan_file is not None:
         saved_plan, hosts = _saved(root, plan_file, hosts)
         saved = saved_plan.hosts
-    chosen = targets(root, hosts, secrets_file)
+    chosen = targets(root, hosts, secrets_file, state, db)
     with interruptible() as cancel:
         if saved is None and not yes:
             preview = reconcile(chosen, apply=False, parallel=parallel,

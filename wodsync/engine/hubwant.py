@@ -28,15 +28,15 @@ def workshops_here(catalog: Catalog, host: Host) -> list[str]:
                   if host.location in (ws.location, *ws.alternate_locations))
 
 
-def hub_groups(catalog: Catalog, host: Host, pool: Pool) -> dict[str, tuple[str, ...]]:
-    """The pool's group with every seat, and one group per workshop served here (its seats)."""
+def hub_groups(catalog: Catalog, host: Host, pool: Pool,
+               live: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """The pool's group with every seat, and one group per workshop served here with the seats
+    its live sessions hold (`live`: seat → workshop)."""
     groups = {}
     if pool.group:
         groups[pool.group] = tuple(pool.user(n) for n in range(pool.first, pool.last + 1))
     for key in workshops_here(catalog, host):
-        seats = catalog.workshops[key].seats
-        first, last = max(seats.first, pool.first), min(seats.last, pool.last)
-        groups[key] = tuple(pool.user(n) for n in range(first, last + 1))
+        groups[key] = tuple(sorted(u for u, ws in live.items() if ws == key))
     return groups
 
 

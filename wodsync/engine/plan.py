@@ -96,7 +96,8 @@ def plan_host(desired: DesiredHost, facts: dict[str, Any], digests: dict[str, st
     plan = HostPlan(desired.name, ctx.changes, ctx.noops, ctx.notes, ctx.errors,
                     digests=dict(digests or {}))
     managed = len(facts.get("account", {}).get("managed", []))
-    plan.refused = _refusal(plan, managed, allow_deletions)
+    refusals = [*ctx.refusals, _refusal(plan, managed, allow_deletions)]
+    plan.refused = "; ".join(r for r in refusals if r) or None
     return plan
 
 

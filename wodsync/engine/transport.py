@@ -112,12 +112,13 @@ class SSHTransport:
         self.name = name
         self.host = host
         key = _pinned_key(host)
+        keys: dict[str, object] = {"key_filename": [str(Path(host.identity).expanduser())]} \
+            if host.identity else {}
         self.conn = Connection(
             host.address, user=host.user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
-            connect_kwargs={"key_filename": [str(Path(host.identity).expanduser())]
-                            if host.identity else None,
-                            "look_for_keys": host.identity is None, "allow_agent": False,
-                            "banner_timeout": CONNECT_TIMEOUT, "auth_timeout": CONNECT_TIMEOUT})
+            connect_kwargs={**keys, "look_for_keys": host.identity is None,
+                            "allow_agent": False, "banner_timeout": CONNECT_TIMEOUT,
+                            "auth_timeout": CONNECT_TIMEOUT})
         client = self.conn.client
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         client.get_host_keys().clear()

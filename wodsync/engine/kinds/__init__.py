@@ -34,6 +34,7 @@ KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
     hubservice,
     hubusers,
     hubgroups,
+    seats,
 )}
 
 # The host side looks kinds up by the same names.
@@ -47,5 +48,8 @@ BY_ADDRESS: dict[str, ModuleType] = {
 # Agent operations a kind offers besides observe and apply: the explicit table.
 OPERATIONS = {
     "stop_hub": hubservice.stop_hub,
-    "seat_claim": seats.claim,
+    "seat_create": seats.create,
+    "seat_cleanup": seats.cleanup,
+    "seat_reset": seats.reset,
+    "seat_purge": seats.purge,
 }

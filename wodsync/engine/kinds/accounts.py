@@ -64,7 +64,6 @@ class Accounts:
     shell: str
     acl_user: str | None
     seats: dict[str, Seat]
-    in_use: dict[str, str]          # seat → session id (live sessions of the store)
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,7 @@ def desired(ctx: DesiredContext) -> Accounts:
                                 f"{root.rstrip('/')}/{pool.user(n)}", pool.shell)
              for n in range(pool.first, pool.last + 1)}
     return Accounts(pool.prefix, pool.first, pool.last, pool.uid_base, pool.gid_base, root,
-                    pool.shell, ctx.host.home_acl, seats,
-                    {s.username: s.session for s in ctx.live_seats})
+                    pool.shell, ctx.host.home_acl, seats)
 
 
 def probe(want: Accounts) -> dict[str, Any]:
@@ -151,7 +149,6 @@ def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
     present = set(accounts)
     return {"accounts": accounts, "groups": groups,
             "managed": sorted(inv.names(KIND) | (inv.intents(KIND) & present)),
-            "in_use": sorted(inv.data.get("seats", {})),
             "acl_uid": _uid_of(probe.get("acl_user"))}
 
 
@@ -212,14 +209,14 @@ def _drift(seat: Seat, have: dict[str, Any], acl_uid: int | None,
 
 def _deletions(plan: PlanContext, want: Accounts, facts: dict[str, Any]) -> set[str]:
     leaving = set()
+    in_use = plan.in_use()
     for name in facts["managed"]:
         have = facts["accounts"].get(name)
         if name in want.seats or have is None:
             continue
-        session = want.in_use.get(name) or (name if name in facts["in_use"] else None)
-        if session:
-            plan.errors.append(f"account {name} is held by session {session}: a pool change "
-                               "may not delete a seat in use (end the session first)")
+        if name in in_use:
+            plan.refusals.append(f"the plan would delete seat {name}, held by session "
+                                 f"{in_use[name]}: end the session first")
             continue
         entries = (have.get("home_facts") or {}).get("entries")
         kept = f"home {have['home']} kept: {entries} entries" if entries else "empty home removed"
@@ -236,9 +233,11 @@ def _deletions(plan: PlanContext, want: Accounts, facts: dict[str, Any]) -> set[
 def diff(plan: PlanContext) -> None:
     want: Accounts = plan.want[KIND]
     facts = plan.facts[KIND]
+    if want.acl_user and facts.get("acl_uid") == -1:
+        plan.errors.append(f"home_acl user {want.acl_user} does not exist on this host")
     leaving = _deletions(plan, want, facts)
     managed = set(facts["managed"])
-    in_use = set(want.in_use) | set(facts["in_use"])
+    in_use = set(plan.in_use())
     for name, seat in want.seats.items():
         have = facts["accounts"].get(name)
         if have is None:

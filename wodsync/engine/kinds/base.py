@@ -35,6 +35,7 @@ class PlanContext:
     noops: list[Noop] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)   # the whole plan must not be applied
 
     def add(self, action: Action, kind: str, name: str, detail: str = "",
             data: Any = None) -> Change:
@@ -48,6 +49,14 @@ class PlanContext:
     def planned(self, kind: str, action: Action | None = None) -> list[Change]:
         return [c for c in self.changes if c.address.kind == kind
                 and (action is None or c.action == action)]
+
+    def in_use(self) -> dict[str, str]:
+        """Seats given to live sessions — by the store or by the host's own records."""
+        seats = self.want.get("seat")
+        found = dict(seats.sessions) if seats else {}
+        for user, record in self.facts.get("seat", {}).get("occupied", {}).items():
+            found.setdefault(user, record.get("session") or "?")
+        return found
 
     def names(self, kind: str, action: Action | None = None) -> set[str]:
         return {c.address.name for c in self.planned(kind, action)}

@@ -1,6 +1,7 @@
 """hub_group: the hub's groups — the pool's group with every seat, and one group per workshop
-served at the host's location with that workshop's seats — so an operator can see and act on a
-workshop's students as a group in the hub.
+served at the host's location with the seats its live sessions hold — so an operator can see
+and act on a workshop's current students as a group in the hub. A CREATE adds its seat to the
+workshop's group and a CLEANUP takes it out; a full apply keeps the groups as the sessions say.
 
 Membership is synced with `POST`/`DELETE /groups/{name}/users`; a group is deleted only when
 the inventory says wodsync made it. A group found existing when it was planned as new (the hub
@@ -47,7 +48,9 @@ def desired(ctx: DesiredContext) -> HubGroups | None:
     hub = ctx.host.hub
     if hub is None or ctx.hub_token is None:
         return None
-    return HubGroups(hub.api, ctx.hub_token, hubwant.hub_groups(ctx.catalog, ctx.host, ctx.pool))
+    live = {s.username: s.workshop for s in ctx.live_seats}
+    return HubGroups(hub.api, ctx.hub_token,
+                     hubwant.hub_groups(ctx.catalog, ctx.host, ctx.pool, live))
 
 
 def probe(want: HubGroups) -> dict[str, Any]:
@@ -127,15 +130,18 @@ def _members(part, name, add, remove):
         hubapi.request(part["api"], part["token"], "DELETE", path, {"users": remove})
 
 
-def _deferred_sync(part):
+def _deferred_sync(part, host):
+    """Read now that the hub answers: the groups to sync, and ours no longer wanted."""
     have = {g["name"]: g.get("users", []) for g in
             hubapi.paged(part["api"], part["token"], "/groups")}
+    mine = host.inventory.names(KIND)
+    part["delete"] = sorted(n for n in set(have) - set(part["groups"]) if n in mine)
     return [{"name": name, "add": add, "remove": remove, "create": name not in have}
             for name, add, remove in membership(part["groups"], have, set())]
 
 
 def sync(part, host):
-    todo = _deferred_sync(part) if part["deferred"] else part["sync"]
+    todo = _deferred_sync(part, host) if part["deferred"] else part["sync"]
     made = []
     for g in todo:
         host.checkpoint()

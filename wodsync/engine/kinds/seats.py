@@ -1,37 +1,459 @@
-"""seat: a seat handed to a participant — its password, its workshop folder, its mark in the
-inventory so that full applies leave it alone.
+"""seat: a seat given to a session — CREATE, CLEANUP, RESET and PURGE on the host, and what a
+full apply must know of seats in use.
 
-(First cut: the demo's `seat_claim`; sessions make this the CREATE/CLEANUP/RESET/PURGE of a
-seat.) Every write below the home goes through `agent.safefs`: a link the seat's student (or
-its previous occupant) planted is never followed.
+A session's seat is set up in one round trip (`seat_create`): the previous occupant's server
+stopped and processes ended, the home reset from /etc/skel, the workshop's `create` hook, its
+`compile` scripts compiled with `shc` (their sources never reach the student), the rendered
+workshop folder written, `post_copy`, a new password (hashed by the host's own `chpasswd`, read
+on stdin), the seat added to the workshop's hub group and its server started without waiting.
+A step that fails purges the seat (nothing half-made remains) and the answer says which step
+and why, with the hooks' output.
+
+Every write below the home goes through `agent.safefs`: a link the seat's student, or its
+previous occupant, planted is never followed. Hook scripts are root's: they run from a folder
+of root's (never from the home, which the student controls) with a fixed environment, and are
+not copied into the home.
+
+Seat operations hold the host's lock shared (so they never interleave with an apply, which
+holds it exclusively) and the seat's own lock exclusively. Each seat in use is recorded on the
+host (`<state_dir>/seats/<user>.json`), so a full apply never locks or empties it even if the
+controller's store were lost; the accounts kind reads these records.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import pwd
-from typing import Any
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from wodsync.agent import safefs
-from wodsync.agent.run import run
+from wodsync.agent import accountsdb, hostlock, hubapi, safefs
+from wodsync.agent.run import BASE_PATH, kill_uid, run
+
+if TYPE_CHECKING:
+    from wodsync.engine.desired import DesiredContext
+    from wodsync.engine.kinds.base import PlanContext
 
 KIND = "seat"
+SEATS_DIR = "seats"
+HOOK_OUTPUT = 64 * 1024
+NOTEBOOK_LIMIT = 32 << 20
+HOME_FILE_LIMIT = 5000
 
 
-def claim(payload: dict[str, Any], host: Any) -> dict[str, Any]:
-    """Operation `seat_claim`: password, workshop files (existing ones kept: the student may
-    have changed them) and the seat marked in use."""
-    user = pwd.getpwnam(payload["user"])
-    inv = host.inventory
-    inv.data.setdefault("seats", {})[payload["user"]] = {"session": payload.get("session", ""),
-                                                        "workshop": payload["workshop"]}
-    inv.save()
-    run(["chpasswd"], f"{payload['user']}:{payload['password']}\n")
-    files = [(f["path"], bytes.fromhex(f["data"]), int(f["mode"], 8)) for f in payload["files"]]
-    fd = safefs.open_home(user.pw_dir, user.pw_uid, user.pw_gid)
+@dataclass(frozen=True)
+class Seats:
+    """Seats of this host given to live sessions (user → session id)."""
+
+    sessions: dict[str, str]
+
+
+DATA = None
+
+
+def desired(ctx: DesiredContext) -> Seats:
+    return Seats({s.username: s.session for s in ctx.live_seats})
+
+
+def probe(want: Seats) -> dict[str, Any]:
+    return {}
+
+
+# ---- records of seats in use ------------------------------------------------------------------
+
+def _records_dir(state_dir):
+    return os.path.join(state_dir, SEATS_DIR)
+
+
+def read_records(state_dir):
+    """user → record, for every seat the host knows to be in use."""
+    found = {}
+    folder = _records_dir(state_dir)
     try:
-        counts = safefs.write_tree(fd, payload["workshop"], files, user.pw_uid, user.pw_gid,
-                                   keep_existing=True)
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    found[name[:-5]] = json.load(f)
+            except (OSError, ValueError):
+                found[name[:-5]] = {"session": "?", "state": "unreadable"}
+    return found
+
+
+def _write_record(state_dir, user, record):
+    folder = _records_dir(state_dir)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".seat-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    os.replace(tmp, os.path.join(folder, user + ".json"))
+
+
+def _drop_record(state_dir, user):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(_records_dir(state_dir), user + ".json"))
+
+
+@contextlib.contextmanager
+def _seat_lock(payload):
+    """The host shared (no apply meanwhile), the seat exclusively."""
+    state_dir = payload["state_dir"]
+    with hostlock.hold(state_dir, "seat", exclusive=False,
+                       timeout=payload.get("lock_timeout", 30.0)):
+        os.makedirs(_records_dir(state_dir), mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(_records_dir(state_dir), payload["user"] + ".lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+# ---- full apply: observe and diff ---------------------------------------------------------------
+
+def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
+    return {"occupied": {u: {"session": r.get("session"), "state": r.get("state")}
+                         for u, r in read_records(host.state_dir).items()}}
+
+
+def diff(plan: PlanContext) -> None:
+    want: Seats = plan.want[KIND]
+    occupied = plan.facts[KIND]["occupied"]
+    for user, record in sorted(occupied.items()):
+        session = want.sessions.get(user)
+        if session is None:
+            plan.notes.append(f"seat {user} holds session {record['session']} on the host, "
+                              "unknown to the store: left alone (purge it to free the seat)")
+        elif session != record["session"]:
+            plan.notes.append(f"seat {user} holds session {record['session']} on the host, "
+                              f"the store says {session}: left alone")
+        else:
+            plan.noop(KIND, user, f"is in use by session {session}")
+    for user, session in sorted(want.sessions.items()):
+        if user not in occupied:
+            plan.notes.append(f"session {session} has no record of seat {user} on the host")
+
+
+def batch(want: Seats, changes: list[Any]) -> dict[str, Any]:
+    return {}
+
+
+PHASES = ()
+
+
+# ---- steps of the seat operations ---------------------------------------------------------
+
+class Steps:
+    """Timings and hook outputs of one seat operation, step by step."""
+
+    def __init__(self):
+        self.timings = {}
+        self.outputs = []
+        self.current = ""
+
+    @contextlib.contextmanager
+    def step(self, name):
+        self.current = name
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.monotonic() - start, 4)
+
+    def answer(self, **extra):
+        return {"timings": self.timings, "outputs": self.outputs, **extra}
+
+
+def _user(payload):
+    entry = pwd.getpwnam(payload["user"])
+    if entry.pw_uid != payload["uid"]:
+        raise RuntimeError(f"{payload['user']} has uid {entry.pw_uid}, expected "
+                           f"{payload['uid']}: not a seat of this pool")
+    return entry
+
+
+def _hub(payload, method, path, body=None):
+    hub = payload["hub"]
+    return hubapi.request(hub["api"], hub["token"], method, path, body, timeout=20)
+
+
+def _stop_server(payload):
+    if payload.get("hub"):
+        hub = payload["hub"]
+        try:
+            hubapi.stop_server(hub["api"], hub["token"], payload["user"], wait=30)
+        except hubapi.HubApiError as exc:
+            if exc.status != 404:
+                raise
+
+
+def _group(payload, add):
+    hub = payload.get("hub")
+    if not hub or not hub.get("group"):
+        return
+    path = f"/groups/{hubapi.quote(hub['group'])}/users"
+    body = {"users": [payload["user"]]}
+    try:
+        _hub(payload, "POST" if add else "DELETE", path, body)
+    except hubapi.HubApiError as exc:
+        if exc.status != 404:
+            raise
+        if add:  # the workshop's group is not there yet: make it with the seat in it
+            _hub(payload, "POST", f"/groups/{hubapi.quote(hub['group'])}", body)
+
+
+def _start_server(payload):
+    if payload.get("hub"):
+        try:
+            _hub(payload, "POST", f"/users/{hubapi.quote(payload['user'])}/server")
+        except hubapi.HubApiError as exc:
+            if exc.status != 400:  # 400: already running or starting
+                raise
+
+
+def _hook(payload, name, steps):
+    """A workshop hook, as root, from root's own folder, with a fixed environment."""
+    hook = (payload.get("hooks") or {}).get(name)
+    if not hook:
+        return
+    folder = tempfile.mkdtemp(prefix="wodsync-hook-", dir=_run_dir(payload["state_dir"]))
+    try:
+        script = os.path.join(folder, os.path.basename(hook["path"]))
+        with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "wb") as f:
+            f.write(bytes.fromhex(hook["data"]))
+        env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": "/root", **payload["env"]}
+        try:
+            done = subprocess.run([script], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=payload.get("hook_timeout", 120))
+        except subprocess.TimeoutExpired as exc:
+            steps.outputs.append({"hook": name, "status": None,
+                                  "output": (exc.output or b"")[-HOOK_OUTPUT:].decode(
+                                      errors="replace")})
+            raise RuntimeError(f"hook {name} ({hook['path']}) did not finish within "
+                               f"{payload.get('hook_timeout', 120)} s") from None
+        output = done.stdout[-HOOK_OUTPUT:].decode(errors="replace")
+        steps.outputs.append({"hook": name, "status": done.returncode, "output": output})
+        if done.returncode != 0:
+            raise RuntimeError(f"hook {name} ({hook['path']}) exited {done.returncode}")
     finally:
-        os.close(fd)
-    return {"home": user.pw_dir, "written": counts.written, "kept": counts.kept}
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_dir(state_dir):
+    folder = os.path.join(state_dir, "run")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return folder
+
+
+def _compile(payload, files):
+    """Scripts listed in `compile` become shc binaries under the same name; their sources
+    never reach the home."""
+    wanted = set(payload.get("compile") or [])
+    if not wanted:
+        return files
+    folder = tempfile.mkdtemp(prefix="wodsync-shc-", dir=_run_dir(payload["state_dir"]))
+    try:
+        out = []
+        for rel, data, mode in files:
+            if rel not in wanted:
+                out.append((rel, data, mode))
+                continue
+            source = os.path.join(folder, "script")
+            with open(source, "wb") as f:
+                f.write(data)
+            run(["shc", "-f", source, "-o", source + ".bin"], timeout=120)
+            with open(source + ".bin", "rb") as f:
+                out.append((rel, f.read(), 0o755))
+            for leftover in (source, source + ".bin", source + ".x.c"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+        return out
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _files(payload):
+    return [(f["path"], bytes.fromhex(f["data"]), f["mode"]) for f in payload["files"]]
+
+
+def _set_password(payload):
+    run(["chpasswd"], f"{payload['user']}:{payload['password']}\n", timeout=60)
+
+
+def _lock_password(payload):
+    outcome = accountsdb.apply({"password_fields": {payload["user"]: "!"}})
+    if outcome["errors"]:
+        raise RuntimeError("; ".join(e["message"] for e in outcome["errors"]))
+
+
+def _empty_home(payload, user, skel=None):
+    with safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
+        if skel is None:
+            result = safefs.empty_dir(fd)
+        else:
+            result, _ = safefs.reset_home(fd, skel, user.pw_uid, user.pw_gid)
+    return [f"{path}: {why}" for path, why in result.left]
+
+
+def _release(payload, user, steps, errors):
+    """Stop, kill, lock, leave the group, empty: each step tried, whatever failed before."""
+    for name, fn in (("stop server", lambda: _stop_server(payload)),
+                     ("kill processes", lambda: kill_uid(user.pw_uid)),
+                     ("lock password", lambda: _lock_password(payload)),
+                     ("leave group", lambda: _group(payload, add=False)),
+                     ("empty home", lambda: _empty_home(payload, user))):
+        try:
+            with steps.step(name):
+                left = fn()
+            if name == "empty home" and left:
+                errors.append("home not fully emptied: " + "; ".join(left[:5]))
+        except Exception as exc:  # every step is tried: a half-freed seat is worse
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+
+# ---- the operations ---------------------------------------------------------------------------
+
+def create(payload, host):
+    """Operation `seat_create`."""
+    steps = Steps()
+    with _seat_lock(payload):
+        user = _user(payload)
+        _write_record(payload["state_dir"], payload["user"],
+                      {"session": payload["session"], "workshop": payload["workshop"],
+                       "state": "creating", "since": time.time()})
+        try:
+            _set_up(payload, user, steps)
+        except Exception as exc:
+            failed = steps.current
+            errors = []
+            _release(payload, user, steps, errors)
+            _drop_record(payload["state_dir"], payload["user"])
+            return steps.answer(ok=False, error=f"{failed}: {type(exc).__name__}: {exc}",
+                                purge_errors=errors)
+        _write_record(payload["state_dir"], payload["user"],
+                      {"session": payload["session"], "workshop": payload["workshop"],
+                       "state": "active", "since": time.time()})
+    return steps.answer(ok=True)
+
+
+def _set_up(payload, user, steps):
+    with steps.step("stop server"):
+        _stop_server(payload)
+    with steps.step("kill processes"):
+        kill_uid(user.pw_uid)
+    with steps.step("reset home"):
+        left = _empty_home(payload, user, safefs.read_skel())
+        if left:
+            raise RuntimeError("home not emptied: " + "; ".join(left[:5]))
+    with steps.step("create hook"):
+        _hook(payload, "create", steps)
+    with steps.step("compile"):
+        files = _compile(payload, _files(payload))
+    with steps.step("write workshop"), \
+            safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
+        safefs.write_tree(fd, payload["workshop"], files, user.pw_uid, user.pw_gid,
+                          keep_existing=False)
+    with steps.step("post_copy hook"):
+        _hook(payload, "post_copy", steps)
+    with steps.step("password"):
+        _set_password(payload)
+    with steps.step("join group"):
+        _group(payload, add=True)
+    with steps.step("start server"):
+        _start_server(payload)
+
+
+def _notebooks(payload, user):
+    """The workshop's notebooks in the home, cut down to what completion needs (cell types and
+    execution counts), read without following links; the controller reads them with nbformat."""
+    found = {}
+    with safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
+        for rel in payload.get("notebooks", []):
+            raw = safefs.read_file(fd, f"{payload['workshop']}/{rel}", NOTEBOOK_LIMIT)
+            if raw is None or len(raw) > NOTEBOOK_LIMIT:
+                continue
+            try:
+                nb = json.loads(raw)
+                cells = [{"cell_type": c.get("cell_type"),
+                          "execution_count": c.get("execution_count")}
+                         for c in nb.get("cells", []) if isinstance(c, dict)]
+            except (ValueError, AttributeError):
+                continue
+            found[rel] = {"nbformat": nb.get("nbformat", 4),
+                          "nbformat_minor": nb.get("nbformat_minor", 5), "cells": cells}
+    return found
+
+
+def cleanup(payload, host):
+    """Operation `seat_cleanup`: the `cleanup` hook, the notebooks for completion, then the
+    seat released — or, with `hold` (a `reset: true` workshop), kept as it is until RESET."""
+    steps = Steps()
+    with _seat_lock(payload):
+        user = _user(payload)
+        errors = []
+        try:
+            with steps.step("cleanup hook"):
+                _hook(payload, "cleanup", steps)
+        except Exception as exc:
+            errors.append(str(exc))
+        with steps.step("read notebooks"):
+            notebooks = _notebooks(payload, user)
+        if payload.get("hold"):
+            for name, fn in (("stop server", lambda: _stop_server(payload)),
+                             ("kill processes", lambda: kill_uid(user.pw_uid)),
+                             ("lock password", lambda: _lock_password(payload)),
+                             ("leave group", lambda: _group(payload, add=False))):
+                try:
+                    with steps.step(name):
+                        fn()
+                except Exception as exc:
+                    errors.append(f"{name}: {exc}")
+            _write_record(payload["state_dir"], payload["user"],
+                          {"session": payload["session"], "workshop": payload["workshop"],
+                           "state": "held", "since": time.time()})
+        else:
+            _release(payload, user, steps, errors)
+            if not errors:
+                _drop_record(payload["state_dir"], payload["user"])
+    return steps.answer(ok=not errors, error="; ".join(errors) or None, notebooks=notebooks)
+
+
+def reset(payload, host):
+    """Operation `seat_reset`: the `reset` hook, then the seat released."""
+    steps = Steps()
+    with _seat_lock(payload):
+        user = _user(payload)
+        errors = []
+        try:
+            with steps.step("reset hook"):
+                _hook(payload, "reset", steps)
+        except Exception as exc:
+            errors.append(str(exc))
+        _release(payload, user, steps, errors)
+        if not errors:
+            _drop_record(payload["state_dir"], payload["user"])
+    return steps.answer(ok=not errors, error="; ".join(errors) or None)
+
+
+def purge(payload, host):
+    """Operation `seat_purge`: the forced path — stop, kill, lock, leave, empty, free."""
+    steps = Steps()
+    with _seat_lock(payload):
+        user = _user(payload)
+        errors = []
+        _release(payload, user, steps, errors)
+        if not errors:
+            _drop_record(payload["state_dir"], payload["user"])
+    return steps.answer(ok=not errors, error="; ".join(errors) or None)

@@ -1,0 +1,250 @@
+"""Sessions through the HTTP API (`wodsync serve`) with a real JupyterHub: PAM logins with the
+returned password, the seat's own notebook through the contents API, CLEANUP and RESET, bad
+input refused, a server killed during a CREATE."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from hubs import HUB_PREFIX, hub_ports, login, read_contents, start_server, stop_hub
+from sessionlab import HOMES, cleanup_accounts, wodsync, write_catalog
+from sshd import free_port
+
+PROXY = shutil.which("configurable-http-proxy")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or PROXY is None or shutil.which("shc") is None,
+    reason="needs root, configurable-http-proxy and shc (./bootstrap test)")
+
+API_TOKEN = "wodsync-api-" + os.urandom(8).hex()
+HUB_TOKEN = "wodsync-hub-" + os.urandom(8).hex()
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, WODSYNC_API_TOKEN=API_TOKEN, HUB_LAB1_TOKEN=HUB_TOKEN)
+
+
+class Server:
+    """`wodsync serve` in a process of its own, ready when /healthz answers."""
+
+    def __init__(self, root: Path, state: Path) -> None:
+        self.root, self.state, self.port = root, state, free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Server:
+        cmd = [str(Path(os.sys.executable).parent / "wodsync"), "serve", "--root",
+               str(self.root), "--state", str(self.state), "--listen",
+               f"127.0.0.1:{self.port}", "--expiry-interval", "3600"]
+        self.log = (self.state.parent / f"serve-{self.port}.log").open("a")
+        self.proc = subprocess.Popen(cmd, env=_env(), stdout=self.log, stderr=self.log,
+                                     text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.base + "/healthz", timeout=1).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError("wodsync serve did not start: "
+                             + (self.state.parent / f"serve-{self.port}.log").read_text())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def call(self, method: str, path: str, token: str | None = API_TOKEN,
+             **kw) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.request(method, self.base + path, headers=headers, timeout=120, **kw)
+
+    def chunked(self, size: int) -> requests.Response:
+        """A body streamed without a Content-Length: the limit must hold while reading."""
+        def body():
+            for _ in range(size // 4096 + 1):
+                yield b"x" * 4096
+        return requests.post(self.base + "/api/v1/sessions", data=body(), timeout=30,
+                             headers={"Authorization": f"Bearer {API_TOKEN}",
+                                      "Content-Type": "application/json"})
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    cleanup_accounts()
+    tmp = tmp_path_factory.mktemp("sessapi")
+    root = tmp / "repo"
+    ports = hub_ports()
+    hub = (f"hub:\n  service: process\n  prefix: {HUB_PREFIX}\n  proxy: {PROXY}\n"
+           f"  config_dir: {tmp}/hubconf\n  data_dir: {tmp}/hubdata\n  ip: 127.0.0.1\n"
+           f"  port: {ports['port']}\n  hub_port: {ports['hub_port']}\n"
+           f"  proxy_api_port: {ports['proxy_api_port']}\n"
+           "  token: {secret: HUB_LAB1_TOKEN}\n")
+    write_catalog(root, tmp, hub=hub)
+    slow = root / "catalog/workshops/WKSHP-Slow"
+    slow.mkdir()
+    (slow / "workshop.yaml").write_text(
+        "name: Slow\ncapacity: 2\nseats: {first: 36, last: 37}\nlocation: lab\nduration: 1\n"
+        "hooks: {create: scripts/create.sh}\n")
+    (slow / "1-Intro.ipynb").write_text((root / "catalog/workshops/WKSHP-Sess/1-Intro.ipynb")
+                                        .read_text())
+    (slow / "scripts").mkdir()
+    (slow / "scripts/create.sh").write_text(
+        f"#!/bin/bash\ntouch {tmp}/slow-started\n"
+        f"for i in $(seq 600); do [ -e {tmp}/slow-gate ] && exit 0; sleep 0.1; done\n")
+    applied = wodsync(root, tmp, "apply", "--yes", env=_env(), timeout=900)
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    server = Server(root, tmp / "state").start()
+    yield {"root": root, "tmp": tmp, "server": server,
+           "hub": f"http://127.0.0.1:{ports['port']}"}
+    server.stop()
+    stop_hub(tmp / "hubdata", range(58000, 58200))
+    cleanup_accounts()
+
+
+def _create(server: Server, workshop: str = "WKSHP-Sess", email: str = "ann@example.org",
+            **kw) -> requests.Response:
+    return server.call("POST", "/api/v1/sessions", json={
+        "workshop": workshop, "participant": {"name": "Ann", "email": email,
+                                              "company": "ACME"}}, **kw)
+
+
+def _count(lab) -> int:
+    done = wodsync(lab["root"], lab["tmp"] / "state", "session", "list", "--json",
+                   env=_env())
+    return len(json.loads(done.stdout))
+
+
+def test_a_created_seat_logs_in_to_the_hub_and_reads_its_own_notebook(lab):
+    answer = _create(lab["server"])
+    assert answer.status_code == 201, answer.text
+    s = answer.json()
+    user, password = s["credentials"]["username"], s["credentials"]["password"]
+    assert s["state"] == "active" and s["hub_url"].endswith(f":{lab['hub'].rsplit(':', 1)[1]}/")
+    browser, xsrf = login(lab["hub"], user, password)
+    start_server(browser, lab["hub"], user, xsrf)
+    nb = read_contents(browser, lab["hub"], user, "WKSHP-Sess/1-Intro.ipynb")
+    assert nb["content"]["cells"][0]["source"] == f"# Seat {s['seat']} of WKSHP-Sess"
+    shown = lab["server"].call("GET", f"/api/v1/sessions/{s['id']}").json()
+    assert [e["to_state"] for e in shown["history"]] == ["creating", "active"]
+    groups = requests.get(lab["hub"] + "/hub/api/groups/WKSHP-Sess", timeout=30, headers={
+        "Authorization": f"token {HUB_TOKEN}"}).json()
+    assert groups["users"] == [user]
+    ended = lab["server"].call("DELETE", f"/api/v1/sessions/{s['id']}")
+    assert ended.status_code == 200 and ended.json()["state"] == "ended"
+    assert ended.json()["credentials"] is None, "an ended session shows no credentials"
+    with pytest.raises(AssertionError, match="login of"):
+        login(lab["hub"], user, password)
+    assert list((HOMES / user).iterdir()) == []
+
+
+def test_a_reset_workshop_keeps_the_home_until_reset(lab):
+    s = _create(lab["server"], "WKSHP-Reset", "held@example.org").json()
+    user = s["credentials"]["username"]
+    cleaned = lab["server"].call("DELETE", f"/api/v1/sessions/{s['id']}").json()
+    assert cleaned["state"] == "held"
+    assert (HOMES / user / "WKSHP-Reset/1-Intro.ipynb").exists()
+    with pytest.raises(AssertionError, match="login of"):
+        login(lab["hub"], user, s["credentials"]["password"])
+    reset = wodsync(lab["root"], lab["tmp"] / "state", "session", "reset", s["id"], env=_env())
+    assert reset.returncode == 0, reset.stderr
+    assert list((HOMES / user).iterdir()) == []
+
+
+def test_bad_requests_get_a_clear_4xx_and_write_nothing(lab):
+    server = lab["server"]
+    before = _count(lab)
+    assert _create(server, "WKSHP-Nope").status_code == 404
+    assert _create(server, "WKSHP-Off").json()["detail"] == "workshop 'WKSHP-Off' is not active"
+    assert _create(server, email="not-an-email").status_code == 422
+    missing = server.call("POST", "/api/v1/sessions", json={"workshop": "WKSHP-Sess"})
+    assert missing.status_code == 422 and "participant" in missing.text
+    extra = server.call("POST", "/api/v1/sessions", json={
+        "workshop": "WKSHP-Sess", "participant": {"email": "a@b.org"}, "admin": True})
+    assert extra.status_code == 422
+    huge = requests.post(server.base + "/api/v1/sessions", data=b"x" * 200_000, timeout=30,
+                         headers={"Authorization": f"Bearer {API_TOKEN}",
+                                  "Content-Type": "application/json"})
+    assert huge.status_code == 413
+    assert server.chunked(200_000).status_code == 413
+    assert _create(server, token=None).status_code == 401
+    assert _create(server, token="wrong").status_code == 401
+    assert server.call("GET", "/api/v1/sessions/abc", token=None).status_code == 401
+    assert server.call("GET", "/api/v1/sessions/abcdef123456").status_code == 404
+    assert _count(lab) == before
+
+
+def test_duplicates_and_a_full_workshop_are_409(lab):
+    server = lab["server"]
+    (lab["tmp"] / "slow-gate").touch()
+    try:
+        first = _create(server, "WKSHP-Slow", "dup@example.org")
+        assert first.status_code == 201, first.text
+        again = _create(server, "WKSHP-Slow", "DUP@example.org")
+        assert again.status_code == 409 and again.json()["session"]["id"] == first.json()["id"]
+        assert _create(server, "WKSHP-Slow", "two@example.org").status_code == 201
+        full = _create(server, "WKSHP-Slow", "three@example.org")
+        assert full.status_code == 409 and "no seat free" in full.json()["detail"]
+    finally:
+        (lab["tmp"] / "slow-gate").unlink()
+        for s in json.loads(wodsync(lab["root"], lab["tmp"] / "state", "session", "list",
+                                    "--json", env=_env()).stdout):
+            if s["state"] == "active" and s["workshop"] == "WKSHP-Slow":
+                wodsync(lab["root"], lab["tmp"] / "state", "session", "purge", s["id"],
+                        env=_env())
+
+
+def test_the_portal_feed_is_public(lab):
+    workshops = requests.get(lab["server"].base + "/api/v1/workshops", timeout=30).json()
+    by_key = {w["key"]: w for w in workshops}
+    assert "WKSHP-Off" not in by_key
+    assert by_key["WKSHP-Sess"]["seats_left"] <= 20 and by_key["WKSHP-Sess"]["duration"] == 2
+    assert requests.get(lab["server"].base + "/api/v1/replays", timeout=30).json() == []
+    assert requests.get(lab["server"].base + "/docs", timeout=30).status_code == 200
+
+
+def test_a_server_killed_during_a_create_leaves_no_seat_behind(lab, tmp_path):
+    """kill -9 mid-CREATE, restart: the session is purged, its seat free, never given twice."""
+    server = Server(lab["root"], tmp_path / "state").start()
+    started = lab["tmp"] / "slow-started"
+    started.unlink(missing_ok=True)
+    def doomed() -> None:
+        with contextlib.suppress(requests.ConnectionError):  # the server is killed meanwhile
+            _create(server, "WKSHP-Slow", "kill@example.org")
+
+    thread = threading.Thread(target=doomed)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the CREATE never reached its hook"
+    server.stop(signal.SIGKILL)
+    thread.join(timeout=60)
+    (lab["tmp"] / "slow-gate").touch()
+    try:
+        restarted = Server(lab["root"], tmp_path / "state").start()
+        try:
+            listed = json.loads(wodsync(lab["root"], tmp_path / "state", "session", "list",
+                                        "--json", env=_env()).stdout)
+            assert [s["state"] for s in listed] == ["ended"]
+            assert not (lab["tmp"] / "state-lab1/seats/wodtx36.json").exists()
+            shadow = Path("/etc/shadow").read_text()
+            assert "\nwodtx36:!" in shadow, "the half-made seat's password is locked"
+            again = _create(restarted, "WKSHP-Slow", "kill@example.org")
+            assert again.status_code == 201 and again.json()["seat"] == 36
+            wodsync(lab["root"], tmp_path / "state", "session", "purge", again.json()["id"],
+                    env=_env())
+        finally:
+            restarted.stop()
+    finally:
+        (lab["tmp"] / "slow-gate").unlink()

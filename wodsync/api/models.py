@@ -1,0 +1,122 @@
+"""What crosses the HTTP API, as Pydantic models: requests are strict (unknown fields, a
+malformed e-mail or an oversized value are a 422 that writes nothing), responses say exactly
+what a client gets — credentials only where the client proved it holds the API token."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from wodsync.store import Session, SessionEvent
+
+EMAIL_RE = r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"  # noqa: E501
+Email = Annotated[str, StringConstraints(pattern=EMAIL_RE, max_length=254)]
+Line = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f]*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ParticipantIn(Strict):
+    name: Line = ""
+    email: Email
+    company: Line = ""
+
+
+class SessionRequest(Strict):
+    workshop: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+    participant: ParticipantIn
+    location: Annotated[str, StringConstraints(max_length=80)] | None = None
+
+
+class ExtendRequest(Strict):
+    hours: Annotated[float, Field(gt=0, le=168)]
+
+
+class Credentials(BaseModel):
+    username: str
+    password: str
+
+
+class Event(BaseModel):
+    at: datetime
+    from_state: str | None
+    to_state: str
+    message: str
+    output: str
+
+    @classmethod
+    def of(cls, e: SessionEvent) -> Event:
+        return cls(at=e.at, from_state=e.from_state.value if e.from_state else None,
+                   to_state=e.to_state.value, message=e.message, output=e.output)
+
+
+class SessionOut(BaseModel):
+    id: str
+    workshop: str
+    participant: ParticipantIn
+    location: str
+    host: str
+    seat: int
+    state: str
+    created_at: datetime
+    started_at: datetime | None
+    ends_at: datetime | None
+    ended_at: datetime | None
+    completion: float | None
+    revision: str
+    error: str | None
+    hub_url: str | None = None
+    credentials: Credentials | None = None
+    history: list[Event] = []
+
+    @classmethod
+    def of(cls, s: Session, hub_url: str | None = None, history: list[SessionEvent] = (),
+           credentials: bool = False) -> SessionOut:
+        return cls(id=s.id, workshop=s.workshop, location=s.location, host=s.host, seat=s.seat,
+                   participant=ParticipantIn.model_construct(name=s.name, email=s.email,
+                                                             company=s.company),
+                   state=s.state.value, created_at=s.created_at, started_at=s.started_at,
+                   ends_at=s.ends_at, ended_at=s.ended_at, completion=s.completion,
+                   revision=s.revision, error=s.error, hub_url=hub_url,
+                   credentials=Credentials(username=s.username, password=s.password)
+                   if credentials and s.live else None,
+                   history=[Event.of(e) for e in history])
+
+
+class WorkshopOut(BaseModel):
+    key: str
+    title: str
+    description: str
+    category: list[str]
+    duration: float
+    session_type: str
+    workshop_image: str | None
+    badge_image: str | None
+    presenter: str | None
+    role: str | None
+    avatar: str | None
+    replay: int | None
+    location: str
+    alternate_locations: list[str]
+    capacity: int
+    seats_left: int
+
+
+class ReplayOut(BaseModel):
+    id: int
+    title: str
+    description: str
+    presenter: str | None
+    role: str | None
+    avatar: str | None
+    video: str
+    workshop: str
+
+
+class Problem(BaseModel):
+    detail: str
+    session: SessionOut | None = None

@@ -1,0 +1,238 @@
+"""Session commands (`wodsync session …`) and the HTTP API server (`wodsync serve`).
+
+They replace WoD's `wod-test-action.sh CREATE|CLEANUP|RESET|PURGE` for an author trying a
+workshop: the same lifecycle the API runs, against the store and the hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wodsync.cli.common import load_secrets, main, root_option, say, secrets_option
+
+STATES = ("creating", "active", "cleaning", "held", "resetting", "ended", "failed")
+
+
+def controller_options(f: Callable[..., Any], state_flag: bool = True) -> Callable[..., Any]:
+    """--root, --state DIR (also --state-dir; `session list` filters with --state), --db,
+    --secrets."""
+    names = ("--state", "--state-dir") if state_flag else ("--state-dir",)
+    f = click.option(*names, "state", type=click.Path(file_okay=False, path_type=Path),
+                     help="Controller state folder (default: $WODSYNC_STATE, else "
+                          "/var/lib/wodsync).")(f)
+    f = click.option("--db", help="Store URL (default: SQLite at STATE/wodsync.db; "
+                                  "postgresql+psycopg://… for PostgreSQL).")(f)
+    return root_option(secrets_option(f))
+
+
+@contextmanager
+def controller(root: Path, state: Path | None, db: str | None,
+               secrets_file: Path | None) -> Iterator[Any]:
+    from wodsync.controller import open_controller
+    from wodsync.store import StoreError
+
+    try:
+        ctl = open_controller(root, state, db, load_secrets(secrets_file))
+    except (ValueError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield ctl
+    finally:
+        ctl.close()
+
+
+def _session_json(ctl: Any, s: Any, history: bool = False) -> dict[str, Any]:
+    from wodsync.api.app import _out
+
+    return _out(ctl.sessions, s, credentials=True, history=history).model_dump(mode="json")
+
+
+def _print(ctl: Any, s: Any, as_json: bool, history: bool = False) -> None:
+    data = _session_json(ctl, s, history)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    creds = data.get("credentials") or {}
+    rows = [("session", s.id), ("workshop", s.workshop), ("state", s.state.value),
+            ("participant", f"{s.name} <{s.email}>" + (f", {s.company}" if s.company else "")),
+            ("host", f"{s.host} (location {s.location}), seat {s.seat}"),
+            ("hub", data.get("hub_url") or "-")]
+    if creds:
+        rows += [("username", creds["username"]), ("password", creds["password"])]
+    rows += [("ends", str(s.ends_at or "-")), ("completion",
+                                               f"{s.completion}%" if s.completion is not None
+                                               else "-")]
+    if s.error:
+        rows.append(("error", s.error))
+    for key, value in rows:
+        click.echo(f"{key + ':':<12} {value}")
+    for e in data.get("history", []):
+        click.echo(f"  {e['at']}  {e['from_state'] or '-'} → {e['to_state']}: {e['message']}")
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from None
+
+
+@main.group("session")
+def session_group() -> None:
+    """Workshop sessions: create, list, show, cleanup, reset, purge, extend."""
+
+
+@session_group.command("create")
+@controller_options
+@click.argument("workshop")
+@click.option("--email", required=True)
+@click.option("--name", default="")
+@click.option("--company", default="")
+@click.option("--location", help="Force a location (default: the workshop's, then its "
+                                 "alternates).")
+@click.option("--json", "as_json", is_flag=True)
+def create_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+               workshop: str, email: str, name: str, company: str, location: str | None,
+               as_json: bool) -> None:
+    """CREATE: give a participant a seat of WORKSHOP; prints the credentials."""
+    from pydantic import ValidationError
+
+    from wodsync.api.models import ParticipantIn
+    from wodsync.sessions.service import SessionError
+    from wodsync.store import Participant, StoreError
+
+    try:
+        p = ParticipantIn(name=name, email=email, company=company)
+    except ValidationError as exc:
+        raise click.ClickException("invalid participant: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    with controller(root, state, db, secrets_file) as ctl:
+        try:
+            created = ctl.sessions.create(workshop, Participant(p.name, p.email, p.company),
+                                          location)
+        except (SessionError, StoreError) as exc:
+            _fail(exc)
+        _print(ctl, created.session, as_json)
+        if not as_json:
+            say(f"seat ready in {created.seconds:.2f} s")
+
+
+@session_group.command("list")
+@lambda f: controller_options(f, state_flag=False)
+@click.option("--state", "filter_state", type=click.Choice(STATES), help="Only this state.")
+@click.option("--workshop")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+             filter_state: str | None, workshop: str | None, as_json: bool) -> None:
+    """Sessions, newest first."""
+    from wodsync.store import SessionState
+
+    with controller(root, state, db, secrets_file) as ctl:
+        found = ctl.store.sessions.find(
+            state=SessionState(filter_state) if filter_state else None, workshop=workshop)
+        if as_json:
+            click.echo(json.dumps([_session_json(ctl, s) for s in found], indent=2))
+            return
+        for s in found:
+            click.echo(f"{s.id}  {s.state.value:<9} {s.workshop:<24} {s.username:<12} "
+                       f"{s.host:<12} {s.email}")
+        say(f"{len(found)} sessions")
+
+
+@session_group.command("show")
+@controller_options
+@click.argument("session_id")
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+             session_id: str, as_json: bool) -> None:
+    """One session, with its credentials and history."""
+    from wodsync.store import StoreError
+
+    with controller(root, state, db, secrets_file) as ctl:
+        try:
+            _print(ctl, ctl.store.sessions.get(session_id), as_json, history=True)
+        except StoreError as exc:
+            _fail(exc)
+
+
+def _lifecycle(name: str, doc: str, call: Callable[[Any, str], Any]) -> None:
+    @session_group.command(name, help=doc)
+    @controller_options
+    @click.argument("session_id")
+    @click.option("--json", "as_json", is_flag=True)
+    def command(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+                session_id: str, as_json: bool) -> None:
+        from wodsync.sessions.service import SessionError
+        from wodsync.store import StoreError
+
+        with controller(root, state, db, secrets_file) as ctl:
+            try:
+                session = call(ctl.sessions, session_id)
+            except (SessionError, StoreError) as exc:
+                _fail(exc)
+            _print(ctl, session, as_json)
+            if session.state.value == "failed":
+                sys.exit(1)
+
+
+_lifecycle("cleanup", "CLEANUP: cleanup hook, completion, seat freed (or held for RESET).",
+           lambda service, sid: service.cleanup(sid))
+_lifecycle("reset", "RESET a held seat: reset hook, seat freed.",
+           lambda service, sid: service.reset(sid))
+_lifecycle("purge", "PURGE: stop, kill, lock, empty, free — from any state.",
+           lambda service, sid: service.purge(sid))
+
+
+@session_group.command("extend")
+@controller_options
+@click.argument("session_id")
+@click.option("--hours", type=click.FloatRange(0, 168, min_open=True), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def extend_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+               session_id: str, hours: float, as_json: bool) -> None:
+    """Move a session's end by HOURS (bounded)."""
+    from wodsync.store import StoreError
+
+    with controller(root, state, db, secrets_file) as ctl:
+        try:
+            _print(ctl, ctl.sessions.extend(session_id, hours), as_json)
+        except StoreError as exc:
+            _fail(exc)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+@main.command("serve")
+@controller_options
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT.")
+@click.option("--expiry-interval", type=click.FloatRange(1, 3600), default=30.0,
+              show_default=True, help="Seconds between two expiry rounds.")
+def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+              listen: str, expiry_interval: float) -> None:
+    """The HTTP API (sessions and the portal feed) and the expiry loop; /docs has the API."""
+    import uvicorn
+
+    from wodsync.api.app import create_app
+    from wodsync.sessions.service import ExpiryLoop
+
+    address, port = parse_listen(listen)
+    with controller(root, state, db, secrets_file) as ctl:
+        recovered = ctl.sessions.recover()
+        if recovered:
+            say(f"recovered {len(recovered)} sessions a stopped process left half-way")
+        app = create_app(ctl.sessions, lambda: ctl.secrets.controller("WODSYNC_API_TOKEN"))
+        loop = ExpiryLoop(ctl.sessions, expiry_interval)
+        loop.start()
+        try:
+            uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False)
+        finally:
+            loop.stop()
