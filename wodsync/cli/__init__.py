@@ -1,7 +1,7 @@
 """The `wodsync` command line: thin wrappers that call the pipeline and set exit codes.
 
-One module per group of commands (`catalog`, `engine`, `demo`); each imports the heavy parts of
-wodsync inside its commands, so `wodsync --help` stays fast.
+One module per group of commands (`catalog`, `engine`, `sessions`, `review`, `source`, `demo`);
+each imports the heavy parts of wodsync inside its commands, so `wodsync --help` stays fast.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 
 import click
 
-import wodsync.cli.source  # noqa: F401  (registers `wodsync watch`)
-from wodsync.cli import catalog, demo, engine, review, sessions  # noqa: F401  (they register commands)
+# Each module registers its commands on `main`.
+from wodsync.cli import catalog, demo, engine, review, sessions, source  # noqa: F401
 from wodsync.cli.common import EXIT_USAGE, main
 
 __all__ = ["main", "run"]
