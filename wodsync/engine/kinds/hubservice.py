@@ -14,7 +14,8 @@ Linux passwords), the proxy's API port (the hub sends it the proxy's token) and 
 (browsers). All three are below 1024 by default, where only root may listen, even while the hub
 or the proxy is down — simpler and sturdier than the alternatives for JupyterHub 6.1 with
 configurable-http-proxy 4.6: a Unix socket for the hub needs a proxy that routes to sockets
-(5.x), and an `iptables` owner rule needs a firewall wodsync would share with the host's own.
+(4.6 cannot), and an `iptables` owner rule needs a firewall wodsync would share with the host's
+own, and closes the API port only (a rule cannot stop anyone from listening).
 The proxy's token is new at every proxy start and never stored (the hub's configuration makes
 it), so a token seen once is worthless after the next restart. The kernel decides what
 "privileged" means (`net.ipv4.ip_unprivileged_port_start`, 0 in some containers): it is
@@ -98,21 +99,21 @@ def _systemd_pid():
         return None
 
 
-def _is_hub(pid):
+def _cmdline_has(pid, needle):
     try:
         with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
-            return b"jupyterhub" in f.read()
+            return needle in f.read()
     except (OSError, TypeError, ValueError):
         return False
+
+
+def _is_hub(pid):
+    return _cmdline_has(pid, b"jupyterhub")
 
 
 def _is_proxy(pid):
-    """The pid file may be stale (a reboot): its pid may now be any process's."""
-    try:
-        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
-            return b"configurable-http-proxy" in f.read()
-    except (OSError, TypeError, ValueError):
-        return False
+    """The proxy's pid file may be stale (a reboot): its pid may now be any process's."""
+    return _cmdline_has(pid, b"configurable-http-proxy")
 
 
 def _state(probe):
@@ -164,11 +165,15 @@ def _check_ports(plan: PlanContext, want: HubService) -> None:
     if start is None:
         return
     for name, port in want.ports:
-        if port >= start:
-            plan.notes.append(
-                f"hub.{name} {port} is open to students ({PORT_SYSCTL} is {start}): one "
-                "listening there while the hub or its proxy restarts receives their traffic "
-                f"(login forms, the proxy's token); use a port below {start}")
+        if port < start:
+            continue
+        fixes = ["use a port below 1024"] if port >= 1024 else []
+        if start < 1024:
+            fixes.append(f"set `{PORT_SYSCTL}: 1024` in the host's `sysctl`")
+        plan.notes.append(
+            f"hub.{name} {port} is open to students ({PORT_SYSCTL} is {start}): one listening "
+            "there while the hub or its proxy restarts receives their traffic (login forms, "
+            f"the proxy's token); {' and '.join(fixes)}")
 
 
 def diff(plan: PlanContext) -> None:
