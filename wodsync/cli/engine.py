@@ -166,13 +166,25 @@ def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-v", "--verbose", is_flag=True, help="Also list what is already right, and why.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Save the plan to this file, to apply it as reviewed.")
+@click.option("--facts", "facts_source", metavar="DIR|URL",
+              help="Preview from published facts (a folder of `wodsync facts export`, or the "
+                   "daemon's URL with $WODSYNC_FACTS_TOKEN): no SSH, no credentials.")
 def plan_cmd(root: Path, hosts: tuple[str, ...], secrets_file: Path | None, parallel: int,
              allow_deletions: int | None, lock_timeout: float, state: Path | None,
-             db: str | None, fmt: str, as_json: bool, verbose: bool, out: Path | None) -> None:
+             db: str | None, fmt: str, as_json: bool, verbose: bool, out: Path | None,
+             facts_source: str | None) -> None:
     """Show what apply would change on each host (exit 0 none, 2 changes, 1 error)."""
     from wodsync.engine.planfile import new_saved_plan
     from wodsync.engine.reconcile import reconcile
 
+    if facts_source is not None:
+        from wodsync.cli.report import preview_cmd
+
+        if out is not None:
+            raise click.UsageError("a preview from facts cannot be saved with --out: apply "
+                                   "only a plan made against the hosts")
+        sys.exit(preview_cmd(root, facts_source, hosts, secrets_file, allow_deletions,
+                             "json" if as_json else fmt, verbose))
     chosen = targets(root, hosts, secrets_file, state, db)
     with interruptible() as cancel:
         results = reconcile(chosen, apply=False, parallel=parallel,

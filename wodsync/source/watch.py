@@ -12,7 +12,6 @@ starts is `plan`, and a newer save stops a plan still running. Ctrl-C ends the w
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -238,43 +237,43 @@ def stop_child(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
-def load_facts(facts_dir: Path, host: str) -> tuple[dict[str, Any] | None, str | None]:
-    """A host's facts from `<facts_dir>/<host>.json` — the facts object itself, or the daemon's
-    record `{"facts": {...}, "observed_at": …, "revision": …}` — with a note for the reader."""
-    path = facts_dir / f"{host}.json"
+def load_facts(facts_dir: Path, host: str) -> tuple[Any, str | None]:
+    """A host's published facts (`wodsync.facts.FactsDocument`, sanitised) from
+    `<facts_dir>/<host>.json` — an export, or an older bare facts object — with a note for the
+    reader; (None, why) when there are none to plan from."""
+    from wodsync.facts import FactsError, Malformed, NoFacts, load_file
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, f"host {host}: no facts ({path} is missing); not planned"
-    except (OSError, ValueError) as exc:
-        return None, f"host {host}: facts file {path} is unreadable: {exc}; not planned"
-    if isinstance(data, dict) and isinstance(data.get("facts"), dict):
-        seen = ", ".join(f"{k} {data[k]}" for k in ("observed_at", "revision") if data.get(k))
-        return data["facts"], f"host {host}: facts {seen}" if seen else None
-    if not isinstance(data, dict):
-        return None, f"host {host}: facts file {path} is not a JSON object; not planned"
-    return data, None
+        doc = load_file(facts_dir / f"{host}.json", host)
+    except NoFacts as exc:
+        return None, f"{exc}; not planned"
+    except Malformed as exc:
+        return None, (f"host {host}: the facts in {facts_dir} are incomplete or malformed "
+                      f"({exc}); not planned")
+    except FactsError as exc:
+        return None, f"{exc}; not planned"
+    seen = ", ".join(f"{k} {v}" for k, v in (("observed_at", doc.observed_at),
+                                              ("revision", doc.revision)) if v)
+    return doc, f"host {host}: facts {seen}" if seen else None
 
 
 def preview_plans(catalog: Any, facts_dir: Path, secrets: Any) -> tuple[list[Any], list[str]]:
-    """Each host's plan against its recorded facts (pure: no SSH, nothing applied)."""
-    from wodsync.engine.desired import desired_state
-    from wodsync.engine.plan import plan_host
+    """Each host's plan against its published facts (pure: no SSH, nothing applied), as
+    `wodsync plan --facts` computes it."""
+    from wodsync.facts import preview_host
 
     plans, notes = [], []
     for name in sorted(catalog.hosts):
-        facts, note = load_facts(facts_dir, name)
+        doc, note = load_facts(facts_dir, name)
         if note:
             notes.append(note)
-        if facts is None:
+        if doc is None:
             continue
-        try:
-            plans.append(plan_host(desired_state(catalog, name, secrets), facts))
-        except (KeyError, TypeError, AttributeError) as exc:
-            notes.append(f"host {name}: the facts in {facts_dir} are incomplete or malformed "
-                         f"({type(exc).__name__}: {exc}); not planned")
-        except Exception as exc:  # a missing secret, a template error: this host only
-            notes.append(f"host {name}: {exc}; not planned")
+        found = preview_host(catalog, doc, secrets)
+        if found.error:
+            notes.append(found.error)
+        else:
+            plans.append(found.plan)
     return plans, notes
 
 

@@ -1,0 +1,598 @@
+"""Published facts: what the daemon last observed on each host, safe to hand to a pull request.
+
+Why: an author's pull request should show what it will do to the hosts, but CI must hold no host
+credential and no secret. The daemon observes every host anyway; the facts it read are enough
+for the pure `plan_host`. This module turns a stored observation into a *facts document* that
+anyone with the read-only facts token may read, and plans previews from such documents.
+
+Nothing leaves without passing `sanitise`: a whitelist of every field the agent reports, kind by
+kind, each with its class — a number, a flag, a name, a hex digest, or free text. Unknown fields
+are dropped (a newer agent's additions are published only once they are listed here), a known
+field of the wrong type refuses the document, free text (an error a hub or a command printed) is
+scrubbed of credentials in URLs, tokens and long opaque strings, and session ids are replaced by
+pseudonyms. Password hashes are never observed (accounts say only `locked`); digests of files are
+published, never their content.
+
+A preview renders the catalog with placeholders for secrets, so a file that embeds a secret (the
+hub's configuration, with its token) never matches the host: such a file is rendered twice with
+two different placeholders to find it, its content is not compared (a note says so) and neither
+is the hub fingerprint it feeds. Everything else is planned exactly as the live plan would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wodsync.secrets import Placeholders, Secrets, placeholder
+
+if TYPE_CHECKING:
+    from wodsync.engine.desired import DesiredHost, LiveSeat
+    from wodsync.engine.plan import HostPlan
+    from wodsync.store import Store
+
+FACTS_TOKEN = "WODSYNC_FACTS_TOKEN"
+FACTS_PATH = "/api/v1/facts"
+TEXT_LIMIT = 500
+FETCH_TIMEOUT = 30.0
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+HEX = re.compile(r"[0-9a-f]*")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class FactsError(Exception):
+    """A facts document that cannot be used or published; the message names the host and
+    field, or the file or URL."""
+
+
+class NoFacts(FactsError):
+    """Nothing was published for a host (a host new in the catalog has none yet)."""
+
+
+class Malformed(FactsError):
+    """A document whose fields do not have the shapes the agent reports."""
+
+
+# -- the whitelist -------------------------------------------------------------------------------
+
+class Spec:
+    """A field's class: `check` returns the published value or raises `ValueError`."""
+
+    def check(self, value: Any, path: str) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Scalar(Spec):
+    """int, bool, a name (short text without control characters) or a lowercase hex digest."""
+
+    kind: str
+
+    def check(self, value: Any, path: str) -> Any:
+        if self.kind == "int" and (type(value) is not int):
+            raise ValueError(f"{path}: expected an integer, got {_shown(value)}")
+        if self.kind == "bool" and type(value) is not bool:
+            raise ValueError(f"{path}: expected true or false, got {_shown(value)}")
+        if self.kind in ("name", "hex", "text", "session") and not isinstance(value, str):
+            raise ValueError(f"{path}: expected a string, got {_shown(value)}")
+        if self.kind == "name" and (len(value) > 4096 or CONTROL.search(value)):
+            raise ValueError(f"{path}: not a name or path (control characters or too long)")
+        if self.kind == "hex" and not HEX.fullmatch(value):
+            raise ValueError(f"{path}: expected a hex digest")
+        if self.kind == "text":
+            return scrub(value)
+        if self.kind == "session":
+            return pseudonym(value)
+        return value
+
+
+@dataclass(frozen=True)
+class Optional(Spec):
+    inner: Spec
+
+    def check(self, value: Any, path: str) -> Any:
+        return None if value is None else self.inner.check(value, path)
+
+
+@dataclass(frozen=True)
+class ListOf(Spec):
+    inner: Spec
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected a list, got {_shown(value)}")
+        return [self.inner.check(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+
+@dataclass(frozen=True)
+class MapOf(Spec):
+    """A mapping whose keys are names (paths, accounts, packages) and values all alike."""
+
+    inner: Spec
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {_shown(value)}")
+        return {NAME.check(k, f"{path} key"): self.inner.check(v, f"{path}.{k}")
+                for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class Record(Spec):
+    """Known fields only: `required` must be there, `optional` may be; others are dropped."""
+
+    required: Mapping[str, Spec]
+    optional: Mapping[str, Spec] = field(default_factory=dict)
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {_shown(value)}")
+        missing = [k for k in self.required if k not in value]
+        if missing:
+            raise ValueError(f"{path}: missing {', '.join(missing)}")
+        specs = {**self.required, **self.optional}
+        return {k: specs[k].check(v, f"{path}.{k}") for k, v in value.items() if k in specs}
+
+
+INT, BOOL, NAME = Scalar("int"), Scalar("bool"), Scalar("name")
+DIGEST, TEXT, SESSION = Scalar("hex"), Scalar("text"), Scalar("session")
+NAMES = ListOf(NAME)
+HUB_API = Record({"ok": BOOL}, {"down": BOOL, "error": TEXT})
+
+SCHEMA: dict[str, Spec] = {
+    "file": Record({
+        "files": MapOf(Optional(Record({"sha256": Optional(DIGEST), "mode": INT, "owner": NAME,
+                                        "group": NAME, "regular": BOOL}))),
+        "managed": NAMES,
+        "pending": MapOf(Record({}, {"argv": NAMES, "error": TEXT, "at": NAME}))}),
+    "sysctl": Record({"values": MapOf(Optional(NAME))}),
+    "account": Record({
+        "accounts": MapOf(Record({
+            "uid": INT, "gid": INT, "home": NAME, "shell": NAME, "locked": BOOL,
+            "home_facts": Optional(Record({"mode": INT, "uid": INT, "gid": INT,
+                                           "acl": ListOf(INT), "entries": Optional(INT)}))})),
+        "groups": MapOf(Record({"gid": INT, "members": NAMES})),
+        "managed": NAMES, "acl_uid": Optional(INT)}),
+    "group": Record({"gid": Optional(INT), "members": Optional(NAMES)}),
+    "package": Record({"pip": Optional(MapOf(NAME)), "apt": MapOf(Optional(NAME)),
+                       "npm": MapOf(Optional(NAME)), "closed": Optional(NAME)}),
+    "kernel": Record({"kernels": NAMES}),
+    "service": Record({"running": BOOL},
+                      {"pid": Optional(INT), "fingerprint": Optional(DIGEST),
+                       "unprivileged_port_start": Optional(INT)}),
+    "hub_user": Record({"api": HUB_API, "users": Optional(NAMES), "managed": NAMES}),
+    "hub_group": Record({"api": HUB_API, "groups": Optional(MapOf(NAMES)), "managed": NAMES}),
+    "seat": Record({"occupied": MapOf(Record({}, {"session": Optional(SESSION),
+                                                  "state": Optional(NAME)}))}),
+}
+LIVE_SEAT = Record({"username": NAME, "session": SESSION, "workshop": NAME})
+
+
+def _shown(value: Any) -> str:
+    return type(value).__name__ if not isinstance(value, str) else "a string"
+
+
+# -- scrubbing -----------------------------------------------------------------------------------
+
+SCRUBS = (
+    # credentials in a URL: scheme://user:password@host
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@"), r"\1***@"),
+    # an Authorization header's value
+    (re.compile(r"(?i)\b(token|bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1\2***"),
+    # name=value where the name says secret
+    (re.compile(r"(?i)\b([\w-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|auth)[\w-]*)"
+                r"(\s*[=:]\s*)([\"']?)[^\s\"'&,;]+"), r"\1\2\3***"),
+    # a long opaque string of letters and digits (a token, a key)
+    (re.compile(r"(?<![A-Za-z0-9_+=-])(?=[A-Za-z0-9_+=-]*[0-9])(?=[A-Za-z0-9_+=-]*[A-Za-z])"
+                r"[A-Za-z0-9_+=-]{32,}"), "***"),
+)
+
+
+def scrub(text: str, known: Iterable[str] = ()) -> str:
+    """Free text made safe to publish: known secret values, credentials in URLs, tokens after
+    `token`/`bearer`, `password=…`-like pairs and long opaque strings become `***`; control
+    characters go and the text is cut to `TEXT_LIMIT` characters."""
+    for value in sorted((v for v in known if v and len(v) >= 4), key=len, reverse=True):
+        text = text.replace(value, "***")
+    for pattern, by in SCRUBS:
+        text = pattern.sub(by, text)
+    text = CONTROL.sub(" ", text)
+    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT - 1] + "…"
+
+
+def pseudonym(session: str) -> str:
+    """A session id is a capability's half: published as a stable pseudonym, so the store's
+    and the host's records of one session still match."""
+    if session in ("", "?") or session.startswith("s-"):
+        return session
+    return "s-" + hashlib.sha256(session.strip().lower().encode()).hexdigest()[:16]
+
+
+def sanitise(facts: Mapping[str, Any], host: str = "?") -> dict[str, Any]:
+    """The publishable facts: every kind through its whitelist (unknown kinds dropped)."""
+    clean = {}
+    for kind, value in facts.items():
+        spec = SCHEMA.get(kind)
+        if spec is None:
+            continue
+        try:
+            clean[kind] = spec.check(value, kind)
+        except ValueError as exc:
+            raise Malformed(f"facts of host {host}: {exc}") from None
+    return clean
+
+
+def find_leaks(document: Any, values: Iterable[str]) -> list[str]:
+    """Where in a document a known secret value appears (JSON paths); a final guard."""
+    wanted = [v for v in values if v and len(v) >= 4]
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(k, f"{path} key")
+                walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(node, str) and any(v in node for v in wanted):
+            found.append(path)
+
+    walk(document, "$")
+    return found
+
+
+def secret_values(secrets: Secrets | None) -> list[str]:
+    """Every value a secrets file and the controller's environment could leak."""
+    if secrets is None:
+        return []
+    values = [e.value for e in secrets.entries.values()]
+    env = secrets.env or {}
+    values += [v for k, v in env.items() if "TOKEN" in k or "SECRET" in k or "PASSW" in k]
+    return [v for v in values if v]
+
+
+# -- the document --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FactsDocument:
+    """One host's published facts: `<host>.json` of `facts export`, an item of /api/v1/facts."""
+
+    host: str
+    facts: dict[str, Any]
+    digests: dict[str, str] = field(default_factory=dict)
+    observed_at: str | None = None
+    revision: str | None = None
+    live_seats: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "observed_at": self.observed_at, "revision": self.revision,
+                "facts": self.facts, "digests": self.digests, "live_seats": self.live_seats}
+
+    @classmethod
+    def from_json(cls, data: Any, host: str | None = None) -> FactsDocument:
+        """A document (or a bare facts object, as older exports wrote), sanitised on the way in:
+        a file from anywhere gets no further than one from the store."""
+        if not isinstance(data, dict):
+            raise Malformed(f"facts of host {host or '?'}: not a JSON object")
+        named = data.get("host") if isinstance(data.get("facts"), dict) else None
+        if host and named and named != host:
+            raise Malformed(f"facts of host {host}: the document is of host {named!r}")
+        name = host or named
+        if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+            raise Malformed(f"facts document names no valid host ({name!r})")
+        if not isinstance(data.get("facts"), dict):
+            return cls(name, sanitise(data, name))
+        digests = data.get("digests") or {}
+        seats = data.get("live_seats") or []
+        try:
+            digests = MapOf(DIGEST).check(digests, "digests")
+            seats = ListOf(LIVE_SEAT).check(seats, "live_seats")
+            observed = Optional(NAME).check(_iso(data.get("observed_at")), "observed_at")
+            revision = Optional(NAME).check(data.get("revision"), "revision")
+        except ValueError as exc:
+            raise Malformed(f"facts of host {name}: {exc}") from None
+        return cls(name, sanitise(data["facts"], name), digests, observed, revision, seats)
+
+    def header(self) -> str:
+        when = self.observed_at or "an unknown time"
+        return f"preview against facts observed at {when}, revision {self.revision or 'unknown'}"
+
+    def seats(self) -> list[LiveSeat]:
+        from wodsync.engine.desired import LiveSeat
+
+        return [LiveSeat(s["username"], s["session"], s["workshop"]) for s in self.live_seats]
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def from_store(store: Store, host: str, known: Iterable[str] = ()) -> FactsDocument | None:
+    """A host's document from the store (the daemon's record), with the seats live now."""
+    stored = store.status.facts(host)
+    if stored is None:
+        return None
+    body = dict(stored.facts)
+    record = body if isinstance(body.get("facts"), dict) else {"facts": body}
+    seats = [{"username": s.username, "session": s.id, "workshop": s.workshop}
+             for s in store.sessions.live_on_host(host)]
+    doc = FactsDocument.from_json({**record, "host": host, "observed_at": stored.observed_at,
+                                   "revision": stored.revision, "live_seats": seats}, host)
+    leaks = find_leaks(doc.to_json(), known)
+    if leaks:
+        raise FactsError(f"facts of host {host} hold a secret value at {', '.join(leaks)}: "
+                         "not published")
+    return doc
+
+
+def stored_hosts(store: Store) -> list[str]:
+    """Hosts the store has facts of."""
+    from sqlalchemy import select
+
+    from wodsync.store.models import reading
+    from wodsync.store.status import FACTS
+
+    with reading(store.engine) as conn:
+        return list(conn.scalars(select(FACTS.c.host).order_by(FACTS.c.host)))
+
+
+def all_from_store(store: Store, known: Iterable[str] = ()) -> list[FactsDocument]:
+    known = list(known)
+    found = (from_store(store, h, known) for h in stored_hosts(store))
+    return [d for d in found if d is not None]
+
+
+def export(documents: Iterable[FactsDocument], folder: Path) -> list[Path]:
+    """Write `<folder>/<host>.json` for each document, each replaced whole (never half)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for doc in documents:
+        target = folder / f"{doc.host}.json"
+        temp = folder / f".{doc.host}.json.tmp"
+        temp.write_text(json.dumps(doc.to_json(), indent=2, sort_keys=True) + "\n",
+                        encoding="utf-8")
+        temp.replace(target)
+        written.append(target)
+    return written
+
+
+# -- reading documents back ----------------------------------------------------------------------
+
+def load_file(path: Path, host: str) -> FactsDocument:
+    """`<host>.json` of an export (or of an older bare-facts file)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NoFacts(f"host {host}: no facts ({path} is missing)") from None
+    except (OSError, ValueError) as exc:
+        raise FactsError(f"host {host}: facts file {path} is unreadable: {exc}") from None
+    return FactsDocument.from_json(data, host)
+
+
+def is_url(source: str) -> bool:
+    return urllib.parse.urlsplit(source).scheme in ("http", "https")
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for a message: no user or password."""
+    return scrub(url)
+
+
+def get_json(url: str, token: str | None, variable: str) -> Any:
+    """GET a daemon endpoint with `Authorization: Bearer <token>`; errors name the URL (its
+    credentials masked) and never the token."""
+    if not token:
+        raise FactsError(f"set {variable} to read {safe_url(url)}")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
+                                                   "Accept": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler())
+    try:
+        with opener.open(request, timeout=FETCH_TIMEOUT) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        hint = f" (check {variable})" if exc.code in (401, 403) else ""
+        raise FactsError(f"{safe_url(url)} answered HTTP {exc.code}{hint}") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FactsError(f"cannot read {safe_url(url)}: {scrub(str(reason), [token])}") from None
+
+
+def facts_url(url: str) -> str:
+    """The facts endpoint of a daemon given by its base URL or by the endpoint itself."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.rstrip("/") in ("",):
+        return urllib.parse.urlunsplit(parts._replace(path=FACTS_PATH))
+    return url
+
+
+def fetch(url: str, token: str | None = None) -> dict[str, FactsDocument]:
+    """Every host's document from a daemon's /api/v1/facts (token: `$WODSYNC_FACTS_TOKEN`)."""
+    url = facts_url(url)
+    data = get_json(url, token if token is not None else os.environ.get(FACTS_TOKEN),
+                    FACTS_TOKEN)
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    if not isinstance(hosts, list):
+        raise FactsError(f"{safe_url(url)} did not answer a facts listing ({{\"hosts\": […]}})")
+    docs = [FactsDocument.from_json(item) for item in hosts]
+    return {d.host: d for d in docs}
+
+
+class Source:
+    """Where previews read facts: a folder of exports or a daemon's URL (read once)."""
+
+    def __init__(self, where: str | Path, token: str | None = None) -> None:
+        self.where = str(where)
+        self.token = token
+        self._fetched: dict[str, FactsDocument] | None = None
+
+    def describe(self) -> str:
+        return safe_url(self.where)
+
+    def open(self) -> None:
+        """Read the daemon's listing, or check the folder: a source that cannot be read
+        fails the whole preview, a host missing from it only that host."""
+        if is_url(self.where):
+            if self._fetched is None:
+                self._fetched = fetch(self.where, self.token)
+        elif not Path(self.where).is_dir():
+            raise FactsError(f"facts folder {self.where} does not exist (give a folder of "
+                             "`wodsync facts export` or the daemon's URL)")
+
+    def get(self, host: str) -> FactsDocument:
+        self.open()
+        if self._fetched is not None:
+            doc = self._fetched.get(host)
+            if doc is None:
+                raise NoFacts(f"host {host}: no facts at {self.describe()}")
+            return doc
+        return load_file(Path(self.where) / f"{host}.json", host)
+
+
+# -- previews ------------------------------------------------------------------------------------
+
+@dataclass
+class OtherPlaceholders(Placeholders):
+    """Placeholders that differ from `Placeholders`: rendering with both tells the files whose
+    content depends on a secret."""
+
+    def value(self, name: str, kind: Any, consumer: str) -> str:
+        super().value(name, kind, consumer)
+        return placeholder(name) + " (another)"
+
+    def hub_token(self, host: str, ref: Any) -> str:
+        return placeholder(ref.secret) + " (another)"
+
+
+@dataclass
+class Preview:
+    """A host's plan from its published facts, or why there is none."""
+
+    host: str
+    header: str = ""
+    plan: HostPlan | None = None
+    error: str | None = None
+    missing: bool = False                            # no facts published for the host
+    blind: list[str] = field(default_factory=list)   # files whose content embeds a secret
+
+    def to_json(self, noops: bool = False) -> dict[str, Any]:
+        return {"host": self.host, "preview": self.header, "error": self.error,
+                "secret_files": self.blind,
+                "plan": self.plan.to_json(noops=noops) if self.plan else None}
+
+
+def secret_dependent(one: DesiredHost, other: DesiredHost) -> tuple[list[str], bool]:
+    """Files whose rendering changed with the placeholders, and whether the hub fingerprint
+    did: what a preview cannot compare."""
+    files_a, files_b = one.want.get("file") or {}, other.want.get("file") or {}
+    paths = sorted(p for p, f in files_a.items()
+                   if p in files_b and f.sha256 != files_b[p].sha256)
+    svc_a, svc_b = one.want.get("service"), other.want.get("service")
+    return paths, bool(svc_a and svc_b and svc_a.fingerprint != svc_b.fingerprint)
+
+
+HUB_VERSION_ADDRESSES = ("package:pip/jupyterhub", "package:npm/")
+
+
+def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool) -> HostPlan:
+    """The plan without what placeholders cannot decide: a secret-bearing file whose content
+    alone differs, and the hub restart that only such a file (or nothing) explains."""
+    from wodsync.engine.change import Action, Noop
+
+    kept, noops = [], list(plan.noops)
+    for c in plan.changes:
+        reasons = c.detail.split("; ") if c.address.kind == "file" else []
+        if c.address.kind == "file" and c.address.name in paths and c.action == Action.UPDATE \
+                and "content differs" in reasons:
+            rest = [r for r in reasons if r != "content differs"]
+            if not rest:
+                noops.append(Noop(c.address, "content compared with placeholders: not known "
+                                             "without the secrets"))
+                continue
+            c = replace(c, detail="; ".join([*rest, "content may differ: secrets not known"]))
+        kept.append(c)
+    if fingerprint:
+        kept = _restart_only_if_explained(kept, noops, paths)
+    if paths:
+        plan.notes.append(
+            f"{', '.join(paths)} embed{'s' if len(paths) == 1 else ''} secrets: compared with "
+            "placeholders, so content (and the hub restart it causes) is not shown; a change "
+            "to its template shows in `wodsync review`")
+    return replace(plan, changes=kept, noops=noops)
+
+
+def _restart_only_if_explained(changes: list[Any], noops: list[Any], paths: list[str]) -> Any:
+    from wodsync.engine.change import Action, Noop
+
+    explained = any(str(c.address).startswith(HUB_VERSION_ADDRESSES) or
+                    (c.address.kind == "file" and c.address.name in paths)
+                    for c in changes)
+    out = []
+    for c in changes:
+        if c.address.kind == "service" and c.action == Action.UPDATE and not explained:
+            noops.append(Noop(c.address, "fingerprint compared with placeholders: not known "
+                                         "without the secrets"))
+            continue
+        out.append(c)
+    return out
+
+
+def preview_host(catalog: Any, doc: FactsDocument, secrets: Secrets | None = None,
+                 allow_deletions: int | None = None) -> Preview:
+    """One host's plan from its document: pure, no SSH. With placeholders (the default) what
+    embeds a secret is not compared; with real secrets (an operator's own preview) all is."""
+    from wodsync.engine.desired import desired_state
+    from wodsync.engine.plan import plan_host
+
+    secrets = secrets if secrets is not None else Placeholders()
+    out = Preview(doc.host, doc.header())
+    try:
+        desired = desired_state(catalog, doc.host, secrets, doc.seats())
+        plan = plan_host(desired, doc.facts, doc.digests, allow_deletions)
+        if isinstance(secrets, Placeholders):
+            other = OtherPlaceholders(entries=secrets.entries, source=secrets.source,
+                                      check_grants=secrets.check_grants)
+            out.blind, fingerprint = secret_dependent(
+                desired, desired_state(catalog, doc.host, other, doc.seats()))
+            plan = blind_to_secrets(plan, out.blind, fingerprint)
+    except (KeyError, TypeError, AttributeError) as exc:
+        out.error = (f"host {doc.host}: the facts are incomplete or malformed "
+                     f"({type(exc).__name__}: {exc}); not planned")
+        return out
+    except Exception as exc:  # a template or grant error: this host only, as a live plan does
+        out.error = f"host {doc.host}: {exc}; not planned"
+        return out
+    out.plan = plan
+    return out
+
+
+def preview(catalog: Any, source: Source, hosts: Iterable[str] = (),
+            secrets: Secrets | None = None,
+            allow_deletions: int | None = None) -> list[Preview]:
+    """Previews of the chosen hosts (all of the catalog's when none), in name order."""
+    source.open()
+    out = []
+    for name in sorted(set(hosts) or set(catalog.hosts)):
+        try:
+            doc = source.get(name)
+        except NoFacts as exc:
+            out.append(Preview(name, error=f"{exc}; not planned", missing=True))
+            continue
+        except FactsError as exc:
+            out.append(Preview(name, error=f"host {name}: {exc}; not planned"))
+            continue
+        out.append(preview_host(catalog, doc, secrets, allow_deletions))
+    return out
+
