@@ -280,6 +280,20 @@ def test_the_hub_config_and_fingerprint_are_not_compared_but_a_version_change_sh
                                                       "service:jupyterhub"}
 
 
+def test_a_change_to_the_hub_unit_shows_with_its_restart_as_live(repo):
+    catalog, _ = validate(repo.root)
+    facts = converged(desired_state(catalog, "hub-emea", hub_secrets()))
+    doc = FactsDocument("hub-emea", sanitise(facts, "hub-emea"))
+    unit = repo.read("templates/hub/jupyterhub.service.j2")
+    repo.write("templates/hub/jupyterhub.service.j2", unit + "# reviewed\n")
+    catalog, _ = validate(repo.root)
+    live = plan_host(desired_state(catalog, "hub-emea", hub_secrets()), facts)
+    seen = preview_host(catalog, doc).plan
+    assert [c.to_json() for c in seen.changes] == [c.to_json() for c in live.changes]
+    assert {str(c.address) for c in seen.changes} == {
+        "file:/etc/systemd/system/jupyterhub.service", "service:jupyterhub"}
+
+
 def test_live_seats_published_with_the_facts_plan_as_the_store_does(repo):
     catalog, _ = validate(repo.root)
     seat = LiveSeat("student3", "5EC7-0123", "WKSHP-Python101")

@@ -97,7 +97,7 @@ class Scalar(Spec):
 
 
 @dataclass(frozen=True)
-class Optional(Spec):
+class Nullable(Spec):
     inner: Spec
 
     def check(self, value: Any, path: str) -> Any:
@@ -151,29 +151,29 @@ HUB_API = Record({"ok": BOOL}, {"down": BOOL, "error": TEXT})
 
 SCHEMA: dict[str, Spec] = {
     "file": Record({
-        "files": MapOf(Optional(Record({"sha256": Optional(DIGEST), "mode": INT, "owner": NAME,
+        "files": MapOf(Nullable(Record({"sha256": Nullable(DIGEST), "mode": INT, "owner": NAME,
                                         "group": NAME, "regular": BOOL}))),
         "managed": NAMES,
         "pending": MapOf(Record({}, {"argv": NAMES, "error": TEXT, "at": NAME}))}),
-    "sysctl": Record({"values": MapOf(Optional(NAME))}),
+    "sysctl": Record({"values": MapOf(Nullable(NAME))}),
     "account": Record({
         "accounts": MapOf(Record({
             "uid": INT, "gid": INT, "home": NAME, "shell": NAME, "locked": BOOL,
-            "home_facts": Optional(Record({"mode": INT, "uid": INT, "gid": INT,
-                                           "acl": ListOf(INT), "entries": Optional(INT)}))})),
+            "home_facts": Nullable(Record({"mode": INT, "uid": INT, "gid": INT,
+                                           "acl": ListOf(INT), "entries": Nullable(INT)}))})),
         "groups": MapOf(Record({"gid": INT, "members": NAMES})),
-        "managed": NAMES, "acl_uid": Optional(INT)}),
-    "group": Record({"gid": Optional(INT), "members": Optional(NAMES)}),
-    "package": Record({"pip": Optional(MapOf(NAME)), "apt": MapOf(Optional(NAME)),
-                       "npm": MapOf(Optional(NAME)), "closed": Optional(NAME)}),
+        "managed": NAMES, "acl_uid": Nullable(INT)}),
+    "group": Record({"gid": Nullable(INT), "members": Nullable(NAMES)}),
+    "package": Record({"pip": Nullable(MapOf(NAME)), "apt": MapOf(Nullable(NAME)),
+                       "npm": MapOf(Nullable(NAME)), "closed": Nullable(NAME)}),
     "kernel": Record({"kernels": NAMES}),
     "service": Record({"running": BOOL},
-                      {"pid": Optional(INT), "fingerprint": Optional(DIGEST),
-                       "unprivileged_port_start": Optional(INT)}),
-    "hub_user": Record({"api": HUB_API, "users": Optional(NAMES), "managed": NAMES}),
-    "hub_group": Record({"api": HUB_API, "groups": Optional(MapOf(NAMES)), "managed": NAMES}),
-    "seat": Record({"occupied": MapOf(Record({}, {"session": Optional(SESSION),
-                                                  "state": Optional(NAME)}))}),
+                      {"pid": Nullable(INT), "fingerprint": Nullable(DIGEST),
+                       "unprivileged_port_start": Nullable(INT)}),
+    "hub_user": Record({"api": HUB_API, "users": Nullable(NAMES), "managed": NAMES}),
+    "hub_group": Record({"api": HUB_API, "groups": Nullable(MapOf(NAMES)), "managed": NAMES}),
+    "seat": Record({"occupied": MapOf(Record({}, {"session": Nullable(SESSION),
+                                                  "state": Nullable(NAME)}))}),
 }
 LIVE_SEAT = Record({"username": NAME, "session": SESSION, "workshop": NAME})
 
@@ -298,8 +298,8 @@ class FactsDocument:
         try:
             digests = MapOf(DIGEST).check(digests, "digests")
             seats = ListOf(LIVE_SEAT).check(seats, "live_seats")
-            observed = Optional(NAME).check(_iso(data.get("observed_at")), "observed_at")
-            revision = Optional(NAME).check(data.get("revision"), "revision")
+            observed = Nullable(NAME).check(_iso(data.get("observed_at")), "observed_at")
+            revision = Nullable(NAME).check(data.get("revision"), "revision")
         except ValueError as exc:
             raise Malformed(f"facts of host {name}: {exc}") from None
         return cls(name, sanitise(data["facts"], name), digests, observed, revision, seats)
@@ -347,12 +347,6 @@ def stored_hosts(store: Store) -> list[str]:
 
     with reading(store.engine) as conn:
         return list(conn.scalars(select(FACTS.c.host).order_by(FACTS.c.host)))
-
-
-def all_from_store(store: Store, known: Iterable[str] = ()) -> list[FactsDocument]:
-    known = list(known)
-    found = (from_store(store, h, known) for h in stored_hosts(store))
-    return [d for d in found if d is not None]
 
 
 def export(documents: Iterable[FactsDocument], folder: Path) -> list[Path]:
@@ -506,16 +500,17 @@ def secret_dependent(one: DesiredHost, other: DesiredHost) -> tuple[list[str], b
 HUB_VERSION_ADDRESSES = ("package:pip/jupyterhub", "package:npm/")
 
 
-def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool) -> HostPlan:
+def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool,
+                     hub_paths: Iterable[str] = ()) -> HostPlan:
     """The plan without what placeholders cannot decide: a secret-bearing file whose content
-    alone differs, and the hub restart that only such a file (or nothing) explains."""
+    alone differs, and a hub restart nothing but the secrets explains."""
     from wodsync.engine.change import Action, Noop
 
     kept, noops = [], list(plan.noops)
     for c in plan.changes:
         reasons = c.detail.split("; ") if c.address.kind == "file" else []
-        if c.address.kind == "file" and c.address.name in paths and c.action == Action.UPDATE \
-                and "content differs" in reasons:
+        if c.address.name in paths and c.action == Action.UPDATE and \
+                "content differs" in reasons:
             rest = [r for r in reasons if r != "content differs"]
             if not rest:
                 noops.append(Noop(c.address, "content compared with placeholders: not known "
@@ -523,30 +518,34 @@ def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool) -> Hos
                 continue
             c = replace(c, detail="; ".join([*rest, "content may differ: secrets not known"]))
         kept.append(c)
-    if fingerprint:
-        kept = _restart_only_if_explained(kept, noops, paths)
+    if fingerprint and not restart_explained(kept, set(hub_paths) - set(paths)):
+        restarts = [c for c in kept if c.address.kind == "service" and c.action == Action.UPDATE]
+        noops += [Noop(c.address, "fingerprint compared with placeholders: not known without "
+                                  "the secrets") for c in restarts]
+        kept = [c for c in kept if c not in restarts]
     if paths:
         plan.notes.append(
             f"{', '.join(paths)} embed{'s' if len(paths) == 1 else ''} secrets: compared with "
-            "placeholders, so content (and the hub restart it causes) is not shown; a change "
-            "to its template shows in `wodsync review`")
+            "placeholders, so content is not compared here"
+            + (", nor the hub's restart fingerprint" if fingerprint else "")
+            + "; a change to a template shows in `wodsync review`")
     return replace(plan, changes=kept, noops=noops)
 
 
-def _restart_only_if_explained(changes: list[Any], noops: list[Any], paths: list[str]) -> Any:
-    from wodsync.engine.change import Action, Noop
+def restart_explained(changes: list[Any], plain_hub_files: set[str]) -> bool:
+    """Whether something placeholders do not touch moves the hub's fingerprint: a JupyterHub
+    or proxy version, or the content of a hub file without secrets (its unit)."""
+    from wodsync.engine.change import Action
 
-    explained = any(str(c.address).startswith(HUB_VERSION_ADDRESSES) or
-                    (c.address.kind == "file" and c.address.name in paths)
-                    for c in changes)
-    out = []
-    for c in changes:
-        if c.address.kind == "service" and c.action == Action.UPDATE and not explained:
-            noops.append(Noop(c.address, "fingerprint compared with placeholders: not known "
-                                         "without the secrets"))
-            continue
-        out.append(c)
-    return out
+    return any(str(c.address).startswith(HUB_VERSION_ADDRESSES) or
+               (c.address.kind == "file" and c.address.name in plain_hub_files and
+                (c.action == Action.CREATE or "content differs" in c.detail.split("; ")))
+               for c in changes)
+
+
+def hub_file_paths(catalog: Any, host: str) -> list[str]:
+    hub = catalog.hosts[host].hub
+    return [spec.path for spec in hub.service_files()] if hub and hub.manage else []
 
 
 def preview_host(catalog: Any, doc: FactsDocument, secrets: Secrets | None = None,
@@ -566,7 +565,8 @@ def preview_host(catalog: Any, doc: FactsDocument, secrets: Secrets | None = Non
                                       check_grants=secrets.check_grants)
             out.blind, fingerprint = secret_dependent(
                 desired, desired_state(catalog, doc.host, other, doc.seats()))
-            plan = blind_to_secrets(plan, out.blind, fingerprint)
+            plan = blind_to_secrets(plan, out.blind, fingerprint,
+                                    hub_file_paths(catalog, doc.host))
     except (KeyError, TypeError, AttributeError) as exc:
         out.error = (f"host {doc.host}: the facts are incomplete or malformed "
                      f"({type(exc).__name__}: {exc}); not planned")
