@@ -56,6 +56,7 @@ ACCOUNT_FIELDS = {"uid", "gid", "home", "shell", "locked", "home_facts"}
 FILE_FIELDS = {"sha256", "mode", "owner", "group", "regular"}
 HEX64 = re.compile(r"[0-9a-f]{64}")
 WODSYNC = wodsync_command(Path())[0]
+START_WAIT_S = 30.0  # an upper bound for uvicorn to listen, not a performance figure
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -110,8 +111,9 @@ def serving(app: FastAPI) -> Iterator[str]:
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + START_WAIT_S
     while not server.started:
-        assert thread.is_alive(), "uvicorn did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
