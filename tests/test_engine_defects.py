@@ -104,7 +104,7 @@ def test_a_missing_secret_fails_its_host_alone(lab):
     env = {k: v for k, v in os.environ.items() if k != "WODT_NOPE"}
     done = run(lab, "plan", env=env)
     assert done.returncode == 1
-    assert "✗ lab2: secret WODT_NOPE is not set" in done.stderr
+    assert "✗ lab2: templates/test.conf.j2: secret WODT_NOPE is not set" in done.stderr
     assert "host lab1:" in done.stdout
     as_json = json.loads(run(lab, "plan", "--json", env=env).stdout)
     assert {r["host"]: bool(r["error"]) for r in as_json} == {"lab1": False, "lab2": True}

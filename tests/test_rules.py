@@ -118,7 +118,7 @@ def test_a_managed_hub_needs_its_configuration_template(repo):
 
 
 def test_hub_ports_must_differ(repo):
-    repo.replace("hosts/hub-emea.yaml", "  port: 8000", "  port: 8081")
+    repo.replace("hosts/hub-emea.yaml", "hub:\n", "hub:\n  port: 81\n")
     d = only_error(repo.root, "value_error")
     assert d.path == "hosts/hub-emea.yaml" and d.line == repo.line_of(d.path, "hub:") + 1
     assert d.message == ("hub: port, hub_port and proxy_api_port must be three different "
@@ -157,3 +157,12 @@ def test_two_groups_never_share_a_gid(repo):
     found = errors_of(repo.root)
     assert [d.code for d in found] == ["group-gid", "group-gid"]
     assert "also the gid of group 'labs'" in found[0].message
+
+
+def test_a_hub_port_students_may_take_is_a_warning(repo):
+    repo.replace("hosts/hub-emea.yaml", "hub:\n", "hub:\n  port: 8000\n")
+    _, found = __import__("wodsync.catalog", fromlist=["validate"]).validate(repo.root)
+    (d,) = [d for d in found if d.code == "hub-port-unprivileged"]
+    assert not d.is_error and d.path == "hosts/hub-emea.yaml"
+    assert d.line == repo.line_of(d.path, "port: 8000")
+    assert "hub.port 8000 is not below 1024" in d.message

@@ -240,6 +240,21 @@ def _gid_shared(catalog: Catalog, name: str, pool: Pool,
                           f"group '{other.group}' of pool '{other_name}'")
 
 
+def hub_ports_privileged(catalog: Catalog) -> Iterator[Diagnostic]:
+    """A managed hub's ports are below 1024, where only root may listen: a student listening on
+    one while the hub or its proxy restarts would receive login forms or the proxy's token."""
+    for name, host in sorted(catalog.hosts.items()):
+        if not (host.hub and host.hub.manage):
+            continue
+        for field, port in host.hub.unprivileged_ports():
+            yield catalog.host_doc(name).diag(
+                "hub-port-unprivileged",
+                f"hub.{field} {port} is not below 1024: a student listening on it while the hub "
+                "or its proxy restarts receives its traffic (login forms, the proxy's token); "
+                "keep the default or use a port below 1024",
+                "hub", field, severity="warning")
+
+
 RULES: tuple[Rule, ...] = (
     system_files_exist,
     hub_template_exists,
@@ -250,6 +265,7 @@ RULES: tuple[Rule, ...] = (
     ids_unique,
     scripts_exist,
     shared_gids_apart,
+    hub_ports_privileged,
 )
 
 
