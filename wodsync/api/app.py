@@ -33,18 +33,25 @@ MAX_BODY = 64 * 1024
 
 
 class BodyLimit:
-    """ASGI middleware: a body over `limit` bytes is a 413, declared or streamed."""
+    """ASGI middleware: a body over the path's limit is a 413, declared or streamed. `limits`
+    gives larger limits to path prefixes (a git push event can be large)."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY,
+                 limits: dict[str, int] | None = None) -> None:
+        self.app, self.default, self.limits = app, limit, limits or {}
+
+    def _limit(self, path: str) -> int:
+        return next((n for prefix, n in self.limits.items() if path.startswith(prefix)),
+                    self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope.get("path", ""))
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(send, self.limit)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _too_large(send, limit)
             return
         seen, over, started = 0, False, False
 
@@ -55,7 +62,7 @@ class BodyLimit:
                 return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 over = True
                 return {"type": "http.disconnect"}
             return message
@@ -69,7 +76,7 @@ class BodyLimit:
 
         await self.app(scope, limited, guarded)
         if over and not started:
-            await _too_large(send, self.limit)
+            await _too_large(send, limit)
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -196,12 +203,13 @@ def feed_router(service: SessionService) -> APIRouter:
 
 
 def create_app(service: SessionService, token: Callable[[], str | None],
-               extra: Sequence[APIRouter] = ()) -> FastAPI:
+               extra: Sequence[APIRouter] = (), body_limits: dict[str, int] | None = None,
+               ) -> FastAPI:
     app = FastAPI(title="wodsync", version="1", docs_url="/docs", redoc_url=None,
                   description="Workshops-on-Demand sessions, the portal feed and the "
                               "reconciler's status.")
     app.add_middleware(NoStore)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, limits=body_limits)
     app.include_router(session_router(service, bearer(token)))
     app.include_router(feed_router(service))
     for router in extra:

@@ -11,7 +11,7 @@ import sys
 import click
 
 # Each module registers its commands on `main`.
-from wodsync.cli import catalog, demo, engine, report, review, sessions, source  # noqa: F401
+from wodsync.cli import catalog, daemon, demo, engine, report, review, sessions, source  # noqa: F401
 from wodsync.cli.common import EXIT_USAGE, main
 
 __all__ = ["main", "run"]

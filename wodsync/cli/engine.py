@@ -27,26 +27,48 @@ from wodsync.cli.common import (
 )
 
 
-def live_seats(state: Path | None, db: str | None) -> Callable[[str], list[Any]]:
-    """Seats of live sessions per host, from the store when there is one (`--db`, or a
-    `wodsync.db` in the state folder); a host's own records of seats in use apply anyway."""
+def open_controller_store(state: Path | None, db: str | None) -> Any:
+    """The controller's store when there is one (`--db`, or a `wodsync.db` in the state
+    folder), else None."""
     from wodsync.controller import state_dir
-    from wodsync.engine.desired import LiveSeat
     from wodsync.store import DB_FILE, StoreError, open_store
 
     folder = state_dir(state)
     if db is None and not (folder / DB_FILE).exists():
-        return lambda host: []
+        return None
     try:
-        store = open_store(db, state_dir=folder)
+        return open_store(db, state_dir=folder)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def live_seats(store: Any) -> Callable[[str], list[Any]]:
+    """Seats of live sessions per host, from the store; a host's own records of seats in use
+    apply anyway."""
+    from wodsync.engine.desired import LiveSeat
+
+    if store is None:
+        return lambda host: []
     return lambda host: [LiveSeat(s.username, s.id, s.workshop)
                          for s in store.sessions.live_on_host(host)]
 
 
+def refuse_beside_a_daemon(state: Path | None, store: Any) -> None:
+    """One writer per state: while a daemon runs on it, `apply` says so and stops."""
+    from wodsync.controller import state_dir
+    from wodsync.store import writer_running
+
+    if store is None:
+        return
+    running = writer_running(state_dir(state), store)
+    if running:
+        raise click.ClickException(f"a wodsync daemon manages this state: {running}; let it "
+                                   "apply (commit and push), or stop it first")
+
+
 def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None,
-            state: Path | None = None, db: str | None = None) -> list[Any]:
+            state: Path | None = None, db: str | None = None,
+            for_apply: bool = False) -> list[Any]:
     """The selected hosts (each once; all when none named), each computing its own desired
     state in its worker so a host with a missing secret fails alone."""
     from wodsync.engine.desired import desired_state
@@ -58,7 +80,10 @@ def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None,
     if unknown:
         raise click.ClickException(f"unknown host(s): {', '.join(unknown)}")
     secrets = load_secrets(secrets_file)
-    live = live_seats(state, db)
+    store = open_controller_store(state, db)
+    if for_apply:
+        refuse_beside_a_daemon(state, store)
+    live = live_seats(store)
     return [Target(n, lambda n=n: desired_state(catalog, n, secrets, live(n)))
             for n in (names or sorted(catalog.hosts))]
 
@@ -254,7 +279,7 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
     if plan_file is not None:
         saved_plan, hosts = _saved(root, plan_file, hosts)
         saved = saved_plan.hosts
-    chosen = targets(root, hosts, secrets_file, state, db)
+    chosen = targets(root, hosts, secrets_file, state, db, for_apply=True)
     with interruptible() as cancel:
         if saved is None and not yes:
             preview = reconcile(chosen, apply=False, parallel=parallel,

@@ -136,7 +136,8 @@ def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None =
                 if saved is not None or attempt == STALE_RETRIES:
                     result.error = f"refusing to apply: {exc}"
                     return result
-        result.after = _plan(transport, desired, allow_deletions, None)[0]
+        result.after, after = _plan(transport, desired, allow_deletions, None)
+        result.facts = after.facts  # what the host is now: published facts never lag
     except (TransportError, HostError) as exc:
         result.error = str(exc)
     finally:

@@ -103,7 +103,9 @@ class SessionService:
         self.deployment = deployment
         self.connections = connections or Connections()
         self.max_extension_hours = max_extension_hours
-        self.on_event: Callable[[str, Session], None] | None = None
+        # Called with (event, session, seconds): "created" (seconds: the whole CREATE),
+        # "cleaned", "expiring". Metrics and, later, notifications listen here.
+        self.listeners: list[Callable[[str, Session, float | None], None]] = []
 
     # ---- CREATE -----------------------------------------------------------------------------
 
@@ -161,6 +163,7 @@ class SessionService:
                 created = self._deploy(dep, session)
                 if created is not None:
                     created.seconds = round(time.monotonic() - started, 4)
+                    self._emit("created", created.session, created.seconds)
                     return created
         raise NoSeat("no seat free anywhere the workshop may go: " + "; ".join(reasons))
 
@@ -183,7 +186,6 @@ class SessionService:
                                f"{answer['error']}", failed)
         active = self.store.sessions.activate(session.id, message="seat ready "
                                               + _timings(answer["timings"]), output=outputs)
-        self._emit("created", active)
         return Created(active, hub_url(dep.catalog, session.host), answer["timings"])
 
     # ---- the end of a session ------------------------------------------------------------------
@@ -288,9 +290,9 @@ class SessionService:
         return [LiveSeat(s.username, s.id, s.workshop)
                 for s in self.store.sessions.live_on_host(host)]
 
-    def _emit(self, event: str, session: Session) -> None:
-        if self.on_event:
-            self.on_event(event, session)
+    def _emit(self, event: str, session: Session, seconds: float | None = None) -> None:
+        for listener in self.listeners:
+            listener(event, session, seconds)
 
 
 def _outputs(answer: dict[str, Any]) -> str:

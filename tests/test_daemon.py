@@ -1,0 +1,307 @@
+"""The GitOps daemon against real git repositories (a bare origin and a clone), real accounts
+on this machine as a `local` host, and a second host that does not answer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import remove_test_accounts
+from pg import pg_url  # noqa: F401  (a fixture)
+from sshd import free_port
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
+
+PREFIX, UID_BASE = "wodtg", 59000
+API_TOKEN, WEBHOOK_SECRET = "api-" + os.urandom(6).hex(), "hook-" + os.urandom(6).hex()
+DEAD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINzfOlzAboCD63XDt919hOsKiQP5cZgs8+hiyJVx3GXU"
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=Tester",
+                           *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+class Repo:
+    def __init__(self, tmp: Path) -> None:
+        self.origin, self.work, self.tmp = tmp / "origin.git", tmp / "work", tmp
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.origin)],
+                       check=True)
+        subprocess.run(["git", "clone", "-q", str(self.origin), str(self.work)], check=True,
+                       capture_output=True)
+
+    def write(self, rel: str, text: str) -> None:
+        path = self.work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def commit(self, message: str) -> str:
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-qm", message)
+        git(self.work, "push", "-q", "origin", "HEAD:main")
+        return git(self.work, "rev-parse", "HEAD")
+
+
+class Daemon:
+    def __init__(self, repo: Repo, state: Path, *args: str, db: str | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.cmd = [str(Path(os.sys.executable).parent / "wodsync"), "daemon", "--repo",
+                    str(repo.origin), "--state", str(state), "--listen",
+                    f"127.0.0.1:{self.port}", *(["--db", db] if db else []), *args]
+        self.log = state.parent / f"daemon-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: bool = True) -> Daemon:
+        env = dict(os.environ, WODSYNC_API_TOKEN=API_TOKEN,
+                   WODSYNC_WEBHOOK_SECRET=WEBHOOK_SECRET)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=log)
+        if ready:
+            until(self.ready, f"the daemon never got ready:\n{self.text()}")
+        return self
+
+    def _get(self, path: str) -> requests.Response:
+        return requests.get(self.base + path, timeout=5,
+                            headers={"Authorization": f"Bearer {API_TOKEN}"})
+
+    def ready(self) -> bool:
+        try:
+            return self._get("/readyz").ok
+        except requests.ConnectionError:
+            return False
+
+    def metrics(self) -> str:
+        return self._get("/metrics").text
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            return self.proc.wait(timeout=120)
+        return self.proc.returncode if self.proc else None
+
+    def hook(self, body: dict, event: str = "push", secret: str | None = WEBHOOK_SECRET,
+             ) -> requests.Response:
+        raw = json.dumps(body).encode()
+        headers = {"X-GitHub-Event": event, "Content-Type": "application/json"}
+        if secret is not None:
+            headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(
+                secret.encode(), raw, hashlib.sha256).hexdigest()
+        return requests.post(self.base + "/hooks/git", data=raw, headers=headers, timeout=10)
+
+
+def until(check: Callable[[], object], message: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(message)
+
+
+def exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.fixture
+def repo(tmp_path):
+    remove_test_accounts(PREFIX, UID_BASE)
+    homes = tmp_path / "homes"
+    homes.mkdir()
+    tmp_path.chmod(0o755)
+    r = Repo(tmp_path)
+    r.write("catalog/locations.yaml", "locations:\n  - name: lab\n")
+    r.write("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
+            f"    last: 5\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
+            f"    home_root: {homes}\n")
+    r.write("catalog/variables.yaml", "BRANDING: Lab\n")
+    r.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {tmp_path}/motd\n")
+    r.write("templates/motd.j2", "Welcome to {{ host.name }} ({{ BRANDING }})\n")
+    r.write("catalog/workshops/README.md", "none yet\n")
+    r.write("hosts/local.yaml", "address: localhost\ntransport: local\nlocation: lab\n"
+            f"pool: test\nstate_dir: {tmp_path}/hoststate\n")
+    r.first = r.commit("a lab")
+    yield r
+    remove_test_accounts(PREFIX, UID_BASE)
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.stop(signal.SIGKILL)
+
+
+def status(d: Daemon) -> dict:
+    return d._get("/api/v1/status").json()
+
+
+def applied_revision(d: Daemon, host: str = "local") -> str | None:
+    hosts = {h["host"]: h for h in status(d)["hosts"]}
+    return hosts.get(host, {}).get("lastAppliedRevision")
+
+
+def test_a_merged_change_is_deployed_within_one_interval(repo, daemons, tmp_path):
+    d = Daemon(repo, tmp_path / "state", "--interval", "2", "--resync", "600").start()
+    daemons.append(d)
+    until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
+               .replace("last: 5", "last: 7"))
+    sha = repo.commit("two more seats")
+    until(lambda: exists(f"{PREFIX}7"), "the merged change was never deployed", timeout=20)
+    until(lambda: applied_revision(d) == sha, "status never showed the new revision")
+    history = d._get("/api/v1/status").json()["reconciliations"]
+    assert history[0]["revision"] == sha and history[0]["trigger"] == "commit"
+
+
+def test_a_signed_webhook_deploys_at_once_and_a_bad_one_fetches_nothing(repo, daemons,
+                                                                        tmp_path):
+    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "3600").start()
+    daemons.append(d)
+    until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    (repo.work / "templates/motd.j2").write_text("Hello from {{ host.name }}\n")
+    sha = repo.commit("a new motd")
+    push = {"ref": "refs/heads/main", "after": sha, "repository": {"full_name": "x/y"}}
+    assert d.hook(push, secret="wrong").status_code == 401
+    assert d.hook(push, secret=None).status_code == 401
+    time.sleep(1)
+    assert (tmp_path / "motd").read_text().startswith("Welcome"), "nothing fetched"
+    assert d.hook({"zen": "hi"}, event="ping").status_code == 200
+    assert d.hook(push).status_code == 202
+    until(lambda: (tmp_path / "motd").read_text() == "Hello from local\n",
+          "the signed webhook did not deploy", timeout=15)
+    until(lambda: status(d)["reconciliations"][0]["trigger"] == "webhook", "trigger not recorded")
+
+
+def test_an_invalid_revision_is_never_deployed_and_the_last_good_one_heals(repo, daemons,
+                                                                           tmp_path):
+    d = Daemon(repo, tmp_path / "state", "--interval", "1", "--resync", "5").start()
+    daemons.append(d)
+    until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
+               .replace("last: 5", "lasst: 6"))
+    bad = repo.commit("a typo")
+    until(lambda: status(d)["repository"]["headRevision"] == bad, "the bad head was never seen")
+    s = status(d)
+    assert s["repository"]["lastGoodRevision"] == repo.first
+    located = {(e["path"], e["line"], e["message"]) for e in s["repository"]["errors"]}
+    assert ("catalog/students.yaml", 5, "unknown key 'lasst'") in located
+    host = s["hosts"][0]
+    assert host["condition"] == "Stalled" and "catalog/students.yaml:" in host["message"]
+    subprocess.run(["userdel", f"{PREFIX}2"], check=True)
+    until(lambda: exists(f"{PREFIX}2"), "the last good revision did not heal", timeout=20)
+    assert not exists(f"{PREFIX}6"), "the invalid revision was deployed"
+    repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
+               .replace("lasst: 6", "last: 6"))
+    fixed = repo.commit("fixed")
+    until(lambda: applied_revision(d) == fixed and exists(f"{PREFIX}6"), "the fix never landed")
+    until(lambda: status(d)["hosts"][0]["condition"] == "Ready", "not Ready after the fix")
+
+
+def test_drift_is_fixed_within_one_resync_and_counted(repo, daemons, tmp_path):
+    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5").start()
+    daemons.append(d)
+    until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    subprocess.run(["userdel", f"{PREFIX}3"], check=True)
+    (tmp_path / "motd").write_text("edited by hand\n")
+    until(lambda: exists(f"{PREFIX}3") and (tmp_path / "motd").read_text().startswith(
+        "Welcome"), "drift was not repaired", timeout=20)
+    until(lambda: 'wodsync_drift_total{host="local"} 1.0' in d.metrics(),
+          "drift was not counted")
+    assert status(d)["hosts"][0]["driftCount"] == 1
+    assert "trigger=resync" in d.text() and "drift=True" in d.text()
+
+
+def test_one_host_down_is_stalled_and_backs_off_while_the_other_converges(repo, daemons,
+                                                                          tmp_path):
+    repo.write("hosts/down.yaml", f"address: 127.0.0.1\nport: {free_port()}\n"
+               f"host_key: {DEAD_KEY}\nlocation: lab\npool: test\n")
+    repo.commit("a host that does not answer")
+    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "3600").start()
+    daemons.append(d)
+    until(lambda: exists(f"{PREFIX}5"), "the reachable host did not converge")
+    until(lambda: {h["host"]: h["condition"] for h in status(d)["hosts"]}.get("down")
+          == "Stalled", "the unreachable host is not Stalled")
+    down = next(h for h in status(d)["hosts"] if h["host"] == "down")
+    assert "cannot connect" in down["lastError"] and down["nextAttempt"]
+    until(lambda: len([r for r in status(d)["reconciliations"] if r["host"] == "down"]) >= 2,
+          "the unreachable host was never retried", timeout=30)
+    retries = [r for r in status(d)["reconciliations"] if r["host"] == "down"]
+    gap = abs(_t(retries[0]["startedAt"]) - _t(retries[1]["startedAt"]))
+    assert gap >= 9, "the retry came before its back-off"
+    assert 'wodsync_host_ready{host="local"} 1.0' in d.metrics()
+
+
+def _t(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+def test_a_second_daemon_on_one_sqlite_state_refuses(repo, daemons, tmp_path):
+    d = Daemon(repo, tmp_path / "state", "--interval", "3600").start()
+    daemons.append(d)
+    second = Daemon(repo, tmp_path / "state", "--interval", "3600")
+    second.start(ready=False)
+    assert second.proc.wait(timeout=60) == 1
+    assert "another wodsync daemon" in second.text()
+    applied = subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), "apply", "--yes",
+                              "--root", str(repo.work), "--state", str(tmp_path / "state")],
+                             capture_output=True, text=True)
+    assert applied.returncode == 1 and "a wodsync daemon" in applied.stderr
+
+
+def test_a_standby_daemon_on_postgresql_takes_over(repo, daemons, tmp_path, pg_url):  # noqa: F811
+    first = Daemon(repo, tmp_path / "state1", "--interval", "3600", db=pg_url).start()
+    daemons.append(first)
+    until(lambda: exists(f"{PREFIX}5"), "the first daemon did not converge")
+    standby = Daemon(repo, tmp_path / "state2", "--interval", "3600", "--resync", "3600",
+                     db=pg_url).start(ready=False)
+    daemons.append(standby)
+    time.sleep(3)
+    assert not standby.ready(), "a standby does not serve"
+    assert "standby" in standby.text()
+    first.stop(signal.SIGKILL)
+    subprocess.run(["userdel", f"{PREFIX}4"], check=True)
+    until(standby.ready, "the standby never took over", timeout=60)
+    until(lambda: exists(f"{PREFIX}4"), "the standby does not reconcile")
+
+
+def test_a_daemon_killed_mid_apply_converges_after_a_restart(repo, daemons, tmp_path):
+    gate = tmp_path / "gate"
+    hook = tmp_path / "hold.sh"
+    hook.write_text(f"touch {tmp_path}/holding\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
+    repo.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {tmp_path}/motd\n"
+               f"    on_change: [sh, {hook}]\n")
+    repo.commit("a slow command")
+    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5")
+    d.start(ready=False)
+    daemons.append(d)
+    until(lambda: (tmp_path / "holding").exists(), "the apply never reached its command")
+    d.stop(signal.SIGKILL)
+    gate.touch()
+    again = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5").start()
+    daemons.append(again)
+    until(lambda: exists(f"{PREFIX}5") and status(again)["hosts"][0]["condition"] == "Ready",
+          "the restarted daemon did not converge", timeout=60)
+    assert (tmp_path / "motd").exists()

@@ -1,0 +1,1 @@
+"""The GitOps daemon: follows the repository, deploys what merged, keeps hosts converged."""

@@ -1,0 +1,143 @@
+"""One host's reconciliation by the daemon: observe, plan, apply — then status, history, facts,
+metrics and one log line, whatever happened.
+
+Status is data, as Flux keeps it: a condition (`Ready`, `Reconciling`, `Stalled`) with a reason
+and a message, the last attempted and last applied revisions, the last success and error, a
+drift count. A host that fails is retried after a delay that doubles with each failure (capped),
+so it never holds the others back and comes back by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from wodsync.engine.change import Action
+from wodsync.engine.desired import DesiredHost
+from wodsync.engine.reconcile import HostResult, host_job
+from wodsync.engine.transport import Cancel
+from wodsync.store import HostCondition, Reconciliation, Result, Store, Trigger
+
+BACKOFF_BASE = 10.0
+BACKOFF_CAP = 600.0
+log = logging.getLogger("wodsync.daemon")
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next try after `failures` failures in a row: 10, 20, 40 … 600."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    condition: HostCondition
+    reason: str
+    message: str
+    counts: dict[str, int]
+
+
+def classify(r: HostResult, trigger: Trigger) -> Outcome:
+    """What a host job came to, in status terms."""
+    plan = r.plan
+    counts = {a.value: plan.count(a) if plan else 0 for a in Action}
+    if r.error:
+        return Outcome(Result.FAILED, HostCondition.STALLED, "ReconcileFailed", r.error, counts)
+    assert plan is not None
+    if plan.refused:
+        return Outcome(Result.REFUSED, HostCondition.STALLED, "DeletionsRefused", plan.refused,
+                       counts)
+    problems = plan.errors + [f"{f['phase']}: {f['error']}" for f in r.failures]
+    if problems:
+        return Outcome(Result.FAILED, HostCondition.STALLED, "ApplyFailed",
+                       "; ".join(problems), counts)
+    if r.after and r.after.has_changes:
+        return Outcome(Result.FAILED, HostCondition.STALLED, "NotConverged",
+                       f"{len(r.after.changes)} changes still pending after the apply", counts)
+    if not plan.has_changes:
+        return Outcome(Result.NOOP, HostCondition.READY, "UpToDate", "nothing to change",
+                       counts)
+    why = "DriftRepaired" if trigger == Trigger.RESYNC else "Applied"
+    return Outcome(Result.APPLIED, HostCondition.READY, why, "; ".join(r.applied), counts)
+
+
+class HostRunner:
+    """Runs one host's job and records everything about it."""
+
+    def __init__(self, store: Store, metrics: object, log_json: bool = False) -> None:
+        self.store, self.metrics, self.log_json = store, metrics, log_json
+
+    def run(self, name: str, build: Callable[[], DesiredHost], revision: str,
+            trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome:
+        started, clock = datetime.now(UTC), time.monotonic()
+        self.store.status.update_host(name, condition=HostCondition.RECONCILING,
+                                      reason="Progressing", last_attempted_revision=revision,
+                                      message=f"{trigger.value}: reconciling {revision[:12]}")
+        try:
+            desired = build()
+        except Exception as exc:  # the host's own desired state failed: it alone is stalled
+            result = HostResult(name, error=f"{type(exc).__name__}: {exc}")
+        else:
+            result = host_job(desired, apply=True, allow_deletions=allow_deletions,
+                              cancel=cancel)
+        seconds = time.monotonic() - clock
+        outcome = classify(result, trigger)
+        self._record(name, result, outcome, revision, trigger, started, seconds)
+        return outcome
+
+    def _record(self, name: str, r: HostResult, o: Outcome, revision: str, trigger: Trigger,
+                started: datetime, seconds: float) -> None:
+        now = datetime.now(UTC)
+        last = r.after or r.plan
+        if r.facts is not None and last is not None:
+            self.store.status.put_facts(name, {"facts": r.facts, "digests": last.digests},
+                                        revision=revision, observed_at=now)
+        drifted = trigger == Trigger.RESYNC and o.result == Result.APPLIED
+        if o.condition == HostCondition.READY:
+            self.store.status.update_host(
+                name, now=now, condition=o.condition, reason=o.reason, message=o.message,
+                last_applied_revision=revision, last_success_at=now, consecutive_failures=0,
+                next_attempt_at=None, add={"drift_count": 1} if drifted else None)
+        else:
+            current = self.store.status.host(name)
+            failures = (current.consecutive_failures if current else 0) + 1
+            self.store.status.update_host(
+                name, now=now, condition=o.condition, reason=o.reason, message=o.message,
+                last_error=o.message, consecutive_failures=failures,
+                next_attempt_at=now + timedelta(seconds=backoff(failures)))
+        self.store.status.record_reconciliation(Reconciliation(
+            host=name, revision=revision, trigger=trigger, started_at=started,
+            duration_s=round(seconds, 3), result=o.result, created=o.counts["create"],
+            changed=o.counts["update"], deleted=o.counts["delete"], message=o.message[:2000]))
+        self._measure(name, o, seconds, drifted)
+        self._log(name, o, revision, trigger, seconds, drifted)
+
+    def _measure(self, name: str, o: Outcome, seconds: float, drifted: bool) -> None:
+        m = self.metrics
+        m.reconcile_seconds.labels(name).observe(seconds)
+        m.ready.labels(name).set(1 if o.condition == HostCondition.READY else 0)
+        if o.condition == HostCondition.READY:
+            m.last_applied.labels(name).set(time.time())
+        if drifted:
+            m.drift.labels(name).inc()
+
+    def _log(self, name: str, o: Outcome, revision: str, trigger: Trigger, seconds: float,
+             drifted: bool) -> None:
+        """One line per host per reconciliation; never a secret (messages come from plans
+        and agents, which carry none)."""
+        fields = {"host": name, "revision": revision[:12], "trigger": trigger.value,
+                  "result": o.result.value, "created": o.counts["create"],
+                  "changed": o.counts["update"], "deleted": o.counts["delete"],
+                  "duration_s": round(seconds, 3), "drift": drifted}
+        if o.condition != HostCondition.READY:
+            fields["error"] = o.message[:500]
+        if self.log_json:
+            line = json.dumps(fields)
+        else:
+            line = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
+                            for k, v in fields.items())
+        (log.warning if o.condition != HostCondition.READY else log.info)(line)

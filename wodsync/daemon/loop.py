@@ -1,0 +1,231 @@
+"""The daemon's loops: the source (fetch, export, validate) and the reconcile (every host against
+the last good revision), beside the session API and expiry loop, in one process.
+
+A new commit is fetched every `interval` seconds, or at once when the webhook says so; it is
+exported to an immutable folder and validated, and only a valid revision ever becomes the one
+deployed — an invalid one is recorded with its located errors while the last good revision stays
+applied and self-healed. Every `resync` seconds, with or without a new commit, each host is
+observed and its drift fixed. Hosts are handled in parallel with a bound; a failing host backs
+off on its own. On SIGTERM no new host job starts, the jobs in flight get `stop_timeout`
+seconds to finish, then their agents are told to stop at a safe point.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from wodsync.catalog import validate
+from wodsync.daemon.hosts import HostRunner
+from wodsync.daemon.metrics import Metrics
+from wodsync.engine.desired import DesiredHost, desired_state
+from wodsync.engine.transport import Cancel
+from wodsync.secrets import Secrets
+from wodsync.sessions.service import Deployment, SessionService
+from wodsync.source.git import GitSource, SourceError
+from wodsync.source.revision import check_revision
+from wodsync.store import HostCondition, Store, Trigger
+
+log = logging.getLogger("wodsync.daemon")
+
+
+@dataclass
+class Settings:
+    interval: float = 60.0
+    resync: float = 600.0
+    parallel: int = 4
+    stop_timeout: float = 120.0
+    keep_revisions: int = 5
+
+
+@dataclass
+class Deployed:
+    """The last good revision: what hosts converge to and sessions are created from."""
+
+    sha: str
+    deployment: Deployment
+    allow_deletions: int | None
+
+
+@dataclass
+class Wakeups:
+    fetch: threading.Event = field(default_factory=threading.Event)
+    reconcile: threading.Event = field(default_factory=threading.Event)
+    trigger: Trigger = Trigger.COMMIT
+
+
+class Daemon:
+    def __init__(self, source: GitSource, store: Store, secrets: Secrets,
+                 sessions: SessionService, settings: Settings, log_json: bool = False) -> None:
+        self.source, self.store, self.secrets = source, store, secrets
+        self.sessions = sessions
+        self.settings = settings
+        self.metrics = Metrics()
+        self.runner = HostRunner(store, self.metrics, log_json)
+        self.deployed: Deployed | None = None
+        self.wakeups = Wakeups()
+        self.stopping = threading.Event()
+        self.cancel = Cancel()
+        self._threads: list[threading.Thread] = []
+
+    # ---- the source -----------------------------------------------------------------------------
+
+    def poke(self, trigger: Trigger = Trigger.WEBHOOK) -> None:
+        """Fetch now (the webhook), or reconcile now (`manual`)."""
+        self.wakeups.trigger = trigger
+        self.wakeups.fetch.set()
+
+    def check_source(self, trigger: Trigger) -> bool:
+        """Fetch; a new valid head becomes the deployed revision. True when it changed."""
+        name = self.source.name
+        url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
+        try:
+            head = self.source.fetch()
+        except SourceError as exc:
+            log.warning("source: %s", exc)
+            return False
+        if self.deployed and head == self.deployed.sha:
+            return False
+        known = self.store.status.repository(url, branch)
+        if known and known.head_revision == head and known.errors:
+            return False  # the same bad head: already recorded
+        folder = self.source.export(head)
+        check = check_revision(folder, head)
+        if not check.ok:
+            errors = check.to_json()["errors"]
+            self.store.status.update_repository(url, branch, head_revision=head, errors=errors)
+            log.warning("source: revision %s is invalid (%d errors, first: %s); staying on %s",
+                        head[:12], len(errors), check.errors[0].text(),
+                        self.deployed.sha[:12] if self.deployed else "nothing")
+            for host in self.store.status.hosts():
+                self.store.status.update_host(host.host, condition=HostCondition.STALLED,
+                                              reason="InvalidRevision",
+                                              message=f"revision {head[:12]} is invalid: "
+                                                      f"{check.errors[0].text()}")
+            return False
+        self._deploy(head, folder)
+        self.store.status.update_repository(url, branch, head_revision=head,
+                                            last_good_revision=head, errors=[])
+        self.source.prune(self.settings.keep_revisions, protect={head})
+        log.info("source: revision %s is valid and deployed (%s)", head[:12],
+                 self.source.message(head).splitlines()[0][:80] if head else "")
+        self.wakeups.trigger = trigger
+        return True
+
+    def _deploy(self, sha: str, folder: Path) -> None:
+        catalog, _ = validate(folder)
+        try:
+            allow = self.source.allow_deletions(sha)
+        except SourceError as exc:
+            log.warning("source: %s: ignored", exc)
+            allow = None
+        self.deployed = Deployed(sha, Deployment(catalog, sha, self.secrets), allow)
+
+    def restore(self) -> None:
+        """After a restart: the last good revision the store remembers, if still exported."""
+        name = self.source.name
+        url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
+        known = self.store.status.repository(url, branch)
+        if known and known.last_good_revision:
+            folder = self.source.revision_path(known.last_good_revision)
+            if folder.exists():
+                self._deploy(known.last_good_revision, folder)
+
+    def source_loop(self) -> None:
+        while not self.stopping.is_set():
+            trigger = self.wakeups.trigger
+            try:
+                changed = self.check_source(trigger)
+            except Exception:  # a bad round (a full disk, a broken repository) is retried
+                log.exception("source round failed")
+                changed = False
+            if changed or trigger == Trigger.MANUAL:
+                self.wakeups.reconcile.set()
+            self.wakeups.fetch.wait(self.settings.interval)
+            self.wakeups.fetch.clear()
+            if not self.wakeups.fetch.is_set() and self.wakeups.trigger == trigger:
+                self.wakeups.trigger = Trigger.COMMIT
+
+    # ---- the hosts ------------------------------------------------------------------------------
+
+    def _stalled_due(self, names: list[str]) -> list[str]:
+        """Between resyncs, only stalled hosts whose back-off is over are tried again."""
+        now = datetime.now(UTC)
+        return [h.host for h in self.store.status.hosts()
+                if h.host in names and h.condition == HostCondition.STALLED
+                and h.next_attempt_at is not None and h.next_attempt_at <= now]
+
+    def reconcile_round(self, trigger: Trigger, retries_only: bool = False) -> None:
+        """Every host (or only the stalled ones due again) against the deployed revision."""
+        deployed = self.deployed
+        if deployed is None:
+            return
+        catalog = deployed.deployment.catalog
+        names = sorted(catalog.hosts)
+        if retries_only:
+            names = self._stalled_due(names)
+
+        def build(name: str) -> Callable[[], DesiredHost]:
+            return lambda: desired_state(catalog, name, self.secrets,
+                                         self.sessions.live_seats(name))
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.parallel)) as pool:
+            jobs = {pool.submit(self.runner.run, n, build(n), deployed.sha, trigger,
+                                deployed.allow_deletions, self.cancel) for n in names}
+            while jobs:
+                _, jobs = wait(jobs, timeout=0.5)
+                if self.stopping.is_set() and jobs:
+                    self._finish_in_flight(jobs)
+                    return
+
+    def _finish_in_flight(self, jobs: set[Future[object]]) -> None:
+        self.cancel.soft.set()
+        _, pending = wait(jobs, timeout=self.settings.stop_timeout)
+        if pending:
+            log.warning("stopping: %d host batches still running after %.0f s: asking their "
+                        "agents to stop at a safe point", len(pending),
+                        self.settings.stop_timeout)
+            self.cancel.hard.set()
+            wait(pending, timeout=60)
+
+    def reconcile_loop(self) -> None:
+        last_resync = float("-inf")
+        while not self.stopping.is_set():
+            woke = self.wakeups.reconcile.wait(1.0)
+            if self.stopping.is_set():
+                return
+            try:
+                if woke:
+                    self.wakeups.reconcile.clear()
+                    last_resync = time.monotonic()
+                    self.reconcile_round(self.wakeups.trigger)
+                elif time.monotonic() - last_resync >= self.settings.resync:
+                    last_resync = time.monotonic()
+                    self.reconcile_round(Trigger.RESYNC)
+                else:
+                    self.reconcile_round(Trigger.RESYNC, retries_only=True)
+            except Exception:  # a round must never kill the loop
+                log.exception("reconcile round failed")
+
+    # ---- the process ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.restore()
+        for target, name in ((self.source_loop, "source"), (self.reconcile_loop, "reconcile")):
+            thread = threading.Thread(target=target, name=f"wodsync-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """SIGTERM: no new batch; the batch in flight finishes (bounded), then exit."""
+        self.stopping.set()
+        self.wakeups.fetch.set()
+        self.wakeups.reconcile.set()
+        for thread in self._threads:
+            thread.join(timeout=self.settings.stop_timeout + 90)

@@ -1,0 +1,59 @@
+"""The daemon's Prometheus metrics (prometheus-client), in a registry of their own.
+
+Host metrics are set by the reconcile loop as it goes; session metrics are read from the store
+when scraped (a collector), so they are never stale and cost nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from wodsync.store import Store
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class SessionCollector(Collector):
+    def __init__(self, store: Store, capacities: Callable[[], dict[str, int]]) -> None:
+        self.store, self.capacities = store, capacities
+
+    def collect(self) -> Iterator[Any]:
+        states = GaugeMetricFamily("wodsync_sessions", "Sessions by state.", labels=["state"])
+        for state, count in self.store.sessions.counts_by_state().items():
+            states.add_metric([state.value], count)
+        yield states
+        free = GaugeMetricFamily("wodsync_free_seats", "Seats left by workshop (capacity minus "
+                                 "live sessions).", labels=["workshop"])
+        live = self.store.sessions.live_per_workshop()
+        for key, capacity in sorted(self.capacities().items()):
+            free.add_metric([key], max(0, capacity - live.get(key, 0)))
+        yield free
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.reconcile_seconds = Histogram(
+            "wodsync_reconcile_duration_seconds", "Observe, plan and apply of one host.",
+            ["host"], registry=r, buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+        self.last_applied = Gauge("wodsync_last_applied_timestamp_seconds",
+                                  "When the host last converged.", ["host"], registry=r)
+        self.drift = Counter("wodsync_drift_total", "Resyncs that found and fixed drift.",
+                             ["host"], registry=r)
+        self.ready = Gauge("wodsync_host_ready", "1 when the host is Ready.", ["host"],
+                           registry=r)
+        self.create_seconds = Histogram(
+            "wodsync_session_create_seconds", "A CREATE, from the request to the seat usable.",
+            registry=r, buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10))
+
+    def watch_sessions(self, store: Store, capacities: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(SessionCollector(store, capacities))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
