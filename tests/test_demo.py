@@ -27,11 +27,14 @@ SYSTEM_FILES = [Path("/etc/skel/.bashrc"), Path("/etc/sysctl.d/90-wodsync.conf")
 PROJECT = Path(__file__).resolve().parent.parent
 
 
+API_PORT = free_port()
+
+
 def demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), "demo",
                            "--root", str(PROJECT), "--dir", str(FOLDER),
                            "--hub-prefix", HUB_PREFIX, "--pool-prefix", PREFIX,
-                           "--uid-base", str(UID_BASE), *args],
+                           "--uid-base", str(UID_BASE), "--api-port", str(API_PORT), *args],
                           capture_output=True, text=True, timeout=900)
 
 
@@ -62,7 +65,8 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
     first = demo("--port", str(port), "--json")
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     creds = json.loads(first.stdout)
-    assert set(creds) == {"url", "username", "password", "state", "root", "session"}
+    assert set(creds) == {"url", "username", "password", "state", "root", "session", "api",
+                          "api_token", "repo"}
     assert creds["url"] == f"http://127.0.0.1:{port}/" and creds["username"] == f"{PREFIX}1"
 
     base = creds["url"].rstrip("/")
@@ -81,10 +85,25 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
     again = demo("--port", str(port), "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout) == creds, "a rerun hands out the same seat and password"
-    assert "✓ demo" not in again.stderr, "a rerun must find nothing to change"
+
+    status = requests.get(f"{creds['api']}/api/v1/status", timeout=10, headers={
+        "Authorization": f"Bearer {creds['api_token']}"}).json()
+    (host,) = status["hosts"]
+    assert host["condition"] == "Ready" and host["lastAppliedRevision"]
+    workshop = Path(creds["repo"]) / "catalog/workshops/WKSHP-Python101/workshop.yaml"
+    workshop.write_text(workshop.read_text().replace("capacity: 40", "capacity: 39"))
+    subprocess.run(["git", "-C", creds["repo"], "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-qam", "one seat less"], check=True)
+    deployed = demo("--port", str(port), "--json")
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    assert json.loads(deployed.stdout) == creds, "a commit deployed; the session is kept"
+    seats = {w["key"]: w for w in requests.get(f"{creds['api']}/api/v1/workshops",
+                                               timeout=10).json()}
+    assert seats["WKSHP-Python101"]["capacity"] == 39, "the commit is what the daemon serves"
 
     stopped = demo("--port", str(port), "--stop")
-    assert stopped.returncode == 0 and "stopped the demo hub (1 servers)" in stopped.stderr
+    assert stopped.returncode == 0 and "stopped the demo daemon" in stopped.stderr
+    assert "stopped the demo hub (1 servers)" in stopped.stderr
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/hub/api/", timeout=5)
 

@@ -140,7 +140,8 @@ def _run(repo: str, branch: str, state: Path, db: str | None, secrets: object, a
     expiry = ExpiryLoop(sessions, 30.0)
     expiry.start()
     secret = secrets.controller  # type: ignore[attr-defined]
-    routers = [daemon_router(daemon, lambda: secret("WODSYNC_WEBHOOK_SECRET"), branch),
+    routers = [daemon_router(daemon, lambda: secret("WODSYNC_WEBHOOK_SECRET"), branch,
+                             bearer(lambda: secret("WODSYNC_API_TOKEN"))),
                status_router(store, bearer(lambda: secret("WODSYNC_API_TOKEN"))),
                facts_router(store, lambda: secret("WODSYNC_FACTS_TOKEN"),
                             known=lambda: secret_values(secrets))]

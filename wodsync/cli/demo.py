@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from wodsync.cli.common import err, main, root_option
+from wodsync.cli.common import err, main, root_option, say
 
 
 @main.command("demo")
@@ -23,35 +23,38 @@ from wodsync.cli.common import err, main, root_option
               help="Hub environment to use (default: DIR/hub).")
 @click.option("--pool-prefix", help="User-name prefix of the demo seats (default: the pool's).")
 @click.option("--uid-base", type=click.IntRange(0, 59000), help="uid/gid base of the seats.")
-@click.option("--stop", is_flag=True, help="Stop the demo's hub, proxy and servers.")
-@click.option("--json", "as_json", is_flag=True, help="Print {url, username, password}.")
+@click.option("--api-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port of the daemon's API on 127.0.0.1.")
+@click.option("--stop", is_flag=True, help="Stop the demo's daemon, hub, proxy and servers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def demo_cmd(root: Path, folder: Path, port: int, location: str | None,
              hub_prefix: Path | None, pool_prefix: str | None, uid_base: int | None,
-             stop: bool, as_json: bool) -> None:
-    """Bring up a working WoD host on this machine from the example catalog (needs root).
+             api_port: int, stop: bool, as_json: bool) -> None:
+    """The GitOps loop on this machine, from the example catalog (needs root).
 
-    Installs JupyterHub (PyPI) and configurable-http-proxy (npm) under DIR, converges a local
-    host, gives one seat a password and its workshop, and prints the URL and credentials.
+    Writes a git repository of the example catalog with this machine as a local host, starts
+    `wodsync daemon` following it, waits until the daemon has converged the host (JupyterHub from
+    PyPI, configurable-http-proxy from npm, seats, hub users), creates a session through the
+    daemon's API and prints the hub URL and credentials, the API and the repository.
     """
     from wodsync import demo
     from wodsync.engine.remote import HostError
     from wodsync.secrets import SecretError
 
-    opts = demo.DemoOptions(root.resolve(), folder.resolve(), port, location,
+    opts = demo.DemoOptions(root.resolve(), folder.resolve(), port, api_port, location,
                             hub_prefix.resolve() if hub_prefix else None, pool_prefix,
                             uid_base)
     try:
         if stop:
             stopped = demo.stop_demo(opts)
-            err().print(f"stopped the demo hub ({len(stopped['servers_stopped'])} servers)"
-                        if stopped["hub_was_running"] else "the demo hub was not running")
+            daemon = "stopped the demo daemon; " if stopped["daemon_was_running"] else ""
+            err().print(daemon + (f"stopped the demo hub ({len(stopped['servers_stopped'])} "
+                                  "servers)" if stopped["hub_was_running"]
+                                  else "the demo hub was not running"))
             return
-        result = demo.run_demo(opts, lambda line: err().print(f"demo: {line}"))
+        result = demo.run_demo(opts, lambda line: say(f"demo: {line}"))
     except (demo.DemoError, SecretError, HostError) as exc:
         raise click.ClickException(str(exc)) from None
-    for r in result.results:
-        if r.applied:
-            err().print(f"✓ {r.host}: {'; '.join(r.applied)}")
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:

@@ -3,6 +3,7 @@
 - `POST /hooks/git`: GitHub's push event, signed with `X-Hub-Signature-256` (HMAC-SHA256 with
   `WODSYNC_WEBHOOK_SECRET`, compared in constant time). A missing or bad signature is a 401 and
   nothing is fetched; `ping` is a 200; a push to the followed branch fetches at once (202).
+- `POST /api/v1/reconcile` (the API token): fetch and reconcile every host now (`manual`).
 - `/readyz`: the store answers and a revision is deployed (200), else 503 with the reason.
 - `/metrics`: Prometheus exposition.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -31,8 +32,14 @@ BODY_LIMITS = {"/hooks/": MAX_BODY_BYTES}
 
 
 def daemon_router(daemon: Daemon, webhook_secret: Callable[[], str | None],
-                  branch: str) -> APIRouter:
+                  branch: str, auth: Callable[..., None]) -> APIRouter:
     router = APIRouter(tags=["daemon"])
+
+    @router.post("/api/v1/reconcile", status_code=202, dependencies=[Depends(auth)])
+    def reconcile_now() -> dict[str, str]:
+        """Fetch and reconcile every host now (trigger `manual`)."""
+        daemon.poke(Trigger.MANUAL)
+        return {"detail": "reconciling every host"}
 
     @router.post("/hooks/git", status_code=202)
     async def git_hook(request: Request) -> JSONResponse:

@@ -62,6 +62,8 @@ def requirements(catalog: Catalog, host: Host) -> tuple[dict[str, str], list[str
         ws = catalog.workshops[key]
         reqs += ws.packages.pip
         apt += ws.packages.apt
+        if ws.compile:  # a CREATE compiles these scripts with shc, which needs a C compiler
+            apt += ["shc", "gcc", "libc6-dev"]
     for kernel in kernels(catalog, host).values():
         reqs += kernel.pip
     pip: dict[str, str] = {}
