@@ -377,7 +377,7 @@ def test_the_agent_observes_which_ports_students_may_take():
 
 
 def port_notes(repo, kernel_start: int | None) -> list[str]:
-    """The plan of the example host `hub-emea` (public port 8000) when its kernel reports
+    """The plan of the example host `hub-emea` (default ports 80, 81, 82) when its kernel reports
     `kernel_start` (None: an agent that does not report it)."""
     catalog, found = validate(repo.root)
     assert not [d for d in found if d.is_error], found
@@ -390,7 +390,7 @@ def port_notes(repo, kernel_start: int | None) -> list[str]:
 
 
 def test_a_hub_port_students_can_take_is_a_plan_note(repo):
-    repo.replace("hosts/hub-emea.yaml", "  port: 8000\n", "  port: 8000\n  hub_port: 8081\n")
+    repo.replace("hosts/hub-emea.yaml", "hub:\n", "hub:\n  port: 8000\n  hub_port: 8081\n")
     notes = port_notes(repo, 1024)
     assert [n.split(" is open")[0] for n in notes] == ["hub.port 8000", "hub.hub_port 8081"]
     assert notes[0].endswith("; use a port below 1024")
@@ -399,13 +399,13 @@ def test_a_hub_port_students_can_take_is_a_plan_note(repo):
 def test_a_kernel_letting_students_take_low_ports_is_a_note_unless_the_plan_fixes_it(repo):
     notes = port_notes(repo, 0)
     assert [n.split(" is open")[0] for n in notes] == \
-        ["hub.port 8000", "hub.hub_port 81", "hub.proxy_api_port 82"]
+        ["hub.port 80", "hub.hub_port 81", "hub.proxy_api_port 82"]
     assert notes[1].endswith("set `net.ipv4.ip_unprivileged_port_start: 1024` in the host's "
                              "`sysctl`")
-    assert "is 0" in notes[1] and "use a port below 1024 and set" in notes[0]
+    assert "is 0" in notes[1] and all("ip_unprivileged_port_start: 1024" in n for n in notes)
     repo.replace("hosts/hub-emea.yaml", "sysctl:\n",
                  "sysctl:\n  net.ipv4.ip_unprivileged_port_start: 1024\n")
-    assert [n.split(" is open")[0] for n in port_notes(repo, 0)] == ["hub.port 8000"]
+    assert port_notes(repo, 0) == [], "the plan's own sysctl closes the low ports"
 
 
 def test_an_agent_that_does_not_report_the_kernels_limit_gets_no_note(repo):

@@ -226,7 +226,7 @@ def test_a_catalog_in_a_subfolder_reports_repository_paths(repo, tmp_path):
     git(top, "add", "-A")
     git(top, "commit", "-q", "-m", "base")
     host = top / "deploy" / HOST
-    host.write_text(host.read_text().replace("port: 8000", "port: 8443"))
+    host.write_text(host.read_text().replace('version: "6.1.1"', 'version: "6.2.0"'))
     (top / "README.md").write_text("changed outside the root\n")
     r = review(top / "deploy", "main")
     assert [(f.path, f.what) for f in r.findings] == [(f"deploy/{HOST}", "hub")]
@@ -281,16 +281,16 @@ def test_markdown_without_privileged_changes_says_so(repo, base, cli):
 
 
 def test_json_and_text_formats(repo, base, cli):
-    repo.replace(HOST, "port: 8000", "port: 8443")
+    repo.replace(HOST, 'version: "6.1.1"', 'version: "6.2.0"')
     data = json.loads(cli("review", "--root", repo.root, "--base", "main", "--format",
                           "json").stdout)
     assert (data["privileged"], data["content"], data["base"]) == (1, 0, "main")
     assert data["findings"][0] | {"why": ""} == {
-        "kind": "privileged", "path": HOST, "line": repo.line_of(HOST, "port: 8443"),
+        "kind": "privileged", "path": HOST, "line": repo.line_of(HOST, 'version: "6.2.0"'),
         "what": "hub", "change": "changed", "why": ""}
     text = cli("review", "--root", repo.root, "--base", "main").stdout.splitlines()
-    assert text[0].startswith(f"privileged  {HOST}:{repo.line_of(HOST, 'port: 8443')}  'hub' "
-                              "changed: the host inventory")
+    line = repo.line_of(HOST, 'version: "6.2.0"')
+    assert text[0].startswith(f"privileged  {HOST}:{line}  'hub' changed: the host inventory")
 
 
 def test_unknown_base_exits_1_with_a_clear_message(repo, base, cli):

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from wodsync import content, demo
+from wodsync import content
 from wodsync.catalog import validate
 from wodsync.catalog.models import SecretRef
+from wodsync.demo.repo import write_secrets
 from wodsync.engine import render_system
 from wodsync.engine.desired import DesiredContext
 from wodsync.secrets import SecretError, Secrets
@@ -168,7 +169,7 @@ def _host_files(repo, secrets: Secrets, host: str = "hub-emea") -> dict[str, byt
 
 def test_hub_token_reaches_the_hub_configuration_and_no_other_system_file(repo, secrets_file):
     repo.write("templates/skel/.bashrc.j2", "export TOKEN='{{ hub.token }}'\n")
-    repo.replace("hosts/hub-emea.yaml", "  port: 8000\n", "  port: 8000\n  service: systemd\n")
+    repo.replace("hosts/hub-emea.yaml", "hub:\n", "hub:\n  service: systemd\n")
     repo.write("templates/hub/jupyterhub.service.j2",
                repo.read("templates/hub/jupyterhub.service.j2") + "# {{ hub.token }}\n")
     files = _host_files(repo, Secrets.load(secrets_file))
@@ -340,11 +341,11 @@ def test_validate_without_secrets_says_nothing_about_grants(repo, cli):
 def test_demo_secrets_file_grants_each_secret_to_what_uses_it(tmp_path):
     catalog, _ = validate(PROJECT)
     (tmp_path / "secrets.yaml").write_text("API101_TOKEN: kept-from-an-older-demo\n")
-    path = demo._secrets(tmp_path, catalog)
+    path = write_secrets(tmp_path, catalog)
     secrets = Secrets.load(path)
     assert secrets.entries["API101_TOKEN"].value == "kept-from-an-older-demo"
     assert secrets.entries["API101_TOKEN"].workshops == {"WKSHP-API101"}
     assert secrets.entries["HUB_EMEA_TOKEN"].hosts == {"hub-emea"}
     assert not secrets.entries["HUB_EMEA_TOKEN"].workshops
     assert path.stat().st_mode & 0o077 == 0
-    assert Secrets.load(demo._secrets(tmp_path, catalog)).entries == secrets.entries
+    assert Secrets.load(write_secrets(tmp_path, catalog)).entries == secrets.entries
