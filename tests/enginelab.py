@@ -78,3 +78,23 @@ def plan_json(root: Path, *extra: str) -> list[dict]:
     done = run(root, "plan", "--json", *extra)
     assert done.returncode in (0, 1, 2) and done.stdout, done.stdout + done.stderr
     return json.loads(done.stdout)
+
+
+def held_apply(lab: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    """`wodsync apply` running, held in the lab file's on_change command (holding the host)
+    until `tmp_path / "gate"` exists."""
+    import time
+
+    gate = tmp_path / "gate"
+    hook = tmp_path / "hold.sh"
+    hook.write_text(f"touch {tmp_path}/holding\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
+    system = lab / "catalog/system.yaml"
+    system.write_text(system.read_text().replace(f"[touch, {tmp_path}/changed]",
+                                                 f"[sh, {hook}]"))
+    proc = subprocess.Popen(wodsync_command(lab, "apply", "--yes"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "holding").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "holding").exists(), "the apply never reached its command"
+    return proc

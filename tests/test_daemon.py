@@ -152,6 +152,12 @@ def daemons():
         d.stop(signal.SIGKILL)
 
 
+def started(daemons: list[Daemon], d: Daemon, ready: bool = True) -> Daemon:
+    """Started and remembered first, so the fixture stops it even when it never got ready."""
+    daemons.append(d)
+    return d.start(ready)
+
+
 def status(d: Daemon) -> dict:
     return d._get("/api/v1/status").json()
 
@@ -161,23 +167,37 @@ def applied_revision(d: Daemon, host: str = "local") -> str | None:
     return hosts.get(host, {}).get("lastAppliedRevision")
 
 
-def test_a_merged_change_is_deployed_within_one_interval(repo, daemons, tmp_path):
-    d = Daemon(repo, tmp_path / "state", "--interval", "2", "--resync", "600").start()
-    daemons.append(d)
+NOTEBOOK = ('{"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["Seat {{ STDID }}"]}],'
+            ' "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+
+
+def add_workshop(repo: Repo, key: str, seats: str) -> None:
+    repo.write(f"catalog/workshops/{key}/workshop.yaml",
+               f"name: {key}\ncapacity: 2\nseats: {{{seats}}}\nlocation: lab\nduration: 1\n")
+    repo.write(f"catalog/workshops/{key}/1-Intro.ipynb", NOTEBOOK)
+
+
+def feed(d: Daemon) -> set[str]:
+    return {w["key"] for w in d._get("/api/v1/workshops").json()}
+
+
+def test_a_merged_workshop_is_deployed_within_one_interval(repo, daemons, tmp_path):
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "2", "--resync", "600"))
     until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    add_workshop(repo, "WKSHP-New", "first: 6, last: 7")
     repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
                .replace("last: 5", "last: 7"))
-    sha = repo.commit("two more seats")
+    sha = repo.commit("a new workshop and its seats")
     until(lambda: exists(f"{PREFIX}7"), "the merged change was never deployed", timeout=20)
     until(lambda: applied_revision(d) == sha, "status never showed the new revision")
+    assert "WKSHP-New" in feed(d), "the API serves the merged workshop"
     history = d._get("/api/v1/status").json()["reconciliations"]
     assert history[0]["revision"] == sha and history[0]["trigger"] == "commit"
 
 
 def test_a_signed_webhook_deploys_at_once_and_a_bad_one_fetches_nothing(repo, daemons,
                                                                         tmp_path):
-    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "3600").start()
-    daemons.append(d)
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "3600"))
     until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
     (repo.work / "templates/motd.j2").write_text("Hello from {{ host.name }}\n")
     sha = repo.commit("a new motd")
@@ -195,8 +215,7 @@ def test_a_signed_webhook_deploys_at_once_and_a_bad_one_fetches_nothing(repo, da
 
 def test_an_invalid_revision_is_never_deployed_and_the_last_good_one_heals(repo, daemons,
                                                                            tmp_path):
-    d = Daemon(repo, tmp_path / "state", "--interval", "1", "--resync", "5").start()
-    daemons.append(d)
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "1", "--resync", "5"))
     until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
     repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
                .replace("last: 5", "lasst: 6"))
@@ -219,9 +238,13 @@ def test_an_invalid_revision_is_never_deployed_and_the_last_good_one_heals(repo,
 
 
 def test_drift_is_fixed_within_one_resync_and_counted(repo, daemons, tmp_path):
-    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5").start()
-    daemons.append(d)
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5"))
     until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    manual = requests.post(d.base + "/api/v1/reconcile", timeout=10,
+                           headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert manual.status_code == 202
+    until(lambda: any(r["trigger"] == "manual" for r in status(d)["reconciliations"]),
+          "a manual reconcile was not recorded")
     subprocess.run(["userdel", f"{PREFIX}3"], check=True)
     (tmp_path / "motd").write_text("edited by hand\n")
     until(lambda: exists(f"{PREFIX}3") and (tmp_path / "motd").read_text().startswith(
@@ -237,8 +260,7 @@ def test_one_host_down_is_stalled_and_backs_off_while_the_other_converges(repo, 
     repo.write("hosts/down.yaml", f"address: 127.0.0.1\nport: {free_port()}\n"
                f"host_key: {DEAD_KEY}\nlocation: lab\npool: test\n")
     repo.commit("a host that does not answer")
-    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "3600").start()
-    daemons.append(d)
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "3600"))
     until(lambda: exists(f"{PREFIX}5"), "the reachable host did not converge")
     until(lambda: {h["host"]: h["condition"] for h in status(d)["hosts"]}.get("down")
           == "Stalled", "the unreachable host is not Stalled")
@@ -252,6 +274,24 @@ def test_one_host_down_is_stalled_and_backs_off_while_the_other_converges(repo, 
     assert 'wodsync_host_ready{host="local"} 1.0' in d.metrics()
 
 
+def test_sigterm_lets_the_batch_in_flight_finish(repo, daemons, tmp_path):
+    gate = tmp_path / "gate"
+    hook = tmp_path / "hold.sh"
+    hook.write_text(f"touch {tmp_path}/holding\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
+    repo.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {tmp_path}/motd\n"
+               f"    on_change: [sh, {hook}]\n")
+    repo.commit("a slow command")
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync",
+                                "3600"), ready=False)
+    until(lambda: (tmp_path / "holding").exists(), "the apply never reached its command")
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    assert d.proc.poll() is None, "the daemon left before its batch finished"
+    gate.touch()
+    assert d.proc.wait(timeout=120) == 0
+    assert exists(f"{PREFIX}5"), "the batch in flight finished: accounts made after the file"
+
+
 def _t(text: str) -> float:
     from datetime import datetime
 
@@ -259,10 +299,9 @@ def _t(text: str) -> float:
 
 
 def test_a_second_daemon_on_one_sqlite_state_refuses(repo, daemons, tmp_path):
-    d = Daemon(repo, tmp_path / "state", "--interval", "3600").start()
-    daemons.append(d)
-    second = Daemon(repo, tmp_path / "state", "--interval", "3600")
-    second.start(ready=False)
+    started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600"))
+    second = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600"),
+                     ready=False)
     assert second.proc.wait(timeout=60) == 1
     assert "another wodsync daemon" in second.text()
     applied = subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), "apply", "--yes",
@@ -272,12 +311,10 @@ def test_a_second_daemon_on_one_sqlite_state_refuses(repo, daemons, tmp_path):
 
 
 def test_a_standby_daemon_on_postgresql_takes_over(repo, daemons, tmp_path, pg_url):  # noqa: F811
-    first = Daemon(repo, tmp_path / "state1", "--interval", "3600", db=pg_url).start()
-    daemons.append(first)
+    first = started(daemons, Daemon(repo, tmp_path / "state1", "--interval", "3600", db=pg_url))
     until(lambda: exists(f"{PREFIX}5"), "the first daemon did not converge")
-    standby = Daemon(repo, tmp_path / "state2", "--interval", "3600", "--resync", "3600",
-                     db=pg_url).start(ready=False)
-    daemons.append(standby)
+    standby = started(daemons, Daemon(repo, tmp_path / "state2", "--interval", "3600",
+                                      "--resync", "3600", db=pg_url), ready=False)
     time.sleep(3)
     assert not standby.ready(), "a standby does not serve"
     assert "standby" in standby.text()
@@ -288,20 +325,43 @@ def test_a_standby_daemon_on_postgresql_takes_over(repo, daemons, tmp_path, pg_u
 
 
 def test_a_daemon_killed_mid_apply_converges_after_a_restart(repo, daemons, tmp_path):
+    """With a live session: after the restart it is still active, its seat unlocked and
+    recorded, and the next CREATE never gets that seat."""
+    add_workshop(repo, "WKSHP-Live", "first: 1, last: 2")
+    repo.commit("a workshop")
+    first = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600",
+                                    "--resync", "3600"))
+    until(lambda: exists(f"{PREFIX}2"), "the first revision was never applied")
+    created = requests.post(first.base + "/api/v1/sessions", timeout=60, headers={
+        "Authorization": f"Bearer {API_TOKEN}"}, json={
+        "workshop": "WKSHP-Live", "participant": {"email": "live@example.org"}})
+    assert created.status_code == 201, created.text
+    live = created.json()
+    first.stop()
     gate = tmp_path / "gate"
     hook = tmp_path / "hold.sh"
     hook.write_text(f"touch {tmp_path}/holding\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
     repo.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {tmp_path}/motd\n"
                f"    on_change: [sh, {hook}]\n")
+    repo.write("templates/motd.j2", "Slowly on {{ host.name }}\n")
     repo.commit("a slow command")
-    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5")
-    d.start(ready=False)
-    daemons.append(d)
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync",
+                                "5"), ready=False)
     until(lambda: (tmp_path / "holding").exists(), "the apply never reached its command")
     d.stop(signal.SIGKILL)
     gate.touch()
-    again = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5").start()
-    daemons.append(again)
+    again = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600",
+                                    "--resync", "5"))
     until(lambda: exists(f"{PREFIX}5") and status(again)["hosts"][0]["condition"] == "Ready",
           "the restarted daemon did not converge", timeout=60)
-    assert (tmp_path / "motd").exists()
+    assert (tmp_path / "motd").read_text() == "Slowly on local\n"
+    user = live["credentials"]["username"]
+    shadow = next(ln for ln in Path("/etc/shadow").read_text().splitlines()
+                  if ln.startswith(user + ":"))
+    assert not shadow.split(":")[1].startswith("!"), "the live seat kept its password"
+    shown = again._get(f"/api/v1/sessions/{live['id']}").json()
+    assert shown["state"] == "active"
+    other = requests.post(again.base + "/api/v1/sessions", timeout=60, headers={
+        "Authorization": f"Bearer {API_TOKEN}"}, json={
+        "workshop": "WKSHP-Live", "participant": {"email": "other@example.org"}}).json()
+    assert other["seat"] != live["seat"], "a seat is never given twice"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from enginelab import NEEDS, PREFIX, UID_BASE, plan_json, run, wodsync_command
+from enginelab import NEEDS, PREFIX, UID_BASE, held_apply, plan_json, run, wodsync_command
 from sshd import free_port
 
 pytestmark = NEEDS
@@ -280,20 +280,10 @@ def test_two_catalogs_never_share_an_inventory(lab, tmp_path):
 
 def test_ctrl_c_finishes_the_batch_in_flight_then_reports(lab, tmp_path):
     """#10: the first Ctrl-C says what it finishes; the apply completes and is reported."""
-    gate = tmp_path / "gate"
-    hook = tmp_path / "slow.sh"
-    hook.write_text(f"touch {tmp_path}/holding\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
-    system = lab / "catalog/system.yaml"
-    system.write_text(system.read_text().replace(f"[touch, {tmp_path}/changed]",
-                                                 f"[sh, {hook}]"))
-    proc = subprocess.Popen(wodsync_command(lab, "apply", "--yes"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "holding").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = held_apply(lab, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
-    gate.touch()
+    (tmp_path / "gate").touch()
     out, err = proc.communicate(timeout=120)
     assert "interrupted: finishing the host batches in flight" in err
     assert proc.returncode == 0, out + err
@@ -303,22 +293,12 @@ def test_ctrl_c_finishes_the_batch_in_flight_then_reports(lab, tmp_path):
 
 def test_a_second_ctrl_c_stops_the_host_side_at_a_safe_point(lab, tmp_path):
     """#10: after the second Ctrl-C no phase starts on the host; the next plan shows the rest."""
-    gate = tmp_path / "gate"
-    hook = tmp_path / "slow.sh"
-    hook.write_text(f"touch {tmp_path}/holding\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
-    system = lab / "catalog/system.yaml"
-    system.write_text(system.read_text().replace(f"[touch, {tmp_path}/changed]",
-                                                 f"[sh, {hook}]"))
-    proc = subprocess.Popen(wodsync_command(lab, "apply", "--yes"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "holding").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = held_apply(lab, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
-    gate.touch()
+    (tmp_path / "gate").touch()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
     stopped = next(ln for ln in err.splitlines() if "stopped before" in ln)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from enginelab import NEEDS, plan_json, run, wodsync_command
+from enginelab import NEEDS, held_apply, plan_json, run
 
 pytestmark = NEEDS
 
@@ -58,25 +57,8 @@ def test_verbose_plan_says_why_nothing_changes(lab):
     assert "= account:wodt7 is uid 50007" in text
 
 
-def _hold_host(lab: Path, tmp_path: Path) -> subprocess.Popen[str]:
-    """An apply that sits in an on_change command (holding the host) until released."""
-    gate = tmp_path / "gate"
-    hook = tmp_path / "hold.sh"
-    hook.write_text(f"touch {tmp_path}/holding\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
-    system = lab / "catalog/system.yaml"
-    system.write_text(system.read_text().replace(f"[touch, {tmp_path}/changed]",
-                                                 f"[sh, {hook}]"))
-    first = subprocess.Popen(wodsync_command(lab, "apply", "--yes"), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "holding").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (tmp_path / "holding").exists(), "the first apply never reached its command"
-    return first
-
-
 def test_a_second_apply_waits_then_names_the_holder(lab, tmp_path):
-    first = _hold_host(lab, tmp_path)
+    first = held_apply(lab, tmp_path)
     try:
         second = run(lab, "apply", "--yes", "--lock-timeout", "1")
         assert second.returncode == 1

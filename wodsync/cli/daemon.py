@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -149,8 +150,19 @@ def _run(repo: str, branch: str, state: Path, db: str | None, secrets: object, a
     logging.getLogger("wodsync.daemon").info(
         "daemon: following %s, state %s, API on http://%s:%d", source.name, state, address,
         port)
+    server = uvicorn.Server(uvicorn.Config(app, host=address, port=port, log_level="warning",
+                                           access_log=False))
+
+    def on_signal(signum: int, frame: object) -> None:
+        """SIGTERM/SIGINT: stop serving, then (below) let the batch in flight finish. uvicorn
+        captures these while it serves and hands them back here when it stops, so the process
+        never dies before its batch is done."""
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     try:
-        uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False)
+        server.run()
     finally:
         daemon.stop()
         expiry.stop()

@@ -7,6 +7,7 @@ on the host — and `compile` scripts travel as sources the host compiles with `
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from wodsync.catalog.loader import Catalog
@@ -41,7 +42,7 @@ def _hooks(catalog: Catalog, session: Session, rendered: dict[str, bytes]) -> di
     for name in HOOKS:
         rel = getattr(hooks, name)
         if rel and rel in rendered:
-            found[name] = {"path": rel, "data": rendered[rel].hex()}
+            found[name] = {"path": rel, "data": base64.b64encode(rendered[rel]).decode()}
     return found
 
 
@@ -53,7 +54,7 @@ def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> dict
     hooks = _hooks(catalog, session, rendered)
     hook_paths = {h["path"] for h in hooks.values()}
     return {**_base(catalog, session, secrets), "password": session.password, "hooks": hooks,
-            "files": [{"path": f.path, "data": f.data.hex(), "mode": f.mode}
+            "files": [{"path": f.path, "data": base64.b64encode(f.data).decode(), "mode": f.mode}
                       for f in files if f.path not in hook_paths],
             "compile": list(ws.compile)}
 

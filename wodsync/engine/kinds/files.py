@@ -11,6 +11,7 @@ catalog defines it then — or drops it when its file is no longer managed.
 
 from __future__ import annotations
 
+import base64
 import grp
 import hashlib
 import json
@@ -180,8 +181,8 @@ def batch(want: dict[str, ManagedFile], changes: list[Any]) -> dict[str, Any]:
             part["run"].append({"path": d.path, "argv": d.on_change})
         else:
             f = want[d.path]
-            part["write"].append({"path": f.path, "data": f.data.hex(), "owner": f.owner,
-                                  "group": f.group, "mode": f.mode,
+            part["write"].append({"path": f.path, "data": base64.b64encode(f.data).decode(),
+                                  "owner": f.owner, "group": f.group, "mode": f.mode,
                                   "on_change": list(f.on_change)})
     return part
 
@@ -192,7 +193,7 @@ def _write(f):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".wodsync-")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(bytes.fromhex(f["data"]))
+            out.write(base64.b64decode(f["data"]))
             os.fchmod(out.fileno(), f["mode"])
             os.fchown(out.fileno(), pwd.getpwnam(f["owner"]).pw_uid,
                       grp.getgrnam(f["group"]).gr_gid)

@@ -22,6 +22,7 @@ controller's store were lost; the accounts kind reads these records.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -188,11 +189,12 @@ def _hub(payload, method, path, body=None):
     return hubapi.request(hub["api"], hub["token"], method, path, body, timeout=20)
 
 
-def _stop_server(payload):
+def _stop_server(payload, wait=True):
     if payload.get("hub"):
         hub = payload["hub"]
         try:
-            hubapi.stop_server(hub["api"], hub["token"], payload["user"], wait=30)
+            hubapi.stop_server(hub["api"], hub["token"], payload["user"],
+                               wait=30 if wait else 0)
         except hubapi.HubApiError as exc:
             if exc.status != 404:
                 raise
@@ -231,7 +233,7 @@ def _hook(payload, name, steps):
     try:
         script = os.path.join(folder, os.path.basename(hook["path"]))
         with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "wb") as f:
-            f.write(bytes.fromhex(hook["data"]))
+            f.write(base64.b64decode(hook["data"]))
         env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": "/root", **payload["env"]}
         try:
             done = subprocess.run([script], cwd=folder, env=env, stdin=subprocess.DEVNULL,
@@ -285,7 +287,7 @@ def _compile(payload, files):
 
 
 def _files(payload):
-    return [(f["path"], bytes.fromhex(f["data"]), f["mode"]) for f in payload["files"]]
+    return [(f["path"], base64.b64decode(f["data"]), f["mode"]) for f in payload["files"]]
 
 
 def _set_password(payload):
@@ -307,19 +309,28 @@ def _empty_home(payload, user, skel=None):
     return [f"{path}: {why}" for path, why in result.left]
 
 
-def _release(payload, user, steps, errors):
-    """Stop, kill, lock, leave the group, empty: each step tried, whatever failed before."""
-    for name, fn in (("stop server", lambda: _stop_server(payload)),
-                     ("kill processes", lambda: kill_uid(user.pw_uid)),
-                     ("lock password", lambda: _lock_password(payload)),
-                     ("leave group", lambda: _group(payload, add=False)),
-                     ("empty home", lambda: _empty_home(payload, user))):
+def _release_steps(payload, user, empty=True):
+    """Stop, kill, lock, leave the group — and empty the home unless the seat is held. The
+    hub is asked to stop the server without waiting for it: ending the seat's processes next
+    ends the server at once, and the next CREATE waits for the hub to have noticed."""
+    pairs = [("stop server", lambda: _stop_server(payload, wait=False)),
+             ("kill processes", lambda: kill_uid(user.pw_uid)),
+             ("lock password", lambda: _lock_password(payload)),
+             ("leave group", lambda: _group(payload, add=False))]
+    if empty:
+        pairs.append(("empty home", lambda: _empty_home(payload, user)))
+    return pairs
+
+
+def _try_all(pairs, steps, errors):
+    """Every step is tried, whatever failed before: a half-freed seat is worse."""
+    for name, fn in pairs:
         try:
             with steps.step(name):
                 left = fn()
-            if name == "empty home" and left:
+            if isinstance(left, list) and left:  # what empty_dir could not remove
                 errors.append("home not fully emptied: " + "; ".join(left[:5]))
-        except Exception as exc:  # every step is tried: a half-freed seat is worse
+        except Exception as exc:
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
 
@@ -338,7 +349,7 @@ def create(payload, host):
         except Exception as exc:
             failed = steps.current
             errors = []
-            _release(payload, user, steps, errors)
+            _try_all(_release_steps(payload, user), steps, errors)
             _drop_record(payload["state_dir"], payload["user"])
             return steps.answer(ok=False, error=f"{failed}: {type(exc).__name__}: {exc}",
                                 purge_errors=errors)
@@ -359,8 +370,10 @@ def _set_up(payload, user, steps):
             raise RuntimeError("home not emptied: " + "; ".join(left[:5]))
     with steps.step("create hook"):
         _hook(payload, "create", steps)
+    with steps.step("decode files"):
+        files = _files(payload)
     with steps.step("compile"):
-        files = _compile(payload, _files(payload))
+        files = _compile(payload, files)
     with steps.step("write workshop"), \
             safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
         safefs.write_tree(fd, payload["workshop"], files, user.pw_uid, user.pw_gid,
@@ -396,64 +409,45 @@ def _notebooks(payload, user):
     return found
 
 
-def cleanup(payload, host):
-    """Operation `seat_cleanup`: the `cleanup` hook, the notebooks for completion, then the
-    seat released — or, with `hold` (a `reset: true` workshop), kept as it is until RESET."""
+def _end(payload, hook, hold=False, read=False):
+    """The end of a session on its seat: its hook (a failing hook is reported, the seat is
+    released all the same), the notebooks when asked, then the seat released — or kept as it
+    is, locked, until RESET."""
     steps = Steps()
+    notebooks = None
     with _seat_lock(payload):
         user = _user(payload)
         errors = []
-        try:
-            with steps.step("cleanup hook"):
-                _hook(payload, "cleanup", steps)
-        except Exception as exc:
-            errors.append(str(exc))
-        with steps.step("read notebooks"):
-            notebooks = _notebooks(payload, user)
-        if payload.get("hold"):
-            for name, fn in (("stop server", lambda: _stop_server(payload)),
-                             ("kill processes", lambda: kill_uid(user.pw_uid)),
-                             ("lock password", lambda: _lock_password(payload)),
-                             ("leave group", lambda: _group(payload, add=False))):
-                try:
-                    with steps.step(name):
-                        fn()
-                except Exception as exc:
-                    errors.append(f"{name}: {exc}")
+        if hook:
+            try:
+                with steps.step(f"{hook} hook"):
+                    _hook(payload, hook, steps)
+            except Exception as exc:
+                errors.append(str(exc))
+        if read:
+            with steps.step("read notebooks"):
+                notebooks = _notebooks(payload, user)
+        _try_all(_release_steps(payload, user, empty=not hold), steps, errors)
+        if hold:
             _write_record(payload["state_dir"], payload["user"],
                           {"session": payload["session"], "workshop": payload["workshop"],
                            "state": "held", "since": time.time()})
-        else:
-            _release(payload, user, steps, errors)
-            if not errors:
-                _drop_record(payload["state_dir"], payload["user"])
+        elif not errors:
+            _drop_record(payload["state_dir"], payload["user"])
     return steps.answer(ok=not errors, error="; ".join(errors) or None, notebooks=notebooks)
+
+
+def cleanup(payload, host):
+    """Operation `seat_cleanup`: the `cleanup` hook, the notebooks for completion, then the
+    seat released — or, with `hold` (a `reset: true` workshop), kept until RESET."""
+    return _end(payload, "cleanup", hold=bool(payload.get("hold")), read=True)
 
 
 def reset(payload, host):
     """Operation `seat_reset`: the `reset` hook, then the seat released."""
-    steps = Steps()
-    with _seat_lock(payload):
-        user = _user(payload)
-        errors = []
-        try:
-            with steps.step("reset hook"):
-                _hook(payload, "reset", steps)
-        except Exception as exc:
-            errors.append(str(exc))
-        _release(payload, user, steps, errors)
-        if not errors:
-            _drop_record(payload["state_dir"], payload["user"])
-    return steps.answer(ok=not errors, error="; ".join(errors) or None)
+    return _end(payload, "reset")
 
 
 def purge(payload, host):
     """Operation `seat_purge`: the forced path — stop, kill, lock, leave, empty, free."""
-    steps = Steps()
-    with _seat_lock(payload):
-        user = _user(payload)
-        errors = []
-        _release(payload, user, steps, errors)
-        if not errors:
-            _drop_record(payload["state_dir"], payload["user"])
-    return steps.answer(ok=not errors, error="; ".join(errors) or None)
+    return _end(payload, None)
