@@ -128,7 +128,7 @@ def create_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: st
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
              filter_state: str | None, workshop: str | None, as_json: bool) -> None:
-    """Sessions, newest first."""
+    """Sessions, oldest first."""
     from wodsync.store import SessionState
 
     with controller(root, state, db, secrets_file) as ctl:
