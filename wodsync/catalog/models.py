@@ -407,6 +407,9 @@ class Hub(Strict):
     api_url: Url | None = Field(None, description="Default: the hub's own port on loopback.")
     token: SecretRef | None = Field(None, description="Token of the wodsync hub service.")
     admins: list[LinuxName] = Field([], description="Hub admin users (existing accounts).")
+    spawn_limit: Annotated[int, Field(ge=1, le=1000)] = Field(
+        8, description="Students' servers starting at once (JupyterHub's concurrent_spawn_limit): "
+                       "a burst of CREATEs asks for more; those start at the student's login.")
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> Hub:

@@ -184,8 +184,10 @@ class SessionService:
             failed = self.store.sessions.fail(session.id, answer["error"], output=outputs)
             raise CreateFailed(f"CREATE of {session.workshop} failed on {session.host}: "
                                f"{answer['error']}", failed)
+        notes = "".join(f"; {n}" for n in answer.get("notes", []))
         active = self.store.sessions.activate(session.id, message="seat ready "
-                                              + _timings(answer["timings"]), output=outputs)
+                                              + _timings(answer["timings"]) + notes,
+                                              output=outputs)
         return Created(active, hub_url(dep.catalog, session.host), answer["timings"])
 
     # ---- the end of a session ------------------------------------------------------------------

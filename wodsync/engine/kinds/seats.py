@@ -161,6 +161,7 @@ class Steps:
     def __init__(self):
         self.timings = {}
         self.outputs = []
+        self.notes = []
         self.current = ""
 
     @contextlib.contextmanager
@@ -173,7 +174,7 @@ class Steps:
             self.timings[name] = round(time.monotonic() - start, 4)
 
     def answer(self, **extra):
-        return {"timings": self.timings, "outputs": self.outputs, **extra}
+        return {"timings": self.timings, "outputs": self.outputs, "notes": self.notes, **extra}
 
 
 def _user(payload):
@@ -215,12 +216,17 @@ def _group(payload, add):
             _hub(payload, "POST", f"/groups/{hubapi.quote(hub['group'])}", body)
 
 
-def _start_server(payload):
+def _start_server(payload, steps):
+    """Ask for the seat's server and go on. A hub with `spawn_limit` servers already starting
+    answers 429: that one starts at the student's login, as any server would."""
     if payload.get("hub"):
         try:
             _hub(payload, "POST", f"/users/{hubapi.quote(payload['user'])}/server")
         except hubapi.HubApiError as exc:
-            if exc.status != 400:  # 400: already running or starting
+            if exc.status == 429:
+                steps.notes.append("server start deferred to the login: the hub is starting "
+                                   "as many servers as its spawn_limit allows")
+            elif exc.status != 400:  # 400: already running or starting
                 raise
 
 
@@ -385,7 +391,7 @@ def _set_up(payload, user, steps):
     with steps.step("join group"):
         _group(payload, add=True)
     with steps.step("start server"):
-        _start_server(payload)
+        _start_server(payload, steps)
 
 
 def _notebooks(payload, user):
