@@ -390,8 +390,9 @@ class Recording(Connections):
         began = time.perf_counter()
         answer = super().call(name, host, op, payload)
         self.walls.setdefault(op, []).append(time.perf_counter() - began)
-        if isinstance(answer, dict) and "timings" in answer:
-            self.timings.setdefault(op, []).append(dict(answer["timings"]))
+        for one in answer.get("seats", [answer]) if isinstance(answer, dict) else []:
+            if "timings" in one:
+                self.timings.setdefault(op, []).append(dict(one["timings"]))
         return answer
 
 

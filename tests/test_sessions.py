@@ -289,3 +289,81 @@ def test_expiry_cleans_up_due_sessions(ctl):
     ended = ctl.sessions.expire(now=later)
     assert [e.id for e in ended] == [s.id] and ended[0].state == SessionState.ENDED
     assert _locked(s.username)
+
+
+def _password_works(user: str, password: str) -> bool:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    hashed = next(ln for ln in Path("/etc/shadow").read_text().splitlines()
+                  if ln.startswith(user + ":")).split(":")[1]
+    return crypt.crypt(password, hashed) == hashed
+
+
+def test_a_burst_shares_one_call_and_a_failing_seat_fails_alone(catalog, tmp_path):
+    """Five CREATEs at once with one lane: the first leaves alone, the four others wait and
+    leave in one `seat_create`. The create hook refuses odd seats: those fail and are purged,
+    each alone; the others of the same call are active with their own passwords."""
+    root = tmp_path / "repo"
+    shutil.copytree(catalog["root"], root)
+    odd = root / "catalog/workshops/WKSHP-Odd"
+    (odd / "scripts").mkdir(parents=True)
+    (odd / "workshop.yaml").write_text(
+        "name: Odd\ncapacity: 5\nseats: {first: 26, last: 30}\nlocation: lab\nduration: 1\n"
+        "hooks: {create: scripts/create.sh}\n")
+    shutil.copy(root / "catalog/workshops/WKSHP-Sess/1-Intro.ipynb", odd / "1-Intro.ipynb")
+    (odd / "scripts/create.sh").write_text(
+        "#!/bin/bash\nif [ $((STDID % 2)) -eq 1 ]; then echo odd seat refused; exit 3; fi\n")
+    controller = open_controller(root, tmp_path / "state", None, Secrets())
+    burst = controller.sessions.burst
+    burst.lanes = 1
+    sizes: list[int] = []
+    carry = burst._call
+
+    def held_first(name, host, payload):  # the first call waits until the others queue
+        if not sizes:
+            for _ in range(600):
+                if burst.waiting(name) == 4:
+                    break
+                threading.Event().wait(0.05)
+        sizes.append(len(payload["seats"]))
+        return carry(name, host, payload)
+
+    burst._call = held_first
+    outcomes: list = []
+
+    def one(n: int) -> None:
+        try:
+            outcomes.append(controller.sessions.create("WKSHP-Odd", alice(n)))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    try:
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sizes == [1, 4]
+        sessions = {s.seat: s for s in controller.store.sessions.find(workshop="WKSHP-Odd")}
+        assert sorted(sessions) == [26, 27, 28, 29, 30]
+        for n, s in sessions.items():
+            home = _home(s.username)
+            if n % 2:
+                assert s.state == SessionState.FAILED and "create hook" in s.error, s.error
+                assert _locked(s.username) and list(home.iterdir()) == []
+            else:
+                assert s.state == SessionState.ACTIVE
+                assert _password_works(s.username, s.password)
+                assert (home / "WKSHP-Odd/1-Intro.ipynb").exists()
+        records = catalog["tmp"] / "state-lab1/seats"
+        assert sorted(p.stem for p in records.glob("*.json")) == sorted(
+            sessions[n].username for n in (26, 28, 30)), "only the seats in use are recorded"
+        created = [o for o in outcomes if not isinstance(o, Exception)]
+        assert len(created) == 3 and all(c.timings.get("password") for c in created)
+    finally:
+        for s in controller.store.sessions.find(live=True):
+            controller.sessions.purge(s.id, "test teardown")
+        controller.close()

@@ -140,12 +140,33 @@ def test_a_created_seat_logs_in_to_the_hub_and_reads_its_own_notebook(lab):
     groups = requests.get(lab["hub"] + "/hub/api/groups/WKSHP-Sess", timeout=30, headers={
         "Authorization": f"token {HUB_TOKEN}"}).json()
     assert groups["users"] == [user]
+    _assert_server_runs_nice(user)
     ended = lab["server"].call("DELETE", f"/api/v1/sessions/{s['id']}")
     assert ended.status_code == 200 and ended.json()["state"] == "ended"
     assert ended.json()["credentials"] is None, "an ended session shows no credentials"
     with pytest.raises(AssertionError, match="login of"):
         login(lab["hub"], user, password)
     assert list((HOMES / user).iterdir()) == []
+
+
+def _assert_server_runs_nice(user: str) -> None:
+    """The seat's server runs at `hub.server_nice` (10 by default), and so does its session's
+    autogroup: a starting server never holds a core the hub or the next CREATE needs."""
+    import pwd
+
+    from wodsync.agent.run import processes_of
+
+    servers = []
+    for pid in processes_of(pwd.getpwnam(user).pw_uid):
+        with contextlib.suppress(OSError):
+            if b"jupyterhub-singleuser" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                servers.append(pid)
+    assert servers, f"no server of {user} runs"
+    for pid in servers:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 10
+        autogroup = Path(f"/proc/{pid}/autogroup")
+        if autogroup.exists():
+            assert autogroup.read_text().split()[-1] == "10", autogroup.read_text()
 
 
 def test_a_reset_workshop_keeps_the_home_until_reset(lab):

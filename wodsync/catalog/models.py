@@ -410,6 +410,10 @@ class Hub(Strict):
     spawn_limit: Annotated[int, Field(ge=1, le=1000)] = Field(
         8, description="Students' servers starting at once (JupyterHub's concurrent_spawn_limit): "
                        "a burst of CREATEs asks for more; those start at the student's login.")
+    server_nice: Annotated[int, Field(ge=0, le=19)] = Field(
+        10, description="Niceness of students' servers and their kernels (0: none): starting "
+                        "a server costs a core for a second or two, and the hub, its proxy, sshd "
+                        "and wodsync's own seat operations must not wait behind it.")
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> Hub:

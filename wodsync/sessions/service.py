@@ -2,11 +2,12 @@
 
 A CREATE commits the session first — a seat and a capacity slot no other live session holds,
 by the store's unique indexes — then sets the seat up on its host in one round trip over the
-host's open connection. The workshop's location is tried first, then its alternates in order,
-when no host there has a free seat in the workshop's range or its hosts cannot be reached. A
-CREATE that fails on the host is purged there and the session is `failed` with the error; its
-seat returns to the pool. A process killed in the middle leaves the session `creating`: at the
-next start `recover` purges it (never a half-made seat, never a seat given twice).
+host's open connection (the CREATEs of a burst share round trips: `burst`). The workshop's
+location is tried first, then its alternates in order, when no host there has a free seat in
+the workshop's range or its hosts cannot be reached. A CREATE that fails on the host is purged
+there and the session is `failed` with the error; its seat returns to the pool. A process
+killed in the middle leaves the session `creating`: at the next start `recover` purges it
+(never a half-made seat, never a seat given twice).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.secrets import Secrets
 from wodsync.sessions import seat
+from wodsync.sessions.burst import Burst
 from wodsync.sessions.completion import completion
 from wodsync.store import (
     AlreadyLive,
@@ -103,6 +105,8 @@ class SessionService:
         self.deployment = deployment
         self.connections = connections or Connections()
         self.max_extension_hours = max_extension_hours
+        self.burst = Burst(lambda name, host, payload: self.connections.call(
+            name, host, "seat_create", payload))
         # Called with (event, session, seconds): "created" (seconds: the whole CREATE),
         # "cleaned", "expiring". Metrics and, later, notifications listen here.
         self.listeners: list[Callable[[str, Session, float | None], None]] = []
@@ -172,7 +176,7 @@ class SessionService:
         host = dep.catalog.hosts[session.host]
         try:
             payload = seat.create_payload(dep.catalog, session, dep.secrets)
-            answer = self.connections.call(session.host, host, "seat_create", payload)
+            answer = self.burst.create(session.host, host, payload)
         except TransportError as exc:
             self.store.sessions.fail(session.id, f"host {session.host} unreachable: {exc}")
             return None

@@ -6,8 +6,9 @@ stopped and processes ended, the home reset from /etc/skel, the workshop's `crea
 `compile` scripts compiled with `shc` (their sources never reach the student), the rendered
 workshop folder written, `post_copy`, a new password (hashed by the host's own `chpasswd`, read
 on stdin), the seat added to the workshop's hub group and its server started without waiting.
-A step that fails purges the seat (nothing half-made remains) and the answer says which step
-and why, with the hooks' output.
+The call takes the several seats of a burst too (one python3 start, one `chpasswd`, one hub
+request per group for all of them). A step that fails purges its seat alone (nothing half-made
+remains) and the seat's answer says which step and why, with the hooks' output.
 
 Every write below the home goes through `agent.safefs`: a link the seat's student, or its
 previous occupant, planted is never followed. Hook scripts are root's: they run from a folder
@@ -106,19 +107,19 @@ def _drop_record(state_dir, user):
 
 
 @contextlib.contextmanager
-def _seat_lock(payload):
-    """The host shared (no apply meanwhile), the seat exclusively."""
+def _seat_lock(payload, users=None):
+    """The host shared (no apply meanwhile), the seats exclusively — in name order, so two
+    calls locking several seats never wait for each other in a circle."""
     state_dir = payload["state_dir"]
     with hostlock.hold(state_dir, "seat", exclusive=False,
-                       timeout=payload.get("lock_timeout", 30.0)):
+                       timeout=payload.get("lock_timeout", 30.0)), contextlib.ExitStack() as held:
         os.makedirs(_records_dir(state_dir), mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(_records_dir(state_dir), payload["user"] + ".lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
+        for user in sorted(users or [payload["user"]]):
+            fd = os.open(os.path.join(_records_dir(state_dir), user + ".lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            held.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        yield
 
 
 # ---- full apply: observe and diff ---------------------------------------------------------------
@@ -206,7 +207,7 @@ def _group(payload, add):
     if not hub or not hub.get("group"):
         return
     path = f"/groups/{hubapi.quote(hub['group'])}/users"
-    body = {"users": [payload["user"]]}
+    body = {"users": payload.get("users") or [payload["user"]]}
     try:
         _hub(payload, "POST" if add else "DELETE", path, body)
     except hubapi.HubApiError as exc:
@@ -214,6 +215,16 @@ def _group(payload, add):
             raise
         if add:  # the workshop's group is not there yet: make it with the seat in it
             _hub(payload, "POST", f"/groups/{hubapi.quote(hub['group'])}", body)
+
+
+def _join_groups(payloads):
+    """Each seat into its workshop's hub group: one request per group, whatever the seats."""
+    groups = {}
+    for p in payloads:
+        if p.get("hub") and p["hub"].get("group"):
+            groups.setdefault(p["hub"]["group"], []).append(p)
+    for members in groups.values():
+        _group({**members[0], "users": [p["user"] for p in members]}, add=True)
 
 
 def _start_server(payload, steps):
@@ -296,8 +307,9 @@ def _files(payload):
     return [(f["path"], base64.b64decode(f["data"]), f["mode"]) for f in payload["files"]]
 
 
-def _set_password(payload):
-    run(["chpasswd"], f"{payload['user']}:{payload['password']}\n", timeout=60)
+def _set_passwords(payloads):
+    """New passwords, hashed by the host's own `chpasswd`, read on stdin: one run for all."""
+    run(["chpasswd"], "".join(f"{p['user']}:{p['password']}\n" for p in payloads), timeout=60)
 
 
 def _lock_password(payload):
@@ -342,27 +354,93 @@ def _try_all(pairs, steps, errors):
 
 # ---- the operations ---------------------------------------------------------------------------
 
+class _Seat:
+    """One seat of a `seat_create` call: its payload, steps, account, and why it failed."""
+
+    def __init__(self, payload):
+        self.payload = payload
+        self.steps = Steps()
+        self.user = None
+        self.error = None
+        self.purge_errors = []
+
+    def fail(self, exc):
+        if self.error is None:
+            self.error = f"{self.steps.current}: {type(exc).__name__}: {exc}"
+
+    def record(self, state):
+        _write_record(self.payload["state_dir"], self.payload["user"],
+                      {"session": self.payload["session"], "workshop": self.payload["workshop"],
+                       "state": state, "since": time.time()})
+
+
 def create(payload, host):
-    """Operation `seat_create`."""
-    steps = Steps()
-    with _seat_lock(payload):
-        user = _user(payload)
-        _write_record(payload["state_dir"], payload["user"],
-                      {"session": payload["session"], "workshop": payload["workshop"],
-                       "state": "creating", "since": time.time()})
+    """Operation `seat_create`: the seats of `seats` (one, or the CREATEs of a burst brought
+    together by the controller), each answered on its own. A burst shares the round trip, one
+    `chpasswd` and one hub request per workshop group; a seat that fails is purged alone."""
+    seats = [_Seat(p) for p in payload["seats"]]
+    with _seat_lock(payload, [s.payload["user"] for s in seats]):
+        for seat in seats:
+            _prepare(seat)
+        _together([s for s in seats if not s.error], "password", _set_passwords)
+        _together([s for s in seats if not s.error], "join group", _join_groups)
+        for seat in seats:
+            _finish(seat)
+    return {"seats": [_answer(seat) for seat in seats]}
+
+
+def _prepare(seat):
+    """Everything of a CREATE that is the seat's alone, up to its password."""
+    try:
+        with seat.steps.step("account"):
+            seat.user = _user(seat.payload)
+        seat.record("creating")
+        _set_up(seat.payload, seat.user, seat.steps)
+    except Exception as exc:
+        seat.fail(exc)
+
+
+def _together(seats, step, fn):
+    """A step done for several seats at once; when it fails, seat by seat, so the failure is
+    the failing seat's alone. Each seat's timing is the whole step's."""
+    if not seats:
+        return
+    start = time.monotonic()
+    try:
+        fn([s.payload for s in seats])
+    except Exception:
+        for seat in seats:
+            try:
+                with seat.steps.step(step):
+                    fn([seat.payload])
+            except Exception as exc:
+                seat.fail(exc)
+        return
+    for seat in seats:
+        seat.steps.timings[step] = round(time.monotonic() - start, 4)
+
+
+def _finish(seat):
+    """The server asked for, the seat recorded in use — or, after a failure, purged."""
+    if seat.error is None:
         try:
-            _set_up(payload, user, steps)
+            with seat.steps.step("start server"):
+                _start_server(seat.payload, seat.steps)
+            seat.record("active")
+            return
         except Exception as exc:
-            failed = steps.current
-            errors = []
-            _try_all(_release_steps(payload, user), steps, errors)
-            _drop_record(payload["state_dir"], payload["user"])
-            return steps.answer(ok=False, error=f"{failed}: {type(exc).__name__}: {exc}",
-                                purge_errors=errors)
-        _write_record(payload["state_dir"], payload["user"],
-                      {"session": payload["session"], "workshop": payload["workshop"],
-                       "state": "active", "since": time.time()})
-    return steps.answer(ok=True)
+            seat.fail(exc)
+    if seat.user is not None:  # (without its account, nothing of the seat was touched)
+        errors = []
+        _try_all(_release_steps(seat.payload, seat.user), seat.steps, errors)
+        seat.purge_errors = errors
+        _drop_record(seat.payload["state_dir"], seat.payload["user"])
+
+
+def _answer(seat):
+    if seat.error is None:
+        return seat.steps.answer(ok=True)
+    return seat.steps.answer(ok=False, error=seat.error, purge_errors=seat.purge_errors)
 
 
 def _set_up(payload, user, steps):
@@ -386,12 +464,6 @@ def _set_up(payload, user, steps):
                           keep_existing=False)
     with steps.step("post_copy hook"):
         _hook(payload, "post_copy", steps)
-    with steps.step("password"):
-        _set_password(payload)
-    with steps.step("join group"):
-        _group(payload, add=True)
-    with steps.step("start server"):
-        _start_server(payload, steps)
 
 
 def _notebooks(payload, user):
