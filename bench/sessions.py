@@ -20,7 +20,8 @@ Figures:
 - CLEANUP latency (each of those sessions, one after the other).
 - 100 concurrent CREATEs (`--concurrent`) through the HTTP API (`wodsync serve` in a process of
   its own, one thread per request): wall time, failures, and the store checked for a seat given
-  twice.
+  twice; how many server starts the hub deferred (its spawn_limit) and how long until every
+  seat's server was asked for (the service's loop asks again for the deferred ones).
 - Where the time of a CREATE (and a CLEANUP) goes on the host: the median of each step; and
   what a round trip costs before the agent does anything (exec channel, python3, the agent
   answering `version`), which the host timings do not include.
@@ -65,7 +66,7 @@ from wodsync.engine import connections as connections_module
 from wodsync.engine import remote
 from wodsync.engine.connections import Connections
 from wodsync.secrets import Secrets
-from wodsync.sessions.service import Created, SessionService
+from wodsync.sessions.service import DEFERRED_EVERY, Created, SessionService
 from wodsync.store import Participant, SessionState, open_store
 
 from hubs import hub_ports, stop_hub
@@ -581,18 +582,38 @@ def check_store(state: Path, ok: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def http_phase(root: Path, tmp: Path, secrets: Path, key: str, count: int) -> None:
+def servers_asked(hub_port: int, users: list[str], began: float,
+                  limit: float = 180.0) -> tuple[int, float | None]:
+    """How many of the burst's seats have a server (starting or running) on the hub, polled
+    until all do (the ones a busy hub deferred are asked for again by the service's loop);
+    and when that was, counted from the burst's start."""
+    api = f"http://127.0.0.1:{hub_port}/hub/api/users"
+    headers = {"Authorization": f"token {os.environ['HUB_BENCH_TOKEN']}"}
+    wanted, have = set(users), 0
+    while time.perf_counter() - began < limit:
+        listing = requests.get(api, headers=headers, timeout=60,
+                               params={"limit": SEATS}).json()
+        have = sum(1 for u in listing if u["name"] in wanted and u.get("servers"))
+        if have == len(wanted):
+            return have, time.perf_counter() - began
+        time.sleep(0.5)
+    return have, None
+
+
+def http_phase(root: Path, tmp: Path, secrets: Path, key: str, count: int,
+               hub_port: int) -> None:
     state = tmp / "serve-state"
     state.mkdir()
     server = Serve(root, state, secrets).start()
     try:
+        began = time.perf_counter()
         wall, answers = concurrent(server, key, count)
         ok = [a.json() for a in answers
               if isinstance(a, requests.Response) and a.status_code == 201]
         failed = [a for a in answers if not (isinstance(a, requests.Response)
                                              and a.status_code == 201)]
         problems = check_store(state, ok)
-        starts = start_requests(server, ok)
+        starts, deferred = start_requests(server, ok)
         print(f"HTTP API: {count} concurrent CREATEs of {key} (wodsync serve, one thread each)")
         print(f"  wall time {wall:7.2f} s  target ≤ 10 s {verdict(wall, 10.0)}; "
               f"{len(ok)} created, {len(failed)} failed; "
@@ -600,8 +621,14 @@ def http_phase(root: Path, tmp: Path, secrets: Path, key: str, count: int) -> No
         for a in failed[:3]:
             print(f"      {_failure(a)}")
         if starts:
-            print(f"  their server start requests (host step): p50 {ms(p50(starts))}, max "
-                  f"{ms(max(starts))}; {len(starts)} of them")
+            print(f"  their server start requests (host step, where among the 3 slowest): p50 "
+                  f"{ms(p50(starts))}, max {ms(max(starts))}")
+        print(f"  server starts deferred by the hub's spawn_limit: {deferred} of {len(ok)}")
+        have, when = servers_asked(hub_port, [a["credentials"]["username"] for a in ok], began)
+        print(f"  every seat's server asked for (the deferred ones again by the service's loop, "
+              f"every {DEFERRED_EVERY:g} s): " + (f"{when:.1f} s after the burst began"
+                                                 if when is not None else
+                                                 f"only {have} of {len(ok)} within 180 s"))
         print("  store check: " + ("; ".join(problems) if problems else
                                    "no seat twice, every session answered is active"))
         _cleanup_all(server, ok)
@@ -625,17 +652,19 @@ def reset_held(root: Path, state: Path, secrets_path: Path) -> None:
         store.close()
 
 
-def start_requests(server: Serve, ok: list[dict[str, Any]]) -> list[float]:
-    """Each CREATE's `start server` step, read back from its history: the service writes the
-    three slowest host steps into the `active` event's message."""
-    found = []
+def start_requests(server: Serve, ok: list[dict[str, Any]]) -> tuple[list[float], int]:
+    """Each CREATE's `start server` step when it was among the three slowest host steps the
+    service writes into the `active` event's message; and how many starts the hub deferred
+    (the message's note)."""
+    found, deferred = [], 0
     for answer in ok:
         shown = server.call("GET", f"/api/v1/sessions/{answer['id']}").json()
         for event in shown.get("history", []):
             match = re.search(rf"{START} ([0-9.]+)", event.get("message", ""))
             if match:
                 found.append(float(match.group(1)))
-    return found
+            deferred += "server start deferred" in event.get("message", "")
+    return found, deferred
 
 
 def _failure(answer: Any) -> str:
@@ -774,7 +803,7 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
           f"({lab.hub_prefix}); wodsync apply converged it in {converge:.1f} s")
     runs = in_process(root, state, secrets, bench, args.creates)
     key = next(iter(bench.workshops))
-    http_phase(root, lab.tmp, secrets, key, args.concurrent)
+    http_phase(root, lab.tmp, secrets, key, args.concurrent, lab.ports["port"])
     print(WOD_CREATE)
     report_steps("where a CREATE's time goes", [(r.key, r.create_steps) for r in runs])
     report_steps("where a CLEANUP's time goes", [(r.key, r.cleanup_steps) for r in runs])

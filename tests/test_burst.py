@@ -108,3 +108,28 @@ def test_nobody_waits_forever(lanes):
     burst = Burst(agent, lanes=lanes, most=3)
     results = _run_all(burst, [("h", f"s{n}") for n in range(25)])
     assert len(results) == 25 and burst.waiting("h") == 0
+
+
+def test_the_loop_asks_for_deferred_servers_between_expiry_rounds(monkeypatch):
+    from wodsync.sessions import service as service_module
+
+    class Service:
+        def __init__(self) -> None:
+            self.rounds = {"deferred": 0, "expire": 0}
+
+        def start_deferred(self) -> int:
+            self.rounds["deferred"] += 1
+            raise RuntimeError("a host went away")  # a bad round never stops the loop
+
+        def expire(self) -> list:
+            self.rounds["expire"] += 1
+            return []
+
+    monkeypatch.setattr(service_module, "DEFERRED_EVERY", 0.02)
+    fake = Service()
+    loop = service_module.ExpiryLoop(fake, interval=0.2)  # type: ignore[arg-type]
+    loop.start()
+    time.sleep(0.75)
+    loop.stop()
+    assert fake.rounds["deferred"] >= 10
+    assert 2 <= fake.rounds["expire"] <= 4

@@ -89,7 +89,7 @@ def lab(tmp_path_factory):
            f"  config_dir: {tmp}/hubconf\n  data_dir: {tmp}/hubdata\n  ip: 127.0.0.1\n"
            f"  port: {ports['port']}\n  hub_port: {ports['hub_port']}\n"
            f"  proxy_api_port: {ports['proxy_api_port']}\n"
-           "  token: {secret: HUB_LAB1_TOKEN}\n")
+           "  token: {secret: HUB_LAB1_TOKEN}\n  spawn_limit: 1\n")
     write_catalog(root, tmp, hub=hub)
     slow = root / "catalog/workshops/WKSHP-Slow"
     slow.mkdir()
@@ -232,6 +232,69 @@ def test_the_portal_feed_is_public(lab):
     assert by_key["WKSHP-Sess"]["seats_left"] <= 20 and by_key["WKSHP-Sess"]["duration"] == 2
     assert requests.get(lab["server"].base + "/api/v1/replays", timeout=30).json() == []
     assert requests.get(lab["server"].base + "/docs", timeout=30).status_code == 200
+
+
+def _server_of(lab, user: str) -> dict | None:
+    model = requests.get(f"{lab['hub']}/hub/api/users/{user}", timeout=30, headers={
+        "Authorization": f"token {HUB_TOKEN}"}).json()
+    return (model.get("servers") or {}).get("")
+
+
+def test_servers_a_busy_hub_deferred_are_asked_for_again(lab, tmp_path, monkeypatch):
+    """The hub starts one server at a time here (spawn_limit 1). Four CREATEs at once, one
+    lane: the first leaves alone and its server starts; the three others leave in one call,
+    and at least the last two servers are deferred (429). `start_deferred` asks for them
+    again until the hub has room — except the one whose session was cleaned up meanwhile."""
+    from wodsync.controller import open_controller
+    from wodsync.secrets import Secrets
+    from wodsync.store import Participant
+
+    monkeypatch.setenv("HUB_LAB1_TOKEN", HUB_TOKEN)
+    ctl = open_controller(lab["root"], lab["tmp"] / "state", None, Secrets())
+    burst = ctl.sessions.burst
+    burst.lanes = 1
+    carry, calls = burst._call, []
+
+    def held_first(name, host, payload):
+        if not calls:
+            deadline = time.monotonic() + 60
+            while burst.waiting(name) < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        calls.append(len(payload["seats"]))
+        return carry(name, host, payload)
+
+    burst._call = held_first
+    made: list = []
+    threads = [threading.Thread(target=lambda n=n: made.append(ctl.sessions.create(
+        "WKSHP-Sess", Participant("Dee", f"dee{n}@example.org", "ACME")).session))
+        for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert calls == [1, 3] and len(made) == 4
+        waiting = ctl.sessions.deferred().get("lab1", [])
+        assert len(waiting) >= 2, waiting
+        by_user = {s.username: s for s in made}
+        for user in waiting:
+            history = ctl.store.sessions.events(by_user[user].id)
+            assert "server start deferred" in history[-1].message
+            assert _server_of(lab, user) is None
+        gone = by_user[waiting[-1]]
+        ctl.sessions.cleanup(gone.id)
+        deadline = time.monotonic() + 90
+        while ctl.sessions.deferred() and time.monotonic() < deadline:
+            ctl.sessions.start_deferred()
+            time.sleep(1)
+        assert ctl.sessions.deferred() == {}
+        for user in waiting[:-1]:
+            assert _server_of(lab, user) is not None, f"{user}: its server was asked for"
+        assert _server_of(lab, gone.username) is None, "a cleaned-up seat gets no server"
+    finally:
+        for s in made:
+            ctl.sessions.purge(s.id, "test teardown")
+        ctl.close()
 
 
 def test_a_server_killed_during_a_create_leaves_no_seat_behind(lab, tmp_path):

@@ -20,13 +20,22 @@ HOOK_TIMEOUT = 120.0
 HOOKS = ("create", "post_copy", "cleanup", "reset")
 
 
+def _hub(catalog: Catalog, host_name: str, secrets: Secrets) -> dict[str, Any] | None:
+    """The host's hub API and wodsync's token there; None when wodsync does not manage its
+    hub users."""
+    host: Host = catalog.hosts[host_name]
+    if not (host.hub and host.hub.token):
+        return None
+    return {"api": host.hub.api, "token": secrets.hub_token(host_name, host.hub.token)}
+
+
 def _base(catalog: Catalog, session: Session, secrets: Secrets) -> dict[str, Any]:
     """What every seat operation carries: who, where, and the hub to talk to."""
     host: Host = catalog.hosts[session.host]
     pool: Pool = catalog.pools[host.pool]
-    token = secrets.hub_token(session.host, host.hub.token) if host.hub and host.hub.token \
-        else None
-    hub = {"api": host.hub.api, "token": token, "group": session.workshop} if token else None
+    hub = _hub(catalog, session.host, secrets)
+    if hub:
+        hub["group"] = session.workshop
     home = f"{pool.home_root.rstrip('/')}/{session.username}"
     return {"state_dir": host.state_dir, "owner": f"host {session.host}",
             "user": session.username, "uid": pool.uid_base + session.seat,
@@ -72,3 +81,14 @@ def end_payload(catalog: Catalog, session: Session, secrets: Secrets,
         hooks = _hooks(catalog, session, {f.path: f.data for f in files if f.path in wanted})
     return {**_base(catalog, session, secrets), "hooks": hooks, "hold": hold,
             "notebooks": [rel for rel in folder.files if rel.endswith(".ipynb")]}
+
+
+def servers_payload(catalog: Catalog, host_name: str, seats: dict[str, str],
+                    secrets: Secrets) -> dict[str, Any] | None:
+    """`seat_servers`: the seats (user → session id) whose server start the hub deferred."""
+    hub = _hub(catalog, host_name, secrets)
+    if hub is None:
+        return None
+    host = catalog.hosts[host_name]
+    return {"state_dir": host.state_dir, "owner": f"host {host_name}", "hub": hub,
+            "seats": [{"user": user, "session": sid} for user, sid in seats.items()]}

@@ -12,6 +12,7 @@ killed in the middle leaves the session `creating`: at the next start `recover` 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,10 @@ from wodsync.store import (
 )
 
 EXPIRING_WINDOW = timedelta(hours=1)
+DEFERRED_EVERY = 5.0     # seconds between two tries at the servers a busy hub deferred
 MAX_EXTENSION_HOURS = 24.0
+
+_log = logging.getLogger("wodsync.sessions")
 
 
 class SessionError(Exception):
@@ -107,6 +111,10 @@ class SessionService:
         self.max_extension_hours = max_extension_hours
         self.burst = Burst(lambda name, host, payload: self.connections.call(
             name, host, "seat_create", payload))
+        # host → {user: session id}: servers a busy hub left to the login (its spawn_limit),
+        # asked for again by `start_deferred`. Kept in memory: lost, they start at the login.
+        self._deferred: dict[str, dict[str, str]] = {}
+        self._deferred_lock = threading.Lock()
         # Called with (event, session, seconds): "created" (seconds: the whole CREATE),
         # "cleaned", "expiring". Metrics and, later, notifications listen here.
         self.listeners: list[Callable[[str, Session, float | None], None]] = []
@@ -188,6 +196,9 @@ class SessionService:
             failed = self.store.sessions.fail(session.id, answer["error"], output=outputs)
             raise CreateFailed(f"CREATE of {session.workshop} failed on {session.host}: "
                                f"{answer['error']}", failed)
+        if answer.get("server") == "deferred":
+            with self._deferred_lock:
+                self._deferred.setdefault(session.host, {})[session.username] = session.id
         notes = "".join(f"; {n}" for n in answer.get("notes", []))
         active = self.store.sessions.activate(session.id, message="seat ready "
                                               + _timings(answer["timings"]) + notes,
@@ -271,6 +282,48 @@ class SessionService:
         return self.store.sessions.extend(session_id, hours,
                                           session.duration_hours + self.max_extension_hours)
 
+    # ---- servers a busy hub deferred ---------------------------------------------------------
+
+    def deferred(self) -> dict[str, list[str]]:
+        """host → seats whose server start waits for room in the hub."""
+        with self._deferred_lock:
+            return {h: sorted(users) for h, users in self._deferred.items() if users}
+
+    def start_deferred(self) -> int:
+        """Ask again for the servers a burst left to the login, host by host (one round trip
+        each), so a student who logs in later finds theirs running. A seat cleaned up meanwhile
+        is dropped, never started. Returns how many servers were asked for."""
+        with self._deferred_lock:
+            pending = {h: dict(users) for h, users in self._deferred.items() if users}
+        if not pending:
+            return 0
+        dep = self.deployment()
+        asked = 0
+        for name, seats in pending.items():
+            try:
+                started, done = self._start_on(dep, name, seats)
+            except (TransportError, HostError) as exc:
+                _log.warning("deferred server starts on %s: %s", name, exc)
+                continue
+            asked += started
+            with self._deferred_lock:
+                for user in done:
+                    self._deferred.get(name, {}).pop(user, None)
+        return asked
+
+    def _start_on(self, dep: Deployment, name: str, seats: dict[str, str],
+                  ) -> tuple[int, list[str]]:
+        """(servers asked for, seats settled) on one host; a host gone from the catalog, or
+        whose hub users wodsync no longer manages, settles them all."""
+        payload = seat.servers_payload(dep.catalog, name, seats, dep.secrets) \
+            if name in dep.catalog.hosts else None
+        if payload is None:
+            return 0, list(seats)
+        answer = self.connections.call(name, dep.catalog.hosts[name], "seat_servers", payload)
+        for user, error in answer["errors"].items():
+            _log.warning("deferred server start of %s on %s: %s", user, name, error)
+        return len(answer["started"]), answer["started"] + answer["gone"] + list(answer["errors"])
+
     # ---- time and restarts ----------------------------------------------------------------------
 
     def expire(self, now: datetime | None = None) -> list[Session]:
@@ -316,7 +369,8 @@ def _timings(timings: dict[str, float]) -> str:
 
 
 class ExpiryLoop:
-    """A thread that runs `expire` every `interval` seconds until stopped."""
+    """A thread that runs `expire` every `interval` seconds until stopped, and asks again for
+    deferred servers every `DEFERRED_EVERY` seconds between."""
 
     def __init__(self, service: SessionService, interval: float = 30.0) -> None:
         self.service = service
@@ -332,10 +386,16 @@ class ExpiryLoop:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.service.expire()
-            except Exception as exc:  # a bad round never stops the loop; the next one retries
-                import logging
+        due = time.monotonic() + self.interval
+        while not self._stop.wait(min(DEFERRED_EVERY, max(0.0, due - time.monotonic()))):
+            self._round("deferred servers", self.service.start_deferred)
+            if time.monotonic() >= due:
+                due = time.monotonic() + self.interval
+                self._round("expiry", self.service.expire)
 
-                logging.getLogger("wodsync.sessions").warning("expiry round failed: %s", exc)
+    @staticmethod
+    def _round(what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # a bad round never stops the loop; the next one retries
+            _log.warning("%s round failed: %s", what, exc)

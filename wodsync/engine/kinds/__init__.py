@@ -52,4 +52,5 @@ OPERATIONS = {
     "seat_cleanup": seats.cleanup,
     "seat_reset": seats.reset,
     "seat_purge": seats.purge,
+    "seat_servers": seats.servers,
 }

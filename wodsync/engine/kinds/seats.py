@@ -101,6 +101,14 @@ def _write_record(state_dir, user, record):
     os.replace(tmp, os.path.join(folder, user + ".json"))
 
 
+def _read_record(state_dir, user):
+    try:
+        with open(os.path.join(_records_dir(state_dir), user + ".json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _drop_record(state_dir, user):
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(_records_dir(state_dir), user + ".json"))
@@ -228,17 +236,21 @@ def _join_groups(payloads):
 
 
 def _start_server(payload, steps):
-    """Ask for the seat's server and go on. A hub with `spawn_limit` servers already starting
-    answers 429: that one starts at the student's login, as any server would."""
-    if payload.get("hub"):
-        try:
-            _hub(payload, "POST", f"/users/{hubapi.quote(payload['user'])}/server")
-        except hubapi.HubApiError as exc:
-            if exc.status == 429:
-                steps.notes.append("server start deferred to the login: the hub is starting "
-                                   "as many servers as its spawn_limit allows")
-            elif exc.status != 400:  # 400: already running or starting
-                raise
+    """Ask for the seat's server and go on: "started", or "deferred" when the hub already
+    starts as many servers as its `spawn_limit` allows (429) — the controller asks again later
+    (`seat_servers`), and the student's login would start it anyway."""
+    if not payload.get("hub"):
+        return None
+    try:
+        _hub(payload, "POST", f"/users/{hubapi.quote(payload['user'])}/server")
+    except hubapi.HubApiError as exc:
+        if exc.status == 429:
+            steps.notes.append("server start deferred: the hub is starting as many servers as "
+                               "its spawn_limit allows")
+            return "deferred"
+        if exc.status != 400:  # 400: already running or starting
+            raise
+    return "started"
 
 
 def _hook(payload, name, steps):
@@ -363,6 +375,7 @@ class _Seat:
         self.user = None
         self.error = None
         self.purge_errors = []
+        self.server = None
 
     def fail(self, exc):
         if self.error is None:
@@ -425,7 +438,7 @@ def _finish(seat):
     if seat.error is None:
         try:
             with seat.steps.step("start server"):
-                _start_server(seat.payload, seat.steps)
+                seat.server = _start_server(seat.payload, seat.steps)
             seat.record("active")
             return
         except Exception as exc:
@@ -439,7 +452,7 @@ def _finish(seat):
 
 def _answer(seat):
     if seat.error is None:
-        return seat.steps.answer(ok=True)
+        return seat.steps.answer(ok=True, server=seat.server)
     return seat.steps.answer(ok=False, error=seat.error, purge_errors=seat.purge_errors)
 
 
@@ -529,3 +542,29 @@ def reset(payload, host):
 def purge(payload, host):
     """Operation `seat_purge`: the forced path — stop, kill, lock, leave, empty, free."""
     return _end(payload, None)
+
+
+def servers(payload, host):
+    """Operation `seat_servers`: the servers a busy hub left to the login, asked for again. Each
+    seat, under its lock, only while it is still given to the same session (a seat cleaned up
+    meanwhile is `gone`); the first 429 leaves the rest `deferred` for the next round."""
+    started, deferred, gone, errors = [], [], [], {}
+    seats = payload["seats"]
+    for n, one in enumerate(seats):
+        seat = {**payload, **one}
+        with _seat_lock(seat):
+            record = _read_record(seat["state_dir"], seat["user"]) or {}
+            if record.get("session") != seat["session"] or record.get("state") != "active":
+                gone.append(seat["user"])
+                continue
+            try:
+                _hub(seat, "POST", f"/users/{hubapi.quote(seat['user'])}/server")
+            except hubapi.HubApiError as exc:
+                if exc.status == 429:
+                    deferred = [s["user"] for s in seats[n:]]
+                    break
+                if exc.status != 400:
+                    errors[seat["user"]] = str(exc)
+                    continue
+            started.append(seat["user"])
+    return {"started": started, "deferred": deferred, "gone": gone, "errors": errors}
