@@ -126,6 +126,7 @@ def test_the_agent_answers_only_its_table_of_operations():
 
 
 def test_a_request_of_another_protocol_is_refused():
+    from wodsync.agent import PROTOCOL
     from wodsync.engine import remote
 
     request = {"bundle": remote.bundle(),
@@ -134,7 +135,8 @@ def test_a_request_of_another_protocol_is_refused():
                           capture_output=True, text=True, timeout=30)
     answer = json.loads(done.stdout)
     assert not answer["ok"]
-    assert "protocol mismatch: the controller speaks version 1, this agent 2" in answer["error"]
+    assert f"protocol mismatch: the controller speaks version 1, this agent {PROTOCOL}" \
+        in answer["error"]
 
 
 def test_agent_modules_import_only_the_standard_library_and_each_other():

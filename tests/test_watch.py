@@ -38,6 +38,12 @@ WAIT_S = 30.0  # an upper bound for output to show up, not a performance figure
 NO_CHANGES = "Plan: 0 to create, 0 to change, 0 to delete."
 
 
+def _as_a_terminal_job() -> None:
+    """Ctrl-C reaches a terminal's job even when the test run itself was started in the
+    background (`cmd &` in a script ignores SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class WatchProcess:
     """`wodsync watch` in its own session (as a terminal's foreground job), output collected."""
 
@@ -45,7 +51,8 @@ class WatchProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wodsync", "watch", *args], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-            start_new_session=True, env={**os.environ, **(env or {})})
+            start_new_session=True, env={**os.environ, **(env or {})},
+            preexec_fn=_as_a_terminal_job)
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
