@@ -48,6 +48,8 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from gitorigin import GitError
+from gitorigin import Origin as Repo
 from netns import FakeHost, netns_available, start_host
 from sshd import descendants, free_port, keygen
 
@@ -55,7 +57,6 @@ PROJECT = Path(__file__).resolve().parent.parent
 PREFIX, UID_BASE, UID_LAST = "wodbd", 44100, 44600
 NETNS_FIRST = 201  # fake hosts 10.231.201.0/24 and up, away from the tests' 1 and 2
 API_TOKEN, WEBHOOK_SECRET = "api-" + os.urandom(8).hex(), "hook-" + os.urandom(8).hex()
-GIT = ["git", "-c", "user.email=bench@wodsync.invalid", "-c", "user.name=wodsync bench"]
 WORKSHOP = "WKSHP-Python101"
 NOTEBOOK = f"catalog/workshops/{WORKSHOP}/1-Python-Basics.ipynb"
 LOCATION = "emea"
@@ -80,36 +81,6 @@ def cleanup_accounts() -> None:
 
 
 # ---- the repository ---------------------------------------------------------------------------
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run([*GIT, *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BenchError(f"git {' '.join(args)} in {cwd}: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-class Repo:
-    """A bare origin the daemon follows and a clone the bench commits in."""
-
-    def __init__(self, folder: Path) -> None:
-        self.origin, self.work = folder / "origin.git", folder / "work"
-        folder.mkdir(parents=True)
-        git(folder, "init", "-q", "--bare", "-b", "main", str(self.origin))
-        git(folder, "clone", "-q", str(self.origin), str(self.work))
-
-    def write(self, rel: str, text: str) -> None:
-        path = self.work / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-    def commit(self, message: str) -> str:
-        git(self.work, "add", "-A")
-        git(self.work, "commit", "-qm", message)
-        return git(self.work, "rev-parse", "HEAD")
-
-    def push(self) -> None:
-        git(self.work, "push", "-q", "origin", "HEAD:main")
-
 
 def write_catalog(repo: Repo, hosts: dict[str, str], seats: int, home_root: str,
                   motd: str) -> None:
@@ -268,7 +239,7 @@ def merge_to_live(tmp: Path, rounds: int, seats: int) -> None:
     write_catalog(repo, {"local": f"address: localhost\ntransport: local\n"
                                   f"state_dir: {tmp}/hoststate\n"},
                   seats, str(homes), f"{tmp}/motd")
-    first = repo.commit("the example catalog on a local host")
+    first = repo.commit("the example catalog on a local host", push=False)
     repo.push()
     daemon = Daemon(repo, tmp / "merge-state", "--interval", "3600", "--resync", "3600").start()
     try:
@@ -287,7 +258,7 @@ def merge_to_live(tmp: Path, rounds: int, seats: int) -> None:
 def merge_round(repo: Repo, daemon: Daemon, round_no: int) -> dict[str, float]:
     """Push, webhook, live: the seconds of each part of one merged change."""
     edit_workshop(repo, round_no)
-    sha = repo.commit(f"{WORKSHOP}: revised wording ({round_no})")
+    sha = repo.commit(f"{WORKSHOP}: revised wording ({round_no})", push=False)
     began = time.perf_counter()
     repo.push()
     pushed = time.perf_counter()
@@ -355,7 +326,7 @@ def fleet(tmp: Path, count: int, seats: int, window: float, resync: float,
             hosts.append(start_host(index, tmp / "hosts", key))
         repo = Repo(tmp / "fleet")
         fleet_catalog(repo, hosts, seats)
-        first = repo.commit("a fleet")
+        first = repo.commit("a fleet", push=False)
         repo.push()
         daemon = Daemon(repo, tmp / "fleet-state", "--resync", f"{resync:g}", "--parallel",
                         str(parallel)).start()
@@ -459,7 +430,7 @@ def main() -> None:
                 cleanup_accounts()
             if not args.no_fleet:
                 fleet(tmp, args.hosts, args.seats, args.window, args.resync, args.parallel)
-        except BenchError as exc:
+        except (BenchError, GitError) as exc:
             raise SystemExit(f"bench/daemon.py: {exc}") from None
         finally:
             cleanup_accounts()

@@ -7,12 +7,14 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from sshd import free_port
@@ -24,6 +26,11 @@ HUB_PREFIX = "/opt/wodsync-test/hub"
 
 
 PROJECT = Path(__file__).resolve().parent.parent
+PROXY = shutil.which("configurable-http-proxy")
+# What a test with a real hub needs; ./bootstrap test installs it.
+needs_hub = pytest.mark.skipif(
+    os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
+    reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
 
 
 def hub_ports() -> dict[str, int]:

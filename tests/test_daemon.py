@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gitorigin import Origin as Repo
 from helpers import remove_test_accounts
 from pg import pg_url  # noqa: F401  (a fixture)
 from sshd import free_port
@@ -26,32 +27,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstr
 PREFIX, UID_BASE = "wodtg", 59000
 API_TOKEN, WEBHOOK_SECRET = "api-" + os.urandom(6).hex(), "hook-" + os.urandom(6).hex()
 DEAD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINzfOlzAboCD63XDt919hOsKiQP5cZgs8+hiyJVx3GXU"
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=Tester",
-                           *args], cwd=cwd, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-class Repo:
-    def __init__(self, tmp: Path) -> None:
-        self.origin, self.work, self.tmp = tmp / "origin.git", tmp / "work", tmp
-        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.origin)],
-                       check=True)
-        subprocess.run(["git", "clone", "-q", str(self.origin), str(self.work)], check=True,
-                       capture_output=True)
-
-    def write(self, rel: str, text: str) -> None:
-        path = self.work / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-    def commit(self, message: str) -> str:
-        git(self.work, "add", "-A")
-        git(self.work, "commit", "-qm", message)
-        git(self.work, "push", "-q", "origin", "HEAD:main")
-        return git(self.work, "rev-parse", "HEAD")
 
 
 class Daemon:

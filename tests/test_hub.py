@@ -19,9 +19,11 @@ import pytest
 from helpers import remove_test_accounts
 from hubs import (
     HUB_PREFIX,
+    PROXY,
     HubApi,
     hub_ports,
     login,
+    needs_hub,
     read_contents,
     start_server,
     stop_hub,
@@ -29,10 +31,7 @@ from hubs import (
 )
 from wheels import kernel_wheel
 
-PROXY = shutil.which("configurable-http-proxy")
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
-    reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
+pytestmark = needs_hub
 
 PREFIX, UID_BASE, SEATS, GROUP = "wodth", 52000, 200, "wodthgrp"
 TOKEN = "wodsync-test-token-" + os.urandom(8).hex()

@@ -32,18 +32,15 @@ from facts import converged
 from helpers import remove_test_accounts
 from hubs import (
     PROJECT,
+    PROXY,
     login,
+    needs_hub,
     privileged_ports,
     read_contents,
     start_server,
     stop_hub,
     write_lab,
 )
-
-PROXY = shutil.which("configurable-http-proxy")
-needs_hub = pytest.mark.skipif(
-    os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
-    reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
 
 PREFIX, UID_BASE, SEATS = "wodtp", 57000, 50          # seats' uids: 57001-57050
 TOKEN = "wodsync-ports-token-" + os.urandom(8).hex()

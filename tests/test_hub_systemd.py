@@ -18,13 +18,10 @@ from pathlib import Path
 import pytest
 
 from helpers import remove_test_accounts
-from hubs import HubApi, hub_ports, stop_hub, write_lab
+from hubs import PROXY, HubApi, hub_ports, needs_hub, stop_hub, write_lab
 
-PROXY = shutil.which("configurable-http-proxy")
 FAKES = Path(__file__).parent / "fakes"
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
-    reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
+pytestmark = needs_hub
 
 PREFIX, UID_BASE = "wodts", 54000
 TOKEN = "wodsync-systemd-token-" + os.urandom(8).hex()

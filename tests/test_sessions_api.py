@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from hubs import HUB_PREFIX, hub_ports, login, read_contents, start_server, stop_hub
+from hubs import HUB_PREFIX, PROXY, hub_ports, login, read_contents, start_server, stop_hub
 from sessionlab import HOMES, cleanup_accounts, wodsync, write_catalog
 from sshd import free_port
 
-PROXY = shutil.which("configurable-http-proxy")
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or PROXY is None or shutil.which("shc") is None,
     reason="needs root, configurable-http-proxy and shc (./bootstrap test)")

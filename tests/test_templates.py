@@ -166,3 +166,20 @@ def test_a_linked_template_file_is_refused(repo):
     repo.path("templates/motd.j2").symlink_to("/etc/passwd")
     d = only_error(repo.root, "symlink")
     assert (d.path, d.line, d.col) == ("templates/motd.j2", 1, 1)
+
+
+@pytest.mark.parametrize("nice", [0, 10])
+def test_the_hub_configuration_compiles_with_and_without_niced_servers(repo, nice):
+    from wodsync.engine import render_system
+    from wodsync.engine.desired import DesiredContext
+    from wodsync.secrets import Placeholders
+
+    repo.replace("hosts/hub-emea.yaml", "hub:\n", f"hub:\n  server_nice: {nice}\n")
+    catalog, found = validate(repo.root)
+    assert not [d for d in found if d.is_error], found
+    files = render_system.system_files(DesiredContext(catalog, "hub-emea", Placeholders()))
+    config = files["/etc/jupyterhub/jupyterhub_config.py"].data.decode()
+    compile(config, "jupyterhub_config.py", "exec")
+    assert ("spawner_class = NiceLocalProcessSpawner" in config) == bool(nice)
+    assert ('spawner_class = "localprocess"' in config) == (not nice)
+    assert (f"os.nice({nice})" in config) == bool(nice)

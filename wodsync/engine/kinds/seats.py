@@ -210,12 +210,13 @@ def _stop_server(payload, wait=True):
                 raise
 
 
-def _group(payload, add):
+def _group(payload, add, users=None):
+    """The seat (or `users`, seats of one workshop) into or out of its workshop's hub group."""
     hub = payload.get("hub")
     if not hub or not hub.get("group"):
         return
     path = f"/groups/{hubapi.quote(hub['group'])}/users"
-    body = {"users": payload.get("users") or [payload["user"]]}
+    body = {"users": users or [payload["user"]]}
     try:
         _hub(payload, "POST" if add else "DELETE", path, body)
     except hubapi.HubApiError as exc:
@@ -232,7 +233,7 @@ def _join_groups(payloads):
         if p.get("hub") and p["hub"].get("group"):
             groups.setdefault(p["hub"]["group"], []).append(p)
     for members in groups.values():
-        _group({**members[0], "users": [p["user"] for p in members]}, add=True)
+        _group(members[0], add=True, users=[p["user"] for p in members])
 
 
 def _start_server(payload, steps):
