@@ -57,7 +57,7 @@ def write_catalog(root: Path, tmp: Path, hub: str = "", lab_host: str = "") -> N
         "catalog/workshops/WKSHP-Sess/scripts/secret.sh":
             "#!/bin/bash\necho \"token for {{ STUDENT }}: s3cr3t-{{ STDID }}\"\n",
         "catalog/workshops/WKSHP-Sess/scripts/create.sh":
-            f"#!/bin/bash\necho \"create {{{{ STUDENT }}}} $STUDENT $SESSION\"\n"
+            f"#!/bin/bash\necho \"create $WOD_STUDENT $STUDENT $SESSION\"\n"
             f"touch {tmp}/created-$STUDENT\n",
         "catalog/workshops/WKSHP-Sess/scripts/cleanup.sh":
             f"#!/bin/bash\necho cleanup $STUDENT\ntouch {tmp}/cleaned-$STUDENT\n",

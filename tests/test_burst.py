@@ -125,6 +125,12 @@ def test_the_loop_asks_for_deferred_servers_between_expiry_rounds(monkeypatch):
             self.rounds["expire"] += 1
             return []
 
+        def retry_releases(self) -> list:
+            return []
+
+        def unsynced(self) -> list:
+            return []
+
     monkeypatch.setattr(service_module, "DEFERRED_EVERY", 0.02)
     fake = Service()
     loop = service_module.ExpiryLoop(fake, interval=0.2)  # type: ignore[arg-type]

@@ -71,9 +71,11 @@ class Daemon:
         return self.proc.returncode if self.proc else None
 
     def hook(self, body: dict, event: str = "push", secret: str | None = WEBHOOK_SECRET,
-             ) -> requests.Response:
+             delivery: str | None = None) -> requests.Response:
         raw = json.dumps(body).encode()
         headers = {"X-GitHub-Event": event, "Content-Type": "application/json"}
+        if delivery is not None:
+            headers["X-GitHub-Delivery"] = delivery
         if secret is not None:
             headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(
                 secret.encode(), raw, hashlib.sha256).hexdigest()
@@ -176,7 +178,8 @@ def test_a_signed_webhook_deploys_at_once_and_a_bad_one_fetches_nothing(repo, da
     until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
     (repo.work / "templates/motd.j2").write_text("Hello from {{ host.name }}\n")
     sha = repo.commit("a new motd")
-    push = {"ref": "refs/heads/main", "after": sha, "repository": {"full_name": "x/y"}}
+    push = {"ref": "refs/heads/main", "after": sha,
+            "repository": {"clone_url": str(repo.origin)}}
     assert d.hook(push, secret="wrong").status_code == 401
     assert d.hook(push, secret=None).status_code == 401
     time.sleep(1)
@@ -210,6 +213,116 @@ def test_an_invalid_revision_is_never_deployed_and_the_last_good_one_heals(repo,
     fixed = repo.commit("fixed")
     until(lambda: applied_revision(d) == fixed and exists(f"{PREFIX}6"), "the fix never landed")
     until(lambda: status(d)["hosts"][0]["condition"] == "Ready", "not Ready after the fix")
+
+
+def test_a_revision_too_large_is_refused_unwritten_and_the_next_good_one_deploys(
+        repo, daemons, tmp_path):
+    """5 MiB of zeros against --max-revision-bytes 1MiB: refused before anything is written,
+    recorded like an invalid revision (located, hosts Stalled), the last good revision stays
+    deployed and heals; the next small commit deploys. The file lies outside the catalog, so
+    only its size can have stopped it."""
+    state = tmp_path / "state"
+    d = started(daemons, Daemon(repo, state, "--interval", "1", "--resync", "5",
+                                "--max-revision-bytes", "1MiB"))
+    until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    (repo.work / "docs").mkdir()
+    (repo.work / "docs/big.bin").write_bytes(bytes(5 << 20))
+    big = repo.commit("a compressible blob")
+    until(lambda: status(d)["repository"]["headRevision"] == big, "the big head was never seen")
+    s = status(d)
+    assert s["repository"]["lastGoodRevision"] == repo.first
+    [error] = s["repository"]["errors"]
+    assert (error["path"], error["line"], error["code"]) == ("docs/big.bin", 1,
+                                                             "revision-too-large")
+    assert error["message"] == ("too large to export: 5 MiB in 8 files (limit 1 MiB); "
+                                "largest: docs/big.bin (5 MiB)")
+    host = s["hosts"][0]
+    assert (host["condition"], host["reason"]) == ("Stalled", "InvalidRevision")
+    assert host["message"].startswith(f"revision {big[:12]} is invalid: docs/big.bin:1:1: "
+                                      "error[revision-too-large]: too large to export: 5 MiB")
+    assert not [p.name for p in (state / "revisions").iterdir()
+                if p.name.startswith((big, "."))], "nothing of it is written"
+    assert f"revision {big[:12]} is invalid" in d.text()
+    subprocess.run(["userdel", f"{PREFIX}2"], check=True)
+    until(lambda: exists(f"{PREFIX}2"), "the last good revision did not heal", timeout=20)
+    assert applied_revision(d) == repo.first
+    (repo.work / "docs/big.bin").unlink()
+    repo.write("templates/motd.j2", "Smaller on {{ host.name }}\n")
+    fixed = repo.commit("the blob goes")
+    until(lambda: applied_revision(d) == fixed, "the next good commit never deployed")
+    until(lambda: status(d)["hosts"][0]["condition"] == "Ready", "not Ready after the fix")
+    assert (tmp_path / "motd").read_text() == "Smaller on local\n"
+    assert status(d)["repository"]["errors"] == []
+
+
+def test_a_size_refusal_is_checked_again_by_a_daemon_with_a_higher_limit(repo, daemons,
+                                                                          tmp_path):
+    """An invalid catalog stays refused across restarts; a size refusal depends on the limits,
+    so a daemon restarted with a higher one exports and deploys the same head."""
+    (repo.work / "docs").mkdir()
+    (repo.work / "docs/big.bin").write_bytes(bytes(2 << 20))
+    big = repo.commit("a 2 MiB blob")
+    first = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600",
+                                    "--max-revision-bytes", "1M"), ready=False)
+
+    def refused() -> bool:
+        try:
+            return bool(status(first)["repository"]["errors"])
+        except (requests.ConnectionError, KeyError, TypeError):
+            return False
+
+    until(refused, f"the big head was never refused:\n{first.text()}")
+    assert not first.ready(), "nothing valid was ever deployed"
+    assert first.stop() == 0
+    again = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600",
+                                    "--max-revision-bytes", "4MiB"))
+    until(lambda: applied_revision(again) == big, "the higher limit did not let it deploy")
+    assert status(again)["repository"]["errors"] == []
+
+
+def test_a_replayed_or_foreign_webhook_fetches_nothing(repo, daemons, tmp_path):
+    """A delivery accepted once is a 200 `duplicate` the second time, by its id or (an id is
+    not signed) by its body; a signed push naming another repository is ignored."""
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync",
+                                "3600"))
+    until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
+    motd = tmp_path / "motd"
+
+    def push(sha: str, **names: str) -> dict:
+        return {"ref": "refs/heads/main", "after": sha,
+                "repository": names or {"clone_url": str(repo.origin)}}
+
+    repo.write("templates/motd.j2", "One on {{ host.name }}\n")
+    one = repo.commit("one")
+    foreign = d.hook(push(one, full_name="other/catalog",
+                          clone_url="https://github.com/other/catalog.git"), delivery="d-0")
+    assert foreign.status_code == 202
+    assert foreign.json()["detail"] == (f"ignored: a delivery for other/catalog, not for the "
+                                        f"followed repository {repo.origin}")
+    ping = d.hook({"zen": "hi", "repository": {"full_name": "other/catalog"}}, event="ping")
+    assert ping.status_code == 200 and ping.json()["detail"] == (
+        f"pong; but this daemon follows {repo.origin}: pushes to other/catalog will be ignored")
+    time.sleep(1.5)
+    assert motd.read_text().startswith("Welcome"), "a foreign delivery fetched"
+    first = d.hook(push(one), delivery="d-1")
+    assert first.status_code == 202 and first.json()["detail"] == "fetching main"
+    until(lambda: motd.read_text() == "One on local\n", "the delivery did not deploy", 15)
+    repo.write("templates/motd.j2", "Two on {{ host.name }}\n")
+    two = repo.commit("two")
+    again = d.hook(push(one), delivery="d-1")
+    assert (again.status_code, again.json()) == (200, {"detail": "duplicate delivery d-1 "
+                                                                 "ignored"})
+    forged = d.hook(push(one), delivery="d-forged")
+    assert forged.status_code == 200 and forged.json()["detail"] == (
+        "duplicate delivery d-forged ignored: the same signed body as delivery d-1")
+    assert d.hook(push(one, full_name="other/catalog",
+                       clone_url="https://github.com/other/catalog.git"),
+                  delivery="d-0").status_code == 200
+    time.sleep(1.5)
+    assert motd.read_text() == "One on local\n", "a repeated delivery fetched"
+    assert d.hook(push(two), delivery="d-2").status_code == 202
+    until(lambda: motd.read_text() == "Two on local\n", "a new delivery did not deploy", 15)
+    until(lambda: applied_revision(d) == two, "status never showed the new revision")
 
 
 def test_drift_is_fixed_within_one_resync_and_counted(repo, daemons, tmp_path):
@@ -340,3 +453,40 @@ def test_a_daemon_killed_mid_apply_converges_after_a_restart(repo, daemons, tmp_
         "Authorization": f"Bearer {API_TOKEN}"}, json={
         "workshop": "WKSHP-Live", "participant": {"email": "other@example.org"}}).json()
     assert other["seat"] != live["seat"], "a seat is never given twice"
+
+
+def test_a_workshop_removed_with_a_live_session_is_held_until_allowed_then_ended_first(
+        repo, daemons, tmp_path):
+    """Removing a workshop (its hub group, its catalog entry) with a live session is a
+    decision: the commit is held, naming the session; with the trailer the session is ended
+    first (CLEANUP: password locked, home emptied, no seat record left), then it deploys."""
+    add_workshop(repo, "WKSHP-Live", "first: 1, last: 2")
+    repo.commit("a workshop")
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "1"))
+    until(lambda: exists(f"{PREFIX}2"), "the first revision was never applied")
+    created = requests.post(d.base + "/api/v1/sessions", timeout=60, headers={
+        "Authorization": f"Bearer {API_TOKEN}"}, json={
+        "workshop": "WKSHP-Live", "participant": {"email": "live@example.org"}})
+    assert created.status_code == 201, created.text
+    live = created.json()
+    subprocess.run(["git", "-C", str(repo.work), "rm", "-rq", "catalog/workshops/WKSHP-Live"],
+                   check=True)
+    removal = repo.commit("retire WKSHP-Live")
+    until(lambda: (status(d)["repository"] or {}).get("headRevision") == removal,
+          "the removal was never fetched")
+    errors = status(d)["repository"]["errors"]
+    assert errors[0]["code"] == "live-sessions" and live["id"] in errors[0]["message"]
+    assert status(d)["hosts"][0]["reason"] == "LiveSessions"
+    assert d._get(f"/api/v1/sessions/{live['id']}").json()["state"] == "active"
+    user = live["credentials"]["username"]
+    record = tmp_path / "hoststate/seats" / f"{user}.json"
+    assert record.exists()
+    repo.write("catalog/workshops/README.md", "retired\n")
+    allowed = repo.commit("retire WKSHP-Live\n\nWodsync-Allow-Deletions: 1")
+    until(lambda: applied_revision(d) == allowed, f"never deployed:\n{d.text()[-3000:]}")
+    shown = d._get(f"/api/v1/sessions/{live['id']}").json()
+    assert shown["state"] == "ended" and "cleaned up" in shown["history"][-1]["message"]
+    shadow = next(ln for ln in Path("/etc/shadow").read_text().splitlines()
+                  if ln.startswith(user + ":"))
+    assert shadow.split(":")[1].startswith("!"), "no seat left holding a password"
+    assert not record.exists()

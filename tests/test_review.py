@@ -136,6 +136,20 @@ def test_workshop_variables_without_secrets_and_unused_globals_are_content(repo,
                                                      ("catalog/variables.yaml", "SURVEYURL")}
 
 
+def test_a_variable_of_a_workshop_with_hooks_is_content_and_its_hook_script_is_not(repo, base):
+    """Hooks are never rendered: a variable edit cannot change what root runs (the hook reads
+    it as data, $WOD_GREETING), while an edit of the hook's script is the operators'."""
+    repo.replace(GIT101, "kernels: [python3]", "kernels: [python3]\nvariables:\n  GREETING: hi")
+    git(repo.root, "commit", "-q", "-am", "a greeting")
+    repo.replace(GIT101, "GREETING: hi", "GREETING: 'x\"; id > /tmp/pwned; echo \"'")
+    r = review(repo.root, "main")
+    assert r.privileged == []
+    assert {(f.path, f.what) for f in r.content} == {(GIT101, "variables.GREETING")}
+    script = "catalog/workshops/WKSHP-Git101/scripts/create.sh"
+    repo.write(script, repo.read(script) + 'echo "$WOD_GREETING" > /tmp/greeting\n')
+    assert privileged(review(repo.root, "main")) == {(script, 5, "file")}
+
+
 def test_moving_a_workshop_that_installs_as_root_is_privileged(repo, base):
     repo.replace(GIT101, "location: emea", "location: amer")         # apt: [git], hooks
     repo.replace(PY101, "alternate_locations: [amer]", "alternate_locations: []")  # nothing

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from wodsync.agent.run import BASE_PATH
 from wodsync.controller import open_controller
-from wodsync.secrets import Secrets
+from wodsync.secrets import Entry, Secrets
 from wodsync.store import Candidate, Participant, SessionState
 
 from pg import pg_url  # noqa: F401  (a fixture)
@@ -218,8 +219,10 @@ def test_an_unreachable_primary_host_fails_over(catalog, tmp_path):
     try:
         s = controller.sessions.create("WKSHP-Sess", alice()).session
         assert (s.location, s.host) == ("alt", "alt1")
-        failed = controller.store.sessions.find(state=SessionState.FAILED)
-        assert [f.host for f in failed] == ["lab1"] and "unreachable" in failed[0].error
+        # Whatever the call may have made there stays lab1's until a release says so: the
+        # attempt waits as `releasing` (its seat held, its participant free to go elsewhere).
+        pending = controller.store.sessions.find(state=SessionState.RELEASING)
+        assert [p.host for p in pending] == ["lab1"] and "unreachable" in pending[0].error
         controller.sessions.purge(s.id)
     finally:
         controller.close()
@@ -367,3 +370,121 @@ def test_a_burst_shares_one_call_and_a_failing_seat_fails_alone(catalog, tmp_pat
         for s in controller.store.sessions.find(live=True):
             controller.sessions.purge(s.id, "test teardown")
         controller.close()
+
+
+# ---- hooks get values as data --------------------------------------------------------------
+
+HOOKS_WORKSHOP = """name: Hooks
+capacity: 3
+seats: {first: 38, last: 40}
+location: lab
+duration: 1
+varpass: true
+variables:
+  GREETING: hello
+  MY-VAR: 3
+  PATH: /evil
+  TOKEN: {secret: HOOKS_TOKEN}
+hooks: {create: scripts/create.sh, cleanup: scripts/cleanup.sh}
+"""
+HOOK_SECRETS = {"HOOKS_TOKEN": Entry("hooks-s3cr3t", frozenset({"WKSHP-Hooks"})),
+                "OTHER_TOKEN": Entry("other-s3cr3t", frozenset({"WKSHP-Sess"}))}
+GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "Author", "GIT_AUTHOR_EMAIL": "author@example.org",
+           "GIT_COMMITTER_NAME": "Author", "GIT_COMMITTER_EMAIL": "author@example.org"}
+
+
+def _dump_hook(seen: Path, name: str) -> str:
+    """A hook that keeps what it was given: environment, variables file and its mode."""
+    return ("#!/bin/bash\nset -eu\n"
+            f'out="{seen}/$STUDENT-{name}"\nmkdir -p "$out"\n'
+            'env -0 > "$out/env"\n'
+            'stat -c "%a %u" "$WOD_VARIABLES" > "$out/mode"\n'
+            'cp "$WOD_VARIABLES" "$out/variables.json"\n'
+            'printf %s "$WOD_VARIABLES" > "$out/path"\n'
+            'echo "$WOD_GREETING" > "$out/greeting"\n'
+            'echo "hello $WOD_STUDENT"\n')
+
+
+def _hooks_catalog(catalog: dict[str, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the lab with WKSHP-Hooks (seats 38-40 of lab1), a host variable and a global
+    secret granted to another workshop, committed as `main`."""
+    root, seen = tmp_path / "repo", tmp_path / "seen"
+    shutil.copytree(catalog["root"], root)
+    folder = root / "catalog/workshops/WKSHP-Hooks"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "workshop.yaml").write_text(HOOKS_WORKSHOP)
+    shutil.copy(root / "catalog/workshops/WKSHP-Sess/1-Intro.ipynb", folder / "1-Intro.ipynb")
+    for name in ("create", "cleanup"):
+        (folder / f"scripts/{name}.sh").write_text(_dump_hook(seen, name))
+    with (root / "catalog/variables.yaml").open("a") as f:
+        f.write("SHARED: {secret: OTHER_TOKEN}\n")
+    with (root / "hosts/lab1.yaml").open("a") as f:
+        f.write("variables:\n  HOSTVAR: from-lab1\n")
+    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "base")):
+        subprocess.run(["git", *args], cwd=root, env={**os.environ, **GIT_ENV}, check=True)
+    return root, seen
+
+
+def _seen_env(folder: Path) -> dict[str, str]:
+    pairs = (item.split("=", 1) for item in (folder / "env").read_bytes().decode().split("\0")
+             if item)
+    return dict(pairs)
+
+
+def test_a_variable_holding_shell_reaches_the_root_hook_as_data(catalog, tmp_path):
+    """Issue 17: a pull request changing only a variable to `x"; id > FILE; echo "` is
+    content for review, and the CREATE's root hook sees the literal string: `id` never runs."""
+    root, seen = _hooks_catalog(catalog, tmp_path)
+    pwned = tmp_path / "pwned"
+    attack = f'x"; id > {pwned}; echo "'
+    ws = root / "catalog/workshops/WKSHP-Hooks/workshop.yaml"
+    ws.write_text(ws.read_text().replace("GREETING: hello", f"GREETING: '{attack}'"))
+    reviewed = wodsync(root, tmp_path, "review", "--base", "main")
+    assert reviewed.returncode == 0, reviewed.stderr
+    assert "0 privileged changes and 1 content change" in reviewed.stdout, reviewed.stdout
+    controller = open_controller(root, tmp_path / "state", None,
+                                 Secrets(env={}, entries=HOOK_SECRETS))
+    try:
+        s = controller.sessions.create("WKSHP-Hooks", alice()).session
+        assert s.state == SessionState.ACTIVE and s.username == "wodtx38"
+        created = seen / f"{s.username}-create"
+        assert (created / "greeting").read_text() == attack + "\n"
+        assert not pwned.exists(), "the id never ran"
+        env = _seen_env(created)
+        assert env["WOD_GREETING"] == attack and env["PATH"] == BASE_PATH
+        assert env["WOD_PATH"] == "/evil" and env["WOD_HOSTVAR"] == "from-lab1"
+        assert (env["WOD_STUDENT"], env["WOD_STDID"], env["WOD_WKSHP"], env["WOD_MODEWS"],
+                env["WOD_PASSSTU"]) == (s.username, "38", "WKSHP-Hooks", "WKSHP", s.password)
+        assert env["WOD_TOKEN"] == "hooks-s3cr3t" and env["WOD_BRANDING"] == "Lab"
+        assert (created / "mode").read_text().split() == ["600", "0"]
+        values = json.loads((created / "variables.json").read_text())
+        assert values["MY-VAR"] == 3 and values["GREETING"] == attack
+        assert not Path((created / "path").read_text()).exists(), "gone after the hook"
+        assert "SHARED" not in values and "WOD_SHARED" not in env
+        assert not any(b"other-s3cr3t" in p.read_bytes() for p in seen.rglob("*")
+                       if p.is_file()), "a secret not granted to the workshop never arrives"
+        history = controller.store.sessions.events(s.id)
+        assert f"hello {s.username}" in history[-1].output
+        assert not any("s3cr3t" in f"{e.message} {e.output}" for e in history)
+        ended = controller.sessions.cleanup(s.id)
+        assert ended.state == SessionState.ENDED
+        cleaned = _seen_env(seen / f"{s.username}-cleanup")
+        assert "WOD_PASSSTU" not in cleaned and cleaned["WOD_TOKEN"] == "hooks-s3cr3t"
+        assert "PASSSTU" not in json.loads(
+            (seen / f"{s.username}-cleanup/variables.json").read_text())
+    finally:
+        for live in controller.store.sessions.find(live=True):
+            controller.sessions.purge(live.id, "test teardown")
+        controller.close()
+
+
+def test_a_hook_written_as_a_template_is_refused_by_validate(catalog, tmp_path):
+    root, _ = _hooks_catalog(catalog, tmp_path)
+    hook = root / "catalog/workshops/WKSHP-Hooks/scripts/create.sh"
+    hook.write_text('#!/bin/bash\necho "{{ GREETING }}" > /tmp/greeting\n')
+    done = wodsync(root, tmp_path, "validate")
+    assert done.returncode == 1
+    assert ("catalog/workshops/WKSHP-Hooks/scripts/create.sh:2:7: error[hook-template]: hooks "
+            "are not rendered: `{{ GREETING }}` reaches the script as $WOD_GREETING") \
+        in done.stdout

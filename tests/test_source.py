@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from wodsync.source import webhook
-from wodsync.source.git import GitSource, SourceError
+from wodsync.source.archive import MIB, ExportLimits, format_size, parse_size
+from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
 from wodsync.source.revision import RevisionCheck, check_revision
 from wodsync.source.unit import quote_arg, render_unit
 
@@ -328,6 +329,115 @@ def test_prune_leaves_a_recent_temporary_folder_alone(clone: Clone, source: GitS
     assert busy.is_dir()
 
 
+# -- bounded exports -------------------------------------------------------------------------
+
+BIG = "catalog/workshops/WKSHP-X/big.bin"
+
+
+def bounded(remote: Path, tmp_path: Path, **limits: int) -> GitSource:
+    return GitSource(remote, "main", tmp_path / "bounded", limits=ExportLimits(**limits))
+
+
+def leftovers(src: GitSource) -> list[str]:
+    return sorted(p.name for p in src.revisions.iterdir()) if src.revisions.exists() else []
+
+
+def test_a_revision_over_the_size_limit_is_refused_before_anything_is_written(
+        clone: Clone, remote: Path, tmp_path: Path) -> None:
+    """5 MiB of zeros (a few KiB of git objects) against a 1 MiB limit: refused from the
+    blob sizes alone, nothing under revisions/, then a small commit exports."""
+    clone.write("catalog/README.md", "hello\n")
+    (clone.path / BIG).parent.mkdir(parents=True)
+    (clone.path / BIG).write_bytes(bytes(5 * MIB))
+    big = clone.commit("a compressible blob")
+    with bounded(remote, tmp_path, max_bytes=MIB) as src:
+        src.fetch()
+        with pytest.raises(RevisionTooLarge) as caught:
+            src.export(big)
+        assert str(caught.value) == (
+            f"revision {big[:12]} is too large: 5 MiB in 2 files (limit 1 MiB); "
+            f"largest: {BIG} (5 MiB)")
+        assert leftovers(src) == []
+        found = caught.value.diagnostic()
+        assert (found.path, found.line, found.code) == (BIG, 1, "revision-too-large")
+        assert found.is_error and "(limit 1 MiB)" in found.message
+        (clone.path / BIG).unlink()
+        small = clone.commit("the blob goes")
+        src.fetch()
+        assert src.export(small).is_dir()
+        assert leftovers(src) == [small, f"{small}.json"]
+
+
+def test_one_file_over_its_own_limit_is_refused_and_located(
+        clone: Clone, remote: Path, tmp_path: Path) -> None:
+    clone.write("catalog/README.md", "hello\n")
+    (clone.path / BIG).parent.mkdir(parents=True)
+    (clone.path / BIG).write_bytes(bytes(2 * MIB))
+    sha = clone.commit("one large file")
+    with bounded(remote, tmp_path, max_file_bytes=MIB) as src:
+        src.fetch()
+        with pytest.raises(RevisionTooLarge, match=rf"largest: {BIG} \(2 MiB, limit 1 MiB "
+                                                    r"a file\)") as caught:
+            src.export(sha)
+        assert caught.value.path == BIG and leftovers(src) == []
+
+
+def test_too_many_files_are_refused_and_counting_stops_at_the_limit(
+        clone: Clone, remote: Path, tmp_path: Path) -> None:
+    """A tree fanned out through one subtree: 1000 × 1000 empty files from three git objects.
+    Listing stops at the limit; the commit is refused at once, with nothing written."""
+    empty = git(clone.path, "hash-object", "-w", "--stdin")
+    leaf = subprocess.run(["git", "mktree"], cwd=clone.path, check=True, capture_output=True,
+                          text=True, input="".join(f"100644 blob {empty}\tf{n:04}\n"
+                                                   for n in range(1000))).stdout.strip()
+    root = subprocess.run(["git", "mktree"], cwd=clone.path, check=True, capture_output=True,
+                          text=True, input="".join(f"040000 tree {leaf}\td{n:04}\n"
+                                                   for n in range(1000))).stdout.strip()
+    sha = git(clone.path, "commit-tree", root, "-m", "a million files")
+    git(clone.path, "push", "-q", "origin", f"{sha}:refs/heads/main")
+    with bounded(remote, tmp_path, max_files=100) as src:
+        assert src.fetch() == sha
+        tally, complete = src.measure(sha)
+        assert (tally.files, complete) == (101, False)
+        with pytest.raises(RevisionTooLarge) as caught:
+            src.export(sha)
+        assert str(caught.value) == (f"revision {sha[:12]} is too large: at least 0 B in 101 "
+                                     "files (limit 100 files); largest so far: d0000/f0000 (0 B)")
+        assert caught.value.path == "." and leftovers(src) == []
+
+
+def test_the_tar_stream_is_bounded_too_and_a_stopped_export_leaves_nothing(
+        clone: Clone, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth: with git's sizes not asked, unpacking stops at the member that passes
+    the bound, before writing it, and the partly written folder is removed."""
+    for n in range(3):
+        clone.write(f"catalog/a{n}.txt", "x" * 1000)
+    (clone.path / BIG).parent.mkdir(parents=True)
+    (clone.path / BIG).write_bytes(bytes(3 * MIB))
+    sha = clone.commit("a large file after small ones")
+    monkeypatch.setattr(GitSource, "_check_size", lambda self, full: None)
+    with bounded(remote, tmp_path, max_bytes=MIB) as src:
+        src.fetch()
+        with pytest.raises(RevisionTooLarge) as caught:
+            src.export(sha)
+        assert str(caught.value) == (
+            f"revision {sha[:12]} is too large: at least 3 MiB in 4 files (limit 1 MiB); "
+            f"largest so far: {BIG} (3 MiB); stopped at {BIG}")
+        assert leftovers(src) == []
+        src.limits = ExportLimits(max_bytes=4 * MIB)
+        assert src.export(sha).is_dir()
+
+
+def test_sizes_are_read_and_written_in_binary_units() -> None:
+    assert [parse_size(t) for t in ("256MiB", "1G", "500k", "1048576", " 1.5 KiB ", "2mb")] \
+        == [256 * MIB, 1 << 30, 500 << 10, MIB, 1536, 2 * MIB]
+    for bad in ("", "0", "-1M", "12XB", "M", "1e6"):
+        with pytest.raises(ValueError, match="size"):
+            parse_size(bad)
+    assert [format_size(n) for n in (0, 1023, 1536, 5 * MIB, 312 * MIB + 1, 3 << 30)] == [
+        "0 B", "1023 B", "1.5 KiB", "5 MiB", "312 MiB", "3 GiB"]
+
+
 # -- commit metadata -------------------------------------------------------------------------
 
 def test_trailers_and_the_deletion_consent(clone: Clone, source: GitSource) -> None:
@@ -455,6 +565,80 @@ def test_ping_and_other_events() -> None:
 def test_an_unreadable_push_is_a_webhook_error(body: bytes) -> None:
     with pytest.raises(webhook.WebhookError):
         webhook.parse_event("push", body)
+
+
+def test_a_delivery_is_accepted_once_by_its_id_or_its_body() -> None:
+    seen = webhook.Deliveries()
+    assert seen.repeat_of("d-1", PUSH) is None
+    assert seen.repeat_of("d-1", PUSH) == "d-1"           # GitHub's redelivery, or a replay
+    assert seen.repeat_of("d-forged", PUSH) == "d-1"      # the id is not signed; the body is
+    assert seen.repeat_of("d-1", PUSH + b" ") == "d-1"
+    assert seen.repeat_of(None, b"{}") is None
+    assert seen.repeat_of(None, b"{}") == ""
+    assert seen.repeat_of("d-2", b'{"a": 1}') is None
+
+
+def test_only_the_last_deliveries_are_remembered() -> None:
+    seen = webhook.Deliveries(size=3)
+    for n in range(4):
+        assert seen.repeat_of(f"d-{n}", f"{n}".encode()) is None
+    assert seen.repeat_of("d-0", b"0") is None             # forgotten: the oldest of four
+    assert seen.repeat_of("d-3", b"3") == "d-3"
+    assert webhook.Deliveries().size == 1000
+
+
+def named(**names: str) -> webhook.WebhookEvent:
+    body = {"ref": "refs/heads/main", "after": "a" * 40, "repository": names}
+    return webhook.parse_event("push", json.dumps(body).encode())
+
+
+FOLLOWED = "https://deploy:t0ken@GitHub.com/Org/Catalog.git"
+
+
+@pytest.mark.parametrize("names", [
+    {"clone_url": "https://github.com/org/catalog.git"},
+    {"ssh_url": "git@github.com:org/catalog.git"},
+    {"git_url": "git://github.com/org/catalog.git"},
+    {"html_url": "https://github.com/Org/Catalog/"},
+    {"full_name": "ORG/catalog"},
+    {"clone_url": "https://github.com/org/other.git", "full_name": "org/catalog"},
+])
+def test_a_delivery_naming_the_followed_repository_matches(names: dict[str, str]) -> None:
+    assert webhook.names_followed(named(**names), FOLLOWED)
+    assert webhook.names_followed(named(**names), "ssh://git@github.com:22/org/catalog")
+    assert webhook.names_followed(named(**names), "git@github.com:org/catalog.git")
+
+
+@pytest.mark.parametrize("names", [
+    {},
+    {"full_name": "org/catalog-fork", "clone_url": "https://github.com/org/catalog-fork.git"},
+    {"clone_url": "https://gitlab.com/org/catalog.git"},
+    {"clone_url": "/srv/org/catalog.git"},
+    {"html_url": "https://github.com/org/catalog/tree/main"},
+])
+def test_a_delivery_naming_another_repository_or_none_does_not_match(
+        names: dict[str, str]) -> None:
+    assert not webhook.names_followed(named(**names), FOLLOWED)
+
+
+def test_a_local_path_matches_its_own_path_or_a_delivery_naming_nothing() -> None:
+    local = "/srv/wod/origin.git"
+    assert webhook.names_followed(named(), local)
+    assert webhook.names_followed(webhook.parse_event("ping", b'{"zen": "hi"}'), local)
+    assert webhook.names_followed(named(clone_url="/srv/wod/origin.git/"), local)
+    assert webhook.names_followed(named(clone_url="file:///srv/wod/origin.git"), local)
+    for other in ({"clone_url": "/srv/wod/other.git"}, {"clone_url": "/srv/WOD/origin.git"},
+                  {"full_name": "x/y"}, {"full_name": "srv/wod/origin"},
+                  {"clone_url": "https://github.com/srv/wod/origin.git"}):
+        assert not webhook.names_followed(named(**other), local), other
+
+
+def test_repository_keys_drop_what_does_not_name_the_repository() -> None:
+    key = webhook.repository_key
+    assert key("https://user:pw@Example.ORG:8443/a/b.git/") == "example.org/a/b"
+    assert key("alice@example.org:a/b") == "example.org/a/b"
+    assert key("file://localhost/srv/x/../y.git") == "/srv/y.git"
+    assert [key(t) for t in ("", "a/b", "https://example.org/", "x\ny")] == [None] * 4
 
 
 def test_a_body_over_the_limit_is_refused() -> None:

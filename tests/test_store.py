@@ -3,6 +3,7 @@ follow the transition table, the schema builds and upgrades itself, and one writ
 
 from __future__ import annotations
 
+import base64
 import os
 import select
 import signal
@@ -24,7 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
 from wodsync.store import (
+    KEY_ENV,
     TRANSITIONS,
+    Adoption,
+    AdoptionRefused,
     AlreadyLive,
     Candidate,
     CapacityReached,
@@ -57,6 +61,7 @@ from pg import pg_url, require_server, temporary_database  # noqa: F401  (pg_url
 S = SessionState
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 TABLES = ("session_events", "sessions", "host_status", "reconciliations", "repository", "facts")
+PG_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
 CHILD_TIMEOUT_S = 60  # a bound so a broken test cannot hang the suite; never asserted on
 
 
@@ -69,11 +74,13 @@ def _empty(store: Store) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
     """(database URL, state dir) of an empty store on each backend."""
     state = tmp_path / "state"
     if request.param == "sqlite":
         return default_url(state), state
+    monkeypatch.setenv(KEY_ENV, PG_KEY)  # one database for the module: one key, as replicas
     return request.getfixturevalue("pg_url"), state
 
 
@@ -81,7 +88,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
 def store(backend: tuple[str, Path]) -> Iterator[Store]:
     url, state = backend
     state.mkdir(parents=True, exist_ok=True)
-    opened = open_store(url)
+    opened = open_store(url, state_dir=state)  # the key of the passwords: state/store.key
     if opened.backend == "postgresql":
         _empty(opened)  # the module shares one database
     yield opened
@@ -232,6 +239,7 @@ PATH_TO = {
     S.CREATING: [], S.ACTIVE: [S.ACTIVE], S.CLEANING: [S.ACTIVE, S.CLEANING],
     S.HELD: [S.ACTIVE, S.CLEANING, S.HELD],
     S.RESETTING: [S.ACTIVE, S.CLEANING, S.HELD, S.RESETTING],
+    S.RELEASING: [S.ACTIVE, S.CLEANING, S.RELEASING],
     S.FAILED: [S.FAILED], S.ENDED: [S.ACTIVE, S.CLEANING, S.ENDED],
 }
 
@@ -264,20 +272,70 @@ def test_history_records_each_move_with_time_message_and_capped_output(store: St
     huge = "x" * (OUTPUT_CAP + 500)
     store.sessions.activate(session.id, T0 + timedelta(minutes=1), output="created student1")
     store.sessions.transition(session.id, S.CLEANING, now=T0 + timedelta(hours=2))
-    failed = store.sessions.fail(session.id, "cleanup hook exited 3", output=huge,
-                                 now=T0 + timedelta(hours=2, minutes=1))
+    failed = store.sessions.schedule_release(session.id, "cleanup", "cleanup hook exited 3",
+                                             timedelta(seconds=10), output=huge,
+                                             now=T0 + timedelta(hours=2, minutes=1))
     assert failed.error == "cleanup hook exited 3"
     events = store.sessions.events(session.id.upper())  # ids are typed by humans
     assert [(e.from_state, e.to_state, e.at) for e in events] == [
         (None, S.CREATING, T0),
         (S.CREATING, S.ACTIVE, T0 + timedelta(minutes=1)),
         (S.ACTIVE, S.CLEANING, T0 + timedelta(hours=2)),
-        (S.CLEANING, S.FAILED, T0 + timedelta(hours=2, minutes=1)),
+        (S.CLEANING, S.RELEASING, T0 + timedelta(hours=2, minutes=1)),
     ]
     assert events[1].output == "created student1"
     assert events[3].message == "cleanup hook exited 3"
     assert events[3].output.startswith("x" * OUTPUT_CAP)
     assert events[3].output.endswith("[500 more characters dropped]")
+
+
+def test_a_release_that_did_not_finish_keeps_the_seat_but_frees_the_participant(
+        store: Store) -> None:
+    first = store.sessions.activate(allocate(store, candidates=seats(1), now=T0).id, T0)
+    store.sessions.transition(first.id, S.CLEANING, now=T0)
+    pending = store.sessions.schedule_release(first.id, "cleanup", "host down",
+                                              timedelta(seconds=10), now=T0)
+    assert (pending.state, pending.release_op, pending.release_attempts) == \
+        (S.RELEASING, "cleanup", 1)
+    assert pending.holds_seat and not pending.live
+    with pytest.raises(NoFreeSeat):  # the only seat is still the previous occupant's
+        allocate(store, email="bob@example.org", candidates=seats(1))
+    again = allocate(store, candidates=seats(2))  # same e-mail, same workshop: allowed
+    assert again.seat == 2
+    assert store.sessions.releases_due(T0 + timedelta(seconds=9)) == []
+    assert [s.id for s in store.sessions.releases_due(T0 + timedelta(seconds=10))] == [first.id]
+    twice = store.sessions.schedule_release(first.id, "purge", "still down",
+                                            timedelta(seconds=20), now=T0)
+    assert (twice.release_attempts, twice.release_op) == (2, "purge")
+    assert twice.next_release_at == T0 + timedelta(seconds=20)
+    ended = store.sessions.transition(first.id, S.ENDED, now=T0)
+    assert ended.next_release_at is None
+    assert allocate(store, email="bob@example.org", candidates=seats(1)).seat == 1
+
+
+def test_the_host_s_word_reopens_an_ended_session_to_release_its_seat(store: Store) -> None:
+    gone = store.sessions.purge(allocate(store, candidates=seats(1)).id, now=T0)
+    reopened = store.sessions.reopen(gone.id, "purge", "the host still records seat 1", T0)
+    assert (reopened.state, reopened.release_op, reopened.ended_at) == \
+        (S.RELEASING, "purge", None)
+    with pytest.raises(NoFreeSeat):
+        allocate(store, email="bob@example.org", candidates=seats(1))
+
+
+def test_a_session_the_store_lost_is_adopted_from_the_host_record(store: Store) -> None:
+    record = Adoption(id="abcdef123456", workshop="WKSHP-API101", host="wod-1",
+                      location="grenoble", seat=1, username="student1", state=S.ACTIVE,
+                      name="Ann", email="ann@example.org", company="ACME", duration_hours=2.0,
+                      created_at=T0, started_at=T0)
+    adopted = store.sessions.adopt(record, "adopted from wod-1's seat record", now=T0)
+    assert (adopted.state, adopted.ends_at, adopted.password) == \
+        (S.ACTIVE, T0 + timedelta(hours=2), "")
+    assert allocate(store, email="bob@example.org", candidates=seats(2)).seat == 2
+    with pytest.raises(AlreadyLive):
+        allocate(store, candidates=seats(3))
+    with pytest.raises(AdoptionRefused, match="abcdef123456"):
+        store.sessions.adopt(record, "again", now=T0)
+    assert store.sessions.events(adopted.id)[0].message == "adopted from wod-1's seat record"
 
 
 def test_unknown_session_is_named(store: Store) -> None:
@@ -348,8 +406,8 @@ def test_queries_and_counts(store: Store) -> None:
                  now=T0 + timedelta(seconds=1))  # listed oldest first
     drive(store, b, [S.FAILED])
     store.sessions.activate(c.id, T0)
-    assert [s.id for s in store.sessions.live_on_host("wod-1")] == [a.id, c.id]
-    assert store.sessions.live_on_host("wod-2") == []
+    assert [s.id for s in store.sessions.holding_seats("wod-1")] == [a.id, c.id]
+    assert store.sessions.holding_seats("wod-2") == []
     assert [s.id for s in store.sessions.find(state=S.FAILED)] == [b.id]
     assert [s.id for s in store.sessions.find(email="A@EXAMPLE.ORG")] == [a.id]
     assert store.sessions.live_per_workshop() == {"WKSHP-API101": 1, "WKSHP-K8S": 1}
@@ -366,12 +424,14 @@ def test_queries_and_counts(store: Store) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The URL of a database that does not exist yet (SQLite) or is empty (PostgreSQL)."""
     if request.param == "sqlite":
         (tmp_path / "fresh").mkdir()
-        yield default_url(tmp_path / "fresh")
+        yield default_url(tmp_path / "fresh")  # its key: fresh/store.key, beside it
         return
+    monkeypatch.setenv(KEY_ENV, base64.urlsafe_b64encode(os.urandom(32)).decode())
     with temporary_database(require_server()) as url:
         yield url
 

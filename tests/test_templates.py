@@ -54,6 +54,40 @@ def test_syntax_error_is_located(repo):
     assert (d.path, d.line) == (f"{PYDIR}/broken.sh", 2)
 
 
+GIT = "catalog/workshops/WKSHP-Git101"
+HOOK = f"{GIT}/scripts/create.sh"
+
+
+def test_jinja_in_a_hook_is_a_located_error_and_never_rendered(repo, cli):
+    repo.write(HOOK, "#!/bin/bash\nset -eu\necho \"{{ GREETING }}\" > /tmp/greeting\n")
+    d = only_error(repo.root, "hook-template")
+    assert (d.path, d.line, d.col) == (HOOK, 3, 7), "no undefined-variable: not rendered"
+    assert d.message == ("hooks are not rendered: `{{ GREETING }}` reaches the script as "
+                         '$WOD_GREETING (write "$WOD_GREETING")')
+    result = cli("validate", "--root", repo.root)
+    assert result.exit_code == 1
+    assert f"{HOOK}:3:7: error[hook-template]" in result.output
+
+
+def test_every_jinja_form_in_a_hook_is_reported_where_it_stands(repo):
+    repo.write(f"{GIT}/scripts/reset.sh",
+               "#!/bin/bash\n{% if STDID %}\nrm -rf /srv/git/x  {# why #}\n{% endif %}\n")
+    found = errors_of(repo.root)
+    assert [(d.code, d.line, d.col) for d in found] == [
+        ("hook-template", 2, 1), ("hook-template", 3, 20), ("hook-template", 4, 1)]
+    assert "`{% if STDID %}` would stay in the script as written" in found[0].message
+
+
+def test_shell_and_go_templates_in_a_hook_are_not_jinja(repo):
+    hook = ('#!/bin/bash\narr=(a b)\necho "${#arr[@]} ${#STUDENT}"\n'
+            "docker inspect --format '{{.State.Running}}' x || true\n"
+            "docker ps --format '{{ $x := .ID }}{{ $x }}' || true\n")
+    repo.write(HOOK, hook)
+    assert errors_of(repo.root) == []
+    repo.write(f"{GIT}/scripts/student.sh", hook)  # a student's script is still a template
+    assert only_error(repo.root, "template-syntax").path == f"{GIT}/scripts/student.sh"
+
+
 def test_files_not_rendered_are_not_checked(repo):
     repo.write(f"{PYDIR}/notes.txt", "{{ anything goes here")
     repo.write(f"{PYDIR}/lab.yml", "{{ NOT_RENDERED }}")

@@ -5,6 +5,9 @@ streams the very same list to the host, so a preview is exactly what a student g
 that cannot be read safely (a link on its path) or a template that cannot render is a
 `ContentError` naming the file, never a traceback; a secret not granted to the workshop is a
 `SecretError` ("secret X is not granted to workshop Y").
+
+Hooks are not content: they run as root, never reach the home and are never rendered. What a
+hook gets instead is `hook_variables`: the same values a notebook of the seat sees, as data.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ from __future__ import annotations
 import secrets as pysecrets
 import string
 from pathlib import Path
+from typing import Any
+
+from jinja2 import Undefined
 
 from wodsync.catalog.loader import Catalog
+from wodsync.catalog.models import Host
 from wodsync.catalog.repofs import RepoFileError
 from wodsync.render import (
     RenderedFile,
     RenderFileError,
+    hook_paths,
     render_workshop,
     seat_variables,
     workshop_context,
@@ -47,9 +55,11 @@ def pick_host(catalog: Catalog, key: str, host_name: str | None) -> str | None:
     return candidates[0] if candidates else None
 
 
-def seat_content(catalog: Catalog, key: str, seat: int, password: str,
-                 host_name: str | None, secrets: Secrets) -> list[RenderedFile]:
-    """Render every file of workshop `key` for `seat` as it will land in the student's home."""
+def _seat_values(catalog: Catalog, key: str, seat: int, password: str,
+                 host_name: str | None,
+                 secrets: Secrets) -> tuple[Host | None, dict[str, Any], dict[str, Any]]:
+    """The seat's host, its merged variables (global < host < workshop) and its seat
+    variables; the checks every consumer of a seat's values needs first."""
     if key not in catalog.workshops:
         raise ContentError(f"unknown workshop '{key}'")
     ws = catalog.workshops[key]
@@ -62,16 +72,44 @@ def seat_content(catalog: Catalog, key: str, seat: int, password: str,
     # Only the secrets granted to this workshop: the files land readable in the student's home.
     merged = merge_variables(secrets.for_workshop(key), catalog.variables,
                              host.variables if host else {}, own=ws.variables)
-    seat_vars = seat_variables(key, ws, catalog.pools[pool_name], seat, password)
+    return host, merged, seat_variables(key, ws, catalog.pools[pool_name], seat, password)
+
+
+def seat_content(catalog: Catalog, key: str, seat: int, password: str,
+                 host_name: str | None, secrets: Secrets) -> list[RenderedFile]:
+    """Render every file of workshop `key` for `seat` as it will land in the student's home:
+    everything but `workshop.yaml` and the hooks (root's, never rendered)."""
+    host, merged, seat_vars = _seat_values(catalog, key, seat, password, host_name, secrets)
+    ws = catalog.workshops[key]
     ctx = workshop_context(key, ws, merged, seat_vars, host.address if host else "localhost")
     folder = catalog.folders[key]
     rel = folder.path.relative_to(catalog.root).as_posix()
+    hooks = set(hook_paths(ws).values())
     try:
-        return list(render_workshop(catalog.root, rel, folder.files, ctx))
+        return list(render_workshop(catalog.root, rel,
+                                    [f for f in folder.files if f not in hooks], ctx))
     except RepoFileError as exc:
         raise ContentError(f"{key}: {exc}") from None
     except RenderFileError as exc:
         raise ContentError(f"{key}: rendering failed: {exc}") from None
+
+
+def hook_variables(catalog: Catalog, key: str, seat: int, password: str | None,
+                   host_name: str | None, secrets: Secrets) -> dict[str, Any]:
+    """What a hook of workshop `key` gets for `seat` as data: every variable its notebooks see
+    (global < host < workshop < seat), as plain values.
+
+    A secret of an inherited layer that the workshop is not granted is left out; one in the
+    workshop's own variables fails as it does for the notebooks. `PASSSTU` is there only when
+    the password is known (`password`: CREATE and post_copy) and the workshop sets `varpass`.
+    WoD's `hostvars`/`inventory_hostname` are template lookups, not values: left out.
+    """
+    _, merged, seat_vars = _seat_values(catalog, key, seat, password or "", host_name,
+                                        secrets)
+    if password is None or not catalog.workshops[key].varpass:
+        del seat_vars["PASSSTU"]
+    values = {**merged, **seat_vars}
+    return {name: value for name, value in values.items() if not isinstance(value, Undefined)}
 
 
 def write_content(files: list[RenderedFile], out: Path) -> None:

@@ -173,9 +173,11 @@ SCHEMA: dict[str, Spec] = {
     "hub_user": Record({"api": HUB_API, "users": Nullable(NAMES), "managed": NAMES}),
     "hub_group": Record({"api": HUB_API, "groups": Nullable(MapOf(NAMES)), "managed": NAMES}),
     "seat": Record({"occupied": MapOf(Record({}, {"session": Nullable(SESSION),
-                                                  "state": Nullable(NAME)}))}),
+                                                  "state": Nullable(NAME),
+                                                  "workshop": Nullable(NAME)}))}),
 }
-LIVE_SEAT = Record({"username": NAME, "session": SESSION, "workshop": NAME})
+LIVE_SEAT = Record({"username": NAME, "session": SESSION, "workshop": NAME},
+                   {"in_group": BOOL})
 
 
 def _shown(value: Any) -> str:
@@ -311,7 +313,8 @@ class FactsDocument:
     def seats(self) -> list[LiveSeat]:
         from wodsync.engine.desired import LiveSeat
 
-        return [LiveSeat(s["username"], s["session"], s["workshop"]) for s in self.live_seats]
+        return [LiveSeat(s["username"], s["session"], s["workshop"], s.get("in_group", True))
+                for s in self.live_seats]
 
 
 def _iso(value: Any) -> Any:
@@ -322,13 +325,16 @@ def _iso(value: Any) -> Any:
 
 def from_store(store: Store, host: str, known: Iterable[str] = ()) -> FactsDocument | None:
     """A host's document from the store (the daemon's record), with the seats live now."""
+    from wodsync.engine.desired import LiveSeat
+
     stored = store.status.facts(host)
     if stored is None:
         return None
     body = dict(stored.facts)
     record = body if isinstance(body.get("facts"), dict) else {"facts": body}
-    seats = [{"username": s.username, "session": s.id, "workshop": s.workshop}
-             for s in store.sessions.live_on_host(host)]
+    seats = [{"username": seat.username, "session": seat.session, "workshop": seat.workshop,
+              "in_group": seat.in_group}
+             for seat in map(LiveSeat.of, store.sessions.holding_seats(host))]
     doc = FactsDocument.from_json({**record, "host": host, "observed_at": stored.observed_at,
                                    "revision": stored.revision, "live_seats": seats}, host)
     leaks = find_leaks(doc.to_json(), known)

@@ -7,7 +7,9 @@ keeps that contract (so WoD notebooks work unchanged, including their
 `StrictUndefined`, a time budget that holds in any thread, bounded values and an output cap
 (`sandbox`): a template can neither read the host nor hang or exhaust the reconciler. Workshop
 files are read without following links (`repofs`). A secret the consumer may not see is withheld
-from its context (`secrets`): using it is a `SecretError` naming the file.
+from its context (`secrets`): using it is a `SecretError` naming the file. One departure from
+WoD: a workshop's hooks run as root and are never rendered (`hook_paths`); values reach them as
+data, in their environment.
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ MAX_OUTPUT_BYTES = MAX_VALUE
 def is_rendered(rel: str) -> bool:
     p = PurePosixPath(rel)
     return p.suffix in RENDERED_SUFFIXES or p.name in RENDERED_NAMES
+
+
+def hook_paths(workshop: Workshop) -> dict[str, str]:
+    """Hook name → its file, relative to the workshop folder, spelled as the folder lists it.
+
+    Hooks run as root, so they are never rendered: a catalog value substituted into a root
+    script is code. They reach the host as the repository holds them and read their values as
+    data (`sessions.seat`); nor do they go into the home, which is why the seat's content
+    leaves them out.
+    """
+    named = workshop.hooks.model_dump()
+    return {name: PurePosixPath(rel).as_posix() for name, rel in named.items() if rel}
 
 
 @cache

@@ -11,6 +11,10 @@ its difference starts. `wodsync review` informs (GitHub annotations, a job summa
 privileged paths, and for privileged keys inside catalog files it carries a fingerprint per
 file, so changing such a key makes `wodsync codeowners --check` fail until CODEOWNERS is
 regenerated, a change the operators must approve.
+
+A plain variable is content even in a workshop with hooks: hooks are never rendered and read
+values as data (`$WOD_<NAME>`, `agent.hooks`), so no value can change what root runs. What root
+runs is the hook's script, and that — with the `hooks` key naming it — stays privileged.
 """
 
 from __future__ import annotations

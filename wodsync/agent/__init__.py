@@ -6,4 +6,4 @@ Nothing here may import anything outside the standard library or the `wodsync.ag
 `PROTOCOL`; an agent answering a request of another version refuses it by name.
 """
 
-PROTOCOL = 3
+PROTOCOL = 4

@@ -79,21 +79,22 @@ def answers(api, timeout=2.0):
 
 def stop_server(api, token, name, wait=60.0):
     """Stop a user's server and wait (`wait` seconds at most; 0: not at all) until the hub says
-    it stopped (a stop may be pending)."""
+    it stopped (a stop may be pending). Returns the user's model as last read once stopped
+    (None without waiting, or when the user is not there)."""
     try:
         request(api, token, "DELETE", f"/users/{quote(name)}/server")
     except HubApiError as exc:
         if exc.status not in (400, 404):  # 400: not running
             raise
     if wait <= 0:
-        return
+        return None
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             user = request(api, token, "GET", f"/users/{quote(name)}")
         except HubApiError:
-            return
+            return None
         if not user.get("server") and not user.get("pending"):
-            return
+            return user
         time.sleep(0.1)
     raise RuntimeError(f"the server of {name} did not stop within {wait:g} s")

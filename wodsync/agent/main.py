@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 
-from wodsync.agent import PROTOCOL, batch
+from wodsync.agent import PROTOCOL, batch, seats
 from wodsync.agent.host import HostSide
 from wodsync.engine.kinds import OPERATIONS as KIND_OPERATIONS
 
@@ -31,7 +31,8 @@ def _version(payload, host):
     return {"protocol": PROTOCOL, "python": sys.version.split()[0]}
 
 
-OPERATIONS = {"observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS}
+OPERATIONS = {"observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
+              **seats.OPERATIONS}
 
 
 def _watch_stdin(host, fd):

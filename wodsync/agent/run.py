@@ -34,7 +34,9 @@ def run(argv, stdin=None, env=None, timeout=None, cwd=None):
 
 
 def processes_of(uid):
-    """PIDs whose real uid is `uid`, read from /proc (no `ps` and no shell)."""
+    """PIDs whose real uid is `uid`, read from /proc (no `ps` and no shell). A zombie is not
+    counted: it runs nothing and holds nothing, and only its parent (the hub, for a server)
+    can reap it."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -42,11 +44,13 @@ def processes_of(uid):
         try:
             with open(f"/proc/{entry}/status", encoding="utf-8") as f:
                 for line in f:
+                    if line.startswith("State:") and line.split()[1] == "Z":
+                        break
                     if line.startswith("Uid:"):
                         if int(line.split()[1]) == uid:
                             found.append(int(entry))
                         break
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
     return found
 

@@ -1,10 +1,12 @@
 """The HTTP API (FastAPI): sessions for the registration portal, and its public feed.
 
 Writes and everything that shows a session need `Authorization: Bearer <WODSYNC_API_TOKEN>`
-(compared in constant time); the workshop and replay feed is public and read-only. Bodies are
-capped (`MAX_BODY`): a larger one is refused before it is read. Credentials travel only in
-answers to authenticated clients, never in a log line. The daemon serves its own endpoints
-(status, metrics, the git webhook) from this same application (`extra` routers).
+(compared in constant time, before the body is even parsed: a stranger learns nothing from a
+malformed request); the workshop and replay feed is public and read-only. Bodies are capped
+(`MAX_BODY`): a larger one is refused before it is read. Credentials travel only in answers to
+authenticated clients about that very session, never in a refusal nor a log line. The daemon
+serves its own endpoints (status, metrics, the git webhook) from this same application
+(`extra` routers).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,11 +27,12 @@ from wodsync.api.models import (
     Problem,
     ReplayOut,
     SessionOut,
+    SessionRef,
     SessionRequest,
     WorkshopOut,
 )
 from wodsync.sessions.service import SessionError, SessionService, hub_url
-from wodsync.store import Participant, Session, StoreError
+from wodsync.store import Participant, Session, SessionState, StoreError
 
 MAX_BODY = 64 * 1024
 
@@ -111,16 +116,51 @@ def bearer(token: Callable[[], str | None]) -> Callable[..., None]:
     return check
 
 
-def _problem(exc: SessionError | StoreError, service: SessionService) -> JSONResponse:
+def auth_first(check: Callable[[Request], None]) -> type[APIRoute]:
+    """Routes that check the bearer token before FastAPI reads and validates the body: an
+    unauthenticated client gets a 401 whatever it sent, never a 422 about its JSON."""
+
+    class AuthFirst(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    check(request)
+                except HTTPException as exc:
+                    return JSONResponse({"detail": exc.detail}, exc.status_code,
+                                        headers=exc.headers)
+                return await handler(request)
+            return guarded
+
+    return AuthFirst
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 listing what is wrong — where and why, without echoing the input (it may be a
+    password, or NaN, which JSON cannot even carry)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                                     "type": e.get("type", "")} for e in errors]}, 422)
+
+
+def _problem(exc: SessionError | StoreError) -> JSONResponse:
     code = getattr(exc, "status", 409)
     if type(exc).__name__ == "SessionNotFound":
         code = 404
     elif type(exc).__name__ in ("InvalidTransition", "ExtensionRefused"):
         code = 409
     session = getattr(exc, "session", None)
-    body = Problem(detail=str(exc),
-                   session=_out(service, session, credentials=True) if session else None)
+    body = Problem(detail=str(exc), session=SessionRef(id=session.id, state=session.state.value)
+                   if session else None)
     return JSONResponse(body.model_dump(mode="json"), status_code=code)
+
+
+def _ended(service: SessionService, session: Session) -> JSONResponse:
+    """200 with the session once its seat is released (or held for RESET); 202 while the
+    release is pending on its host (queued: retried until the host has done it)."""
+    code = 202 if session.state is SessionState.RELEASING else 200
+    return JSONResponse(_out(service, session).model_dump(mode="json"), status_code=code)
 
 
 def _out(service: SessionService, s: Session, credentials: bool = True,
@@ -133,6 +173,7 @@ def _out(service: SessionService, s: Session, credentials: bool = True,
 
 def session_router(service: SessionService, auth: Callable[..., None]) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["sessions"], dependencies=[Depends(auth)],
+                       route_class=auth_first(auth),
                        responses={401: {"model": Problem}, 404: {"model": Problem},
                                   409: {"model": Problem}})
 
@@ -144,7 +185,7 @@ def session_router(service: SessionService, auth: Callable[..., None]) -> APIRou
             created = service.create(body.workshop, Participant(p.name, p.email, p.company),
                                      body.location)
         except (SessionError, StoreError) as exc:
-            return _problem(exc, service)
+            return _problem(exc)
         out = _out(service, created.session)
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
@@ -153,22 +194,42 @@ def session_router(service: SessionService, auth: Callable[..., None]) -> APIRou
         try:
             return _out(service, service.store.sessions.get(session_id), history=True)
         except StoreError as exc:
-            return _problem(exc, service)
+            return _problem(exc)
 
-    @router.delete("/sessions/{session_id}", response_model=SessionOut)
+    @router.delete("/sessions/{session_id}", response_model=SessionOut,
+                   responses={202: {"model": SessionOut}})
     def cleanup_session(session_id: str) -> Any:
-        """CLEANUP, as when the session's time is up."""
+        """CLEANUP, as when the session's time is up: 200 once the host released the seat (or
+        holds it for RESET), 202 when the release is pending and queued."""
         try:
-            return _out(service, service.cleanup(session_id))
+            return _ended(service, service.cleanup(session_id))
         except (SessionError, StoreError) as exc:
-            return _problem(exc, service)
+            return _problem(exc)
+
+    @router.post("/sessions/{session_id}/reset", response_model=SessionOut,
+                 responses={202: {"model": SessionOut}})
+    def reset_session(session_id: str) -> Any:
+        """RESET of a held seat (a `reset: true` workshop); 202 when pending."""
+        try:
+            return _ended(service, service.reset(session_id))
+        except (SessionError, StoreError) as exc:
+            return _problem(exc)
+
+    @router.post("/sessions/{session_id}/purge", response_model=SessionOut,
+                 responses={202: {"model": SessionOut}})
+    def purge_session(session_id: str) -> Any:
+        """PURGE, the forced end from any state (no hook); 202 when pending."""
+        try:
+            return _ended(service, service.purge(session_id, "purged through the API"))
+        except (SessionError, StoreError) as exc:
+            return _problem(exc)
 
     @router.post("/sessions/{session_id}/extend", response_model=SessionOut)
     def extend_session(session_id: str, body: ExtendRequest) -> Any:
         try:
             return _out(service, service.extend(session_id, body.hours))
         except (SessionError, StoreError) as exc:
-            return _problem(exc, service)
+            return _problem(exc)
 
     return router
 
@@ -210,6 +271,7 @@ def create_app(service: SessionService, token: Callable[[], str | None],
                               "reconciler's status.")
     app.add_middleware(NoStore)
     app.add_middleware(BodyLimit, limits=body_limits)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(session_router(service, bearer(token)))
     app.include_router(feed_router(service))
     for router in extra:

@@ -17,7 +17,7 @@ Line = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f]*
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class ParticipantIn(Strict):
@@ -54,6 +54,14 @@ class Event(BaseModel):
                    to_state=e.to_state.value, message=e.message, output=e.output)
 
 
+class Release(BaseModel):
+    """A release that did not finish (state `releasing`): what is retried, and when."""
+
+    operation: str
+    attempts: int
+    next_attempt: datetime | None
+
+
 class SessionOut(BaseModel):
     id: str
     workshop: str
@@ -71,6 +79,7 @@ class SessionOut(BaseModel):
     error: str | None
     hub_url: str | None = None
     credentials: Credentials | None = None
+    release: Release | None = None
     history: list[Event] = []
 
     @classmethod
@@ -83,7 +92,11 @@ class SessionOut(BaseModel):
                    ends_at=s.ends_at, ended_at=s.ended_at, completion=s.completion,
                    revision=s.revision, error=s.error, hub_url=hub_url,
                    credentials=Credentials(username=s.username, password=s.password)
-                   if credentials and s.live else None,
+                   if credentials and s.live and s.password else None,
+                   release=Release(operation=s.release_op or "purge",
+                                   attempts=s.release_attempts,
+                                   next_attempt=s.next_release_at)
+                   if s.state.value == "releasing" else None,
                    history=[Event.of(e) for e in history])
 
 
@@ -117,6 +130,13 @@ class ReplayOut(BaseModel):
     workshop: str
 
 
+class SessionRef(BaseModel):
+    """The session a refusal is about: its id and state, never its credentials."""
+
+    id: str
+    state: str
+
+
 class Problem(BaseModel):
     detail: str
-    session: SessionOut | None = None
+    session: SessionRef | None = None

@@ -7,6 +7,10 @@ run on, and it is rendered once with sample values (notebooks must then be noteb
 Templates are listed and read without following links (`repofs`): a link anywhere under
 `templates/` or a workshop folder is reported at its path and never read through.
 
+A workshop's hooks run as root and are never rendered (values reach them as data), so they are
+not checked as templates; Jinja syntax in one is a `hook-template` error instead, at its place,
+saying how the hook reads the value.
+
 Secrets are placeholders here: CI has no secrets file. `validate --secrets FILE` adds the grant
 check (`check_secret_grants`): each secret a workshop or host would be refused at render time is
 a warning naming only the secret and the consumer, never a value or who else holds it.
@@ -44,6 +48,13 @@ from wodsync.secrets import Placeholders, Scope, SecretError, Secrets, merge_var
 SAMPLE_PASSWORD = "Sample-Pass1"
 PLACEHOLDERS = Placeholders()
 GRANT_CODE = "secret-not-granted"
+HOOK_CODE = "hook-template"
+# Jinja's delimiters closed on the same line. Not bash's `${#name}` (a length) nor a Go
+# template's `{{.Field}}`/`{{ $x }}` (docker, kubectl): neither was ever Jinja, both are fine
+# in a hook that nothing renders.
+HOOK_JINJA_RE = re.compile(r"(?<!\$)\{\{(?!\s*[.$]).*?\}\}|\{%.*?%\}|(?<!\$)\{#.*?#\}")
+PLAIN_NAME_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+SNIPPET = 60
 
 
 def _name_position(source: str, name: str, lineno: int) -> int:
@@ -191,18 +202,60 @@ def workshop_contexts(catalog: Catalog, key: str,
     return contexts
 
 
+def rendered_files(catalog: Catalog, key: str) -> list[str]:
+    """The files of workshop `key` rendered for a seat: not `workshop.yaml`, not a hook."""
+    hooks = set(render.hook_paths(catalog.workshops[key]).values())
+    return [rel for rel in catalog.folders[key].files
+            if render.is_rendered(rel) and rel != WORKSHOP_FILE and rel not in hooks]
+
+
 def check_workshop_templates(catalog: Catalog) -> Iterator[Diagnostic]:
+    """Every rendered file of every workshop against the contexts of its hosts, and every
+    hook for Jinja syntax it would keep as is (hooks do not need the hosts to be valid)."""
+    for key, ws in sorted(catalog.workshops.items()):
+        for rel in sorted(set(render.hook_paths(ws).values())):
+            if rel in catalog.folders[key].files:  # a missing one is `missing-script`
+                yield from _check_repo_hook(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}")
     if not catalog.complete("host", "students", "variables"):
         return
     for key, ws in sorted(catalog.workshops.items()):
         contexts = workshop_contexts(catalog, key)
         if not contexts:
             continue
-        for rel in catalog.folders[key].files:
-            if render.is_rendered(rel) and rel != WORKSHOP_FILE:
-                yield from _check_repo_template(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}",
-                                                contexts, notebook=rel.endswith(".ipynb"),
-                                                varpass=ws.varpass)
+        for rel in rendered_files(catalog, key):
+            yield from _check_repo_template(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}",
+                                            contexts, notebook=rel.endswith(".ipynb"),
+                                            varpass=ws.varpass)
+
+
+def check_hook(rel: str, raw: bytes) -> list[Diagnostic]:
+    """A located `hook-template` error for each Jinja expression, block or comment of a hook:
+    hooks are never rendered, so it would reach root's script as written."""
+    found = []
+    text = raw.decode("utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), start=1):
+        for m in HOOK_JINJA_RE.finditer(line):
+            found.append(Diagnostic(rel, n, m.start() + 1, HOOK_CODE, _hook_message(m[0])))
+    return found
+
+
+def _hook_message(snippet: str) -> str:
+    shown = snippet if len(snippet) <= SNIPPET else snippet[:SNIPPET - 1] + "…"
+    plain = PLAIN_NAME_RE.fullmatch(snippet)
+    if plain:
+        return (f"hooks are not rendered: `{shown}` reaches the script as $WOD_{plain[1]} "
+                f"(write \"$WOD_{plain[1]}\")")
+    return (f"hooks are not rendered: `{shown}` would stay in the script as written; a hook "
+            "reads values as data: $WOD_<NAME> in its environment, or the JSON file "
+            "$WOD_VARIABLES")
+
+
+def _check_repo_hook(catalog: Catalog, rel: str) -> list[Diagnostic]:
+    try:
+        raw = read_repo_file(catalog.root, rel)
+    except RepoFileError as exc:
+        return [repo_diagnostic(exc)]
+    return check_hook(rel, raw)
 
 
 def _check_repo_template(catalog: Catalog, rel: str, contexts: Mapping[str, Mapping[str, Any]],
@@ -277,10 +330,9 @@ def _workshop_grants(catalog: Catalog, key: str, scope: Scope) -> Iterator[Diagn
             except SecretError as exc:
                 yield doc.diag(GRANT_CODE, str(exc), "variables", name, severity="warning")
     contexts = workshop_contexts(catalog, key, scope)
-    for rel in catalog.folders[key].files:
-        if render.is_rendered(rel) and rel != WORKSHOP_FILE:
-            for ctx in contexts.values():
-                yield from _refused(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}", ctx)
+    for rel in rendered_files(catalog, key):
+        for ctx in contexts.values():
+            yield from _refused(catalog, f"{WORKSHOPS_DIR}/{key}/{rel}", ctx)
 
 
 def _host_grants(catalog: Catalog, name: str, host: Host, scope: Scope) -> Iterator[Diagnostic]:

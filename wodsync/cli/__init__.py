@@ -11,7 +11,17 @@ import sys
 import click
 
 # Each module registers its commands on `main`.
-from wodsync.cli import catalog, daemon, demo, engine, report, review, sessions, source  # noqa: F401
+from wodsync.cli import (  # noqa: F401
+    catalog,
+    daemon,
+    demo,
+    engine,
+    report,
+    review,
+    seats,
+    sessions,
+    source,
+)
 from wodsync.cli.common import EXIT_USAGE, main
 
 __all__ = ["main", "run"]

@@ -8,11 +8,15 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from wodsync.cli.common import load_secrets, main, say, secrets_option
 from wodsync.cli.sessions import parse_listen
+
+if TYPE_CHECKING:
+    from wodsync.source.archive import ExportLimits
 
 
 def _exec_start(args: list[str]) -> list[str]:
@@ -21,9 +25,10 @@ def _exec_start(args: list[str]) -> list[str]:
 
 
 def _unit_args(repo: str, branch: str, state: Path | None, db: str | None, interval: float,
-               resync: float, listen: str, secrets_file: Path | None) -> list[str]:
+               resync: float, listen: str, secrets_file: Path | None,
+               tuning: list[str]) -> list[str]:
     args = ["--repo", repo, "--branch", branch, "--interval", f"{interval:g}", "--resync",
-            f"{resync:g}", "--listen", listen]
+            f"{resync:g}", "--listen", listen, *tuning]
     if state:
         args += ["--state", str(state.resolve())]
     if db:
@@ -48,12 +53,22 @@ def _unit_args(repo: str, branch: str, state: Path | None, db: str | None, inter
               help="Hosts reconciled at once.")
 @click.option("--stop-timeout", type=click.FloatRange(1, 3600), default=120.0,
               show_default=True, help="Seconds SIGTERM lets the batches in flight finish.")
+@click.option("--max-revision-bytes", default="256MiB", show_default=True, metavar="SIZE",
+              callback=lambda ctx, param, value: _size(param, value),
+              help="Largest commit exported, its files' sizes added up (bytes, or with K/M/G); "
+                   "a larger one is refused before anything is written, recorded as invalid.")
+@click.option("--max-revision-files", type=click.IntRange(1), default=20_000,
+              show_default=True, help="Most files (and links) a commit exported may hold.")
+@click.option("--max-file-bytes", default="100MiB", show_default=True, metavar="SIZE",
+              callback=lambda ctx, param, value: _size(param, value),
+              help="Largest single file of a commit exported (bytes, or with K/M/G).")
 @click.option("--log-json", is_flag=True, help="One JSON object per log line.")
 @click.option("--print-unit", is_flag=True, help="Print a systemd unit for this daemon.")
 @secrets_option
 def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None,
                interval: float, resync: float, listen: str, parallel: int,
-               stop_timeout: float, log_json: bool, print_unit: bool,
+               stop_timeout: float, max_revision_bytes: int, max_revision_files: int,
+               max_file_bytes: int, log_json: bool, print_unit: bool,
                secrets_file: Path | None) -> None:
     """Follow REPO's BRANCH: validate each new commit, deploy valid ones to every host,
     self-heal drift, serve the session API, /metrics, /readyz and the git webhook."""
@@ -64,14 +79,30 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
     if print_unit:
         from wodsync.source.unit import render_unit
 
+        tuning = ["--parallel", str(parallel), "--stop-timeout", f"{stop_timeout:g}",
+                  "--max-revision-bytes", str(max_revision_bytes), "--max-revision-files",
+                  str(max_revision_files), "--max-file-bytes", str(max_file_bytes)]
         click.echo(render_unit(_exec_start(_unit_args(repo, branch, state, db, interval,
-                                                      resync, listen, secrets_file)),
+                                                      resync, listen, secrets_file, tuning)),
                                str(state_dir(state))), nl=False)
         return
+    from wodsync.source.archive import ExportLimits
+
     address, port = parse_listen(listen)
     _logging(log_json)
     _run(repo, branch, state_dir(state), db, load_secrets(secrets_file), address, port,
-         interval, resync, parallel, stop_timeout, log_json)
+         interval, resync, parallel, stop_timeout, log_json,
+         ExportLimits(max_revision_bytes, max_revision_files, max_file_bytes))
+
+
+def _size(param: click.Parameter, value: str | int) -> int:
+    """A size option's value in bytes (`256MiB`, `1G`, `1048576`)."""
+    from wodsync.source.archive import parse_size
+
+    try:
+        return value if isinstance(value, int) else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
 
 
 def _logging(as_json: bool) -> None:
@@ -85,7 +116,7 @@ def _logging(as_json: bool) -> None:
 
 def _run(repo: str, branch: str, state: Path, db: str | None, secrets: object, address: str,
          port: int, interval: float, resync: float, parallel: int, stop_timeout: float,
-         log_json: bool) -> None:
+         log_json: bool, limits: ExportLimits) -> None:
     import uvicorn
 
     from wodsync.api.app import bearer, create_app
@@ -112,7 +143,7 @@ def _run(repo: str, branch: str, state: Path, db: str | None, secrets: object, a
     except WriterBusy as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        source = GitSource(repo, branch, state)
+        source = GitSource(repo, branch, state, limits=limits)
     except SourceError as exc:
         raise click.ClickException(str(exc)) from None
     daemon_ref: list[Daemon] = []

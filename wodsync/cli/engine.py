@@ -49,8 +49,7 @@ def live_seats(store: Any) -> Callable[[str], list[Any]]:
 
     if store is None:
         return lambda host: []
-    return lambda host: [LiveSeat(s.username, s.id, s.workshop)
-                         for s in store.sessions.live_on_host(host)]
+    return lambda host: [LiveSeat.of(s) for s in store.sessions.holding_seats(host)]
 
 
 def refuse_beside_a_daemon(state: Path | None, store: Any) -> None:
@@ -280,6 +279,7 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
         saved_plan, hosts = _saved(root, plan_file, hosts)
         saved = saved_plan.hosts
     chosen = targets(root, hosts, secrets_file, state, db, for_apply=True)
+    _end_orphans(root, secrets_file, state, db, allow_deletions)
     with interruptible() as cancel:
         if saved is None and not yes:
             preview = reconcile(chosen, apply=False, parallel=parallel,
@@ -294,6 +294,30 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
                             allow_deletions=allow_deletions, saved=saved, cancel=cancel,
                             lock_timeout=lock_timeout)
     sys.exit(report(results, fmt, applied=True))
+
+
+def _end_orphans(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+                 allow: int | None) -> None:
+    """Live sessions of workshops (or hosts) the catalog no longer has are ended before it is
+    applied — when `--allow-deletions` covers them; otherwise each host's plan refuses."""
+    from wodsync.controller import working_tree_deployment
+    from wodsync.sessions.service import SessionService
+
+    store = open_controller_store(state, db)
+    if store is None:
+        return
+    try:
+        deployment = working_tree_deployment(root, load_secrets(secrets_file))
+        service = SessionService(store, lambda: deployment)
+        orphans = service.orphaned_by(deployment.catalog)
+        if not orphans or allow is None or allow < len(orphans):
+            return
+        for s in service.end_orphans(deployment.catalog):
+            say(f"session {s.id} ({s.workshop}, {s.username} on {s.host}) ended first: "
+                f"{s.state.value}")
+        service.connections.close()
+    finally:
+        store.close()
 
 
 @main.group("host")

@@ -148,7 +148,21 @@ def status_cmd(state: Path | None, db: str | None, daemon_url: str | None,
             out.print("no host status recorded yet", markup=False)
         for line in repository_lines(data["repository"]):
             out.print(line, markup=False)
+        for line in release_lines(data.get("releasesPending") or []):
+            out.print(line, markup=False)
     sys.exit(EXIT_OK if data["ready"] else EXIT_FAILED)
+
+
+def release_lines(pending: list[dict[str, Any]]) -> list[str]:
+    """Seats whose release has not finished on their host, each with why and when next."""
+    if not pending:
+        return []
+    lines = [f"{len(pending)} seats with a release pending (retried until their host has "
+             "done it):"]
+    lines += [f"  {r['host']} {r['seat']}: session {r['session']} ({r['workshop']}), "
+              f"{r['operation']} tried {r['attempts']}×, next {when(r['nextAttempt'])}: "
+              f"{r['error'] or ''}" for r in pending]
+    return lines
 
 
 def history_table(rows: list[dict[str, Any]]) -> Any:

@@ -17,7 +17,8 @@ import click
 
 from wodsync.cli.common import load_secrets, main, root_option, say, secrets_option
 
-STATES = ("creating", "active", "cleaning", "held", "resetting", "ended", "failed")
+STATES = ("creating", "active", "cleaning", "held", "resetting", "releasing", "ended",
+          "failed")
 
 
 def controller_options(f: Callable[..., Any], state_flag: bool = True) -> Callable[..., Any]:
@@ -71,6 +72,10 @@ def _print(ctl: Any, s: Any, as_json: bool, history: bool = False) -> None:
                                                else "-")]
     if s.error:
         rows.append(("error", s.error))
+    if data.get("release"):
+        r = data["release"]
+        rows.append(("release", f"{r['operation']} pending after {r['attempts']} attempts, "
+                                f"next at {r['next_attempt'] or 'once a daemon or serve runs'}"))
     for key, value in rows:
         click.echo(f"{key + ':':<12} {value}")
     for e in data.get("history", []):
@@ -175,15 +180,21 @@ def _lifecycle(name: str, doc: str, call: Callable[[Any, str], Any]) -> None:
             except (SessionError, StoreError) as exc:
                 _fail(exc)
             _print(ctl, session, as_json)
+            if session.state.value == "releasing":
+                say("the seat's release did not finish on its host: pending, retried by the "
+                    "expiry loop of `wodsync daemon` or `wodsync serve` (or run this again)")
+                sys.exit(1)
             if session.state.value == "failed":
                 sys.exit(1)
 
 
-_lifecycle("cleanup", "CLEANUP: cleanup hook, completion, seat freed (or held for RESET).",
+_lifecycle("cleanup", "CLEANUP: cleanup hook, completion, seat freed (or held for RESET); "
+                      "exit 1 while the release is pending on the host.",
            lambda service, sid: service.cleanup(sid))
 _lifecycle("reset", "RESET a held seat: reset hook, seat freed.",
            lambda service, sid: service.reset(sid))
-_lifecycle("purge", "PURGE: stop, kill, lock, empty, free — from any state.",
+_lifecycle("purge", "PURGE: lock, stop, kill, new hub identity, empty, free — from any state, "
+                    "no hook; `ended` only once the host did it (exit 1 while pending).",
            lambda service, sid: service.purge(sid))
 
 

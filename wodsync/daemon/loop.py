@@ -22,17 +22,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from wodsync.catalog import validate
+from wodsync.catalog.loader import Catalog
 from wodsync.daemon.hosts import HostRunner
 from wodsync.daemon.metrics import Metrics
+from wodsync.diagnostics import Diagnostic
 from wodsync.engine.desired import DesiredHost, desired_state
 from wodsync.engine.transport import Cancel
 from wodsync.secrets import Secrets
 from wodsync.sessions.service import Deployment, SessionService
-from wodsync.source.git import GitSource, SourceError
-from wodsync.source.revision import check_revision
+from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
+from wodsync.source.revision import check_revision, diagnostic_json
 from wodsync.store import HostCondition, Store, Trigger
 
 log = logging.getLogger("wodsync.daemon")
+# Recorded refusals of a head that are checked again: its size (limits may have been raised
+# by a restart) and the live sessions it would orphan (they may have ended).
+RECHECKED = frozenset({"revision-too-large", "live-sessions"})
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.cancel = Cancel()
         self._threads: list[threading.Thread] = []
+        self._too_large: str | None = None  # the head this process refused for its size
 
     # ---- the source -----------------------------------------------------------------------------
 
@@ -82,7 +88,13 @@ class Daemon:
         self.wakeups.fetch.set()
 
     def check_source(self, trigger: Trigger) -> bool:
-        """Fetch; a new valid head becomes the deployed revision. True when it changed."""
+        """Fetch; a new valid head becomes the deployed revision. True when it changed.
+
+        A head too large to export is refused before anything is written and recorded like
+        one that does not validate. A bad head already recorded is not checked again, except
+        a size refusal recorded before this process started (its limits may have been raised)
+        and a head held for the live sessions it would orphan (they may have ended since).
+        """
         name = self.source.name
         url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
         try:
@@ -93,23 +105,24 @@ class Daemon:
         if self.deployed and head == self.deployed.sha:
             return False
         known = self.store.status.repository(url, branch)
-        if known and known.head_revision == head and known.errors:
+        if known and known.head_revision == head and known.errors and (
+                head == self._too_large
+                or any(e.get("code") not in RECHECKED for e in known.errors)):
             return False  # the same bad head: already recorded
-        folder = self.source.export(head)
+        try:
+            folder = self.source.export(head)
+        except RevisionTooLarge as exc:
+            self._too_large = head
+            self._refuse(url, branch, head, [exc.diagnostic()])
+            return False
         check = check_revision(folder, head)
         if not check.ok:
-            errors = check.to_json()["errors"]
-            self.store.status.update_repository(url, branch, head_revision=head, errors=errors)
-            log.warning("source: revision %s is invalid (%d errors, first: %s); staying on %s",
-                        head[:12], len(errors), check.errors[0].text(),
-                        self.deployed.sha[:12] if self.deployed else "nothing")
-            for host in self.store.status.hosts():
-                self.store.status.update_host(host.host, condition=HostCondition.STALLED,
-                                              reason="InvalidRevision",
-                                              message=f"revision {head[:12]} is invalid: "
-                                                      f"{check.errors[0].text()}")
+            self._refuse(url, branch, head, check.errors)
             return False
-        self._deploy(head, folder)
+        catalog, _ = validate(folder)
+        if self._held_for_sessions(url, branch, head, catalog):
+            return False
+        self._deploy(head, folder, catalog)
         self.store.status.update_repository(url, branch, head_revision=head,
                                             last_good_revision=head, errors=[])
         self.source.prune(self.settings.keep_revisions, protect={head})
@@ -118,14 +131,63 @@ class Daemon:
         self.wakeups.trigger = trigger
         return True
 
-    def _deploy(self, sha: str, folder: Path) -> None:
-        catalog, _ = validate(folder)
+    def _refuse(self, url: str, branch: str, head: str, errors: list[Diagnostic]) -> None:
+        """Record an invalid head: its located errors on the repository, every host Stalled
+        (`InvalidRevision`, the first error); the deployed revision stays as it is."""
+        self.store.status.update_repository(url, branch, head_revision=head,
+                                            errors=[diagnostic_json(e) for e in errors])
+        log.warning("source: revision %s is invalid (%d errors, first: %s); staying on %s",
+                    head[:12], len(errors), errors[0].text(),
+                    self.deployed.sha[:12] if self.deployed else "nothing")
+        for host in self.store.status.hosts():
+            self.store.status.update_host(host.host, condition=HostCondition.STALLED,
+                                          reason="InvalidRevision",
+                                          message=f"revision {head[:12]} is invalid: "
+                                                  f"{errors[0].text()}")
+
+    def _allowance(self, sha: str) -> int | None:
+        """The commit's `Wodsync-Allow-Deletions` trailer, if any."""
         try:
-            allow = self.source.allow_deletions(sha)
+            return self.source.allow_deletions(sha)
         except SourceError as exc:
             log.warning("source: %s: ignored", exc)
-            allow = None
-        self.deployed = Deployed(sha, Deployment(catalog, sha, self.secrets), allow)
+            return None
+
+    def _held_for_sessions(self, url: str, branch: str, head: str, catalog: Catalog) -> bool:
+        """A valid head that removes a workshop (or a host) with live sessions is not deployed
+        by accident: without an allowance that covers them it is held — recorded with the
+        sessions it would orphan, hosts Stalled (`LiveSessions`) — and checked again every
+        interval (they may end meanwhile). With the allowance they are ended first, CLEANUP
+        with the revision deployed now, whose hooks still know their workshop."""
+        orphans = self.sessions.orphaned_by(catalog)
+        if not orphans:
+            return False
+        allow = self._allowance(head)
+        if allow is not None and allow >= len(orphans):
+            for s in self.sessions.end_orphans(catalog):
+                log.info("source: revision %s removes %s: session %s ended first (%s)",
+                         head[:12], s.workshop, s.id, s.state.value)
+            return False
+        named = ", ".join(f"{s.id} ({s.workshop}, {s.username} on {s.host})"
+                          for s in orphans[:10])
+        message = (f"revision {head[:12]} removes workshops or hosts with {len(orphans)} live "
+                   f"sessions: {named}; end them (wodsync session cleanup ID) or put "
+                   f"'Wodsync-Allow-Deletions: {len(orphans)}' on the commit")
+        self.store.status.update_repository(url, branch, head_revision=head, errors=[{
+            "path": "catalog/workshops", "line": 1, "col": 1, "code": "live-sessions",
+            "message": message}])
+        for host in self.store.status.hosts():
+            self.store.status.update_host(host.host, condition=HostCondition.STALLED,
+                                          reason="LiveSessions", message=message)
+        log.warning("source: %s; staying on %s", message,
+                    self.deployed.sha[:12] if self.deployed else "nothing")
+        return True
+
+    def _deploy(self, sha: str, folder: Path, catalog: Catalog | None = None) -> None:
+        if catalog is None:
+            catalog, _ = validate(folder)
+        self.deployed = Deployed(sha, Deployment(catalog, sha, self.secrets),
+                                 self._allowance(sha))
 
     def restore(self) -> None:
         """After a restart: the last good revision the store remembers, if still exported."""

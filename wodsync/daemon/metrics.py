@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wodsync.store import Store
+from wodsync.store import SessionState, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -27,6 +27,12 @@ class SessionCollector(Collector):
         for state, count in self.store.sessions.counts_by_state().items():
             states.add_metric([state.value], count)
         yield states
+        pending = self.store.sessions.find(state=SessionState.RELEASING)
+        oldest = GaugeMetricFamily(
+            "wodsync_release_pending_attempts_max", "Most attempts of a seat release that has "
+            "not finished on its host (0: none pending).")
+        oldest.add_metric([], max((s.release_attempts for s in pending), default=0))
+        yield oldest
         free = GaugeMetricFamily("wodsync_free_seats", "Seats left by workshop (capacity minus "
                                  "live sessions).", labels=["workshop"])
         live = self.store.sessions.live_per_workshop()

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from wodsync.api.app import bearer
 from wodsync.facts import FactsError, from_store, scrub, stored_hosts
-from wodsync.store import HostStatus, Reconciliation, RepositoryState, Store
+from wodsync.store import HostStatus, Reconciliation, RepositoryState, SessionState, Store
 from wodsync.store.models import reading
 from wodsync.store.status import HISTORY_KEPT, REPOSITORY
 
@@ -75,15 +75,25 @@ def repositories(store: Store) -> list[RepositoryState]:
         return [RepositoryState(**row._mapping) for row in rows]
 
 
+def releases_json(store: Store) -> list[dict[str, Any]]:
+    """Seats whose release has not finished on their host (`releasing`): retried until it
+    has; an operator sees which, since when and why."""
+    return [{"session": s.id, "host": s.host, "seat": s.username, "workshop": s.workshop,
+             "operation": s.release_op, "attempts": s.release_attempts,
+             "nextAttempt": iso(s.next_release_at), "error": _text(s.error)}
+            for s in store.sessions.find(state=SessionState.RELEASING)]
+
+
 def status_view(store: Store, host: str | None = None,
                 limit: int = HISTORY_KEPT) -> dict[str, Any]:
-    """The repository (the source followed last), every host's status, and the last `limit`
-    reconciliations (of `host` only when given), newest first."""
+    """The repository (the source followed last), every host's status, the releases pending,
+    and the last `limit` reconciliations (of `host` only when given), newest first."""
     repos = repositories(store)
     hosts = store.status.hosts()
     return {"repository": repository_json(repos[0]) if repos else None,
             "ready": bool(hosts) and all(h.condition == "Ready" for h in hosts),
             "hosts": [host_json(h) for h in hosts],
+            "releasesPending": releases_json(store),
             "reconciliations": [reconciliation_json(r)
                                 for r in store.status.reconciliations(host, limit)]}
 

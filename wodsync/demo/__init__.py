@@ -62,14 +62,17 @@ def _api(opts: DemoOptions, secrets_file: Path) -> daemon.Api:
 
 
 def _session(api: daemon.Api, workshop: str) -> dict[str, Any]:
-    """A CREATE through the API; a rerun gets the participant's live session back (409)."""
+    """A CREATE through the API; a rerun gets the participant's live session back: the 409
+    names it (never its credentials), and the operator's token reads it."""
     code, body = api.call("POST", "/api/v1/sessions", {
         "workshop": workshop, "participant": {"name": "Demo participant", "email": DEMO_EMAIL,
                                               "company": "wodsync demo"}})
     if code == 201:
         return body
     if code == 409 and body and body.get("session"):
-        return body["session"]
+        code, body = api.call("GET", f"/api/v1/sessions/{body['session']['id']}")
+        if code == 200:
+            return body
     raise DemoError(f"the demo session could not be created (HTTP {code}): "
                     f"{(body or {}).get('detail')}")
 

@@ -21,11 +21,20 @@ from wodsync.secrets import Secrets, merge_variables
 
 @dataclass(frozen=True)
 class LiveSeat:
-    """A seat occupied by a live session: never locked, never emptied by a full apply."""
+    """A seat a session holds: never locked, never emptied by a full apply. In its workshop's
+    hub group only while a participant has it (`in_group`): not once it is held for RESET or
+    its release is pending."""
 
     username: str
     session: str
     workshop: str
+    in_group: bool = True
+
+    @classmethod
+    def of(cls, session: Any) -> LiveSeat:
+        """From a store `Session`."""
+        return cls(session.username, session.id, session.workshop,
+                   session.state.value in ("creating", "active"))
 
 
 @dataclass

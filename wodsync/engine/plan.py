@@ -37,6 +37,8 @@ class HostPlan:
     errors: list[str] = field(default_factory=list)
     refused: str | None = None
     digests: dict[str, str] = field(default_factory=dict)
+    # live sessions whose workshop left the catalog: ended before the plan is applied
+    ending: list[str] = field(default_factory=list)
 
     def count(self, action: Action) -> int:
         return sum(c.action == action for c in self.changes)
@@ -54,7 +56,7 @@ class HostPlan:
     def to_json(self, noops: bool = False) -> dict[str, Any]:
         out = {"host": self.host, "refused": self.refused, "notes": self.notes,
                "errors": self.errors, "changes": [c.to_json() for c in self.changes],
-               "summary": self.summary(), "digests": self.digests}
+               "summary": self.summary(), "digests": self.digests, "ending": self.ending}
         if noops:
             out["noops"] = [{"address": str(n.address), "reason": n.reason}
                             for n in self.noops]
@@ -72,7 +74,7 @@ class HostPlan:
                                   data_from_json(module.DATA, c.get("data"))))
         return cls(data["host"], changes, [], list(data.get("notes", [])),
                    list(data.get("errors", [])), data.get("refused"),
-                   dict(data.get("digests", {})))
+                   dict(data.get("digests", {})), list(data.get("ending", [])))
 
 
 def _refusal(plan: HostPlan, managed: int, allow_deletions: int | None) -> str | None:
@@ -86,6 +88,20 @@ def _refusal(plan: HostPlan, managed: int, allow_deletions: int | None) -> str |
             f"accounts or {DELETE_MAX}); rerun with --allow-deletions {deletions} if intended")
 
 
+def _ending_refusal(ending: list[tuple[str, str, str]], allow_deletions: int | None,
+                    ) -> str | None:
+    """Live sessions of a workshop the catalog no longer has are never dropped by accident:
+    they need an explicit allowance (and are then ended, CLEANUP, before the plan applies)."""
+    if not ending or (allow_deletions is not None and allow_deletions >= len(ending)):
+        return None
+    named = ", ".join(f"{s} ({w}, seat {u})" for s, w, u in ending[:10])
+    more = f" and {len(ending) - 10} more" if len(ending) > 10 else ""
+    return (f"{len(ending)} live sessions belong to workshops no longer in the catalog: "
+            f"{named}{more}; end them first (wodsync session cleanup ID) or allow it "
+            f"(--allow-deletions {len(ending)}, or the commit trailer 'Wodsync-Allow-Deletions: "
+            f"{len(ending)}'), which ends them before the change is applied")
+
+
 def plan_host(desired: DesiredHost, facts: dict[str, Any], digests: dict[str, str] | None = None,
               allow_deletions: int | None = None) -> HostPlan:
     """Diff one host, kind by kind in registry order; refuse past the deletion cap."""
@@ -94,9 +110,11 @@ def plan_host(desired: DesiredHost, facts: dict[str, Any], digests: dict[str, st
         if kind in desired.want:
             module.diff(ctx)
     plan = HostPlan(desired.name, ctx.changes, ctx.noops, ctx.notes, ctx.errors,
-                    digests=dict(digests or {}))
+                    digests=dict(digests or {}),
+                    ending=[s for s, _, _ in ctx.ending_sessions if s != "?"])
     managed = len(facts.get("account", {}).get("managed", []))
-    refusals = [*ctx.refusals, _refusal(plan, managed, allow_deletions)]
+    refusals = [*ctx.refusals, _refusal(plan, managed, allow_deletions),
+                _ending_refusal(ctx.ending_sessions, allow_deletions)]
     plan.refused = "; ".join(r for r in refusals if r) or None
     return plan
 

@@ -1,40 +1,49 @@
 """Completion of a session: executed code cells over code cells of the workshop's notebooks.
 
-The host reads the notebooks in the seat's home (without following links) and sends them cut
-down to what this needs — cell types and execution counts; they are read here with nbformat,
-which validates their shape, so a notebook a student broke counts as not done rather than
-crashing a CLEANUP.
+The host counts (`agent.completion`): it reads each notebook with bounds and sends two integers
+per notebook, or why it could not count one — a notebook a student broke counts as not there,
+and never stops the seat's release nor costs the controller more than those integers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-import nbformat
+
+@dataclass(frozen=True)
+class Completion:
+    """Percent of code cells executed (None when no notebook had code cells), and the
+    notebooks that could not be counted, with why."""
+
+    percent: float | None
+    uncounted: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        done = "-" if self.percent is None else f"{self.percent:g}%"
+        if not self.uncounted:
+            return f"completion {done}"
+        return f"completion {done} (not counted: {'; '.join(self.uncounted[:5])})"
 
 
-def _notebook(reduced: dict[str, Any]) -> Any:
-    cells = []
-    for c in reduced.get("cells", []):
-        if c.get("cell_type") == "code":
-            cells.append(nbformat.v4.new_code_cell(execution_count=c.get("execution_count")))
-        elif c.get("cell_type") in ("markdown", "raw"):
-            cells.append(nbformat.v4.new_markdown_cell())
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nbformat.validate(nb)
-    return nb
+def _pair(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        executed, code = value
+        return (executed, code) if executed <= code else None
+    return None
 
 
-def completion(notebooks: dict[str, dict[str, Any]]) -> float | None:
-    """Percent of code cells executed, over every notebook read; None when there is none."""
-    total = executed = 0
-    for reduced in notebooks.values():
-        try:
-            nb = _notebook(reduced)
-        except (nbformat.ValidationError, TypeError, ValueError):
+def completion(counts: dict[str, Any] | None) -> Completion:
+    """From the host's answer: notebook → [executed, code] or {"error": why}."""
+    executed = total = 0
+    uncounted = []
+    for rel, value in sorted((counts or {}).items()):
+        pair = _pair(value)
+        if pair is None:
+            why = value.get("error") if isinstance(value, dict) else None
+            uncounted.append(f"{rel}: {str(why or 'unreadable')[:200]}")
             continue
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                total += 1
-                executed += isinstance(cell.execution_count, int)
-    return round(100.0 * executed / total, 1) if total else None
+        executed, total = executed + pair[0], total + pair[1]
+    percent = round(100.0 * executed / total, 1) if total else None
+    return Completion(percent, uncounted)

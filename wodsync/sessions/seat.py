@@ -1,8 +1,10 @@
 """What a host needs to set up, clean up, reset or purge one session's seat (controller side).
 
-The workshop is rendered for the seat exactly as `wodsync render` previews it. Hook scripts are
-taken out of the files that go into the home — they are root's and run from root's own folder
-on the host — and `compile` scripts travel as sources the host compiles with `shc`.
+The workshop is rendered for the seat exactly as `wodsync render` previews it, and `compile`
+scripts travel as sources the host compiles with `shc`. Hook scripts are root's: they never go
+into the home and are never rendered — they travel as the repository holds them, run from
+root's own folder on the host, and get the seat's values as data (`hook_variables`, each also
+`$WOD_<NAME>` in their environment), so no catalog value can become code run as root.
 """
 
 from __future__ import annotations
@@ -12,21 +14,31 @@ from typing import Any
 
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Pool
-from wodsync.content import seat_content
-from wodsync.secrets import Secrets
+from wodsync.catalog.repofs import RepoFileError, load_repo_file
+from wodsync.content import ContentError, hook_variables, seat_content
+from wodsync.render import hook_paths
+from wodsync.secrets import SecretError, Secrets
 from wodsync.store import Session
 
 HOOK_TIMEOUT = 120.0
-HOOKS = ("create", "post_copy", "cleanup", "reset")
 
 
 def _hub(catalog: Catalog, host_name: str, secrets: Secrets) -> dict[str, Any] | None:
-    """The host's hub API and wodsync's token there; None when wodsync does not manage its
-    hub users."""
+    """The host's hub API, wodsync's token there and the pool's hub group; None when wodsync
+    does not manage its hub users."""
     host: Host = catalog.hosts[host_name]
     if not (host.hub and host.hub.token):
         return None
-    return {"api": host.hub.api, "token": secrets.hub_token(host_name, host.hub.token)}
+    return {"api": host.hub.api, "token": secrets.hub_token(host_name, host.hub.token),
+            "pool_group": catalog.pools[host.pool].group}
+
+
+def _record(session: Session) -> dict[str, Any]:
+    """What the host records of the session beside its seat, so that a store which lost the
+    session can adopt it again (`SessionService.sync_records`): never a password."""
+    return {"email": session.email, "name": session.name, "company": session.company,
+            "location": session.location, "duration_hours": session.duration_hours,
+            "created_at": session.created_at.timestamp()}
 
 
 def _base(catalog: Catalog, session: Session, secrets: Secrets) -> dict[str, Any]:
@@ -40,47 +52,104 @@ def _base(catalog: Catalog, session: Session, secrets: Secrets) -> dict[str, Any
     return {"state_dir": host.state_dir, "owner": f"host {session.host}",
             "user": session.username, "uid": pool.uid_base + session.seat,
             "session": session.id, "workshop": session.workshop, "hub": hub,
-            "hook_timeout": HOOK_TIMEOUT,
+            "record": _record(session), "hook_timeout": HOOK_TIMEOUT,
             "env": {"STUDENT": session.username, "STDID": str(session.seat),
                     "WKSHP": session.workshop, "SESSION": session.id, "STUDENT_HOME": home}}
 
 
-def _hooks(catalog: Catalog, session: Session, rendered: dict[str, bytes]) -> dict[str, Any]:
-    hooks = catalog.workshops[session.workshop].hooks
+def _hooks(catalog: Catalog, key: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """The hooks `names` of workshop `key`, each exactly as the repository holds it: read
+    without following a link, never rendered (a catalog value pasted into a root script would
+    be code). One that cannot be read safely is a ContentError naming it."""
+    folder = catalog.folders[key].path.relative_to(catalog.root).as_posix()
     found = {}
-    for name in HOOKS:
-        rel = getattr(hooks, name)
-        if rel and rel in rendered:
-            found[name] = {"path": rel, "data": base64.b64encode(rendered[rel]).decode()}
+    for name, rel in hook_paths(catalog.workshops[key]).items():
+        if name not in names:
+            continue
+        try:
+            data = load_repo_file(catalog.root, f"{folder}/{rel}").data
+        except RepoFileError as exc:
+            raise ContentError(f"{key}: hook {name}: {exc}") from None
+        found[name] = {"path": rel, "data": base64.b64encode(data).decode()}
     return found
+
+
+def _hook_part(catalog: Catalog, session: Session, secrets: Secrets, names: tuple[str, ...],
+               password: str | None) -> dict[str, Any]:
+    """A payload's `hooks` and, when it has any, the values they read as data
+    (`hook_variables`: secrets granted to the workshop included, so only where a hook runs; the
+    payload travels on stdin, and the agent hands them to the hook in a root-only file and its
+    environment, never on a command line)."""
+    hooks = _hooks(catalog, session.workshop, names)
+    if not hooks:
+        return {"hooks": {}}
+    return {"hooks": hooks,
+            "hook_variables": hook_variables(catalog, session.workshop, session.seat, password,
+                                             session.host, secrets)}
+
+
+def _unsent_hooks(catalog: Catalog, key: str, names: tuple[str, ...],
+                  problem: Exception) -> dict[str, Any]:
+    """Hooks that could not be prepared (a link on the way, a secret no longer granted): the
+    host reports each as failed and releases the seat all the same."""
+    return {name: {"path": rel, "error": str(problem)}
+            for name, rel in hook_paths(catalog.workshops[key]).items() if name in names}
 
 
 def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> dict[str, Any]:
     ws = catalog.workshops[session.workshop]
     files = seat_content(catalog, session.workshop, session.seat, session.password,
-                         session.host, secrets)
-    rendered = {f.path: f.data for f in files}
-    hooks = _hooks(catalog, session, rendered)
-    hook_paths = {h["path"] for h in hooks.values()}
-    return {**_base(catalog, session, secrets), "password": session.password, "hooks": hooks,
+                         session.host, secrets)  # without the hooks
+    return {**_base(catalog, session, secrets), "password": session.password,
+            **_hook_part(catalog, session, secrets, ("create", "post_copy"), session.password),
             "files": [{"path": f.path, "data": base64.b64encode(f.data).decode(), "mode": f.mode}
-                      for f in files if f.path not in hook_paths],
+                      for f in files],
             "compile": list(ws.compile)}
 
 
-def end_payload(catalog: Catalog, session: Session, secrets: Secrets,
-                hold: bool = False) -> dict[str, Any]:
-    """CLEANUP, RESET and PURGE: the hooks (rendered for the seat) and the notebooks to read."""
-    folder = catalog.folders[session.workshop]
-    hooks: dict[str, Any] = {}
-    ws = catalog.workshops[session.workshop]
-    wanted = {getattr(ws.hooks, n) for n in ("cleanup", "reset")} - {None}
-    if wanted:
-        files = seat_content(catalog, session.workshop, session.seat, session.password,
-                             session.host, secrets)
-        hooks = _hooks(catalog, session, {f.path: f.data for f in files if f.path in wanted})
-    return {**_base(catalog, session, secrets), "hooks": hooks, "hold": hold,
-            "notebooks": [rel for rel in folder.files if rel.endswith(".ipynb")]}
+def end_payload(catalog: Catalog, session: Session, secrets: Secrets, op: str,
+                hold: bool = False, force: bool = False) -> dict[str, Any]:
+    """CLEANUP, RESET and PURGE (`op`): the op's hook (as the repository holds it, with the
+    seat's values but never its password — a PURGE runs none, so it carries none) and the
+    notebooks to count. A session whose workshop left the catalog is released all the same,
+    without hooks and without a completion. `force` releases the seat whatever session the
+    host records."""
+    part: dict[str, Any] = {"hooks": {}}
+    notebooks = None
+    ws = catalog.workshops.get(session.workshop)
+    if ws is not None:
+        folder = catalog.folders[session.workshop]
+        notebooks = [rel for rel in folder.files if rel.endswith(".ipynb")]
+    ending = tuple(h for h in ("cleanup", "reset") if h == op)
+    if ws is not None and ending:
+        try:
+            part = _hook_part(catalog, session, secrets, ending, None)
+        except (ContentError, SecretError) as exc:
+            part = {"hooks": _unsent_hooks(catalog, session.workshop, ending, exc)}
+    return {**_base(catalog, session, secrets), **part, "hold": hold,
+            "notebooks": notebooks, "force": force}
+
+
+def release_payload(catalog: Catalog, host_name: str, user: str,
+                    secrets: Secrets) -> dict[str, Any]:
+    """`seat_purge` for an operator's `wodsync seat release`: the seat freed whatever session
+    the host records for it (no hook: whose would it run?)."""
+    host: Host = catalog.hosts[host_name]
+    pool: Pool = catalog.pools[host.pool]
+    tail = user[len(pool.prefix):] if user.startswith(pool.prefix) else ""
+    if not (tail.isdigit() and pool.first <= int(tail) <= pool.last):
+        raise ValueError(f"{user} is not a seat of pool {host.pool} on {host_name} "
+                         f"({pool.user(pool.first)} … {pool.user(pool.last)})")
+    return {"state_dir": host.state_dir, "owner": f"host {host_name}", "user": user,
+            "uid": pool.uid_base + int(tail), "session": "", "workshop": "",
+            "hub": _hub(catalog, host_name, secrets), "hooks": {}, "notebooks": None,
+            "force": True, "env": {}}
+
+
+def records_payload(catalog: Catalog, host_name: str) -> dict[str, Any]:
+    """`seat_records`: every seat the host records in use."""
+    host = catalog.hosts[host_name]
+    return {"state_dir": host.state_dir, "owner": f"host {host_name}"}
 
 
 def servers_payload(catalog: Catalog, host_name: str, seats: dict[str, str],

@@ -4,10 +4,15 @@ A CREATE commits the session first — a seat and a capacity slot no other live 
 by the store's unique indexes — then sets the seat up on its host in one round trip over the
 host's open connection (the CREATEs of a burst share round trips: `burst`). The workshop's
 location is tried first, then its alternates in order, when no host there has a free seat in
-the workshop's range or its hosts cannot be reached. A CREATE that fails on the host is purged
-there and the session is `failed` with the error; its seat returns to the pool. A process
-killed in the middle leaves the session `creating`: at the next start `recover` purges it
-(never a half-made seat, never a seat given twice).
+the workshop's range or its hosts cannot be reached. A CREATE that fails on the host is released
+there and the session is `failed` with the error; its seat returns to the pool — unless the
+release itself could not finish (the host went away): the seat then waits, `releasing`, until
+its host has released it, and the participant gets another. A seat the host records for
+another session is never taken: that session is adopted and the CREATE picks another seat.
+
+The end of a session (CLEANUP, RESET, PURGE) is `release`'s; the store's agreement with the
+hosts' seat records is `adoption`'s. A process killed in the middle of any of it leaves the
+session in a state `recover` turns into a release retried at once.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.secrets import Secrets
 from wodsync.sessions import seat
+from wodsync.sessions.adoption import Adopter, SyncReport
 from wodsync.sessions.burst import Burst
-from wodsync.sessions.completion import completion
+from wodsync.sessions.release import Release, hook_outputs, retry_delay
 from wodsync.store import (
     AlreadyLive,
     Candidate,
     CapacityReached,
+    InvalidTransition,
     NoFreeSeat,
     Participant,
     Session,
@@ -60,6 +67,10 @@ class SessionError(Exception):
 
 class UnknownWorkshop(SessionError):
     status = 404
+
+
+class BadLocation(SessionError):
+    status = 422
 
 
 class NoSeat(SessionError):
@@ -118,6 +129,16 @@ class SessionService:
         # Called with (event, session, seconds): "created" (seconds: the whole CREATE),
         # "cleaned", "expiring". Metrics and, later, notifications listen here.
         self.listeners: list[Callable[[str, Session, float | None], None]] = []
+        self.adopter = Adopter(store, lambda: self.deployment().catalog, self._call)
+        self.release = Release(store, self.deployment, self._call, self.adopter.adopt,
+                               self._emit)
+        # hosts whose seat records the store has not been reconciled with since the start
+        # (None: all of them, once a revision is deployed)
+        self._unsynced: set[str] | None = None
+
+    def _call(self, name: str, op: str, payload: dict[str, Any]) -> Any:
+        """One agent round trip to a host of the deployed catalog."""
+        return self.connections.call(name, self.deployment().catalog.hosts[name], op, payload)
 
     # ---- CREATE -----------------------------------------------------------------------------
 
@@ -148,14 +169,17 @@ class SessionService:
         started = time.monotonic()
         dep = self.deployment()
         ws = self._workshop(dep.catalog, key)
-        locations = [location] if location else [ws.location, *ws.alternate_locations]
-        unknown = [loc for loc in locations if loc not in dep.catalog.locations]
-        if unknown:
-            raise UnknownWorkshop(f"unknown location '{unknown[0]}'")
+        serving = [ws.location, *ws.alternate_locations]
+        if location is not None and location not in serving:
+            raise BadLocation(f"location '{location}' does not serve {key} (it runs at "
+                              f"{', '.join(serving)})")
+        locations = [location] if location else serving
         reasons = []
+        tried: set[tuple[str, int]] = set()  # seats this CREATE could not have
         for loc in locations:
             while True:
-                candidates = self._candidates(dep.catalog, key, loc)
+                candidates = [c for c in self._candidates(dep.catalog, key, loc)
+                              if (c.host, c.seat) not in tried]
                 if not candidates:
                     reasons.append(f"no reachable host at {loc}")
                     break
@@ -172,6 +196,7 @@ class SessionService:
                 except NoFreeSeat:
                     reasons.append(f"no free seat of {key} at {loc}")
                     break
+                tried.add((session.host, session.seat))
                 created = self._deploy(dep, session)
                 if created is not None:
                     created.seconds = round(time.monotonic() - started, 4)
@@ -180,20 +205,27 @@ class SessionService:
         raise NoSeat("no seat free anywhere the workshop may go: " + "; ".join(reasons))
 
     def _deploy(self, dep: Deployment, session: Session) -> Created | None:
-        """Set the seat up; None when its host could not be reached (try another)."""
+        """Set the seat up; None when it could not be had (its host unreachable, or the host
+        records it for another session, adopted meanwhile): the caller tries another."""
         host = dep.catalog.hosts[session.host]
         try:
             payload = seat.create_payload(dep.catalog, session, dep.secrets)
             answer = self.burst.create(session.host, host, payload)
         except TransportError as exc:
-            self.store.sessions.fail(session.id, f"host {session.host} unreachable: {exc}")
+            # Whatever of the seat the call made stays the host's until a release says so.
+            self.store.sessions.schedule_release(
+                session.id, "purge", f"host {session.host} unreachable during CREATE: {exc}",
+                retry_delay(0))
             return None
         except Exception as exc:  # rendering, secrets, an agent error: the session failed
             failed = self.store.sessions.fail(session.id, f"{type(exc).__name__}: {exc}")
             raise CreateFailed(f"CREATE of {session.workshop} failed: {exc}", failed) from None
-        outputs = _outputs(answer)
+        outputs = hook_outputs(answer, session.password)
+        if answer.get("occupied"):
+            self._occupied(session, answer["occupied"])
+            return None
         if not answer["ok"]:
-            failed = self.store.sessions.fail(session.id, answer["error"], output=outputs)
+            failed = self._failed(session, answer, outputs)
             raise CreateFailed(f"CREATE of {session.workshop} failed on {session.host}: "
                                f"{answer['error']}", failed)
         if answer.get("server") == "deferred":
@@ -205,75 +237,106 @@ class SessionService:
                                               output=outputs)
         return Created(active, hub_url(dep.catalog, session.host), answer["timings"])
 
-    # ---- the end of a session ------------------------------------------------------------------
+    def _failed(self, session: Session, answer: dict[str, Any], outputs: str) -> Session:
+        """A CREATE the host refused: the seat is free again once the host released it."""
+        left = answer.get("release_errors") or []
+        if not left:
+            return self.store.sessions.fail(session.id, answer["error"], output=outputs)
+        return self.store.sessions.schedule_release(
+            session.id, "purge", f"{answer['error']}; its release did not finish: "
+            + "; ".join(left), retry_delay(0), output=outputs)
 
-    def _call_end(self, session: Session, op: str, hold: bool = False) -> dict[str, Any]:
-        dep = self.deployment()
-        if session.workshop not in dep.catalog.workshops or \
-                session.host not in dep.catalog.hosts:
-            raise SessionError(f"session {session.id}: workshop {session.workshop} or host "
-                               f"{session.host} is no longer in the catalog; purge it by hand")
-        payload = seat.end_payload(dep.catalog, session, dep.secrets, hold)
-        return self.connections.call(session.host, dep.catalog.hosts[session.host], op,
-                                     payload)
+    def _occupied(self, session: Session, record: dict[str, Any]) -> None:
+        """The host records the seat for another session the store did not know: give up
+        this seat, adopt that session in its place (so no CREATE is offered the seat again)
+        and say so."""
+        self.store.sessions.fail(
+            session.id, f"seat {session.username} on {session.host} is held by session "
+            f"{record.get('session')} on the host: another seat is given")
+        report = self.adopter.adopt(session.host, {"user": session.username, **record})
+        _log.warning("CREATE of %s: seat %s on %s held by session %s on the host (%s); "
+                     "trying another seat", session.workshop, session.username, session.host,
+                     record.get("session"), "; ".join(report.lines()) or "known")
+
+    # ---- the end of a session (`release`) -------------------------------------------------------
 
     def cleanup(self, session_id: str) -> Session:
-        """Time is up (or asked): `cleanup` hook, completion, seat freed — or held for RESET."""
+        """Time is up (or asked): `cleanup` hook, completion, seat freed — or held for RESET.
+        A session whose release is pending is tried again now."""
         session = self.store.sessions.get(session_id)
-        hold = self._resets(session)
+        if session.state is SessionState.RELEASING:
+            return self.release.run(session, session.release_op or "cleanup")
         session = self.store.sessions.transition(session_id, SessionState.CLEANING,
                                                  message="cleanup")
-        try:
-            answer = self._call_end(session, "seat_cleanup", hold)
-        except (TransportError, HostError, SessionError) as exc:
-            return self.store.sessions.fail(session_id, f"CLEANUP failed: {exc}")
-        done = completion(answer.get("notebooks") or {})
-        self.store.sessions.set_completion(session_id, done)
-        outputs = _outputs(answer)
-        if not answer["ok"]:
-            return self.store.sessions.fail(session_id, f"CLEANUP: {answer['error']}",
-                                            output=outputs)
-        to = SessionState.HELD if hold else SessionState.ENDED
-        ended = self.store.sessions.transition(
-            session_id, to, message=f"cleaned up, completion {done if done is not None else '-'}"
-            f"%{' (seat held until RESET)' if hold else ''}", output=outputs)
-        self._emit("cleaned", ended)
-        return ended
-
-    def _resets(self, session: Session) -> bool:
-        ws = self.deployment().catalog.workshops.get(session.workshop)
-        return bool(ws and ws.reset)
+        return self.release.run(session, "cleanup")
 
     def reset(self, session_id: str) -> Session:
         """A held seat (a `reset: true` workshop): `reset` hook, then the seat freed."""
+        session = self.store.sessions.get(session_id)
+        if session.state is SessionState.RELEASING:
+            return self.release.run(session, session.release_op or "reset")
         session = self.store.sessions.transition(session_id, SessionState.RESETTING,
                                                  message="reset")
-        try:
-            answer = self._call_end(session, "seat_reset")
-        except (TransportError, HostError, SessionError) as exc:
-            return self.store.sessions.fail(session_id, f"RESET failed: {exc}")
-        outputs = _outputs(answer)
-        if not answer["ok"]:
-            return self.store.sessions.fail(session_id, f"RESET: {answer['error']}",
-                                            output=outputs)
-        return self.store.sessions.transition(session_id, SessionState.ENDED,
-                                              message="reset done", output=outputs)
+        return self.release.run(session, "reset")
 
     def purge(self, session_id: str, reason: str = "purged by an operator") -> Session:
-        """The forced path, from any state: stop, kill, lock, empty, free."""
+        """The forced path, from any state: no hook; lock, stop, kill, new identity, empty,
+        free. `ended` only once the host did it; else `releasing`, retried."""
         session = self.store.sessions.get(session_id)
-        if session.state in (SessionState.ENDED,):
+        if not session.holds_seat:
             return session
-        outputs = ""
-        try:
-            answer = self._call_end(session, "seat_purge")
-            outputs = _outputs(answer)
-            if not answer["ok"]:
-                reason += f" (on the host: {answer['error']})"
-        except (TransportError, HostError, SessionError) as exc:
-            reason += f" (the host could not be reached: {exc}; its seat record is left for "\
-                      "the next purge)"
-        return self.store.sessions.purge(session_id, message=reason, output=outputs)
+        return self.release.run(session, "purge", reason)
+
+    def orphaned_by(self, catalog: Catalog) -> list[Session]:
+        """Live sessions `catalog` would leave without their workshop or their host: a
+        revision removing them needs an allowance, and ends them first (`end_orphans`)."""
+        return [s for s in self.store.sessions.find(live=True)
+                if s.workshop not in catalog.workshops or s.host not in catalog.hosts]
+
+    def end_orphans(self, catalog: Catalog) -> list[Session]:
+        """End, with the catalog deployed now (its hooks run if it still has the workshop),
+        every live session `catalog` would orphan: CLEANUP for an active one, PURGE else."""
+        ended = []
+        for session in self.orphaned_by(catalog):
+            reason = f"its workshop {session.workshop} or host {session.host} is leaving the " \
+                     "catalog"
+            try:
+                if session.state is SessionState.ACTIVE:
+                    ended.append(self.cleanup(session.id))
+                else:
+                    ended.append(self.purge(session.id, reason))
+            except (SessionError, InvalidTransition) as exc:
+                _log.warning("ending session %s: %s", session.id, exc)
+        return ended
+
+    def retry_releases(self, now: datetime | None = None) -> list[Session]:
+        """Releases whose next try is due, tried again (the expiry loop's job)."""
+        done = []
+        for session in self.store.sessions.releases_due(now or _now()):
+            try:
+                done.append(self.release.run(session, session.release_op or "purge"))
+            except InvalidTransition:
+                continue  # finished by another caller meanwhile
+            except Exception as exc:  # one bad release never holds the others back
+                _log.warning("release of session %s: %s", session.id, exc)
+        return done
+
+    def release_seat(self, host: str, user: str) -> Session | None:
+        """An operator frees a seat whatever the host or the store say holds it (`wodsync seat
+        release`): a PURGE on the host that ignores the record, then every session holding
+        it in the store ends. Returns the session that held it, if the store had one."""
+        dep = self.deployment()
+        held = [s for s in self.store.sessions.holding_seats(host) if s.username == user]
+        answer = self._call(host, "seat_purge",
+                            seat.release_payload(dep.catalog, host, user, dep.secrets))
+        if not answer["ok"]:
+            raise SessionError(f"seat {user} on {host} was not fully released: "
+                               f"{answer['error']}")
+        ended = None
+        for s in held:
+            ended = self.store.sessions.purge(s.id, message=f"seat {user} released by an "
+                                              "operator (wodsync seat release)")
+        return ended
 
     def extend(self, session_id: str, hours: float) -> Session:
         """Move the end by `hours`; a session lasts at most its duration plus the maximum
@@ -327,39 +390,73 @@ class SessionService:
     # ---- time and restarts ----------------------------------------------------------------------
 
     def expire(self, now: datetime | None = None) -> list[Session]:
-        """Clean up sessions whose time is over; mark those with an hour left as expiring."""
+        """Clean up sessions whose time is over; mark those with an hour left as expiring;
+        try again the releases that are due."""
         now = now or _now()
         for session in self.store.sessions.mark_expiring(EXPIRING_WINDOW, now):
             self._emit("expiring", session)
-        return [self.cleanup(s.id) for s in self.store.sessions.due(now)]
+        ended = [self.cleanup(s.id) for s in self.store.sessions.due(now)]
+        return ended + self.retry_releases(now)
 
     def recover(self) -> list[Session]:
-        """After a restart: sessions a killed process left half-way are finished or purged."""
+        """After a restart: a session a killed process left half-way is released again at
+        once (its operation retried), never given twice. Hosts' seat records are reconciled
+        with the store by `sync_records`, host by host, from the expiry loop."""
+        ops = {SessionState.CREATING: "purge", SessionState.CLEANING: "cleanup",
+               SessionState.RESETTING: "reset"}
         done = []
-        for session in self.store.sessions.find(state=SessionState.CREATING):
-            done.append(self.purge(session.id, "interrupted during CREATE: purged at restart"))
-        for session in self.store.sessions.find(state=SessionState.CLEANING):
-            done.append(self.purge(session.id, "interrupted during CLEANUP: purged at restart"))
-        for session in self.store.sessions.find(state=SessionState.RESETTING):
-            done.append(self.purge(session.id, "interrupted during RESET: purged at restart"))
+        for state, op in ops.items():
+            for session in self.store.sessions.find(state=state):
+                done.append(self.store.sessions.schedule_release(
+                    session.id, op, f"interrupted during {state.value}: released at restart",
+                    timedelta(0)))
+        self._unsynced = None  # every host, once a revision is deployed
         return done
 
+    def sync_records(self, hosts: list[str] | None = None) -> list[SyncReport]:
+        """Reconcile the store with the seat records of `hosts` (default: every host not yet
+        reconciled since the start; all of them when none is pending). A host that cannot be
+        reached stays pending."""
+        catalog = self.deployment().catalog
+        if hosts is None:
+            hosts = self.unsynced() or sorted(catalog.hosts)
+        reports = []
+        for name in hosts:
+            if name not in catalog.hosts:
+                continue
+            try:
+                reports.append(self.adopter.sync(name))
+            except (TransportError, HostError) as exc:
+                _log.warning("seat records of %s: %s", name, exc)
+                continue
+            if self._unsynced is not None:
+                self._unsynced.discard(name)
+        for report in reports:
+            for line in report.lines():
+                _log.warning("seat records: %s", line)
+        return reports
+
+    def unsynced(self) -> list[str]:
+        """Hosts whose seat records are not reconciled with the store since the start (none
+        known before a revision is deployed)."""
+        if self._unsynced is None:
+            try:
+                self._unsynced = set(self.deployment().catalog.hosts)
+            except Exception:  # no revision deployed yet: the next round asks again
+                return []
+        return sorted(self._unsynced)
+
+    def sync_unsynced(self) -> list[SyncReport]:
+        return self.sync_records(self.unsynced())
+
     def live_seats(self, host: str) -> list[LiveSeat]:
-        """The seats a host's desired state keeps: live sessions never lose password or home."""
-        return [LiveSeat(s.username, s.id, s.workshop)
-                for s in self.store.sessions.live_on_host(host)]
+        """The seats a host's desired state keeps: sessions holding a seat never lose password
+        or home to a catalog edit."""
+        return [LiveSeat.of(s) for s in self.store.sessions.holding_seats(host)]
 
     def _emit(self, event: str, session: Session, seconds: float | None = None) -> None:
         for listener in self.listeners:
             listener(event, session, seconds)
-
-
-def _outputs(answer: dict[str, Any]) -> str:
-    parts = []
-    for o in answer.get("outputs") or []:
-        status = "timed out" if o["status"] is None else f"exit {o['status']}"
-        parts.append(f"--- hook {o['hook']} ({status})\n{o['output']}")
-    return "\n".join(parts)
 
 
 def _timings(timings: dict[str, float]) -> str:
@@ -369,8 +466,9 @@ def _timings(timings: dict[str, float]) -> str:
 
 
 class ExpiryLoop:
-    """A thread that runs `expire` every `interval` seconds until stopped, and asks again for
-    deferred servers every `DEFERRED_EVERY` seconds between."""
+    """A thread that runs `expire` every `interval` seconds until stopped; every
+    `DEFERRED_EVERY` seconds between, it asks again for deferred servers, tries the releases
+    that are due and reconciles the seat records of hosts not yet reconciled since the start."""
 
     def __init__(self, service: SessionService, interval: float = 30.0) -> None:
         self.service = service
@@ -386,9 +484,16 @@ class ExpiryLoop:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
+        """The first round at once: a restart finishes what a killed process left half-way
+        and reconciles the hosts' seat records without waiting."""
         due = time.monotonic() + self.interval
-        while not self._stop.wait(min(DEFERRED_EVERY, max(0.0, due - time.monotonic()))):
+        wait = 0.0
+        while not self._stop.wait(wait):
+            wait = min(DEFERRED_EVERY, max(0.0, due - time.monotonic()))
             self._round("deferred servers", self.service.start_deferred)
+            self._round("releases", self.service.retry_releases)
+            if self.service.unsynced():
+                self._round("seat records", self.service.sync_unsynced)
             if time.monotonic() >= due:
                 due = time.monotonic() + self.interval
                 self._round("expiry", self.service.expire)

@@ -9,6 +9,13 @@ write can pass through one). A link whose target leaves the folder — absolute,
 with `..`, or escaping through another link — is not created at all; it is recorded in the
 revision's manifest so validation reports it, since the catalog loader refuses every link
 anyway and must see that the commit held one. Everything is then made read-only.
+
+A commit is also small on the wire and large on disk when its blobs compress well (1.5 MB of
+objects unpacked to 300 MB), so an export is bounded (`ExportLimits`: bytes in all, files,
+bytes of one file). The caller asks git for the sizes before anything is written; the tar
+stream is checked again here, member by member from its header, before a byte of it is
+written, so a stream that passes a bound is stopped with `TooLarge` and nothing beyond the
+bound ever reaches the disk.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import stat
 import tarfile
 from dataclasses import asdict, dataclass
@@ -25,10 +33,112 @@ from typing import IO, Any
 CHUNK = 1 << 20
 MANIFEST_SUFFIX = ".json"
 DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+SIZE_UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,
+              "g": GIB, "gb": GIB, "gib": GIB}
 
 
 class ArchiveError(Exception):
     """The archive holds something a revision folder never may (the message names the entry)."""
+
+
+class TooLarge(ArchiveError):
+    """The archive passed an `ExportLimits` bound; `path` locates the excess (the largest
+    file, `.` when only the count is over) and `reason` says where the stream was stopped."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+@dataclass(frozen=True)
+class ExportLimits:
+    """How large one exported revision may be, so a small push cannot fill the state's disk.
+
+    The defaults hold a whole catalog many times over (the largest WoD workshop that validates
+    is 6.35 MB in 74 files) while keeping a hostile commit far below a disk's size; one file
+    may be as large as GitHub itself accepts in a repository (100 MiB).
+    """
+
+    max_bytes: int = 256 * MIB
+    max_files: int = 20_000
+    max_file_bytes: int = 100 * MIB
+
+
+@dataclass
+class Tally:
+    """Files counted (links too: both are blobs of the commit), their bytes, the largest one."""
+
+    files: int = 0
+    bytes: int = 0
+    largest: str = ""
+    largest_bytes: int = -1
+
+    def add(self, path: str, size: int) -> None:
+        self.files += 1
+        self.bytes += size
+        if size > self.largest_bytes:
+            self.largest, self.largest_bytes = path, size
+
+    def over(self, limits: ExportLimits) -> bool:
+        return self.bytes > limits.max_bytes or self.files > limits.max_files \
+            or self.largest_bytes > limits.max_file_bytes
+
+    def where(self, limits: ExportLimits) -> str:
+        """The path that locates the excess: the largest file, unless only the count is over."""
+        if self.bytes > limits.max_bytes or self.largest_bytes > limits.max_file_bytes:
+            return self.largest
+        return "."
+
+    def describe(self, limits: ExportLimits, complete: bool = True) -> str:
+        """`312 MiB in 3 files (limit 256 MiB); largest: path (300 MiB)`: every bound passed
+        with its limit; `at least …` when counting stopped early."""
+        passed = []
+        if self.bytes > limits.max_bytes:
+            passed.append(f"limit {_versus(self.bytes, limits.max_bytes)}")
+        if self.files > limits.max_files:
+            passed.append(f"limit {limits.max_files} files")
+        text = f"{'' if complete else 'at least '}{format_size(self.bytes)} in {self.files} " \
+               f"{'file' if self.files == 1 else 'files'}"
+        if passed:
+            text += f" ({'; '.join(passed)})"
+        if self.largest_bytes >= 0:
+            text += f"; largest{'' if complete else ' so far'}: {self.largest} " \
+                    f"({format_size(self.largest_bytes)}"
+            if self.largest_bytes > limits.max_file_bytes:
+                text += f", limit {_versus(self.largest_bytes, limits.max_file_bytes)} a file"
+            text += ")"
+        return text
+
+
+def format_size(n: int) -> str:
+    """`312 MiB`, `1.5 KiB`, `12 B`: one decimal at most."""
+    for unit, factor in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= factor:
+            return f"{n / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} B"
+
+
+def _versus(value: int, limit: int) -> str:
+    """The limit as shown beside a value over it: exact bytes when rounding would hide why."""
+    if format_size(value) == format_size(limit):
+        return f"{limit} B"
+    return format_size(limit)
+
+
+def parse_size(text: str) -> int:
+    """`256MiB`, `1G`, `500k`, `1048576` → bytes (K, M, G and KB, MB, GB are binary units too).
+
+    Raises `ValueError` naming the text for anything else, zero and negative numbers included.
+    """
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with KiB, MiB or GiB)")
+    size = int(float(match.group(1)) * SIZE_UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"{text!r}: a size must be more than 0 bytes")
+    return size
 
 
 @dataclass(frozen=True)
@@ -60,10 +170,22 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> 
             out.write(chunk)
 
 
+def _count(member: tarfile.TarInfo, rel: str, tally: Tally, limits: ExportLimits) -> None:
+    """Count a file or link from its header, before any of its data is written; stop the
+    stream (`TooLarge`) the moment a bound is passed."""
+    tally.add(rel, member.size if member.isreg() else 0)
+    if tally.over(limits):
+        raise TooLarge(tally.where(limits),
+                       f"{tally.describe(limits, complete=False)}; stopped at {rel}")
+
+
 def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path,
-                   links: list[tuple[str, str]], executables: set[str]) -> None:
+                   links: list[tuple[str, str]], executables: set[str], tally: Tally,
+                   limits: ExportLimits) -> None:
     rel = _check_name(member.name)
     target = dest / rel
+    if member.isreg() or member.issym():
+        _count(member, rel, tally, limits)
     if member.isdir():
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
     elif member.isreg():
@@ -126,19 +248,22 @@ def _seal(dest: Path, executables: set[str]) -> None:
     dest.chmod(DIR_MODE)
 
 
-def extract_tree(stream: IO[bytes], dest: Path) -> tuple[int, list[RefusedLink]]:
+def extract_tree(stream: IO[bytes], dest: Path, limits: ExportLimits | None = None,
+                 ) -> tuple[int, list[RefusedLink]]:
     """Unpack a tar stream into the empty private folder `dest` and seal it read-only.
 
     Returns how many files were written and the links refused. Raises `ArchiveError` for an
-    entry no commit can hold (a device, a hard link, an unsafe name).
+    entry no commit can hold (a device, a hard link, an unsafe name), `TooLarge` as soon as
+    the stream passes `limits` (the default `ExportLimits()`); the caller removes `dest`.
     """
     links: list[tuple[str, str]] = []
     executables: set[str] = set()
+    tally, limits = Tally(), limits or ExportLimits()
     files = 0
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                _unpack_member(tar, member, dest, links, executables)
+                _unpack_member(tar, member, dest, links, executables, tally, limits)
                 files += member.isreg()
     except tarfile.TarError as exc:
         raise ArchiveError(f"unreadable archive: {exc}") from None

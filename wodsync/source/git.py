@@ -8,6 +8,13 @@ does not exist or is complete; a second export of the same commit is a no-op. Th
 own `.gitattributes` cannot alter the export (`export-ignore`, `export-subst`, line endings):
 the mirror's `info/attributes` turns those off, so the folder is the exact tree.
 
+An export is bounded (`ExportLimits`: bytes in all, files, bytes of one file), since a commit
+whose blobs compress well is small to fetch and huge to write. Before anything is written,
+`git ls-tree -r -l` gives every blob's size from the object headers (nothing is inflated); a
+commit over a bound is refused there with `RevisionTooLarge`, which names the sizes and the
+largest file. The unpacking checks the same bounds again on the tar stream, so if git's two
+answers ever differed the export would still stop at the bound and leave nothing behind.
+
 Every git failure is a `SourceError` whose message names the repository (credentials in an URL
 are never shown) and git's own reason.
 """
@@ -21,14 +28,19 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import git
 from gitdb.exc import ODBError
 
+from wodsync.diagnostics import Diagnostic
 from wodsync.source.archive import (
     ArchiveError,
+    ExportLimits,
+    Tally,
+    TooLarge,
     extract_tree,
     make_writable,
     manifest_path,
@@ -52,6 +64,20 @@ EXACT_ATTRIBUTES = ("* -export-ignore -export-subst -text -eol -ident -filter "
 
 class SourceError(Exception):
     """Fetching or exporting failed; the message names the repository, branch or commit."""
+
+
+class RevisionTooLarge(SourceError):
+    """The commit is larger than the export limits. Not a failure to retry but a property of
+    the commit: the daemon records it as an invalid revision, located at the file that makes it
+    too large (`diagnostic()`), as it records a catalog that does not validate."""
+
+    def __init__(self, sha: str, path: str, reason: str) -> None:
+        super().__init__(f"revision {sha[:12]} is too large: {reason}")
+        self.sha, self.path, self.reason = sha, path, reason
+
+    def diagnostic(self) -> Diagnostic:
+        return Diagnostic(self.path, 1, 1, "revision-too-large",
+                          f"too large to export: {self.reason}")
 
 
 def redact(url: str) -> str:
@@ -105,11 +131,12 @@ class GitSource:
     """One branch of one repository, mirrored under `state_dir`; thread-safe."""
 
     def __init__(self, url_or_path: str | Path, branch: str, state_dir: Path, *,
-                 timeout: float = FETCH_TIMEOUT_S) -> None:
+                 timeout: float = FETCH_TIMEOUT_S, limits: ExportLimits | None = None) -> None:
         self.url = normalize_url(url_or_path)
         self.branch = check_branch(branch)
         self.state_dir = Path(state_dir)
         self.timeout = timeout
+        self.limits = limits or ExportLimits()
         self.mirror = self.state_dir / SOURCE_DIR
         self.revisions = self.state_dir / REVISIONS_DIR
         self._lock = threading.RLock()
@@ -269,12 +296,16 @@ class GitSource:
         return self.revisions / sha
 
     def export(self, sha: str) -> Path:
-        """The read-only folder `<state>/revisions/<sha>` holding the commit's exact tree."""
+        """The read-only folder `<state>/revisions/<sha>` holding the commit's exact tree.
+
+        Raises `RevisionTooLarge` for a commit over `self.limits`, with nothing written.
+        """
         with self._lock:
             full = self._resolve(sha)
             final = self.revision_path(full)
             if final.is_dir():
                 return final
+            self._check_size(full)
             self.revisions.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{full[:12]}-", dir=self.revisions))
             try:
@@ -293,13 +324,57 @@ class GitSource:
                 raise
             return final
 
+    def measure(self, sha: str) -> tuple[Tally, bool]:
+        """The commit's files and bytes, from `git ls-tree -r -l` (sizes from the object
+        headers: nothing inflated, nothing written), and whether the count is complete.
+
+        Reading stops once more files than the limit are counted: a tree fanned out through
+        subtrees to millions of entries costs no more than the limit.
+        """
+        with self._lock:
+            return self._measure(self._resolve(sha))
+
+    def _measure(self, full: str) -> tuple[Tally, bool]:
+        proc = self._open().git.ls_tree("-r", "-l", "-z", "--end-of-options", full,
+                                        as_process=True)
+        try:
+            tally, complete = self._tally(proc.proc.stdout)
+            if complete:
+                proc.wait()  # git's own failure (a corrupt mirror) is not a small commit
+        except git.GitError as exc:
+            raise SourceError(f"cannot list commit {full} of {self.name}: "
+                              f"{git_reason(exc)}") from None
+        finally:
+            _stop(proc)
+        return tally, complete
+
+    def _tally(self, stream: Any) -> tuple[Tally, bool]:
+        tally = Tally()
+        for record in _records(stream):
+            meta, _, path = record.partition(b"\t")
+            fields = meta.split()
+            if len(fields) != 4 or fields[1] != b"blob":
+                continue  # a submodule (a commit): `git archive` leaves it out too
+            tally.add(path.decode(errors="replace"), int(fields[3]))
+            if tally.files > self.limits.max_files:
+                return tally, False
+        return tally, True
+
+    def _check_size(self, full: str) -> None:
+        tally, complete = self._measure(full)
+        if tally.over(self.limits):
+            raise RevisionTooLarge(full, tally.where(self.limits),
+                                   tally.describe(self.limits, complete))
+
     def _archive_into(self, sha: str, dest: Path) -> tuple[int, list[Any]]:
         repo = self._open()
         proc = repo.git.archive("--format=tar", "--end-of-options", sha, as_process=True)
         try:
-            result = extract_tree(proc.proc.stdout, dest)
+            result = extract_tree(proc.proc.stdout, dest, self.limits)
             proc.proc.stdout.read()  # the archive's padding, so git can exit
             proc.wait()
+        except TooLarge as exc:  # git is stopped below, without reading the rest
+            raise RevisionTooLarge(sha, exc.path, exc.reason) from None
         except ArchiveError as exc:
             reason = str(exc)
             try:
@@ -310,9 +385,7 @@ class GitSource:
         except git.GitError as exc:
             raise SourceError(f"cannot export commit {sha}: {git_reason(exc)}") from None
         finally:
-            if proc.proc.poll() is None:
-                proc.proc.kill()
-                proc.proc.wait()
+            _stop(proc)
         return result
 
     def exported(self) -> list[str]:
@@ -354,6 +427,23 @@ class GitSource:
                     path.unlink(missing_ok=True)
             elif path.suffix == ".json" and not path.with_suffix("").is_dir():
                 path.unlink(missing_ok=True)
+
+
+def _records(stream: Any, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """The NUL-terminated records of `git … -z` output, read a chunk at a time."""
+    rest = b""
+    while data := stream.read(chunk):
+        *done, rest = (rest + data).split(b"\0")
+        yield from done
+    if rest:
+        yield rest
+
+
+def _stop(proc: Any) -> None:
+    """Kill a git process still running (its output was not read to the end) and reap it."""
+    if proc.proc.poll() is None:
+        proc.proc.kill()
+        proc.proc.wait()
 
 
 def _remove_tree(path: Path) -> None:

@@ -44,7 +44,7 @@ def _state_lines(state_dir: str) -> list[str]:
     if not path.is_absolute() or ".." in path.parts:
         raise ValueError(f"state folder {state_dir!r} must be an absolute path without '..'")
     if path.is_relative_to(STATE_ROOT) and path != STATE_ROOT:
-        return ["# The state (mirror, revisions, SQLite store, lock) in "
+        return ["# The state (mirror, revisions, SQLite store, its key, lock) in "
                 f"{path}: created by systemd, root only.",
                 f"StateDirectory={path.relative_to(STATE_ROOT)}",
                 "StateDirectoryMode=0700"]
@@ -71,8 +71,10 @@ def render_unit(exec_start: list[str], state_dir: str, user: str = "root", *,
         "# Root: it manages accounts, /etc, homes, sysctl values and packages.",
         f"User={user}",
         f"WorkingDirectory={state_dir}",
-        "# Secrets (WODSYNC_WEBHOOK_SECRET, WODSYNC_API_TOKEN, the database URL) stay out of the",
-        "# unit and of `systemctl show`, in a root-only file; '-': the file is optional.",
+        "# Secrets (WODSYNC_WEBHOOK_SECRET, WODSYNC_API_TOKEN, the database URL, and",
+        "# WODSYNC_STORE_KEY when controllers share a PostgreSQL: else the key that seals the",
+        "# sessions' passwords is the state's store.key) stay out of the unit and of",
+        "# `systemctl show`, in a root-only file; '-': the file is optional.",
         f"EnvironmentFile=-{ENV_FILE}",
         f"ExecStart={exec_line(exec_start)}",
         "# A crash or a lost store restarts it; a clean stop (SIGTERM, exit 0) does not.",

@@ -4,6 +4,9 @@ Why: sessions (a seat given to a participant for a while) and the daemon's statu
 restarts and be shared by the CLI, the daemon and the API. SQLite at `<state>/wodsync.db` is
 the embedded default; PostgreSQL (`postgresql+psycopg://…`) serves several controllers. The
 store creates or upgrades its schema when opened, so there is no migration step to forget.
+It holds live sessions' passwords, so it is root's alone: the state folder 0700, the SQLite
+files 0600 (`files`), the passwords sealed with a key kept outside the database and blanked
+once a session is over (`sealing`).
 
     store = open_store(state_dir=Path("/var/lib/wodsync"))
     session = store.sessions.allocate(...)
@@ -17,17 +20,23 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from wodsync.store import migrations
+from wodsync.store import files, migrations, sealing
 from wodsync.store.lock import WriterBusy, WriterLock, writer_holder, writer_running
 from wodsync.store.models import (
     LIVE_STATES,
+    SEAT_STATES,
     SessionState,
     StoreError,
     StoreUnavailable,
+    attach_sealer,
     make_engine,
+    normalize_url,
 )
+from wodsync.store.sealing import KEY_ENV, KEY_FILE, KeyUnavailable, PasswordUnreadable
 from wodsync.store.sessions import (
     TRANSITIONS,
+    Adoption,
+    AdoptionRefused,
     AlreadyLive,
     Candidate,
     CapacityReached,
@@ -53,8 +62,13 @@ from wodsync.store.status import (
 
 __all__ = [
     "DB_FILE",
+    "KEY_ENV",
+    "KEY_FILE",
     "LIVE_STATES",
+    "SEAT_STATES",
     "TRANSITIONS",
+    "Adoption",
+    "AdoptionRefused",
     "AlreadyLive",
     "Candidate",
     "CapacityReached",
@@ -63,8 +77,10 @@ __all__ = [
     "HostCondition",
     "HostStatus",
     "InvalidTransition",
+    "KeyUnavailable",
     "NoFreeSeat",
     "Participant",
+    "PasswordUnreadable",
     "Reconciliation",
     "RepositoryState",
     "Result",
@@ -125,15 +141,38 @@ def default_url(state_dir: Path) -> str:
 
 
 def open_store(url: str | None = None, *, state_dir: Path | None = None) -> Store:
-    """Open (creating or upgrading) the store at `url`, or SQLite under `state_dir`."""
+    """Open (creating or upgrading) the store at `url`, or SQLite under `state_dir`.
+
+    `state_dir` is wodsync's state folder: made 0700, and where the key of the passwords is
+    kept (`store.key`) unless `WODSYNC_STORE_KEY` is set; a `sqlite:///` URL opened without
+    one keeps its key beside the database. A SQLite database and its companions are made 0600
+    before SQLite opens them. Stored passwords are then brought to this version's form (sealed
+    while live, blank once over) and, on SQLite, their old bytes scrubbed from the files.
+    """
+    folder = Path(state_dir).resolve() if state_dir is not None else None
+    if folder is not None:
+        files.private_folder(folder, create=url is None)
     if url is None:
-        if state_dir is None:
+        if folder is None:
             raise StoreError("open_store needs a database URL or a state directory")
-        Path(state_dir).mkdir(parents=True, exist_ok=True)
-        url = default_url(state_dir)
+        url = default_url(folder)
+    database = files.sqlite_file(normalize_url(url))
+    if database is not None:
+        files.private_database(database)
+    sealer = sealing.Sealer.find(folder or (database.parent if database else None))
     engine = make_engine(url)
+    attach_sealer(engine, sealer)
+    changed = _upgrade(engine, sealer)
+    sealing.scrub(engine, changed > 0)
+    return Store(engine)
+
+
+def _upgrade(engine: Engine, sealer: sealing.Sealer) -> int:
+    """The schema, then the stored passwords, brought to this version; the engine disposed of
+    and a message for a person when the database cannot be opened."""
     try:
         migrations.upgrade(engine)
+        return sealing.upgrade(engine, sealer)
     except OperationalError as exc:
         engine.dispose()
         where = engine.url.render_as_string(hide_password=True)
@@ -142,4 +181,3 @@ def open_store(url: str | None = None, *, state_dir: Path | None = None) -> Stor
     except BaseException:
         engine.dispose()
         raise
-    return Store(engine)

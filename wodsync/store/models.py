@@ -6,6 +6,8 @@ partial indexes on these tables, so they hold for every writer, in SQLite and Po
 whatever the Python code above them does. The engine factory lives beside them because SQLite
 only keeps those promises with the right connection settings (WAL, a busy timeout, foreign keys,
 and `BEGIN IMMEDIATE` for writes so that a read-then-insert cannot interleave with another).
+The password column is sealed on its way in and opened on its way out by the key the store was
+opened with (`SealedPassword`, `attach_sealer`): a copy of the database alone shows none.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     JSON,
@@ -44,6 +47,7 @@ from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 WRITE_OPTION = "wodsync_write"
+PASSWORD_LENGTH = 255  # characters of the password column: a sealed password must fit
 
 
 class StoreError(Exception):
@@ -62,6 +66,7 @@ class SessionState(enum.StrEnum):
     CLEANING = "cleaning"
     HELD = "held"
     RESETTING = "resetting"
+    RELEASING = "releasing"
     FAILED = "failed"
     ENDED = "ended"
 
@@ -74,8 +79,19 @@ LIVE_STATES: tuple[SessionState, ...] = (
     SessionState.HELD,
     SessionState.RESETTING,
 )
-LIVE_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in LIVE_STATES) + ")"
-STATES_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in SessionState) + ")"
+# A session whose release has not finished on its host (the host was down, a step failed) no
+# longer has a participant — their e-mail and the capacity slot are free — but keeps its seat
+# until the host has released it: nobody gets a seat whose previous occupant may still be in.
+SEAT_STATES: tuple[SessionState, ...] = (*LIVE_STATES, SessionState.RELEASING)
+
+
+def _in(states: tuple[SessionState, ...] | type[SessionState]) -> str:
+    return "state IN (" + ", ".join(f"'{s.value}'" for s in states) + ")"
+
+
+LIVE_SQL = _in(LIVE_STATES)
+SEAT_SQL = _in(SEAT_STATES)
+STATES_SQL = _in(SessionState)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -105,6 +121,53 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class Sealer(Protocol):
+    """What turns a password into what the database keeps, and back (`sealing.Sealer`)."""
+
+    def seal(self, password: str) -> str: ...
+
+    def open(self, stored: str) -> str: ...
+
+
+# One sealer per engine, found through the engine's dialect: the only handle a column type
+# gets. Weak keys, so a disposed and forgotten engine takes its key with it.
+_SEALERS: WeakKeyDictionary[Dialect, Sealer] = WeakKeyDictionary()
+
+
+def attach_sealer(engine: Engine, sealer: Sealer) -> None:
+    """Passwords written and read through `engine` are sealed and opened by `sealer`."""
+    _SEALERS[engine.dialect] = sealer
+
+
+class SealedPassword(TypeDecorator[str]):
+    """A password in clear for the code, sealed in the database.
+
+    Why a column type: every statement that writes or reads the column passes here, whoever
+    wrote it, so no path can store a password in clear or hand out a sealed one. The empty
+    string (no password: an adopted or ended session) is kept as it is. An engine that was not
+    opened by `open_store` has no key: it cannot write a password, and reads the column as
+    stored.
+    """
+
+    impl = String(PASSWORD_LENGTH)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if not value:
+            return value
+        sealer = _SEALERS.get(dialect)
+        if sealer is None:
+            raise StoreError("this database connection was not opened by open_store: it has "
+                             "no key to seal a password with")
+        return sealer.seal(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        sealer = _SEALERS.get(dialect)
+        if not value or sealer is None:
+            return value
+        return sealer.open(value)
+
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -120,9 +183,10 @@ class Base(DeclarativeBase):
         datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
 
 
-def _live_unique(name: str, *columns: Any) -> Index:
-    """A UNIQUE index that only counts live sessions: ended and failed ones free the key."""
-    where = text(LIVE_SQL)
+def _live_unique(name: str, *columns: Any, states: str = LIVE_SQL) -> Index:
+    """A UNIQUE index that only counts live sessions (or, for seats, sessions holding one):
+    ended and failed ones free the key."""
+    where = text(states)
     return Index(name, *columns, unique=True, sqlite_where=where, postgresql_where=where)
 
 
@@ -151,16 +215,22 @@ class SessionRow(Base):
     completion: Mapped[float | None] = mapped_column(Float)
     revision: Mapped[str] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
-    password: Mapped[str] = mapped_column(String(255))
+    password: Mapped[str] = mapped_column(SealedPassword())  # "" once the session is over
+    # A release that did not finish (RELEASING): the operation to retry, how often it was
+    # tried, and when next.
+    release_op: Mapped[str | None] = mapped_column(String(16))
+    release_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_release_at: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint(STATES_SQL, name="state"),
         CheckConstraint("slot >= 0", name="slot"),
         CheckConstraint("completion IS NULL OR (completion >= 0 AND completion <= 100)",
                         name="completion"),
-        _live_unique("uq_sessions_live_seat", "host", "seat"),
+        _live_unique("uq_sessions_live_seat", "host", "seat", states=SEAT_SQL),
         _live_unique("uq_sessions_live_slot", "workshop", "slot"),
         Index("ix_sessions_state_ends_at", "state", "ends_at"),
+        Index("ix_sessions_state_next_release_at", "state", "next_release_at"),
         Index("ix_sessions_host", "host"),
     )
 
@@ -263,17 +333,43 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine whose write transactions cannot interleave where that would break a promise."""
+    """An engine whose write transactions cannot interleave where that would break a promise.
+
+    `hide_parameters`: an error never quotes the values of a statement (a participant's
+    e-mail, a sealed password) into a log or a traceback.
+    """
     url = normalize_url(url)
     if make_url(url).get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+                               hide_parameters=True)
         _tune_sqlite(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    _own_errors_unwrapped(engine)
+    return engine
+
+
+def _own_errors_unwrapped(engine: Engine) -> None:
+    """A StoreError raised while a statement's values are prepared (a password that cannot be
+    sealed) reaches the caller as itself, not inside SQLAlchemy's StatementError with the
+    SQL: it is a message for a person."""
+
+    @event.listens_for(engine, "handle_error")
+    def _unwrap(context: Any) -> BaseException | None:
+        own = context.original_exception
+        return own if isinstance(own, StoreError) else None
 
 
 def _tune_sqlite(engine: Engine) -> None:
-    """SQLAlchemy's pysqlite recipe: we emit BEGIN ourselves, IMMEDIATE for writers."""
+    """SQLAlchemy's pysqlite recipe: we emit BEGIN ourselves, IMMEDIATE for writers.
+
+    What a row held must not outlive it in the file: `secure_delete` zeroes the bytes SQLite
+    frees (an old version of a cell, a freed page) in the page it writes, so a checkpoint leaves
+    no blanked password in the database file; the WAL keeps older images of a page until it
+    starts over after a checkpoint, and `journal_size_limit = 0` then cuts the stale frames off
+    instead of leaving them at its end. `temp_store = MEMORY`: no temporary file (VACUUM's
+    copy of the whole database, large sorts) is ever written to a shared /tmp.
+    """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -283,6 +379,9 @@ def _tune_sqlite(engine: Engine) -> None:
         _ensure_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA secure_delete = ON")
+        cursor.execute("PRAGMA journal_size_limit = 0")
+        cursor.execute("PRAGMA temp_store = MEMORY")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from wodsync.store.models import (
     LIVE_STATES,
+    SEAT_STATES,
     SessionEventRow,
     SessionRow,
     SessionState,
@@ -40,12 +41,16 @@ ID_BYTES = 6  # 12 hex characters: short enough to type, 2**48 values
 ALLOCATION_LOCK_CLASS = 0x776F6473  # first key of the two-key advisory locks ("wods")
 
 # The one table of allowed moves. PURGE is not here: it reaches ENDED from any other state.
+# RELEASING is where a release that could not finish waits for its retry: from any state that
+# holds a seat (`schedule_release`), and — on the host's word that the seat is still held —
+# from FAILED or ENDED (`reopen`).
 TRANSITIONS: Mapping[SessionState, frozenset[SessionState]] = {
-    S.CREATING: frozenset({S.ACTIVE, S.FAILED}),
-    S.ACTIVE: frozenset({S.CLEANING}),
-    S.CLEANING: frozenset({S.ENDED, S.HELD, S.FAILED}),
-    S.HELD: frozenset({S.RESETTING}),
-    S.RESETTING: frozenset({S.ENDED, S.FAILED}),
+    S.CREATING: frozenset({S.ACTIVE, S.FAILED, S.RELEASING}),
+    S.ACTIVE: frozenset({S.CLEANING, S.RELEASING}),
+    S.CLEANING: frozenset({S.ENDED, S.HELD, S.RELEASING}),
+    S.HELD: frozenset({S.RESETTING, S.RELEASING}),
+    S.RESETTING: frozenset({S.ENDED, S.RELEASING}),
+    S.RELEASING: frozenset({S.ENDED, S.HELD, S.RELEASING}),
     S.FAILED: frozenset(),
     S.ENDED: frozenset(),
 }
@@ -92,11 +97,38 @@ class ExtensionRefused(StoreError):
     pass
 
 
+class AdoptionRefused(StoreError):
+    """A session the host records cannot come back into the store (its id, seat or
+    participant is taken by another session there)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Participant:
     name: str
     email: str
     company: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """A session the host records on a seat and the store does not know (a store restored from
+    an old backup, or the wrong database): what comes back of it. No password travels in a
+    host record, so an adopted session has none to show."""
+
+    id: str
+    workshop: str
+    host: str
+    location: str
+    seat: int
+    username: str
+    state: SessionState
+    name: str
+    email: str
+    company: str
+    duration_hours: float
+    created_at: datetime
+    started_at: datetime | None
+    revision: str = "adopted"
 
 
 class Candidate(NamedTuple):
@@ -131,10 +163,19 @@ class Session:
     revision: str
     error: str | None
     password: str = field(repr=False)  # for authenticated API clients; never in logs
+    release_op: str | None = None
+    release_attempts: int = 0
+    next_release_at: datetime | None = None
 
     @property
     def live(self) -> bool:
+        """A participant has it: their e-mail and a capacity slot are taken."""
         return self.state in LIVE_STATES
+
+    @property
+    def holds_seat(self) -> bool:
+        """Its seat is not free: live, or its release has not finished on the host."""
+        return self.state in SEAT_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +197,10 @@ def _session(row: Row[Any]) -> Session:
 
 def _live() -> Any:
     return SESSIONS.c.state.in_([s.value for s in LIVE_STATES])
+
+
+def _holding() -> Any:
+    return SESSIONS.c.state.in_([s.value for s in SEAT_STATES])
 
 
 def _cap(output: str) -> str:
@@ -236,6 +281,37 @@ class Sessions:
                 f"seat {seat.username} ({seat.seat}) on {seat.host}, slot {slot}", "")
         return _session(row)
 
+    def adopt(self, a: Adoption, message: str, now: datetime | None = None) -> Session:
+        """Take a session the host records back into the store, in `a.state` (ACTIVE, HELD or,
+        to be released at once, RELEASING). Its capacity slot is any free one: a workshop may
+        be over capacity until it ends. Raises AdoptionRefused on a clash."""
+        now = _aware(now)
+        ends = a.started_at + timedelta(hours=a.duration_hours) \
+            if a.started_at is not None and a.state is S.ACTIVE else None
+        releasing = a.state is S.RELEASING
+        try:
+            with writing(self.engine) as conn:
+                used = set(conn.scalars(select(SESSIONS.c.slot).where(
+                    SESSIONS.c.workshop == a.workshop, _live())))
+                slot = next(n for n in range(len(used) + 1) if n not in used)
+                row = conn.execute(insert(SESSIONS).values(
+                    id=_normalize_id(a.id), workshop=a.workshop, name=a.name, email=a.email,
+                    company=a.company, location=a.location, host=a.host, seat=a.seat,
+                    username=a.username, slot=slot, state=a.state.value,
+                    duration_hours=a.duration_hours, created_at=a.created_at,
+                    started_at=a.started_at, ends_at=ends, revision=a.revision, password="",
+                    release_op="purge" if releasing else None,
+                    next_release_at=now if releasing else None,
+                    error=message if releasing else None).returning(*SESSIONS.c)).one()
+                _record(conn, row.id, now, None, a.state, message, "")
+                return _session(row)
+        except DBAPIError as exc:
+            if not is_conflict(exc):
+                raise
+            raise AdoptionRefused(f"session {a.id} on {a.host} seat {a.username} cannot be "
+                                  "adopted: its id, seat or participant is taken by another "
+                                  "session in the store") from None
+
     # -- moves ------------------------------------------------------------------------------
 
     def transition(self, session_id: str, to: SessionState, *, message: str = "",
@@ -262,8 +338,29 @@ class Sessions:
         allowed = [s for s in SessionState if s is not S.ENDED]
         return self._move(session_id, S.ENDED, allowed, message, output, _aware(now))
 
+    def schedule_release(self, session_id: str, op: str, error: str, delay: timedelta, *,
+                         output: str = "", now: datetime | None = None) -> Session:
+        """A release (`op`: cleanup, reset or purge) did not finish on the host: the session is
+        RELEASING — its participant gone, its seat kept — and `op` is tried again after
+        `delay`. From any state holding a seat; again from RELEASING (one more attempt)."""
+        now = _aware(now)
+        allowed = [s for s, targets in TRANSITIONS.items() if S.RELEASING in targets]
+        return self._move(session_id, S.RELEASING, allowed, error, output, now,
+                          {"error": error, "release_op": op, "next_release_at": now + delay,
+                           "release_attempts": SESSIONS.c.release_attempts + 1})
+
+    def reopen(self, session_id: str, op: str, message: str,
+               now: datetime | None = None) -> Session:
+        """The host still records a seat for this ended or failed session (a release that
+        never finished, a store behind the host): hold the seat again and release it now."""
+        now = _aware(now)
+        return self._move(session_id, S.RELEASING, [S.ENDED, S.FAILED], message, "", now,
+                          {"error": message, "release_op": op, "next_release_at": now,
+                           "ended_at": None})
+
     def _move(self, session_id: str, to: SessionState, allowed: Iterable[SessionState],
-              message: str, output: str, now: datetime) -> Session:
+              message: str, output: str, now: datetime,
+              values: dict[str, Any] | None = None) -> Session:
         session_id = _normalize_id(session_id)
         with writing(self.engine) as conn:
             before = _locked_row(conn, session_id)
@@ -273,7 +370,8 @@ class Sessions:
             row = conn.execute(
                 update(SESSIONS)
                 .where(SESSIONS.c.id == session_id, SESSIONS.c.state == current.value)
-                .values(state=to.value, **_entering(before, to, message, now))
+                .values(state=to.value, **_entering(before, to, message, now),
+                        **(values or {}))
                 .returning(*SESSIONS.c)).first()
             if row is None:  # moved between our read and our write: say where it is now
                 raise InvalidTransition(session_id, _locked_state(conn, session_id), to)
@@ -340,7 +438,19 @@ class Sessions:
         return self._set(session_id, completion=completion)
 
     def set_password(self, session_id: str, password: str) -> Session:
-        return self._set(session_id, password=password)
+        """The new password of a session a participant uses (creating or active; sealed by
+        the column on its way in). A session that is over, or held for RESET, keeps none:
+        refused."""
+        session_id = _normalize_id(session_id)
+        in_use = SESSIONS.c.state.in_([S.CREATING.value, S.ACTIVE.value])
+        with writing(self.engine) as conn:
+            row = conn.execute(update(SESSIONS).where(SESSIONS.c.id == session_id, in_use)
+                               .values(password=password).returning(*SESSIONS.c)).first()
+            if row is None:
+                state = _locked_state(conn, session_id)  # SessionNotFound if there is none
+                raise StoreError(f"session {session_id} is {state.value}: a session that is "
+                                 "over keeps no password")
+        return _session(row)
 
     def _set(self, session_id: str, **values: Any) -> Session:
         session_id = _normalize_id(session_id)
@@ -379,9 +489,18 @@ class Sessions:
             query = query.where(_live())
         return self._all(query.order_by(SESSIONS.c.created_at, SESSIONS.c.id))
 
-    def live_on_host(self, host: str) -> list[Session]:
-        """What the reconciler must keep on `host`: every seat a live session holds."""
-        return self.find(host=host, live=True)
+    def holding_seats(self, host: str) -> list[Session]:
+        """What the reconciler must keep on `host`: every seat a session holds (live, or its
+        release not finished)."""
+        return self._all(select(SESSIONS).where(SESSIONS.c.host == host, _holding())
+                         .order_by(SESSIONS.c.seat))
+
+    def releases_due(self, now: datetime | None = None) -> list[Session]:
+        """Releases that did not finish and whose next try is due, soonest first."""
+        return self._all(select(SESSIONS).where(
+            SESSIONS.c.state == S.RELEASING.value,
+            SESSIONS.c.next_release_at <= _aware(now))
+            .order_by(SESSIONS.c.next_release_at, SESSIONS.c.id))
 
     def due(self, now: datetime | None = None) -> list[Session]:
         """Active sessions whose time is up, soonest first."""
@@ -438,7 +557,7 @@ def _serialize_workshop(conn: Connection, workshop: str) -> None:
 def _first_free_seat(conn: Connection, seats: list[Candidate]) -> Candidate | None:
     hosts = sorted({c.host for c in seats})
     taken = {(h, s) for h, s in conn.execute(select(SESSIONS.c.host, SESSIONS.c.seat).where(
-        _live(), SESSIONS.c.host.in_(hosts)))}
+        _holding(), SESSIONS.c.host.in_(hosts)))}
     return next((c for c in seats if (c.host, c.seat) not in taken), None)
 
 
@@ -461,15 +580,24 @@ def _locked_state(conn: Connection, session_id: str) -> SessionState:
     return SessionState(_locked_row(conn, session_id).state)
 
 
+# A session that is over (ended, failed, or releasing its seat) has no participant to show
+# the password to: it is blanked in the move's own transaction, never kept.
+_FORGET_PASSWORD: Mapping[str, Any] = {"password": ""}
+
+
 def _entering(before: Row[Any], to: SessionState, message: str,
               now: datetime) -> dict[str, Any]:
     """Columns a state sets when a session enters it."""
     if to is S.ACTIVE:
         return {"started_at": now, "ends_at": now + timedelta(hours=before.duration_hours)}
     if to is S.ENDED:
-        return {"ended_at": now}
+        return {"ended_at": now, "next_release_at": None, **_FORGET_PASSWORD}
     if to is S.FAILED:
-        return {"error": message}
+        return {"error": message, **_FORGET_PASSWORD}
+    if to is S.RELEASING:
+        return {**_FORGET_PASSWORD}
+    if to is S.HELD:  # the participant is gone; the seat waits for RESET
+        return {"next_release_at": None, **_FORGET_PASSWORD}
     return {}
 
 

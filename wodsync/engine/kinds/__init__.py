@@ -45,12 +45,8 @@ BY_ADDRESS: dict[str, ModuleType] = {
     kind: module for module in KINDS.values()
     for kind in getattr(module, "ADDRESS_KINDS", (module.KIND,))}
 
-# Agent operations a kind offers besides observe and apply: the explicit table.
+# Agent operations a kind offers besides observe and apply (the seat operations are the
+# agent's own, `agent.seats`): part of the agent's explicit table.
 OPERATIONS = {
     "stop_hub": hubservice.stop_hub,
-    "seat_create": seats.create,
-    "seat_cleanup": seats.cleanup,
-    "seat_reset": seats.reset,
-    "seat_purge": seats.purge,
-    "seat_servers": seats.servers,
 }

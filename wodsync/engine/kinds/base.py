@@ -36,6 +36,8 @@ class PlanContext:
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)   # the whole plan must not be applied
+    # live sessions the plan would leave without their workshop: (session, workshop, seat)
+    ending_sessions: list[tuple[str, str, str]] = field(default_factory=list)
 
     def add(self, action: Action, kind: str, name: str, detail: str = "",
             data: Any = None) -> Change:

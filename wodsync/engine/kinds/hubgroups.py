@@ -48,7 +48,7 @@ def desired(ctx: DesiredContext) -> HubGroups | None:
     hub = ctx.host.hub
     if hub is None or ctx.hub_token is None:
         return None
-    live = {s.username: s.workshop for s in ctx.live_seats}
+    live = {s.username: s.workshop for s in ctx.live_seats if s.in_group}
     return HubGroups(hub.api, ctx.hub_token,
                      hubwant.hub_groups(ctx.catalog, ctx.host, ctx.pool, live))
 

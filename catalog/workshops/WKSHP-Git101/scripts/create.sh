@@ -1,4 +1,4 @@
 #!/bin/bash
-# Prepare a bare 'remote' repository for {{ STUDENT }}.
+# Prepare a bare 'remote' repository for $STUDENT.
 set -eu
-git init -q --bare "/srv/git/{{ STUDENT }}.git"
+git init -q --bare "/srv/git/$STUDENT.git"

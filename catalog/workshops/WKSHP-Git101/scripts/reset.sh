@@ -1,4 +1,4 @@
 #!/bin/bash
-# Forget the remote repository of {{ STUDENT }} when the seat is reset.
+# Forget the remote repository of $STUDENT when the seat is reset.
 set -eu
-rm -rf "/srv/git/{{ STUDENT }}.git"
+rm -rf "/srv/git/$STUDENT.git"

@@ -1,0 +1,99 @@
+"""Seat records: the host's own word on which session holds which seat.
+
+Each seat in use has a record, `<state_dir>/seats/<user>.json` (a root-only folder), written
+before the seat is touched for a session and dropped only once its release is complete. The
+controller's store can be lost, restored from an old backup or pointed at the wrong database;
+these records are what keeps a seat in use from being given twice or wiped by a catalog edit:
+a full apply never locks or empties a recorded seat, a CREATE never takes a seat recorded for
+another session, and the controller re-adopts the sessions its store does not know from them.
+A record carries what adoption needs (workshop, participant, times), never a password.
+
+Seat operations lock the host shared (an apply holds it exclusively) and each seat they touch
+exclusively, in name order, so two calls locking several seats never wait in a circle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+
+from wodsync.agent import hostlock
+
+SEATS_DIR = "seats"
+# What a record may hold, and so what crosses back to the controller.
+FIELDS = ("session", "workshop", "state", "since", "email", "name", "company", "location",
+          "duration_hours", "created_at")
+
+
+def folder(state_dir):
+    return os.path.join(state_dir, SEATS_DIR)
+
+
+def read_all(state_dir):
+    """user → record, for every seat the host knows to be in use."""
+    found = {}
+    try:
+        names = os.listdir(folder(state_dir))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            user = name[:-5]
+            found[user] = read(state_dir, user) or {"session": "?", "state": "unreadable"}
+    return found
+
+
+def read(state_dir, user):
+    """The seat's record, or None when the seat is free."""
+    try:
+        with open(os.path.join(folder(state_dir), user + ".json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"session": "?", "state": "unreadable"}
+    if not isinstance(data, dict):
+        return {"session": "?", "state": "unreadable"}
+    return {k: data[k] for k in FIELDS if k in data}
+
+
+def write(state_dir, user, record):
+    """Replace the seat's record atomically (a unique temporary file, then rename)."""
+    where = folder(state_dir)
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=".seat-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({k: record[k] for k in FIELDS if k in record}, f)
+        os.replace(tmp, os.path.join(where, user + ".json"))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def drop(state_dir, user):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(folder(state_dir), user + ".json"))
+
+
+def belongs_to_other(record, session):
+    """True when the record names another session than `session` (a seat not ours to touch)."""
+    return record is not None and record.get("session") != session
+
+
+@contextlib.contextmanager
+def locked(state_dir, users, timeout=30.0):
+    """The host shared (no apply meanwhile), the seats exclusively."""
+    with hostlock.hold(state_dir, "seat", exclusive=False, timeout=timeout), \
+            contextlib.ExitStack() as held:
+        os.makedirs(folder(state_dir), mode=0o700, exist_ok=True)
+        for user in sorted(set(users)):
+            fd = os.open(os.path.join(folder(state_dir), user + ".lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            held.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield

@@ -1,0 +1,434 @@
+"""The seat operations on the host: CREATE, CLEANUP, RESET and PURGE of one session's seat.
+
+A session's seat is set up in one round trip (`seat_create`): the previous occupant's server
+stopped, processes ended and hub identity replaced, the home reset from /etc/skel, the
+workshop's `create` hook, its `compile` scripts compiled with `shc` (their sources never reach
+the student), the rendered workshop folder written, `post_copy`, a new password (hashed by the
+host's own `chpasswd`, read on stdin), the seat added to the workshop's hub group and its server
+started without waiting. The call takes the several seats of a burst too (one python3 start,
+one `chpasswd`, one hub request per group for all of them). A step that fails releases its seat
+alone and the seat's answer says which step and why, with the hooks' output.
+
+The end of a session (`seat_cleanup`, `seat_reset`, `seat_purge`) is a release that nothing a
+student did can stop: the hook and the completion count may fail, the release steps run
+regardless, each tried whatever failed before; the answer lists what did not finish, and the
+seat's record stays until a release has finished (the controller retries it).
+
+A seat recorded for another session (`records`) is never touched: the answer says who holds
+it. Every write below the home goes through `agent.safefs`; hooks are root's and run from
+root's own folder (`hooks`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import pwd
+import shutil
+import tempfile
+import time
+
+from wodsync.agent import (
+    accountsdb,
+    completion,
+    hooks,
+    hubapi,
+    hubseat,
+    records,
+    safefs,
+    sweep,
+)
+from wodsync.agent.run import kill_uid, run
+
+# ---- steps ----------------------------------------------------------------------------------
+
+
+class Steps:
+    """Timings and hook outputs of one seat operation, step by step."""
+
+    def __init__(self):
+        self.timings = {}
+        self.outputs = []
+        self.notes = []
+        self.current = ""
+
+    @contextlib.contextmanager
+    def step(self, name):
+        self.current = name
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.monotonic() - start, 4)
+
+    def answer(self, **extra):
+        return {"timings": self.timings, "outputs": self.outputs, "notes": self.notes, **extra}
+
+
+def _user(payload):
+    entry = pwd.getpwnam(payload["user"])
+    if entry.pw_uid != payload["uid"]:
+        raise RuntimeError(f"{payload['user']} has uid {entry.pw_uid}, expected "
+                           f"{payload['uid']}: not a seat of this pool")
+    return entry
+
+
+def _lock_timeout(payload):
+    return payload.get("lock_timeout", 30.0)
+
+
+def _write_record(payload, state):
+    records.write(payload["state_dir"], payload["user"],
+                  {**(payload.get("record") or {}), "session": payload["session"],
+                   "workshop": payload["workshop"], "state": state, "since": time.time()})
+
+
+def _occupied(record):
+    """What the controller learns of a seat held by another session (no secret in a record)."""
+    return {k: record[k] for k in records.FIELDS if k in record}
+
+
+# ---- pieces of a seat ------------------------------------------------------------------------
+
+def _compile(payload, files):
+    """Scripts listed in `compile` become shc binaries under the same name; their sources
+    never reach the home."""
+    wanted = set(payload.get("compile") or [])
+    if not wanted:
+        return files
+    folder = tempfile.mkdtemp(prefix="wodsync-shc-", dir=hooks.run_dir(payload["state_dir"]))
+    try:
+        out = []
+        for rel, data, mode in files:
+            if rel not in wanted:
+                out.append((rel, data, mode))
+                continue
+            source = os.path.join(folder, "script")
+            with open(source, "wb") as f:
+                f.write(data)
+            run(["shc", "-f", source, "-o", source + ".bin"], timeout=120)
+            with open(source + ".bin", "rb") as f:
+                out.append((rel, f.read(), 0o755))
+            for leftover in (source, source + ".bin", source + ".x.c"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+        return out
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _files(payload):
+    return [(f["path"], base64.b64decode(f["data"]), f["mode"]) for f in payload["files"]]
+
+
+def _set_passwords(payloads):
+    """New passwords, hashed by the host's own `chpasswd`, read on stdin: one run for all."""
+    run(["chpasswd"], "".join(f"{p['user']}:{p['password']}\n" for p in payloads), timeout=60)
+
+
+def _lock_password(payload):
+    outcome = accountsdb.apply({"password_fields": {payload["user"]: "!"}})
+    if outcome["errors"]:
+        raise RuntimeError("; ".join(e["message"] for e in outcome["errors"]))
+
+
+def _empty_home(user, skel=None):
+    with safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
+        if skel is None:
+            result = safefs.empty_dir(fd)
+        else:
+            result, _ = safefs.reset_home(fd, skel, user.pw_uid, user.pw_gid)
+    return [f"{path}: {why}" for path, why in result.left]
+
+
+def _release_steps(payload, user, empty=True):
+    """What makes a seat nobody's: the password locked first (no new login), the server asked
+    to stop without waiting (ending the seat's processes ends it at once), the hub identity
+    replaced (tokens, grants, cookie), the processes ended again (anything started meanwhile),
+    everything the uid owns outside the home removed (the next occupant gets the same uid),
+    and the home emptied unless the seat is held for RESET. A step returning a list names
+    what it could not remove."""
+    uid = payload["uid"]
+    pairs = [("lock password", lambda: _lock_password(payload)),
+             ("stop server", lambda: hubseat.stop_server(payload, wait=False)),
+             ("kill processes", lambda: kill_uid(uid)),
+             ("new hub identity", lambda: hubseat.rotate(payload)),
+             ("kill late processes", lambda: kill_uid(uid)),
+             ("sweep leftovers", lambda: sweep.sweep(uid, payload["user"], keep=_homes(user)))]
+    if empty and user is not None:
+        pairs.append(("empty home", lambda: _empty_home(user)))
+    return pairs
+
+
+def _homes(user):
+    """What the sweep must leave alone: the seat's home and the folder homes live in."""
+    if user is None:
+        return ()
+    return (user.pw_dir, os.path.dirname(user.pw_dir.rstrip("/")) or "/")
+
+
+def _try_all(pairs, steps, errors):
+    """Every step is tried, whatever failed before: a half-freed seat is worse."""
+    for name, fn in pairs:
+        try:
+            with steps.step(name):
+                left = fn()
+            if isinstance(left, list) and left:
+                errors.append(f"{name}: left " + "; ".join(left[:5])
+                              + (f" (and {len(left) - 5} more)" if len(left) > 5 else ""))
+        except Exception as exc:
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+
+# ---- CREATE ---------------------------------------------------------------------------------
+
+class _Seat:
+    """One seat of a `seat_create` call: its payload, steps, account, and why it failed."""
+
+    def __init__(self, payload):
+        self.payload = payload
+        self.steps = Steps()
+        self.user = None
+        self.error = None
+        self.occupied = None
+        self.release_errors = []
+        self.server = None
+
+    def fail(self, exc):
+        if self.error is None:
+            self.error = f"{self.steps.current}: {type(exc).__name__}: {exc}"
+
+
+def create(payload, host):
+    """Operation `seat_create`: the seats of `seats` (one, or the CREATEs of a burst brought
+    together by the controller), each answered on its own. A burst shares the round trip, one
+    `chpasswd` and one hub request per workshop group; a seat that fails is released alone."""
+    seats = [_Seat(p) for p in payload["seats"]]
+    with records.locked(payload["state_dir"], [s.payload["user"] for s in seats],
+                        _lock_timeout(payload)):
+        for seat in seats:
+            _prepare(seat)
+        _together([s for s in seats if not s.error], "password", _set_passwords)
+        _together([s for s in seats if not s.error], "join group", hubseat.join_groups)
+        for seat in seats:
+            _finish(seat)
+    return {"seats": [_answer(seat) for seat in seats]}
+
+
+def _prepare(seat):
+    """Everything of a CREATE that is the seat's alone, up to its password. A seat the host
+    records for another session is left exactly as it is."""
+    try:
+        with seat.steps.step("account"):
+            seat.user = _user(seat.payload)
+        record = records.read(seat.payload["state_dir"], seat.payload["user"])
+        if records.belongs_to_other(record, seat.payload["session"]):
+            seat.occupied = _occupied(record)
+            seat.error = (f"seat {seat.payload['user']} is held on the host by session "
+                          f"{record.get('session')} ({record.get('state')})")
+            return
+        _write_record(seat.payload, "creating")
+        _set_up(seat.payload, seat.user, seat.steps)
+    except Exception as exc:
+        seat.fail(exc)
+
+
+def _together(seats, step, fn):
+    """A step done for several seats at once; when it fails, seat by seat, so the failure is
+    the failing seat's alone. Each seat's timing is the whole step's."""
+    if not seats:
+        return
+    start = time.monotonic()
+    try:
+        fn([s.payload for s in seats])
+    except Exception:
+        for seat in seats:
+            try:
+                with seat.steps.step(step):
+                    fn([seat.payload])
+            except Exception as exc:
+                seat.fail(exc)
+        return
+    for seat in seats:
+        seat.steps.timings[step] = round(time.monotonic() - start, 4)
+
+
+def _finish(seat):
+    """The server asked for, the seat recorded in use — or, after a failure, released (its
+    record kept, as `releasing`, when the release itself did not finish)."""
+    if seat.occupied is not None:
+        return
+    if seat.error is None:
+        try:
+            with seat.steps.step("start server"):
+                seat.server = hubseat.start_server(seat.payload, seat.steps)
+            _write_record(seat.payload, "active")
+            return
+        except Exception as exc:
+            seat.fail(exc)
+    if seat.user is None:  # without its account, nothing of the seat was touched
+        return
+    errors = []
+    _try_all(_release_steps(seat.payload, seat.user), seat.steps, errors)
+    seat.release_errors = errors
+    if errors:
+        _write_record(seat.payload, "releasing")
+    else:
+        records.drop(seat.payload["state_dir"], seat.payload["user"])
+
+
+def _answer(seat):
+    if seat.error is None:
+        return seat.steps.answer(ok=True, server=seat.server)
+    return seat.steps.answer(ok=False, error=seat.error, occupied=seat.occupied,
+                             release_errors=seat.release_errors)
+
+
+def _set_up(payload, user, steps):
+    with steps.step("stop server"):
+        hubseat.stop_server(payload)
+    with steps.step("kill processes"):
+        kill_uid(user.pw_uid)
+    with steps.step("new hub identity"):
+        hubseat.rotate(payload)
+    with steps.step("reset home"):
+        left = _empty_home(user, safefs.read_skel())
+        if left:
+            raise RuntimeError("home not emptied: " + "; ".join(left[:5]))
+    with steps.step("create hook"):
+        hooks.run_hook(payload, "create", steps)
+    with steps.step("decode files"):
+        files = _files(payload)
+    with steps.step("compile"):
+        files = _compile(payload, files)
+    with steps.step("write workshop"), \
+            safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
+        safefs.write_tree(fd, payload["workshop"], files, user.pw_uid, user.pw_gid,
+                          keep_existing=False)
+    with steps.step("post_copy hook"):
+        hooks.run_hook(payload, "post_copy", steps)
+
+
+# ---- the end of a session ---------------------------------------------------------------------
+
+def _completion(payload, user):
+    """rel → [executed, code] or {"error": …}; None when the workshop's notebooks are unknown."""
+    notebooks = payload.get("notebooks")
+    if notebooks is None or user is None:
+        return None
+    try:
+        with safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
+            return completion.count_home(fd, payload["workshop"], notebooks)
+    except Exception as exc:  # no home to read: nothing counted, the release goes on
+        return {rel: {"error": f"{type(exc).__name__}: {exc}"} for rel in notebooks}
+
+
+def _account(payload, errors):
+    """The seat's account, or None when it is gone (the release goes on by uid)."""
+    try:
+        return _user(payload)
+    except KeyError:
+        return None
+    except Exception as exc:
+        errors.append(f"account: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _end(payload, hook, hold=False, read=False):
+    """The end of a session on its seat: its hook and the completion count (either may fail:
+    reported), then — in any case — the seat released, or kept locked as it is until RESET.
+    The record goes once the release finished; with `force` (an operator's `seat release`) a
+    record of another session does not stop it."""
+    steps = Steps()
+    errors, counted = [], None
+    with records.locked(payload["state_dir"], [payload["user"]], _lock_timeout(payload)):
+        record = records.read(payload["state_dir"], payload["user"])
+        if records.belongs_to_other(record, payload["session"]) and not payload.get("force"):
+            return steps.answer(ok=False, error=f"seat {payload['user']} is held on the host "
+                                f"by session {record.get('session')}",
+                                occupied=_occupied(record))
+        user = _account(payload, errors)
+        try:
+            if hook:
+                try:
+                    with steps.step(f"{hook} hook"):
+                        hooks.run_hook(payload, hook, steps)
+                except Exception as exc:
+                    errors.append(str(exc))
+            if read:
+                with steps.step("count completion"):
+                    counted = _completion(payload, user)
+        finally:
+            _try_all(_release_steps(payload, user, empty=not hold), steps, errors)
+            _settle_record(payload, record, hold, errors)
+    return steps.answer(ok=not errors, error="; ".join(errors) or None, completion=counted)
+
+
+def _settle_record(payload, record, hold, errors):
+    """The record after a release: gone once it finished, `held` for RESET, `releasing` while
+    not finished (a forced release that failed leaves whatever record there was)."""
+    if errors:
+        if not payload.get("force"):
+            _write_record(payload, "releasing")
+    elif hold:
+        _write_record(payload, "held")
+    else:
+        records.drop(payload["state_dir"], payload["user"])
+
+
+def cleanup(payload, host):
+    """Operation `seat_cleanup`: the `cleanup` hook, completion, then the seat released — or,
+    with `hold` (a `reset: true` workshop), kept until RESET."""
+    return _end(payload, "cleanup", hold=bool(payload.get("hold")), read=True)
+
+
+def reset(payload, host):
+    """Operation `seat_reset`: the `reset` hook, then the seat released."""
+    return _end(payload, "reset")
+
+
+def purge(payload, host):
+    """Operation `seat_purge`: the forced path — no hook; lock, stop, kill, new identity,
+    empty, free."""
+    return _end(payload, None)
+
+
+def seat_records(payload, host):
+    """Operation `seat_records`: every seat the host records in use (no secret in them)."""
+    return {"records": records.read_all(payload["state_dir"])}
+
+
+def servers(payload, host):
+    """Operation `seat_servers`: the servers a busy hub left to the login, asked for again. Each
+    seat, under its lock, only while it is still given to the same session (a seat cleaned up
+    meanwhile is `gone`); the first 429 leaves the rest `deferred` for the next round."""
+    started, deferred, gone, errors = [], [], [], {}
+    seats = payload["seats"]
+    for n, one in enumerate(seats):
+        seat = {**payload, **one}
+        with records.locked(seat["state_dir"], [seat["user"]], _lock_timeout(seat)):
+            record = records.read(seat["state_dir"], seat["user"]) or {}
+            if record.get("session") != seat["session"] or record.get("state") != "active":
+                gone.append(seat["user"])
+                continue
+            try:
+                outcome = hubseat.start_server(seat, Steps())
+            except hubapi.HubApiError as exc:
+                errors[seat["user"]] = str(exc)
+                continue
+            if outcome == "deferred":
+                deferred = [s["user"] for s in seats[n:]]
+                break
+            started.append(seat["user"])
+    return {"started": started, "deferred": deferred, "gone": gone, "errors": errors}
+
+
+OPERATIONS = {
+    "seat_create": create,
+    "seat_cleanup": cleanup,
+    "seat_reset": reset,
+    "seat_purge": purge,
+    "seat_records": seat_records,
+    "seat_servers": servers,
+}
