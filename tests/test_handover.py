@@ -430,3 +430,22 @@ def test_pending_releases_are_retried_with_back_off(ctl, monkeypatch):
     monkeypatch.undo()
     ended = ctl.sessions.retry_releases(current.next_release_at)
     assert [(e.id, e.state) for e in ended] == [(s.id, S.ENDED)]
+
+
+def test_a_saved_plan_that_would_end_live_sessions_is_refused_before_anything_changes(
+        ctl, lab, tmp_path):
+    """A saved plan applies exactly what was reviewed; ending sessions changes the hosts. So
+    `apply PLAN.json` naming live sessions changes nothing and says how to go on."""
+    s = ctl.sessions.create("WKSHP-Gone", ann(2)).session
+    root = tmp_path / "repo"
+    shutil.copytree(lab["root"], root)
+    shutil.rmtree(root / "catalog/workshops/WKSHP-Gone")
+    state = ["--state", str(ctl.state)]
+    planned = wodsync(root, tmp_path, "plan", "--allow-deletions", "1", "--out",
+                      str(tmp_path / "plan.json"), *state)
+    assert planned.returncode in (0, 2), planned.stdout + planned.stderr
+    saved = json.loads((tmp_path / "plan.json").read_text())["hosts"]
+    assert [h["ending"] for h in saved if h["host"] == "lab1"] == [[s.id]]
+    applied = wodsync(root, tmp_path, "apply", str(tmp_path / "plan.json"), *state)
+    assert applied.returncode == 1 and f"ends live sessions ({s.id})" in applied.stderr
+    assert ctl.store.sessions.get(s.id).state is S.ACTIVE and not locked(s.username)

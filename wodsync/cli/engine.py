@@ -278,8 +278,16 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
     if plan_file is not None:
         saved_plan, hosts = _saved(root, plan_file, hosts)
         saved = saved_plan.hosts
+    ending = [sid for name in hosts for sid in saved[name].ending] if saved else []
+    if ending:
+        raise click.ClickException(
+            f"the saved plan ends live sessions ({', '.join(ending)}): ending them changes the "
+            "hosts, and a saved plan applies exactly what was reviewed — end them first "
+            "(wodsync session cleanup ID) and plan again, or apply without a saved plan: "
+            f"wodsync apply --allow-deletions {len(ending)}")
     chosen = targets(root, hosts, secrets_file, state, db, for_apply=True)
-    _end_orphans(root, secrets_file, state, db, allow_deletions)
+    if allow_deletions and saved is None:
+        _end_orphans(root, secrets_file, state, db, allow_deletions)
     with interruptible() as cancel:
         if saved is None and not yes:
             preview = reconcile(chosen, apply=False, parallel=parallel,
@@ -297,7 +305,7 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
 
 
 def _end_orphans(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-                 allow: int | None) -> None:
+                 allow: int) -> None:
     """Live sessions of workshops (or hosts) the catalog no longer has are ended before it is
     applied — when `--allow-deletions` covers them; otherwise each host's plan refuses."""
     from wodsync.controller import working_tree_deployment
@@ -310,7 +318,7 @@ def _end_orphans(root: Path, secrets_file: Path | None, state: Path | None, db: 
         deployment = working_tree_deployment(root, load_secrets(secrets_file))
         service = SessionService(store, lambda: deployment)
         orphans = service.orphaned_by(deployment.catalog)
-        if not orphans or allow is None or allow < len(orphans):
+        if not orphans or allow < len(orphans):
             return
         for s in service.end_orphans(deployment.catalog):
             say(f"session {s.id} ({s.workshop}, {s.username} on {s.host}) ended first: "
