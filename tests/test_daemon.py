@@ -154,6 +154,15 @@ def add_workshop(repo: Repo, key: str, seats: str) -> None:
     repo.write(f"catalog/workshops/{key}/1-Intro.ipynb", NOTEBOOK)
 
 
+def create_session(d: Daemon, workshop: str, email: str) -> dict:
+    """A CREATE through the daemon's API; the session, credentials included."""
+    created = requests.post(d.base + "/api/v1/sessions", timeout=60, headers={
+        "Authorization": f"Bearer {API_TOKEN}"}, json={
+        "workshop": workshop, "participant": {"email": email}})
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
 def feed(d: Daemon) -> set[str]:
     return {w["key"] for w in d._get("/api/v1/workshops").json()}
 
@@ -420,11 +429,7 @@ def test_a_daemon_killed_mid_apply_converges_after_a_restart(repo, daemons, tmp_
     first = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600",
                                     "--resync", "3600"))
     until(lambda: exists(f"{PREFIX}2"), "the first revision was never applied")
-    created = requests.post(first.base + "/api/v1/sessions", timeout=60, headers={
-        "Authorization": f"Bearer {API_TOKEN}"}, json={
-        "workshop": "WKSHP-Live", "participant": {"email": "live@example.org"}})
-    assert created.status_code == 201, created.text
-    live = created.json()
+    live = create_session(first, "WKSHP-Live", "live@example.org")
     first.stop()
     gate = tmp_path / "gate"
     hook = tmp_path / "hold.sh"
@@ -449,9 +454,7 @@ def test_a_daemon_killed_mid_apply_converges_after_a_restart(repo, daemons, tmp_
     assert not shadow.split(":")[1].startswith("!"), "the live seat kept its password"
     shown = again._get(f"/api/v1/sessions/{live['id']}").json()
     assert shown["state"] == "active"
-    other = requests.post(again.base + "/api/v1/sessions", timeout=60, headers={
-        "Authorization": f"Bearer {API_TOKEN}"}, json={
-        "workshop": "WKSHP-Live", "participant": {"email": "other@example.org"}}).json()
+    other = create_session(again, "WKSHP-Live", "other@example.org")
     assert other["seat"] != live["seat"], "a seat is never given twice"
 
 
@@ -464,11 +467,7 @@ def test_a_workshop_removed_with_a_live_session_is_held_until_allowed_then_ended
     repo.commit("a workshop")
     d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "1"))
     until(lambda: exists(f"{PREFIX}2"), "the first revision was never applied")
-    created = requests.post(d.base + "/api/v1/sessions", timeout=60, headers={
-        "Authorization": f"Bearer {API_TOKEN}"}, json={
-        "workshop": "WKSHP-Live", "participant": {"email": "live@example.org"}})
-    assert created.status_code == 201, created.text
-    live = created.json()
+    live = create_session(d, "WKSHP-Live", "live@example.org")
     subprocess.run(["git", "-C", str(repo.work), "rm", "-rq", "catalog/workshops/WKSHP-Live"],
                    check=True)
     removal = repo.commit("retire WKSHP-Live")
