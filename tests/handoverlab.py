@@ -1,5 +1,5 @@
 """A catalog for the seat hand-over tests: one local host, one pool of 8 seats, a workshop with
-four notebooks and a cleanup hook, a short workshop that expires in seconds, and a workshop to
+five notebooks and a cleanup hook, a short workshop that expires in seconds, and a workshop to
 remove while it has sessions.
 
 Accounts use the prefix `wodtr` (uids 58501-58508); homes live under
@@ -61,6 +61,7 @@ def write_catalog(root: Path, tmp: Path) -> None:
         f"{hand}/2-Deep.ipynb": nb,
         f"{hand}/3-Big.ipynb": nb,
         f"{hand}/4-Good.ipynb": nb,
+        f"{hand}/5-Linked.ipynb": nb,
         f"{hand}/scripts/cleanup.sh": "#!/bin/bash\necho \"cleanup of $STUDENT\"\n",
         "catalog/workshops/WKSHP-Short/workshop.yaml":
             "name: Short\ncapacity: 1\nseats: {first: 5, last: 5}\nlocation: lab\n"

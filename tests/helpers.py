@@ -5,6 +5,8 @@ from __future__ import annotations
 import grp
 import pwd
 import subprocess
+import time
+from collections.abc import Callable
 
 from wodsync.catalog import validate
 from wodsync.diagnostics import Diagnostic
@@ -31,3 +33,13 @@ def remove_test_accounts(prefix: str, uid_base: int, groups: tuple[str, ...] = (
         if (g.gr_name.startswith(prefix) and uid_base < g.gr_gid < uid_base + 1000) \
                 or g.gr_name in groups:
             subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+
+
+def until(check: Callable[[], object], message: str, timeout: float = 60) -> None:
+    """Wait for `check()` to hold (polled every 0.2 s), else fail with `message`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(message)

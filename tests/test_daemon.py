@@ -11,14 +11,13 @@ import pwd
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
 from gitorigin import Origin as Repo
-from helpers import remove_test_accounts
+from helpers import remove_test_accounts, until
 from pg import pg_url  # noqa: F401  (a fixture)
 from sshd import free_port
 
@@ -80,15 +79,6 @@ class Daemon:
             headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(
                 secret.encode(), raw, hashlib.sha256).hexdigest()
         return requests.post(self.base + "/hooks/git", data=raw, headers=headers, timeout=10)
-
-
-def until(check: Callable[[], object], message: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(message)
 
 
 def exists(user: str) -> bool:

@@ -43,6 +43,7 @@ from handoverlab import (
     taken,
     write_catalog,
 )
+from helpers import until
 from pg import pg_url  # noqa: F401  (a fixture)
 from sessionlab import wodsync
 from sshd import kill_sessions, start_sshd
@@ -96,8 +97,8 @@ def ann(n: int = 0) -> Participant:
 
 # ---- a student cannot keep a seat --------------------------------------------------------------
 
-def _hostile_home(user: str, folder: Path) -> None:
-    """What a student leaves behind to break CLEANUP."""
+def _hostile_home(user: str, folder: Path, root_file: Path) -> None:
+    """What a student leaves behind to break CLEANUP, or to have root read a file of its."""
     as_student(user, "tee", str(folder / "1-Intro.ipynb"), data=b'{"cells": 5}')
     as_student(user, "tee", str(folder / "2-Deep.ipynb"), data=b"[" * 200_000 + b"]" * 200_000)
     as_student(user, "tee", str(folder / "3-Big.ipynb"),
@@ -105,12 +106,17 @@ def _hostile_home(user: str, folder: Path) -> None:
     good = json.loads((folder / "4-Good.ipynb").read_text())
     good["cells"][1]["execution_count"] = 1
     as_student(user, "tee", str(folder / "4-Good.ipynb"), data=json.dumps(good).encode())
+    as_student(user, "rm", str(folder / "5-Linked.ipynb"))
+    as_student(user, "ln", "-s", str(root_file), str(folder / "5-Linked.ipynb"))
 
 
-def test_a_hostile_notebook_and_a_running_process_cannot_keep_the_seat(ctl, lab):
+def test_a_hostile_notebook_and_a_running_process_cannot_keep_the_seat(ctl, lab, tmp_path):
     s = ctl.sessions.create("WKSHP-Hand", ann()).session
     user, uid = s.username, 58500 + s.seat
-    _hostile_home(user, HOMES / user / "WKSHP-Hand")
+    root_file = tmp_path / "root-notebook.ipynb"  # 3 code cells never run: 25 % if followed
+    root_file.write_text(json.dumps({"cells": [{"cell_type": "code"}] * 3}))
+    tmp_path.chmod(0o755)
+    _hostile_home(user, HOMES / user / "WKSHP-Hand", root_file)
     sleeper = subprocess.Popen(["runuser", "-u", user, "--", "setsid", "sleep", "1000"])
     leftovers = [Path(f"/tmp/{user}-left"), Path(f"/dev/shm/{user}-left"),
                  Path(f"/var/tmp/{user}-left")]
@@ -127,7 +133,9 @@ def test_a_hostile_notebook_and_a_running_process_cannot_keep_the_seat(ctl, lab)
         assert processes_of(uid) == [], "the student's processes are gone"
         assert list((HOMES / user).iterdir()) == []
         assert not any(p.exists() for p in [*leftovers, crontab]), "nothing of the uid is left"
-        assert ended.completion == 100.0, "the one notebook that could be counted counts"
+        assert ended.completion == 100.0, \
+            "the one notebook that could be counted counts; a link is never followed"
+        assert json.loads(root_file.read_text())["cells"][0] == {"cell_type": "code"}
         last = ctl.store.sessions.events(s.id)[-1]
         assert "not counted: 1-Intro.ipynb: ValueError: no list of cells" in last.message
         assert "2-Deep.ipynb: ValueError: nested too deeply" in last.message
@@ -177,15 +185,6 @@ def _host_back(box: dict[str, object]) -> None:
     time.sleep(0.5)
 
 
-def _until(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(what)
-
-
 def test_a_host_down_at_expiry_is_released_when_it_comes_back_without_a_hand(ssh_lab, tmp_path):
     """Through `wodsync serve` and its expiry loop: a session expiring and another one deleted
     while their host is down are pending (202 for the DELETE), and nobody touches anything
@@ -209,13 +208,13 @@ def test_a_host_down_at_expiry_is_released_when_it_comes_back_without_a_hand(ssh
         _host_down(ssh_lab)
         answer = server.call("DELETE", f"/api/v1/sessions/{deleted}")
         assert answer.status_code == 202 and answer.json()["state"] == "releasing", answer.text
-        _until(lambda: state(expiring) == "releasing",
+        until(lambda: state(expiring) == "releasing",
                "the expiry of a session on a host that is down is not pending")
         pending = server.call("GET", f"/api/v1/sessions/{expiring}").json()
         assert pending["credentials"] is None and pending["release"]["operation"] == "cleanup"
         assert not locked(expiring_user), "the host could not be reached: nothing done yet"
         _host_back(ssh_lab)
-        _until(lambda: state(expiring) == state(deleted) == "ended",
+        until(lambda: state(expiring) == state(deleted) == "ended",
                "the pending releases were not finished once the host came back")
         for user in (expiring_user, deleted_user):
             assert locked(user) and list((HOMES / user).iterdir()) == []
