@@ -60,11 +60,11 @@ from ruamel.yaml import YAML
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from wodsync.agent import PROTOCOL, accountsdb
 from wodsync.catalog import validate
-from wodsync.content import new_password, seat_content
 from wodsync.controller import working_tree_deployment
 from wodsync.engine import connections as connections_module
 from wodsync.engine import remote
 from wodsync.engine.connections import Connections
+from wodsync.render.content import new_password, seat_content
 from wodsync.secrets import Secrets
 from wodsync.sessions.service import DEFERRED_EVERY, Created, SessionService
 from wodsync.store import Participant, SessionState, open_store

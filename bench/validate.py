@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from wodsync.authoring.importer import import_wod
 from wodsync.catalog import validate
-from wodsync.importer import import_wod
 
 PROJECT = Path(__file__).resolve().parent.parent
 CORPUS = PROJECT.parent / "shared" / "corpus"

@@ -25,21 +25,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from wodsync.api.app import bearer
+from wodsync.authoring.facts import FactsDocument, FactsError, Malformed, sanitise
+from wodsync.authoring.preview import preview_host
+from wodsync.authoring.scrub import find_leaks, pseudonym, scrub
 from wodsync.catalog import validate
 from wodsync.daemon.views import facts_router, status_router
 from wodsync.engine.desired import LiveSeat, desired_state
 from wodsync.engine.plan import plan_host
 from wodsync.engine.reconcile import host_job
-from wodsync.facts import (
-    FactsDocument,
-    FactsError,
-    Malformed,
-    find_leaks,
-    preview_host,
-    pseudonym,
-    sanitise,
-    scrub,
-)
 from wodsync.secrets import Secrets
 from wodsync.store import Reconciliation, Result, Trigger, open_store
 

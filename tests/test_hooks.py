@@ -18,7 +18,7 @@ from wodsync.agent import hooks
 from wodsync.agent.run import BASE_PATH
 from wodsync.agent.seats import Steps
 from wodsync.catalog import load_catalog, validate
-from wodsync.content import ContentError
+from wodsync.render.content import ContentError
 from wodsync.secrets import Entry, SecretError, Secrets
 from wodsync.sessions import seat
 

@@ -12,7 +12,7 @@ import pytest
 from wodsync.catalog import validate
 from wodsync.catalog.repofs import RepoFileError, read_repo_file
 from wodsync.catalog.yamlfile import MAX_DEPTH, MAX_FILE_BYTES
-from wodsync.content import ContentError, seat_content
+from wodsync.render.content import ContentError, seat_content
 from wodsync.secrets import Placeholders
 
 from helpers import errors_of, only_error

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from wodsync.authoring.importer import WodImportError, import_wod
 from wodsync.catalog import validate
 from wodsync.catalog.loader import load_catalog
-from wodsync.importer import WodImportError, import_wod
 
 from conftest import PROJECT
 from helpers import errors_of

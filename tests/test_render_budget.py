@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from wodsync import render
-from wodsync.sandbox import (
+from wodsync.render import jinja as render
+from wodsync.render.sandbox import (
     MAX_VALUE,
     OutputTooLarge,
     RenderTimeout,
@@ -110,8 +110,8 @@ def test_a_value_too_large_is_refused_before_it_is_built(quick, way, name):
 def test_refusal_happens_before_allocating():
     """Under a 1 GiB address-space limit, `'a' * 10**10` would be a MemoryError if built."""
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
-            "from wodsync import render\n"
-            "from wodsync.sandbox import ValueTooLarge\n"
+            "from wodsync.render import jinja as render\n"
+            "from wodsync.render.sandbox import ValueTooLarge\n"
             "t = render.compile_template(\"{{ 'a' * 10**10 }}{{ 'b'.center(10**10) }}\", 'x')\n"
             "try:\n    render.render_text(t, {})\n"
             "except ValueTooLarge:\n    print('refused')\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wodsync.review import BEGIN, CODEOWNERS, END, Review, review
+from wodsync.authoring.review import BEGIN, CODEOWNERS, END, Review, review
 
 GIT101 = "catalog/workshops/WKSHP-Git101/workshop.yaml"
 API101 = "catalog/workshops/WKSHP-API101/workshop.yaml"

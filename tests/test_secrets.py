@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from wodsync import content
 from wodsync.catalog import validate
 from wodsync.catalog.models import SecretRef
 from wodsync.demo.repo import write_secrets
 from wodsync.engine import render_system
 from wodsync.engine.desired import DesiredContext
+from wodsync.render import content
 from wodsync.secrets import SecretError, Secrets
 
 from conftest import PROJECT

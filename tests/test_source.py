@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from wodsync.daemon.unit import quote_arg, render_unit
 from wodsync.source import webhook
 from wodsync.source.archive import MIB, ExportLimits, format_size, parse_size
 from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
 from wodsync.source.revision import RevisionCheck, check_revision
-from wodsync.source.unit import quote_arg, render_unit
 
 PROJECT = Path(__file__).resolve().parent.parent
 CATALOG_PARTS = ("catalog", "hosts", "templates", "schemas")

@@ -19,10 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from wodsync.catalog import validate
-from wodsync.engine.desired import desired_state
-from wodsync.secrets import Placeholders
-from wodsync.source.watch import (
+from wodsync.authoring.watch import (
     Reviewer,
     describe_changes,
     live_plan_argv,
@@ -30,6 +27,9 @@ from wodsync.source.watch import (
     preview_plans,
     watched_path,
 )
+from wodsync.catalog import validate
+from wodsync.engine.desired import desired_state
+from wodsync.secrets import Placeholders
 
 from conftest import Repo
 from facts import converged

@@ -29,7 +29,7 @@ from jinja2.sandbox import SecurityError
 
 # The module, not its names: render imports the catalog's models, so whichever of the two is
 # imported first, this import must not need render's names yet.
-from wodsync import render
+from wodsync.render import jinja as render
 from wodsync.catalog.loader import (
     TEMPLATES_DIR,
     WORKSHOP_FILE,
@@ -42,7 +42,7 @@ from wodsync.catalog.loader import (
 from wodsync.catalog.models import Host, SecretRef
 from wodsync.catalog.repofs import RepoFileError, read_repo_file, read_repo_text
 from wodsync.diagnostics import Diagnostic
-from wodsync.sandbox import RenderLimitError
+from wodsync.render.sandbox import RenderLimitError
 from wodsync.secrets import Placeholders, Scope, SecretError, Secrets, merge_variables
 
 SAMPLE_PASSWORD = "Sample-Pass1"

@@ -78,7 +78,7 @@ def schema_cmd(root: Path, check: bool) -> None:
               help="Location of workshops whose wod.yml names none.")
 def import_cmd(wod_dir: Path, out: Path, var_files: tuple[Path, ...], location: str) -> None:
     """Convert a WoD notebooks tree (WKSHP-*/wod.yml) into a wodsync catalog."""
-    from wodsync import importer
+    from wodsync.authoring import importer
     from wodsync.catalog import validate
     from wodsync.diagnostics import has_errors
 
@@ -108,7 +108,7 @@ def import_cmd(wod_dir: Path, out: Path, var_files: tuple[Path, ...], location: 
 def render_cmd(root: Path, workshop: str, seat: int, out: Path, host_name: str | None,
                password: str | None, secrets_file: Path | None) -> None:
     """Render a workshop for one seat into OUT, exactly as it will be deployed."""
-    from wodsync import content
+    from wodsync.render import content
     from wodsync.secrets import SecretError
 
     catalog = valid_catalog(root, "nothing was rendered")
@@ -140,7 +140,7 @@ def new_group() -> None:
 def new_workshop_cmd(root: Path, key: str, location: str | None, size: int,
                      title: str | None) -> None:
     """Create catalog/workshops/KEY with a free seat range and a starter notebook."""
-    from wodsync import scaffold
+    from wodsync.authoring import scaffold
     from wodsync.catalog.models import WORKSHOP_KEY_RE
 
     if not re.match(WORKSHOP_KEY_RE, key):
@@ -165,7 +165,7 @@ def preview_cmd(root: Path, out: Path, as_json: bool) -> None:
 
     Secrets are shown as placeholders: a preview needs no credentials.
     """
-    from wodsync import content
+    from wodsync.render import content
     from wodsync.secrets import Placeholders
 
     catalog = valid_catalog(root, "nothing was rendered")

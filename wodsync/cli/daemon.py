@@ -77,7 +77,7 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
     if not repo:
         raise click.UsageError("--repo is required")
     if print_unit:
-        from wodsync.source.unit import render_unit
+        from wodsync.daemon.unit import render_unit
 
         tuning = ["--parallel", str(parallel), "--stop-timeout", f"{stop_timeout:g}",
                   "--max-revision-bytes", str(max_revision_bytes), "--max-revision-files",
@@ -120,10 +120,10 @@ def _run(repo: str, branch: str, state: Path, db: str | None, secrets: object, a
     import uvicorn
 
     from wodsync.api.app import bearer, create_app
+    from wodsync.authoring.scrub import secret_values
     from wodsync.daemon.loop import Daemon, Settings
     from wodsync.daemon.views import facts_router, status_router
     from wodsync.daemon.web import BODY_LIMITS, daemon_router
-    from wodsync.facts import secret_values
     from wodsync.sessions.service import ExpiryLoop, SessionError, SessionService
     from wodsync.source.git import GitSource, SourceError
     from wodsync.store import StoreError, WriterBusy, WriterLock, open_store

@@ -59,7 +59,7 @@ def from_daemon(url: str, path: str, variable: str, **query: Any) -> Any:
     """GET a daemon endpoint; a failure is one clear line naming the URL (never the token)."""
     import urllib.parse
 
-    from wodsync.facts import FactsError, get_json
+    from wodsync.authoring.facts import FactsError, get_json
 
     params = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
     full = url.rstrip("/") + path + (f"?{params}" if params else "")
@@ -206,7 +206,8 @@ def facts_group() -> None:
 def _documents(state: Path | None, db: str | None, daemon_url: str | None,
                secrets_file: Path | None) -> tuple[list[Any], list[str]]:
     """Documents and per-host errors, from the daemon or the store."""
-    from wodsync.facts import FactsError, fetch, from_store, secret_values, stored_hosts
+    from wodsync.authoring.facts import FactsError, fetch, from_store, stored_hosts
+    from wodsync.authoring.scrub import secret_values
 
     if daemon_url:
         try:
@@ -237,7 +238,7 @@ def facts_export_cmd(folder: Path, state: Path | None, db: str | None, daemon_ur
     """Write FOLDER/<host>.json for each host, without anything secret: what `wodsync plan
     --facts FOLDER` and `wodsync watch --facts FOLDER` preview against. With --secrets, a
     document holding one of its values is refused."""
-    from wodsync.facts import export
+    from wodsync.authoring.facts import export
 
     docs, errors = _documents(state, db, daemon_url, secrets_file)
     if hosts:
@@ -258,8 +259,9 @@ def preview_cmd(root: Path, source: str, hosts: tuple[str, ...], secrets_file: P
                 allow_deletions: int | None, fmt: str, verbose: bool) -> int:
     """`wodsync plan --facts DIR|URL`: the plan from published facts (no SSH, no credential),
     with the same output and exit codes as a live plan."""
+    from wodsync.authoring.facts import FactsError, Source
+    from wodsync.authoring.preview import preview
     from wodsync.cli.common import valid_catalog
-    from wodsync.facts import FactsError, Source, preview
     from wodsync.secrets import Placeholders
 
     catalog = valid_catalog(root, "fix them before planning")

@@ -31,7 +31,7 @@ def review_cmd(root: Path, base: str, head: str | None, fmt: str) -> None:
     catalog/system.yaml, catalog/students.yaml, a workshop's packages, kernels, hooks, compile
     and their scripts, variables holding secrets). Exit 0; 1 when the inputs are invalid.
     """
-    from wodsync.review import ReviewError, render, review
+    from wodsync.authoring.review import ReviewError, render, review
 
     try:
         result = review(root, base, head)
@@ -53,7 +53,7 @@ def codeowners_cmd(root: Path, check: bool, owners: tuple[str, ...]) -> None:
     the privileged keys inside catalog files, so changing one makes `--check` fail until this
     file is regenerated: a change to .github/ the owners must approve.
     """
-    from wodsync.review import CODEOWNERS, ReviewError, codeowners
+    from wodsync.authoring.review import CODEOWNERS, ReviewError, codeowners
 
     try:
         current, wanted = codeowners(root, list(owners))

@@ -1,6 +1,6 @@
 """Source commands: `wodsync watch`, the author's live check of a working tree.
 
-The daemon's own command (`wodsync daemon`, and its `--print-unit` from `wodsync.source.unit`)
+The daemon's own command (`wodsync daemon`, and its `--print-unit` from `wodsync.daemon.unit`)
 lives with the daemon; this module only holds what an author runs before committing.
 """
 
@@ -28,7 +28,7 @@ def watch_cmd(root: Path, secrets_file: Path | None, facts_dir: Path | None,
     Watches catalog/, hosts/ and templates/ under ROOT. Errors are printed at their
     file:line:col; a valid tree prints the plan. Ctrl-C stops.
     """
-    from wodsync.source.watch import watch_tree
+    from wodsync.authoring.watch import watch_tree
 
     if not root.is_dir():
         raise click.ClickException(f"{root} is not a folder")

@@ -21,7 +21,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from sqlalchemy import select
 
 from wodsync.api.app import bearer
-from wodsync.facts import FactsError, from_store, scrub, stored_hosts
+from wodsync.authoring.facts import FactsError, from_store, stored_hosts
+from wodsync.authoring.scrub import scrub
 from wodsync.store import HostStatus, Reconciliation, RepositoryState, SessionState, Store
 from wodsync.store.models import reading
 from wodsync.store.status import HISTORY_KEPT, REPOSITORY

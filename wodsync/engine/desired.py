@@ -15,7 +15,7 @@ from typing import Any
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Pool
 from wodsync.engine.kinds import KINDS
-from wodsync.render import system_context
+from wodsync.render.jinja import system_context
 from wodsync.secrets import Secrets, merge_variables
 
 

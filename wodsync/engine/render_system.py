@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from wodsync.catalog.loader import TEMPLATES_DIR
 from wodsync.catalog.repofs import read_repo_text
 from wodsync.engine.kinds.files import ManagedFile
-from wodsync.render import compile_template, hub_context, render_text
+from wodsync.render.jinja import compile_template, hub_context, render_text
 from wodsync.secrets import SecretError
 
 if TYPE_CHECKING:

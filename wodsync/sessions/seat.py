@@ -15,8 +15,8 @@ from typing import Any
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Pool
 from wodsync.catalog.repofs import RepoFileError, load_repo_file
-from wodsync.content import ContentError, hook_variables, seat_content
-from wodsync.render import hook_paths
+from wodsync.render.content import ContentError, hook_variables, seat_content
+from wodsync.render.jinja import hook_paths
 from wodsync.secrets import SecretError, Secrets
 from wodsync.store import Session
 

@@ -26,11 +26,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wodsync.catalog.loader import Catalog
-from wodsync.content import new_password
 from wodsync.engine.connections import Connections
 from wodsync.engine.desired import LiveSeat
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
+from wodsync.render.content import new_password
 from wodsync.secrets import Secrets
 from wodsync.sessions import seat
 from wodsync.sessions.adoption import Adopter, SyncReport

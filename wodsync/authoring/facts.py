@@ -13,15 +13,11 @@ scrubbed of credentials in URLs, tokens and long opaque strings, and session ids
 pseudonyms. Password hashes are never observed (accounts say only `locked`); digests of files are
 published, never their content.
 
-A preview renders the catalog with placeholders for secrets, so a file that embeds a secret (the
-hub's configuration, with its token) never matches the host: such a file is rendered twice with
-two different placeholders to find it, its content is not compared (a note says so) and neither
-is the hub fingerprint it feeds. Everything else is planned exactly as the live plan would.
+Previews against these documents are `preview`'s; scrubbing free text is `scrub`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,25 +25,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wodsync.secrets import Placeholders, Secrets, placeholder
+from wodsync.authoring.scrub import CONTROL, find_leaks, pseudonym, scrub
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredHost, LiveSeat
-    from wodsync.engine.plan import HostPlan
+    from wodsync.engine.desired import LiveSeat
     from wodsync.store import Store
 
 FACTS_TOKEN = "WODSYNC_FACTS_TOKEN"
 FACTS_PATH = "/api/v1/facts"
-TEXT_LIMIT = 500
 FETCH_TIMEOUT = 30.0
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 HEX = re.compile(r"[0-9a-f]*")
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class FactsError(Exception):
@@ -184,42 +177,6 @@ def _shown(value: Any) -> str:
     return type(value).__name__ if not isinstance(value, str) else "a string"
 
 
-# -- scrubbing -----------------------------------------------------------------------------------
-
-SCRUBS = (
-    # credentials in a URL: scheme://user:password@host
-    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@"), r"\1***@"),
-    # an Authorization header's value
-    (re.compile(r"(?i)\b(token|bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1\2***"),
-    # name=value where the name says secret
-    (re.compile(r"(?i)\b([\w-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|auth)[\w-]*)"
-                r"(\s*[=:]\s*)([\"']?)[^\s\"'&,;]+"), r"\1\2\3***"),
-    # a long opaque string of letters and digits (a token, a key)
-    (re.compile(r"(?<![A-Za-z0-9_+=-])(?=[A-Za-z0-9_+=-]*[0-9])(?=[A-Za-z0-9_+=-]*[A-Za-z])"
-                r"[A-Za-z0-9_+=-]{32,}"), "***"),
-)
-
-
-def scrub(text: str, known: Iterable[str] = ()) -> str:
-    """Free text made safe to publish: known secret values, credentials in URLs, tokens after
-    `token`/`bearer`, `password=…`-like pairs and long opaque strings become `***`; control
-    characters go and the text is cut to `TEXT_LIMIT` characters."""
-    for value in sorted((v for v in known if v and len(v) >= 4), key=len, reverse=True):
-        text = text.replace(value, "***")
-    for pattern, by in SCRUBS:
-        text = pattern.sub(by, text)
-    text = CONTROL.sub(" ", text)
-    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT - 1] + "…"
-
-
-def pseudonym(session: str) -> str:
-    """A session id is a capability's half: published as a stable pseudonym, so the store's
-    and the host's records of one session still match."""
-    if session in ("", "?") or session.startswith("s-"):
-        return session
-    return "s-" + hashlib.sha256(session.strip().lower().encode()).hexdigest()[:16]
-
-
 def sanitise(facts: Mapping[str, Any], host: str = "?") -> dict[str, Any]:
     """The publishable facts: every kind through its whitelist (unknown kinds dropped)."""
     clean = {}
@@ -232,36 +189,6 @@ def sanitise(facts: Mapping[str, Any], host: str = "?") -> dict[str, Any]:
         except ValueError as exc:
             raise Malformed(f"facts of host {host}: {exc}") from None
     return clean
-
-
-def find_leaks(document: Any, values: Iterable[str]) -> list[str]:
-    """Where in a document a known secret value appears (JSON paths); a final guard."""
-    wanted = [v for v in values if v and len(v) >= 4]
-    found: list[str] = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(k, f"{path} key")
-                walk(v, f"{path}.{k}")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{path}[{i}]")
-        elif isinstance(node, str) and any(v in node for v in wanted):
-            found.append(path)
-
-    walk(document, "$")
-    return found
-
-
-def secret_values(secrets: Secrets | None) -> list[str]:
-    """Every value a secrets file and the controller's environment could leak."""
-    if secrets is None:
-        return []
-    values = [e.value for e in secrets.entries.values()]
-    env = secrets.env or {}
-    values += [v for k, v in env.items() if "TOKEN" in k or "SECRET" in k or "PASSW" in k]
-    return [v for v in values if v]
 
 
 # -- the document --------------------------------------------------------------------------------
@@ -460,145 +387,4 @@ class Source:
             return doc
         return load_file(Path(self.where) / f"{host}.json", host)
 
-
-# -- previews ------------------------------------------------------------------------------------
-
-@dataclass
-class OtherPlaceholders(Placeholders):
-    """Placeholders that differ from `Placeholders`: rendering with both tells the files whose
-    content depends on a secret."""
-
-    def value(self, name: str, kind: Any, consumer: str) -> str:
-        super().value(name, kind, consumer)
-        return placeholder(name) + " (another)"
-
-    def hub_token(self, host: str, ref: Any) -> str:
-        return placeholder(ref.secret) + " (another)"
-
-
-@dataclass
-class Preview:
-    """A host's plan from its published facts, or why there is none."""
-
-    host: str
-    header: str = ""
-    plan: HostPlan | None = None
-    error: str | None = None
-    missing: bool = False                            # no facts published for the host
-    blind: list[str] = field(default_factory=list)   # files whose content embeds a secret
-
-    def to_json(self, noops: bool = False) -> dict[str, Any]:
-        return {"host": self.host, "preview": self.header, "error": self.error,
-                "secret_files": self.blind,
-                "plan": self.plan.to_json(noops=noops) if self.plan else None}
-
-
-def secret_dependent(one: DesiredHost, other: DesiredHost) -> tuple[list[str], bool]:
-    """Files whose rendering changed with the placeholders, and whether the hub fingerprint
-    did: what a preview cannot compare."""
-    files_a, files_b = one.want.get("file") or {}, other.want.get("file") or {}
-    paths = sorted(p for p, f in files_a.items()
-                   if p in files_b and f.sha256 != files_b[p].sha256)
-    svc_a, svc_b = one.want.get("service"), other.want.get("service")
-    return paths, bool(svc_a and svc_b and svc_a.fingerprint != svc_b.fingerprint)
-
-
-HUB_VERSION_ADDRESSES = ("package:pip/jupyterhub", "package:npm/")
-
-
-def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool,
-                     hub_paths: Iterable[str] = ()) -> HostPlan:
-    """The plan without what placeholders cannot decide: a secret-bearing file whose content
-    alone differs, and a hub restart nothing but the secrets explains."""
-    from wodsync.engine.change import Action, Noop
-
-    kept, noops = [], list(plan.noops)
-    for c in plan.changes:
-        reasons = c.detail.split("; ") if c.address.kind == "file" else []
-        if c.address.name in paths and c.action == Action.UPDATE and \
-                "content differs" in reasons:
-            rest = [r for r in reasons if r != "content differs"]
-            if not rest:
-                noops.append(Noop(c.address, "content compared with placeholders: not known "
-                                             "without the secrets"))
-                continue
-            c = replace(c, detail="; ".join([*rest, "content may differ: secrets not known"]))
-        kept.append(c)
-    if fingerprint and not restart_explained(kept, set(hub_paths) - set(paths)):
-        restarts = [c for c in kept if c.address.kind == "service" and c.action == Action.UPDATE]
-        noops += [Noop(c.address, "fingerprint compared with placeholders: not known without "
-                                  "the secrets") for c in restarts]
-        kept = [c for c in kept if c not in restarts]
-    if paths:
-        plan.notes.append(
-            f"{', '.join(paths)} embed{'s' if len(paths) == 1 else ''} secrets: compared with "
-            "placeholders, so content is not compared here"
-            + (", nor the hub's restart fingerprint" if fingerprint else "")
-            + "; a change to a template shows in `wodsync review`")
-    return replace(plan, changes=kept, noops=noops)
-
-
-def restart_explained(changes: list[Any], plain_hub_files: set[str]) -> bool:
-    """Whether something placeholders do not touch moves the hub's fingerprint: a JupyterHub
-    or proxy version, or the content of a hub file without secrets (its unit)."""
-    from wodsync.engine.change import Action
-
-    return any(str(c.address).startswith(HUB_VERSION_ADDRESSES) or
-               (c.address.kind == "file" and c.address.name in plain_hub_files and
-                (c.action == Action.CREATE or "content differs" in c.detail.split("; ")))
-               for c in changes)
-
-
-def hub_file_paths(catalog: Any, host: str) -> list[str]:
-    hub = catalog.hosts[host].hub
-    return [spec.path for spec in hub.service_files()] if hub and hub.manage else []
-
-
-def preview_host(catalog: Any, doc: FactsDocument, secrets: Secrets | None = None,
-                 allow_deletions: int | None = None) -> Preview:
-    """One host's plan from its document: pure, no SSH. With placeholders (the default) what
-    embeds a secret is not compared; with real secrets (an operator's own preview) all is."""
-    from wodsync.engine.desired import desired_state
-    from wodsync.engine.plan import plan_host
-
-    secrets = secrets if secrets is not None else Placeholders()
-    out = Preview(doc.host, doc.header())
-    try:
-        desired = desired_state(catalog, doc.host, secrets, doc.seats())
-        plan = plan_host(desired, doc.facts, doc.digests, allow_deletions)
-        if isinstance(secrets, Placeholders):
-            other = OtherPlaceholders(entries=secrets.entries, source=secrets.source,
-                                      check_grants=secrets.check_grants)
-            out.blind, fingerprint = secret_dependent(
-                desired, desired_state(catalog, doc.host, other, doc.seats()))
-            plan = blind_to_secrets(plan, out.blind, fingerprint,
-                                    hub_file_paths(catalog, doc.host))
-    except (KeyError, TypeError, AttributeError) as exc:
-        out.error = (f"host {doc.host}: the facts are incomplete or malformed "
-                     f"({type(exc).__name__}: {exc}); not planned")
-        return out
-    except Exception as exc:  # a template or grant error: this host only, as a live plan does
-        out.error = f"host {doc.host}: {exc}; not planned"
-        return out
-    out.plan = plan
-    return out
-
-
-def preview(catalog: Any, source: Source, hosts: Iterable[str] = (),
-            secrets: Secrets | None = None,
-            allow_deletions: int | None = None) -> list[Preview]:
-    """Previews of the chosen hosts (all of the catalog's when none), in name order."""
-    source.open()
-    out = []
-    for name in sorted(set(hosts) or set(catalog.hosts)):
-        try:
-            doc = source.get(name)
-        except NoFacts as exc:
-            out.append(Preview(name, error=f"{exc}; not planned", missing=True))
-            continue
-        except FactsError as exc:
-            out.append(Preview(name, error=f"host {name}: {exc}; not planned"))
-            continue
-        out.append(preview_host(catalog, doc, secrets, allow_deletions))
-    return out
 

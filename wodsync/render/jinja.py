@@ -24,7 +24,7 @@ from jinja2 import TemplateError, nodes
 
 from wodsync.catalog.models import Host, Hub, Pool, Workshop
 from wodsync.catalog.repofs import load_repo_file
-from wodsync.sandbox import (
+from wodsync.render.sandbox import (
     MAX_VALUE,
     BoundedSandbox,
     OutputTooLarge,

@@ -238,10 +238,10 @@ def stop_child(proc: subprocess.Popen[Any]) -> None:
 
 
 def load_facts(facts_dir: Path, host: str) -> tuple[Any, str | None]:
-    """A host's published facts (`wodsync.facts.FactsDocument`, sanitised) from
+    """A host's published facts (`wodsync.authoring.facts.FactsDocument`, sanitised) from
     `<facts_dir>/<host>.json` — an export, or an older bare facts object — with a note for the
     reader; (None, why) when there are none to plan from."""
-    from wodsync.facts import FactsError, Malformed, NoFacts, load_file
+    from wodsync.authoring.facts import FactsError, Malformed, NoFacts, load_file
 
     try:
         doc = load_file(facts_dir / f"{host}.json", host)
@@ -260,7 +260,7 @@ def load_facts(facts_dir: Path, host: str) -> tuple[Any, str | None]:
 def preview_plans(catalog: Any, facts_dir: Path, secrets: Any) -> tuple[list[Any], list[str]]:
     """Each host's plan against its published facts (pure: no SSH, nothing applied), as
     `wodsync plan --facts` computes it."""
-    from wodsync.facts import preview_host
+    from wodsync.authoring.preview import preview_host
 
     plans, notes = [], []
     for name in sorted(catalog.hosts):

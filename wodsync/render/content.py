@@ -22,7 +22,7 @@ from jinja2 import Undefined
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host
 from wodsync.catalog.repofs import RepoFileError
-from wodsync.render import (
+from wodsync.render.jinja import (
     RenderedFile,
     RenderFileError,
     hook_paths,
