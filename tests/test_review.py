@@ -54,7 +54,7 @@ def test_content_only_changes_have_no_privileged_finding(repo, base):
     repo.replace("catalog/replays.yaml", "The recorded Python", "A recorded Python")
     r = review(repo.root, base)
     assert r.privileged == []
-    got = {(f.path, f.line, f.what, f.change) for f in r.content}
+    got = {(f.path, f.line, f.what, f.verb) for f in r.content}
     assert got == {(NOTEBOOK, None, "file", "changed"),
                    (PY101, repo.line_of(PY101, "name:"), "name", "changed"),
                    (PY101, repo.line_of(PY101, "duration:"), "duration", "changed"),
@@ -166,7 +166,7 @@ def test_mixed_commit_reports_both_kinds_in_the_same_file(repo, base):
     r = review(repo.root, "main~1", "main")
     assert privileged(r) == {(GIT101, repo.line_of(GIT101, "apt:"), "packages")}
     assert {(f.path, f.what) for f in r.content} == {(GIT101, "name"), (NOTEBOOK, "file")}
-    assert r.findings[0].kind == "privileged"
+    assert r.findings[0].privilege == "privileged"
 
 
 def test_head_revision_ignores_the_work_tree(repo, base):
@@ -193,14 +193,14 @@ def test_a_new_untracked_workshop_with_a_hook_is_privileged(repo, base):
                              (new, repo.line_of(new, "alternate_locations:"),
                               "alternate_locations"),
                              (f"{folder}/setup.sh", 1, "file")}
-    assert all(f.change == "added" for f in r.findings)
+    assert all(f.verb == "added" for f in r.findings)
     assert (f"{folder}/0-ReadMeFirst.ipynb", "file") in {(f.path, f.what) for f in r.content}
 
 
 def test_a_removed_host_is_privileged_without_a_line(repo, base):
     (repo.root / HOST).unlink()
     r = review(repo.root, base)
-    assert {(f.path, f.line, f.change) for f in r.privileged} == {(HOST, None, "removed")}
+    assert {(f.path, f.line, f.verb) for f in r.privileged} == {(HOST, None, "removed")}
     assert {f.what for f in r.privileged} >= {"hub", "address"}
 
 
@@ -220,14 +220,14 @@ def test_a_symbolic_link_is_privileged_anywhere(repo, base):
 def test_a_workshop_file_that_does_not_parse_counts_as_privileged(repo, base):
     repo.replace(PY101, "capacity: 40", "capacity: [40")
     r = review(repo.root, base)
-    assert [(f.path, f.kind) for f in r.findings] == [(PY101, "privileged")]
+    assert [(f.path, f.privilege) for f in r.findings] == [(PY101, "privileged")]
     assert "does not parse" in r.findings[0].why
 
 
 def test_a_comment_only_change_is_reported_once_as_content(repo, base):
     repo.replace(PY101, "seats: {first: 1, last: 40}", "seats: {first: 1, last: 40}  # all")
     r = review(repo.root, base)
-    assert [(f.path, f.kind, f.what, f.line) for f in r.findings] == \
+    assert [(f.path, f.privilege, f.what, f.line) for f in r.findings] == \
         [(PY101, "content", "file", repo.line_of(PY101, "# all"))]
 
 

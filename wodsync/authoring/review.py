@@ -8,7 +8,7 @@ not enough: each changed YAML file is parsed on both sides (round-trip, so nodes
 lines) and compared key by key, and every finding points at the line in the new version where
 its difference starts. `wodsync review` informs (GitHub annotations, a job summary);
 `.github/CODEOWNERS`, written from the same rules by `codeowners_text`, enforces: it names the
-privileged paths, and for privileged keys inside catalog files it carries a fingerprint per
+privileged paths, and for privileged keys inside catalog files it carries a digest per
 file, so changing such a key makes `wodsync codeowners --check` fail until CODEOWNERS is
 regenerated, a change the operators must approve.
 
@@ -27,7 +27,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -37,9 +37,11 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from wodsync.catalog.repofs import RepoFileError, open_repo_file, walk_repo_tree
 from wodsync.catalog.yamlfile import MAX_FILE_BYTES, Document, parse_yaml, to_plain
 
-Kind = Literal["privileged", "content"]
-PRIVILEGED: Kind = "privileged"
-CONTENT: Kind = "content"
+# How a finding is classed (the reviewer's "who must approve it"); not a resource kind.
+Privilege = Literal["privileged", "content"]
+PRIVILEGED: Privilege = "privileged"
+CONTENT: Privilege = "content"
+Verb = Literal["added", "changed", "removed"]
 
 WORKSHOPS = "catalog/workshops/"
 WORKSHOP_FILE = "workshop.yaml"
@@ -91,22 +93,28 @@ class Finding:
     """One changed path or key: `line` is in the new version, None when the path is gone (or
     for a content file, where the path says enough)."""
 
-    kind: Kind
+    privilege: Privilege
     path: str
     line: int | None
     what: str
-    change: Literal["added", "changed", "removed"]
+    verb: Verb
     why: str = ""
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (self.kind != PRIVILEGED, self.path, self.line or 0, self.what)
+        return (self.privilege != PRIVILEGED, self.path, self.line or 0, self.what)
+
+    def as_json(self) -> dict[str, Any]:
+        """The finding as `review --format json` prints it; the keys `kind` and `change` are
+        the output's names (kept for its readers) for `privilege` and `verb`."""
+        return {"kind": self.privilege, "path": self.path, "line": self.line, "what": self.what,
+                "change": self.verb, "why": self.why}
 
     def where(self) -> str:
         return f"{self.path}:{self.line}" if self.line else self.path
 
     def message(self) -> str:
         subject = "file" if self.what == "file" else f"'{self.what}'"
-        return f"{subject} {self.change}: {self.why}" if self.why else f"{subject} {self.change}"
+        return f"{subject} {self.verb}: {self.why}" if self.why else f"{subject} {self.verb}"
 
 
 @dataclass
@@ -120,18 +128,19 @@ class Review:
 
     @property
     def privileged(self) -> list[Finding]:
-        return [f for f in self.findings if f.kind == PRIVILEGED]
+        return [f for f in self.findings if f.privilege == PRIVILEGED]
 
     @property
     def content(self) -> list[Finding]:
-        return [f for f in self.findings if f.kind == CONTENT]
+        return [f for f in self.findings if f.privilege == CONTENT]
 
 
 # --- git -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Change:
-    """One path that differs, as `git diff --raw` reports it (path relative to the root)."""
+class ChangedFile:
+    """One path that differs, as `git diff --raw` reports it (path relative to the root); a
+    file of the pull request, not a change of a plan (`engine.change.Change`)."""
 
     path: str
     status: str
@@ -175,7 +184,7 @@ class Git:
                               "`git fetch origin main`)") from None
         return out.decode().strip()
 
-    def changes(self, base: str, head: str | None) -> list[Change]:
+    def changed_files(self, base: str, head: str | None) -> list[ChangedFile]:
         """Paths under the root that differ between `base` and `head` (None: the work tree,
         untracked files included, ignored ones not)."""
         args = ["diff", "--raw", "-z", "--no-renames", "--relative", "--no-ext-diff", base]
@@ -185,10 +194,10 @@ class Git:
                 "ls-files", "-z", "--others", "--exclude-standard"))]
         return sorted(found, key=lambda c: c.path)
 
-    def _untracked(self, rel: str) -> Change:
+    def _untracked(self, rel: str) -> ChangedFile:
         mode = os.lstat(self.root / rel).st_mode
         new = LINK_MODE if stat.S_ISLNK(mode) else "100755" if mode & 0o100 else "100644"
-        return Change(rel, "A", "000000", new)
+        return ChangedFile(rel, "A", "000000", new)
 
     def files(self, rev: str, under: str) -> list[str]:
         out = self.run("ls-tree", "-r", "-z", "--name-only", "--full-tree", rev, "--",
@@ -213,16 +222,16 @@ def _paths(out: bytes) -> list[str]:
     return [p for p in _decode(out).split("\0") if p]
 
 
-def _parse_raw(out: bytes) -> list[Change]:
+def _parse_raw(out: bytes) -> list[ChangedFile]:
     """`:old_mode new_mode old_sha new_sha status\\0path\\0` records."""
     fields = _decode(out).split("\0")
-    changes = []
+    changed = []
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
         if not meta.startswith(":"):
             continue
         old_mode, new_mode, _, _, status = meta[1:].split()
-        changes.append(Change(path, status[0], old_mode, new_mode))
-    return changes
+        changed.append(ChangedFile(path, status[0], old_mode, new_mode))
+    return changed
 
 
 class CatFile:
@@ -451,42 +460,42 @@ def first_changed_line(old: bytes | None, new: bytes | None) -> int | None:
 class Classifier:
     """Turns the changed paths between two sides into findings."""
 
-    def __init__(self, old: Side, new: Side, changes: list[Change]) -> None:
-        self.old, self.new, self.changes = old, new, changes
+    def __init__(self, old: Side, new: Side, files: list[ChangedFile]) -> None:
+        self.old, self.new, self.files = old, new, files
         self._scripts: dict[str, set[str]] = {}
 
     def findings(self) -> list[Finding]:
         found: list[Finding] = []
-        for change in self.changes:
-            found += self.classify(change)
+        for changed in self.files:
+            found += self.classify(changed)
         return sorted(found, key=Finding.sort_key)
 
-    def classify(self, change: Change) -> list[Finding]:
-        rel = change.path
-        if change.new_mode == LINK_MODE:
-            return [Finding(PRIVILEGED, rel, None, "file", _verb(change), LINK_WHY)]
+    def classify(self, changed: ChangedFile) -> list[Finding]:
+        rel = changed.path
+        if changed.new_mode == LINK_MODE:
+            return [Finding(PRIVILEGED, rel, None, "file", _verb(changed), LINK_WHY)]
         if is_catalog_yaml(rel):
-            return self.yaml_findings(change)
+            return self.yaml_findings(changed)
         why = _path_why(rel) or self.script_why(rel)
         if not why:
-            return [Finding(CONTENT, rel, None, "file", _verb(change))]
-        return [self.file_finding(change, PRIVILEGED, why)]
+            return [Finding(CONTENT, rel, None, "file", _verb(changed))]
+        return [self.file_finding(changed, PRIVILEGED, why)]
 
-    def file_finding(self, change: Change, kind: Kind, why: str) -> Finding:
+    def file_finding(self, changed: ChangedFile, privilege: Privilege, why: str) -> Finding:
         """The whole file, at its first changed line."""
-        old = None if change.status == "A" else self.old.read(change.path)
-        new = None if change.status == "D" else self.new.read(change.path)
-        return Finding(kind, change.path, first_changed_line(old, new), "file", _verb(change),
-                       why)
+        old = None if changed.status == "A" else self.old.read(changed.path)
+        new = None if changed.status == "D" else self.new.read(changed.path)
+        return Finding(privilege, changed.path, first_changed_line(old, new), "file",
+                       _verb(changed), why)
 
-    def yaml_findings(self, change: Change) -> list[Finding]:
+    def yaml_findings(self, changed: ChangedFile) -> list[Finding]:
         """One finding per changed item; the file itself when only comments changed."""
-        rel = change.path
-        old = parse(rel, None if change.status == "A" else self.old.read(rel))
-        new = parse(rel, None if change.status == "D" else self.new.read(rel))
+        rel = changed.path
+        old = parse(rel, None if changed.status == "A" else self.old.read(rel))
+        new = parse(rel, None if changed.status == "D" else self.new.read(rel))
         broken = [d for doc in (new, old) if doc and doc.tree is None for d in doc.diagnostics]
         if broken:
-            return [self._unparsed(change, new, broken[0].message)]
+            return [self._unparsed(changed, new, broken[0].message)]
         names = self.template_names if rel == VARIABLES_FILE else set()
         old_items = {i.label: i for i in split_items(rel, old.tree if old else {}, names)}
         new_items = {i.label: i for i in split_items(rel, new.tree if new else {}, names)}
@@ -495,7 +504,7 @@ class Classifier:
             f = self._item_finding(rel, old_items.get(label), new_items.get(label), new)
             if f is not None:
                 found.append(f)
-        return found or [self.file_finding(change, _path_kind(rel), _path_why(rel))]
+        return found or [self.file_finding(changed, _path_privilege(rel), _path_why(rel))]
 
     @staticmethod
     def _item_finding(rel: str, old: Item | None, new: Item | None,
@@ -509,19 +518,19 @@ class Classifier:
         some = new or old
         assert some is not None
         why = (new.why if new else "") or (old.why if old else "")
-        change = "added" if old is None else "removed" if new is None else "changed"
+        verb: Verb = "added" if old is None else "removed" if new is None else "changed"
         loc = first_difference(new.value, old.value, new.loc) if new and old else some.loc
         line = line_at(doc.tree, loc) if doc is not None and doc.tree is not None else None
-        return Finding(PRIVILEGED if why else CONTENT, rel, line, some.label, change, why)
+        return Finding(PRIVILEGED if why else CONTENT, rel, line, some.label, verb, why)
 
-    def _unparsed(self, change: Change, new: Document | None, problem: str) -> Finding:
+    def _unparsed(self, changed: ChangedFile, new: Document | None, problem: str) -> Finding:
         """A side that does not parse: a workshop or the global variables count as privileged,
         since what they would change cannot be told."""
-        rel = change.path
+        rel = changed.path
         conservative = _is_workshop_file(rel) or rel == VARIABLES_FILE or _path_why(rel)
         line = new.diagnostics[0].line if new is not None and new.diagnostics else 1
         return Finding(PRIVILEGED if conservative else CONTENT, rel,
-                       None if change.status == "D" else line, "file", _verb(change),
+                       None if changed.status == "D" else line, "file", _verb(changed),
                        f"{UNPARSED_WHY} ({problem})")
 
     def script_why(self, rel: str) -> str:
@@ -557,18 +566,18 @@ def workshop_scripts(raw: bytes | None) -> set[str]:
     tree = to_plain(doc.tree) if doc and doc.tree is not None else None
     if not isinstance(tree, dict):
         return set()
-    hooks = tree.get("hooks")
-    scripts = [v for v in hooks.values()] if isinstance(hooks, dict) else []
-    scripts += tree.get("compile") if isinstance(tree.get("compile"), list) else []
+    hooks, compiled = tree.get("hooks"), tree.get("compile")
+    scripts = [*(hooks.values() if isinstance(hooks, dict) else ()),
+               *(compiled if isinstance(compiled, list) else ())]
     return {s for s in scripts if isinstance(s, str)}
 
 
-def _path_kind(rel: str) -> Kind:
+def _path_privilege(rel: str) -> Privilege:
     return PRIVILEGED if _path_why(rel) else CONTENT
 
 
-def _verb(change: Change) -> Literal["added", "changed", "removed"]:
-    return "added" if change.status == "A" else "removed" if change.status == "D" else "changed"
+def _verb(changed: ChangedFile) -> Verb:
+    return "added" if changed.status == "A" else "removed" if changed.status == "D" else "changed"
 
 
 def _shown(path: str) -> str:
@@ -584,9 +593,9 @@ def review(root: Path, base: str, head: str | None = None) -> Review:
     with git.blobs() as cat:
         old = CommitSide(git, cat, base_commit)
         new: Side = CommitSide(git, cat, head_commit) if head_commit else WorkTree(root)
-        changes = git.changes(base_commit, head_commit)
-        findings = Classifier(old, new, changes).findings()
-    findings = [Finding(f.kind, _shown(git.prefix + f.path), f.line, f.what, f.change, f.why)
+        files = git.changed_files(base_commit, head_commit)
+        findings = Classifier(old, new, files).findings()
+    findings = [Finding(f.privilege, _shown(git.prefix + f.path), f.line, f.what, f.verb, f.why)
                 for f in findings]
     return Review(base, base_commit, head or "the work tree", findings)
 
@@ -612,7 +621,7 @@ def _summary(r: Review) -> str:
 
 
 def format_text(r: Review) -> str:
-    lines = [f"{f.kind:<10}  {f.where()}  {f.message()}" for f in r.findings]
+    lines = [f"{f.privilege:<10}  {f.where()}  {f.message()}" for f in r.findings]
     return "\n".join([*lines, _summary(r)])
 
 
@@ -641,7 +650,7 @@ def format_markdown(r: Review) -> str:
         out += ["Privileged changes run as root on the hosts or reach their system; the "
                 "operators review them (CODEOWNERS).", "",
                 "| where | change | why |", "|---|---|---|"]
-        out += [f"| `{_cell(f.where())}` | `{_cell(f.what)}` {f.change} | {_cell(f.why)} |"
+        out += [f"| `{_cell(f.where())}` | `{_cell(f.what)}` {f.verb} | {_cell(f.why)} |"
                 for f in r.privileged[:MAX_ROWS]]
         if n > MAX_ROWS:
             out.append(f"| … | {n - MAX_ROWS} more | |")
@@ -653,7 +662,7 @@ def format_markdown(r: Review) -> str:
 def format_json(r: Review) -> str:
     return json.dumps({"base": r.base, "base_commit": r.base_commit, "head": r.head,
                        "privileged": len(r.privileged), "content": len(r.content),
-                       "findings": [asdict(f) for f in r.findings]}, indent=2)
+                       "findings": [f.as_json() for f in r.findings]}, indent=2)
 
 
 FORMATS = {"text": format_text, "github": format_github, "markdown": format_markdown,
@@ -680,27 +689,28 @@ def check_owners(owners: list[str]) -> None:
                           f"{', '.join(bad) or 'none given'}")
 
 
-def fingerprint(value: Any) -> str:
+def digest(value: Any) -> str:
+    """A short SHA-256 of `value` as canonical JSON: it changes when a privileged key does."""
     data = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return "sha256:" + hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def _settings_line(rel: str, raw: bytes | None, names: set[str]) -> str | None:
-    """`# <file> <privileged labels> <fingerprint>` for a catalog file with privileged keys."""
+    """`# <file> <privileged labels> <digest>` for a catalog file with privileged keys."""
     if raw is None:
         return None
     doc = parse(rel, raw)
     if doc is None or doc.tree is None:
-        return f"# {rel} (does not parse) {fingerprint(raw.decode(errors='replace'))}"
+        return f"# {rel} (does not parse) {digest(raw.decode(errors='replace'))}"
     items = [i for i in split_items(rel, doc.tree, names) if i.why]
     if not items:
         return None
     value = {i.label: to_plain(i.value) for i in items}
-    return f"# {rel} {','.join(sorted(value))} {fingerprint(value)}"
+    return f"# {rel} {','.join(sorted(value))} {digest(value)}"
 
 
 def codeowners_block(root: Path, owners: list[str]) -> list[str]:
-    """The generated lines: privileged paths, every workshop's scripts, then the fingerprints
+    """The generated lines: privileged paths, every workshop's scripts, then the digests
     of privileged keys inside catalog files (comments: they change when those keys do)."""
     check_owners(owners)
     tree, who = WorkTree(root), " ".join(owners)
