@@ -528,7 +528,7 @@ def test_no_secret_verifies_nothing() -> None:
 
 def test_a_push_names_the_branch_and_the_new_head() -> None:
     event = webhook.parse_event("push", PUSH)
-    assert (event.kind, event.ref, event.after, event.branch) == (
+    assert (event.type, event.ref, event.after, event.branch) == (
         "push", "refs/heads/main", "a" * 40, "main")
     assert event.repository == "org/catalog"
     assert event.moves("main") and not event.moves("dev")
@@ -544,7 +544,7 @@ def test_a_form_encoded_push_is_read_too() -> None:
 def test_a_deleted_branch_has_no_head_and_a_tag_no_branch() -> None:
     deleted = webhook.parse_event("push", json.dumps(
         {"ref": "refs/heads/main", "after": "0" * 40, "deleted": True}).encode())
-    assert deleted.kind == "push" and deleted.after is None
+    assert deleted.type == "push" and deleted.after is None
     tag = webhook.parse_event("push", json.dumps(
         {"ref": "refs/tags/v1", "after": "b" * 40}).encode())
     assert tag.branch is None and not tag.moves("main")
@@ -552,9 +552,9 @@ def test_a_deleted_branch_has_no_head_and_a_tag_no_branch() -> None:
 
 def test_ping_and_other_events() -> None:
     ping = webhook.parse_event("ping", b'{"zen": "Keep it simple.", "hook_id": 1}')
-    assert ping.kind == "ping"
-    assert webhook.parse_event("issues", b"not even json").kind == "other"
-    assert webhook.parse_event(None, b"").kind == "other"
+    assert ping.type == "ping"
+    assert webhook.parse_event("issues", b"not even json").type == "other"
+    assert webhook.parse_event(None, b"").type == "other"
 
 
 @pytest.mark.parametrize("body", [

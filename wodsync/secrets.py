@@ -57,7 +57,8 @@ if TYPE_CHECKING:
     from wodsync.catalog.models import SecretRef, VarValue
     from wodsync.catalog.yamlfile import Document
 
-Kind = Literal["workshop", "host"]
+# Which sort of consumer reads a secret (its grants list workshops and hosts apart).
+Consumer = Literal["workshop", "host"]
 CONTROLLER_SECRETS = ("WODSYNC_API_TOKEN", "WODSYNC_WEBHOOK_SECRET", "WODSYNC_FACTS_TOKEN")
 HUB_TOKEN_ENV = re.compile(r"(?:[A-Z0-9]+_)*HUB_(?:[A-Z0-9]+_)*TOKEN")
 ENTRY_KEYS = ("value", "workshops", "hosts")
@@ -80,8 +81,8 @@ class Entry:
     workshops: frozenset[str] = frozenset()
     hosts: frozenset[str] = frozenset()
 
-    def grants(self, kind: Kind, name: str) -> bool:
-        return name in (self.workshops if kind == "workshop" else self.hosts)
+    def grants(self, consumer: Consumer, name: str) -> bool:
+        return name in (self.workshops if consumer == "workshop" else self.hosts)
 
 
 class Withheld(StrictUndefined):
@@ -97,18 +98,20 @@ class Scope:
     """The secrets one consumer (a workshop or a host) may see."""
 
     secrets: Secrets
-    kind: Kind
+    consumer: Consumer
     name: str
 
     def resolve(self, ref: SecretRef) -> str:
-        return self.secrets.value(ref.secret, self.kind, self.name)
+        return self.secrets.value(ref.secret, self.consumer, self.name)
 
     def lazy(self, ref: SecretRef) -> Any:
         """The value, or a `Withheld` that fails only where a template uses it."""
         try:
             return self.resolve(ref)
         except SecretError as exc:
-            return Withheld(hint=str(exc), exc=SecretError)
+            # jinja2 annotates `exc` as a TemplateRuntimeError class but only raises it with the
+            # message: the SecretError itself must reach the caller, who names the secret.
+            return Withheld(hint=str(exc), exc=SecretError)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -136,13 +139,13 @@ class Secrets:
     def for_host(self, name: str) -> Scope:
         return Scope(self, "host", name)
 
-    def value(self, name: str, kind: Kind, consumer: str) -> str:
+    def value(self, name: str, consumer: Consumer, consumer_name: str) -> str:
         """The one check every catalog secret passes: in the file, and granted."""
         entry = self.entries.get(name)
         if entry is None:
             raise SecretError(f"secret {name} is not set ({self._where()})")
-        if not entry.grants(kind, consumer):
-            raise SecretError(f"secret {name} is not granted to {kind} {consumer}")
+        if not entry.grants(consumer, consumer_name):
+            raise SecretError(f"secret {name} is not granted to {consumer} {consumer_name}")
         return entry.value
 
     def hub_token(self, host: str, ref: SecretRef) -> str:
@@ -188,11 +191,11 @@ class Placeholders(Secrets):
     def checking(cls, secrets: Secrets) -> Placeholders:
         return cls(entries=secrets.entries, source=secrets.source, check_grants=True)
 
-    def value(self, name: str, kind: Kind, consumer: str) -> str:
+    def value(self, name: str, consumer: Consumer, consumer_name: str) -> str:
         if self.check_grants:
             entry = self.entries.get(name)
-            if entry is None or not entry.grants(kind, consumer):
-                raise SecretError(f"secret {name} is not granted to {kind} {consumer}")
+            if entry is None or not entry.grants(consumer, consumer_name):
+                raise SecretError(f"secret {name} is not granted to {consumer} {consumer_name}")
         return placeholder(name)
 
     def hub_token(self, host: str, ref: SecretRef) -> str:

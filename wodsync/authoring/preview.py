@@ -3,7 +3,8 @@
 A preview renders the catalog with placeholders for secrets, so a file that embeds a secret (the
 hub's configuration, with its token) never matches the host: such a file is rendered twice with
 two different placeholders to find it, its content is not compared (a note says so) and neither
-is the hub fingerprint it feeds. Everything else is planned exactly as the live plan would.
+is the digest of the hub's configuration it feeds. Everything else is planned exactly as the
+live plan would.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from wodsync.authoring.facts import FactsDocument, FactsError, NoFacts, Source
-from wodsync.secrets import Placeholders, Secrets, placeholder
+from wodsync.secrets import Consumer, Placeholders, Secrets, placeholder
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredHost
@@ -24,8 +25,8 @@ class OtherPlaceholders(Placeholders):
     """Placeholders that differ from `Placeholders`: rendering with both tells the files whose
     content depends on a secret."""
 
-    def value(self, name: str, kind: Any, consumer: str) -> str:
-        super().value(name, kind, consumer)
+    def value(self, name: str, consumer: Consumer, consumer_name: str) -> str:
+        super().value(name, consumer, consumer_name)
         return placeholder(name) + " (another)"
 
     def hub_token(self, host: str, ref: Any) -> str:
@@ -50,19 +51,19 @@ class Preview:
 
 
 def secret_dependent(one: DesiredHost, other: DesiredHost) -> tuple[list[str], bool]:
-    """Files whose rendering changed with the placeholders, and whether the hub fingerprint
-    did: what a preview cannot compare."""
+    """Files whose rendering changed with the placeholders, and whether the digest of the hub's
+    configuration did: what a preview cannot compare."""
     files_a, files_b = one.want.get("file") or {}, other.want.get("file") or {}
     paths = sorted(p for p, f in files_a.items()
                    if p in files_b and f.sha256 != files_b[p].sha256)
-    svc_a, svc_b = one.want.get("service"), other.want.get("service")
-    return paths, bool(svc_a and svc_b and svc_a.fingerprint != svc_b.fingerprint)
+    hub_a, hub_b = one.want.get("service"), other.want.get("service")
+    return paths, bool(hub_a and hub_b and hub_a.fingerprint != hub_b.fingerprint)
 
 
 HUB_VERSION_ADDRESSES = ("package:pip/jupyterhub", "package:npm/")
 
 
-def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool,
+def blind_to_secrets(plan: HostPlan, paths: list[str], hub_digest_blind: bool,
                      hub_paths: Iterable[str] = ()) -> HostPlan:
     """The plan without what placeholders cannot decide: a secret-bearing file whose content
     alone differs, and a hub restart nothing but the secrets explains."""
@@ -80,7 +81,7 @@ def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool,
                 continue
             c = replace(c, detail="; ".join([*rest, "content may differ: secrets not known"]))
         kept.append(c)
-    if fingerprint and not restart_explained(kept, set(hub_paths) - set(paths)):
+    if hub_digest_blind and not restart_explained(kept, set(hub_paths) - set(paths)):
         restarts = [c for c in kept if c.address.kind == "service" and c.action == Action.UPDATE]
         noops += [Noop(c.address, "fingerprint compared with placeholders: not known without "
                                   "the secrets") for c in restarts]
@@ -89,14 +90,14 @@ def blind_to_secrets(plan: HostPlan, paths: list[str], fingerprint: bool,
         plan.notes.append(
             f"{', '.join(paths)} embed{'s' if len(paths) == 1 else ''} secrets: compared with "
             "placeholders, so content is not compared here"
-            + (", nor the hub's restart fingerprint" if fingerprint else "")
+            + (", nor the hub's restart fingerprint" if hub_digest_blind else "")
             + "; a change to a template shows in `wodsync review`")
     return replace(plan, changes=kept, noops=noops)
 
 
 def restart_explained(changes: list[Any], plain_hub_files: set[str]) -> bool:
-    """Whether something placeholders do not touch moves the hub's fingerprint: a JupyterHub
-    or proxy version, or the content of a hub file without secrets (its unit)."""
+    """Whether something placeholders do not touch moves the hub's configuration digest: a
+    JupyterHub or proxy version, or the content of a hub file without secrets (its unit)."""
     from wodsync.engine.change import Action
 
     return any(str(c.address).startswith(HUB_VERSION_ADDRESSES) or
@@ -125,9 +126,9 @@ def preview_host(catalog: Any, doc: FactsDocument, secrets: Secrets | None = Non
         if isinstance(secrets, Placeholders):
             other = OtherPlaceholders(entries=secrets.entries, source=secrets.source,
                                       check_grants=secrets.check_grants)
-            out.blind, fingerprint = secret_dependent(
+            out.blind, hub_digest_blind = secret_dependent(
                 desired, desired_state(catalog, doc.host, other, doc.seats()))
-            plan = blind_to_secrets(plan, out.blind, fingerprint,
+            plan = blind_to_secrets(plan, out.blind, hub_digest_blind,
                                     hub_file_paths(catalog, doc.host))
     except (KeyError, TypeError, AttributeError) as exc:
         out.error = (f"host {doc.host}: the facts are incomplete or malformed "

@@ -52,12 +52,12 @@ def _duplicate(delivery: str | None, earlier: str) -> str:
 
 def _answer(event: WebhookEvent, branch: str, followed: str) -> tuple[str, int, bool]:
     """What a new, signed, readable delivery gets: (detail, status, fetch now?)."""
-    if event.kind == "ping":  # set-up: say at once when the hook's repository is not followed
+    if event.type == "ping":  # set-up: say at once when the hook's repository is not followed
         if not event.names or names_followed(event, followed):
             return "pong", 200, False
         return (f"pong; but this daemon follows {redact(followed)}: pushes to "
                 f"{named_repository(event)} will be ignored"), 200, False
-    if event.kind != "push":
+    if event.type != "push":
         return "ignored: not a push to the followed branch", 202, False
     if not names_followed(event, followed):
         named = named_repository(event)

@@ -45,7 +45,8 @@ REMEMBERED_DELIVERIES = 1000
 # The names a payload's `repository` gives itself, as GitHub sends them.
 REPOSITORY_NAMES = ("clone_url", "ssh_url", "git_url", "html_url", "full_name")
 
-Kind = Literal["ping", "push", "other"]
+# What the daemon makes of a delivery: GitHub's event name reduced to the two it acts on.
+EventType = Literal["ping", "push", "other"]
 
 
 class WebhookError(ValueError):
@@ -54,10 +55,10 @@ class WebhookError(ValueError):
 
 @dataclass(frozen=True)
 class WebhookEvent:
-    """What a delivery says: `kind`; for a push, the `ref` and the new head `after` (None when
+    """What a delivery says: its `type`; for a push, the `ref` and the new head `after` (None when
     the branch was deleted)."""
 
-    kind: Kind
+    type: EventType
     ref: str | None = None
     after: str | None = None
     name: str = ""
@@ -73,7 +74,7 @@ class WebhookEvent:
 
     def moves(self, branch: str) -> bool:
         """True when this is a push to `branch` (so the daemon should fetch now)."""
-        return self.kind == "push" and self.branch == branch
+        return self.type == "push" and self.branch == branch
 
 
 def signature(secret: bytes, body: bytes) -> str:
