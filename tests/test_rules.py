@@ -166,3 +166,12 @@ def test_a_hub_port_students_may_take_is_a_warning(repo):
     assert not d.is_error and d.path == "hosts/hub-emea.yaml"
     assert d.line == repo.line_of(d.path, "port: 8000")
     assert "hub.port 8000 is not below 1024" in d.message
+
+
+def test_locations_without_a_name_are_not_reported_as_duplicates(repo):
+    repo.write("catalog/locations.yaml", repo.read("catalog/locations.yaml")
+               + "  - description: first without a name\n"
+               + "  - description: second without a name\n")
+    found = [d for d in errors_of(repo.root) if d.path == "catalog/locations.yaml"]
+    assert found and all(d.code != "duplicate-id" for d in found)
+    assert [(d.line, d.code) for d in found] == [(7, "missing"), (8, "missing")]

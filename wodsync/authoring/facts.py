@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from wodsync.authoring.scrub import CONTROL, find_leaks, pseudonym, scrub
 
@@ -41,6 +41,16 @@ FACTS_PATH = "/api/v1/facts"
 FETCH_TIMEOUT = 30.0
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 HEX = re.compile(r"[0-9a-f]*")
+
+
+class LiveSeatRecord(TypedDict):
+    """A seat a session holds, as a facts document lists it (`LIVE_SEAT` checks one read in):
+    a preview plans with the live sessions the daemon saw, so a seat in use is not emptied."""
+
+    username: str
+    session: str
+    workshop: str
+    in_group: NotRequired[bool]  # optional in a document: absent means in its group
 
 
 class FactsError(Exception):
@@ -202,7 +212,7 @@ class FactsDocument:
     digests: dict[str, str] = field(default_factory=dict)
     observed_at: str | None = None
     revision: str | None = None
-    live_seats: list[dict[str, str]] = field(default_factory=list)
+    live_seats: list[LiveSeatRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "observed_at": self.observed_at, "revision": self.revision,
@@ -259,8 +269,9 @@ def from_store(store: Store, host: str, known: Iterable[str] = ()) -> FactsDocum
         return None
     body = dict(stored.facts)
     record = body if isinstance(body.get("facts"), dict) else {"facts": body}
-    seats = [{"username": seat.username, "session": seat.session, "workshop": seat.workshop,
-              "in_group": seat.in_group}
+    seats: list[LiveSeatRecord] = [
+        {"username": seat.username, "session": seat.session, "workshop": seat.workshop,
+         "in_group": seat.in_group}
              for seat in map(LiveSeat.of, store.sessions.holding_seats(host))]
     doc = FactsDocument.from_json({**record, "host": host, "observed_at": stored.observed_at,
                                    "revision": stored.revision, "live_seats": seats}, host)

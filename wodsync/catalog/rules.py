@@ -126,6 +126,8 @@ def ids_unique(catalog: Catalog) -> Iterator[Diagnostic]:
         names: set[str] = set()
         for i, entry in enumerate(catalog.docs[LOCATIONS_FILE].tree.get("locations") or []):
             name = entry.get("name") if hasattr(entry, "get") else None
+            if not isinstance(name, str):
+                continue  # no name at all: the model's own error says so, once per entry
             if name in names:
                 yield catalog.docs[LOCATIONS_FILE].diag(
                     "duplicate-id", f"location '{name}' is defined twice", "locations", i, "name")
@@ -144,7 +146,8 @@ def scripts_exist(catalog: Catalog) -> Iterator[Diagnostic]:
     for key, ws in catalog.workshops.items():
         files = set(catalog.folders[key].files)
         doc = catalog.workshop_doc(key)
-        refs = [(("compile", i), p) for i, p in enumerate(ws.compile)]
+        refs: list[tuple[tuple[str, int | str], str]] = [
+            (("compile", i), p) for i, p in enumerate(ws.compile)]
         refs += [(("hooks", hook), p) for hook, p in ws.hooks.model_dump().items() if p]
         for loc, rel in refs:
             normalized = PurePosixPath(rel).as_posix()

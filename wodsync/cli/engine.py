@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,10 @@ from wodsync.cli.common import (
     secrets_option,
     valid_catalog,
 )
+
+if TYPE_CHECKING:
+    from wodsync.engine.desired import DesiredHost, LiveSeat
+    from wodsync.engine.reconcile import Target
 
 
 def open_controller_store(state: Path | None, db: str | None) -> Any:
@@ -42,7 +46,7 @@ def open_controller_store(state: Path | None, db: str | None) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-def live_seats(store: Any) -> Callable[[str], list[Any]]:
+def live_seats(store: Any) -> Callable[[str], list[LiveSeat]]:
     """Seats of live sessions per host, from the store; a host's own records of seats in use
     apply anyway."""
     from wodsync.engine.desired import LiveSeat
@@ -67,7 +71,7 @@ def refuse_beside_a_daemon(state: Path | None, store: Any) -> None:
 
 def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None,
             state: Path | None = None, db: str | None = None,
-            for_apply: bool = False) -> list[Any]:
+            for_apply: bool = False) -> list[Target]:
     """The selected hosts (each once; all when none named), each computing its own desired
     state in its worker so a host with a missing secret fails alone."""
     from wodsync.engine.desired import desired_state
@@ -83,8 +87,12 @@ def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None,
     if for_apply:
         refuse_beside_a_daemon(state, store)
     live = live_seats(store)
-    return [Target(n, lambda n=n: desired_state(catalog, n, secrets, live(n)))
-            for n in (names or sorted(catalog.hosts))]
+
+    def build(name: str) -> Callable[[], DesiredHost]:
+        """The host's desired state, computed when its worker calls it (not here)."""
+        return lambda: desired_state(catalog, name, secrets, live(name))
+
+    return [Target(n, build(n)) for n in (names or sorted(catalog.hosts))]
 
 
 def host_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -316,14 +324,14 @@ def _end_orphans(root: Path, secrets_file: Path | None, state: Path | None, db: 
         return
     try:
         deployment = working_tree_deployment(root, load_secrets(secrets_file))
-        service = SessionService(store, lambda: deployment)
-        orphans = service.orphaned_by(deployment.catalog)
+        sessions = SessionService(store, lambda: deployment)
+        orphans = sessions.orphaned_by(deployment.catalog)
         if not orphans or allow < len(orphans):
             return
-        for s in service.end_orphans(deployment.catalog):
+        for s in sessions.end_orphans(deployment.catalog):
             say(f"session {s.id} ({s.workshop}, {s.username} on {s.host}) ended first: "
                 f"{s.state.value}")
-        service.connections.close()
+        sessions.connections.close()
     finally:
         store.close()
 

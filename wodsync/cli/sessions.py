@@ -190,12 +190,12 @@ def _lifecycle(name: str, doc: str, call: Callable[[Any, str], Any]) -> None:
 
 _lifecycle("cleanup", "CLEANUP: cleanup hook, completion, seat freed (or held for RESET); "
                       "exit 1 while the release is pending on the host.",
-           lambda service, sid: service.cleanup(sid))
+           lambda sessions, sid: sessions.cleanup(sid))
 _lifecycle("reset", "RESET a held seat: reset hook, seat freed.",
-           lambda service, sid: service.reset(sid))
+           lambda sessions, sid: sessions.reset(sid))
 _lifecycle("purge", "PURGE: lock, stop, kill, new hub identity, empty, free — from any state, "
                     "no hook; `ended` only once the host did it (exit 1 while pending).",
-           lambda service, sid: service.purge(sid))
+           lambda sessions, sid: sessions.purge(sid))
 
 
 @session_group.command("extend")

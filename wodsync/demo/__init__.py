@@ -116,12 +116,12 @@ def stop_demo(opts: DemoOptions) -> dict[str, Any]:
     daemon_was_running = daemon.stop(opts.folder)
     catalog, _ = validated(repo)
     desired = desired_state(catalog, HOST, Secrets.load(opts.folder / "secrets.yaml"))
-    service, users = desired.want.get("service"), desired.want.get("hub_user")
-    if service is None:
+    hub, users = desired.want.get("service"), desired.want.get("hub_user")
+    if hub is None:
         raise DemoError("the demo host has no managed hub")
     stopped = remote.call(LocalTransport(), "stop_hub", {
-        "state_dir": desired.state_dir, "supervisor": service.supervisor,
-        "data_dir": service.data_dir, "api": service.api,
+        "state_dir": desired.state_dir, "supervisor": hub.supervisor,
+        "data_dir": hub.data_dir, "api": hub.api,
         "token": users.token if users else None})
     return {**stopped, "daemon_was_running": daemon_was_running}
 

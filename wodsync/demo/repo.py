@@ -61,7 +61,8 @@ def write_secrets(folder: Path, catalog: Catalog) -> Path:
     path = folder / "secrets.yaml"
     kept = (YAML(typ="safe").load(path.read_text()) or {}) if path.exists() else {}
     kept = kept.get("secrets", kept) if isinstance(kept, dict) else {}  # older demos: NAME: value
-    grants = {name: {"workshops": set(), "hosts": set()} for name in secret_names(catalog)}
+    grants: dict[str, dict[str, set[str]]] = {
+        name: {"workshops": set(), "hosts": set()} for name in secret_names(catalog)}
 
     def grant(layer: dict[str, Any], workshops: list[str], hosts: list[str]) -> None:
         for name in (v.secret for v in layer.values() if isinstance(v, SecretRef)):

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     create_engine,
     event,
@@ -181,6 +182,13 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def table_of(row: type[Base]) -> Table:
+    """The Core table of a mapped class, for the statements written against tables (upserts,
+    compare-and-set updates). `row.__table__` is the same object but typed as any
+    `FromClause`, which `insert` and `update` do not accept."""
+    return row.metadata.tables[row.__tablename__]
 
 
 def _live_unique(name: str, *columns: Any, states: str = LIVE_SQL) -> Index:

@@ -224,7 +224,9 @@ def _read_key(path: Path) -> Key | None:
 # -- opening a store ----------------------------------------------------------------------------
 
 
-class _Change(NamedTuple):
+class _PasswordUpdate(NamedTuple):
+    """One session row's stored password, `old` as read and `new` as it must be kept."""
+
     id: str
     old: str
     new: str
@@ -247,19 +249,19 @@ def upgrade(engine: Engine, sealer: Sealer) -> int:
         if row.state in _LIVE and found:
             sealed_with[found[1]] = sealed_with.get(found[1], 0) + 1
     sealer.check(sealed_with)
-    changes = [_Change(r.id, r.password, _upgraded(r.state, r.password, sealer)) for r in stored]
-    changes = [c for c in changes if c.new != c.old]
-    if not changes:
+    updates = [_PasswordUpdate(r.id, r.password, _upgraded(r.state, r.password, sealer))
+               for r in stored]
+    updates = [u for u in updates if u.new != u.old]
+    if not updates:
         return 0
     with writing(engine) as conn:
-        for change in changes:  # each a compare-and-set: a move meanwhile has blanked it
-            conn.execute(update(_RAW).where(_RAW.c.id == change.id,
-                                            _RAW.c.password == change.old)
-                         .values(password=change.new))
-    blanked = sum(1 for c in changes if not c.new)
+        for u in updates:  # each a compare-and-set: a move meanwhile has blanked it
+            conn.execute(update(_RAW).where(_RAW.c.id == u.id, _RAW.c.password == u.old)
+                         .values(password=u.new))
+    blanked = sum(1 for u in updates if not u.new)
     log.info("store: sealed %d live sessions' passwords, blanked %d of sessions that are over",
-             len(changes) - blanked, blanked)
-    return len(changes)
+             len(updates) - blanked, blanked)
+    return len(updates)
 
 
 def _upgraded(state: str, password: str, sealer: Sealer) -> str:

@@ -29,13 +29,14 @@ from wodsync.store.models import (
     StoreError,
     is_conflict,
     reading,
+    table_of,
     utcnow,
     writing,
 )
 
 S = SessionState
-SESSIONS = SessionRow.__table__
-EVENTS = SessionEventRow.__table__
+SESSIONS = table_of(SessionRow)
+EVENTS = table_of(SessionEventRow)
 OUTPUT_CAP = 64 * 1024  # characters of hook output kept per event
 ID_BYTES = 6  # 12 hex characters: short enough to type, 2**48 values
 ALLOCATION_LOCK_CLASS = 0x776F6473  # first key of the two-key advisory locks ("wods")
