@@ -312,10 +312,10 @@ def _copy_files(src_dir: Path, dst_dir: Path, result: ImportResult, label: Path)
         target.chmod(0o755 if path.stat().st_mode & 0o111 else 0o644)
 
 
-def _write(root: Path, rel: str, kind: str, data: Any) -> None:
+def _write(root: Path, rel: str, file_type: str, data: Any) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_yaml(data, modeline(root, path, kind)), encoding="utf-8")
+    path.write_text(dump_yaml(data, modeline(root, path, file_type)), encoding="utf-8")
 
 
 def import_wod(src: Path, out: Path, var_files: list[Path],

@@ -93,22 +93,22 @@ def _ecdsa(reader: _Reader, curve: str) -> None:
 
 def check_host_key(value: str) -> None:
     """Raise `HostKeyError` unless `value` (`<type> <base64>`) is a well-formed public key."""
-    kind, _, data = value.partition(" ")
+    key_type, _, data = value.partition(" ")
     try:
         blob = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise HostKeyError("the key is not valid base64 (truncated or mistyped?)") from None
     reader = _Reader(blob)
     embedded = reader.string("type name")
-    if embedded != kind.encode():
+    if embedded != key_type.encode():
         raise HostKeyError(f"the key is of type {embedded.decode('ascii', 'replace')!r}, "
-                           f"not {kind!r} as written before it")
-    if kind == "ssh-ed25519":
+                           f"not {key_type!r} as written before it")
+    if key_type == "ssh-ed25519":
         _ed25519(reader)
-    elif kind == "ssh-rsa":
+    elif key_type == "ssh-rsa":
         _rsa(reader)
-    elif kind.startswith("ecdsa-sha2-") and kind[len("ecdsa-sha2-"):] in _CURVES:
-        _ecdsa(reader, kind[len("ecdsa-sha2-"):])
+    elif key_type.startswith("ecdsa-sha2-") and key_type[len("ecdsa-sha2-"):] in _CURVES:
+        _ecdsa(reader, key_type[len("ecdsa-sha2-"):])
     else:
-        raise HostKeyError(f"unsupported host key type {kind!r}")
+        raise HostKeyError(f"unsupported host key type {key_type!r}")
     reader.end()

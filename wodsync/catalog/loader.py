@@ -86,17 +86,18 @@ class Catalog:
     system_files: list[SystemFile] = field(default_factory=list)
     docs: dict[str, Document] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    broken: set[str] = field(default_factory=set)
+    broken: set[str] = field(default_factory=set)  # file types of files that did not validate
     # templates/ exists and is reached without a link (a link is reported once, at load).
     templates_ok: bool = True
 
-    def complete(self, *kinds: str) -> bool:
-        """True when every file of these kinds validated, so checks relying on them are fair.
+    def complete(self, *file_types: str) -> bool:
+        """True when every file of these types (`FILE_MODELS`' keys) validated, so checks
+        relying on them are fair.
 
         Checks that depend on a broken file are skipped: its own errors say what to fix, and
         follow-on noise (a pool 'missing' because students.yaml has a typo) would only hide it.
         """
-        return not self.broken.intersection(kinds)
+        return not self.broken.intersection(file_types)
 
     def hosts_in(self, location: str) -> dict[str, Host]:
         return {n: h for n, h in self.hosts.items() if h.location == location}
@@ -188,7 +189,7 @@ def _read_document(catalog: Catalog, rel: str, required: bool) -> Document | Non
     return parse_yaml(rel, raw)
 
 
-def _load(catalog: Catalog, rel: str, model: type[BaseModel], kind: str, *,
+def _load(catalog: Catalog, rel: str, model: type[BaseModel], file_type: str, *,
           required: bool = True) -> Any:
     doc = _read_document(catalog, rel, required)
     if doc is None:
@@ -197,7 +198,7 @@ def _load(catalog: Catalog, rel: str, model: type[BaseModel], kind: str, *,
     result = validate_document(doc, model)
     catalog.diagnostics.extend(doc.diagnostics)
     if result is None:
-        catalog.broken.add(kind)
+        catalog.broken.add(file_type)
     return result
 
 

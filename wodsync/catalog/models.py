@@ -1,4 +1,4 @@
-"""The catalog's vocabulary as Pydantic models: one model per file kind.
+"""The catalog's vocabulary as Pydantic models: one model per file type.
 
 These models are the single definition of the catalog format: `validate` checks files against
 them, `schema` turns them into the JSON Schemas editors use, and the rest of wodsync reads the

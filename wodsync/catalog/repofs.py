@@ -61,7 +61,7 @@ def _open_dir(parent: int, name: str, rel: str) -> int:
         raise _refusal(exc, parent, name, rel, "a folder") from None
 
 
-def _refusal(exc: OSError, parent: int, name: str, rel: str, kind: str) -> RepoFileError:
+def _refusal(exc: OSError, parent: int, name: str, rel: str, opened_as: str) -> RepoFileError:
     """The error for a component that could not be opened, checked with lstat for links."""
     try:
         mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
@@ -73,8 +73,8 @@ def _refusal(exc: OSError, parent: int, name: str, rel: str, kind: str) -> RepoF
     if exc.errno == errno.ENOENT:
         return RepoFileError("missing-file", rel, "does not exist")
     if exc.errno == errno.ENOTDIR:
-        return RepoFileError("not-a-folder", rel, f"is not {kind}")
-    return RepoFileError("special-file", rel, f"cannot be opened as {kind}: {exc.strerror}")
+        return RepoFileError("not-a-folder", rel, f"is not {opened_as}")
+    return RepoFileError("special-file", rel, f"cannot be opened as {opened_as}: {exc.strerror}")
 
 
 def _open_file(parent: int, name: str, rel: str) -> int:

@@ -16,18 +16,18 @@ from wodsync.catalog.models import FILE_MODELS
 SCHEMAS_DIR = "schemas"
 
 
-def schema_name(kind: str) -> str:
-    return f"{kind}.schema.json"
+def schema_name(file_type: str) -> str:
+    return f"{file_type}.schema.json"
 
 
 def generate() -> dict[str, str]:
-    """File name → JSON text of every catalog file kind's schema."""
+    """File name → JSON text of every catalog file type's schema."""
     out = {}
-    for kind, model in FILE_MODELS.items():
+    for file_type, model in FILE_MODELS.items():
         schema = model.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        schema["$id"] = f"https://wodsync.dev/schemas/{schema_name(kind)}"
-        out[schema_name(kind)] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        schema["$id"] = f"https://wodsync.dev/schemas/{schema_name(file_type)}"
+        out[schema_name(file_type)] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
 
 
@@ -49,7 +49,7 @@ def stale(root: Path) -> list[str]:
             if not (target / name).is_file() or (target / name).read_text("utf-8") != text]
 
 
-def modeline(root: Path, file: Path, kind: str) -> str:
+def modeline(root: Path, file: Path, file_type: str) -> str:
     """The yaml-language-server comment pointing `file` at its schema, relative to it."""
-    rel = os.path.relpath(root / SCHEMAS_DIR / schema_name(kind), file.parent)
+    rel = os.path.relpath(root / SCHEMAS_DIR / schema_name(file_type), file.parent)
     return f"# yaml-language-server: $schema={Path(rel).as_posix()}"

@@ -201,10 +201,10 @@ _render = threading.local()
 def measure(value: Any, limit: int = MAX_VALUE) -> int:
     """An estimate of the bytes `value` holds as text, counting shared parts each time they
     appear (that is how `str()` would spell them); stops early once past `limit`."""
-    kind = type(value)
-    if kind is str:
+    cls = type(value)
+    if cls is str:
         return len(value)
-    if kind is int:
+    if cls is int:
         return value.bit_length() // 3 + 2
     total = 0
     stack = [value]
