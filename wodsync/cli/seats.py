@@ -65,12 +65,13 @@ def release_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: s
         if host not in catalog.hosts:
             raise click.UsageError(f"unknown host {host!r}")
         pool = catalog.pools[catalog.hosts[host].pool]
-        user = pool.user(int(seat)) if seat.isdigit() else seat
+        username = pool.user(int(seat)) if seat.isdigit() else seat
         if not yes:
-            click.confirm(f"Empty the home of {user} on {host} and end whatever session holds "
+            click.confirm(f"Empty the home of {username} on {host} and end whatever session holds "
                           "it?", abort=True)
         try:
-            ended = ctl.sessions.release_seat(host, user)
+            ended = ctl.sessions.release_seat(host, username)
         except (SessionError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
-        say(f"seat {user} on {host} released" + (f"; session {ended.id} ended" if ended else ""))
+        say(f"seat {username} on {host} released"
+            + (f"; session {ended.id} ended" if ended else ""))

@@ -116,13 +116,13 @@ def stop_demo(opts: DemoOptions) -> dict[str, Any]:
     daemon_was_running = daemon.stop(opts.folder)
     catalog, _ = validated(repo)
     desired = desired_state(catalog, HOST, Secrets.load(opts.folder / "secrets.yaml"))
-    hub, users = desired.want.get("service"), desired.want.get("hub_user")
+    hub, hub_users = desired.want.get("service"), desired.want.get("hub_user")
     if hub is None:
         raise DemoError("the demo host has no managed hub")
     stopped = remote.call(LocalTransport(), "stop_hub", {
         "state_dir": desired.state_dir, "supervisor": hub.supervisor,
         "data_dir": hub.data_dir, "api": hub.api,
-        "token": users.token if users else None})
+        "token": hub_users.token if hub_users else None})
     return {**stopped, "daemon_was_running": daemon_was_running}
 
 
