@@ -470,7 +470,7 @@ class BoundedSandbox(SandboxedEnvironment):
 
     code_generator_class = _BoundedCodeGenerator
     intercepted_binops = frozenset({"*", "**", "+", "%"})
-    concat = staticmethod(bounded_concat)  # type: ignore[assignment]
+    concat = staticmethod(bounded_concat)
 
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, keep_trailing_newline=True,
