@@ -3,6 +3,11 @@
 Every problem wodsync finds in what a user wrote is a `Diagnostic` pointing at a file, line and
 column, so an author can jump straight to it from a terminal, a JSON consumer or a GitHub
 pull-request annotation.
+
+It sits at the top of the package, not in `catalog/`, because the source, the catalog, the
+daemon, the authoring tools, the demo and the CLI all report with it, and it imports only the
+standard library: under `catalog/` every import of it would run the catalog package first
+(pydantic, ruamel.yaml, jinja2: about 0.35 s where this module takes 0.02 s).
 """
 
 from __future__ import annotations

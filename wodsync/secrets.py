@@ -36,6 +36,9 @@ Rules:
   environment.
 - Validation and previews use `Placeholders`: no values; `Placeholders.checking(secrets)` keeps
   the grants (`validate --secrets FILE`) and refuses the same secrets, naming only the secret.
+
+At the top of the package because the catalog's checks, rendering, the engine, the sessions,
+the daemon, the authoring tools and the CLI all read secrets through it.
 """
 
 from __future__ import annotations
