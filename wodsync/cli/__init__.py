@@ -1,6 +1,7 @@
 """The `wodsync` command line: thin wrappers that call the pipeline and set exit codes.
 
-One module per group of commands (`catalog`, `engine`, `sessions`, `review`, `source`, `demo`);
+One module per group of commands (`catalog`, `engine`, `sessions`, `seats`, `report`, `review`,
+`watch`, `daemon`, `demo`);
 each imports the heavy parts of wodsync inside its commands, so `wodsync --help` stays fast.
 """
 
@@ -20,7 +21,7 @@ from wodsync.cli import (  # noqa: F401
     review,
     seats,
     sessions,
-    source,
+    watch,
 )
 from wodsync.cli.common import EXIT_USAGE, main
 

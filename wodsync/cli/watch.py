@@ -1,4 +1,4 @@
-"""Source commands: `wodsync watch`, the author's live check of a working tree.
+"""The author's command `wodsync watch`: a live check of a working tree.
 
 The daemon's own command (`wodsync daemon`, and its `--print-unit` from `wodsync.daemon.unit`)
 lives with the daemon; this module only holds what an author runs before committing.
