@@ -368,8 +368,9 @@ def fetch(url: str, token: str | None = None) -> dict[str, FactsDocument]:
     return {d.host: d for d in docs}
 
 
-class Source:
-    """Where previews read facts: a folder of exports or a daemon's URL (read once)."""
+class FactsSource:
+    """Where previews read facts: a folder of exports or a daemon's URL (read once); not the
+    git source of revisions (`wodsync.source`)."""
 
     def __init__(self, where: str | Path, token: str | None = None) -> None:
         self.where = str(where)
@@ -380,7 +381,7 @@ class Source:
         return safe_url(self.where)
 
     def open(self) -> None:
-        """Read the daemon's listing, or check the folder: a source that cannot be read
+        """Read the daemon's listing, or check the folder: facts that cannot be read
         fails the whole preview, a host missing from it only that host."""
         if is_url(self.where):
             if self._fetched is None:

@@ -43,7 +43,7 @@ class WodImportError(Exception):
 
 
 @dataclass
-class _Source:
+class _WodFile:
     """One wod.yml being converted, with a shortcut for located warnings."""
 
     doc: Document
@@ -63,7 +63,7 @@ def _is_placeholder(value: Any) -> bool:
     return text in PLACEHOLDERS or re.fullmatch(r"https?://[^/]+/?", text) is not None
 
 
-def _detab(src: _Source, raw: bytes) -> bytes:
+def _detab(src: _WodFile, raw: bytes) -> bytes:
     """WoD files sometimes hold a tab where YAML wants a space; replace and say where."""
     text = raw.decode("utf-8", errors="replace")
     for n, line in enumerate(text.splitlines(), start=1):
@@ -74,7 +74,7 @@ def _detab(src: _Source, raw: bytes) -> bytes:
     return raw.replace(b"\t", b" ")
 
 
-def _text(src: _Source, data: dict[str, Any], key: str) -> str | None:
+def _text(src: _WodFile, data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if key in data and _is_placeholder(value):
         if value not in (None, ""):
@@ -83,7 +83,7 @@ def _text(src: _Source, data: dict[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _bool(src: _Source, data: dict[str, Any], key: str, default: bool = False) -> bool:
+def _bool(src: _WodFile, data: dict[str, Any], key: str, default: bool = False) -> bool:
     value = data.get(key, default)
     if isinstance(value, bool):
         return value
@@ -93,7 +93,7 @@ def _bool(src: _Source, data: dict[str, Any], key: str, default: bool = False) -
     return result
 
 
-def _int(src: _Source, data: dict[str, Any], key: str, default: int) -> int:
+def _int(src: _WodFile, data: dict[str, Any], key: str, default: int) -> int:
     value = data.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -106,7 +106,7 @@ def _int(src: _Source, data: dict[str, Any], key: str, default: int) -> int:
     return result
 
 
-def _seats(src: _Source, data: dict[str, Any]) -> dict[str, int] | None:
+def _seats(src: _WodFile, data: dict[str, Any]) -> dict[str, int] | None:
     value = data.get("range")
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
         value = value[0]
@@ -124,7 +124,7 @@ def _seats(src: _Source, data: dict[str, Any]) -> dict[str, int] | None:
     return None
 
 
-def _compile(src: _Source, data: dict[str, Any]) -> list[str]:
+def _compile(src: _WodFile, data: dict[str, Any]) -> list[str]:
     value = data.get("compile")
     if value in (None, False, "") or _is_placeholder(value):
         if value is False:
@@ -134,7 +134,7 @@ def _compile(src: _Source, data: dict[str, Any]) -> list[str]:
     return [str(i).strip() for i in items if str(i).strip()]
 
 
-def _image(src: _Source, data: dict[str, Any], key: str) -> str | None:
+def _image(src: _WodFile, data: dict[str, Any], key: str) -> str | None:
     value = _text(src, data, key)
     if value is not None and not re.fullmatch(r"(https?://\S+)|([A-Za-z0-9._+/-]+)", value):
         src.warn("image", f"{key}: {value!r} is neither a URL nor a path; dropped", key)
@@ -142,7 +142,7 @@ def _image(src: _Source, data: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _location(src: _Source, data: dict[str, Any], key: str, fallback: str) -> str:
+def _location(src: _WodFile, data: dict[str, Any], key: str, fallback: str) -> str:
     value = _text(src, data, key)
     if value is None:
         return fallback
@@ -152,7 +152,7 @@ def _location(src: _Source, data: dict[str, Any], key: str, fallback: str) -> st
     return name
 
 
-def _appliance(src: _Source, data: dict[str, Any]) -> str:
+def _appliance(src: _WodFile, data: dict[str, Any]) -> str:
     mono = _bool(src, data, "monoappliance") if "monoappliance" in data else False
     multi = _bool(src, data, "multiappliance") if "multiappliance" in data else False
     if mono and multi:
@@ -169,7 +169,7 @@ KNOWN_KEYS = {
 }
 
 
-def convert_workshop(src: _Source, key: str, default_location: str) -> tuple[dict[str, Any],
+def convert_workshop(src: _WodFile, key: str, default_location: str) -> tuple[dict[str, Any],
                                                                                dict[str, Any]]:
     """Map every wod.yml key to the workshop (and its replay, returned separately)."""
     data = to_plain(src.doc.tree)
@@ -225,7 +225,7 @@ def convert_workshop(src: _Source, key: str, default_location: str) -> tuple[dic
     return {k: v for k, v in workshop.items() if v not in (None, [])}, replay or {}
 
 
-def _replay(src: _Source, data: dict[str, Any], key: str,
+def _replay(src: _WodFile, data: dict[str, Any], key: str,
             workshop: dict[str, Any]) -> dict[str, Any] | None:
     rid = data.get("replayId")
     link = _text(src, data, "replayLink")
@@ -260,7 +260,7 @@ def _read_vars(files: list[Path], keys: set[str], result: ImportResult) -> _Glob
     """WoD group_vars → global variables, per-workshop variables, pool bounds and secrets."""
     out = _GlobalVars()
     for path in files:
-        src = _Source(Document(str(path)), result)
+        src = _WodFile(Document(str(path)), result)
         src.doc = parse_yaml(str(path), _detab(src, path.read_bytes()), allow_tabs=True)
         if src.doc.diagnostics:
             result.diagnostics.extend(src.doc.diagnostics)
@@ -270,7 +270,7 @@ def _read_vars(files: list[Path], keys: set[str], result: ImportResult) -> _Glob
     return out
 
 
-def _read_var(src: _Source, out: _GlobalVars, keys: set[str], name: str, value: Any) -> None:
+def _read_var(src: _WodFile, out: _GlobalVars, keys: set[str], name: str, value: Any) -> None:
     if name in POOL_KEYS and isinstance(value, int):
         out.pool[POOL_KEYS[name]] = value
         return
@@ -351,7 +351,7 @@ def _import_into(stage: Path, src: Path, folders: list[Path], var_files: list[Pa
             result.diagnostics.append(Diagnostic(str(label), 1, 1, "unsafe-name",
                                                  "folder name is not WKSHP-<Name>; skipped"))
             continue
-        src_doc = _Source(Document(str(label / "wod.yml")), result)
+        src_doc = _WodFile(Document(str(label / "wod.yml")), result)
         src_doc.doc = parse_yaml(str(label / "wod.yml"),
                                  _detab(src_doc, (folder / "wod.yml").read_bytes()),
                                  allow_tabs=True)
@@ -383,7 +383,7 @@ def _import_into(stage: Path, src: Path, folders: list[Path], var_files: list[Pa
         (stage / "schemas" / name).write_text(text, encoding="utf-8")
 
 
-def _merge_replay(src: _Source, replays: dict[int, dict[str, Any]],
+def _merge_replay(src: _WodFile, replays: dict[int, dict[str, Any]],
                   replay: dict[str, Any]) -> None:
     """WoD workshops share replay ids; the first keeps the record, later ones refer to it."""
     if not replay:

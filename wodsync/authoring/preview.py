@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from wodsync.authoring.facts import FactsDocument, FactsError, NoFacts, Source
+from wodsync.authoring.facts import FactsDocument, FactsError, FactsSource, NoFacts
 from wodsync.secrets import Consumer, Placeholders, Secrets, placeholder
 
 if TYPE_CHECKING:
@@ -141,15 +141,15 @@ def preview_host(catalog: Any, doc: FactsDocument, secrets: Secrets | None = Non
     return out
 
 
-def preview(catalog: Any, source: Source, hosts: Iterable[str] = (),
+def preview(catalog: Any, published: FactsSource, hosts: Iterable[str] = (),
             secrets: Secrets | None = None,
             allow_deletions: int | None = None) -> list[Preview]:
     """Previews of the chosen hosts (all of the catalog's when none), in name order."""
-    source.open()
+    published.open()
     out = []
     for name in sorted(set(hosts) or set(catalog.hosts)):
         try:
-            doc = source.get(name)
+            doc = published.get(name)
         except NoFacts as exc:
             out.append(Preview(name, error=f"{exc}; not planned", missing=True))
             continue

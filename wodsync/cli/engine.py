@@ -210,13 +210,13 @@ def plan_cmd(root: Path, hosts: tuple[str, ...], secrets_file: Path | None, para
     from wodsync.engine.reconcile import reconcile
 
     if facts_source is not None:
-        from wodsync.cli.report import preview_cmd
+        from wodsync.cli.report import plan_from_facts
 
         if out is not None:
             raise click.UsageError("a preview from facts cannot be saved with --out: apply "
                                    "only a plan made against the hosts")
-        sys.exit(preview_cmd(root, facts_source, hosts, secrets_file, allow_deletions,
-                             "json" if as_json else fmt, verbose))
+        sys.exit(plan_from_facts(root, facts_source, hosts, secrets_file, allow_deletions,
+                                 "json" if as_json else fmt, verbose))
     chosen = targets(root, hosts, secrets_file, state, db)
     with interruptible() as cancel:
         results = reconcile(chosen, apply=False, parallel=parallel,

@@ -255,11 +255,12 @@ def facts_export_cmd(folder: Path, state: Path | None, db: str | None, daemon_ur
     sys.exit(EXIT_FAILED if errors else EXIT_OK)
 
 
-def preview_cmd(root: Path, source: str, hosts: tuple[str, ...], secrets_file: Path | None,
-                allow_deletions: int | None, fmt: str, verbose: bool) -> int:
+def plan_from_facts(root: Path, facts_from: str, hosts: tuple[str, ...],
+                    secrets_file: Path | None, allow_deletions: int | None, fmt: str,
+                    verbose: bool) -> int:
     """`wodsync plan --facts DIR|URL`: the plan from published facts (no SSH, no credential),
     with the same output and exit codes as a live plan."""
-    from wodsync.authoring.facts import FactsError, Source
+    from wodsync.authoring.facts import FactsError, FactsSource
     from wodsync.authoring.preview import preview
     from wodsync.cli.common import valid_catalog
     from wodsync.secrets import Placeholders
@@ -270,7 +271,7 @@ def preview_cmd(root: Path, source: str, hosts: tuple[str, ...], secrets_file: P
         raise click.ClickException(f"unknown host(s): {', '.join(unknown)}")
     checking = Placeholders.checking(load_secrets(secrets_file)) if secrets_file else None
     try:
-        previews = preview(catalog, Source(source), hosts, checking, allow_deletions)
+        previews = preview(catalog, FactsSource(facts_from), hosts, checking, allow_deletions)
     except FactsError as exc:
         raise click.ClickException(str(exc)) from None
     print_previews(previews, fmt, verbose)
