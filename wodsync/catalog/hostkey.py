@@ -28,8 +28,9 @@ _CURVES: dict[str, tuple[int, int]] = {
 MIN_RSA_BITS = 1024
 
 
-class HostKeyError(ValueError):
-    """The pinned key is not a well-formed public key of its declared type."""
+class InvalidHostKey(ValueError):
+    """The pinned key is not a well-formed public key of its declared type (a catalog error;
+    a key that does not match the host's is `engine.transport.HostKeyError`)."""
 
 
 class _Reader:
@@ -41,67 +42,67 @@ class _Reader:
 
     def string(self, what: str) -> bytes:
         if self.pos + 4 > len(self.blob):
-            raise HostKeyError(f"the key ends before its {what}")
+            raise InvalidHostKey(f"the key ends before its {what}")
         (size,) = struct.unpack_from(">I", self.blob, self.pos)
         start = self.pos + 4
         if start + size > len(self.blob):
-            raise HostKeyError(f"the key is truncated inside its {what}")
+            raise InvalidHostKey(f"the key is truncated inside its {what}")
         self.pos = start + size
         return self.blob[start:self.pos]
 
     def mpint(self, what: str) -> int:
         data = self.string(what)
         if data and data[0] & 0x80:
-            raise HostKeyError(f"the {what} is negative")
+            raise InvalidHostKey(f"the {what} is negative")
         return int.from_bytes(data, "big")
 
     def end(self) -> None:
         if self.pos != len(self.blob):
-            raise HostKeyError(f"{len(self.blob) - self.pos} unexpected bytes after the key")
+            raise InvalidHostKey(f"{len(self.blob) - self.pos} unexpected bytes after the key")
 
 
 def _ed25519(reader: _Reader) -> None:
     if len(reader.string("public key")) != 32:
-        raise HostKeyError("an ssh-ed25519 public key is 32 bytes")
+        raise InvalidHostKey("an ssh-ed25519 public key is 32 bytes")
 
 
 def _rsa(reader: _Reader) -> None:
     e = reader.mpint("exponent")
     n = reader.mpint("modulus")
     if n.bit_length() < MIN_RSA_BITS:
-        raise HostKeyError(f"the RSA modulus has {n.bit_length()} bits; at least "
+        raise InvalidHostKey(f"the RSA modulus has {n.bit_length()} bits; at least "
                            f"{MIN_RSA_BITS} are needed")
     if e < 3 or e % 2 == 0 or e >= n or n % 2 == 0:
-        raise HostKeyError("the RSA exponent and modulus do not form a public key")
+        raise InvalidHostKey("the RSA exponent and modulus do not form a public key")
 
 
 def _ecdsa(reader: _Reader, curve: str) -> None:
     named = reader.string("curve name")
     if named != curve.encode():
-        raise HostKeyError(f"the key names curve {named.decode('ascii', 'replace')!r}, "
+        raise InvalidHostKey(f"the key names curve {named.decode('ascii', 'replace')!r}, "
                            f"its type says {curve!r}")
     p, b = _CURVES[curve]
     size = (p.bit_length() + 7) // 8
     point = reader.string("public point")
     if len(point) != 1 + 2 * size or point[0] != 4:
-        raise HostKeyError(f"the public point is not an uncompressed {curve} point")
+        raise InvalidHostKey(f"the public point is not an uncompressed {curve} point")
     x = int.from_bytes(point[1:1 + size], "big")
     y = int.from_bytes(point[1 + size:], "big")
     if x >= p or y >= p or (y * y - (x * x * x - 3 * x + b)) % p:
-        raise HostKeyError(f"the public point is not on curve {curve}")
+        raise InvalidHostKey(f"the public point is not on curve {curve}")
 
 
 def check_host_key(value: str) -> None:
-    """Raise `HostKeyError` unless `value` (`<type> <base64>`) is a well-formed public key."""
+    """Raise `InvalidHostKey` unless `value` (`<type> <base64>`) is a well-formed public key."""
     key_type, _, data = value.partition(" ")
     try:
         blob = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise HostKeyError("the key is not valid base64 (truncated or mistyped?)") from None
+        raise InvalidHostKey("the key is not valid base64 (truncated or mistyped?)") from None
     reader = _Reader(blob)
     embedded = reader.string("type name")
     if embedded != key_type.encode():
-        raise HostKeyError(f"the key is of type {embedded.decode('ascii', 'replace')!r}, "
+        raise InvalidHostKey(f"the key is of type {embedded.decode('ascii', 'replace')!r}, "
                            f"not {key_type!r} as written before it")
     if key_type == "ssh-ed25519":
         _ed25519(reader)
@@ -110,5 +111,5 @@ def check_host_key(value: str) -> None:
     elif key_type.startswith("ecdsa-sha2-") and key_type[len("ecdsa-sha2-"):] in _CURVES:
         _ecdsa(reader, key_type[len("ecdsa-sha2-"):])
     else:
-        raise HostKeyError(f"unsupported host key type {key_type!r}")
+        raise InvalidHostKey(f"unsupported host key type {key_type!r}")
     reader.end()

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from wodsync.catalog.hostkey import HostKeyError, check_host_key
+from wodsync.catalog.hostkey import InvalidHostKey, check_host_key
 from wodsync.catalog.installers import install_problem, requirement_problem
 
 WORKSHOP_KEY_RE = r"^WKSHP-[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -97,7 +97,7 @@ def _installer(argv: list[str]) -> list[str]:
 def _host_key(value: str) -> str:
     try:
         check_host_key(value)
-    except HostKeyError as exc:
+    except InvalidHostKey as exc:
         raise located("host-key", f"pinned host key: {exc}") from None
     return value
 
