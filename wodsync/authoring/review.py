@@ -669,7 +669,7 @@ FORMATS = {"text": format_text, "github": format_github, "markdown": format_mark
            "json": format_json}
 
 
-def render(r: Review, fmt: str) -> str:
+def format_review(r: Review, fmt: str) -> str:
     return FORMATS[fmt](r)
 
 

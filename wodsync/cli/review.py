@@ -31,13 +31,13 @@ def review_cmd(root: Path, base: str, head: str | None, fmt: str) -> None:
     catalog/system.yaml, catalog/students.yaml, a workshop's packages, kernels, hooks, compile
     and their scripts, variables holding secrets). Exit 0; 1 when the inputs are invalid.
     """
-    from wodsync.authoring.review import ReviewError, render, review
+    from wodsync.authoring.review import ReviewError, format_review, review
 
     try:
         result = review(root, base, head)
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(render(result, fmt))
+    click.echo(format_review(result, fmt))
 
 
 @main.command("codeowners")
