@@ -108,7 +108,7 @@ def restart_explained(changes: list[Any], plain_hub_files: set[str]) -> bool:
 
 def hub_file_paths(catalog: Any, host: str) -> list[str]:
     hub = catalog.hosts[host].hub
-    return [spec.path for spec in hub.service_files()] if hub and hub.manage else []
+    return [spec.path for spec in hub.files()] if hub and hub.manage else []
 
 
 def preview_host(catalog: Any, doc: FactsDocument, secrets: Secrets | None = None,

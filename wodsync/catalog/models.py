@@ -434,7 +434,7 @@ class Hub(Strict):
         host's `net.ipv4.ip_unprivileged_port_start`, Linux's default unless given)."""
         return [(name, port) for name, port in self.ports() if port >= start]
 
-    def service_files(self) -> list[HubFile]:
+    def files(self) -> list[HubFile]:
         """The hub's configuration (it holds the token: root only) and, with systemd, its
         unit (reloaded when it changes), each rendered from `templates/hub/`."""
         files = [HubFile(f"{self.config_dir}/jupyterhub_config.py",

@@ -188,7 +188,7 @@ def hub_template_exists(catalog: Catalog) -> Iterator[Diagnostic]:
     for name, host in sorted(catalog.hosts.items()):
         if not (host.hub and host.hub.manage):
             continue
-        for spec in host.hub.service_files():
+        for spec in host.hub.files():
             problem = _template_problem(catalog, spec.template)
             doc = catalog.host_doc(name)
             if problem and problem.code == "symlink":

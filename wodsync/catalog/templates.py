@@ -341,7 +341,7 @@ def _host_grants(catalog: Catalog, name: str, host: Host, scope: Scope) -> Itera
     ctx = _system_context(catalog, name, host, scope)
     templates = [f.template for f in catalog.system_files]
     if host.hub and host.hub.manage:
-        templates += [spec.template for spec in host.hub.service_files()]
+        templates += [spec.template for spec in host.hub.files()]
     for template in templates:
         yield from _refused(catalog, f"{TEMPLATES_DIR}/{template}", ctx)
 

@@ -45,7 +45,7 @@ def hub_files(ctx: DesiredContext) -> dict[str, ManagedFile]:
         return {}
     with_token = {**ctx.template_context, "hub": hub_context(ctx.host, ctx.hub_token or "")}
     files = {}
-    for spec in hub.service_files():
+    for spec in hub.files():
         data = render_template(ctx, spec.template, with_token if root_only(spec.mode) else None)
         files[spec.path] = ManagedFile(spec.path, data, "root", "root", spec.mode, spec.on_change)
     return files
