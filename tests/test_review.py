@@ -158,7 +158,7 @@ def test_moving_a_workshop_that_installs_as_root_is_privileged(repo, base):
     assert {(f.path, f.what) for f in r.content} == {(PY101, "alternate_locations")}
 
 
-def test_mixed_commit_reports_both_kinds_in_the_same_file(repo, base):
+def test_mixed_commit_reports_privileged_and_content_changes_in_the_same_file(repo, base):
     repo.replace(GIT101, "name: Git 101", "name: Git 101 (new)")
     repo.replace(GIT101, "apt: [git]", "apt: [git, curl]")
     repo.replace(NOTEBOOK, "Python", "Python 3")
