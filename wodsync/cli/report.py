@@ -23,7 +23,9 @@ from wodsync.cli.common import EXIT_FAILED, EXIT_OK, load_secrets, main, say, se
 SHORT = 12
 
 
-def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def read_from_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where status, history and facts are read: the daemon's API (--daemon URL), else the
+    store (--state, --db)."""
     f = click.option("--daemon", "daemon_url", metavar="URL",
                      help="Read the daemon's API at URL instead of the store (token from "
                           "$WODSYNC_API_TOKEN, or $WODSYNC_FACTS_TOKEN for facts).")(f)
@@ -131,7 +133,7 @@ def repository_lines(repo: dict[str, Any] | None) -> list[str]:
 
 
 @main.command("status")
-@source_options
+@read_from_options
 @click.option("--json", "as_json", is_flag=True, help="The API's JSON.")
 def status_cmd(state: Path | None, db: str | None, daemon_url: str | None,
                as_json: bool) -> None:
@@ -181,7 +183,7 @@ def history_table(rows: list[dict[str, Any]]) -> Any:
 
 
 @main.command("history")
-@source_options
+@read_from_options
 @click.option("--host", help="Only this host's reconciliations.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The API's JSON.")
@@ -230,7 +232,7 @@ def _documents(state: Path | None, db: str | None, daemon_url: str | None,
 
 @facts_group.command("export")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@source_options
+@read_from_options
 @secrets_option
 @click.option("--host", "hosts", multiple=True, help="Only this host; repeatable.")
 def facts_export_cmd(folder: Path, state: Path | None, db: str | None, daemon_url: str | None,
