@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
-from jinja2.sandbox import SecurityError
+from jinja2.exceptions import SecurityError
 
 # The module, not its names: render imports the catalog's models, so whichever of the two is
 # imported first, this import must not need render's names yet.
