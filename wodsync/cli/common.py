@@ -18,7 +18,9 @@ import click
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from wodsync.catalog import Catalog
     from wodsync.diagnostics import Diagnostic
+    from wodsync.secrets import Secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 64
 ROOT_HELP = "Repository root holding catalog/, hosts/ and templates/."
@@ -54,7 +56,7 @@ def print_diagnostics(found: list[Diagnostic], fmt: str = "text") -> None:
         click.echo(format_diagnostics(found, fmt))
 
 
-def load_secrets(path: Path | None) -> Any:
+def load_secrets(path: Path | None) -> Secrets:
     """The secrets file, or a clear error (never a traceback) when it is missing or broken."""
     from ruamel.yaml.error import YAMLError
 
@@ -71,7 +73,7 @@ def load_secrets(path: Path | None) -> Any:
         raise click.ClickException(f"secrets file {path} is not valid YAML: {first}") from None
 
 
-def valid_catalog(root: Path, what: str) -> Any:
+def valid_catalog(root: Path, what: str) -> Catalog:
     """The validated catalog, or its errors printed and exit 1."""
     from wodsync.catalog import validate
     from wodsync.diagnostics import has_errors

@@ -28,10 +28,13 @@ from wodsync.cli.common import (
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredHost, LiveSeat
-    from wodsync.engine.reconcile import Target
+    from wodsync.engine.planfile import SavedPlan
+    from wodsync.engine.reconcile import HostResult, Target
+    from wodsync.engine.transport import Cancel
+    from wodsync.store import Store
 
 
-def open_controller_store(state: Path | None, db: str | None) -> Any:
+def open_controller_store(state: Path | None, db: str | None) -> Store | None:
     """The controller's store when there is one (`--db`, or a `wodsync.db` in the state
     folder), else None."""
     from wodsync.controller import state_dir
@@ -46,7 +49,7 @@ def open_controller_store(state: Path | None, db: str | None) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-def live_seats(store: Any) -> Callable[[str], list[LiveSeat]]:
+def live_seats(store: Store | None) -> Callable[[str], list[LiveSeat]]:
     """Seats of live sessions per host, from the store; a host's own records of seats in use
     apply anyway."""
     from wodsync.engine.desired import LiveSeat
@@ -56,7 +59,7 @@ def live_seats(store: Any) -> Callable[[str], list[LiveSeat]]:
     return lambda host: [LiveSeat.of(s) for s in store.sessions.holding_seats(host)]
 
 
-def refuse_beside_a_daemon(state: Path | None, store: Any) -> None:
+def refuse_beside_a_daemon(state: Path | None, store: Store | None) -> None:
     """One writer per state: while a daemon runs on it, `apply` says so and stops."""
     from wodsync.controller import state_dir
     from wodsync.store import writer_running
@@ -114,7 +117,7 @@ def host_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def interruptible() -> Iterator[Any]:
+def interruptible() -> Iterator[Cancel]:
     """Ctrl-C once: start no new host and let the batches in flight finish, then report.
     Twice: tell the hosts to stop at their next safe point (their agents' stdin is closed)."""
     from wodsync.engine.transport import Cancel
@@ -138,14 +141,14 @@ def interruptible() -> Iterator[Any]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _result_json(r: Any, verbose: bool) -> dict[str, Any]:
+def _result_json(r: HostResult, verbose: bool) -> dict[str, Any]:
     return {"host": r.host, "error": r.error,
             "plan": r.plan.to_json(noops=verbose) if r.plan else None,
             "applied": r.applied, "failures": r.failures, "skipped": r.skipped,
             "timings": r.timings, "remaining": r.after.to_json() if r.after else None}
 
 
-def _print_outcome(r: Any) -> None:
+def _print_outcome(r: HostResult) -> None:
     if r.error:
         say(f"✗ {r.host}: {r.error}")
         return
@@ -155,12 +158,12 @@ def _print_outcome(r: Any) -> None:
         say(f"✗ {r.host}: stopped before {', '.join(r.skipped)}")
     if r.applied or r.failures:
         left = len(r.after.changes) if r.after else 0
-        state = f"{left} changes still pending" if left else "converged"
+        where = f"{left} changes still pending" if left else "converged"
         say(f"{'✓' if r.ok else '✗'} {r.host}: {'; '.join(r.applied) or 'nothing applied'}"
-            f" — {state}")
+            f" — {where}")
 
 
-def exit_code(results: list[Any], applied: bool) -> int:
+def exit_code(results: list[HostResult], applied: bool) -> int:
     if any(not r.ok for r in results):
         return EXIT_FAILED
     if applied:
@@ -168,7 +171,7 @@ def exit_code(results: list[Any], applied: bool) -> int:
     return EXIT_CHANGES if any(r.plan and r.plan.has_changes for r in results) else EXIT_OK
 
 
-def report(results: list[Any], fmt: str, applied: bool, verbose: bool = False) -> int:
+def report(results: list[HostResult], fmt: str, applied: bool, verbose: bool = False) -> int:
     from wodsync.engine.plan import render_markdown, render_text
 
     plans = [r.plan for r in results if r.plan]
@@ -235,7 +238,8 @@ main.add_command(click.Command(
          "64 on a usage error."))
 
 
-def _saved(root: Path, plan_file: Path, hosts: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+def _saved(root: Path, plan_file: Path,
+           hosts: tuple[str, ...]) -> tuple[SavedPlan, tuple[str, ...]]:
     from wodsync.engine.planfile import PlanFileError, Revision, SavedPlan
 
     try:
@@ -249,7 +253,7 @@ def _saved(root: Path, plan_file: Path, hosts: tuple[str, ...]) -> tuple[Any, tu
     return saved, hosts or tuple(saved.hosts)
 
 
-def _confirm(results: list[Any], fmt: str) -> bool:
+def _confirm(results: list[HostResult], fmt: str) -> bool:
     """Show the plan (on stderr when stdout is for JSON) and ask; False when nothing to do."""
     from wodsync.engine.plan import render_text
 

@@ -14,11 +14,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wodsync.cli.common import EXIT_FAILED, EXIT_OK, load_secrets, main, say, secrets_option
+
+if TYPE_CHECKING:
+    from wodsync.authoring.facts import FactsDocument
+    from wodsync.authoring.preview import Preview
+    from wodsync.store import Store
 
 SHORT = 12
 
@@ -37,7 +42,7 @@ def read_from_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def reading_store(state: Path | None, db: str | None) -> Iterator[Any]:
+def reading_store(state: Path | None, db: str | None) -> Iterator[Store]:
     """The store, read-only in spirit: a state folder without a store is an error, not a new
     empty database."""
     from wodsync.controller import state_dir
@@ -206,7 +211,7 @@ def facts_group() -> None:
 
 
 def _documents(state: Path | None, db: str | None, daemon_url: str | None,
-               secrets_file: Path | None) -> tuple[list[Any], list[str]]:
+               secrets_file: Path | None) -> tuple[list[FactsDocument], list[str]]:
     """Documents and per-host errors, from the daemon or the store."""
     from wodsync.authoring.facts import FactsError, fetch, from_store, stored_hosts
     from wodsync.authoring.scrub import secret_values
@@ -280,7 +285,7 @@ def plan_from_facts(root: Path, facts_from: str, hosts: tuple[str, ...],
     return preview_exit(previews)
 
 
-def print_previews(previews: list[Any], fmt: str, verbose: bool) -> None:
+def print_previews(previews: list[Preview], fmt: str, verbose: bool) -> None:
     from wodsync.engine.plan import render_markdown, render_text
 
     plans = [p.plan for p in previews if p.plan]
@@ -300,14 +305,14 @@ def print_previews(previews: list[Any], fmt: str, verbose: bool) -> None:
     click.echo(render_text(plans, verbose=verbose))
 
 
-def preview_exit(previews: list[Any]) -> int:
+def preview_exit(previews: list[Preview]) -> int:
     """As `plan`: 1 when a host could not be planned (a host without facts yet only when no
     host could be), 2 when a plan has changes, else 0."""
     from wodsync.cli.common import EXIT_CHANGES
 
-    planned = [p for p in previews if p.plan]
-    failed = any(p.error and not p.missing for p in previews) or not planned or \
-        any(p.plan.refused or p.plan.errors for p in planned)
+    plans = [p.plan for p in previews if p.plan]
+    failed = any(p.error and not p.missing for p in previews) or not plans or \
+        any(plan.refused or plan.errors for plan in plans)
     if failed:
         return EXIT_FAILED
-    return EXIT_CHANGES if any(p.plan.has_changes for p in planned) else EXIT_OK
+    return EXIT_CHANGES if any(plan.has_changes for plan in plans) else EXIT_OK

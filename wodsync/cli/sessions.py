@@ -11,11 +11,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wodsync.cli.common import load_secrets, main, root_option, say, secrets_option
+
+if TYPE_CHECKING:
+    from wodsync.controller import Controller
+    from wodsync.sessions.service import SessionService
+    from wodsync.store import Session
 
 STATES = ("creating", "active", "cleaning", "held", "resetting", "releasing", "ended",
           "failed")
@@ -35,7 +40,7 @@ def controller_options(f: Callable[..., Any], state_flag: bool = True) -> Callab
 
 @contextmanager
 def controller(root: Path, state: Path | None, db: str | None,
-               secrets_file: Path | None) -> Iterator[Any]:
+               secrets_file: Path | None) -> Iterator[Controller]:
     from wodsync.controller import open_controller
     from wodsync.store import StoreError
 
@@ -49,13 +54,13 @@ def controller(root: Path, state: Path | None, db: str | None,
         ctl.close()
 
 
-def _session_json(ctl: Any, s: Any, history: bool = False) -> dict[str, Any]:
+def _session_json(ctl: Controller, s: Session, history: bool = False) -> dict[str, Any]:
     from wodsync.api.app import _out
 
     return _out(ctl.sessions, s, credentials=True, history=history).model_dump(mode="json")
 
 
-def _print(ctl: Any, s: Any, as_json: bool, history: bool = False) -> None:
+def _print(ctl: Controller, s: Session, as_json: bool, history: bool = False) -> None:
     data = _session_json(ctl, s, history)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -164,7 +169,7 @@ def show_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str 
             _fail(exc)
 
 
-def _lifecycle(name: str, doc: str, call: Callable[[Any, str], Any]) -> None:
+def _lifecycle(name: str, doc: str, call: Callable[[SessionService, str], Session]) -> None:
     @session_group.command(name, help=doc)
     @controller_options
     @click.argument("session_id")
