@@ -79,9 +79,9 @@ def start(folder: Path, repo: Path, secrets_file: Path, api: Api, listen: str) -
         time.sleep(0.2)
 
 
-def wait_converged(api: Api, host: str, sha: str, say: Callable[[str], None],
+def wait_converged(api: Api, host: str, revision: str, say: Callable[[str], None],
                    log: Path) -> None:
-    """Until the host converged at `sha` after now (a status from before — a hub since
+    """Until the host converged at `revision` after now (a status from before — a hub since
     stopped — does not count); a Stalled host at that revision is the demo's error."""
     since = datetime.now(UTC)
     deadline, last = time.monotonic() + READY_SECONDS, ""
@@ -89,10 +89,10 @@ def wait_converged(api: Api, host: str, sha: str, say: Callable[[str], None],
         code, status = api.call("GET", "/api/v1/status")
         hosts = {h["host"]: h for h in (status or {}).get("hosts", [])} if code == 200 else {}
         h = hosts.get(host)
-        if h and h["lastAppliedRevision"] == sha and h["condition"] == "Ready" and \
+        if h and h["lastAppliedRevision"] == revision and h["condition"] == "Ready" and \
                 h["lastSuccess"] and _time(h["lastSuccess"]) >= since:
             return
-        if h and h["condition"] == "Stalled" and h["lastAttemptedRevision"] == sha:
+        if h and h["condition"] == "Stalled" and h["lastAttemptedRevision"] == revision:
             raise DemoError(f"the demo host is Stalled ({h['reason']}): {h['message']}; see "
                             f"{log}")
         line = f"{h['condition']}: {h['message']}" if h else "waiting for the first revision"
