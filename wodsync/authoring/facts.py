@@ -272,7 +272,7 @@ def from_store(store: Store, host: str, known: Iterable[str] = ()) -> FactsDocum
     seats: list[LiveSeatRecord] = [
         {"username": seat.username, "session": seat.session, "workshop": seat.workshop,
          "in_group": seat.in_group}
-             for seat in map(LiveSeat.of, store.sessions.holding_seats(host))]
+        for seat in map(LiveSeat.of, store.sessions.holding_seats(host))]
     doc = FactsDocument.from_json({**record, "host": host, "observed_at": stored.observed_at,
                                    "revision": stored.revision, "live_seats": seats}, host)
     leaks = find_leaks(doc.to_json(), known)
