@@ -172,3 +172,125 @@ def test_a_huge_plan_is_cut_to_fit_a_comment(tmp_path):
     state = _comment(tmp_path, {"comments": []}, "### review\n", "x" * 100_000)
     body = state["comments"][0]["body"]
     assert len(body) < 65536 and body.rstrip().endswith("the job summary has all of it.")
+
+
+# --- the package's structure ---------------------------------------------------------------------
+
+PACKAGE = PROJECT / "wodsync"
+
+
+def _module_name(path) -> str:
+    parts = list(path.relative_to(PROJECT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, object]:
+    """Every module of the package: dotted name → its path."""
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(test) -> bool:
+    import ast
+
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _top_level_imports(path, name: str, is_package: bool, modules) -> set[str]:
+    """Modules `name` imports when it is imported: statements at module level (inside `if`,
+    `try` and `with` too), not inside functions or classes, not under `if TYPE_CHECKING`.
+    `from x import y` names `x.y` when that is a module, else `x`; a module's packages
+    count too, since importing it runs their `__init__`."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+
+    def resolve(node) -> str:
+        if not node.level:
+            return node.module or ""
+        base = name.split(".") if is_package else name.split(".")[:-1]
+        base = base[:len(base) - node.level + 1]
+        return ".".join(base + ([node.module] if node.module else []))
+
+    def walk(body) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                source = resolve(node)
+                for alias in node.names:
+                    sub = f"{source}.{alias.name}"
+                    found.add(sub if sub in modules else source)
+            elif isinstance(node, ast.If):
+                if not _is_type_checking(node.test):
+                    walk(node.body)
+                walk(node.orelse)
+            elif isinstance(node, ast.Try):
+                for part in (node.body, *(h.body for h in node.handlers), node.orelse,
+                             node.finalbody):
+                    walk(part)
+            elif isinstance(node, ast.With):
+                walk(node.body)
+
+    walk(tree.body)
+    # Importing `a.b.c` runs `a` and `a.b` first, unless they hold the importer (then they
+    # are being imported already).
+    for module in list(found):
+        parts = module.split(".")
+        found.update(parent for parent in (".".join(parts[:i]) for i in range(1, len(parts)))
+                     if not f"{name}.".startswith(f"{parent}."))
+    return {m for m in found if m in modules}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _top_level_imports(path, name, path.name == "__init__.py", modules) - {name}
+            for name, path in modules.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph (its modules in import order, the first repeated), or
+    None."""
+    done: set[str] = set()
+    stack: list[str] = []
+    on_stack: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in on_stack:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in done:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        on_stack.discard(node)
+        done.add(node)
+        return None
+
+    for node in sorted(graph):
+        if node not in done:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_finds_a_cycle_and_a_relative_import():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+    graph = _import_graph()
+    assert "wodsync.engine.plan" in graph["wodsync.engine.reconcile"]
+    assert "wodsync.catalog.models" in graph["wodsync.engine.desired"]
+    assert "wodsync.catalog" in graph["wodsync.engine.desired"], "a package's __init__ runs"
+    assert "wodsync.engine" not in graph["wodsync.engine.desired"], "its own: running already"
+
+
+def test_no_import_cycle_inside_the_package():
+    """Modules import each other in one direction only: a newcomer can read the package from
+    the bottom up, and no module is ever used half-initialised."""
+    cycle = _cycle(_import_graph())
+    assert cycle is None, "import cycle: " + " → ".join(cycle or [])
