@@ -122,13 +122,9 @@ def _desired(root: Path) -> DesiredHost:
 
 
 def _stop_hub(desired: DesiredHost) -> None:
-    service = desired.want["service"]
     transport = connect("bench", desired.host)
     try:
-        remote.call(transport, "stop_hub", {
-            "state_dir": desired.state_dir, "supervisor": service.supervisor,
-            "data_dir": service.data_dir, "api": service.api,
-            "token": desired.want["hub_user"].token})
+        remote.call(transport, "stop_hub", hubservice.stop_hub_request(desired))
     finally:
         transport.close()
 
@@ -141,7 +137,7 @@ def fresh_hub(root: Path, tmp: Path) -> None:
     transport = connect("bench", desired.host)
     try:  # a batch of one kind: start the service, nothing else
         remote.call(transport, "apply", {
-            "state_dir": desired.state_dir, "owner": desired.owner, "expect": {}, "probes": {},
+            **desired.payload(), "expect": {}, "probes": {},
             "batch": {"service": hubservice.batch(desired.want["service"], [])}})
     finally:
         transport.close()

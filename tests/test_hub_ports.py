@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import requests
 
+from wodsync.agent.kinds import hubservice
 from wodsync.catalog import validate
 from wodsync.catalog.models import Hub
 from wodsync.engine.desired import desired_state
-from wodsync.engine.kinds import hubservice
 from wodsync.engine.plan import plan_host
 from wodsync.secrets import Placeholders
 

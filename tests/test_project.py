@@ -294,3 +294,46 @@ def test_no_import_cycle_inside_the_package():
     the bottom up, and no module is ever used half-initialised."""
     cycle = _cycle(_import_graph())
     assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+def _all_imports(path) -> set[str]:
+    """Every module a file names in an import, wherever the statement is (functions and
+    TYPE_CHECKING blocks too): the host has nothing else to import from."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: a relative import"
+            found.add(node.module or "")
+    return found
+
+
+def test_the_agent_imports_only_the_standard_library_and_itself():
+    """The host runs `wodsync/agent` alone, on its own python3: an import of anything else
+    (the catalog, pydantic, the engine) would fail there, even under TYPE_CHECKING for mypy's
+    sake — so none is allowed anywhere in the package."""
+    outside = {}
+    for path in sorted((PACKAGE / "agent").rglob("*.py")):
+        foreign = {m for m in _all_imports(path)
+                   if m.split(".")[0] not in sys.stdlib_module_names
+                   and m != "wodsync.agent" and not m.startswith("wodsync.agent.")}
+        if foreign:
+            outside[str(path.relative_to(PROJECT))] = sorted(foreign)
+    assert outside == {}
+
+
+def test_only_the_agent_package_is_shipped():
+    import base64
+    import json
+    import zlib
+
+    from wodsync.engine import remote
+
+    agent = sorted((PACKAGE / "agent").rglob("*.py"))
+    assert remote.shipped_files() == agent
+    modules = json.loads(zlib.decompress(base64.b64decode(remote.bundle())))
+    assert set(modules) == {"wodsync"} | {_module_name(p) for p in agent}
+    assert "import" not in modules["wodsync"][1], "the package around the agent is empty"

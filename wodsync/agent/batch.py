@@ -4,60 +4,66 @@
 `apply` takes the host lock, observes again the kinds the controller planned against and refuses
 when any digest moved (the plan applied is the plan made), then runs every kind's phases in
 their global order, recording per-phase failures and timings. Kinds are found through the
-registry; this module knows none of them by name.
+registry of host halves (`agent.kinds`); this module knows none of them by name.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from wodsync.agent import hostlock
 from wodsync.agent.host import HostSide, Stopped, digest
-from wodsync.engine.kinds import REGISTRY
+from wodsync.agent.kinds import KINDS
+from wodsync.agent.protocol import ApplyAnswer, ApplyRequest, ObserveAnswer, ObserveRequest
 
 MIN_TIMING = 0.005
 
+Phase = tuple[int, str, Callable[[Any, HostSide], None], Any]
 
-def _kind(name):
+
+def _kind(name: str) -> ModuleType:
     try:
-        return REGISTRY[name]
+        return KINDS[name]
     except KeyError:
         raise ValueError(f"unknown resource kind {name!r}") from None
 
 
-def _facts(probes, host):
+def _facts(probes: dict[str, Any], host: HostSide) -> dict[str, Any]:
     return {kind: _kind(kind).observe(probe, host) for kind, probe in probes.items()}
 
 
-def observe(payload, host=None):
+def observe(payload: ObserveRequest, host: HostSide | None = None) -> ObserveAnswer:
     host = host or HostSide(payload["state_dir"], payload.get("owner"))
     facts = _facts(payload["probes"], host)
     return {"facts": facts, "digests": {kind: digest(f) for kind, f in facts.items()}}
 
 
-def _phases(batch):
-    found = []
+def _phases(batch: dict[str, Any]) -> list[Phase]:
+    found: list[Phase] = []
     for kind, part in batch.items():
         for order, name, fn in _kind(kind).PHASES:
             found.append((order, f"{kind}.{name}", fn, part))
     return sorted(found, key=lambda p: (p[0], p[1]))
 
 
-def _stale(payload, host):
+def _stale(payload: ApplyRequest, host: HostSide) -> list[str]:
     expect = payload.get("expect") or {}
     probes = {kind: payload["probes"][kind] for kind in expect}
     now = {kind: digest(f) for kind, f in _facts(probes, host).items()}
     return sorted(kind for kind, d in expect.items() if now[kind] != d)
 
 
-def apply(payload, host=None):
+def apply(payload: ApplyRequest, host: HostSide | None = None) -> ApplyAnswer:
     """Under the host lock: refuse a stale plan, else run the phases in order."""
     state_dir = payload["state_dir"]
     with hostlock.hold(state_dir, "apply", timeout=payload.get("lock_timeout", 30.0)):
         host = host or HostSide(state_dir, payload.get("owner"))
         stale = _stale(payload, host)
         if stale:
-            return {"stale": stale, "log": [], "failures": [], "timings": {}}
+            return {"stale": stale, "log": [], "failures": [], "timings": {}, "skipped": []}
         skipped = []
         for _order, name, fn, part in _phases(payload["batch"]):
             if host.stop_requested.is_set():

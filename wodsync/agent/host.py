@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from typing import Any
 
 from wodsync.agent.inventory import Inventory
+from wodsync.agent.protocol import Failure
 
 
 class Stopped(Exception):
@@ -20,35 +22,35 @@ class Stopped(Exception):
 
 
 class HostSide:
-    def __init__(self, state_dir, owner=None):
+    def __init__(self, state_dir: str, owner: str | None = None) -> None:
         self.state_dir = state_dir
         self.owner = owner
-        self._inventory = None
-        self.log = []
-        self.failures = []
-        self.timings = {}
+        self._inventory: Inventory | None = None
+        self.log: list[str] = []
+        self.failures: list[Failure] = []
+        self.timings: dict[str, float] = {}
         self.stop_requested = threading.Event()
 
     @property
-    def inventory(self):
+    def inventory(self) -> Inventory:
         """Read on first use: an unreadable inventory raises and the host is left alone."""
         if self._inventory is None:
             self._inventory = Inventory(self.state_dir, self.owner)
         return self._inventory
 
-    def say(self, message):
+    def say(self, message: str) -> None:
         self.log.append(message)
 
-    def fail(self, phase, message):
+    def fail(self, phase: str, message: str) -> None:
         self.failures.append({"phase": phase, "error": message})
 
-    def checkpoint(self):
+    def checkpoint(self) -> None:
         """A safe point in a long phase: stop here if the controller asked."""
         if self.stop_requested.is_set():
             raise Stopped("the controller asked to stop")
 
 
-def digest(facts):
+def digest(facts: Any) -> str:
     """A stable digest of one kind's facts: equal facts, equal digests, on any host."""
     text = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -12,9 +12,20 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any, TypedDict
 
 PAGINATION = "application/jupyterhub-pagination+json"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Listing(TypedDict, total=False):
+    """A listing as facts: `ok` and its `items`, or why it could not be read (`down`: the hub
+    did not answer; else it refused, as with a wrong token)."""
+
+    ok: bool
+    down: bool
+    error: str
+    items: list[dict[str, Any]]
 
 
 class HubApiError(Exception):

@@ -2,9 +2,10 @@
 
 Only the operations listed in `OPERATIONS` can be called — a request naming anything else is
 refused — and a request of another protocol version is refused by name, so a controller and an
-agent of different wodsync releases never half-understand each other. While the call runs, its
-stdin stays open; when the controller closes it (Ctrl-C, a lost connection) the call is asked
-to stop at its next safe point.
+agent of different wodsync releases never half-understand each other. Each operation's request
+and answer are typed in `agent.protocol`. While the call runs, its stdin stays open; when the
+controller closes it (Ctrl-C, a lost connection) the call is asked to stop at its next safe
+point.
 """
 
 from __future__ import annotations
@@ -13,29 +14,43 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from wodsync.agent import PROTOCOL, batch, seats
 from wodsync.agent.host import HostSide
-from wodsync.engine.kinds import OPERATIONS as KIND_OPERATIONS
+from wodsync.agent.kinds import OPERATIONS as KIND_OPERATIONS
+from wodsync.agent.protocol import (
+    Answer,
+    ApplyAnswer,
+    ApplyRequest,
+    HostPayload,
+    ObserveAnswer,
+    ObserveRequest,
+    VersionAnswer,
+)
+
+Operation = Callable[[Any, HostSide], Mapping[str, Any]]
 
 
-def _observe(payload, host):
+def _observe(payload: ObserveRequest, host: HostSide) -> ObserveAnswer:
     return batch.observe(payload, host)
 
 
-def _apply(payload, host):
+def _apply(payload: ApplyRequest, host: HostSide) -> ApplyAnswer:
     return batch.apply(payload, host)
 
 
-def _version(payload, host):
+def _version(payload: HostPayload, host: HostSide) -> VersionAnswer:
     return {"protocol": PROTOCOL, "python": sys.version.split()[0]}
 
 
-OPERATIONS = {"observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
-              **seats.OPERATIONS}
+OPERATIONS: dict[str, Operation] = {
+    "observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
+    **seats.OPERATIONS}
 
 
-def _watch_stdin(host, fd):
+def _watch_stdin(host: HostSide, fd: int) -> None:
     """EOF on stdin means the controller no longer wants this call. Raw reads of the file
     descriptor: a thread blocked in `sys.stdin`'s buffered reader would hold its lock and
     abort the interpreter at exit."""
@@ -47,13 +62,13 @@ def _watch_stdin(host, fd):
     host.stop_requested.set()
 
 
-def serve(request, stdin_fd=None):
+def serve(request: Any, stdin_fd: int | None = None) -> Answer:
     """Answer one request as a JSON-ready dict; errors are data, never tracebacks."""
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
         got = request.get("protocol") if isinstance(request, dict) else None
         return {"ok": False, "error": f"protocol mismatch: the controller speaks version "
                                       f"{got}, this agent {PROTOCOL}; use one wodsync release"}
-    op = OPERATIONS.get(request.get("op"))
+    op = OPERATIONS.get(request.get("op"))  # type: ignore[arg-type]
     if op is None:
         return {"ok": False, "error": f"unknown operation {request.get('op')!r} (known: "
                                       f"{', '.join(sorted(OPERATIONS))})"}
@@ -67,7 +82,7 @@ def serve(request, stdin_fd=None):
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def main(request):
+def main(request: Any) -> None:
     os.umask(0o022)  # what wodsync installs for students must be readable by them
     answer = serve(request, sys.stdin.fileno())
     sys.stdout.write(json.dumps(answer))

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import tempfile
+from typing import TypedDict
 
 from wodsync.agent import hostlock
 
@@ -26,6 +27,23 @@ SEATS_DIR = "seats"
 # What a record may hold, and so what crosses back to the controller.
 FIELDS = ("session", "workshop", "state", "since", "email", "name", "company", "location",
           "duration_hours", "created_at")
+
+
+class Record(TypedDict, total=False):
+    """A seat's record (`FIELDS`): the session, its workshop, the seat's state (`creating`,
+    `active`, `held`, `releasing`; `unreadable` for a record that does not parse) and since
+    when, and what adoption needs of the participant."""
+
+    session: str
+    workshop: str
+    state: str
+    since: float
+    email: str
+    name: str
+    company: str
+    location: str
+    duration_hours: float
+    created_at: float
 
 
 def folder(state_dir):

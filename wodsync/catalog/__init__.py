@@ -10,7 +10,6 @@ from pathlib import Path
 
 from wodsync.catalog.loader import Catalog, load_catalog
 from wodsync.catalog.rules import run_rules
-from wodsync.catalog.templates import check_system_templates, check_workshop_templates
 from wodsync.diagnostics import Diagnostic
 
 __all__ = ["Catalog", "load_catalog", "validate"]
@@ -18,6 +17,10 @@ __all__ = ["Catalog", "load_catalog", "validate"]
 
 def validate(root: Path) -> tuple[Catalog, list[Diagnostic]]:
     """Everything wrong with the repository at `root`, sorted, with the loaded catalog."""
+    # The template checks render, and the renderer reads the catalog's models: imported here,
+    # not with the package, so that `wodsync.render` ← `wodsync.catalog` is no import cycle.
+    from wodsync.catalog.templates import check_system_templates, check_workshop_templates
+
     catalog = load_catalog(root)
     found = list(catalog.diagnostics)
     if catalog.docs:

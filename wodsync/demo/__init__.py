@@ -107,6 +107,7 @@ def stop_demo(opts: DemoOptions) -> dict[str, Any]:
     the session stay)."""
     from wodsync.engine import remote
     from wodsync.engine.desired import desired_state
+    from wodsync.engine.kinds.hubservice import stop_hub_request
     from wodsync.engine.transport import LocalTransport
     from wodsync.secrets import Secrets
 
@@ -116,13 +117,9 @@ def stop_demo(opts: DemoOptions) -> dict[str, Any]:
     daemon_was_running = daemon.stop(opts.folder)
     catalog, _ = validated(repo)
     desired = desired_state(catalog, HOST, Secrets.load(opts.folder / "secrets.yaml"))
-    hub, hub_users = desired.want.get("service"), desired.want.get("hub_user")
-    if hub is None:
+    if "service" not in desired.want:
         raise DemoError("the demo host has no managed hub")
-    stopped = remote.call(LocalTransport(), "stop_hub", {
-        "state_dir": desired.state_dir, "supervisor": hub.supervisor,
-        "data_dir": hub.data_dir, "api": hub.api,
-        "token": hub_users.token if hub_users else None})
+    stopped = remote.call(LocalTransport(), "stop_hub", stop_hub_request(desired))
     return {**stopped, "daemon_was_running": daemon_was_running}
 
 

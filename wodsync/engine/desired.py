@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from wodsync.agent.protocol import HostPayload
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Pool
 from wodsync.engine.kinds import KINDS
+from wodsync.engine.remote import host_payload
+from wodsync.engine.render_system import ManagedFile, hub_files
 from wodsync.render.jinja import system_context
 from wodsync.secrets import Secrets, merge_variables
 
@@ -68,9 +71,7 @@ class DesiredContext:
         return system_context(merged, self.name, self.host, self.pool)
 
     @cached_property
-    def hub_files(self) -> dict[str, Any]:
-        from wodsync.engine.render_system import hub_files
-
+    def hub_files(self) -> dict[str, ManagedFile]:
         return hub_files(self)
 
 
@@ -87,10 +88,9 @@ class DesiredHost:
     def state_dir(self) -> str:
         return self.host.state_dir
 
-    @property
-    def owner(self) -> str:
-        """Whose inventory the host's state folder holds: the catalog's host of that name."""
-        return f"host {self.name}"
+    def payload(self) -> HostPayload:
+        """The host part of every request to this host's agent."""
+        return host_payload(self.name, self.host)
 
     def probes(self) -> dict[str, Any]:
         return {kind: KINDS[kind].probe(part) for kind, part in self.want.items()}

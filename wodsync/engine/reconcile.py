@@ -16,6 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from wodsync.agent.protocol import (
+    ApplyAnswer,
+    ApplyRequest,
+    Failure,
+    ObserveAnswer,
+    ObserveRequest,
+)
 from wodsync.engine import remote
 from wodsync.engine.desired import DesiredHost
 from wodsync.engine.kinds import KINDS
@@ -32,7 +39,7 @@ class HostResult:
     host: str
     plan: HostPlan | None = None
     applied: list[str] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)   # apply phases on the host, s
     skipped: list[str] = field(default_factory=list)          # phases a stop request skipped
     after: HostPlan | None = None
@@ -62,14 +69,13 @@ class Observation:
 
 def observe(transport: Transport, desired: DesiredHost,
             cancel: Cancel | None = None) -> Observation:
-    answer = remote.call(transport, "observe", {"state_dir": desired.state_dir,
-                                                "owner": desired.owner,
-                                                "probes": desired.probes()}, cancel)
+    request: ObserveRequest = {**desired.payload(), "probes": desired.probes()}
+    answer: ObserveAnswer = remote.call(transport, "observe", request, cancel)
     return Observation(answer["facts"], answer["digests"])
 
 
 def batch_payload(desired: DesiredHost, plan: HostPlan,
-                  lock_timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
+                  lock_timeout: float = LOCK_TIMEOUT) -> ApplyRequest:
     """The batch for the agent: each kind's part, and the digests its facts must still have."""
     parts = {}
     for kind, module in KINDS.items():
@@ -77,21 +83,22 @@ def batch_payload(desired: DesiredHost, plan: HostPlan,
         if changes:
             parts[kind] = module.batch(desired.want[kind], changes)
     probes = desired.probes()
-    return {"state_dir": desired.state_dir, "owner": desired.owner, "batch": parts,
+    return {**desired.payload(), "batch": parts,
             "expect": {k: plan.digests[k] for k in parts if k in plan.digests},
             "probes": {k: probes[k] for k in parts}, "lock_timeout": lock_timeout}
 
 
 def _apply(transport: Transport, desired: DesiredHost, plan: HostPlan, result: HostResult,
            cancel: Cancel | None, lock_timeout: float) -> None:
-    done = remote.call(transport, "apply", batch_payload(desired, plan, lock_timeout), cancel)
+    done: ApplyAnswer = remote.call(transport, "apply", batch_payload(desired, plan, lock_timeout),
+                                    cancel)
     if done["stale"]:
         raise StalePlan("the facts of " + ", ".join(done["stale"]) + " changed since the "
                         "plan was made")
     result.applied = done["log"]
     result.failures = done["failures"]
     result.timings = done["timings"]
-    result.skipped = done.get("skipped", [])
+    result.skipped = done.get("skipped", [])  # an agent's stale answer had none before
 
 
 def _plan(transport: Transport, desired: DesiredHost, allow_deletions: int | None,

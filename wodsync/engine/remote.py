@@ -2,9 +2,12 @@
 
 The host runs its own `python3 -c LOADER`, a constant: it reads one JSON line holding the
 agent's modules (zlib-compressed) and the request, installs an importer that serves those
-modules from memory (so `wodsync.agent.*` and `wodsync.engine.kinds.*` are real modules there)
-and hands the request to `wodsync.agent.main`. The agent always matches the controller; the
-request still carries the protocol version, which the agent checks. Compiling the agent costs
+modules from memory (so `wodsync.agent.*` are real modules there) and hands the request to
+`wodsync.agent.main`. Only the `wodsync/agent` package is shipped (with an empty `wodsync`
+package around it): the host never receives controller code. The request's envelope
+(`agent.protocol.Request`) and the host part of every payload are built here, once. The agent
+always matches the controller; the request still carries the protocol version, which the agent
+checks. Compiling the agent costs
 ≈ 90 ms, more than a seat operation itself, so the compiled modules are kept in
 `/var/cache/wodsync/agent-<python>-<digest of the sources>` — a root-only folder, used only when
 it and the file are root's and writable by root alone; the digest changes with every release.
@@ -17,14 +20,19 @@ import json
 import zlib
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wodsync.agent import PROTOCOL
+from wodsync.agent.protocol import HostPayload, Request
 from wodsync.engine.transport import Cancel, Transport
 
+if TYPE_CHECKING:
+    from wodsync.catalog.models import Host
+
 PACKAGE = Path(__file__).resolve().parent.parent
-SHIPPED = ("agent", "engine/kinds")
-SHIPPED_FILES = ("__init__.py", "engine/__init__.py", "engine/change.py")
+SHIPPED = "agent"
+# The package around the agent, as the host sees it: empty (no controller code runs there).
+ROOT_PACKAGE = ("wodsync", '"""wodsync\'s agent, shipped alone (wodsync.agent)."""\n')
 
 LOADER = (
     "import sys,os,json,zlib,base64,marshal,hashlib,importlib.abc,importlib.util\n"
@@ -66,25 +74,34 @@ def _module_name(rel: Path) -> tuple[str, bool]:
     return ".".join(parts[:-1] if is_pkg else parts), is_pkg
 
 
+def shipped_files() -> list[Path]:
+    """The files sent to the host: every module of the agent package, and nothing else."""
+    return sorted((PACKAGE / SHIPPED).rglob("*.py"))
+
+
 @cache
 def bundle() -> str:
     """The agent's modules, compressed once per process."""
-    files = [PACKAGE / rel for rel in SHIPPED_FILES]
-    for folder in SHIPPED:
-        files += sorted((PACKAGE / folder).glob("*.py"))
-    modules = {}
-    for path in files:
+    name, source = ROOT_PACKAGE
+    modules: dict[str, list[Any]] = {name: [True, source]}
+    for path in shipped_files():
         name, is_pkg = _module_name(path.relative_to(PACKAGE))
         modules[name] = [is_pkg, path.read_text(encoding="utf-8")]
     raw = json.dumps(modules).encode()
     return base64.b64encode(zlib.compress(raw, 6)).decode()
 
 
-def call(transport: Transport, op: str, payload: dict[str, Any],
+def host_payload(name: str, host: Host) -> HostPayload:
+    """The host part of every payload: the host's state folder, and whose inventory it holds
+    (the catalog's host of that name — a folder another host's inventory claims is refused)."""
+    return {"state_dir": host.state_dir, "owner": f"host {name}"}
+
+
+def call(transport: Transport, op: str, payload: HostPayload,
          cancel: Cancel | None = None) -> Any:
     """One round trip; the agent's own error becomes HostError with its message."""
-    request = {"bundle": bundle(),
-               "request": {"protocol": PROTOCOL, "op": op, "payload": payload}}
+    envelope: Request = {"protocol": PROTOCOL, "op": op, "payload": payload}
+    request = {"bundle": bundle(), "request": envelope}
     result = transport.run(["python3", "-c", LOADER], json.dumps(request).encode() + b"\n",
                            cancel=cancel)
     try:

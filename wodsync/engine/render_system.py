@@ -13,17 +13,35 @@ granted to the host (`DesiredContext.template_context`); using a withheld one is
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wodsync.catalog.loader import TEMPLATES_DIR
 from wodsync.catalog.repofs import read_repo_text
-from wodsync.engine.kinds.files import ManagedFile
 from wodsync.render.jinja import compile_template, hub_context, render_text
 from wodsync.secrets import SecretError
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """A desired system file, rendered (`data` holds its bytes): what the `file` kind writes
+    and the `service` kind's fingerprint is computed from."""
+
+    path: str
+    data: bytes = field(repr=False)
+    owner: str
+    group: str
+    mode: int
+    on_change: tuple[str, ...]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 def render_template(ctx: DesiredContext, template: str,
@@ -40,6 +58,7 @@ def render_template(ctx: DesiredContext, template: str,
 
 
 def hub_files(ctx: DesiredContext) -> dict[str, ManagedFile]:
+    """The hub's configuration and unit, when wodsync manages the hub."""
     hub = ctx.host.hub
     if not hub or not hub.manage:
         return {}

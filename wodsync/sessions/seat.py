@@ -5,16 +5,21 @@ scripts travel as sources the host compiles with `shc`. Hook scripts are root's:
 into the home and are never rendered — they travel as the repository holds them, run from
 root's own folder on the host, and get the seat's values as data (`hook_variables`, each also
 `$WOD_<NAME>` in their environment), so no catalog value can become code run as root.
+
+The keys written here are the agent's `protocol.Seat`, which its seat operations read.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypedDict
 
+from wodsync.agent.protocol import Hook, HostPayload, Hub, Seat, SeatServersRequest
+from wodsync.agent.records import Record
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Pool
 from wodsync.catalog.repofs import RepoFileError, load_repo_file
+from wodsync.engine.remote import host_payload
 from wodsync.render.content import ContentError, hook_variables, seat_content
 from wodsync.render.jinja import hook_paths
 from wodsync.secrets import SecretError, Secrets
@@ -23,7 +28,7 @@ from wodsync.store import Session
 HOOK_TIMEOUT = 120.0
 
 
-def _hub(catalog: Catalog, host_name: str, secrets: Secrets) -> dict[str, Any] | None:
+def _hub(catalog: Catalog, host_name: str, secrets: Secrets) -> Hub | None:
     """The host's hub API, wodsync's token there and the pool's hub group; None when wodsync
     does not manage its hub users."""
     host: Host = catalog.hosts[host_name]
@@ -33,7 +38,7 @@ def _hub(catalog: Catalog, host_name: str, secrets: Secrets) -> dict[str, Any] |
             "pool_group": catalog.pools[host.pool].group}
 
 
-def _record(session: Session) -> dict[str, Any]:
+def _record(session: Session) -> Record:
     """What the host records of the session beside its seat, so that a store which lost the
     session can adopt it again (`SessionService.sync_records`): never a password."""
     return {"email": session.email, "name": session.name, "company": session.company,
@@ -41,7 +46,7 @@ def _record(session: Session) -> dict[str, Any]:
             "created_at": session.created_at.timestamp()}
 
 
-def _base(catalog: Catalog, session: Session, secrets: Secrets) -> dict[str, Any]:
+def _base(catalog: Catalog, session: Session, secrets: Secrets) -> Seat:
     """What every seat operation carries: who, where, and the hub to talk to."""
     host: Host = catalog.hosts[session.host]
     pool: Pool = catalog.pools[host.pool]
@@ -49,20 +54,20 @@ def _base(catalog: Catalog, session: Session, secrets: Secrets) -> dict[str, Any
     if hub:
         hub["group"] = session.workshop
     home = f"{pool.home_root.rstrip('/')}/{session.username}"
-    return {"state_dir": host.state_dir, "owner": f"host {session.host}",
+    return {**host_payload(session.host, host),
             "user": session.username, "uid": pool.uid_base + session.seat,
-            "session": session.id, "workshop": session.workshop, "hub": hub,
+            "session": session.id, "workshop": session.workshop, "hub": hub, "hooks": {},
             "record": _record(session), "hook_timeout": HOOK_TIMEOUT,
             "env": {"STUDENT": session.username, "STDID": str(session.seat),
                     "WKSHP": session.workshop, "SESSION": session.id, "STUDENT_HOME": home}}
 
 
-def _hooks(catalog: Catalog, key: str, names: tuple[str, ...]) -> dict[str, Any]:
+def _hooks(catalog: Catalog, key: str, names: tuple[str, ...]) -> dict[str, Hook]:
     """The hooks `names` of workshop `key`, each exactly as the repository holds it: read
     without following a link, never rendered (a catalog value pasted into a root script would
     be code). One that cannot be read safely is a ContentError naming it."""
     folder = catalog.folders[key].path.relative_to(catalog.root).as_posix()
-    found = {}
+    found: dict[str, Hook] = {}
     for name, rel in hook_paths(catalog.workshops[key]).items():
         if name not in names:
             continue
@@ -74,8 +79,13 @@ def _hooks(catalog: Catalog, key: str, names: tuple[str, ...]) -> dict[str, Any]
     return found
 
 
+class _HookPart(TypedDict, total=False):
+    hooks: dict[str, Hook]
+    hook_variables: dict[str, Any]
+
+
 def _hook_part(catalog: Catalog, session: Session, secrets: Secrets, names: tuple[str, ...],
-               password: str | None) -> dict[str, Any]:
+               password: str | None) -> _HookPart:
     """A payload's `hooks` and, when it has any, the values they read as data
     (`hook_variables`: secrets granted to the workshop included, so only where a hook runs; the
     payload travels on stdin, and the agent hands them to the hook in a root-only file and its
@@ -89,32 +99,35 @@ def _hook_part(catalog: Catalog, session: Session, secrets: Secrets, names: tupl
 
 
 def _unsent_hooks(catalog: Catalog, key: str, names: tuple[str, ...],
-                  problem: Exception) -> dict[str, Any]:
+                  problem: Exception) -> dict[str, Hook]:
     """Hooks that could not be prepared (a link on the way, a secret no longer granted): the
     host reports each as failed and releases the seat all the same."""
     return {name: {"path": rel, "error": str(problem)}
             for name, rel in hook_paths(catalog.workshops[key]).items() if name in names}
 
 
-def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> dict[str, Any]:
+def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> Seat:
     ws = catalog.workshops[session.workshop]
     files = seat_content(catalog, session.workshop, session.seat, session.password,
                          session.host, secrets)  # without the hooks
-    return {**_base(catalog, session, secrets), "password": session.password,
-            **_hook_part(catalog, session, secrets, ("create", "post_copy"), session.password),
-            "files": [{"path": f.path, "data": base64.b64encode(f.data).decode(), "mode": f.mode}
-                      for f in files],
-            "compile": list(ws.compile)}
+    payload = _base(catalog, session, secrets)
+    payload.update(_hook_part(catalog, session, secrets, ("create", "post_copy"),
+                              session.password))
+    payload.update({"password": session.password,
+                    "files": [{"path": f.path, "data": base64.b64encode(f.data).decode(),
+                               "mode": f.mode} for f in files],
+                    "compile": list(ws.compile)})
+    return payload
 
 
 def end_payload(catalog: Catalog, session: Session, secrets: Secrets, op: str,
-                hold: bool = False, force: bool = False) -> dict[str, Any]:
+                hold: bool = False, force: bool = False) -> Seat:
     """CLEANUP, RESET and PURGE (`op`): the op's hook (as the repository holds it, with the
     seat's values but never its password — a PURGE runs none, so it carries none) and the
     notebooks to count. A session whose workshop left the catalog is released all the same,
     without hooks and without a completion. `force` releases the seat whatever session the
     host records."""
-    part: dict[str, Any] = {"hooks": {}}
+    part: _HookPart = {"hooks": {}}
     notebooks = None
     ws = catalog.workshops.get(session.workshop)
     if ws is not None:
@@ -126,12 +139,14 @@ def end_payload(catalog: Catalog, session: Session, secrets: Secrets, op: str,
             part = _hook_part(catalog, session, secrets, ending, None)
         except (ContentError, SecretError) as exc:
             part = {"hooks": _unsent_hooks(catalog, session.workshop, ending, exc)}
-    return {**_base(catalog, session, secrets), **part, "hold": hold,
-            "notebooks": notebooks, "force": force}
+    payload = _base(catalog, session, secrets)
+    payload.update(part)
+    payload.update({"hold": hold, "notebooks": notebooks, "force": force})
+    return payload
 
 
 def release_payload(catalog: Catalog, host_name: str, user: str,
-                    secrets: Secrets) -> dict[str, Any]:
+                    secrets: Secrets) -> Seat:
     """`seat_purge` for an operator's `wodsync seat release`: the seat freed whatever session
     the host records for it (no hook: whose would it run?)."""
     host: Host = catalog.hosts[host_name]
@@ -140,24 +155,22 @@ def release_payload(catalog: Catalog, host_name: str, user: str,
     if not (tail.isdigit() and pool.first <= int(tail) <= pool.last):
         raise ValueError(f"{user} is not a seat of pool {host.pool} on {host_name} "
                          f"({pool.user(pool.first)} … {pool.user(pool.last)})")
-    return {"state_dir": host.state_dir, "owner": f"host {host_name}", "user": user,
+    return {**host_payload(host_name, host), "user": user,
             "uid": pool.uid_base + int(tail), "session": "", "workshop": "",
             "hub": _hub(catalog, host_name, secrets), "hooks": {}, "notebooks": None,
             "force": True, "env": {}}
 
 
-def records_payload(catalog: Catalog, host_name: str) -> dict[str, Any]:
+def records_payload(catalog: Catalog, host_name: str) -> HostPayload:
     """`seat_records`: every seat the host records in use."""
-    host = catalog.hosts[host_name]
-    return {"state_dir": host.state_dir, "owner": f"host {host_name}"}
+    return host_payload(host_name, catalog.hosts[host_name])
 
 
 def servers_payload(catalog: Catalog, host_name: str, seats: dict[str, str],
-                    secrets: Secrets) -> dict[str, Any] | None:
+                    secrets: Secrets) -> SeatServersRequest | None:
     """`seat_servers`: the seats (user → session id) whose server start the hub deferred."""
     hub = _hub(catalog, host_name, secrets)
     if hub is None:
         return None
-    host = catalog.hosts[host_name]
-    return {"state_dir": host.state_dir, "owner": f"host {host_name}", "hub": hub,
+    return {**host_payload(host_name, catalog.hosts[host_name]), "hub": hub,
             "seats": [{"user": user, "session": sid} for user, sid in seats.items()]}

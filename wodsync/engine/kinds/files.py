@@ -1,5 +1,6 @@
-"""file: system files rendered from `templates/` (sysctl.d, limits.d, /etc/skel, the hub's
-configuration and unit), with the command each one runs after it changed (`on_change`).
+"""file, controller half: system files rendered from `templates/` (sysctl.d, limits.d,
+/etc/skel, the hub's configuration and unit), with the command each one runs after it changed
+(`on_change`). The host half is `agent.kinds.files`.
 
 A file's content is compared by digest; the plan carries the digest, never the content (the hub
 configuration holds its token). Before a changed file is replaced its `on_change` command is
@@ -12,40 +13,18 @@ catalog defines it then — or drops it when its file is no longer managed.
 from __future__ import annotations
 
 import base64
-import grp
-import hashlib
-import json
-import os
-import pwd
-import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wodsync.agent.run import run
-from wodsync.engine.change import Action
+from wodsync.agent.kinds.files import KIND, Facts, FileFacts, Part, Pending, Probe
+from wodsync.engine.change import Action, Change
+from wodsync.engine.render_system import ManagedFile, system_files
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
-KIND = "file"
-
-
-@dataclass(frozen=True)
-class ManagedFile:
-    """A desired file (controller side; `data` holds its rendered bytes)."""
-
-    path: str
-    data: bytes = field(repr=False)
-    owner: str
-    group: str
-    mode: int
-    on_change: tuple[str, ...]
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+__all__ = ["KIND", "ManagedFile"]
 
 
 @dataclass(frozen=True)
@@ -65,55 +44,14 @@ DATA = FileChange
 
 def desired(ctx: DesiredContext) -> dict[str, ManagedFile]:
     """Always a mapping, empty too: files the inventory lists may have to go."""
-    from wodsync.engine.render_system import system_files
-
     return system_files(ctx)
 
 
-def probe(want: dict[str, ManagedFile]) -> dict[str, Any]:
+def probe(want: dict[str, ManagedFile]) -> Probe:
     return {"paths": sorted(want)}
 
 
-def _digest(path):
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _name(lookup, ident):
-    try:
-        return lookup(ident)[0]
-    except KeyError:
-        return str(ident)
-
-
-def _facts(path):
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if not os.path.isfile(path) or os.path.islink(path):
-        return {"sha256": None, "mode": st.st_mode & 0o7777, "owner": "", "group": "",
-                "regular": False}
-    try:
-        sha = _digest(path)
-    except OSError:
-        return None
-    return {"sha256": sha, "mode": st.st_mode & 0o7777, "regular": True,
-            "owner": _name(pwd.getpwuid, st.st_uid), "group": _name(grp.getgrgid, st.st_gid)}
-
-
-def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
-    inv = host.inventory
-    managed = inv.names(KIND) | inv.intents(KIND)
-    paths = sorted(set(probe["paths"]) | managed)
-    facts = {path: _facts(path) for path in paths}
-    present = {p for p, f in facts.items() if f is not None}
-    return {"files": facts, "managed": sorted(inv.names(KIND) | (inv.intents(KIND) & present)),
-            "pending": inv.data.get("pending", {})}
-
-
-def _reasons(f: ManagedFile, have: dict[str, Any]) -> list[str]:
+def _reasons(f: ManagedFile, have: FileFacts) -> list[str]:
     reasons = []
     if not have.get("regular", True):
         reasons.append("not a regular file")
@@ -130,7 +68,8 @@ def _change(f: ManagedFile, **extra: Any) -> FileChange:
     return FileChange(f.path, f.sha256, f.mode, f.owner, f.group, list(f.on_change), **extra)
 
 
-def _pending_path(key: str, pending: dict[str, Any], want: dict[str, ManagedFile]) -> str | None:
+def _pending_path(key: str, pending: dict[str, Pending],
+                  want: dict[str, ManagedFile]) -> str | None:
     """The managed file a pending command belongs to (legacy entries: by their argv)."""
     if not key.startswith("argv:"):
         return key if key in want else None
@@ -138,7 +77,8 @@ def _pending_path(key: str, pending: dict[str, Any], want: dict[str, ManagedFile
     return next((p for p, f in sorted(want.items()) if list(f.on_change) == argv), None)
 
 
-def _pending(plan: PlanContext, want: dict[str, ManagedFile], pending: dict[str, Any]) -> None:
+def _pending(plan: PlanContext, want: dict[str, ManagedFile],
+             pending: dict[str, Pending]) -> None:
     changing = plan.names(KIND)
     for key, entry in sorted(pending.items()):
         path = _pending_path(key, pending, want)
@@ -154,7 +94,7 @@ def _pending(plan: PlanContext, want: dict[str, ManagedFile], pending: dict[str,
 
 def diff(plan: PlanContext) -> None:
     want: dict[str, ManagedFile] = plan.want[KIND]
-    facts = plan.facts[KIND]
+    facts: Facts = plan.facts[KIND]
     for path, f in sorted(want.items()):
         have = facts["files"].get(path)
         if have is None:
@@ -169,8 +109,8 @@ def diff(plan: PlanContext) -> None:
     _pending(plan, want, facts["pending"])
 
 
-def batch(want: dict[str, ManagedFile], changes: list[Any]) -> dict[str, Any]:
-    part: dict[str, Any] = {"write": [], "delete": [], "run": [], "drop": []}
+def batch(want: dict[str, ManagedFile], changes: list[Change]) -> Part:
+    part: Part = {"write": [], "delete": [], "run": [], "drop": []}
     for c in changes:
         d: FileChange = c.data
         if d.drop_pending:
@@ -185,76 +125,3 @@ def batch(want: dict[str, ManagedFile], changes: list[Any]) -> dict[str, Any]:
                                   "owner": f.owner, "group": f.group, "mode": f.mode,
                                   "on_change": list(f.on_change)})
     return part
-
-
-def _write(f):
-    directory = os.path.dirname(f["path"])
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".wodsync-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(base64.b64decode(f["data"]))
-            os.fchmod(out.fileno(), f["mode"])
-            os.fchown(out.fileno(), pwd.getpwnam(f["owner"]).pw_uid,
-                      grp.getgrnam(f["group"]).gr_gid)
-        os.replace(tmp, f["path"])
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_files(part, host):
-    """Record the commands as pending, then replace the files, then forget deleted ones."""
-    inv = host.inventory
-    pending = inv.data.setdefault("pending", {})
-    for key in part["drop"]:
-        pending.pop(key, None)
-    for f in part["write"]:
-        if f["on_change"]:
-            pending[f["path"]] = {"argv": f["on_change"]}
-    for r in part["run"]:
-        pending.setdefault(r["path"], {"argv": r["argv"]})["argv"] = r["argv"]
-    inv.intend(KIND, [f["path"] for f in part["write"]])
-    written = []
-    for f in part["write"]:
-        try:
-            _write(f)
-            written.append(f["path"])
-        except (OSError, KeyError) as exc:
-            pending.pop(f["path"], None)
-            host.fail("file.write", f"{f['path']}: {exc}")
-    for path in part["delete"]:
-        if os.path.isfile(path) and not os.path.islink(path):
-            os.unlink(path)
-    inv.made(KIND, written)
-    inv.forget(KIND, part["delete"])
-    if written or part["delete"]:
-        host.say(f"wrote {len(written)} files, removed {len(part['delete'])}")
-
-
-def run_pending(part, host):
-    """Each pending command once; a failure stays pending with its error, the rest go on."""
-    inv = host.inventory
-    pending = inv.data.setdefault("pending", {})
-    ran = 0
-    for argv_text in sorted({json.dumps(e["argv"]) for e in pending.values()}):
-        argv = json.loads(argv_text)
-        keys = [k for k, e in pending.items() if e["argv"] == argv]
-        try:
-            run(argv, timeout=600)
-        except Exception as exc:
-            for key in keys:
-                pending[key]["error"] = str(exc)[-300:]
-                pending[key]["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            host.fail("file.on_change", f"on_change {' '.join(argv)} failed: {exc}")
-            continue
-        for key in keys:
-            pending.pop(key, None)
-        ran += 1
-    inv.save()
-    if ran:
-        host.say(f"ran {ran} on_change commands")
-
-
-PHASES = ((10, "write", write_files), (12, "on_change", run_pending))

@@ -1,4 +1,5 @@
-"""group: the pool's shared group (`group:` of the pool), with every seat as a member.
+"""group, controller half: the pool's shared group (`group:` of the pool), with every seat as a
+member; the host half is `agent.kinds.group`.
 
 Its gid is chosen by the catalog (`group_gid`, default `gid_base`), never left to `groupadd`:
 a gid inside the seat gid range would later become a new seat's primary group. A shared group
@@ -9,17 +10,14 @@ when that gid is a seat's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from wodsync.agent import accountsdb
-from wodsync.engine.change import Action
+from wodsync.agent.kinds.group import KIND, Facts, Part, Probe
+from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
-
-KIND = "group"
-
 
 @dataclass(frozen=True)
 class SharedGroup:
@@ -48,19 +46,13 @@ def desired(ctx: DesiredContext) -> SharedGroup | None:
                        (pool.gid_base + pool.first, pool.gid_base + pool.last))
 
 
-def probe(want: SharedGroup) -> dict[str, Any]:
+def probe(want: SharedGroup) -> Probe:
     return {"name": want.name}
-
-
-def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
-    group = accountsdb.read_databases()["groups"].get(probe["name"])
-    return {"gid": group["gid"] if group else None,
-            "members": sorted(group["members"]) if group else None}
 
 
 def diff(plan: PlanContext) -> None:
     want: SharedGroup = plan.want[KIND]
-    have = plan.facts[KIND]
+    have: Facts = plan.facts[KIND]
     members = sorted(want.members)
     if have["gid"] is None:
         plan.add(Action.CREATE, KIND, want.name, f"gid {want.gid}, {len(members)} members",
@@ -84,20 +76,6 @@ def diff(plan: PlanContext) -> None:
         plan.noop(KIND, want.name, f"has its {len(members)} members")
 
 
-def batch(want: SharedGroup, changes: list[Any]) -> dict[str, Any]:
+def batch(want: SharedGroup, changes: list[Change]) -> Part:
     (change,) = changes
     return {"name": change.data.name, "gid": change.data.gid, "members": change.data.members}
-
-
-def set_members(part, host):
-    """Members that are accounts on the host (a seat refused at creation is left out)."""
-    users = accountsdb.read_databases()["users"]
-    members = [m for m in part["members"] if m in users]
-    outcome = accountsdb.apply({"groups": [{"name": part["name"], "gid": part["gid"],
-                                            "members": members}]})
-    for refusal in outcome["errors"]:
-        host.fail("group.members", f"{refusal['subject']}: {refusal['message']}")
-    host.say(f"group {part['name']}: {len(members)} members")
-
-
-PHASES = ((56, "members", set_members),)

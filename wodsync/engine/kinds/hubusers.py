@@ -1,4 +1,5 @@
-"""hub_user: the hub users of a host, one per seat of its pool (JupyterHub's own user table).
+"""hub_user, controller half: the hub users of a host, one per seat of its pool (JupyterHub's
+own user table); the host half is `agent.kinds.hubusers`.
 
 Observed with the paginated `GET /users` from the host side; created in one bulk
 `POST /users`. A hub user is deleted only when wodsync's inventory says wodsync made it, after
@@ -12,16 +13,16 @@ strength of facts it could not read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from wodsync.agent import hubapi
-from wodsync.engine.change import Action
+from wodsync.agent.hubapi import Listing
+from wodsync.agent.kinds.hubusers import KIND, Facts, Part, Probe
+from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
-KIND = "hub_user"
 DEFERRED = "*"
 
 
@@ -49,17 +50,8 @@ def desired(ctx: DesiredContext) -> HubUsers | None:
                     tuple(pool.user(n) for n in range(pool.first, pool.last + 1)))
 
 
-def probe(want: HubUsers) -> dict[str, Any]:
+def probe(want: HubUsers) -> Probe:
     return {"api": want.api, "token": want.token}
-
-
-def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
-    found = hubapi.listing(probe["api"], probe["token"], "/users")
-    inv = host.inventory
-    users = [u["name"] for u in found.pop("items", [])] if found["ok"] else None
-    present = set(users or [])
-    return {"api": found, "users": users,
-            "managed": sorted(inv.names(KIND) | (inv.intents(KIND) & present))}
 
 
 def hub_starting(plan: PlanContext) -> bool:
@@ -67,7 +59,7 @@ def hub_starting(plan: PlanContext) -> bool:
     return bool(plan.planned("service"))
 
 
-def unreadable(plan: PlanContext, kind: str, what: str, api: dict[str, Any], url: str,
+def unreadable(plan: PlanContext, kind: str, what: str, api: Listing, url: str,
                data: type) -> bool:
     """Handle an API that could not be read; True when the kind must stop diffing here."""
     if api["ok"]:
@@ -82,10 +74,10 @@ def unreadable(plan: PlanContext, kind: str, what: str, api: dict[str, Any], url
 
 def diff(plan: PlanContext) -> None:
     want: HubUsers = plan.want[KIND]
-    facts = plan.facts[KIND]
+    facts: Facts = plan.facts[KIND]
     if unreadable(plan, KIND, "users", facts["api"], want.api, HubUserChange):
         return
-    have, mine = set(facts["users"]), set(facts["managed"])
+    have, mine = set(facts["users"] or []), set(facts["managed"])
     missing = [n for n in want.users if n not in have]
     for name in missing:
         plan.add(Action.CREATE, KIND, name, "", HubUserChange(name))
@@ -101,48 +93,9 @@ def diff(plan: PlanContext) -> None:
                           f"({', '.join(foreign[:5])}{'…' if len(foreign) > 5 else ''})")
 
 
-def batch(want: HubUsers, changes: list[Any]) -> dict[str, Any]:
+def batch(want: HubUsers, changes: list[Change]) -> Part:
     deferred = any(c.data.deferred for c in changes)
     return {"api": want.api, "token": want.token, "deferred": deferred,
             "users": list(want.users) if deferred else [],
             "create": [c.data.name for c in changes if c.action == Action.CREATE],
             "delete": [c.data.name for c in changes if c.action == Action.DELETE]}
-
-
-def retire(part, host):
-    """Servers stopped, then hub users deleted — before the seats' accounts go."""
-    mine = host.inventory.names(KIND)
-    gone = [u for u in part["delete"] if u in mine]
-    for name in gone:
-        host.checkpoint()
-        hubapi.stop_server(part["api"], part["token"], name)
-        try:
-            hubapi.request(part["api"], part["token"], "DELETE", f"/users/{hubapi.quote(name)}")
-        except hubapi.HubApiError as exc:
-            if exc.status != 404:
-                raise
-    if gone:
-        host.inventory.forget(KIND, gone)
-        host.say(f"deleted {len(gone)} hub users (servers stopped first)")
-
-
-def create(part, host):
-    """The planned users, or — when the hub was down at planning — what is missing now."""
-    names = part["create"]
-    if part["deferred"]:
-        have = {u["name"] for u in hubapi.paged(part["api"], part["token"], "/users")}
-        host.inventory.settle(KIND, have)
-        names = [n for n in part["users"] if n not in have]
-    if not names:
-        return
-    host.inventory.intend(KIND, names)
-    try:
-        hubapi.request(part["api"], part["token"], "POST", "/users", {"usernames": names})
-    except hubapi.HubApiError as exc:
-        if exc.status != 409:  # 409: all of them exist already
-            raise
-    host.inventory.made(KIND, names)
-    host.say(f"created {len(names)} hub users")
-
-
-PHASES = ((45, "retire", retire), (80, "create", create))

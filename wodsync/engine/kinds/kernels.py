@@ -1,4 +1,5 @@
-"""kernel: the Jupyter kernels the workshops served here need, present in the hub environment.
+"""kernel, controller half: the Jupyter kernels the workshops served here need, present in the
+hub environment; the host half is `agent.kinds.kernels`.
 
 A kernel is present when its kernelspec folder is (what `jupyter kernelspec list` reads). One
 whose `pip` packages are being installed comes with them; one with an `install` command has it
@@ -8,22 +9,18 @@ way to install is a plan error rather than a silent gap in front of students.
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from wodsync.agent.run import BASE_PATH, run
-from wodsync.engine.change import Action
+from packaging.requirements import Requirement
+
+from wodsync.agent.kinds.kernels import KIND, Facts, Part, Probe
+from wodsync.engine import hubwant
+from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
-
-KIND = "kernel"
-KERNEL_DIRS = ("share/jupyter/kernels",)
-SYSTEM_KERNEL_DIRS = ("/usr/local/share/jupyter/kernels", "/usr/share/jupyter/kernels")
-
 
 @dataclass(frozen=True)
 class KernelWant:
@@ -48,10 +45,6 @@ DATA = KernelChange
 
 
 def desired(ctx: DesiredContext) -> Kernels | None:
-    from packaging.requirements import Requirement
-
-    from wodsync.engine import hubwant
-
     if ctx.host.hub is None:
         return None
     found = {name: KernelWant(name, tuple(hubwant.canonical(Requirement(r).name)
@@ -60,22 +53,14 @@ def desired(ctx: DesiredContext) -> Kernels | None:
     return Kernels(ctx.host.hub.prefix, found) if found else None
 
 
-def probe(want: Kernels) -> dict[str, Any]:
+def probe(want: Kernels) -> Probe:
     return {"prefix": want.prefix}
-
-
-def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
-    dirs = [os.path.join(probe["prefix"], d) for d in KERNEL_DIRS] + list(SYSTEM_KERNEL_DIRS)
-    names = set()
-    for d in dirs:
-        names.update(os.path.basename(os.path.dirname(p))
-                     for p in glob.glob(os.path.join(d, "*", "kernel.json")))
-    return {"kernels": sorted(names)}
 
 
 def diff(plan: PlanContext) -> None:
     want: Kernels = plan.want[KIND]
-    present = set(plan.facts[KIND]["kernels"])
+    facts: Facts = plan.facts[KIND]
+    present = set(facts["kernels"])
     installing = plan.names("package") | plan.names("env")
     for name, kernel in sorted(want.kernels.items()):
         if name in present:
@@ -92,20 +77,6 @@ def diff(plan: PlanContext) -> None:
                                "how: give it `pip:` packages or an `install:` command")
 
 
-def batch(want: Kernels, changes: list[Any]) -> dict[str, Any]:
+def batch(want: Kernels, changes: list[Change]) -> Part:
     return {"prefix": want.prefix, "install": [c.data.install for c in changes
                                                if c.data.install]}
-
-
-def install(part, host):
-    prefix = part["prefix"]
-    env = {"PATH": f"{prefix}/bin:{BASE_PATH}", "LANG": "C.UTF-8", "HOME": "/root"}
-    for argv in part["install"]:
-        tool = argv[0]
-        if tool in ("python", "jupyter"):
-            tool = os.path.join(prefix, "bin", tool)
-        run([tool, *argv[1:]], env=env)
-        host.say(f"ran kernel installer {' '.join(argv)}")
-
-
-PHASES = ((65, "install", install),)

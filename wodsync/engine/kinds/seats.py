@@ -1,6 +1,7 @@
-"""seat: seats given to sessions, as a full apply must know them (controller half and the
-host's probe). The seat operations themselves — CREATE, CLEANUP, RESET, PURGE — are the agent's
-(`agent.seats`); this kind only makes sure a catalog edit never takes a seat in use.
+"""seat, controller half: seats given to sessions, as a full apply must know them (the host
+half, `agent.kinds.seats`, reads the host's records). The seat operations themselves — CREATE,
+CLEANUP, RESET, PURGE — are the agent's (`agent.seats`); this kind only makes sure a catalog
+edit never takes a seat in use.
 
 Each seat in use is recorded on the host (`agent.records`), so a full apply never locks or
 empties it even if the controller's store were lost; the accounts kind reads these records. A
@@ -12,15 +13,13 @@ refused unless deletions are allowed, in which case the daemon (or `apply`) ends
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from wodsync.agent import records
+from wodsync.agent.kinds.seats import KIND, Facts, Occupied, Probe
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
-
-KIND = "seat"
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Seats:
     inactive: frozenset[str] = frozenset()
 
 
-DATA = None
+DATA = None  # a seat is never changed by a plan: no batch either
 
 
 def desired(ctx: DesiredContext) -> Seats:
@@ -45,21 +44,14 @@ def desired(ctx: DesiredContext) -> Seats:
                  frozenset(k for k, ws in workshops.items() if not ws.active))
 
 
-def probe(want: Seats) -> dict[str, Any]:
+def probe(want: Seats) -> Probe:
     return {}
-
-
-# ---- full apply: observe and diff ---------------------------------------------------------------
-
-def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
-    return {"occupied": {u: {"session": r.get("session"), "state": r.get("state"),
-                             "workshop": r.get("workshop")}
-                         for u, r in records.read_all(host.state_dir).items()}}
 
 
 def diff(plan: PlanContext) -> None:
     want: Seats = plan.want[KIND]
-    occupied = plan.facts[KIND]["occupied"]
+    facts: Facts = plan.facts[KIND]
+    occupied = facts["occupied"]
     for user, record in sorted(occupied.items()):
         session = want.sessions.get(user)
         if session is None:
@@ -76,7 +68,7 @@ def diff(plan: PlanContext) -> None:
     _orphans(plan, want, occupied)
 
 
-def _orphans(plan: PlanContext, want: Seats, occupied: dict[str, Any]) -> None:
+def _orphans(plan: PlanContext, want: Seats, occupied: dict[str, Occupied]) -> None:
     """Live sessions whose workshop left the catalog: named, and counted as deletions (the
     plan is refused unless they are allowed, and then they are ended before it is applied).
     Sessions of an inactive workshop run to their end: a note says so."""
@@ -92,12 +84,3 @@ def _orphans(plan: PlanContext, want: Seats, occupied: dict[str, Any]) -> None:
     for workshop, sessions in sorted(inactive.items()):
         plan.notes.append(f"{workshop} is inactive: its {len(sessions)} live sessions run to "
                           f"their end ({', '.join(sessions)})")
-
-
-def batch(want: Seats, changes: list[Any]) -> dict[str, Any]:
-    return {}
-
-
-PHASES = ()
-
-

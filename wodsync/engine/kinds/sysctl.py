@@ -1,4 +1,5 @@
-"""sysctl: kernel values kept live on the host (`sysctl: {key: value}` in the host file).
+"""sysctl, controller half: kernel values kept live on the host (`sysctl: {key: value}` in the
+host file); the host half is `agent.kinds.sysctl`.
 
 WoD raises `kernel.pid_max`, `vm.max_map_count` and friends for thousands of students. Values
 are read from and written to `/proc/sys` directly. A key the kernel does not have is a plan
@@ -9,16 +10,14 @@ kernel refuses fails that key alone, named, and the rest of the batch still appl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from wodsync.engine.change import Action
+from wodsync.agent.kinds.sysctl import KIND, Facts, Part, Probe
+from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
-
-KIND = "sysctl"
-
 
 @dataclass(frozen=True)
 class SysctlChange:
@@ -33,28 +32,13 @@ def desired(ctx: DesiredContext) -> dict[str, str] | None:
     return {k: str(v) for k, v in ctx.host.sysctl.items()} or None
 
 
-def probe(want: dict[str, str]) -> dict[str, Any]:
+def probe(want: dict[str, str]) -> Probe:
     return {"keys": sorted(want)}
 
 
-def _path(key):
-    return "/proc/sys/" + key.replace(".", "/")
-
-
-def _read(key):
-    try:
-        with open(_path(key), encoding="utf-8") as f:
-            return " ".join(f.read().split())
-    except OSError:
-        return None
-
-
-def observe(probe: dict[str, Any], host: Any) -> dict[str, Any]:
-    return {"values": {key: _read(key) for key in probe["keys"]}}
-
-
 def diff(plan: PlanContext) -> None:
-    have = plan.facts[KIND]["values"]
+    facts: Facts = plan.facts[KIND]
+    have = facts["values"]
     for key, value in sorted(plan.want[KIND].items()):
         current = have.get(key)
         if current is None:
@@ -65,22 +49,5 @@ def diff(plan: PlanContext) -> None:
             plan.noop(KIND, key, f"is {value}")
 
 
-def batch(want: dict[str, str], changes: list[Any]) -> dict[str, Any]:
+def batch(want: dict[str, str], changes: list[Change]) -> Part:
     return {"values": {c.data.key: c.data.value for c in changes}}
-
-
-def write_values(part, host):
-    written = 0
-    for key, value in sorted(part["values"].items()):
-        try:
-            with open(_path(key), "w", encoding="utf-8") as f:
-                f.write(value)
-            written += 1
-        except OSError as exc:
-            host.fail("sysctl.write", f"sysctl {key} = {value!r} refused by the kernel: "
-                                      f"{exc.strerror or exc}")
-    if written:
-        host.say(f"set {written} sysctl values")
-
-
-PHASES = ((20, "write", write_values),)

@@ -1,0 +1,43 @@
+"""The host halves of the resource kinds, one module each: `observe` (the facts, read-only,
+typed beside it with their published shape `FACTS`) and `PHASES` (the apply steps, run in
+their global order across kinds). The controller halves, of the same names, are
+`wodsync.engine.kinds`.
+
+The agent finds kinds here only: `agent.batch` knows none of them by name.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from wodsync.agent.kinds import (
+    accounts,
+    files,
+    group,
+    hubgroups,
+    hubservice,
+    hubusers,
+    kernels,
+    packages,
+    seats,
+    sysctl,
+)
+
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
+    files,
+    sysctl,
+    accounts,
+    group,
+    packages,
+    kernels,
+    hubservice,
+    hubusers,
+    hubgroups,
+    seats,
+)}
+
+# Agent operations a kind offers besides observe and apply (the seat operations are the
+# agent's own, `agent.seats`): part of the agent's explicit table.
+OPERATIONS = {
+    "stop_hub": hubservice.stop_hub,
+}

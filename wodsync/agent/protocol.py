@@ -1,0 +1,189 @@
+"""The wire between the controller and the agent, typed once for both ends (standard library
+only: shipped with the agent).
+
+A request is an envelope `{protocol, op, payload}`; every payload starts with the host part
+(`HostPayload`: the state folder and whose inventory it holds), and each operation of the
+agent's table (`agent.main.OPERATIONS`) has its request and its answer here. The kinds' own
+parts — their probes, facts and batch parts — are declared beside their host halves
+(`agent.kinds.<kind>`); the seat operations' keys are `Seat`, which the controller writes
+(`sessions.seat`) and the agent reads (`agent.seats`). JSON crosses the wire, so these are
+`TypedDict`s: they cost nothing at run time and any python3 the host has can import them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from wodsync.agent import records
+
+
+class HostPayload(TypedDict):
+    """What every request's payload carries: the host's state folder and its owner (`host
+    <name>`, the catalog's host whose inventory the folder holds)."""
+
+    state_dir: str
+    owner: str
+
+
+class Request(TypedDict):
+    """The envelope: the agent refuses another `protocol` or an `op` not in its table."""
+
+    protocol: int
+    op: str
+    payload: HostPayload
+
+
+class Answer(TypedDict, total=False):
+    """`ok` with the operation's `result`, or not with the agent's `error` message."""
+
+    ok: bool
+    result: Any
+    error: str
+
+
+# ---- observe and apply (over the kinds) ----------------------------------------------------
+
+class ObserveRequest(HostPayload):
+    """Each kind's probe, by kind name (`agent.kinds.<kind>.Probe`)."""
+
+    probes: dict[str, Any]
+
+
+class ObserveAnswer(TypedDict):
+    """Each kind's facts (`agent.kinds.<kind>.Facts`) and their digests."""
+
+    facts: dict[str, Any]
+    digests: dict[str, str]
+
+
+class _ApplyRequest(HostPayload):
+    batch: dict[str, Any]           # kind → its part (`agent.kinds.<kind>.Part`)
+    expect: dict[str, str]          # kind → the digest its facts had when planned
+    probes: dict[str, Any]          # kind → its probe, to observe `expect`'s kinds again
+
+
+class ApplyRequest(_ApplyRequest, total=False):
+    lock_timeout: float             # seconds to wait for the host's lock (30 s)
+
+
+class Failure(TypedDict):
+    phase: str
+    error: str
+
+
+class ApplyAnswer(TypedDict):
+    """`stale`: the kinds whose facts moved since the plan (nothing was applied); else what
+    was done, what failed, each phase's seconds and the phases a stop request skipped."""
+
+    stale: list[str]
+    log: list[str]
+    failures: list[Failure]
+    timings: dict[str, float]
+    skipped: list[str]
+
+
+class VersionAnswer(TypedDict):
+    protocol: int
+    python: str
+
+
+# ---- the seat operations -----------------------------------------------------------------------
+
+class Hub(TypedDict, total=False):
+    """The host's hub API, wodsync's token there, the pool's hub group and the workshop's."""
+
+    api: str
+    token: str
+    pool_group: str | None
+    group: str
+
+
+class Hook(TypedDict, total=False):
+    """A hook as the repository holds it (`path`, base64 `data`), or why it could not be sent
+    (`error`: the host reports it failed and releases the seat all the same)."""
+
+    path: str
+    data: str
+    error: str
+
+
+class SeatFile(TypedDict):
+    path: str                       # relative to the workshop's folder in the home
+    data: str                       # base64
+    mode: int
+
+
+class _Seat(HostPayload):
+    user: str
+    uid: int
+    session: str                    # "" for an operator's release
+    workshop: str                   # "" for an operator's release
+    hub: Hub | None
+    hooks: dict[str, Hook]
+    env: dict[str, str]
+
+
+class Seat(_Seat, total=False):
+    """One seat of a seat operation: who, where, the hub to talk to, and what the operation
+    needs — the workshop's files and password for a CREATE, the notebooks to count at the end
+    (None: unknown), `hold` to keep the seat for RESET, `force` to release whatever session
+    the host records."""
+
+    record: records.Record
+    hook_timeout: float
+    hook_variables: dict[str, Any]
+    password: str
+    files: list[SeatFile]
+    compile: list[str]
+    hold: bool
+    notebooks: list[str] | None
+    force: bool
+    lock_timeout: float
+
+
+class SeatCreateRequest(HostPayload):
+    """`seat_create`: one seat, or the CREATEs of a burst brought together."""
+
+    seats: list[Seat]
+
+
+class SeatAnswer(TypedDict, total=False):
+    """One seat's outcome: `ok`, each step's seconds, the hooks' outputs and notes; on failure
+    the `error`, the session holding the seat (`occupied`) and what the release left."""
+
+    ok: bool
+    timings: dict[str, float]
+    outputs: list[dict[str, Any]]
+    notes: list[str]
+    error: str | None
+    server: str | None
+    occupied: records.Record | None
+    release_errors: list[str]
+    completion: dict[str, Any] | None
+
+
+class SeatCreateAnswer(TypedDict):
+    seats: list[SeatAnswer]
+
+
+class SeatRecordsAnswer(TypedDict):
+    records: dict[str, records.Record]
+
+
+class ServerSeat(TypedDict):
+    user: str
+    session: str
+
+
+class SeatServersRequest(HostPayload):
+    """`seat_servers`: the seats whose server start the hub deferred."""
+
+    hub: Hub
+    seats: list[ServerSeat]
+
+
+class SeatServersAnswer(TypedDict):
+    started: list[str]
+    deferred: list[str]
+    gone: list[str]
+    errors: dict[str, str]
