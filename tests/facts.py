@@ -1,58 +1,98 @@
 """Facts of a host where everything is as desired, built from a desired state (pure tests).
 
-What the agent would report, kind by kind, for a converged host; tests then break one fact and
-check the plan repairs exactly that.
+One `converged` per kind: what its host half would report (typed as it declares its facts,
+`wodsync.agent.kinds.<kind>.Facts`) once the host is as the kind's desired part says. Tests then
+break one fact and check the plan repairs exactly that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from wodsync.agent.kinds import (
+    accounts,
+    files,
+    group,
+    hubgroups,
+    hubservice,
+    hubusers,
+    kernels,
+    packages,
+    seats,
+    sysctl,
+)
 from wodsync.engine.desired import DesiredHost
+from wodsync.engine.kinds.accounts import Accounts
+from wodsync.engine.kinds.group import SharedGroup
+from wodsync.engine.kinds.hubgroups import HubGroups
+from wodsync.engine.kinds.hubservice import HubService
+from wodsync.engine.kinds.hubusers import HubUsers
+from wodsync.engine.kinds.kernels import Kernels
+from wodsync.engine.kinds.packages import Packages
+from wodsync.engine.kinds.seats import Seats
+from wodsync.engine.render_system import ManagedFile
 
 
-def _accounts(d: DesiredHost) -> dict[str, Any]:
-    want = d.want["account"]
-    accounts = {s.name: {"uid": s.uid, "gid": s.gid, "home": s.home, "shell": s.shell,
-                         "locked": True,
-                         "home_facts": {"mode": 0o700, "uid": s.uid, "gid": s.gid, "acl": [],
-                                        "entries": None}}
-                for s in want.seats.values()}
-    groups = {s.name: {"gid": s.gid, "members": []} for s in want.seats.values()}
-    return {"accounts": accounts, "groups": groups, "managed": sorted(want.seats),
-            "acl_uid": None}
+def file_facts(want: dict[str, ManagedFile]) -> files.Facts:
+    return {"files": {p: {"sha256": f.sha256, "mode": f.mode, "owner": f.owner,
+                          "group": f.group, "regular": True} for p, f in want.items()},
+            "managed": sorted(want), "pending": {}}
+
+
+def sysctl_facts(want: dict[str, str]) -> sysctl.Facts:
+    return {"values": dict(want)}
+
+
+def account_facts(want: Accounts) -> accounts.Facts:
+    return {"accounts": {s.name: {"uid": s.uid, "gid": s.gid, "home": s.home,
+                                  "shell": s.shell, "locked": True,
+                                  "home_facts": {"mode": 0o700, "uid": s.uid, "gid": s.gid,
+                                                 "acl": [], "entries": None}}
+                         for s in want.seats.values()},
+            "groups": {s.name: {"gid": s.gid, "members": []} for s in want.seats.values()},
+            "managed": sorted(want.seats), "acl_uid": None}
+
+
+def group_facts(want: SharedGroup) -> group.Facts:
+    return {"gid": want.gid, "members": sorted(want.members)}
+
+
+def package_facts(want: Packages) -> packages.Facts:
+    return {"pip": {name: "99.0" for name in want.pip} | {"jupyterhub": "6.1.1"},
+            "apt": {spec.split("=")[0]: "1.0" for spec in want.apt},
+            "npm": dict(want.npm), "closed": None}
+
+
+def kernel_facts(want: Kernels) -> kernels.Facts:
+    return {"kernels": sorted(want.kernels)}
+
+
+def service_facts(want: HubService) -> hubservice.Facts:
+    return {"running": True, "pid": 4242, "fingerprint": want.fingerprint}
+
+
+def hub_user_facts(want: HubUsers) -> hubusers.Facts:
+    return {"api": {"ok": True}, "users": list(want.users), "managed": list(want.users)}
+
+
+def hub_group_facts(want: HubGroups) -> hubgroups.Facts:
+    return {"api": {"ok": True}, "groups": {g: list(m) for g, m in want.groups.items()},
+            "managed": sorted(want.groups)}
+
+
+def seat_facts(want: Seats) -> seats.Facts:
+    return {"occupied": {s: {"session": sid, "state": "active", "workshop": None}
+                         for s, sid in want.sessions.items()}}
+
+
+CONVERGED: dict[str, Callable[[Any], Any]] = {
+    files.KIND: file_facts, sysctl.KIND: sysctl_facts, accounts.KIND: account_facts,
+    group.KIND: group_facts, packages.KIND: package_facts, kernels.KIND: kernel_facts,
+    hubservice.KIND: service_facts, hubusers.KIND: hub_user_facts,
+    hubgroups.KIND: hub_group_facts, seats.KIND: seat_facts}
 
 
 def converged(d: DesiredHost) -> dict[str, Any]:
-    w = d.want
-    facts: dict[str, Any] = {
-        "file": {"files": {p: {"sha256": f.sha256, "mode": f.mode, "owner": f.owner,
-                               "group": f.group, "regular": True} for p, f in w["file"].items()},
-                 "managed": sorted(w["file"]), "pending": {}},
-        "account": _accounts(d),
-        "seat": {"occupied": {s: {"session": sid, "state": "active"}
-                              for s, sid in w["seat"].sessions.items()}},
-    }
-    if "sysctl" in w:
-        facts["sysctl"] = {"values": dict(w["sysctl"])}
-    if "group" in w:
-        facts["group"] = {"gid": w["group"].gid, "members": sorted(w["group"].members)}
-    if "package" in w:
-        p = w["package"]
-        facts["package"] = {"pip": {name: "99.0" for name in p.pip} | {"jupyterhub": "6.1.1"},
-                            "apt": {spec.split("=")[0]: "1.0" for spec in p.apt},
-                            "npm": dict(p.npm), "closed": None}
-    if "kernel" in w:
-        facts["kernel"] = {"kernels": sorted(w["kernel"].kernels)}
-    if "service" in w:
-        facts["service"] = {"running": True, "pid": 4242,
-                            "fingerprint": w["service"].fingerprint}
-    if "hub_user" in w:
-        facts["hub_user"] = {"api": {"ok": True}, "users": list(w["hub_user"].users),
-                             "managed": list(w["hub_user"].users)}
-    if "hub_group" in w:
-        groups = w["hub_group"].groups
-        facts["hub_group"] = {"api": {"ok": True}, "groups": {g: list(m)
-                                                              for g, m in groups.items()},
-                              "managed": sorted(groups)}
-    return facts
+    """Every kind the host has a part of, as its host half would report it converged."""
+    return {kind: CONVERGED[kind](part) for kind, part in d.want.items()}

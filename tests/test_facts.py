@@ -256,6 +256,31 @@ def hub_secrets() -> Secrets:
     return Secrets(env={"HUB_EMEA_TOKEN": HUB_TOKEN, "HUB_AMER_TOKEN": HUB_TOKEN})
 
 
+def test_each_kind_publishes_exactly_the_facts_its_host_half_declares(repo):
+    """The whitelist is the registry's: every kind's `FACTS` beside its `observe`, naming the
+    fields of its `Facts` type, and the converged facts tests build pass it unchanged."""
+    from wodsync.agent import kinds as host_halves
+    from wodsync.authoring.facts import SCHEMA, check
+    from wodsync.engine.kinds import KINDS
+
+    from facts import CONVERGED
+
+    assert set(SCHEMA) == set(host_halves.KINDS) == set(KINDS) == set(CONVERGED)
+    for kind, module in host_halves.KINDS.items():
+        assert SCHEMA[kind] is module.FACTS
+        assert (set(module.FACTS.required), set(module.FACTS.optional)) == \
+            (module.Facts.__required_keys__, module.Facts.__optional_keys__), kind
+    catalog, _ = validate(repo.root)
+    seat = LiveSeat("student3", "5EC7-0123", "WKSHP-Python101")
+    desired = desired_state(catalog, "hub-emea", hub_secrets(), [seat])
+    assert set(desired.want) == set(KINDS), "the hub host has a part of every kind"
+    for kind, facts in converged(desired).items():
+        published = check(SCHEMA[kind], facts, kind)
+        if kind == "seat":  # session ids are published as pseudonyms
+            published["occupied"]["student3"]["session"] = "5EC7-0123"
+        assert published == facts, kind
+
+
 def test_the_hub_config_and_fingerprint_are_not_compared_but_a_version_change_shows(repo):
     catalog, _ = validate(repo.root)
     real = desired_state(catalog, "hub-emea", hub_secrets())

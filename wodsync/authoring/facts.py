@@ -6,8 +6,9 @@ for the pure `plan_host`. This module turns a stored observation into a *facts d
 anyone with the read-only facts token may read, and plans previews from such documents.
 
 Nothing leaves without passing `sanitise`: a whitelist of every field the agent reports, kind by
-kind, each with its class — a number, a flag, a name, a hex digest, or free text. Unknown fields
-are dropped (a newer agent's additions are published only once they are listed here), a known
+kind, each with its class — a number, a flag, a name, a hex digest, or free text — declared by
+each kind beside its `observe` (`agent.kinds.<kind>.FACTS`). Unknown fields are dropped (a newer
+agent's additions are published only once its kind declares them), a known
 field of the wrong type refuses the document, free text (an error a hub or a command printed) is
 scrubbed of credentials in URLs, tokens and long opaque strings, and session ids are replaced by
 pseudonyms. Password hashes are never observed (accounts say only `locked`); digests of files are
@@ -30,6 +31,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
+from wodsync.agent.factspec import (
+    BOOL,
+    DIGEST,
+    NAME,
+    SESSION,
+    ListOf,
+    MapOf,
+    Nullable,
+    Record,
+    Scalar,
+    Spec,
+)
+from wodsync.agent.kinds import KINDS
 from wodsync.authoring.scrub import CONTROL, find_leaks, pseudonym, scrub
 
 if TYPE_CHECKING:
@@ -68,117 +82,55 @@ class Malformed(FactsError):
 
 # -- the whitelist -------------------------------------------------------------------------------
 
-class Spec:
-    """A field's class: `check` returns the published value or raises `ValueError`."""
-
-    def check(self, value: Any, path: str) -> Any:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Scalar(Spec):
-    """int, bool, a name (short text without control characters) or a lowercase hex digest."""
-
-    kind: str
-
-    def check(self, value: Any, path: str) -> Any:
-        if self.kind == "int" and (type(value) is not int):
-            raise ValueError(f"{path}: expected an integer, got {_shown(value)}")
-        if self.kind == "bool" and type(value) is not bool:
-            raise ValueError(f"{path}: expected true or false, got {_shown(value)}")
-        if self.kind in ("name", "hex", "text", "session") and not isinstance(value, str):
-            raise ValueError(f"{path}: expected a string, got {_shown(value)}")
-        if self.kind == "name" and (len(value) > 4096 or CONTROL.search(value)):
-            raise ValueError(f"{path}: not a name or path (control characters or too long)")
-        if self.kind == "hex" and not HEX.fullmatch(value):
-            raise ValueError(f"{path}: expected a hex digest")
-        if self.kind == "text":
-            return scrub(value)
-        if self.kind == "session":
-            return pseudonym(value)
-        return value
-
-
-@dataclass(frozen=True)
-class Nullable(Spec):
-    inner: Spec
-
-    def check(self, value: Any, path: str) -> Any:
-        return None if value is None else self.inner.check(value, path)
-
-
-@dataclass(frozen=True)
-class ListOf(Spec):
-    inner: Spec
-
-    def check(self, value: Any, path: str) -> Any:
+def check(spec: Spec, value: Any, path: str) -> Any:
+    """The published value of a field of class `spec`, or `ValueError` naming `path`."""
+    if isinstance(spec, Scalar):
+        return _scalar(spec.kind, value, path)
+    if isinstance(spec, Nullable):
+        return None if value is None else check(spec.inner, value, path)
+    if isinstance(spec, ListOf):
         if not isinstance(value, list):
             raise ValueError(f"{path}: expected a list, got {_shown(value)}")
-        return [self.inner.check(v, f"{path}[{i}]") for i, v in enumerate(value)]
-
-
-@dataclass(frozen=True)
-class MapOf(Spec):
-    """A mapping whose keys are names (paths, accounts, packages) and values all alike."""
-
-    inner: Spec
-
-    def check(self, value: Any, path: str) -> Any:
+        return [check(spec.inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(spec, MapOf):
         if not isinstance(value, dict):
             raise ValueError(f"{path}: expected a mapping, got {_shown(value)}")
-        return {NAME.check(k, f"{path} key"): self.inner.check(v, f"{path}.{k}")
+        return {check(NAME, k, f"{path} key"): check(spec.inner, v, f"{path}.{k}")
                 for k, v in value.items()}
-
-
-@dataclass(frozen=True)
-class Record(Spec):
-    """Known fields only: `required` must be there, `optional` may be; others are dropped."""
-
-    required: Mapping[str, Spec]
-    optional: Mapping[str, Spec] = field(default_factory=dict)
-
-    def check(self, value: Any, path: str) -> Any:
+    if isinstance(spec, Record):
         if not isinstance(value, dict):
             raise ValueError(f"{path}: expected a mapping, got {_shown(value)}")
-        missing = [k for k in self.required if k not in value]
+        missing = [k for k in spec.required if k not in value]
         if missing:
             raise ValueError(f"{path}: missing {', '.join(missing)}")
-        specs = {**self.required, **self.optional}
-        return {k: specs[k].check(v, f"{path}.{k}") for k, v in value.items() if k in specs}
+        specs = {**spec.required, **spec.optional}
+        return {k: check(specs[k], v, f"{path}.{k}") for k, v in value.items() if k in specs}
+    raise TypeError(f"{path}: not a facts spec: {spec!r}")
 
 
-INT, BOOL, NAME = Scalar("int"), Scalar("bool"), Scalar("name")
-DIGEST, TEXT, SESSION = Scalar("hex"), Scalar("text"), Scalar("session")
-NAMES = ListOf(NAME)
-HUB_API = Record({"ok": BOOL}, {"down": BOOL, "error": TEXT})
+def _scalar(kind: str, value: Any, path: str) -> Any:
+    """int, bool, a name (short text without control characters), a lowercase hex digest, free
+    text (scrubbed) or a session id (a pseudonym)."""
+    if kind == "int" and (type(value) is not int):
+        raise ValueError(f"{path}: expected an integer, got {_shown(value)}")
+    if kind == "bool" and type(value) is not bool:
+        raise ValueError(f"{path}: expected true or false, got {_shown(value)}")
+    if kind in ("name", "hex", "text", "session") and not isinstance(value, str):
+        raise ValueError(f"{path}: expected a string, got {_shown(value)}")
+    if kind == "name" and (len(value) > 4096 or CONTROL.search(value)):
+        raise ValueError(f"{path}: not a name or path (control characters or too long)")
+    if kind == "hex" and not HEX.fullmatch(value):
+        raise ValueError(f"{path}: expected a hex digest")
+    if kind == "text":
+        return scrub(value)
+    if kind == "session":
+        return pseudonym(value)
+    return value
 
-SCHEMA: dict[str, Spec] = {
-    "file": Record({
-        "files": MapOf(Nullable(Record({"sha256": Nullable(DIGEST), "mode": INT, "owner": NAME,
-                                        "group": NAME, "regular": BOOL}))),
-        "managed": NAMES,
-        "pending": MapOf(Record({}, {"argv": NAMES, "error": TEXT, "at": NAME}))}),
-    "sysctl": Record({"values": MapOf(Nullable(NAME))}),
-    "account": Record({
-        "accounts": MapOf(Record({
-            "uid": INT, "gid": INT, "home": NAME, "shell": NAME, "locked": BOOL,
-            "home_facts": Nullable(Record({"mode": INT, "uid": INT, "gid": INT,
-                                           "acl": ListOf(INT), "entries": Nullable(INT)}))})),
-        "groups": MapOf(Record({"gid": INT, "members": NAMES})),
-        "managed": NAMES, "acl_uid": Nullable(INT)}),
-    "group": Record({"gid": Nullable(INT), "members": Nullable(NAMES)}),
-    "package": Record({"pip": Nullable(MapOf(NAME)), "apt": MapOf(Nullable(NAME)),
-                       "npm": MapOf(Nullable(NAME)), "closed": Nullable(NAME)}),
-    "kernel": Record({"kernels": NAMES}),
-    "service": Record({"running": BOOL},
-                      {"pid": Nullable(INT), "fingerprint": Nullable(DIGEST),
-                       "unprivileged_port_start": Nullable(INT)}),
-    "hub_user": Record({"api": HUB_API, "users": Nullable(NAMES), "managed": NAMES}),
-    "hub_group": Record({"api": HUB_API, "groups": Nullable(MapOf(NAMES)), "managed": NAMES}),
-    "seat": Record({"occupied": MapOf(Record({}, {"session": Nullable(SESSION),
-                                                  "state": Nullable(NAME),
-                                                  "workshop": Nullable(NAME)}))}),
-}
+
+# Each kind's published facts, as its host half declares them: a kind that declares none, or a
+# kind this controller does not know, is not published.
+SCHEMA: dict[str, Spec] = {kind: module.FACTS for kind, module in KINDS.items()}
 LIVE_SEAT = Record({"username": NAME, "session": SESSION, "workshop": NAME},
                    {"in_group": BOOL})
 
@@ -195,7 +147,7 @@ def sanitise(facts: Mapping[str, Any], host: str = "?") -> dict[str, Any]:
         if spec is None:
             continue
         try:
-            clean[kind] = spec.check(value, kind)
+            clean[kind] = check(spec, value, kind)
         except ValueError as exc:
             raise Malformed(f"facts of host {host}: {exc}") from None
     return clean
@@ -235,10 +187,10 @@ class FactsDocument:
         digests = data.get("digests") or {}
         seats = data.get("live_seats") or []
         try:
-            digests = MapOf(DIGEST).check(digests, "digests")
-            seats = ListOf(LIVE_SEAT).check(seats, "live_seats")
-            observed = Nullable(NAME).check(_iso(data.get("observed_at")), "observed_at")
-            revision = Nullable(NAME).check(data.get("revision"), "revision")
+            digests = check(MapOf(DIGEST), digests, "digests")
+            seats = check(ListOf(LIVE_SEAT), seats, "live_seats")
+            observed = check(Nullable(NAME), _iso(data.get("observed_at")), "observed_at")
+            revision = check(Nullable(NAME), data.get("revision"), "revision")
         except ValueError as exc:
             raise Malformed(f"facts of host {name}: {exc}") from None
         return cls(name, sanitise(data["facts"], name), digests, observed, revision, seats)

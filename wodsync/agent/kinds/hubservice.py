@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 
 from wodsync.agent import hubapi
 from wodsync.agent.factspec import BOOL, DIGEST, INT, Nullable, Record
@@ -37,16 +37,16 @@ class Probe(TypedDict):
     data_dir: str
 
 
-class _State(TypedDict, total=False):
-    pid: int | None
-    fingerprint: str | None
+class _Running(TypedDict):
     running: bool
 
 
-class Facts(_State, total=False):
-    """`running` always; the hub's pid and the fingerprint it was started with (None when it
-    is not running), and the kernel's first unprivileged port (None when unknown)."""
+class Facts(_Running, total=False):
+    """Whether the hub runs, its pid and the fingerprint it was started with (None when it is
+    not running), and the kernel's first unprivileged port (None when unknown)."""
 
+    pid: int | None
+    fingerprint: str | None
     unprivileged_port_start: int | None
 
 
@@ -108,20 +108,21 @@ def _is_proxy(pid: int | None) -> bool:
     return _cmdline_has(pid, b"configurable-http-proxy")
 
 
-def _state(probe: Probe) -> _State:
+def _state(probe: Probe) -> Facts:
     """Running or not, and the fingerprint the running hub was started with."""
-    state: _State
+    recorded: dict[str, Any]
     try:
         with open(os.path.join(probe["data_dir"], STATE_FILE), encoding="utf-8") as f:
-            state = json.load(f)
+            recorded = json.load(f)
     except (OSError, ValueError):
-        state = {"pid": None, "fingerprint": None}
+        recorded = {"pid": None, "fingerprint": None}
     if probe["supervisor"] == "systemd":
-        state["pid"] = _systemd_pid()
-        state["running"] = bool(state["pid"])
+        recorded["pid"] = _systemd_pid()
+        running = bool(recorded["pid"])
     else:
-        state["running"] = _is_hub(state.get("pid"))
-    if not state["running"]:
+        running = _is_hub(recorded.get("pid"))
+    state = cast(Facts, {**recorded, "running": running})
+    if not running:
         state["fingerprint"] = None
     return state
 
@@ -135,7 +136,7 @@ def _unprivileged_port_start() -> int | None:
 
 
 def observe(probe: Probe, host: HostSide) -> Facts:
-    facts: Facts = {**_state(probe)}  # type: ignore[typeddict-item]
+    facts = _state(probe)
     facts["unprivileged_port_start"] = _unprivileged_port_start()
     return facts
 
