@@ -11,6 +11,8 @@ integers per notebook, or why it could not be counted.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any, Union
 
 from wodsync.agent import safefs
 
@@ -20,8 +22,11 @@ MOST_NOTEBOOKS = 200
 
 _CELL = "cell_type"
 
+Counted = Union[list[int], dict[str, str]]
+"""A notebook's [executed, code] cells, or {"error": why it was not counted}."""
 
-def _reduce(pairs):
+
+def _reduce(pairs: list[tuple[str, Any]]) -> Any:
     """JSON objects as they are parsed: a cell becomes (type, executed), a notebook keeps only
     its cells, anything else is dropped at once — memory stays proportional to the cells."""
     keys = dict(pairs)
@@ -33,7 +38,7 @@ def _reduce(pairs):
     return None
 
 
-def count(raw):
+def count(raw: bytes) -> tuple[int, int]:
     """(executed, code) of one notebook's bytes; ValueError when it is not a notebook."""
     try:
         top = json.loads(raw, object_pairs_hook=_reduce)
@@ -50,9 +55,10 @@ def count(raw):
     return executed, code
 
 
-def count_home(home_fd, folder, notebooks):
+def count_home(home_fd: int, folder: str, notebooks: Sequence[str]) -> dict[str, Counted]:
     """rel → [executed, code] or {"error": why}, for the workshop's notebooks in the home."""
-    found, total = {}, 0
+    found: dict[str, Counted] = {}
+    total = 0
     for rel in notebooks[:MOST_NOTEBOOKS]:
         try:
             raw = safefs.read_file(home_fd, f"{folder}/{rel}", NOTEBOOK_BYTES)

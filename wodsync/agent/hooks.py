@@ -28,8 +28,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+from typing import Any
 
+from wodsync.agent.protocol import Seat
 from wodsync.agent.run import BASE_PATH
+from wodsync.agent.steps import Steps
 
 OUTPUT_CAP = 64 * 1024
 ENV_VALUE_CAP = 64 * 1024  # bytes; Linux refuses a single environment string over 128 KiB
@@ -39,14 +42,14 @@ VARIABLES_ENV = "WOD_VARIABLES"
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def run_dir(state_dir):
+def run_dir(state_dir: str) -> str:
     """A root-only working folder under the state folder."""
     folder = os.path.join(state_dir, "run")
     os.makedirs(folder, mode=0o700, exist_ok=True)
     return folder
 
 
-def env_value(value):
+def env_value(value: Any) -> str | None:
     """`value` as an environment string (strings as they are, others as JSON), or None when
     it cannot be one: a NUL byte, text that is not encodable, more than `ENV_VALUE_CAP`."""
     text = value if isinstance(value, str) else json.dumps(value)
@@ -59,10 +62,11 @@ def env_value(value):
     return text
 
 
-def variables_env(variables):
+def variables_env(variables: dict[str, Any]) -> dict[str, str]:
     """`WOD_<NAME>` for each variable whose name is an identifier and whose value fits, as
     long as the whole still fits (`ENV_TOTAL_CAP`): the file holds them all."""
-    env, total = {}, 0
+    env: dict[str, str] = {}
+    total = 0
     for name, value in variables.items():
         if not IDENTIFIER.match(name):
             continue
@@ -77,7 +81,7 @@ def variables_env(variables):
     return env
 
 
-def write_variables(folder, variables):
+def write_variables(folder: str, variables: dict[str, Any]) -> str:
     """Every variable in a JSON object in a new root-only file (0600) under `folder`; its
     path. ASCII JSON, so any value survives, whatever its bytes."""
     fd, path = tempfile.mkstemp(prefix="variables-", suffix=".json", dir=folder)
@@ -86,7 +90,7 @@ def write_variables(folder, variables):
     return path
 
 
-def hook_env(payload, variables_path):
+def hook_env(payload: Seat, variables_path: str) -> dict[str, str]:
     """The hook's environment: the variables as `WOD_<NAME>`, then the fixed environment,
     then `WOD_VARIABLES` (a variable named VARIABLES is in the file only)."""
     return {**variables_env(payload.get("hook_variables") or {}),
@@ -94,7 +98,7 @@ def hook_env(payload, variables_path):
             VARIABLES_ENV: variables_path}
 
 
-def run_hook(payload, name, steps):
+def run_hook(payload: Seat, name: str, steps: Steps) -> None:
     """Run the hook `name` of the payload if it has one; a failure raises, after its output
     was recorded in `steps`. A hook the controller could not prepare fails here, naming why."""
     hook = (payload.get("hooks") or {}).get(name)
@@ -114,7 +118,8 @@ def run_hook(payload, name, steps):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _execute(script, folder, env, name, path, timeout, steps):
+def _execute(script: str, folder: str, env: dict[str, str], name: str, path: str,
+             timeout: float, steps: Steps) -> None:
     try:
         done = subprocess.run([script], cwd=folder, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 
 LOCK_FILE = "lock"
 
@@ -22,7 +23,7 @@ class HostBusy(Exception):
     """Another wodsync call holds the host."""
 
 
-def _holder(fd):
+def _holder(fd: int) -> str:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         return os.read(fd, 512).decode(errors="replace").strip() or "held by seat operations"
@@ -31,7 +32,8 @@ def _holder(fd):
 
 
 @contextlib.contextmanager
-def hold(state_dir, op, exclusive=True, timeout=30.0):
+def hold(state_dir: str, op: str, exclusive: bool = True,
+         timeout: float = 30.0) -> Iterator[None]:
     """Hold the host lock for `op`; wait up to `timeout` seconds, then raise HostBusy."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,

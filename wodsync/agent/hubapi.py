@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 PAGINATION = "application/jupyterhub-pagination+json"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -31,16 +31,17 @@ class Listing(TypedDict, total=False):
 class HubApiError(Exception):
     """The hub answered with an HTTP error (as opposed to not answering at all)."""
 
-    def __init__(self, message, status):
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
 
 
-def quote(name):
+def quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-def request(api, token, method, path, body=None, accept="application/json", timeout=60):
+def request(api: str, token: str, method: str, path: str, body: Any = None,
+            accept: str = "application/json", timeout: float = 60) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(api.rstrip("/") + path, data=data, method=method,
                                  headers={"Authorization": "token " + token,
@@ -55,9 +56,10 @@ def request(api, token, method, path, body=None, accept="application/json", time
     return json.loads(raw) if raw else None
 
 
-def paged(api, token, path):
+def paged(api: str, token: str, path: str) -> list[dict[str, Any]]:
     """Every item of a listing, page after page."""
-    items, offset = [], 0
+    items: list[dict[str, Any]] = []
+    offset = 0
     while True:
         page = request(api, token, "GET", f"{path}?offset={offset}&limit=10000",
                        accept=PAGINATION)
@@ -68,7 +70,7 @@ def paged(api, token, path):
         offset = following["offset"]
 
 
-def listing(api, token, path):
+def listing(api: str, token: str, path: str) -> Listing:
     """A listing as facts: {"ok": True, "items": …} or why it could not be read. `down` tells a
     hub that did not answer (not running yet) from one that refused (a wrong token)."""
     try:
@@ -79,16 +81,16 @@ def listing(api, token, path):
         return {"ok": False, "down": True, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def answers(api, timeout=2.0):
+def answers(api: str, timeout: float = 2.0) -> bool:
     """Ready means the API answers 200 on its root (no token needed), not that a port is open."""
     try:
         with _OPENER.open(api.rstrip("/") + "/", timeout=timeout) as answer:
-            return answer.status == 200
+            return bool(answer.status == 200)
     except (OSError, ValueError):
         return False
 
 
-def stop_server(api, token, name, wait=60.0):
+def stop_server(api: str, token: str, name: str, wait: float = 60.0) -> dict[str, Any] | None:
     """Stop a user's server and wait (`wait` seconds at most; 0: not at all) until the hub says
     it stopped (a stop may be pending). Returns the user's model as last read once stopped
     (None without waiting, or when the user is not there)."""
@@ -106,6 +108,6 @@ def stop_server(api, token, name, wait=60.0):
         except HubApiError:
             return None
         if not user.get("server") and not user.get("pending"):
-            return user
+            return cast("dict[str, Any]", user)
         time.sleep(0.1)
     raise RuntimeError(f"the server of {name} did not stop within {wait:g} s")

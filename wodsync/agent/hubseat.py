@@ -27,29 +27,33 @@ The payload's `hub` carries the API URL and wodsync's token (stdin only), the wo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any, Final
 
 from wodsync.agent import hubapi
+from wodsync.agent.protocol import Seat
+from wodsync.agent.steps import Steps
 
 DELETE_WAIT = 30.0  # seconds a deletion may wait for the hub to have stopped the server
-SEEN = "_hub_seen"  # in a payload: (when, user model) as the waited stop of a CREATE read it
+SEEN: Final = "_hub_seen"  # in a payload: (when, user model) as the waited stop of a CREATE read it
 SEEN_FOR = 10.0  # seconds that model may serve the rotation that follows
 
 
-def _call(payload, method, path, body=None):
-    hub = payload["hub"]
+def _call(payload: Seat, method: str, path: str, body: Any = None) -> Any:
+    hub = payload["hub"] or {}
     return hubapi.request(hub["api"], hub["token"], method, path, body, timeout=20)
 
 
-def _user_path(payload):
+def _user_path(payload: Seat) -> str:
     return f"/users/{hubapi.quote(payload['user'])}"
 
 
-def stop_server(payload, wait=True):
+def stop_server(payload: Seat, wait: bool = True) -> None:
     """Ask the hub to stop the seat's server; `wait` for it to have stopped (the user's model
     then read is kept in the payload for the rotation that follows)."""
-    if not payload.get("hub"):
+    hub = payload.get("hub")
+    if not hub:
         return
-    hub = payload["hub"]
     try:
         model = hubapi.stop_server(hub["api"], hub["token"], payload["user"],
                                    wait=30 if wait else 0)
@@ -61,7 +65,8 @@ def stop_server(payload, wait=True):
         payload[SEEN] = (time.monotonic(), model)
 
 
-def group(payload, add, users=None, name=None):
+def group(payload: Seat, add: bool, users: list[str] | None = None,
+          name: str | None = None) -> None:
     """The seat (or `users`, seats of one workshop) into or out of a hub group — the workshop's
     unless `name` says which."""
     hub = payload.get("hub")
@@ -79,17 +84,18 @@ def group(payload, add, users=None, name=None):
             _call(payload, "POST", f"/groups/{hubapi.quote(target)}", body)
 
 
-def join_groups(payloads):
+def join_groups(payloads: Sequence[Seat]) -> None:
     """Each seat into its workshop's hub group: one request per group, whatever the seats."""
-    groups = {}
+    groups: dict[str, list[Seat]] = {}
     for p in payloads:
-        if p.get("hub") and p["hub"].get("group"):
-            groups.setdefault(p["hub"]["group"], []).append(p)
+        hub = p.get("hub")
+        if hub and hub.get("group"):
+            groups.setdefault(hub["group"], []).append(p)
     for members in groups.values():
         group(members[0], add=True, users=[p["user"] for p in members])
 
 
-def start_server(payload, steps):
+def start_server(payload: Seat, steps: Steps) -> str | None:
     """Ask for the seat's server and go on: "started", or "deferred" when the hub already
     starts as many servers as its `spawn_limit` allows (429) — the controller asks again later
     (`seat_servers`), and the student's login would start it anyway."""
@@ -107,7 +113,7 @@ def start_server(payload, steps):
     return "started"
 
 
-def _stop_all(payload):
+def _stop_all(payload: Seat) -> None:
     """Stop every server of the seat's user that is not stopping already: a start pending (the
     hub cannot delete an active server: HTTP 500) or a named server."""
     try:
@@ -127,7 +133,7 @@ def _stop_all(payload):
                 raise
 
 
-def _delete_user(payload):
+def _delete_user(payload: Seat) -> None:
     """Delete the seat's hub user. The hub stops a running default server itself but answers
     400 while that stop is pending (wait for it), and 500 when a server is starting or a named
     one is active (stop them, then try again) — within DELETE_WAIT."""
@@ -147,7 +153,7 @@ def _delete_user(payload):
         pause = min(pause * 2, 0.5)
 
 
-def _create_user(payload):
+def _create_user(payload: Seat) -> None:
     """The seat's hub user made again (a 409: someone made it between the deletion and now —
     a new row all the same)."""
     try:
@@ -157,7 +163,7 @@ def _create_user(payload):
             raise
 
 
-def _untouched(payload, seen):
+def _untouched(payload: Seat, seen: tuple[float, dict[str, Any] | None] | None) -> bool:
     """True when `seen` — the user's model, just read by the CREATE's waited stop — is an
     identity nobody ever used (see the module's docstring)."""
     if seen is None:
@@ -165,14 +171,14 @@ def _untouched(payload, seen):
     when, model = seen
     if not model or time.monotonic() - when > SEEN_FOR:
         return False
-    pool_group = payload["hub"].get("pool_group")
+    pool_group = (payload["hub"] or {}).get("pool_group")
     return (model.get("last_activity") is None and not model.get("servers")
             and not model.get("pending") and not model.get("admin")
             and set(model.get("roles") or ["user"]) == {"user"}
             and (not pool_group or pool_group in (model.get("groups") or [])))
 
 
-def rotate(payload):
+def rotate(payload: Seat) -> None:
     """The seat becomes a new identity on the hub: the user deleted (its cookie id, tokens and
     grants with it) and created again, back in the pool's group. A CREATE (its payload carries
     the seat's new password) hands out as it is an identity nobody ever used (see the module's

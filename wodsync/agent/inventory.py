@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
+from typing import Any
 
 FILE = "inventory.json"
 BACKUP = FILE + ".bak"
@@ -29,7 +31,7 @@ class InventoryError(Exception):
     """The inventory cannot be trusted; the host is left alone."""
 
 
-def _upgrade(data):
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """Schema 1 (flat lists, a list of pending argv) to schema 2."""
     if data.get("schema") == SCHEMA:
         return data
@@ -49,13 +51,13 @@ def _upgrade(data):
 class Inventory:
     """The parsed inventory with small, named operations on it."""
 
-    def __init__(self, state_dir, owner=None):
+    def __init__(self, state_dir: str, owner: str | None = None) -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, FILE)
         self.data = self._read()
         self._claim(owner)
 
-    def _claim(self, owner):
+    def _claim(self, owner: str | None) -> None:
         """One state folder, one catalog host: another one's inventory is never taken as ours
         (its accounts would look like ours to delete)."""
         if owner is None:
@@ -65,12 +67,13 @@ class Inventory:
             raise InventoryError(f"{self.state_dir} holds the inventory of {mine}, not of "
                                  f"{owner}: give each catalog's host its own state_dir")
 
-    def _read(self):
+    def _read(self) -> dict[str, Any]:
         try:
             with open(self.path, encoding="utf-8") as f:
                 text = f.read()
         except FileNotFoundError:
-            return json.loads(json.dumps(EMPTY))
+            empty: dict[str, Any] = json.loads(json.dumps(EMPTY))
+            return empty
         except OSError as exc:
             raise InventoryError(f"cannot read {self.path}: {exc}") from None
         try:
@@ -87,36 +90,36 @@ class Inventory:
             raise InventoryError(f"inventory {self.path} is unreadable ({exc}): this host is "
                                  f"left alone{hint}") from None
 
-    def names(self, kind):
+    def names(self, kind: str) -> set[str]:
         return set(self.data["resources"].get(kind, []))
 
-    def intents(self, kind):
+    def intents(self, kind: str) -> set[str]:
         return set(self.data["intents"].get(kind, []))
 
-    def intend(self, kind, names):
+    def intend(self, kind: str, names: Iterable[str]) -> None:
         """Record names about to be made (saved before the work starts)."""
         if names:
             self.data["intents"][kind] = sorted(self.intents(kind) | set(names))
             self.save()
 
-    def made(self, kind, names):
+    def made(self, kind: str, names: Iterable[str]) -> None:
         """Names made: resources now, intents no longer."""
         self.data["resources"][kind] = sorted(self.names(kind) | set(names))
         self.data["intents"][kind] = sorted(self.intents(kind) - set(names))
         self.save()
 
-    def settle(self, kind, present):
+    def settle(self, kind: str, present: Iterable[str]) -> None:
         """Intents resolved by what is there: present ones adopted, absent ones forgotten."""
         intents = self.intents(kind)
         if intents:
             self.data["resources"][kind] = sorted(self.names(kind) | (intents & set(present)))
             self.data["intents"][kind] = []
 
-    def forget(self, kind, names):
+    def forget(self, kind: str, names: Iterable[str]) -> None:
         self.data["resources"][kind] = sorted(self.names(kind) - set(names))
         self.save()
 
-    def save(self):
+    def save(self) -> None:
         """Atomic replace through a unique temporary file; the previous copy becomes the backup."""
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".inventory-", suffix=".tmp")

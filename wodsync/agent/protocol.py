@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from wodsync.agent import records
+from wodsync.agent.steps import HookOutput
 
 
 class HostPayload(TypedDict):
@@ -139,6 +140,9 @@ class Seat(_Seat, total=False):
     notebooks: list[str] | None
     force: bool
     lock_timeout: float
+    # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
+    # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
+    _hub_seen: tuple[float, dict[str, Any] | None]
 
 
 class SeatCreateRequest(HostPayload):
@@ -153,7 +157,7 @@ class SeatAnswer(TypedDict, total=False):
 
     ok: bool
     timings: dict[str, float]
-    outputs: list[dict[str, Any]]
+    outputs: list[HookOutput]
     notes: list[str]
     error: str | None
     server: str | None

@@ -19,7 +19,8 @@ import fcntl
 import json
 import os
 import tempfile
-from typing import TypedDict
+from collections.abc import Iterable, Iterator
+from typing import TypedDict, cast
 
 from wodsync.agent import hostlock
 
@@ -46,13 +47,13 @@ class Record(TypedDict, total=False):
     created_at: float
 
 
-def folder(state_dir):
+def folder(state_dir: str) -> str:
     return os.path.join(state_dir, SEATS_DIR)
 
 
-def read_all(state_dir):
+def read_all(state_dir: str) -> dict[str, Record]:
     """user → record, for every seat the host knows to be in use."""
-    found = {}
+    found: dict[str, Record] = {}
     try:
         names = os.listdir(folder(state_dir))
     except FileNotFoundError:
@@ -64,7 +65,7 @@ def read_all(state_dir):
     return found
 
 
-def read(state_dir, user):
+def read(state_dir: str, user: str) -> Record | None:
     """The seat's record, or None when the seat is free."""
     try:
         with open(os.path.join(folder(state_dir), user + ".json"), encoding="utf-8") as f:
@@ -75,17 +76,17 @@ def read(state_dir, user):
         return {"session": "?", "state": "unreadable"}
     if not isinstance(data, dict):
         return {"session": "?", "state": "unreadable"}
-    return {k: data[k] for k in FIELDS if k in data}
+    return cast(Record, {k: data[k] for k in FIELDS if k in data})
 
 
-def write(state_dir, user, record):
+def write(state_dir: str, user: str, record: Record) -> None:
     """Replace the seat's record atomically (a unique temporary file, then rename)."""
     where = folder(state_dir)
     os.makedirs(where, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=where, prefix=".seat-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({k: record[k] for k in FIELDS if k in record}, f)
+            json.dump({k: record.get(k) for k in FIELDS if k in record}, f)
         os.replace(tmp, os.path.join(where, user + ".json"))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -93,18 +94,18 @@ def write(state_dir, user, record):
         raise
 
 
-def drop(state_dir, user):
+def drop(state_dir: str, user: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(folder(state_dir), user + ".json"))
 
 
-def belongs_to_other(record, session):
+def belongs_to_other(record: Record | None, session: str) -> bool:
     """True when the record names another session than `session` (a seat not ours to touch)."""
     return record is not None and record.get("session") != session
 
 
 @contextlib.contextmanager
-def locked(state_dir, users, timeout=30.0):
+def locked(state_dir: str, users: Iterable[str], timeout: float = 30.0) -> Iterator[None]:
     """The host shared (no apply meanwhile), the seats exclusively."""
     with hostlock.hold(state_dir, "seat", exclusive=False, timeout=timeout), \
             contextlib.ExitStack() as held:

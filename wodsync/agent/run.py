@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -18,7 +19,8 @@ class CommandFailed(RuntimeError):
     """A tool exited non-zero; the message names the tool and ends with its last words."""
 
 
-def run(argv, stdin=None, env=None, timeout=None, cwd=None):
+def run(argv: Sequence[str], stdin: str | None = None, env: Mapping[str, str] | None = None,
+        timeout: float | None = None, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run an argv (never a shell line); a failure raises with the tool's own last words."""
     try:
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env,
@@ -33,11 +35,11 @@ def run(argv, stdin=None, env=None, timeout=None, cwd=None):
     return done
 
 
-def processes_of(uid):
+def processes_of(uid: int) -> list[int]:
     """PIDs whose real uid is `uid`, read from /proc (no `ps` and no shell). A zombie is not
     counted: it runs nothing and holds nothing, and only its parent (the hub, for a server)
     can reap it."""
-    found = []
+    found: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -55,7 +57,7 @@ def processes_of(uid):
     return found
 
 
-def kill_uid(uid, settle=2.0):
+def kill_uid(uid: int, settle: float = 2.0) -> int:
     """End every process of a seat (a terminal, a kernel, a miner the previous occupant left):
     SIGKILL, repeated until none is left or `settle` seconds passed (a fork bomb respawns).
     Returns how many were signalled."""

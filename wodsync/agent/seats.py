@@ -28,6 +28,8 @@ import pwd
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional, cast
 
 from wodsync.agent import (
     accountsdb,
@@ -39,34 +41,27 @@ from wodsync.agent import (
     safefs,
     sweep,
 )
+from wodsync.agent.host import HostSide
+from wodsync.agent.protocol import (
+    HostPayload,
+    Seat,
+    SeatAnswer,
+    SeatCreateAnswer,
+    SeatCreateRequest,
+    SeatRecordsAnswer,
+    SeatServersAnswer,
+    SeatServersRequest,
+)
 from wodsync.agent.run import kill_uid, run
+from wodsync.agent.steps import Steps
 
-# ---- steps ----------------------------------------------------------------------------------
+__all__ = ["OPERATIONS", "Steps"]
 
-
-class Steps:
-    """Timings and hook outputs of one seat operation, step by step."""
-
-    def __init__(self):
-        self.timings = {}
-        self.outputs = []
-        self.notes = []
-        self.current = ""
-
-    @contextlib.contextmanager
-    def step(self, name):
-        self.current = name
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(time.monotonic() - start, 4)
-
-    def answer(self, **extra):
-        return {"timings": self.timings, "outputs": self.outputs, "notes": self.notes, **extra}
+Step = tuple[str, Callable[[], Any]]
+"""A release step: its name, and what it does (a list it returns names what it left)."""
 
 
-def _user(payload):
+def _user(payload: Seat) -> pwd.struct_passwd:
     entry = pwd.getpwnam(payload["user"])
     if entry.pw_uid != payload["uid"]:
         raise RuntimeError(f"{payload['user']} has uid {entry.pw_uid}, expected "
@@ -74,24 +69,26 @@ def _user(payload):
     return entry
 
 
-def _lock_timeout(payload):
-    return payload.get("lock_timeout", 30.0)
+def _lock_timeout(payload: Mapping[str, object]) -> float:
+    timeout = payload.get("lock_timeout", 30.0)
+    return timeout if isinstance(timeout, (int, float)) else 30.0
 
 
-def _write_record(payload, state):
-    records.write(payload["state_dir"], payload["user"],
-                  {**(payload.get("record") or {}), "session": payload["session"],
-                   "workshop": payload["workshop"], "state": state, "since": time.time()})
+def _write_record(payload: Seat, state: str) -> None:
+    record: records.Record = {**(payload.get("record") or {})}
+    record.update({"session": payload["session"], "workshop": payload["workshop"],
+                   "state": state, "since": time.time()})
+    records.write(payload["state_dir"], payload["user"], record)
 
 
-def _occupied(record):
+def _occupied(record: records.Record) -> records.Record:
     """What the controller learns of a seat held by another session (no secret in a record)."""
-    return {k: record[k] for k in records.FIELDS if k in record}
+    return cast(records.Record, {k: v for k, v in record.items() if k in records.FIELDS})
 
 
 # ---- pieces of a seat ------------------------------------------------------------------------
 
-def _compile(payload, files):
+def _compile(payload: Seat, files: list[safefs.TreeFile]) -> list[safefs.TreeFile]:
     """Scripts listed in `compile` become shc binaries under the same name; their sources
     never reach the home."""
     wanted = set(payload.get("compile") or [])
@@ -118,22 +115,22 @@ def _compile(payload, files):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _files(payload):
-    return [(f["path"], base64.b64decode(f["data"]), f["mode"]) for f in payload["files"]]
+def _files(payload: Seat) -> list[safefs.TreeFile]:
+    return [(f["path"], base64.b64decode(f["data"]), f["mode"]) for f in payload.get("files", [])]
 
 
-def _set_passwords(payloads):
+def _set_passwords(payloads: Sequence[Seat]) -> None:
     """New passwords, hashed by the host's own `chpasswd`, read on stdin: one run for all."""
     run(["chpasswd"], "".join(f"{p['user']}:{p['password']}\n" for p in payloads), timeout=60)
 
 
-def _lock_password(payload):
+def _lock_password(payload: Seat) -> None:
     outcome = accountsdb.apply({"password_fields": {payload["user"]: "!"}})
     if outcome["errors"]:
         raise RuntimeError("; ".join(e["message"] for e in outcome["errors"]))
 
 
-def _empty_home(user, skel=None):
+def _empty_home(user: pwd.struct_passwd, skel: list[safefs.SkelEntry] | None = None) -> list[str]:
     with safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
         if skel is None:
             result = safefs.empty_dir(fd)
@@ -142,7 +139,8 @@ def _empty_home(user, skel=None):
     return [f"{path}: {why}" for path, why in result.left]
 
 
-def _release_steps(payload, user, empty=True):
+def _release_steps(payload: Seat, user: pwd.struct_passwd | None,
+                   empty: bool = True) -> list[Step]:
     """What makes a seat nobody's: the password locked first (no new login), the server asked
     to stop without waiting (ending the seat's processes ends it at once), the hub identity
     replaced (tokens, grants, cookie), the processes ended again (anything started meanwhile),
@@ -150,25 +148,26 @@ def _release_steps(payload, user, empty=True):
     and the home emptied unless the seat is held for RESET. A step returning a list names
     what it could not remove."""
     uid = payload["uid"]
-    pairs = [("lock password", lambda: _lock_password(payload)),
+    pairs: list[Step] = [("lock password", lambda: _lock_password(payload)),
              ("stop server", lambda: hubseat.stop_server(payload, wait=False)),
              ("kill processes", lambda: kill_uid(uid)),
              ("new hub identity", lambda: hubseat.rotate(payload)),
              ("kill late processes", lambda: kill_uid(uid)),
              ("sweep leftovers", lambda: sweep.sweep(uid, payload["user"], keep=_homes(user)))]
     if empty and user is not None:
-        pairs.append(("empty home", lambda: _empty_home(user)))
+        home = user
+        pairs.append(("empty home", lambda: _empty_home(home)))
     return pairs
 
 
-def _homes(user):
+def _homes(user: pwd.struct_passwd | None) -> tuple[str, ...]:
     """What the sweep must leave alone: the seat's home and the folder homes live in."""
     if user is None:
         return ()
     return (user.pw_dir, os.path.dirname(user.pw_dir.rstrip("/")) or "/")
 
 
-def _try_all(pairs, steps, errors):
+def _try_all(pairs: list[Step], steps: Steps, errors: list[str]) -> None:
     """Every step is tried, whatever failed before: a half-freed seat is worse."""
     for name, fn in pairs:
         try:
@@ -186,21 +185,21 @@ def _try_all(pairs, steps, errors):
 class _Seat:
     """One seat of a `seat_create` call: its payload, steps, account, and why it failed."""
 
-    def __init__(self, payload):
+    def __init__(self, payload: Seat) -> None:
         self.payload = payload
         self.steps = Steps()
-        self.user = None
-        self.error = None
-        self.occupied = None
-        self.release_errors = []
-        self.server = None
+        self.user: pwd.struct_passwd | None = None
+        self.error: str | None = None
+        self.occupied: records.Record | None = None
+        self.release_errors: list[str] = []
+        self.server: str | None = None
 
-    def fail(self, exc):
+    def fail(self, exc: Exception) -> None:
         if self.error is None:
             self.error = f"{self.steps.current}: {type(exc).__name__}: {exc}"
 
 
-def create(payload, host):
+def create(payload: SeatCreateRequest, host: HostSide) -> SeatCreateAnswer:
     """Operation `seat_create`: the seats of `seats` (one, or the CREATEs of a burst brought
     together by the controller), each answered on its own. A burst shares the round trip, one
     `chpasswd` and one hub request per workshop group; a seat that fails is released alone."""
@@ -216,14 +215,14 @@ def create(payload, host):
     return {"seats": [_answer(seat) for seat in seats]}
 
 
-def _prepare(seat):
+def _prepare(seat: _Seat) -> None:
     """Everything of a CREATE that is the seat's alone, up to its password. A seat the host
     records for another session is left exactly as it is."""
     try:
         with seat.steps.step("account"):
             seat.user = _user(seat.payload)
         record = records.read(seat.payload["state_dir"], seat.payload["user"])
-        if records.belongs_to_other(record, seat.payload["session"]):
+        if record is not None and records.belongs_to_other(record, seat.payload["session"]):
             seat.occupied = _occupied(record)
             seat.error = (f"seat {seat.payload['user']} is held on the host by session "
                           f"{record.get('session')} ({record.get('state')})")
@@ -234,7 +233,7 @@ def _prepare(seat):
         seat.fail(exc)
 
 
-def _together(seats, step, fn):
+def _together(seats: list[_Seat], step: str, fn: Callable[[list[Seat]], None]) -> None:
     """A step done for several seats at once; when it fails, seat by seat, so the failure is
     the failing seat's alone. Each seat's timing is the whole step's."""
     if not seats:
@@ -254,7 +253,7 @@ def _together(seats, step, fn):
         seat.steps.timings[step] = round(time.monotonic() - start, 4)
 
 
-def _finish(seat):
+def _finish(seat: _Seat) -> None:
     """The server asked for, the seat recorded in use — or, after a failure, released (its
     record kept, as `releasing`, when the release itself did not finish)."""
     if seat.occupied is not None:
@@ -269,7 +268,7 @@ def _finish(seat):
             seat.fail(exc)
     if seat.user is None:  # without its account, nothing of the seat was touched
         return
-    errors = []
+    errors: list[str] = []
     _try_all(_release_steps(seat.payload, seat.user), seat.steps, errors)
     seat.release_errors = errors
     if errors:
@@ -278,14 +277,14 @@ def _finish(seat):
         records.drop(seat.payload["state_dir"], seat.payload["user"])
 
 
-def _answer(seat):
+def _answer(seat: _Seat) -> SeatAnswer:
     if seat.error is None:
         return seat.steps.answer(ok=True, server=seat.server)
     return seat.steps.answer(ok=False, error=seat.error, occupied=seat.occupied,
                              release_errors=seat.release_errors)
 
 
-def _set_up(payload, user, steps):
+def _set_up(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
     with steps.step("stop server"):
         hubseat.stop_server(payload)
     with steps.step("kill processes"):
@@ -312,7 +311,8 @@ def _set_up(payload, user, steps):
 
 # ---- the end of a session ---------------------------------------------------------------------
 
-def _completion(payload, user):
+def _completion(payload: Seat, user: pwd.struct_passwd | None,
+                ) -> dict[str, completion.Counted] | None:
     """rel → [executed, code] or {"error": …}; None when the workshop's notebooks are unknown."""
     notebooks = payload.get("notebooks")
     if notebooks is None or user is None:
@@ -324,7 +324,7 @@ def _completion(payload, user):
         return {rel: {"error": f"{type(exc).__name__}: {exc}"} for rel in notebooks}
 
 
-def _account(payload, errors):
+def _account(payload: Seat, errors: list[str]) -> pwd.struct_passwd | None:
     """The seat's account, or None when it is gone (the release goes on by uid)."""
     try:
         return _user(payload)
@@ -335,16 +335,19 @@ def _account(payload, errors):
         return None
 
 
-def _end(payload, hook, hold=False, read=False):
+def _end(payload: Seat, hook: Optional[str], hold: bool = False,
+         read: bool = False) -> SeatAnswer:
     """The end of a session on its seat: its hook and the completion count (either may fail:
     reported), then — in any case — the seat released, or kept locked as it is until RESET.
     The record goes once the release finished; with `force` (an operator's `seat release`) a
     record of another session does not stop it."""
     steps = Steps()
-    errors, counted = [], None
+    errors: list[str] = []
+    counted = None
     with records.locked(payload["state_dir"], [payload["user"]], _lock_timeout(payload)):
         record = records.read(payload["state_dir"], payload["user"])
-        if records.belongs_to_other(record, payload["session"]) and not payload.get("force"):
+        if record is not None and records.belongs_to_other(record, payload["session"]) \
+                and not payload.get("force"):
             return steps.answer(ok=False, error=f"seat {payload['user']} is held on the host "
                                 f"by session {record.get('session')}",
                                 occupied=_occupied(record))
@@ -365,7 +368,8 @@ def _end(payload, hook, hold=False, read=False):
     return steps.answer(ok=not errors, error="; ".join(errors) or None, completion=counted)
 
 
-def _settle_record(payload, record, hold, errors):
+def _settle_record(payload: Seat, record: records.Record | None, hold: bool,
+                   errors: list[str]) -> None:
     """The record after a release: gone once it finished, `held` for RESET, `releasing` while
     not finished (a forced release that failed leaves whatever record there was)."""
     if errors:
@@ -377,36 +381,39 @@ def _settle_record(payload, record, hold, errors):
         records.drop(payload["state_dir"], payload["user"])
 
 
-def cleanup(payload, host):
+def cleanup(payload: Seat, host: HostSide) -> SeatAnswer:
     """Operation `seat_cleanup`: the `cleanup` hook, completion, then the seat released — or,
     with `hold` (a `reset: true` workshop), kept until RESET."""
     return _end(payload, "cleanup", hold=bool(payload.get("hold")), read=True)
 
 
-def reset(payload, host):
+def reset(payload: Seat, host: HostSide) -> SeatAnswer:
     """Operation `seat_reset`: the `reset` hook, then the seat released."""
     return _end(payload, "reset")
 
 
-def purge(payload, host):
+def purge(payload: Seat, host: HostSide) -> SeatAnswer:
     """Operation `seat_purge`: the forced path — no hook; lock, stop, kill, new identity,
     empty, free."""
     return _end(payload, None)
 
 
-def seat_records(payload, host):
+def seat_records(payload: HostPayload, host: HostSide) -> SeatRecordsAnswer:
     """Operation `seat_records`: every seat the host records in use (no secret in them)."""
     return {"records": records.read_all(payload["state_dir"])}
 
 
-def servers(payload, host):
+def servers(payload: SeatServersRequest, host: HostSide) -> SeatServersAnswer:
     """Operation `seat_servers`: the servers a busy hub left to the login, asked for again. Each
     seat, under its lock, only while it is still given to the same session (a seat cleaned up
     meanwhile is `gone`); the first 429 leaves the rest `deferred` for the next round."""
-    started, deferred, gone, errors = [], [], [], {}
+    started: list[str] = []
+    deferred: list[str] = []
+    gone: list[str] = []
+    errors: dict[str, str] = {}
     seats = payload["seats"]
     for n, one in enumerate(seats):
-        seat = {**payload, **one}
+        seat = cast(Seat, {**payload, **one})  # the seat's own keys, the call's hub
         with records.locked(seat["state_dir"], [seat["user"]], _lock_timeout(seat)):
             record = records.read(seat["state_dir"], seat["user"]) or {}
             if record.get("session") != seat["session"] or record.get("state") != "active":
@@ -424,7 +431,7 @@ def servers(payload, host):
     return {"started": started, "deferred": deferred, "gone": gone, "errors": errors}
 
 
-OPERATIONS = {
+OPERATIONS: dict[str, Callable[[Any, HostSide], Any]] = {
     "seat_create": create,
     "seat_cleanup": cleanup,
     "seat_reset": reset,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from wodsync.agent.protocol import HostPayload
 from wodsync.catalog.models import Host
 from wodsync.engine import remote
 from wodsync.engine.transport import Transport, TransportError, connect
@@ -56,7 +57,7 @@ class Connections:
         with entry.gate:
             yield entry.transport
 
-    def call(self, name: str, host: Host, op: str, payload: dict[str, Any]) -> Any:
+    def call(self, name: str, host: Host, op: str, payload: HostPayload) -> Any:
         """One agent round trip on the host's open connection; a transport failure marks the
         host down for a while and is raised."""
         try:

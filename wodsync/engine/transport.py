@@ -224,7 +224,8 @@ class LocalTransport:
 def _collect_local(proc: subprocess.Popen[bytes], timeout: float,
                    cancel: Cancel | None) -> tuple[bytes, bytes]:
     assert proc.stdin and proc.stdout and proc.stderr
-    out, err = [], []
+    out: list[bytes] = []
+    err: list[bytes] = []
     streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
     deadline = time.monotonic() + timeout
     while streams:

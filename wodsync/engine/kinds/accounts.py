@@ -145,7 +145,8 @@ def _deletions(plan: PlanContext, want: Accounts, facts: Facts) -> set[str]:
             plan.refusals.append(f"the plan would delete seat {name}, held by session "
                                  f"{in_use[name]}: end the session first")
             continue
-        entries = (have.get("home_facts") or {}).get("entries")
+        home = have.get("home_facts")
+        entries = home["entries"] if home else None
         kept = f"home {have['home']} kept: {entries} entries" if entries else "empty home removed"
         plan.add(Action.DELETE, KIND, name, kept,
                  AccountChange(name, have["uid"], have["gid"], have["home"]))

@@ -67,8 +67,9 @@ def diff(plan: PlanContext) -> None:
                                "remove the group by hand")
         else:
             plan.notes.append(message)
-    if have["members"] != members:
-        add, remove = set(members) - set(have["members"]), set(have["members"]) - set(members)
+    have_members = have["members"] or []  # a group with a gid has its members listed
+    if have_members != members:
+        add, remove = set(members) - set(have_members), set(have_members) - set(members)
         plan.add(Action.UPDATE, KIND, want.name,
                  f"{len(add)} members to add, {len(remove)} to remove",
                  GroupChange(want.name, have["gid"], members))

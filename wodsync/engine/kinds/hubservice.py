@@ -26,7 +26,7 @@ observed, and a hub port a student could take is a plan note.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wodsync.agent.kinds.hubservice import KIND, PORT_SYSCTL, Facts, Part, Probe, StopHubRequest
 from wodsync.engine import hubwant
@@ -82,8 +82,9 @@ def _facts(plan: PlanContext) -> Facts:
 def _port_start(plan: PlanContext) -> int | None:
     """The kernel's limit as it will be once this plan's sysctl values are written, else as
     observed; None when unknown (an older agent, or no such sysctl)."""
-    for value in ((plan.want.get("sysctl") or {}).get(PORT_SYSCTL),
-                  _facts(plan).get("unprivileged_port_start")):
+    values: tuple[Any, ...] = ((plan.want.get("sysctl") or {}).get(PORT_SYSCTL),
+                               _facts(plan).get("unprivileged_port_start"))
+    for value in values:
         try:
             return int(value)
         except (TypeError, ValueError):
