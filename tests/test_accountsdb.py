@@ -250,6 +250,25 @@ def test_a_missing_passwd_is_an_error_naming_the_file(etc: Etc) -> None:
         db.create([seat(1)], root=etc.root)
 
 
+def test_a_system_without_shadow_is_read_with_passwords_from_passwd_but_not_edited(
+        etc: Etc) -> None:
+    """Reading (what every observation of the accounts and the shared group does) needs no
+    /etc/shadow: passwords are then passwd's, `x` meaning none. Editing still needs it."""
+    db.create([seat(1)], root=etc.root)
+    (etc.path / "shadow").unlink()
+    etc.append("passwd", f"{PREFIX}8:$6$salt$hash:{FOREIGN + 8}:{FOREIGN + 8}::/h:/bin/sh\n"
+                         f"{PREFIX}9::{FOREIGN + 9}:{FOREIGN + 9}::/h:/bin/sh\n")
+
+    found = db.read_databases(etc.root)
+
+    assert found["users"][f"{PREFIX}1"]["uid"] == BASE + 1
+    assert found["groups"][f"{PREFIX}1"]["gid"] == BASE + 1
+    assert {n: found["passwords"][n] for n in [*names(8, 9), f"{PREFIX}1"]} == \
+        {f"{PREFIX}8": "set", f"{PREFIX}9": "empty", f"{PREFIX}1": "locked"}
+    with pytest.raises(db.AccountsDbError, match=f"{etc.root}/shadow is missing"):
+        db.create([seat(2)], root=etc.root)
+
+
 # ---------------------------------------------------------------- deletion and groups
 
 

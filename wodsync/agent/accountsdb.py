@@ -54,7 +54,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Callable, TypedDict
+from collections.abc import Mapping
+from typing import Any, Callable, TypedDict
 
 FILES = ("passwd", "shadow", "group", "gshadow")
 FIELDS = {"passwd": 7, "shadow": 9, "group": 4, "gshadow": 4}
@@ -214,15 +215,23 @@ def set_password_field(names: list[str], value: str, root: str = "/etc",
 def read_databases(root: str = "/etc") -> Databases:
     """Users, password states and groups as name lookups see them (first entry of a name wins).
 
-    Read without the lock: files are only ever replaced whole, so each one read is complete."""
-    tables = _read_tables(root)
+    Read without the lock: files are only ever replaced whole, so each one read is complete.
+    A system without /etc/shadow keeps passwords in passwd (`x` there then means no password:
+    there is no shadow entry to hold it); reading it is no error, only editing it is."""
+    tables = _read_tables(root, optional=("shadow", "gshadow"))
+    passwd, shadow, group = tables["passwd"], tables["shadow"], tables["group"]
+    assert passwd is not None and group is not None  # only shadow and gshadow may be missing
     users: dict[str, User] = {}
-    for name, f in tables["passwd"].records.items():
+    for name, f in passwd.records.items():
         users[name] = {"name": name, "uid": int(f[2]), "gid": int(f[3]), "gecos": f[4],
                        "home": f[5], "shell": f[6]}
-    passwords = {name: _password_state(f[1]) for name, f in tables["shadow"].records.items()}
+    if shadow is not None:
+        passwords = {name: _password_state(f[1]) for name, f in shadow.records.items()}
+    else:
+        passwords = {name: "locked" if f[1] == "x" else _password_state(f[1])
+                     for name, f in passwd.records.items()}
     groups: dict[str, Group] = {}
-    for name, f in tables["group"].records.items():
+    for name, f in group.records.items():
         groups[name] = {"name": name, "gid": int(f[2]), "members": _members(f[3])}
     return {"users": users, "passwords": passwords, "groups": groups}
 
@@ -277,7 +286,10 @@ def _password_state(field: str) -> str:
     return "locked" if field[0] in "!*" else "set"
 
 
-def _read_tables(root: str) -> dict[str, _Table | None]:
+def _read_tables(root: str, optional: tuple[str, ...] = ("gshadow",),
+                 ) -> dict[str, _Table | None]:
+    """The four files; a missing one is an error unless `optional` (then None): some systems
+    have no gshadow, which an edit does not create."""
     tables: dict[str, _Table | None] = {}
     for kind in FILES:
         path = os.path.join(root, kind)
@@ -285,9 +297,9 @@ def _read_tables(root: str) -> dict[str, _Table | None]:
             with open(path, "rb") as f:
                 tables[kind] = _Table(kind, path, f.read(), os.fstat(f.fileno()))
         except FileNotFoundError:
-            if kind != "gshadow":
+            if kind not in optional:
                 raise AccountsDbError(f"{path} is missing") from None
-            tables[kind] = None  # some systems have no gshadow: it is not created
+            tables[kind] = None
         except OSError as e:
             raise AccountsDbError(f"cannot read {path}: {e.strerror}") from None
     return tables
@@ -318,7 +330,8 @@ class _Planner:
         self.gid_hints = gids
         self.edits = {kind: _Edits() for kind in FILES}
         self.out = _outcome()
-        self.accepted: dict = {"create": [], "delete": [], "groups": [], "password_fields": {}}
+        self.accepted: dict[str, Any] = {"create": [], "delete": [], "groups": [],
+                                         "password_fields": {}}
         self.deleted_gids: dict[str, int] = {}
         self.users = {n: (int(f[2]), int(f[3]), f[5]) for n, f in self.passwd.records.items()}
         self.uid_owner: dict[int, str] = {}
@@ -349,7 +362,7 @@ class _Planner:
     def refuse(self, subject: str, message: str) -> None:
         self.out["errors"].append({"subject": str(subject), "message": message})
 
-    def plan(self, change: dict) -> None:
+    def plan(self, change: Mapping[str, Any]) -> None:
         if not isinstance(change, dict):
             raise AccountsDbError(f"a change is a mapping, not {type(change).__name__}")
         for name in _list(change, "delete"):
@@ -599,7 +612,7 @@ class _Planner:
         return bool(shrink) or final != shrunk
 
 
-def _list(change: dict, key: str) -> list:
+def _list(change: Mapping[str, Any], key: str) -> list[Any]:
     value = change.get(key) or []
     if not isinstance(value, list):
         raise AccountsDbError(f"{key} is a list, not {type(value).__name__}")
@@ -798,7 +811,7 @@ def _replace(root: str, table: _Table, lines: list[str], backup: bool) -> None:
     _step("replace:" + table.kind)
 
 
-def _run(root: str, change: dict, gids: dict[str, int]) -> Outcome:
+def _run(root: str, change: Mapping[str, Any], gids: dict[str, int]) -> Outcome:
     """Read, plan and write one change (the caller holds the lock)."""
     tables = _read_tables(root)
     planner = _Planner(tables, gids)
@@ -822,7 +835,7 @@ def _run(root: str, change: dict, gids: dict[str, int]) -> Outcome:
 # ---------------------------------------------------------------- journal and leftovers
 
 
-def _write_journal(root: str, payload: dict) -> None:
+def _write_journal(root: str, payload: dict[str, Any]) -> None:
     data = json.dumps(payload, sort_keys=True).encode("utf-8")
     tmp = _write_temp(root, data, os.geteuid(), os.getegid(), 0o600)
     os.replace(tmp, os.path.join(root, JOURNAL))
@@ -830,7 +843,7 @@ def _write_journal(root: str, payload: dict) -> None:
     _step("journal")
 
 
-def _read_journal(root: str) -> dict | None:
+def _read_journal(root: str) -> dict[str, Any] | None:
     path = os.path.join(root, JOURNAL)
     try:
         with open(path, encoding="utf-8") as f:

@@ -25,7 +25,19 @@ import os
 import stat
 import struct
 from contextlib import contextmanager, suppress
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 SkelEntry = Tuple[str, int, Optional[bytes]]
 """(relative path, mode, content; None for a folder), parents before their children."""
@@ -136,7 +148,7 @@ def _mount_id(fd: int) -> Optional[int]:
     return None
 
 
-def _scan(fd: int, skip: Sequence[str] = ()) -> List[Tuple[str, bool]]:
+def _scan(fd: int, skip: Collection[str] = ()) -> List[Tuple[str, bool]]:
     """(name, is a real folder) of a folder's entries, links not followed."""
     with os.scandir(fd) as entries:
         return [(e.name, e.is_dir(follow_symlinks=False)) for e in entries if e.name not in skip]
@@ -485,6 +497,7 @@ class _Writer:
         while len(self.names) < len(parts):
             depth = len(self.names)
             parent = self.fds[-1] if self.fds else self.home.fd
+            assert parent is not None  # a vanished folder (None) was dropped just above
             mode = last_mode if last_mode is not None and depth == len(parts) - 1 \
                 else self.dir_mode
             fd = self._open_dir(parent, parts[depth], "/".join(parts[:depth + 1]), mode)
@@ -722,7 +735,7 @@ class _Frame:
 
     def __init__(self, fd: int, rel: str, name: Optional[str]) -> None:
         self.fd, self.rel, self.name = fd, rel, name
-        self.skip: set = set()
+        self.skip: set[str] = set()
         self.pending = _scan(fd)
         self.scans = 1
 
@@ -877,8 +890,8 @@ def reset_home(home_fd: int, skel: Sequence[SkelEntry], uid: int,
 
 # -- what the student made, and removing a home ------------------------------------------------
 
-def _skel_tree(skel: Sequence[SkelEntry]) -> dict:
-    tree: dict = {}
+def _skel_tree(skel: Sequence[SkelEntry]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
     for rel, _, data in skel:
         node, parts = tree, split_rel(rel)
         for part in parts[:-1]:

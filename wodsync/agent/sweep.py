@@ -26,12 +26,13 @@ Standard library only: shipped to hosts and imported there from memory (python3 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import pwd
 import re
 import stat
 from itertools import islice
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from wodsync.agent.run import CommandFailed, run
 
@@ -69,7 +70,8 @@ IPC_KINDS = (
 )
 
 
-def sweep(uid: int, user: str, roots=DEFAULT_ROOTS, keep=()) -> List[str]:
+def sweep(uid: int, user: str, roots: Sequence[str] = DEFAULT_ROOTS,
+          keep: Sequence[str] = ()) -> List[str]:
     """Remove what `uid` owns outside its home; return what could not be removed (human-readable
     lines, empty when all went). Never follows a link; never touches what another uid owns.
     The folders `keep` names (the seat's home and the homes' root, trusted paths from the
@@ -84,14 +86,20 @@ def sweep(uid: int, user: str, roots=DEFAULT_ROOTS, keep=()) -> List[str]:
     done: Set[Tuple[int, int]] = set(_identities(keep))
     left: List[str] = []
     for root in tuple(roots) + tuple(AT_DIRS):
-        left += _guarded(root, lambda r=root: _Walk(uid, r, mounts, done).run(done))
+        left += _guarded(root, functools.partial(_walk, uid, root, mounts, done))
     for folder in (CRONTABS_DIR, LINGER_DIR, MAIL_DIR):
-        left += _guarded(folder, lambda f=folder: _remove_name(f, user))
+        left += _guarded(folder, functools.partial(_remove_name, folder, user))
     left += _guarded(SYSVIPC_DIR, lambda: _sweep_ipc(uid))
     return left
 
 
-def _identities(paths) -> List[Tuple[int, int]]:
+def _walk(uid: int, root: str, mounts: Dict[str, Optional[int]],
+          done: Set[Tuple[int, int]]) -> List[str]:
+    """One root walked for `uid` (a part of the sweep)."""
+    return _Walk(uid, root, mounts, done).run(done)
+
+
+def _identities(paths: Sequence[str]) -> List[Tuple[int, int]]:
     """(device, inode) of each folder in `paths` that exists (a link is not followed)."""
     found = []
     for path in paths:
@@ -104,7 +112,7 @@ def _identities(paths) -> List[Tuple[int, int]]:
     return found
 
 
-def _guarded(where, step) -> List[str]:
+def _guarded(where: str, step: Callable[[], List[str]]) -> List[str]:
     """One part's report; an unexpected failure becomes a line, and the next part still runs."""
     try:
         return step()
@@ -114,7 +122,7 @@ def _guarded(where, step) -> List[str]:
 
 # -- what may be swept ------------------------------------------------------------------------
 
-def _check_seat(uid, user) -> None:
+def _check_seat(uid: object, user: object) -> None:
     """Refuse system accounts, malformed names, and a name and uid that are not one account
     (sweeping student3's crontab with student4's uid would be a caller's bug)."""
     if not isinstance(uid, int) or isinstance(uid, bool):
@@ -358,7 +366,7 @@ class _Walk:
 
 def _holdings(fd: int, shown: int = 3) -> str:
     """A few entries of a folder with their owners, for a report."""
-    found = []
+    found: List[str] = []
     try:
         with os.scandir(fd) as entries:
             for entry in entries:
