@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from wodsync.agent.protocol import HostPayload
 from wodsync.catalog.loader import Catalog
 from wodsync.sessions import seat
 from wodsync.store import (
@@ -94,7 +95,7 @@ def _adoption(catalog: Catalog, host: str, user: str, n: int, record: dict[str, 
 class Adopter:
     store: Store
     catalog: Callable[[], Catalog]
-    call: Callable[[str, str, dict[str, Any]], Any]
+    call: Callable[[str, str, HostPayload], Any]
 
     def adopt(self, host: str, record: dict[str, Any], report: SyncReport | None = None,
               ) -> SyncReport:

@@ -18,18 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wodsync.agent.protocol import Seat, SeatCreateRequest
 from wodsync.catalog.models import Host
 
 LANES = 3
 MOST = 16
 
 # (host name, host, payload of the call) → the agent's answer: `Connections.call` for one op
-Call = Callable[[str, Host, dict[str, Any]], Any]
+Call = Callable[[str, Host, SeatCreateRequest], Any]
 
 
 @dataclass
 class _Ticket:
-    seat: dict[str, Any]
+    seat: Seat
     answer: Any = None
     error: BaseException | None = None
     done: bool = False
@@ -56,7 +57,7 @@ class Burst:
         with self._cond:
             return len(self._hosts[name].waiting) if name in self._hosts else 0
 
-    def create(self, name: str, host: Host, seat: dict[str, Any]) -> dict[str, Any]:
+    def create(self, name: str, host: Host, seat: Seat) -> dict[str, Any]:
         """The seat's answer; an error of the whole call (transport, agent) is raised."""
         ticket = _Ticket(seat)
         with self._cond:
@@ -84,7 +85,7 @@ class Burst:
         """One agent call for the batch; every ticket of it is done afterwards, whatever
         happened."""
         first = batch[0].seat
-        payload = {"state_dir": first["state_dir"], "owner": first["owner"],
+        payload: SeatCreateRequest = {"state_dir": first["state_dir"], "owner": first["owner"],
                    "seats": [t.seat for t in batch]}
         try:
             answers = self._call(name, host, payload)["seats"]

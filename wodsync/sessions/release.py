@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from wodsync.agent.protocol import HostPayload
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.sessions import seat
@@ -55,7 +56,7 @@ class Release:
 
     store: Store
     deployment: Callable[[], Any]
-    call: Callable[[str, str, dict[str, Any]], Any]
+    call: Callable[[str, str, HostPayload], Any]
     adopt: Callable[[str, dict[str, Any]], Any]
     emit: Callable[[str, Session], None]
 

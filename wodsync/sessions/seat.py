@@ -12,7 +12,7 @@ The keys written here are the agent's `protocol.Seat`, which its seat operations
 from __future__ import annotations
 
 import base64
-from typing import Any, TypedDict
+from typing import Any
 
 from wodsync.agent.protocol import Hook, HostPayload, Hub, Seat, SeatServersRequest
 from wodsync.agent.records import Record
@@ -54,12 +54,20 @@ def _base(catalog: Catalog, session: Session, secrets: Secrets) -> Seat:
     if hub:
         hub["group"] = session.workshop
     home = f"{pool.home_root.rstrip('/')}/{session.username}"
-    return {**host_payload(session.host, host),
-            "user": session.username, "uid": pool.uid_base + session.seat,
-            "session": session.id, "workshop": session.workshop, "hub": hub, "hooks": {},
-            "record": _record(session), "hook_timeout": HOOK_TIMEOUT,
-            "env": {"STUDENT": session.username, "STDID": str(session.seat),
-                    "WKSHP": session.workshop, "SESSION": session.id, "STUDENT_HOME": home}}
+    payload = _seat(host_payload(session.host, host), session.username,
+                    pool.uid_base + session.seat, session.id, session.workshop, hub,
+                    {"STUDENT": session.username, "STDID": str(session.seat),
+                     "WKSHP": session.workshop, "SESSION": session.id, "STUDENT_HOME": home})
+    payload["record"] = _record(session)
+    payload["hook_timeout"] = HOOK_TIMEOUT
+    return payload
+
+
+def _seat(where: HostPayload, user: str, uid: int, session: str, workshop: str,
+          hub: Hub | None, env: dict[str, str]) -> Seat:
+    """The keys every seat operation's payload has; an operation adds its own."""
+    return {"state_dir": where["state_dir"], "owner": where["owner"], "user": user, "uid": uid,
+            "session": session, "workshop": workshop, "hub": hub, "hooks": {}, "env": env}
 
 
 def _hooks(catalog: Catalog, key: str, names: tuple[str, ...]) -> dict[str, Hook]:
@@ -79,23 +87,28 @@ def _hooks(catalog: Catalog, key: str, names: tuple[str, ...]) -> dict[str, Hook
     return found
 
 
-class _HookPart(TypedDict, total=False):
-    hooks: dict[str, Hook]
-    hook_variables: dict[str, Any]
+HookPart = tuple[dict[str, Hook], dict[str, Any] | None]
+"""A payload's `hooks`, and the values they read (`hook_variables`; None: no hook to read)."""
 
 
 def _hook_part(catalog: Catalog, session: Session, secrets: Secrets, names: tuple[str, ...],
-               password: str | None) -> _HookPart:
+               password: str | None) -> HookPart:
     """A payload's `hooks` and, when it has any, the values they read as data
     (`hook_variables`: secrets granted to the workshop included, so only where a hook runs; the
     payload travels on stdin, and the agent hands them to the hook in a root-only file and its
     environment, never on a command line)."""
     hooks = _hooks(catalog, session.workshop, names)
     if not hooks:
-        return {"hooks": {}}
-    return {"hooks": hooks,
-            "hook_variables": hook_variables(catalog, session.workshop, session.seat, password,
-                                             session.host, secrets)}
+        return {}, None
+    return hooks, hook_variables(catalog, session.workshop, session.seat, password,
+                                 session.host, secrets)
+
+
+def _set_hooks(payload: Seat, part: HookPart) -> None:
+    hooks, variables = part
+    payload["hooks"] = hooks
+    if variables is not None:
+        payload["hook_variables"] = variables
 
 
 def _unsent_hooks(catalog: Catalog, key: str, names: tuple[str, ...],
@@ -111,12 +124,12 @@ def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> Seat
     files = seat_content(catalog, session.workshop, session.seat, session.password,
                          session.host, secrets)  # without the hooks
     payload = _base(catalog, session, secrets)
-    payload.update(_hook_part(catalog, session, secrets, ("create", "post_copy"),
-                              session.password))
-    payload.update({"password": session.password,
-                    "files": [{"path": f.path, "data": base64.b64encode(f.data).decode(),
-                               "mode": f.mode} for f in files],
-                    "compile": list(ws.compile)})
+    _set_hooks(payload, _hook_part(catalog, session, secrets, ("create", "post_copy"),
+                                   session.password))
+    payload["password"] = session.password
+    payload["files"] = [{"path": f.path, "data": base64.b64encode(f.data).decode(),
+                         "mode": f.mode} for f in files]
+    payload["compile"] = list(ws.compile)
     return payload
 
 
@@ -127,7 +140,7 @@ def end_payload(catalog: Catalog, session: Session, secrets: Secrets, op: str,
     notebooks to count. A session whose workshop left the catalog is released all the same,
     without hooks and without a completion. `force` releases the seat whatever session the
     host records."""
-    part: _HookPart = {"hooks": {}}
+    part: HookPart = ({}, None)
     notebooks = None
     ws = catalog.workshops.get(session.workshop)
     if ws is not None:
@@ -138,10 +151,12 @@ def end_payload(catalog: Catalog, session: Session, secrets: Secrets, op: str,
         try:
             part = _hook_part(catalog, session, secrets, ending, None)
         except (ContentError, SecretError) as exc:
-            part = {"hooks": _unsent_hooks(catalog, session.workshop, ending, exc)}
+            part = (_unsent_hooks(catalog, session.workshop, ending, exc), None)
     payload = _base(catalog, session, secrets)
-    payload.update(part)
-    payload.update({"hold": hold, "notebooks": notebooks, "force": force})
+    _set_hooks(payload, part)
+    payload["hold"] = hold
+    payload["notebooks"] = notebooks
+    payload["force"] = force
     return payload
 
 
@@ -155,10 +170,11 @@ def release_payload(catalog: Catalog, host_name: str, user: str,
     if not (tail.isdigit() and pool.first <= int(tail) <= pool.last):
         raise ValueError(f"{user} is not a seat of pool {host.pool} on {host_name} "
                          f"({pool.user(pool.first)} … {pool.user(pool.last)})")
-    return {**host_payload(host_name, host), "user": user,
-            "uid": pool.uid_base + int(tail), "session": "", "workshop": "",
-            "hub": _hub(catalog, host_name, secrets), "hooks": {}, "notebooks": None,
-            "force": True, "env": {}}
+    payload = _seat(host_payload(host_name, host), user, pool.uid_base + int(tail), "", "",
+                    _hub(catalog, host_name, secrets), {})
+    payload["notebooks"] = None
+    payload["force"] = True
+    return payload
 
 
 def records_payload(catalog: Catalog, host_name: str) -> HostPayload:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from wodsync.agent.protocol import HostPayload
 from wodsync.catalog.loader import Catalog
 from wodsync.engine.connections import Connections
 from wodsync.engine.desired import LiveSeat
@@ -136,7 +137,7 @@ class SessionService:
         # (None: all of them, once a revision is deployed)
         self._unsynced: set[str] | None = None
 
-    def _call(self, name: str, op: str, payload: dict[str, Any]) -> Any:
+    def _call(self, name: str, op: str, payload: HostPayload) -> Any:
         """One agent round trip to a host of the deployed catalog."""
         return self.connections.call(name, self.deployment().catalog.hosts[name], op, payload)
 
