@@ -1,19 +1,21 @@
-"""What every resource kind module provides, and the context its pure diff writes into.
+"""What every resource kind's controller half provides, and the context its pure diff writes
+into.
 
-A kind module holds the whole story of one kind of resource:
+A kind is two modules of one name. The controller half (`engine/kinds/<kind>.py`) has:
 
 - `KIND` (its address kind; `ADDRESS_KINDS` when it owns more than one), `DATA` (the dataclass
   of its changes' data, for saved plans);
-- `desired(ctx)` — controller side, pure: the catalog's wish for one host (None: not here);
-- `probe(want)` — what the host half must look at (JSON);
-- `observe(probe, host)` — host side, read-only: the facts (JSON, no secret ever);
+- `desired(ctx)` — pure: the catalog's wish for one host (None: not here);
+- `probe(want)` — what the host half must look at (its `Probe`);
 - `diff(plan)` — pure: facts and wish in, changes / no-ops / notes / errors out;
-- `batch(want, changes)` — controller side: the JSON the host half applies (may carry secrets:
-  it travels on stdin only);
-- `PHASES` — host side: `(order, name, function(batch, host))`, merged across kinds by order.
+- `batch(want, changes)` — the part the host half applies (its `Part`; may carry secrets: it
+  travels on stdin only).
 
-Module top levels import the standard library and the agent's helpers only, since the host
-imports them too; controller-only imports (the catalog, the renderer) happen inside `desired`.
+The host half (`agent/kinds/<kind>.py`, standard library only, the only code shipped to a host)
+declares `Probe`, `Facts` with their published shape `FACTS`, and `Part`, and has
+`observe(probe, host)` (read-only; never a secret in the facts) and `PHASES`
+(`(order, name, function(part, host))`, merged across kinds by order). The controller half
+imports the host half's types and constants; the host half never imports the controller's.
 """
 
 from __future__ import annotations
