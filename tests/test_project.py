@@ -326,6 +326,9 @@ def test_the_agent_imports_only_the_standard_library_and_itself():
 
 
 def test_only_the_agent_package_is_shipped():
+    """What `remote.bundle()` sends is `wodsync/agent` and an empty `wodsync` around it; the
+    engine tests over the real sshd (`test_engine.py`) and the agent's answers to a local
+    `python3 -c LOADER` (`test_engine_plans.py`) run on exactly that."""
     import base64
     import json
     import zlib
@@ -337,3 +340,19 @@ def test_only_the_agent_package_is_shipped():
     modules = json.loads(zlib.decompress(base64.b64decode(remote.bundle())))
     assert set(modules) == {"wodsync"} | {_module_name(p) for p in agent}
     assert "import" not in modules["wodsync"][1], "the package around the agent is empty"
+
+
+def test_every_agent_operation_is_typed_by_the_protocol():
+    """Each entry of the agent's table takes a payload that starts with the host part and
+    answers a typed mapping: the wire has one description, `agent/protocol.py`."""
+    import typing
+
+    from wodsync.agent import main, protocol
+
+    host_part = set(protocol.HostPayload.__annotations__)
+    for op, fn in main.OPERATIONS.items():
+        hints = typing.get_type_hints(fn)
+        request, answer = hints["payload"], hints["return"]
+        assert typing.is_typeddict(request), f"{op}: request {request}"
+        assert host_part <= request.__required_keys__, f"{op}: no host part"
+        assert typing.is_typeddict(answer), f"{op}: answer {answer}"
