@@ -246,7 +246,8 @@ def fix_homes(part: Part, host: HostSide) -> None:
                 safefs.fill_from_skel(fd, skel, a["uid"], a["gid"])
 
     with ThreadPoolExecutor(max_workers=HOME_WORKERS) as pool:
-        for a, error in zip(todo, pool.map(_catching(fix), todo), strict=True):
+        # each home paired with its own error; not zip(strict=True), which Python 3.9 lacks
+        for a, error in pool.map(lambda a: (a, _catching(fix)(a)), todo):
             if error:
                 host.fail("account.homes", f"home of {a['name']}: {error}")
     host.say(f"prepared {len(todo)} homes")
