@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
-__all__ = ["KIND", "ManagedFile"]
-
 
 @dataclass(frozen=True)
 class FileChange:
