@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from wodsync.agent import records
-from wodsync.agent.steps import HookOutput
 
 
 class HostPayload(TypedDict):
@@ -149,6 +148,14 @@ class SeatCreateRequest(HostPayload):
     """`seat_create`: one seat, or the CREATEs of a burst brought together."""
 
     seats: list[Seat]
+
+
+class HookOutput(TypedDict):
+    """A hook's exit status (None: it did not finish) and the end of its output."""
+
+    hook: str
+    status: int | None
+    output: str
 
 
 class SeatAnswer(TypedDict, total=False):

@@ -7,18 +7,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import Any, cast
 
-if TYPE_CHECKING:
-    from wodsync.agent.protocol import SeatAnswer
-
-
-class HookOutput(TypedDict):
-    """A hook's exit status (None: it did not finish) and the end of its output."""
-
-    hook: str
-    status: int | None
-    output: str
+from wodsync.agent.protocol import HookOutput, SeatAnswer
 
 
 class Steps:
@@ -41,5 +32,5 @@ class Steps:
 
     def answer(self, **extra: Any) -> SeatAnswer:
         """A seat's answer: the steps' record with `extra` (`ok`, `error`, …)."""
-        return cast("SeatAnswer", {"timings": self.timings, "outputs": self.outputs,
-                                   "notes": self.notes, **extra})
+        return cast(SeatAnswer, {"timings": self.timings, "outputs": self.outputs,
+                                 "notes": self.notes, **extra})
