@@ -1,4 +1,14 @@
-"""Shared fixtures: a throw-away copy of the project's example repository per test."""
+"""Shared fixtures (a throw-away copy of the project's example repository per test), and what
+each test module shares with the others on this machine, for the markers and pytest-xdist.
+
+`./bootstrap test` runs the suite on several xdist workers (`--dist loadgroup`). Tests of
+one group run on one worker, one after another: a group is one host resource that two tests
+must not use at once (Linux accounts of one prefix and uid range, a home root, a lab's
+sysctl) and keeps a module's module-scoped lab on the worker that built it. A module with
+no entry in HOST_MODULES is pure (its own temporary files only) and its tests go to any
+worker. Every test module must be listed in one of the two tables, so that a new module
+says which it is.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +22,73 @@ from click.testing import CliRunner, Result
 from wodsync.cli import main
 
 PROJECT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["enginelab"]  # the one-host SSH lab fixtures (`sshd`, `lab`)
+# The one-host SSH lab fixtures (`sshd`, `lab`); the root tests' count and --strict-root.
+pytest_plugins = ["enginelab", "needsroot"]
 REPO_PARTS = ("catalog", "hosts", "templates", "schemas")
+
+# Module → (xdist group, markers). Markers: `root` (needs root), `sshd` (starts an sshd),
+# `hub` (starts a real JupyterHub), `pg` (uses PostgreSQL); `-m "not root"` is the fast loop.
+HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # The engine lab (enginelab.py): accounts wodt* with uids 50001-50999, group wodtgrp,
+    # net.ipv4.tcp_keepalive_time.
+    "test_engine": ("enginelab", ("root", "sshd")),
+    "test_engine_defects": ("enginelab", ("root", "sshd")),
+    "test_engine_plans": ("enginelab", ("root", "sshd")),
+    "test_facts": ("enginelab", ("root", "sshd")),
+    # The session lab (sessionlab.py): wodtx/wodty, uids 58001-58140, its home root.
+    "test_sessions": ("sessionlab", ("root", "pg")),
+    "test_sessions_api": ("sessionlab", ("root", "hub")),
+    # uids 55001-55050 (wodta) and 55001-55010 (wodtw) overlap.
+    "test_accountsdb": ("uids-55000", ("root",)),
+    "test_sweep": ("uids-55000", ("root",)),
+    # A prefix, uid range and home root each (the hub venv at hubs.HUB_PREFIX is shared:
+    # hubs.hub_prefix_lock() keeps its installs apart).
+    "test_handover": ("handoverlab", ("root", "sshd", "pg")),           # wodtr, 58501-58508
+    "test_handover_hub": ("test_handover_hub", ("root", "hub")),      # wodtk, 59501-59520
+    "test_hub": ("test_hub", ("root", "hub")),                        # wodth, 52001-52999
+    "test_hub_ports": ("test_hub_ports", ("root", "hub")),            # wodtp, 57001-57050
+    "test_hub_systemd": ("test_hub_systemd", ("root", "hub")),        # wodts, 54001-…
+    "test_demo": ("test_demo", ("root", "hub")),     # wodtd, /etc/skel, /etc/sysctl.d, …
+    "test_daemon": ("test_daemon", ("root", "sshd", "pg")),           # wodtg, 59001-…
+    "test_multihost": ("test_multihost", ("root", "sshd")),           # netns wodtns*
+    "test_safefs": ("test_safefs", ("root",)),                        # wodtf, 56001-56010
+    # A PostgreSQL database per module (made once, on the worker running the module).
+    "test_store": ("test_store", ("pg",)),
+    "test_store_secrets": ("test_store_secrets", ("pg",)),
+}
+PURE_MODULES = {
+    "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
+    "test_import", "test_models", "test_project", "test_render_budget", "test_review",
+    "test_rules", "test_secrets", "test_source", "test_suite", "test_templates", "test_watch",
+}
+MARKERS = {
+    "sshd": "starts a real sshd on loopback (or in a network namespace)",
+    "hub": "starts a real JupyterHub with configurable-http-proxy",
+    "pg": "uses the PostgreSQL server that ./bootstrap test starts",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, why in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {why}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets its module's markers and xdist group; an unlisted module is an error."""
+    unlisted = set()
+    for item in items:
+        module = item.path.stem
+        if module in HOST_MODULES:
+            group, markers = HOST_MODULES[module]
+            item.add_marker(pytest.mark.xdist_group(group))
+            for name in markers:
+                item.add_marker(name)
+        elif module not in PURE_MODULES:
+            unlisted.add(module)
+    if unlisted:
+        raise pytest.UsageError(
+            f"tests/conftest.py does not say which host resources {sorted(unlisted)} use: "
+            "add each to HOST_MODULES (with its xdist group) or to PURE_MODULES")
 
 
 class Repo:

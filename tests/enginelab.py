@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import remove_test_accounts
+from helpers import remove_test_accounts, wodsync, wodsync_argv
 from sshd import start_sshd
 
 NEEDS = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
@@ -65,13 +65,14 @@ def lab(tmp_path, sshd):
 
 
 def wodsync_command(root: Path, *args: str) -> list[str]:
-    return [str(Path(os.sys.executable).parent / "wodsync"), *args, "--root", str(root)]
+    """The real executable's argv, for the tests about a `wodsync` process."""
+    return wodsync_argv(*args, "--root", root)
 
 
 def run(root: Path, *args: str, env: dict[str, str] | None = None,
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(wodsync_command(root, *args), capture_output=True, text=True,
-                          timeout=300, env=env, input=stdin)
+    """`wodsync ARGS --root ROOT`, run in this process (tests/helpers.py says why)."""
+    return wodsync(*args, "--root", root, env=env, stdin=stdin)
 
 
 def plan_json(root: Path, *extra: str) -> list[dict]:

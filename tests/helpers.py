@@ -1,12 +1,19 @@
-"""Assertions on diagnostics shared by the tests."""
+"""What the tests share: assertions on diagnostics, test accounts' cleanup, waiting, and the
+one way to run the `wodsync` command line (in this process, or as a real process)."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import io
+import os
 import pwd
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 from wodsync.catalog import validate
 from wodsync.diagnostics import Diagnostic
@@ -43,3 +50,85 @@ def until(check: Callable[[], object], message: str, timeout: float = 60) -> Non
             return
         time.sleep(0.2)
     raise AssertionError(message)
+
+
+# The installed entry point, as an operator runs it (beside the interpreter running the tests).
+WODSYNC = str(Path(sys.executable).parent / "wodsync")
+
+
+def wodsync_argv(*args: object) -> list[str]:
+    """The argv of the real `wodsync` executable: for tests about the process itself (exit
+    codes of a real process, signals, a server or daemon that runs beside the test)."""
+    return [WODSYNC, *(str(a) for a in args)]
+
+
+def wodsync(*args: object, env: Mapping[str, str] | None = None, stdin: str | None = None,
+            timeout: float = 300, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """`wodsync ARGS` with its exit status, stdout and stderr, as `subprocess.run` returns them.
+
+    By default the command runs in this process (the console entry point `wodsync.cli.run`,
+    with its own argv, environment, stdin and output streams): the same code and exit codes
+    without paying an interpreter start-up and the imports each time, which is most of a short
+    command's cost. `env` is the whole environment, as for `subprocess.run`. `process=True`
+    runs the installed executable instead (then `timeout` applies)."""
+    argv = wodsync_argv(*args)
+    if process:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=None if env is None else dict(env), input=stdin)
+    with _isolated(argv, env, stdin) as (out, err):
+        code = _run_entry_point()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = out.getvalue(), err.getvalue()
+    return subprocess.CompletedProcess(argv, code, stdout.decode("utf-8", "replace"),
+                                       stderr.decode("utf-8", "replace"))
+
+
+def _run_entry_point() -> int:
+    """What the interpreter makes of `wodsync.cli.run()`: its exit status, and a traceback on
+    stderr with status 1 for an exception nothing caught (a test asserting there is none
+    sees it as it would from a real process)."""
+    from wodsync.cli import run
+
+    try:
+        run()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def _isolated(argv: list[str], env: Mapping[str, str] | None,
+              stdin: str | None) -> Iterator[tuple[io.BytesIO, io.BytesIO]]:
+    """sys.argv, os.environ and the three standard streams of a command run in this process.
+
+    Plain text streams over bytes, not click's CliRunner: its isolation also echoes prompts
+    and the answers read to stdout, where a real process writes a prompt to stderr
+    (`click.confirm(err=True)`) and keeps stdout for its output (JSON). stdin is empty when
+    not given, as /dev/null is for a child of a test run."""
+    out, err = io.BytesIO(), io.BytesIO()
+    saved = sys.argv, sys.stdin, sys.stdout, sys.stderr
+    saved_env = dict(os.environ)
+    sys.argv = list(argv)
+    sys.stdin = io.TextIOWrapper(io.BytesIO((stdin or "").encode()), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace",
+                                  write_through=True)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        yield out, err
+    finally:
+        for stream in (sys.stdout, sys.stderr, sys.stdin):
+            stream.detach()
+        sys.argv, sys.stdin, sys.stdout, sys.stderr = saved
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(saved_env)

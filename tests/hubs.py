@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,23 @@ PROXY = shutil.which("configurable-http-proxy")
 needs_hub = pytest.mark.skipif(
     os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
     reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
+
+
+@contextlib.contextmanager
+def hub_prefix_lock() -> Iterator[None]:
+    """The hub environment at HUB_PREFIX to oneself while wodsync may install into it.
+
+    Every hub test's catalog uses that one prefix; the first apply on a fresh machine makes
+    the venv and installs JupyterHub there, and two such applies at once (two pytest-xdist
+    workers) would install over each other. Later applies find it made and only look."""
+    lock = Path(HUB_PREFIX).with_name("hub.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def hub_ports() -> dict[str, int]:

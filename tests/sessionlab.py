@@ -9,12 +9,12 @@ under /home/wodsync-test-sessions (root-owned, open to students, as a real home 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from helpers import remove_test_accounts
+from helpers import wodsync as run_wodsync
 
 PREFIXES = (("wodtx", 58000), ("wodty", 58100))
 HOMES = Path("/home/wodsync-test-sessions")
@@ -88,9 +88,9 @@ def write_catalog(root: Path, tmp: Path, hub: str = "", lab_host: str = "") -> N
 
 def wodsync(root: Path, state: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    cmd = [str(Path(os.sys.executable).parent / "wodsync"), *args]
+    """`wodsync ARGS --root ROOT` (and `--state-dir STATE` for `session` and `serve`), run in
+    this process (tests/helpers.py says why); `timeout` is kept for a caller's intent."""
+    extra: tuple[object, ...] = ("--root", root)
     if args and args[0] in ("session", "serve"):
-        cmd += ["--root", str(root), "--state-dir", str(state)]
-    else:
-        cmd += ["--root", str(root)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        extra += ("--state-dir", state)
+    return run_wodsync(*args, *extra, env=env, timeout=timeout)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import remove_test_accounts
-from hubs import HUB_PREFIX, login, read_contents, start_server
+from helpers import remove_test_accounts, wodsync, wodsync_argv
+from hubs import HUB_PREFIX, hub_prefix_lock, login, read_contents, start_server
 from sshd import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
@@ -31,11 +31,13 @@ API_PORT = free_port()
 
 
 def demo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), "demo",
-                           "--root", str(PROJECT), "--dir", str(FOLDER),
-                           "--hub-prefix", HUB_PREFIX, "--pool-prefix", PREFIX,
-                           "--uid-base", str(UID_BASE), "--api-port", str(API_PORT), *args],
-                          capture_output=True, text=True, timeout=900)
+    """The real `wodsync demo` process (it leaves a daemon running: the process is the point),
+    alone with the shared hub venv it may install into (hubs.hub_prefix_lock())."""
+    with hub_prefix_lock():
+        return subprocess.run(wodsync_argv("demo", "--root", PROJECT, "--dir", FOLDER,
+                                           "--hub-prefix", HUB_PREFIX, "--pool-prefix", PREFIX,
+                                           "--uid-base", UID_BASE, "--api-port", API_PORT,
+                                           *args), capture_output=True, text=True, timeout=900)
 
 
 def _cleanup(had_group: bool) -> None:
@@ -76,9 +78,8 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
                        "WKSHP-Python101/1-Python-Basics.ipynb")
     source = "".join("".join(c["source"]) for c in nb["content"]["cells"])
     assert "{{" not in source and f"{PREFIX}1" in source
-    shown = subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), "session", "show",
-                            creds["session"], "--state", creds["state"], "--root",
-                            creds["root"], "--json"], capture_output=True, text=True)
+    shown = wodsync("session", "show", creds["session"], "--state", creds["state"], "--root",
+                    creds["root"], "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["state"] == "active", "the demo seat is a real session"
 

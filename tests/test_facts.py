@@ -36,8 +36,9 @@ from wodsync.engine.reconcile import host_job
 from wodsync.secrets import Secrets
 from wodsync.store import Reconciliation, Result, Trigger, open_store
 
-from enginelab import NEEDS, run, wodsync_command
+from enginelab import NEEDS, run
 from facts import converged
+from helpers import wodsync
 from sshd import free_port
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -48,16 +49,14 @@ HUB_TOKEN = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978"
 ACCOUNT_FIELDS = {"uid", "gid", "home", "shell", "locked", "home_facts"}
 FILE_FIELDS = {"sha256", "mode", "owner", "group", "regular"}
 HEX64 = re.compile(r"[0-9a-f]{64}")
-WODSYNC = wodsync_command(Path())[0]
 START_WAIT_S = 30.0  # an upper bound for uvicorn to listen, not a performance figure
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`wodsync ARGS` in a child process, as an operator or CI runs it."""
-    return subprocess.run([WODSYNC, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    """`wodsync ARGS` as an operator or CI runs it (in this process: tests/helpers.py)."""
+    return wodsync(*args, env={**os.environ, **(env or {})})
 
 
 def observe_into_store(root: Path, state: Path, secrets: Secrets | None = None) -> Any:

@@ -27,12 +27,13 @@ from typing import Any
 import pytest
 import requests
 
-from helpers import remove_test_accounts
+from helpers import remove_test_accounts, wodsync
 from hubs import (
     HUB_PREFIX,
     PROXY,
     HubApi,
     hub_ports,
+    hub_prefix_lock,
     login,
     needs_hub,
     read_contents,
@@ -69,10 +70,7 @@ def _taken_elsewhere() -> str | None:
 
 
 def _wodsync(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, WODT_HUB_TOKEN=TOKEN)
-    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args,
-                           "--root", str(root)], capture_output=True, text=True, timeout=900,
-                          env=env)
+    return wodsync(*args, "--root", root, env=dict(os.environ, WODT_HUB_TOKEN=TOKEN))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +95,8 @@ def lab(tmp_path_factory):
             f"name: {key}\ncapacity: {last - first + 1}\nseats: {{first: {first}, last: {last}}}"
             "\nlocation: lab\nduration: 1\nvarpass: true\n")
         (folder / "1-Intro.ipynb").write_text(json.dumps(NOTEBOOK))
-    applied = _wodsync(root, "apply", "--yes")
+    with hub_prefix_lock():
+        applied = _wodsync(root, "apply", "--yes")
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
     from wodsync.controller import open_controller
     from wodsync.secrets import Secrets

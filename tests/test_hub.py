@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from helpers import remove_test_accounts
+from helpers import wodsync as run_wodsync
 from hubs import (
     HUB_PREFIX,
     PROXY,
     HubApi,
     hub_ports,
+    hub_prefix_lock,
     login,
     needs_hub,
     read_contents,
@@ -44,10 +46,7 @@ def _cleanup_accounts() -> None:
 
 
 def wodsync(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, WODT_HUB_TOKEN=TOKEN)
-    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args,
-                           "--root", str(root)], capture_output=True, text=True, timeout=900,
-                          env=env)
+    return run_wodsync(*args, "--root", root, env=dict(os.environ, WODT_HUB_TOKEN=TOKEN))
 
 
 def plan_actions(root: Path) -> list[tuple[str, str]]:
@@ -68,12 +67,14 @@ def lab(tmp_path_factory):
     write_lab(root, tmp, pool, ports, f"  service: process\n  proxy: {PROXY}\n"
                                       f"  find_links: [{tmp}/wheels]\n")
     kernel_wheel(tmp / "wheels", "wodtest-kernel", "1.0", "wodtest")
-    applied = wodsync(root, "apply", "--yes")
+    with hub_prefix_lock():
+        applied = wodsync(root, "apply", "--yes")
     yield {"root": root, "data": data, "api": HubApi(ports["hub_port"], TOKEN),
            "base": f"http://127.0.0.1:{ports['port']}", "first_apply": applied}
     stop_hub(data, range(UID_BASE, UID_BASE + 1000))
-    subprocess.run([f"{HUB_PREFIX}/bin/python", "-m", "pip", "uninstall", "-y", "-q",
-                    "wodtest-kernel"], capture_output=True, check=False)
+    with hub_prefix_lock():
+        subprocess.run([f"{HUB_PREFIX}/bin/python", "-m", "pip", "uninstall", "-y", "-q",
+                        "wodtest-kernel"], capture_output=True, check=False)
     shutil.rmtree(f"{HUB_PREFIX}/share/jupyter/kernels/wodtest2", ignore_errors=True)
     _cleanup_accounts()
 

@@ -30,9 +30,11 @@ from wodsync.secrets import Placeholders
 
 from facts import converged
 from helpers import remove_test_accounts
+from helpers import wodsync as run_wodsync
 from hubs import (
     PROJECT,
     PROXY,
+    hub_prefix_lock,
     login,
     needs_hub,
     privileged_ports,
@@ -116,10 +118,7 @@ def _cleanup_accounts() -> None:
 
 
 def wodsync(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, WODT_HUB_TOKEN=TOKEN)
-    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args,
-                           "--root", str(root)], capture_output=True, text=True, timeout=900,
-                          env=env)
+    return run_wodsync(*args, "--root", root, env=dict(os.environ, WODT_HUB_TOKEN=TOKEN))
 
 
 def applied(lab: dict[str, Any]) -> str:
@@ -216,7 +215,8 @@ def lab(tmp_path_factory):
     pool = (f"    prefix: {PREFIX}\n    first: 1\n    last: {SEATS}\n    uid_base: {UID_BASE}\n"
             f"    gid_base: {UID_BASE}\n    home_root: {HOMES}\n")
     write_lab(root, tmp, pool, ports, f"  service: process\n  proxy: {PROXY}\n")
-    first = wodsync(root, "apply", "--yes")
+    with hub_prefix_lock():
+        first = wodsync(root, "apply", "--yes")
     yield {"root": root, "data": data, "ports": ports, "first_apply": first,
            "base": f"http://127.0.0.1:{ports['port']}",
            "proxy_api": f"http://127.0.0.1:{ports['proxy_api_port']}"}

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from helpers import remove_test_accounts
-from hubs import PROXY, HubApi, hub_ports, needs_hub, stop_hub, write_lab
+from helpers import wodsync as run_wodsync
+from hubs import PROXY, HubApi, hub_ports, hub_prefix_lock, needs_hub, stop_hub, write_lab
 
 FAKES = Path(__file__).parent / "fakes"
 pytestmark = needs_hub
@@ -56,9 +57,11 @@ def lab(tmp_path_factory):
 
 
 def wodsync(lab, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args, "--root",
-                           str(lab["root"])], capture_output=True, text=True, timeout=600,
-                          env=lab["env"])
+    """`apply` may install into the shared hub venv: hubs.hub_prefix_lock() says why."""
+    if args[0] != "apply":
+        return run_wodsync(*args, "--root", lab["root"], env=lab["env"])
+    with hub_prefix_lock():
+        return run_wodsync(*args, "--root", lab["root"], env=lab["env"])
 
 
 def calls(lab) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wodsync as run_wodsync
 from netns import FakeHost, netns_available, start_host
 from sshd import keygen
 
@@ -65,8 +66,7 @@ def fleet(tmp_path, hosts):
 
 
 def wodsync(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(os.sys.executable).parent / "wodsync"), *args,
-                           "--root", str(root)], capture_output=True, text=True, timeout=300)
+    return run_wodsync(*args, "--root", root)
 
 
 def test_hosts_converge_in_parallel_each_with_its_own_accounts(fleet, hosts):

@@ -17,7 +17,16 @@ import pytest
 import requests
 
 import apiserver
-from hubs import HUB_PREFIX, PROXY, hub_ports, login, read_contents, start_server, stop_hub
+from hubs import (
+    HUB_PREFIX,
+    PROXY,
+    hub_ports,
+    hub_prefix_lock,
+    login,
+    read_contents,
+    start_server,
+    stop_hub,
+)
 from sessionlab import HOMES, cleanup_accounts, wodsync, write_catalog
 
 pytestmark = pytest.mark.skipif(
@@ -73,7 +82,8 @@ def lab(tmp_path_factory):
     (slow / "scripts/create.sh").write_text(
         f"#!/bin/bash\ntouch {tmp}/slow-started\n"
         f"for i in $(seq 600); do [ -e {tmp}/slow-gate ] && exit 0; sleep 0.1; done\n")
-    applied = wodsync(root, tmp, "apply", "--yes", env=_env(), timeout=900)
+    with hub_prefix_lock():
+        applied = wodsync(root, tmp, "apply", "--yes", env=_env(), timeout=900)
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
     server = Server(root, tmp / "state").start()
     yield {"root": root, "tmp": tmp, "server": server,
