@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enginelab import GROUP, NEEDS, PREFIX, SYSCTL, plan_json, run
+from enginelab import GROUP, NEEDS, PREFIX, SYSCTL, UID_BASE, plan_json, run
 from sshd import free_port, kill_sessions
 
 pytestmark = NEEDS
@@ -110,7 +110,8 @@ def test_unknown_and_changed_host_keys_are_refused(lab, tmp_path):
     host.write_text(text.replace(pinned, f"host_key: {fake}"))
     result = run(lab, "plan")
     assert result.returncode == 1 and "host key of lab1 changed" in result.stderr
-    assert not any(p.pw_name.startswith(PREFIX) for p in pwd.getpwall())
+    assert not any(p.pw_name.startswith(PREFIX) and UID_BASE < p.pw_uid < UID_BASE + 1000
+                   for p in pwd.getpwall()), "no account of the lab was made"
     rsa = subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f",
                           str(tmp_path / "rsa")], check=True)
     assert rsa.returncode == 0
