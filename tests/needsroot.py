@@ -49,12 +49,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(MARK)
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    if os.geteuid() == 0:
-        return None
-    then = "FAIL (--strict-root)" if strict(config) else "be SKIPPED"
-    return (f"WARNING: not root (uid {os.geteuid()}): every test that needs root will {then}; "
-            f"run ./bootstrap test as root for the whole suite")
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The warning at the top, even with -q (which drops the report header) and xdist."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.geteuid() == 0 or reporter is None:
+        return
+    then = "FAIL (--strict-root)" if strict(session.config) else "be SKIPPED"
+    reporter.write_line(f"WARNING: not root (uid {os.geteuid()}): every test that needs root "
+                        f"will {then}; run ./bootstrap test as root for the whole suite",
+                        red=True, bold=True)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -97,7 +101,9 @@ class SkippedForRoot:
         if not self.nodeids:
             return
         terminalreporter.section("tests that need root", sep="!", red=True, bold=True)
+        count = len(self.nodeids)
+        what = "1 test that needs root was" if count == 1 else f"{count} tests that need root were"
         terminalreporter.write_line(
-            f"{len(self.nodeids)} tests that need root were SKIPPED (uid {os.geteuid()}): "
+            f"{what} SKIPPED (uid {os.geteuid()}): "
             f"accounts, sshd, hubs and /etc were not tested. Run ./bootstrap test as root; "
             f"--strict-root or {ENV}=1 makes this a failure.", red=True, bold=True)
