@@ -54,12 +54,12 @@ API_TOKEN = "wodsync-api-" + os.urandom(8).hex()
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
 
 
-def _records(lab: dict[str, Path]) -> Path:
-    return lab["tmp"] / "state-lab1/seats"
+def _records(catalog: dict[str, Path]) -> Path:
+    return catalog["tmp"] / "state-lab1/seats"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[dict[str, Path]]:
+def catalog(tmp_path_factory) -> Iterator[dict[str, Path]]:
     why = taken()
     if why:
         pytest.skip(why)
@@ -80,14 +80,14 @@ def _purge_all(controller) -> None:
 
 
 @pytest.fixture
-def ctl(lab, tmp_path, request):
+def ctl(catalog, tmp_path, request):
     db = request.getfixturevalue("pg_url") if getattr(request, "param", "") == "pg" else None
-    controller = open_controller(lab["root"], tmp_path / "state", db, Secrets())
+    controller = open_controller(catalog["root"], tmp_path / "state", db, Secrets())
     yield controller
     _purge_all(controller)
     controller.close()
-    for stale in _records(lab).glob("*.json"):  # what a test left on purpose
-        wodsync(lab["root"], tmp_path, "seat", "release", "lab1", stale.stem, "--yes",
+    for stale in _records(catalog).glob("*.json"):  # what a test left on purpose
+        wodsync(catalog["root"], tmp_path, "seat", "release", "lab1", stale.stem, "--yes",
                 "--state", str(tmp_path / "state"))
 
 
@@ -110,7 +110,7 @@ def _hostile_home(user: str, folder: Path, root_file: Path) -> None:
     as_student(user, "ln", "-s", str(root_file), str(folder / "5-Linked.ipynb"))
 
 
-def test_a_hostile_notebook_and_a_running_process_cannot_keep_the_seat(ctl, lab, tmp_path):
+def test_a_hostile_notebook_and_a_running_process_cannot_keep_the_seat(ctl, catalog, tmp_path):
     s = ctl.sessions.create("WKSHP-Hand", ann()).session
     user, uid = s.username, 58500 + s.seat
     root_file = tmp_path / "root-notebook.ipynb"  # 3 code cells never run: 25 % if followed
@@ -139,7 +139,7 @@ def test_a_hostile_notebook_and_a_running_process_cannot_keep_the_seat(ctl, lab,
         last = ctl.store.sessions.events(s.id)[-1]
         assert "not counted: 1-Intro.ipynb: ValueError: no list of cells" in last.message
         assert "2-Deep.ipynb: ValueError: nested too deeply" in last.message
-        assert not (_records(lab) / f"{user}.json").exists()
+        assert not (_records(catalog) / f"{user}.json").exists()
         again = ctl.sessions.create("WKSHP-Hand", ann(1)).session
         assert again.username == user, "the seat is free again"
     finally:
@@ -163,10 +163,10 @@ def test_counting_an_8_mb_notebook_of_empty_cells_costs_little_memory():
 # ---- a release that could not finish is finished later ----------------------------------------
 
 @pytest.fixture
-def ssh_lab(lab, tmp_path) -> Iterator[dict[str, object]]:
+def ssh_lab(catalog, tmp_path) -> Iterator[dict[str, object]]:
     sshd = start_sshd(tmp_path / "sshd")
     root = tmp_path / "repo"
-    over_ssh(lab["root"], root, sshd)
+    over_ssh(catalog["root"], root, sshd)
     box: dict[str, object] = {"root": root, "sshd": sshd, "workdir": tmp_path / "sshd"}
     yield box
     process = box.get("restarted") or sshd.process
@@ -249,11 +249,11 @@ def _sqlite_copy(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
-def test_a_store_restored_from_a_backup_never_gives_a_seat_in_use(lab, tmp_path):
+def test_a_store_restored_from_a_backup_never_gives_a_seat_in_use(catalog, tmp_path):
     """Backup, CREATE (seat 2), restore, CREATE: seat 2 is not given; its session comes back.
     The session the backup remembers as live (seat 1) ended since: the host's word wins."""
     state = tmp_path / "state"
-    first = open_controller(lab["root"], state, None, Secrets())
+    first = open_controller(catalog["root"], state, None, Secrets())
     try:
         earlier = first.sessions.create("WKSHP-Hand", ann(9)).session
         _sqlite_copy(state / "wodsync.db", tmp_path / "backup.db")
@@ -266,7 +266,7 @@ def test_a_store_restored_from_a_backup_never_gives_a_seat_in_use(lab, tmp_path)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{state}/wodsync.db{suffix}").unlink(missing_ok=True)
     _sqlite_copy(tmp_path / "backup.db", state / "wodsync.db")
-    restored = open_controller(lab["root"], state, None, Secrets())
+    restored = open_controller(catalog["root"], state, None, Secrets())
     try:
         assert [s.id for s in restored.store.sessions.find(live=True)] == [earlier.id]
         other = restored.sessions.create("WKSHP-Hand", Participant("Bob", "bob@example.org"))
@@ -289,14 +289,14 @@ def test_a_store_restored_from_a_backup_never_gives_a_seat_in_use(lab, tmp_path)
 
 
 @pytest.mark.parametrize("ctl", ["sqlite", "pg"], indirect=True)
-def test_seat_sync_adopts_the_sessions_the_store_lost(ctl, lab, tmp_path):
+def test_seat_sync_adopts_the_sessions_the_store_lost(ctl, catalog, tmp_path):
     s = ctl.sessions.create("WKSHP-Hand", ann()).session
     with writing(ctl.store.engine) as conn:  # as a restore from an older backup would
         conn.exec_driver_sql("DELETE FROM session_events")
         conn.exec_driver_sql("DELETE FROM sessions")
     db = [] if ctl.store.backend == "sqlite" else ["--db", ctl.store.engine.url
                                                    .render_as_string(hide_password=False)]
-    synced = wodsync(lab["root"], ctl.state, "seat", "sync", "--state", str(ctl.state), *db)
+    synced = wodsync(catalog["root"], ctl.state, "seat", "sync", "--state", str(ctl.state), *db)
     assert synced.returncode == 0, synced.stderr
     assert f"lab1: adopted {s.id} on seat {s.username} (active)" in synced.stdout
     back = ctl.store.sessions.get(s.id)
@@ -306,11 +306,11 @@ def test_seat_sync_adopts_the_sessions_the_store_lost(ctl, lab, tmp_path):
 
 # ---- removing a workshop with live sessions is a decision ----------------------------------------
 
-def test_a_workshop_removed_with_live_sessions_needs_the_allowance_and_ends_them(ctl, lab,
+def test_a_workshop_removed_with_live_sessions_needs_the_allowance_and_ends_them(ctl, catalog,
                                                                                  tmp_path):
     s = ctl.sessions.create("WKSHP-Gone", ann()).session
     root = tmp_path / "repo"
-    shutil.copytree(lab["root"], root)
+    shutil.copytree(catalog["root"], root)
     shutil.rmtree(root / "catalog/workshops/WKSHP-Gone")
     state = ["--state", str(ctl.state)]
     plan = wodsync(root, tmp_path, "plan", *state)
@@ -323,24 +323,24 @@ def test_a_workshop_removed_with_live_sessions_needs_the_allowance_and_ends_them
     assert f"session {s.id} (WKSHP-Gone, {s.username} on lab1) ended first" in applied.stderr
     assert ctl.store.sessions.get(s.id).state is S.ENDED
     assert locked(s.username) and list((HOMES / s.username).iterdir()) == []
-    assert not (_records(lab) / f"{s.username}.json").exists(), "no seat left holding it"
+    assert not (_records(catalog) / f"{s.username}.json").exists(), "no seat left holding it"
 
 
-def test_a_stale_seat_record_is_cleared_by_a_command_never_by_hand(ctl, lab, tmp_path):
-    record = _records(lab) / f"{PREFIX}8.json"
+def test_a_stale_seat_record_is_cleared_by_a_command_never_by_hand(ctl, catalog, tmp_path):
+    record = _records(catalog) / f"{PREFIX}8.json"
     record.write_text(json.dumps({"session": "deadbeef0000", "workshop": "WKSHP-Old",
                                   "state": "active"}))
-    plan = wodsync(lab["root"], tmp_path, "plan")
+    plan = wodsync(catalog["root"], tmp_path, "plan")
     assert plan.returncode == 1 and "deadbeef0000 (WKSHP-Old, seat wodtr8)" in plan.stdout
-    released = wodsync(lab["root"], tmp_path, "seat", "release", "lab1", "8", "--yes",
+    released = wodsync(catalog["root"], tmp_path, "seat", "release", "lab1", "8", "--yes",
                        "--state", str(ctl.state))
     assert released.returncode == 0, released.stderr
     assert not record.exists() and locked(f"{PREFIX}8")
-    assert wodsync(lab["root"], tmp_path, "plan").returncode in (0, 2)
+    assert wodsync(catalog["root"], tmp_path, "plan").returncode in (0, 2)
 
 
-def test_a_record_of_a_removed_workshop_is_adopted_and_released(ctl, lab):
-    record = _records(lab) / f"{PREFIX}8.json"
+def test_a_record_of_a_removed_workshop_is_adopted_and_released(ctl, catalog):
+    record = _records(catalog) / f"{PREFIX}8.json"
     record.write_text(json.dumps({"session": "deadbeef0001", "workshop": "WKSHP-Old",
                                   "state": "active", "email": "old@example.org"}))
     report = ctl.sessions.sync_records(["lab1"])[0]
@@ -353,12 +353,12 @@ def test_a_record_of_a_removed_workshop_is_adopted_and_released(ctl, lab):
 # ---- the API refuses without leaking ------------------------------------------------------------
 
 @pytest.fixture
-def server(lab, tmp_path) -> Iterator[apiserver.Server]:
+def server(catalog, tmp_path) -> Iterator[apiserver.Server]:
     env = dict(os.environ, WODSYNC_API_TOKEN=API_TOKEN)
-    running = apiserver.Server(lab["root"], tmp_path / "state", env, API_TOKEN).start()
+    running = apiserver.Server(catalog["root"], tmp_path / "state", env, API_TOKEN).start()
     yield running
     running.stop()
-    controller = open_controller(lab["root"], tmp_path / "state", None, Secrets())
+    controller = open_controller(catalog["root"], tmp_path / "state", None, Secrets())
     _purge_all(controller)
     controller.close()
 
@@ -432,12 +432,12 @@ def test_pending_releases_are_retried_with_back_off(ctl, monkeypatch):
 
 
 def test_a_saved_plan_that_would_end_live_sessions_is_refused_before_anything_changes(
-        ctl, lab, tmp_path):
+        ctl, catalog, tmp_path):
     """A saved plan applies exactly what was reviewed; ending sessions changes the hosts. So
     `apply PLAN.json` naming live sessions changes nothing and says how to go on."""
     s = ctl.sessions.create("WKSHP-Gone", ann(2)).session
     root = tmp_path / "repo"
-    shutil.copytree(lab["root"], root)
+    shutil.copytree(catalog["root"], root)
     shutil.rmtree(root / "catalog/workshops/WKSHP-Gone")
     state = ["--state", str(ctl.state)]
     planned = wodsync(root, tmp_path, "plan", "--allow-deletions", "1", "--out",

@@ -74,7 +74,7 @@ def _wodsync(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def handover_hub(tmp_path_factory):
     """One local host with a managed hub, a 20-seat pool, WKSHP-Lab (seats 1-2) and WKSHP-One
     (seat 3 alone)."""
     taken = _taken_elsewhere()
@@ -243,14 +243,14 @@ def _identity(api: HubApi, seat: str) -> dict[str, Any]:
 
 # ---- the attack ------------------------------------------------------------------------------
 
-def test_after_cleanup_the_previous_occupants_cookies_and_tokens_are_dead(lab):
+def test_after_cleanup_the_previous_occupants_cookies_and_tokens_are_dead(handover_hub):
     """CLEANUP alone (no next CREATE yet): the student's lab worked, they could make no token,
     and afterwards nothing they kept opens anything."""
-    ctl, base, api = lab["ctl"], lab["base"], lab["api"]
+    ctl, base, api = handover_hub["ctl"], handover_hub["base"], handover_hub["api"]
     s = ctl.sessions.create("WKSHP-Lab", _participant(1)).session
     browser, xsrf = login(base, s.username, s.password)
     assert s.password in _lab_works(browser, base, s.username, xsrf, "WKSHP-Lab")
-    kept = Kept(browser, s.username, lab["tmp"] / "hubdata")
+    kept = Kept(browser, s.username, handover_hub["tmp"] / "hubdata")
     for what, token in kept.tokens().items():
         assert _hub_whoami(base, token) == 200, f"{what} works during the session"
     before = _identity(api, s.username)["created"]
@@ -262,15 +262,15 @@ def test_after_cleanup_the_previous_occupants_cookies_and_tokens_are_dead(lab):
     assert after["groups"] == [GROUP], "back in the pool's group, out of the workshop's"
 
 
-def test_the_next_occupant_of_the_seat_is_out_of_reach_of_the_previous_one(lab):
+def test_the_next_occupant_of_the_seat_is_out_of_reach_of_the_previous_one(handover_hub):
     """The issue's attack: Ann keeps her cookies and tokens; after her CLEANUP, Bob gets the
     same seat (WKSHP-One has one). Nothing of Ann's reads Bob's notebook (it holds his
     password), writes into his home or opens a terminal in his server; Bob logs in and works."""
-    ctl, base, api = lab["ctl"], lab["base"], lab["api"]
+    ctl, base, api = handover_hub["ctl"], handover_hub["base"], handover_hub["api"]
     ann = ctl.sessions.create("WKSHP-One", _participant(2)).session
     browser, xsrf = login(base, ann.username, ann.password)
     assert ann.password in _lab_works(browser, base, ann.username, xsrf, "WKSHP-One")
-    kept = Kept(browser, ann.username, lab["tmp"] / "hubdata")
+    kept = Kept(browser, ann.username, handover_hub["tmp"] / "hubdata")
     ctl.sessions.cleanup(ann.id)
     _assert_locked_out(kept, base, ann.password)
 
@@ -290,27 +290,27 @@ def test_the_next_occupant_of_the_seat_is_out_of_reach_of_the_previous_one(lab):
         ctl.sessions.purge(bob.id, "test teardown")
 
 
-def test_a_rotation_keeps_the_seat_in_the_pools_group_and_the_plan_converged(lab):
+def test_a_rotation_keeps_the_seat_in_the_pools_group_and_the_plan_converged(handover_hub):
     """After a CLEANUP (a rotation) the seat is back in the pool's hub group only, and the plan
     of the host wants no hub user or hub group change."""
-    ctl, api = lab["ctl"], lab["api"]
+    ctl, api = handover_hub["ctl"], handover_hub["api"]
     s = ctl.sessions.create("WKSHP-Lab", _participant(4)).session
     assert sorted(_identity(api, s.username)["groups"]) == sorted([GROUP, "WKSHP-Lab"])
     ctl.sessions.cleanup(s.id)
     assert _identity(api, s.username)["groups"] == [GROUP]
     assert s.username in api.groups()[GROUP]
-    done = _wodsync(lab["root"], "plan", "--json")
+    done = _wodsync(handover_hub["root"], "plan", "--json")
     assert done.returncode in (0, 2), done.stdout + done.stderr
     changes = [(c["action"], c["address"]) for c in json.loads(done.stdout)[0]["plan"]["changes"]]
     hub = [c for c in changes if c[1].startswith(("hub_user:", "hub_group:"))]
     assert hub == [], hub
 
 
-def test_a_create_hands_out_the_identity_its_release_made_unless_it_was_used(lab):
+def test_a_create_hands_out_the_identity_its_release_made_unless_it_was_used(handover_hub):
     """The release made a new identity; the next CREATE hands that one out without deleting it
     again (it checks the model its stop read: made by the release, never active) — unless it
     was used meanwhile: a token made for it (as an admin could) and used is rotated away."""
-    ctl, api = lab["ctl"], lab["api"]
+    ctl, api = handover_hub["ctl"], handover_hub["api"]
     first = ctl.sessions.create("WKSHP-One", _participant(5)).session
     ctl.sessions.cleanup(first.id)
     made = _identity(api, first.username)["created"]
@@ -319,26 +319,27 @@ def test_a_create_hands_out_the_identity_its_release_made_unless_it_was_used(lab
     ctl.sessions.cleanup(second.session.id)
 
     made = _identity(api, first.username)["created"]
-    token = _mint_token(lab["tmp"] / "hubdata", first.username)
-    assert _hub_whoami(lab["base"], token) == 200  # its use records the identity's activity
+    token = _mint_token(handover_hub["tmp"] / "hubdata", first.username)
+    # its use records the identity's activity
+    assert _hub_whoami(handover_hub["base"], token) == 200
     third = ctl.sessions.create("WKSHP-One", _participant(7)).session
     try:
         assert _identity(api, first.username)["created"] != made
-        assert _hub_whoami(lab["base"], token) == 403
+        assert _hub_whoami(handover_hub["base"], token) == 403
     finally:
         ctl.sessions.purge(third.id, "test teardown")
 
 
-def test_a_seat_rotates_while_its_server_starts_or_runs(lab):
+def test_a_seat_rotates_while_its_server_starts_or_runs(handover_hub):
     """The hub refuses to delete a user whose server is starting (500) and answers 400 while a
     stop is pending: the rotation stops what runs and waits, and the seat ends a new identity
     with no server."""
     from wodsync.agent import hubseat
 
-    api = lab["api"]
+    api = handover_hub["api"]
     seat = f"{PREFIX}10"
     payload = {"user": seat, "hub": {"api": api.base, "token": TOKEN, "pool_group": GROUP},
-               "state_dir": str(lab["tmp"] / "state")}
+               "state_dir": str(handover_hub["tmp"] / "state")}
     for phase in ("starting", "running"):
         before = _identity(api, seat)["created"]
         assert api.call("POST", f"/users/{seat}/server").status_code in (201, 202)

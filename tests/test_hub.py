@@ -56,7 +56,7 @@ def plan_actions(root: Path) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def hub_host(tmp_path_factory):
     """A catalog with one local host running a managed hub, 200 seats, one workshop."""
     _cleanup_accounts()
     tmp = tmp_path_factory.mktemp("hub")
@@ -79,48 +79,48 @@ def lab(tmp_path_factory):
     _cleanup_accounts()
 
 
-def test_fresh_host_converges_with_hub_users_and_groups_in_one_bulk_call(lab):
-    first = lab["first_apply"]
+def test_fresh_host_converges_with_hub_users_and_groups_in_one_bulk_call(hub_host):
+    first = hub_host["first_apply"]
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "+ service:jupyterhub" in first.stdout
     assert "~ hub_user:*  (hub not running: users are checked after it starts)" in first.stdout
     assert f"created {SEATS} hub users" in first.stderr
-    users = lab["api"].users()
+    users = hub_host["api"].users()
     assert {f"{PREFIX}{n}" for n in range(1, SEATS + 1)} <= set(users)
-    groups = lab["api"].groups()
+    groups = hub_host["api"].groups()
     assert len(groups[GROUP]) == SEATS and groups["WKSHP-Lab"] == [], "no session yet"
-    log = (lab["data"] / "jupyterhub.log").read_text()
+    log = (hub_host["data"] / "jupyterhub.log").read_text()
     assert log.count("POST /hub/api/users ") == 1
-    assert wodsync(lab["root"], "plan").returncode == 0
+    assert wodsync(hub_host["root"], "plan").returncode == 0
 
 
-def test_hub_user_deleted_behind_wodsyncs_back_is_restored(lab):
-    assert lab["api"].call("DELETE", f"/users/{PREFIX}7").status_code == 204
+def test_hub_user_deleted_behind_wodsyncs_back_is_restored(hub_host):
+    assert hub_host["api"].call("DELETE", f"/users/{PREFIX}7").status_code == 204
     # Deleting a hub user also drops it from its groups: both are drift.
-    assert set(plan_actions(lab["root"])) == {
+    assert set(plan_actions(hub_host["root"])) == {
         ("update", f"hub_group:{GROUP}"),
         ("create", f"hub_user:{PREFIX}7")}
-    assert wodsync(lab["root"], "apply", "--yes").returncode == 0
-    assert f"{PREFIX}7" in lab["api"].users()
-    assert f"{PREFIX}7" in lab["api"].groups()[GROUP]
+    assert wodsync(hub_host["root"], "apply", "--yes").returncode == 0
+    assert f"{PREFIX}7" in hub_host["api"].users()
+    assert f"{PREFIX}7" in hub_host["api"].groups()[GROUP]
 
 
-def test_hub_user_not_created_by_wodsync_is_never_deleted(lab):
+def test_hub_user_not_created_by_wodsync_is_never_deleted(hub_host):
     subprocess.run(["useradd", "-u", str(UID_BASE + 900), "-M", f"{PREFIX}900"], check=True)
-    assert lab["api"].call("POST", f"/users/{PREFIX}900").status_code == 201
-    done = wodsync(lab["root"], "plan", "--json")
+    assert hub_host["api"].call("POST", f"/users/{PREFIX}900").status_code == 201
+    done = wodsync(hub_host["root"], "plan", "--json")
     result = json.loads(done.stdout)[0]["plan"]
     assert not any(a["address"] == f"hub_user:{PREFIX}900" for a in result["changes"])
     assert any("not created by wodsync" in n for n in result["notes"])
-    assert wodsync(lab["root"], "apply", "--yes").returncode in (0, 2)
-    assert f"{PREFIX}900" in lab["api"].users()
+    assert wodsync(hub_host["root"], "apply", "--yes").returncode in (0, 2)
+    assert f"{PREFIX}900" in hub_host["api"].users()
 
 
-def _hub_pid(lab) -> int:
-    return json.loads((lab["data"] / "wodsync-hub.json").read_text())["pid"]
+def _hub_pid(hub_host) -> int:
+    return json.loads((hub_host["data"] / "wodsync-hub.json").read_text())["pid"]
 
 
-def test_seat_logs_in_with_its_password_and_its_server_survives_a_restart(lab):
+def test_seat_logs_in_with_its_password_and_its_server_survives_a_restart(hub_host):
     user = f"{PREFIX}3"
     home = HOMES / user
     (home / "WKSHP-Lab").mkdir()
@@ -128,109 +128,109 @@ def test_seat_logs_in_with_its_password_and_its_server_survives_a_restart(lab):
         '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
     subprocess.run(["chown", "-R", f"{user}:{user}", str(home)], check=True)
     subprocess.run(["chpasswd"], input=f"{user}:Seat-Pass-3x\n", text=True, check=True)
-    session, xsrf = login(lab["base"], user, "Seat-Pass-3x")
-    start_server(session, lab["base"], user, xsrf)
-    nb = read_contents(session, lab["base"], user, "WKSHP-Lab/1-Intro.ipynb")
+    session, xsrf = login(hub_host["base"], user, "Seat-Pass-3x")
+    start_server(session, hub_host["base"], user, xsrf)
+    nb = read_contents(session, hub_host["base"], user, "WKSHP-Lab/1-Intro.ipynb")
     assert nb["type"] == "notebook" and nb["content"]["nbformat"] == 4
     with pytest.raises(AssertionError):
-        login(lab["base"], user, "wrong-password")
+        login(hub_host["base"], user, "wrong-password")
 
-    before = _hub_pid(lab)
-    assert wodsync(lab["root"], "apply", "--yes").returncode == 0
-    assert _hub_pid(lab) == before, "no configuration change must mean no restart"
-    host = lab["root"] / "hosts/lab.yaml"
+    before = _hub_pid(hub_host)
+    assert wodsync(hub_host["root"], "apply", "--yes").returncode == 0
+    assert _hub_pid(hub_host) == before, "no configuration change must mean no restart"
+    host = hub_host["root"] / "hosts/lab.yaml"
     host.write_text(host.read_text() + "  admins: [root]\n")
-    assert ("update", "service:jupyterhub") in plan_actions(lab["root"])
-    applied = wodsync(lab["root"], "apply", "--yes")
+    assert ("update", "service:jupyterhub") in plan_actions(hub_host["root"])
+    applied = wodsync(hub_host["root"], "apply", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert applied.stderr.count("restarted the hub") == 1
-    assert _hub_pid(lab) != before
-    again = read_contents(session, lab["base"], user, "WKSHP-Lab/1-Intro.ipynb")
+    assert _hub_pid(hub_host) != before
+    again = read_contents(session, hub_host["base"], user, "WKSHP-Lab/1-Intro.ipynb")
     assert again["name"] == "1-Intro.ipynb", "the student's server died with the hub"
 
 
-def test_kernel_added_to_a_workshop_is_planned_and_installed(lab):
+def test_kernel_added_to_a_workshop_is_planned_and_installed(hub_host):
     """From the wheel the fixture built, with no package index at all."""
-    host = lab["root"] / "hosts/lab.yaml"
+    host = hub_host["root"] / "hosts/lab.yaml"
     host.write_text(host.read_text() + "  no_index: true\n")
-    ws = lab["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
+    ws = hub_host["root"] / "catalog/workshops/WKSHP-Lab/workshop.yaml"
     ws.write_text(ws.read_text() + "kernels:\n  - name: wodtest\n    pip: [wodtest-kernel==1.0]\n"
                   "  - name: wodtest2\n    install: [python, -m, ipykernel, install, "
                   "--sys-prefix, --name, wodtest2]\n")
-    actions = plan_actions(lab["root"])
+    actions = plan_actions(hub_host["root"])
     assert ("create", "package:pip/wodtest-kernel") in actions
     assert ("create", "kernel:wodtest") in actions
     assert ("create", "kernel:wodtest2") in actions
-    applied = wodsync(lab["root"], "apply", "--yes")
+    applied = wodsync(hub_host["root"], "apply", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     listed = subprocess.run([f"{HUB_PREFIX}/bin/jupyter", "kernelspec", "list", "--json"],
                             capture_output=True, text=True, check=True)
     assert {"wodtest", "wodtest2"} <= set(json.loads(listed.stdout)["kernelspecs"])
-    assert wodsync(lab["root"], "plan").returncode == 0
+    assert wodsync(hub_host["root"], "plan").returncode == 0
 
 
-def test_shrinking_the_pool_stops_servers_then_deletes_hub_users_and_accounts(lab):
+def test_shrinking_the_pool_stops_servers_then_deletes_hub_users_and_accounts(hub_host):
     user = f"{PREFIX}{SEATS}"
     subprocess.run(["chpasswd"], input=f"{user}:Seat-Pass-200\n", text=True, check=True)
-    session, xsrf = login(lab["base"], user, "Seat-Pass-200")
-    start_server(session, lab["base"], user, xsrf)
-    students = lab["root"] / "catalog/students.yaml"
+    session, xsrf = login(hub_host["base"], user, "Seat-Pass-200")
+    start_server(session, hub_host["base"], user, xsrf)
+    students = hub_host["root"] / "catalog/students.yaml"
     students.write_text(students.read_text().replace(f"last: {SEATS}", f"last: {SEATS - 2}"))
-    actions = set(plan_actions(lab["root"]))
+    actions = set(plan_actions(hub_host["root"]))
     assert {("delete", f"hub_user:{PREFIX}{SEATS}"), ("delete", f"account:{PREFIX}{SEATS}"),
             ("delete", f"hub_user:{PREFIX}{SEATS - 1}")} <= actions
-    applied = wodsync(lab["root"], "apply", "--yes")
+    applied = wodsync(hub_host["root"], "apply", "--yes")
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
-    assert user not in lab["api"].users()
+    assert user not in hub_host["api"].users()
     with pytest.raises(KeyError):
         pwd.getpwnam(user)
-    assert wodsync(lab["root"], "plan").returncode == 0
+    assert wodsync(hub_host["root"], "plan").returncode == 0
 
 
-def test_apt_packages_are_observed_with_dpkg(lab):
-    host = lab["root"] / "hosts/lab.yaml"
+def test_apt_packages_are_observed_with_dpkg(hub_host):
+    host = hub_host["root"] / "hosts/lab.yaml"
     original = host.read_text()
     host.write_text(original + "packages:\n  apt: [passwd, wodsync-no-such-package]\n")
     try:
-        actions = plan_actions(lab["root"])
+        actions = plan_actions(hub_host["root"])
     finally:
         host.write_text(original)
     assert actions == [("create", "package:apt/wodsync-no-such-package")]
 
 
-def test_a_stopped_hub_is_started_and_converged_in_one_apply(lab):
+def test_a_stopped_hub_is_started_and_converged_in_one_apply(hub_host):
     """A hub (and its proxy) stopped behind wodsync's back while the catalog changed a group:
     one apply starts it, reads its users and groups once it answers, converges — exit 0."""
-    state = json.loads((lab["data"] / "wodsync-hub.json").read_text())
+    state = json.loads((hub_host["data"] / "wodsync-hub.json").read_text())
     os.kill(state["pid"], 15)
-    proxy = lab["data"] / "jupyterhub-proxy.pid"
+    proxy = hub_host["data"] / "jupyterhub-proxy.pid"
     if proxy.exists():
         os.kill(int(proxy.read_text()), 15)
-    students = lab["root"] / "catalog/students.yaml"
+    students = hub_host["root"] / "catalog/students.yaml"
     students.write_text(students.read_text().replace(f"last: {SEATS - 2}", f"last: {SEATS + 3}"))
-    done = wodsync(lab["root"], "plan")
+    done = wodsync(hub_host["root"], "plan")
     assert "hub not running: users are checked after it starts" in done.stdout
     assert "ERROR" not in done.stdout, done.stdout
-    applied = wodsync(lab["root"], "apply", "--yes")
+    applied = wodsync(hub_host["root"], "apply", "--yes")
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
     assert "started the hub" in applied.stderr
-    assert len(lab["api"].groups()[GROUP]) == SEATS + 3, "the membership change is applied"
-    assert {f"{PREFIX}{n}" for n in range(1, SEATS + 4)} <= set(lab["api"].users())
-    assert wodsync(lab["root"], "plan").returncode == 0
+    assert len(hub_host["api"].groups()[GROUP]) == SEATS + 3, "the membership change is applied"
+    assert {f"{PREFIX}{n}" for n in range(1, SEATS + 4)} <= set(hub_host["api"].users())
+    assert wodsync(hub_host["root"], "plan").returncode == 0
 
 
-def test_moving_the_hubs_ports_converges_without_an_error(lab):
+def test_moving_the_hubs_ports_converges_without_an_error(hub_host):
     """The hub API does not answer on its new port until the restart the plan makes: an
     error of the first observation that the apply resolves is no failure."""
     from sshd import free_port
 
-    host = lab["root"] / "hosts/lab.yaml"
+    host = hub_host["root"] / "hosts/lab.yaml"
     text = host.read_text()
     old = next(ln for ln in text.splitlines() if ln.strip().startswith("hub_port:"))
     new_port = free_port()
     host.write_text(text.replace(old, f"  hub_port: {new_port}"))
-    applied = wodsync(lab["root"], "apply", "--yes")
+    applied = wodsync(hub_host["root"], "apply", "--yes")
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
     assert "ERROR" not in applied.stdout and "restarted the hub" in applied.stderr
     assert HubApi(new_port, TOKEN).users(), "the hub answers on its new port"
-    assert wodsync(lab["root"], "plan").returncode == 0
+    assert wodsync(hub_host["root"], "plan").returncode == 0

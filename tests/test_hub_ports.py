@@ -121,8 +121,8 @@ def wodsync(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_wodsync(*args, "--root", root, env=dict(os.environ, WODT_HUB_TOKEN=TOKEN))
 
 
-def applied(lab: dict[str, Any]) -> str:
-    done = wodsync(lab["root"], "apply", "--yes")
+def applied(hub_host: dict[str, Any]) -> str:
+    done = wodsync(hub_host["root"], "apply", "--yes")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stderr
 
@@ -163,10 +163,10 @@ def set_password(n: int) -> str:
     return password
 
 
-def pid_of(lab: dict[str, Any], what: str) -> int:
+def pid_of(hub_host: dict[str, Any], what: str) -> int:
     if what == "hub":
-        return json.loads((lab["data"] / "wodsync-hub.json").read_text())["pid"]
-    return int((lab["data"] / "jupyterhub-proxy.pid").read_text())
+        return json.loads((hub_host["data"] / "wodsync-hub.json").read_text())["pid"]
+    return int((hub_host["data"] / "jupyterhub-proxy.pid").read_text())
 
 
 def alive(pid: int) -> bool:
@@ -185,28 +185,28 @@ def end(pid: int) -> None:
     assert not alive(pid), f"process {pid} did not end"
 
 
-def proxy_token(lab: dict[str, Any]) -> str:
+def proxy_token(hub_host: dict[str, Any]) -> str:
     """As root: the token in the running proxy's environment."""
-    env = Path(f"/proc/{pid_of(lab, 'proxy')}/environ").read_bytes().split(b"\0")
+    env = Path(f"/proc/{pid_of(hub_host, 'proxy')}/environ").read_bytes().split(b"\0")
     return next(v.split(b"=", 1)[1].decode() for v in env
                 if v.startswith(b"CONFIGPROXY_AUTH_TOKEN="))
 
 
-def routes(lab: dict[str, Any], token: str) -> requests.Response:
-    return requests.get(f"{lab['proxy_api']}/api/routes", timeout=30,
+def routes(hub_host: dict[str, Any], token: str) -> requests.Response:
+    return requests.get(f"{hub_host['proxy_api']}/api/routes", timeout=30,
                         headers={"Authorization": f"token {token}"})
 
 
-def toggle_restart(lab: dict[str, Any]) -> str:
+def toggle_restart(hub_host: dict[str, Any]) -> str:
     """A configuration change (hub admins on or off): the apply restarts the hub."""
-    host = lab["root"] / "hosts/lab.yaml"
+    host = hub_host["root"] / "hosts/lab.yaml"
     text = host.read_text()
     host.write_text(text.replace(ADMINS, "") if ADMINS in text else text + ADMINS)
-    return applied(lab)
+    return applied(hub_host)
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def hub_host(tmp_path_factory):
     """One local host with a managed hub on free ports below 1024, as a fresh host's are."""
     _cleanup_accounts()
     tmp = tmp_path_factory.mktemp("hubports")
@@ -225,62 +225,62 @@ def lab(tmp_path_factory):
 
 
 @needs_hub
-def test_a_fresh_host_runs_the_hub_with_no_port_open_to_students(lab):
-    first = lab["first_apply"]
+def test_a_fresh_host_runs_the_hub_with_no_port_open_to_students(hub_host):
+    first = hub_host["first_apply"]
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "started the hub" in first.stderr
     assert "open to students" not in first.stdout
-    assert not (lab["data"] / "proxy-auth-token").exists(), "the proxy's token is on disk"
-    assert routes(lab, proxy_token(lab)).status_code == 200
+    assert not (hub_host["data"] / "proxy-auth-token").exists(), "the proxy's token is on disk"
+    assert routes(hub_host, proxy_token(hub_host)).status_code == 200
 
 
 @needs_hub
-def test_a_seat_cannot_take_the_hubs_ports_while_the_hub_restarts_and_logins_still_work(lab):
+def test_a_seat_cannot_take_the_hubs_ports_while_the_hub_restarts_and_logins_still_work(hub_host):
     """The old hub ends, the new one replaces the proxy: the hub's port and the public port
     are both free for a moment."""
-    proxy = pid_of(lab, "proxy")
-    with Listener(seat(2), lab["ports"]["hub_port"], lab["ports"]["port"]) as attacker:
-        assert "restarted the hub" in toggle_restart(lab)
-        session, _ = login(lab["base"], f"{PREFIX}1", set_password(1))
+    proxy = pid_of(hub_host, "proxy")
+    with Listener(seat(2), hub_host["ports"]["hub_port"], hub_host["ports"]["port"]) as attacker:
+        assert "restarted the hub" in toggle_restart(hub_host)
+        session, _ = login(hub_host["base"], f"{PREFIX}1", set_password(1))
     result = attacker.result
     assert result["uid"] == UID_BASE + 2 and result["tries"] > 1
     assert result["held"] == [] and result["got"] == []
     assert set(result["refused"]) == {"EACCES"}
-    assert session.get(f"{lab['base']}/hub/home", timeout=30).status_code == 200
-    assert pid_of(lab, "proxy") != proxy, "the new hub was expected to replace its proxy"
+    assert session.get(f"{hub_host['base']}/hub/home", timeout=30).status_code == 200
+    assert pid_of(hub_host, "proxy") != proxy, "the new hub was expected to replace its proxy"
 
 
 @needs_hub
-def test_a_seat_cannot_take_the_hubs_port_while_the_hub_is_stopped(lab):
+def test_a_seat_cannot_take_the_hubs_port_while_the_hub_is_stopped(hub_host):
     """The hub dies; its proxy keeps routing `/` to the hub's port until the next start."""
-    end(pid_of(lab, "hub"))
-    assert alive(pid_of(lab, "proxy"))
-    with Listener(seat(2), lab["ports"]["hub_port"]) as attacker:
-        page = requests.get(f"{lab['base']}/hub/login", timeout=30)
+    end(pid_of(hub_host, "hub"))
+    assert alive(pid_of(hub_host, "proxy"))
+    with Listener(seat(2), hub_host["ports"]["hub_port"]) as attacker:
+        page = requests.get(f"{hub_host['base']}/hub/login", timeout=30)
         assert page.status_code != 200, "a login page came from somewhere while the hub was down"
-        assert "started the hub" in applied(lab)
-        login(lab["base"], f"{PREFIX}1", set_password(1))
+        assert "started the hub" in applied(hub_host)
+        login(hub_host["base"], f"{PREFIX}1", set_password(1))
     assert attacker.result["held"] == [] and attacker.result["got"] == []
     assert attacker.result["uid"] == UID_BASE + 2 and attacker.result["tries"] > 1
 
 
 @needs_hub
-def test_a_seat_cannot_take_the_proxys_ports_while_the_proxy_is_replaced(lab):
+def test_a_seat_cannot_take_the_proxys_ports_while_the_proxy_is_replaced(hub_host):
     """Hub and proxy both stopped; the next start makes a proxy and sends it its token."""
-    end(pid_of(lab, "hub"))
-    end(pid_of(lab, "proxy"))
-    ports = (lab["ports"]["proxy_api_port"], lab["ports"]["port"])
+    end(pid_of(hub_host, "hub"))
+    end(pid_of(hub_host, "proxy"))
+    ports = (hub_host["ports"]["proxy_api_port"], hub_host["ports"]["port"])
     with Listener(seat(3), *ports) as attacker:
-        assert "started the hub" in applied(lab)
+        assert "started the hub" in applied(hub_host)
     assert attacker.result["held"] == [] and attacker.result["got"] == []
     assert set(attacker.result["refused"]) == {"EACCES"} and attacker.result["tries"] > 2
-    assert routes(lab, proxy_token(lab)).status_code == 200
+    assert routes(hub_host, proxy_token(hub_host)).status_code == 200
 
 
 @needs_hub
-def test_a_seat_gets_nothing_from_the_proxys_api(lab):
-    api = lab["proxy_api"]
-    snoop = seat_popen(seat(4), SNOOP, api, pid_of(lab, "proxy"), stdout=subprocess.PIPE)
+def test_a_seat_gets_nothing_from_the_proxys_api(hub_host):
+    api = hub_host["proxy_api"]
+    snoop = seat_popen(seat(4), SNOOP, api, pid_of(hub_host, "proxy"), stdout=subprocess.PIPE)
     out = json.loads(snoop.communicate(timeout=60)[0])
     assert out["uid"] == UID_BASE + 4
     assert out["anonymous"][0] == 403 and out["guessed"][0] == 403
@@ -289,46 +289,47 @@ def test_a_seat_gets_nothing_from_the_proxys_api(lab):
 
 
 @needs_hub
-def test_the_proxys_token_is_new_after_a_proxy_restart(lab):
-    before, proxy = proxy_token(lab), pid_of(lab, "proxy")
-    assert "restarted the hub" in toggle_restart(lab)
-    after = proxy_token(lab)
-    assert pid_of(lab, "proxy") != proxy
+def test_the_proxys_token_is_new_after_a_proxy_restart(hub_host):
+    before, proxy = proxy_token(hub_host), pid_of(hub_host, "proxy")
+    assert "restarted the hub" in toggle_restart(hub_host)
+    after = proxy_token(hub_host)
+    assert pid_of(hub_host, "proxy") != proxy
     assert after != before and len(after) == 64
-    assert routes(lab, before).status_code == 403
-    assert routes(lab, after).status_code == 200
-    written = [f for f in (*lab["data"].rglob("*"), *lab["root"].parent.joinpath("hubconf")
-                           .rglob("*")) if f.is_file() and after.encode() in f.read_bytes()]
+    assert routes(hub_host, before).status_code == 403
+    assert routes(hub_host, after).status_code == 200
+    written = [f for f in (*hub_host["data"].rglob("*"),
+                           *hub_host["root"].parent.joinpath("hubconf").rglob("*"))
+               if f.is_file() and after.encode() in f.read_bytes()]
     assert written == [], "the proxy's token is written on disk"
 
 
 @needs_hub
-def test_a_seats_own_server_works_through_the_proxy_across_a_restart(lab):
+def test_a_seats_own_server_works_through_the_proxy_across_a_restart(hub_host):
     """Students' servers listen on random high ports; the proxy still routes to them."""
     user = f"{PREFIX}5"
     home = HOMES / user
     (home / "notes.ipynb").write_text(
         '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
     os.chown(home / "notes.ipynb", UID_BASE + 5, UID_BASE + 5)
-    session, xsrf = login(lab["base"], user, set_password(5))
-    start_server(session, lab["base"], user, xsrf)
-    assert read_contents(session, lab["base"], user, "notes.ipynb")["type"] == "notebook"
-    assert "restarted the hub" in toggle_restart(lab)
-    assert read_contents(session, lab["base"], user, "notes.ipynb")["type"] == "notebook"
+    session, xsrf = login(hub_host["base"], user, set_password(5))
+    start_server(session, hub_host["base"], user, xsrf)
+    assert read_contents(session, hub_host["base"], user, "notes.ipynb")["type"] == "notebook"
+    assert "restarted the hub" in toggle_restart(hub_host)
+    assert read_contents(session, hub_host["base"], user, "notes.ipynb")["type"] == "notebook"
 
 
 @needs_hub
-def test_a_stale_proxy_pid_file_never_gets_another_process_killed(lab):
+def test_a_stale_proxy_pid_file_never_gets_another_process_killed(hub_host):
     """After a reboot the proxy's old pid may be a student's process (or a daemon's): the hub
     starting must not stop it."""
-    end(pid_of(lab, "hub"))
-    end(pid_of(lab, "proxy"))
+    end(pid_of(hub_host, "hub"))
+    end(pid_of(hub_host, "proxy"))
     bystander = seat_popen(seat(6), "import time; time.sleep(600)")
     try:
-        (lab["data"] / "jupyterhub-proxy.pid").write_text(str(bystander.pid))
-        assert "started the hub" in applied(lab)
+        (hub_host["data"] / "jupyterhub-proxy.pid").write_text(str(bystander.pid))
+        assert "started the hub" in applied(hub_host)
         assert bystander.poll() is None, "the hub stopped a process that was not its proxy"
-        assert pid_of(lab, "proxy") != bystander.pid
+        assert pid_of(hub_host, "proxy") != bystander.pid
     finally:
         bystander.kill()
         bystander.wait()

@@ -35,7 +35,9 @@ def _cleanup() -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def systemd_hub(tmp_path_factory):
+    """One local host whose hub runs as a systemd unit, under the fake `systemctl` of
+    tests/fakes (it logs its calls in `systemd`), 50 seats."""
     _cleanup()
     tmp = tmp_path_factory.mktemp("hubsd")
     systemd = tmp / "systemd"
@@ -56,66 +58,66 @@ def lab(tmp_path_factory):
     _cleanup()
 
 
-def wodsync(lab, *args: str) -> subprocess.CompletedProcess[str]:
+def wodsync(systemd_hub, *args: str) -> subprocess.CompletedProcess[str]:
     """`apply` may install into the shared hub venv: hubs.hub_prefix_lock() says why."""
     if args[0] != "apply":
-        return run_wodsync(*args, "--root", lab["root"], env=lab["env"])
+        return run_wodsync(*args, "--root", systemd_hub["root"], env=systemd_hub["env"])
     with hub_prefix_lock():
-        return run_wodsync(*args, "--root", lab["root"], env=lab["env"])
+        return run_wodsync(*args, "--root", systemd_hub["root"], env=systemd_hub["env"])
 
 
-def calls(lab) -> list[str]:
-    log = lab["systemd"] / "calls.log"
+def calls(systemd_hub) -> list[str]:
+    log = systemd_hub["systemd"] / "calls.log"
     return [c for c in log.read_text().splitlines() if not c.startswith("show")] \
         if log.exists() else []
 
 
-def test_the_unit_is_installed_reloaded_and_started(lab):
-    applied = wodsync(lab, "apply", "--yes")
+def test_the_unit_is_installed_reloaded_and_started(systemd_hub):
+    applied = wodsync(systemd_hub, "apply", "--yes")
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
-    assert calls(lab) == ["daemon-reload", "enable --quiet jupyterhub.service",
+    assert calls(systemd_hub) == ["daemon-reload", "enable --quiet jupyterhub.service",
                           "restart jupyterhub.service"]
-    unit = (lab["systemd"] / "units/jupyterhub.service").read_text()
+    unit = (systemd_hub["systemd"] / "units/jupyterhub.service").read_text()
     assert "KillMode=process" in unit and "/bin/jupyterhub -f " in unit
-    assert {f"{PREFIX}{n}" for n in range(1, 51)} <= set(lab["api"].users())
-    assert wodsync(lab, "plan").returncode == 0
+    assert {f"{PREFIX}{n}" for n in range(1, 51)} <= set(systemd_hub["api"].users())
+    assert wodsync(systemd_hub, "plan").returncode == 0
 
 
-def test_no_change_no_systemctl_a_config_change_one_restart(lab):
-    before = len(calls(lab))
-    assert wodsync(lab, "apply", "--yes").returncode == 0
-    assert len(calls(lab)) == before
-    host = lab["root"] / "hosts/lab.yaml"
+def test_no_change_no_systemctl_a_config_change_one_restart(systemd_hub):
+    before = len(calls(systemd_hub))
+    assert wodsync(systemd_hub, "apply", "--yes").returncode == 0
+    assert len(calls(systemd_hub)) == before
+    host = systemd_hub["root"] / "hosts/lab.yaml"
     host.write_text(host.read_text() + "  admins: [root]\n")
-    applied = wodsync(lab, "apply", "--yes")
+    applied = wodsync(systemd_hub, "apply", "--yes")
     assert applied.returncode == 0, applied.stderr[-2000:]
-    assert calls(lab)[before:] == ["enable --quiet jupyterhub.service",
+    assert calls(systemd_hub)[before:] == ["enable --quiet jupyterhub.service",
                                    "restart jupyterhub.service"]
-    assert "root" in lab["api"].users()
+    assert "root" in systemd_hub["api"].users()
 
 
-def test_a_changed_unit_is_reloaded_before_the_restart(lab):
-    before = len(calls(lab))
-    template = lab["root"] / "templates/hub/jupyterhub.service.j2"
+def test_a_changed_unit_is_reloaded_before_the_restart(systemd_hub):
+    before = len(calls(systemd_hub))
+    template = systemd_hub["root"] / "templates/hub/jupyterhub.service.j2"
     template.write_text(template.read_text().replace("RestartSec=5", "RestartSec=7"))
-    plan = json.loads(wodsync(lab, "plan", "--json").stdout)[0]["plan"]["changes"]
+    plan = json.loads(wodsync(systemd_hub, "plan", "--json").stdout)[0]["plan"]["changes"]
     assert {a["address"] for a in plan} == {
-        f"file:{lab['systemd']}/units/jupyterhub.service", "service:jupyterhub"}
-    assert wodsync(lab, "apply", "--yes").returncode == 0
-    assert calls(lab)[before:] == ["daemon-reload", "enable --quiet jupyterhub.service",
+        f"file:{systemd_hub['systemd']}/units/jupyterhub.service", "service:jupyterhub"}
+    assert wodsync(systemd_hub, "apply", "--yes").returncode == 0
+    assert calls(systemd_hub)[before:] == ["daemon-reload", "enable --quiet jupyterhub.service",
                                    "restart jupyterhub.service"]
-    assert "RestartSec=7" in (lab["systemd"] / "loaded/jupyterhub.service").read_text()
-    assert wodsync(lab, "plan").returncode == 0
+    assert "RestartSec=7" in (systemd_hub["systemd"] / "loaded/jupyterhub.service").read_text()
+    assert wodsync(systemd_hub, "plan").returncode == 0
 
 
-def test_a_hub_stopped_under_systemd_converges_in_one_apply(lab):
+def test_a_hub_stopped_under_systemd_converges_in_one_apply(systemd_hub):
     """`systemctl stop` behind wodsync's back and a group change meanwhile: one apply, exit 0."""
-    subprocess.run(["systemctl", "stop", "jupyterhub.service"], env=lab["env"], check=True)
-    students = lab["root"] / "catalog/students.yaml"
+    subprocess.run(["systemctl", "stop", "jupyterhub.service"], env=systemd_hub["env"], check=True)
+    students = systemd_hub["root"] / "catalog/students.yaml"
     students.write_text(students.read_text().replace("last: 50", "last: 55")
                         + "    group: wodtsgrp\n")
-    applied = wodsync(lab, "apply", "--yes")
+    applied = wodsync(systemd_hub, "apply", "--yes")
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
-    assert calls(lab)[-1] == "restart jupyterhub.service"
-    assert len(lab["api"].groups()["wodtsgrp"]) == 55
-    assert wodsync(lab, "plan").returncode == 0
+    assert calls(systemd_hub)[-1] == "restart jupyterhub.service"
+    assert len(systemd_hub["api"].groups()["wodtsgrp"]) == 55
+    assert wodsync(systemd_hub, "plan").returncode == 0
