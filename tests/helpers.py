@@ -129,6 +129,6 @@ def _isolated(argv: list[str], env: Mapping[str, str] | None,
         for stream in (sys.stdout, sys.stderr, sys.stdin):
             stream.detach()
         sys.argv, sys.stdin, sys.stdout, sys.stderr = saved
-        if env is not None:
+        if os.environ != saved_env:
             os.environ.clear()
             os.environ.update(saved_env)
