@@ -58,7 +58,8 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 PURE_MODULES = {
     "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
-    "test_import", "test_models", "test_project", "test_render_budget", "test_review",
+    "test_import", "test_models", "test_plan_hub", "test_project", "test_render_budget",
+    "test_review",
     "test_rules", "test_secrets", "test_source", "test_suite", "test_templates", "test_watch",
 }
 MARKERS = {
@@ -69,26 +70,28 @@ MARKERS = {
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """The markers, and every test module listed (here, not at collection: under xdist the
+    controller collects nothing, and a worker's error would read as a crash)."""
     for name, why in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {why}")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test gets its module's markers and xdist group; an unlisted module is an error."""
-    unlisted = set()
-    for item in items:
-        module = item.path.stem
-        if module in HOST_MODULES:
-            group, markers = HOST_MODULES[module]
-            item.add_marker(pytest.mark.xdist_group(group))
-            for name in markers:
-                item.add_marker(name)
-        elif module not in PURE_MODULES:
-            unlisted.add(module)
+    modules = {p.stem for p in Path(__file__).parent.glob("test_*.py")}
+    unlisted = modules - HOST_MODULES.keys() - PURE_MODULES
     if unlisted:
         raise pytest.UsageError(
             f"tests/conftest.py does not say which host resources {sorted(unlisted)} use: "
             "add each to HOST_MODULES (with its xdist group) or to PURE_MODULES")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets its module's markers and xdist group (before `-m` deselects and xdist
+    reads the groups)."""
+    for item in items:
+        group, markers = HOST_MODULES.get(item.path.stem, (None, ()))
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        for name in markers:
+            item.add_marker(name)
 
 
 class Repo:

@@ -42,8 +42,9 @@ def needs_root(item: pytest.Item) -> bool:
     return any(REASON in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Before `-m` deselects and xdist reads the groups: `-m "not root"` must see the mark."""
     for item in items:
         if needs_root(item) and item.get_closest_marker(MARK) is None:
             item.add_marker(MARK)
