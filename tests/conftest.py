@@ -1,13 +1,13 @@
 """Shared fixtures (a throw-away copy of the project's example repository per test), and what
 each test module shares with the others on this machine, for the markers and pytest-xdist.
 
-`./bootstrap test` runs the suite on several xdist workers (`--dist loadgroup`). Tests of
-one group run on one worker, one after another: a group is one host resource that two tests
-must not use at once (Linux accounts of one prefix and uid range, a home root, a lab's
-sysctl) and keeps a module's module-scoped lab on the worker that built it. A module with
-no entry in HOST_MODULES is pure (its own temporary files only) and its tests go to any
-worker. Every test module must be listed in one of the two tables, so that a new module
-says which it is.
+`./bootstrap test` runs the suite on several xdist workers (`--dist loadgroup`, scheduled by
+pytest_xdist_make_scheduler below). Tests of one group run on one worker, one after another:
+a group is one host resource that two tests must not use at once (Linux accounts of one
+prefix and uid range, a home root, a lab's sysctl) and keeps a module's module-scoped lab on
+the worker that built it. A module with no entry in HOST_MODULES is pure (its own temporary
+files only) and its tests go to any worker. Every test module must be listed in one of the
+two tables, so that a new module says which it is.
 """
 
 from __future__ import annotations
@@ -84,14 +84,36 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test gets its module's markers and xdist group (before `-m` deselects and xdist
-    reads the groups)."""
+    """Each test gets its module's markers (before `-m` deselects)."""
     for item in items:
-        group, markers = HOST_MODULES.get(item.path.stem, (None, ()))
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-        for name in markers:
+        for name in HOST_MODULES.get(item.path.stem, (None, ()))[1]:
             item.add_marker(name)
+
+
+def host_group(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module's group, else the test alone."""
+    module = Path(nodeid.split("::", 1)[0]).stem
+    group = HOST_MODULES.get(module, (None, ()))[0]
+    return f"group:{group}" if group else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadgroup` by HOST_MODULES's groups.
+
+    xdist's own loadgroup reads `xdist_group` marks by renaming each test's node id, which
+    pytest 9 no longer lets a plugin do (the id is `Node._id` now): every test would be
+    scheduled alone and two workers would build one lab at once. The same scheduling, by
+    scope: largest groups first, a pure test a unit of its own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HostGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return host_group(nodeid)
+
+    return HostGroups(config, log)
 
 
 class Repo:
