@@ -64,6 +64,12 @@ def lab(tmp_path, sshd):
     Path("/proc/sys/" + SYSCTL.replace(".", "/")).write_text(original)
 
 
+def lab_shadow() -> list[str]:
+    """The lab's own lines of /etc/shadow: other test modules' accounts change beside it."""
+    return [line for line in Path("/etc/shadow").read_text().splitlines()
+            if line.startswith(PREFIX) and line.split(":", 1)[0][len(PREFIX):].isdigit()]
+
+
 def wodsync_command(root: Path, *args: str) -> list[str]:
     """The real executable's argv, for the tests about a `wodsync` process."""
     return wodsync_argv(*args, "--root", root)

@@ -42,6 +42,15 @@ def remove_test_accounts(prefix: str, uid_base: int, groups: tuple[str, ...] = (
             subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
 
 
+def ended(pid: int) -> bool:
+    """Whether process `pid` has exited (gone, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def until(check: Callable[[], object], message: str, timeout: float = 60) -> None:
     """Wait for `check()` to hold (polled every 0.2 s), else fail with `message`."""
     deadline = time.monotonic() + timeout

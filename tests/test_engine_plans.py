@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from enginelab import NEEDS, held_apply, plan_json, run
+from enginelab import NEEDS, held_apply, lab_shadow, plan_json, run
 
 pytestmark = NEEDS
 
@@ -87,12 +87,12 @@ def test_a_corrupt_inventory_stops_the_host_and_changes_nothing(lab):
     good = json.loads(inventory.read_text())
     assert len(good["resources"]["account"]) == 20 and good["schema"] == 2
     inventory.write_text(inventory.read_text()[:-5] + "{oops")
-    shadow = Path("/etc/shadow").read_text()
+    shadow = lab_shadow()
     applied = run(lab, "apply", "--yes")
     assert applied.returncode == 1
     assert "inventory" in applied.stderr and "is unreadable" in applied.stderr
     assert f"cp {inventory}.bak {inventory}" in applied.stderr
-    assert Path("/etc/shadow").read_text() == shadow, "nothing may change"
+    assert lab_shadow() == shadow, "nothing may change"
     assert inventory.read_text().endswith("{oops")
     backup = json.loads(Path(f"{inventory}.bak").read_text())
     assert len(backup["resources"]["account"]) == 20

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import remove_test_accounts
+from helpers import ended, remove_test_accounts, until
 from helpers import wodsync as run_wodsync
 from hubs import (
     HUB_PREFIX,
@@ -202,10 +202,14 @@ def test_a_stopped_hub_is_started_and_converged_in_one_apply(hub_host):
     """A hub (and its proxy) stopped behind wodsync's back while the catalog changed a group:
     one apply starts it, reads its users and groups once it answers, converges — exit 0."""
     state = json.loads((hub_host["data"] / "wodsync-hub.json").read_text())
-    os.kill(state["pid"], 15)
+    stopped = [state["pid"]]
     proxy = hub_host["data"] / "jupyterhub-proxy.pid"
     if proxy.exists():
-        os.kill(int(proxy.read_text()), 15)
+        stopped.append(int(proxy.read_text()))
+    for pid in stopped:
+        os.kill(pid, 15)
+    # Stopped means exited: a plan run at once would still find the hub ending.
+    until(lambda: all(ended(pid) for pid in stopped), "the hub did not stop on SIGTERM")
     students = hub_host["root"] / "catalog/students.yaml"
     students.write_text(students.read_text().replace(f"last: {SEATS - 2}", f"last: {SEATS + 3}"))
     done = wodsync(hub_host["root"], "plan")
