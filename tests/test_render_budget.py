@@ -120,7 +120,9 @@ def test_refusal_happens_before_allocating():
     assert result.stdout.strip() == "refused", result.stderr
 
 
-def test_output_is_still_capped(quick):
+def test_output_is_still_capped():
+    # The full time budget: with half a second, a loaded machine (xdist workers beside it)
+    # reaches the deadline before the cap this test is about.
     outcome = run_in("threading.Thread", lambda: _render(
         "{% for i in range(100000) %}{{ 'x' * 200 }}{% endfor %}"))
     assert isinstance(outcome, OutputTooLarge), outcome
