@@ -7,6 +7,7 @@ accounts wodsync creates there never touch this machine's and vanish with the co
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -46,6 +47,13 @@ def netns_available() -> bool:
     return done.returncode == 0
 
 
+def _copy_if_there(src: str, dst: str) -> None:
+    """Copy a file of /etc unless it vanished since it was listed: other tests (xdist workers)
+    run useradd and friends beside us, whose temporary files come and go."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copy2(src, dst)
+
+
 def start_host(index: int, workdir: Path, client_key: Path) -> FakeHost:
     name, veth = f"{PREFIX}{index}", f"{PREFIX}v{index}"
     outside, inside = f"10.231.{index}.1", f"10.231.{index}.2"
@@ -58,7 +66,8 @@ def start_host(index: int, workdir: Path, client_key: Path) -> FakeHost:
     ip("-n", name, "link", "set", "eth0", "up")
     ip("-n", name, "link", "set", "lo", "up")
     root = workdir / name
-    shutil.copytree("/etc", root / "etc", symlinks=True)
+    shutil.copytree("/etc", root / "etc", symlinks=True, copy_function=_copy_if_there,
+                    ignore=shutil.ignore_patterns("*.lock", ".pwd.lock"))
     (root / "home").mkdir()
     wrap = ("ip", "netns", "exec", name, "unshare", "--mount", "--propagation", "private",
             "sh", "-c", ENTER, "sh", str(root / "etc"), str(root / "home"))
