@@ -24,12 +24,13 @@ import requests
 import uvicorn
 from fastapi import FastAPI
 
-from wodsync.api.app import bearer
+from wodsync.api.app import create_app
+from wodsync.api.deps import Context
+from wodsync.api.routes import facts, status
 from wodsync.authoring.facts import FactsDocument, FactsError, Malformed, sanitise
 from wodsync.authoring.preview import preview_host
 from wodsync.authoring.scrub import find_leaks, pseudonym, scrub
 from wodsync.catalog import validate
-from wodsync.daemon.views import facts_router, status_router
 from wodsync.engine.desired import LiveSeat, desired_state
 from wodsync.engine.plan import plan_host
 from wodsync.engine.reconcile import host_job
@@ -116,9 +117,8 @@ def serving(app: FastAPI) -> Iterator[str]:
 
 def daemon_app(state: Path) -> tuple[FastAPI, Any]:
     store = open_store(state_dir=state)
-    app = FastAPI()
-    app.include_router(status_router(store, bearer(lambda: API_TOKEN)))
-    app.include_router(facts_router(store, lambda: FACTS_TOKEN))
+    app = create_app(Context(store, api_token=lambda: API_TOKEN, facts_token=lambda: FACTS_TOKEN),
+                     [status.router, facts.router])
     return app, store
 
 
@@ -395,8 +395,7 @@ def test_plan_facts_from_the_daemon_url_needs_the_facts_token(repo, tmp_path):
 
 def test_facts_without_a_configured_token_are_unavailable_not_open(tmp_path):
     store = open_store(state_dir=tmp_path)
-    app = FastAPI()
-    app.include_router(facts_router(store, lambda: None))
+    app = create_app(Context(store, facts_token=lambda: None), [facts.router])
     with serving(app) as base:
         got = requests.get(base + "/api/v1/facts", headers={"Authorization": "Bearer "},
                            timeout=10)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from wodsync.engine.connections import Connections
 from wodsync.secrets import Secrets
-from wodsync.sessions.service import Deployment, SessionService
+from wodsync.sessions.service import SessionService
+from wodsync.source.revision import Artifact, Current, Deployment, RevisionCheck
 from wodsync.store import Store, open_store
 
 DEFAULT_STATE = "/var/lib/wodsync"
@@ -33,7 +34,7 @@ class Controller:
 
     @cached_property
     def sessions(self) -> SessionService:
-        return SessionService(self.store, lambda: self.deployment, self.connections)
+        return SessionService(self.store, Current(self.deployment), self.connections)
 
     def close(self) -> None:
         self.connections.close()
@@ -41,16 +42,18 @@ class Controller:
 
 
 def working_tree_deployment(root: Path, secrets: Secrets) -> Deployment:
-    """The catalog of a working tree, validated; its revision is its commit or digest."""
+    """The catalog of a working tree, validated once; its revision is its commit or digest."""
     from wodsync.catalog import validate
     from wodsync.diagnostics import format_diagnostics, has_errors
     from wodsync.engine.planfile import Revision
 
     catalog, found = validate(root)
+    errors = [d for d in found if d.is_error]
     if has_errors(found):
-        raise ValueError("the catalog has errors:\n" + format_diagnostics(
-            [d for d in found if d.is_error], "text"))
-    return Deployment(catalog, str(Revision.of(root)), secrets)
+        raise ValueError("the catalog has errors:\n" + format_diagnostics(errors, "text"))
+    revision = Revision.of(root)
+    check = RevisionCheck(str(revision), True, [], [d for d in found if not d.is_error])
+    return Deployment(Artifact(str(revision), revision.digest, root, check, catalog), secrets)
 
 
 def open_controller(root: Path, state: Path | None, db: str | None,

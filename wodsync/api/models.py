@@ -4,12 +4,16 @@ what a client gets — credentials only where the client proved it holds the API
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from wodsync.store import Session, SessionEvent
+
+if TYPE_CHECKING:
+    from wodsync.sessions.service import SessionService
 
 EMAIL_RE = r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"  # noqa: E501
 Email = Annotated[str, StringConstraints(pattern=EMAIL_RE, max_length=254)]
@@ -83,7 +87,7 @@ class SessionOut(BaseModel):
     history: list[Event] = []
 
     @classmethod
-    def of(cls, s: Session, hub_url: str | None = None, history: list[SessionEvent] = (),
+    def of(cls, s: Session, hub_url: str | None = None, history: Sequence[SessionEvent] = (),
            credentials: bool = False) -> SessionOut:
         return cls(id=s.id, workshop=s.workshop, location=s.location, host=s.host, seat=s.seat,
                    participant=ParticipantIn.model_construct(name=s.name, email=s.email,
@@ -98,6 +102,14 @@ class SessionOut(BaseModel):
                                    next_attempt=s.next_release_at)
                    if s.state.value == "releasing" else None,
                    history=[Event.of(e) for e in history])
+
+
+def session_out(service: SessionService, s: Session, credentials: bool = True,
+                history: bool = False) -> SessionOut:
+    """A session as the API and `wodsync session` show it: its hub by the deployed catalog,
+    its credentials while live (`credentials`), its events (`history`)."""
+    events = service.store.sessions.events(s.id) if history else []
+    return SessionOut.of(s, service.hub_url(s), events, credentials)
 
 
 class WorkshopOut(BaseModel):

@@ -55,7 +55,7 @@ def controller(root: Path, state: Path | None, db: str | None,
 
 
 def _session_json(ctl: Controller, s: Session, history: bool = False) -> dict[str, Any]:
-    from wodsync.api.app import _out
+    from wodsync.api.models import session_out as _out
 
     return _out(ctl.sessions, s, credentials=True, history=history).model_dump(mode="json")
 
@@ -238,6 +238,7 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
     import uvicorn
 
     from wodsync.api.app import create_app
+    from wodsync.api.deps import Context
     from wodsync.sessions.service import ExpiryLoop
 
     address, port = parse_listen(listen)
@@ -245,7 +246,8 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
         recovered = ctl.sessions.recover()
         if recovered:
             say(f"recovered {len(recovered)} sessions a stopped process left half-way")
-        app = create_app(ctl.sessions, lambda: ctl.secrets.controller("WODSYNC_API_TOKEN"))
+        app = create_app(Context(ctl.store, sessions=ctl.sessions, api_token=lambda: ctl.secrets
+                                 .controller("WODSYNC_API_TOKEN")))
         loop = ExpiryLoop(ctl.sessions, expiry_interval)
         loop.start()
         try:

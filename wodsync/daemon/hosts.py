@@ -20,7 +20,7 @@ from wodsync.engine.change import Action
 from wodsync.engine.desired import DesiredHost
 from wodsync.engine.reconcile import HostResult, host_job
 from wodsync.engine.transport import Cancel
-from wodsync.store import HostCondition, Reconciliation, Result, Store, Trigger
+from wodsync.store import Condition, Reason, Reconciliation, Result, Store, Trigger
 
 BACKOFF_BASE = 10.0
 BACKOFF_CAP = 600.0
@@ -35,8 +35,8 @@ def backoff(failures: int) -> float:
 @dataclass(frozen=True)
 class Outcome:
     result: Result
-    condition: HostCondition
-    reason: str
+    condition: Condition
+    reason: Reason
     message: str
     counts: dict[str, int]
 
@@ -46,23 +46,23 @@ def classify(r: HostResult, trigger: Trigger) -> Outcome:
     plan = r.plan
     counts = {a.value: plan.count(a) if plan else 0 for a in Action}
     if r.error:
-        return Outcome(Result.FAILED, HostCondition.STALLED, "ReconcileFailed", r.error, counts)
+        return Outcome(Result.FAILED, Condition.STALLED, Reason.RECONCILE_FAILED, r.error, counts)
     assert plan is not None
     if plan.refused:
-        return Outcome(Result.REFUSED, HostCondition.STALLED, "DeletionsRefused", plan.refused,
+        return Outcome(Result.REFUSED, Condition.STALLED, Reason.DELETIONS_REFUSED, plan.refused,
                        counts)
     problems = plan.errors + [f"{f['phase']}: {f['error']}" for f in r.failures]
     if problems:
-        return Outcome(Result.FAILED, HostCondition.STALLED, "ApplyFailed",
+        return Outcome(Result.FAILED, Condition.STALLED, Reason.APPLY_FAILED,
                        "; ".join(problems), counts)
     if r.after and r.after.has_changes:
-        return Outcome(Result.FAILED, HostCondition.STALLED, "NotConverged",
+        return Outcome(Result.FAILED, Condition.STALLED, Reason.NOT_CONVERGED,
                        f"{len(r.after.changes)} changes still pending after the apply", counts)
     if not plan.has_changes:
-        return Outcome(Result.NOOP, HostCondition.READY, "UpToDate", "nothing to change",
+        return Outcome(Result.NOOP, Condition.READY, Reason.UP_TO_DATE, "nothing to change",
                        counts)
-    why = "DriftRepaired" if trigger == Trigger.RESYNC else "Applied"
-    return Outcome(Result.APPLIED, HostCondition.READY, why, "; ".join(r.applied), counts)
+    why = Reason.DRIFT_REPAIRED if trigger == Trigger.RESYNC else Reason.APPLIED
+    return Outcome(Result.APPLIED, Condition.READY, why, "; ".join(r.applied), counts)
 
 
 class HostRunner:
@@ -74,8 +74,8 @@ class HostRunner:
     def run(self, name: str, build: Callable[[], DesiredHost], revision: str,
             trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome:
         started, clock = datetime.now(UTC), time.monotonic()
-        self.store.status.update_host(name, condition=HostCondition.RECONCILING,
-                                      reason="Progressing", last_attempted_revision=revision,
+        self.store.status.update_host(name, condition=Condition.RECONCILING,
+                                      reason=Reason.PROGRESSING, last_attempted_revision=revision,
                                       message=f"{trigger.value}: reconciling {revision[:12]}")
         try:
             desired = build()
@@ -97,7 +97,7 @@ class HostRunner:
             self.store.status.put_facts(name, {"facts": r.facts, "digests": last.digests},
                                         revision=revision, observed_at=now)
         drifted = trigger == Trigger.RESYNC and o.result == Result.APPLIED
-        if o.condition == HostCondition.READY:
+        if o.condition == Condition.READY:
             self.store.status.update_host(
                 name, now=now, condition=o.condition, reason=o.reason, message=o.message,
                 last_applied_revision=revision, last_success_at=now, consecutive_failures=0,
@@ -119,8 +119,8 @@ class HostRunner:
     def _measure(self, name: str, o: Outcome, seconds: float, drifted: bool) -> None:
         m = self.metrics
         m.reconcile_seconds.labels(name).observe(seconds)
-        m.ready.labels(name).set(1 if o.condition == HostCondition.READY else 0)
-        if o.condition == HostCondition.READY:
+        m.ready.labels(name).set(1 if o.condition == Condition.READY else 0)
+        if o.condition == Condition.READY:
             m.last_applied.labels(name).set(time.time())
         if drifted:
             m.drift.labels(name).inc()
@@ -133,11 +133,11 @@ class HostRunner:
                   "result": o.result.value, "created": o.counts["create"],
                   "changed": o.counts["update"], "deleted": o.counts["delete"],
                   "duration_s": round(seconds, 3), "drift": drifted}
-        if o.condition != HostCondition.READY:
+        if o.condition != Condition.READY:
             fields["error"] = o.message[:500]
         if self.log_json:
             line = json.dumps(fields)
         else:
             line = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
                             for k, v in fields.items())
-        (log.warning if o.condition != HostCondition.READY else log.info)(line)
+        (log.warning if o.condition != Condition.READY else log.info)(line)

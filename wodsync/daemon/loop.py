@@ -2,12 +2,14 @@
 the last good revision), beside the session API and expiry loop, in one process.
 
 A new commit is fetched every `interval` seconds, or at once when the webhook says so; it is
-exported to an immutable folder and validated, and only a valid revision ever becomes the one
-deployed — an invalid one is recorded with its located errors while the last good revision stays
-applied and self-healed. Every `resync` seconds, with or without a new commit, each host is
-observed and its drift fixed. Hosts are handled in parallel with a bound; a failing host backs
-off on its own. On SIGTERM no new host job starts, the jobs in flight get `stop_timeout`
-seconds to finish, then their agents are told to stop at a safe point.
+exported to an immutable folder and validated once into an artifact, and only a valid revision
+ever becomes the one deployed (`Current`, shared with the session service) — an invalid one is
+recorded with its located errors, the source's condition `Stalled`, while the hosts stay on the
+last good revision, applied and self-healed, under their own condition. Every `resync`
+seconds, with or without a new commit, each host is observed and its drift fixed. Hosts are
+handled in parallel with a bound; a failing host backs off on its own. On SIGTERM no new host
+job starts, the jobs in flight get `stop_timeout` seconds to finish, then their agents are
+told to stop at a safe point.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from wodsync.catalog import validate
 from wodsync.catalog.loader import Catalog
 from wodsync.daemon.hosts import HostRunner
 from wodsync.daemon.metrics import Metrics
@@ -29,15 +29,16 @@ from wodsync.diagnostics import Diagnostic
 from wodsync.engine.desired import DesiredHost, desired_state
 from wodsync.engine.transport import Cancel
 from wodsync.secrets import Secrets
-from wodsync.sessions.service import Deployment, SessionService
+from wodsync.sessions.service import SessionService
 from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
-from wodsync.source.revision import check_revision, diagnostic_json
-from wodsync.store import HostCondition, Store, Trigger
+from wodsync.source.revision import Artifact, Current, Deployment, diagnostic_json, load_artifact
+from wodsync.store import Condition, Store, Trigger
+from wodsync.store.status import LIVE_SESSIONS_CODE
 
 log = logging.getLogger("wodsync.daemon")
 # Recorded refusals of a head that are checked again: its size (limits may have been raised
 # by a restart) and the live sessions it would orphan (they may have ended).
-RECHECKED = frozenset({"revision-too-large", "live-sessions"})
+RECHECKED = frozenset({"revision-too-large", LIVE_SESSIONS_CODE})
 
 
 @dataclass
@@ -50,15 +51,6 @@ class Settings:
 
 
 @dataclass
-class Deployed:
-    """The last good revision: what hosts converge to and sessions are created from."""
-
-    sha: str
-    deployment: Deployment
-    allow_deletions: int | None
-
-
-@dataclass
 class Wakeups:
     fetch: threading.Event = field(default_factory=threading.Event)
     reconcile: threading.Event = field(default_factory=threading.Event)
@@ -66,14 +58,18 @@ class Wakeups:
 
 
 class Daemon:
+    """The source and reconcile loops around one `Current` deployment, which the session
+    service reads too (the same holder: `sessions.deployment`)."""
+
     def __init__(self, source: GitSource, store: Store, secrets: Secrets,
-                 sessions: SessionService, settings: Settings, log_json: bool = False) -> None:
+                 sessions: SessionService, current: Current, settings: Settings,
+                 log_json: bool = False) -> None:
         self.source, self.store, self.secrets = source, store, secrets
         self.sessions = sessions
+        self.current = current
         self.settings = settings
         self.metrics = Metrics()
         self.runner = HostRunner(store, self.metrics, log_json)
-        self.deployed: Deployed | None = None
         self.wakeups = Wakeups()
         self.stopping = threading.Event()
         self.cancel = Cancel()
@@ -90,10 +86,12 @@ class Daemon:
     def check_source(self, trigger: Trigger) -> bool:
         """Fetch; a new valid head becomes the deployed revision. True when it changed.
 
-        A head too large to export is refused before anything is written and recorded like
-        one that does not validate. A bad head already recorded is not checked again, except
-        a size refusal recorded before this process started (its limits may have been raised)
-        and a head held for the live sessions it would orphan (they may have ended since).
+        Each head is validated once (`load_artifact`): its artifact carries the loaded catalog
+        to the sessions check and the deployment. A head too large to export is refused before
+        anything is written and recorded like one that does not validate. A bad head already
+        recorded is not checked again, except a size refusal recorded before this process
+        started (its limits may have been raised) and a head held for the live sessions it
+        would orphan (they may have ended since).
         """
         name = self.source.name
         url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
@@ -102,7 +100,8 @@ class Daemon:
         except SourceError as exc:
             log.warning("source: %s", exc)
             return False
-        if self.deployed and head == self.deployed.sha:
+        deployed = self.current.peek()
+        if deployed and head == deployed.revision:
             return False
         known = self.store.status.repository(url, branch)
         if known and known.head_revision == head and known.errors and (
@@ -115,14 +114,13 @@ class Daemon:
             self._too_large = head
             self._refuse(url, branch, head, [exc.diagnostic()])
             return False
-        check = check_revision(folder, head)
-        if not check.ok:
-            self._refuse(url, branch, head, check.errors)
+        artifact = load_artifact(folder, head)
+        if artifact.catalog is None:
+            self._refuse(url, branch, head, artifact.errors)
             return False
-        catalog, _ = validate(folder)
-        if self._held_for_sessions(url, branch, head, catalog):
+        if self._held_for_sessions(url, branch, head, artifact.catalog):
             return False
-        self._deploy(head, folder, catalog)
+        self._deploy(artifact)
         self.store.status.update_repository(url, branch, head_revision=head,
                                             last_good_revision=head, errors=[])
         self.source.prune(self.settings.keep_revisions, protect={head})
@@ -131,19 +129,18 @@ class Daemon:
         self.wakeups.trigger = trigger
         return True
 
+    def _staying_on(self) -> str:
+        deployed = self.current.peek()
+        return deployed.revision[:12] if deployed else "nothing"
+
     def _refuse(self, url: str, branch: str, head: str, errors: list[Diagnostic]) -> None:
-        """Record an invalid head: its located errors on the repository, every host Stalled
-        (`InvalidRevision`, the first error); the deployed revision stays as it is."""
+        """Record an invalid head: its located errors on the repository — the source `Stalled`
+        (`InvalidRevision`, the first error). The deployed revision stays as it is, and so do
+        the hosts' conditions: they keep reconciling it."""
         self.store.status.update_repository(url, branch, head_revision=head,
                                             errors=[diagnostic_json(e) for e in errors])
         log.warning("source: revision %s is invalid (%d errors, first: %s); staying on %s",
-                    head[:12], len(errors), errors[0].text(),
-                    self.deployed.sha[:12] if self.deployed else "nothing")
-        for host in self.store.status.hosts():
-            self.store.status.update_host(host.host, condition=HostCondition.STALLED,
-                                          reason="InvalidRevision",
-                                          message=f"revision {head[:12]} is invalid: "
-                                                  f"{errors[0].text()}")
+                    head[:12], len(errors), errors[0].text(), self._staying_on())
 
     def _allowance(self, sha: str) -> int | None:
         """The commit's `Wodsync-Allow-Deletions` trailer, if any."""
@@ -156,7 +153,7 @@ class Daemon:
     def _held_for_sessions(self, url: str, branch: str, head: str, catalog: Catalog) -> bool:
         """A valid head that removes a workshop (or a host) with live sessions is not deployed
         by accident: without an allowance that covers them it is held — recorded with the
-        sessions it would orphan, hosts Stalled (`LiveSessions`) — and checked again every
+        sessions it would orphan, the source Stalled (`LiveSessions`) — and checked again every
         interval (they may end meanwhile). With the allowance they are ended first, CLEANUP
         with the revision deployed now, whose hooks still know their workshop."""
         orphans = self.sessions.orphaned_by(catalog)
@@ -174,30 +171,30 @@ class Daemon:
                    f"sessions: {named}; end them (wodsync session cleanup ID) or put "
                    f"'Wodsync-Allow-Deletions: {len(orphans)}' on the commit")
         self.store.status.update_repository(url, branch, head_revision=head, errors=[{
-            "path": "catalog/workshops", "line": 1, "col": 1, "code": "live-sessions",
+            "path": "catalog/workshops", "line": 1, "col": 1, "code": LIVE_SESSIONS_CODE,
             "message": message}])
-        for host in self.store.status.hosts():
-            self.store.status.update_host(host.host, condition=HostCondition.STALLED,
-                                          reason="LiveSessions", message=message)
-        log.warning("source: %s; staying on %s", message,
-                    self.deployed.sha[:12] if self.deployed else "nothing")
+        log.warning("source: %s; staying on %s", message, self._staying_on())
         return True
 
-    def _deploy(self, sha: str, folder: Path, catalog: Catalog | None = None) -> None:
-        if catalog is None:
-            catalog, _ = validate(folder)
-        self.deployed = Deployed(sha, Deployment(catalog, sha, self.secrets),
-                                 self._allowance(sha))
+    def _deploy(self, artifact: Artifact) -> None:
+        """The artifact becomes what hosts converge to and sessions are created from."""
+        self.current.set(Deployment(artifact, self.secrets, self._allowance(artifact.revision)))
 
     def restore(self) -> None:
-        """After a restart: the last good revision the store remembers, if still exported."""
+        """After a restart: the last good revision the store remembers, if still exported
+        (validated once more: this process has not loaded it yet)."""
         name = self.source.name
         url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
         known = self.store.status.repository(url, branch)
         if known and known.last_good_revision:
             folder = self.source.revision_path(known.last_good_revision)
             if folder.exists():
-                self._deploy(known.last_good_revision, folder)
+                artifact = load_artifact(folder, known.last_good_revision)
+                if artifact.catalog is not None:
+                    self._deploy(artifact)
+                else:
+                    log.warning("source: the last good revision %s no longer validates: %s",
+                                known.last_good_revision[:12], artifact.check.summary)
 
     def source_loop(self) -> None:
         while not self.stopping.is_set():
@@ -220,15 +217,15 @@ class Daemon:
         """Between resyncs, only stalled hosts whose back-off is over are tried again."""
         now = datetime.now(UTC)
         return [h.host for h in self.store.status.hosts()
-                if h.host in names and h.condition == HostCondition.STALLED
+                if h.host in names and h.condition == Condition.STALLED
                 and h.next_attempt_at is not None and h.next_attempt_at <= now]
 
     def reconcile_round(self, trigger: Trigger, retries_only: bool = False) -> None:
         """Every host (or only the stalled ones due again) against the deployed revision."""
-        deployed = self.deployed
+        deployed = self.current.peek()
         if deployed is None:
             return
-        catalog = deployed.deployment.catalog
+        catalog = deployed.catalog
         names = sorted(catalog.hosts)
         if retries_only:
             names = self._stalled_due(names)
@@ -238,7 +235,7 @@ class Daemon:
                                          self.sessions.live_seats(name))
 
         with ThreadPoolExecutor(max_workers=max(1, self.settings.parallel)) as pool:
-            jobs = {pool.submit(self.runner.run, n, build(n), deployed.sha, trigger,
+            jobs = {pool.submit(self.runner.run, n, build(n), deployed.revision, trigger,
                                 deployed.allow_deletions, self.cancel) for n in names}
             while jobs:
                 _, jobs = wait(jobs, timeout=0.5)
@@ -278,7 +275,7 @@ class Daemon:
     # ---- the process ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.restore()
+        """The loops, in threads (after `restore`, so the first round knows what is deployed)."""
         for target, name in ((self.source_loop, "source"), (self.reconcile_loop, "reconcile")):
             thread = threading.Thread(target=target, name=f"wodsync-{name}", daemon=True)
             thread.start()

@@ -1,26 +1,24 @@
 """What `GET /api/v1/status` and `GET /api/v1/facts` answer, built from the store.
 
-Why pure functions over the store: the daemon serves them, and `wodsync status`, `history` and
-`facts export` print the same data straight from the store when no daemon is asked — one shape,
-whichever way it is read. Status follows Flux's vocabulary (a condition with reason and
-message, last attempted and applied revisions) in camelCase JSON; free text that could quote a
-credential (an error naming a URL) is scrubbed, and a repository URL loses its password.
+Why pure functions over the store: the daemon serves them (`wodsync.api.routes`), and `wodsync
+status`, `history` and `facts export` print the same data straight from the store when no
+daemon is asked — one shape, whichever way it is read. Status follows Flux's vocabulary (a
+condition with reason and message, last attempted and applied revisions — for the source and
+for each host) in camelCase JSON; free text that could quote a credential (an error naming a
+URL) is scrubbed, and a repository URL loses its password.
 
-Status needs the API token (`WODSYNC_API_TOKEN`), as sessions do: it names hosts and errors.
-Facts need their own read-only token (`WODSYNC_FACTS_TOKEN`), the one CI holds for previews.
+Status needs the API token (`API_TOKEN`), as sessions do: it names hosts and errors. Facts need
+their own read-only token (`FACTS_TOKEN`), the one CI holds for previews.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from sqlalchemy import select
 
-from wodsync.api.app import bearer
 from wodsync.authoring.facts import FactsError, from_store, stored_hosts
 from wodsync.authoring.scrub import scrub
 from wodsync.store import HostStatus, Reconciliation, RepositoryState, SessionState, Store
@@ -30,8 +28,6 @@ from wodsync.store.status import HISTORY_KEPT, REPOSITORY
 API_TOKEN = "WODSYNC_API_TOKEN"
 FACTS_TOKEN = "WODSYNC_FACTS_TOKEN"
 HISTORY_MAX = 1000
-
-Token = Callable[[], str | None]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -44,6 +40,8 @@ def _text(value: str | None) -> str | None:
 
 
 def host_json(h: HostStatus) -> dict[str, Any]:
+    """One host's condition: its own, whatever the source's (`lastAppliedRevision` is the
+    revision it is on)."""
     return {"host": h.host, "condition": h.condition.value, "ready": h.condition == "Ready",
             "reason": h.reason, "message": _text(h.message),
             "lastAttemptedRevision": h.last_attempted_revision,
@@ -61,8 +59,14 @@ def reconciliation_json(r: Reconciliation) -> dict[str, Any]:
 
 
 def repository_json(r: RepositoryState) -> dict[str, Any]:
+    """The source: its own condition (`Stalled` while the head is not deployed: invalid, too
+    large, or held for live sessions), the head last attempted, the last good revision and
+    the head's located errors."""
     return {"url": scrub(r.url), "branch": r.branch, "headRevision": r.head_revision,
             "lastGoodRevision": r.last_good_revision,
+            "condition": r.condition.value, "reason": r.reason.value,
+            "message": _text(r.message),
+            "lastAttemptedRevision": r.last_attempted_revision,
             "valid": not r.errors,
             "errors": [{k: _text(v) if isinstance(v, str) else v for k, v in e.items()}
                        for e in r.errors],
@@ -113,54 +117,3 @@ def facts_view(store: Store, known: Iterable[str] = ()) -> dict[str, Any]:
         if doc is not None:
             docs.append(doc.to_json())
     return {"hosts": docs, "errors": errors}
-
-
-def _as_token(token: Token | str | None, variable: str) -> Token:
-    if callable(token):
-        return token
-    if token is not None:
-        return lambda: token
-    return lambda: os.environ.get(variable)
-
-
-def needs_token(token: Token | str | None, variable: str) -> Callable[..., None]:
-    """`bearer`, with a 503 naming `variable` when no token is configured."""
-    get = _as_token(token, variable)
-    check = bearer(get)
-
-    def guard(request: Request) -> None:
-        if not get():
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                f"no token is configured ({variable})")
-        check(request)
-    return guard
-
-
-def status_router(store: Store, auth: Callable[..., None] | None = None) -> APIRouter:
-    """GET /api/v1/status behind `auth` (default: the API token from `$WODSYNC_API_TOKEN`)."""
-    guard = auth or needs_token(None, API_TOKEN)
-    router = APIRouter(prefix="/api/v1", tags=["daemon"], dependencies=[Depends(guard)])
-
-    @router.get("/status")
-    def get_status(host: str | None = None,
-                   limit: int = Query(HISTORY_KEPT, ge=1, le=HISTORY_MAX)) -> dict[str, Any]:
-        """The repository, each host's condition, and the last reconciliations."""
-        return status_view(store, host, limit)
-
-    return router
-
-
-def facts_router(store: Store, token: Token | str | None = None,
-                 known: Callable[[], Iterable[str]] = tuple) -> APIRouter:
-    """GET /api/v1/facts behind the read-only facts token (`$WODSYNC_FACTS_TOKEN` by default);
-    `known` gives secret values to guard against (the daemon's own secrets)."""
-    guard = needs_token(token, FACTS_TOKEN)
-    router = APIRouter(prefix="/api/v1", tags=["daemon"], dependencies=[Depends(guard)])
-
-    @router.get("/facts")
-    def get_facts() -> dict[str, Any]:
-        """The facts last observed on each host, without anything secret."""
-        return facts_view(store, known())
-
-    return router
-

@@ -32,11 +32,11 @@ from wodsync.engine.desired import LiveSeat
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.render.content import new_password
-from wodsync.secrets import Secrets
 from wodsync.sessions import seat
 from wodsync.sessions.adoption import Adopter, SyncReport
 from wodsync.sessions.burst import Burst
 from wodsync.sessions.release import Release, hook_outputs, retry_delay
+from wodsync.source.revision import Deployment
 from wodsync.store import (
     AlreadyLive,
     Candidate,
@@ -57,9 +57,8 @@ _log = logging.getLogger("wodsync.sessions")
 
 
 class SessionError(Exception):
-    """A session operation cannot be done; `status` is the HTTP status that says why."""
-
-    status = 400
+    """A session operation cannot be done; the HTTP API says why with the status its type
+    maps to (`wodsync.api.errors`), the CLI with one line."""
 
     def __init__(self, message: str, session: Session | None = None) -> None:
         super().__init__(message)
@@ -67,32 +66,23 @@ class SessionError(Exception):
 
 
 class UnknownWorkshop(SessionError):
-    status = 404
+    """No such workshop, or not an active one."""
 
 
 class BadLocation(SessionError):
-    status = 422
+    """The location asked for does not serve the workshop."""
 
 
 class NoSeat(SessionError):
-    status = 409
+    """The workshop is at its capacity, or no seat is free anywhere it may go."""
 
 
 class Duplicate(SessionError):
-    status = 409
+    """The participant already has a live session of the workshop (`session`)."""
 
 
 class CreateFailed(SessionError):
-    status = 502
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """The catalog sessions are deployed from, its revision and the secrets to render it."""
-
-    catalog: Catalog
-    revision: str
-    secrets: Secrets
+    """The host could not set the seat up: the session is `failed` (`session`)."""
 
 
 @dataclass
@@ -114,6 +104,9 @@ def _now() -> datetime:
 
 
 class SessionService:
+    """Sessions from the deployment `deployment()` gives: the daemon's `Current` holder (which
+    the source swaps), or a fixed one (`lambda: deployment`)."""
+
     def __init__(self, store: Store, deployment: Callable[[], Deployment],
                  connections: Connections | None = None,
                  max_extension_hours: float = MAX_EXTENSION_HOURS) -> None:
@@ -140,6 +133,12 @@ class SessionService:
     def _call(self, name: str, op: str, payload: HostPayload) -> Any:
         """One agent round trip to a host of the deployed catalog."""
         return self.connections.call(name, self.deployment().catalog.hosts[name], op, payload)
+
+    def hub_url(self, session: Session) -> str | None:
+        """Where the session's participant logs in, by the deployed catalog (None when its host
+        has no hub or left the catalog)."""
+        catalog = self.deployment().catalog
+        return hub_url(catalog, session.host) if session.host in catalog.hosts else None
 
     # ---- CREATE -----------------------------------------------------------------------------
 

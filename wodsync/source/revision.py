@@ -1,20 +1,30 @@
-"""Is an exported revision deployable? Its located errors, as data the daemon can keep.
+"""A revision's way to its users: validated once into an artifact, deployed through one holder.
 
-The daemon never deploys what does not validate: it checks each new export, records a bad
-revision's errors (status `Stalled`, `file:line` for the author) and stays on the last good one.
-So the verdict is a value that survives a restart and an API call: `RevisionCheck.to_json()`
-gives the `{path, line, col, code, message}` objects the store keeps. Links of the commit that
-the export refused to create (they point outside the revision) are reported here too, at their
-path, since the loader only sees that something is missing there.
+The daemon never deploys what does not validate: it checks each new export once, records a bad
+revision's errors (the source `Stalled`, `file:line` for the author) and stays on the last good
+one. Validating yields an `Artifact`, as Flux's source-controller hands a revision over with its
+digest: the revision, the folder, the loaded catalog and the verdict (`RevisionCheck`), so no
+user loads the same revision again. The verdict is a value that survives a restart and an API
+call: `RevisionCheck.to_json()` gives the `{path, line, col, code, message}` objects the store
+keeps. Links of the commit that the export refused to create (they point outside the revision)
+are reported here too, at their path, since the loader only sees that something is missing.
+
+What is deployed now is a `Deployment` (the last good artifact, the secrets to render it and the
+commit's deletion allowance) in one `Current` holder, shared by the reconcile loop and the
+session service: the source swaps it, its users read it, nothing wraps it.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wodsync.catalog import validate
+from wodsync.catalog.loader import Catalog
 from wodsync.diagnostics import Diagnostic
+from wodsync.secrets import Secrets
 from wodsync.source.archive import refused_links
 
 CATALOG_PARTS = ("catalog/", "hosts/", "templates/")
@@ -63,6 +73,29 @@ class RevisionCheck:
         return f"revision {self.sha[:12]} is invalid: {self.errors[0].text()}{more}"
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """One revision, validated once: what the source hands to the hosts and the sessions.
+
+    `catalog` is the loaded catalog when the revision is valid (None otherwise: nothing may be
+    deployed from it); `digest` is the digest of the files that shape a plan, the one a saved
+    plan records, so a plan and a deployed revision can be compared."""
+
+    revision: str
+    digest: str
+    folder: Path
+    check: RevisionCheck
+    catalog: Catalog | None
+
+    @property
+    def ok(self) -> bool:
+        return self.check.ok
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return self.check.errors
+
+
 def _link_findings(folder: Path) -> list[Diagnostic]:
     found = []
     for link in refused_links(folder):
@@ -75,17 +108,78 @@ def _link_findings(folder: Path) -> list[Diagnostic]:
     return found
 
 
-def check_revision(folder: Path, sha: str | None = None) -> RevisionCheck:
-    """Validate an exported revision folder (`wodsync.catalog.validate`), never raising: a
-    validator that fails is itself a reason not to deploy."""
-    from wodsync.catalog import validate
+def load_artifact(folder: Path, sha: str | None = None) -> Artifact:
+    """Validate an exported revision folder (`wodsync.catalog.validate`) once, never raising:
+    a validator that fails is itself a reason not to deploy."""
+    from wodsync.engine.planfile import tree_digest
 
-    sha = sha or Path(folder).name
+    folder = Path(folder)
+    sha = sha or folder.name
+    catalog: Catalog | None
     try:
-        _, found = validate(Path(folder))
+        catalog, found = validate(folder)
     except Exception as exc:  # a crash must block the revision, not the daemon
-        found = [Diagnostic(".", 1, 1, "internal-error",
-                            f"validation failed: {type(exc).__name__}: {exc}")]
-    found = sorted(set(found) | set(_link_findings(Path(folder))))
+        catalog, found = None, [Diagnostic(".", 1, 1, "internal-error",
+                                           f"validation failed: {type(exc).__name__}: {exc}")]
+    found = sorted(set(found) | set(_link_findings(folder)))
     errors = [d for d in found if d.is_error]
-    return RevisionCheck(sha, not errors, errors, [d for d in found if not d.is_error])
+    check = RevisionCheck(sha, not errors, errors, [d for d in found if not d.is_error])
+    return Artifact(sha, tree_digest(folder), folder, check, catalog if check.ok else None)
+
+
+def check_revision(folder: Path, sha: str | None = None) -> RevisionCheck:
+    """The verdict alone (`load_artifact(…).check`), for callers that deploy nothing."""
+    return load_artifact(folder, sha).check
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What is deployed: a valid artifact, the secrets to render it, and the deletions its
+    commit allows (`Wodsync-Allow-Deletions`, None without the trailer)."""
+
+    artifact: Artifact
+    secrets: Secrets
+    allow_deletions: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.artifact.catalog is None:
+            raise ValueError(f"revision {self.artifact.revision[:12]} is invalid: it cannot "
+                             "be deployed")
+
+    @property
+    def catalog(self) -> Catalog:
+        assert self.artifact.catalog is not None  # checked when made
+        return self.artifact.catalog
+
+    @property
+    def revision(self) -> str:
+        return self.artifact.revision
+
+
+class NotDeployed(Exception):
+    """Nothing is deployed yet (a daemon whose source has no valid revision so far)."""
+
+
+class Current:
+    """The one holder of the current deployment: the source sets it, the reconcile loop and
+    the session service read it. Calling it gives the deployment (or raises `NotDeployed`),
+    so a fixed deployment's users take `lambda: deployment` the same way."""
+
+    def __init__(self, deployment: Deployment | None = None) -> None:
+        self._deployment = deployment
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Deployment:
+        deployment = self.peek()
+        if deployment is None:
+            raise NotDeployed("no valid revision is deployed yet")
+        return deployment
+
+    def peek(self) -> Deployment | None:
+        """The deployment, or None before the first one."""
+        with self._lock:
+            return self._deployment
+
+    def set(self, deployment: Deployment) -> None:
+        with self._lock:
+            self._deployment = deployment

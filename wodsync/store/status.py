@@ -2,9 +2,11 @@
 source, and the facts last observed on each host.
 
 Why in the store: `wodsync status`, the API and a standby daemon read what the running daemon
-wrote, like Flux's status subresources (conditions Ready/Reconciling/Stalled, last attempted
-and applied revisions, a short history). Writes are upserts in one statement, so two writers
-never trip over a missing row.
+wrote, like Flux's status subresources (conditions Ready/Reconciling/Stalled with a reason
+from `Reason`, last attempted and applied revisions, a short history). The source and the hosts
+each have their own condition: a bad head stalls the source (its row keeps the head and its
+located errors), while the hosts keep theirs on the last good revision. Writes are upserts in
+one statement, so two writers never trip over a missing row.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, Table, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from wodsync.diagnostics import Diagnostic
 from wodsync.store.models import (
     FactsRow,
     HostStatusRow,
@@ -35,10 +38,30 @@ FACTS = FactsRow.__table__
 HISTORY_KEPT = 20  # reconciliations kept per host
 
 
-class HostCondition(enum.StrEnum):
+class Condition(enum.StrEnum):
+    """Where a host, or the source, stands (Flux's vocabulary)."""
+
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+
+
+class Reason(enum.StrEnum):
+    """Why a host or the source is in its condition: one word a monitoring check can match."""
+
+    # a host
+    PROGRESSING = "Progressing"          # Reconciling: observe, plan, apply under way
+    UP_TO_DATE = "UpToDate"              # Ready: nothing to change
+    APPLIED = "Applied"                  # Ready: a new revision applied
+    DRIFT_REPAIRED = "DriftRepaired"     # Ready: a resync fixed drift
+    RECONCILE_FAILED = "ReconcileFailed"  # Stalled: observe or plan failed (host unreachable …)
+    DELETIONS_REFUSED = "DeletionsRefused"  # Stalled: the deletion cap refused the plan
+    APPLY_FAILED = "ApplyFailed"         # Stalled: a change or phase failed
+    NOT_CONVERGED = "NotConverged"       # Stalled: changes still pending after the apply
+    # the source
+    REVISION_DEPLOYED = "RevisionDeployed"  # Ready: the head is the deployed revision
+    INVALID_REVISION = "InvalidRevision"  # Stalled: the head does not validate, or is too large
+    LIVE_SESSIONS = "LiveSessions"       # Stalled: the head would orphan live sessions
 
 
 class Trigger(enum.StrEnum):
@@ -58,8 +81,8 @@ class Result(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class HostStatus:
     host: str
-    condition: HostCondition
-    reason: str
+    condition: Condition
+    reason: str  # a `Reason` when the daemon wrote it
     message: str
     last_attempted_revision: str | None
     last_applied_revision: str | None
@@ -95,6 +118,38 @@ class RepositoryState:
     errors: list[dict[str, Any]]  # of the head when it is bad: {path, line, col, code, message}
     updated_at: datetime
 
+    # The source's own condition, read from what is kept: a head with errors is not deployed.
+
+    @property
+    def condition(self) -> Condition:
+        return Condition.STALLED if self.errors else Condition.READY
+
+    @property
+    def reason(self) -> Reason:
+        if not self.errors:
+            return Reason.REVISION_DEPLOYED
+        if any(e.get("code") == LIVE_SESSIONS_CODE for e in self.errors):
+            return Reason.LIVE_SESSIONS
+        return Reason.INVALID_REVISION
+
+    @property
+    def message(self) -> str:
+        """The revision deployed; or why the head is not (its first located error)."""
+        if not self.errors:
+            return f"revision {(self.last_good_revision or '')[:12]} is deployed"
+        first = self.errors[0]
+        if self.reason is Reason.LIVE_SESSIONS:
+            return str(first.get("message", ""))
+        located = Diagnostic(str(first.get("path", ".")), int(first.get("line", 1)),
+                             int(first.get("col", 1)), str(first.get("code", "")),
+                             str(first.get("message", ""))).text()
+        return f"revision {(self.head_revision or '')[:12]} is invalid: {located}"
+
+    @property
+    def last_attempted_revision(self) -> str | None:
+        """The head last fetched and checked (deployed unless the source is Stalled)."""
+        return self.head_revision
+
 
 @dataclass(frozen=True, slots=True)
 class Facts:
@@ -104,10 +159,11 @@ class Facts:
     revision: str | None
 
 
+LIVE_SESSIONS_CODE = "live-sessions"  # the error code of a head held for live sessions
 HOST_FIELDS = {f.name for f in fields(HostStatus)} - {"host", "updated_at"}
 HOST_COUNTERS = ("drift_count", "consecutive_failures")
 HOST_DEFAULTS: dict[str, Any] = {
-    "condition": HostCondition.RECONCILING.value, "reason": "", "message": "",
+    "condition": Condition.RECONCILING.value, "reason": "", "message": "",
     "drift_count": 0, "consecutive_failures": 0,
 }
 REPOSITORY_FIELDS = ("head_revision", "last_good_revision", "errors")
@@ -132,7 +188,7 @@ class Status:
         if unknown:
             raise TypeError(f"unknown host status field(s) for {host}: {', '.join(unknown)}")
         if "condition" in changes:
-            changes["condition"] = HostCondition(changes["condition"]).value
+            changes["condition"] = Condition(changes["condition"]).value
         changes["updated_at"] = now or utcnow()
         with writing(self.engine) as conn:
             _upsert(conn, HOSTS, {"host": host}, HOST_DEFAULTS | changes, changes,
@@ -229,7 +285,7 @@ def _upsert(conn: Connection, table: Table, key: dict[str, Any], create: dict[st
 
 def _host(row: Row[Any]) -> HostStatus:
     values = dict(row._mapping)
-    values["condition"] = HostCondition(values["condition"])
+    values["condition"] = Condition(values["condition"])
     return HostStatus(**values)
 
 

@@ -1,0 +1,162 @@
+"""The daemon as one process: its parts built and wired together, served until SIGTERM.
+
+Why a module of its own: `wodsync daemon` (the CLI) only parses options into `Options`; what
+the process is made of lives beside the loops it starts. The store and its writer lock come
+first (one writer per state: a second daemon on the same SQLite state stops, one on the same
+PostgreSQL waits as a standby); then the source, one `Current` deployment holder that the
+reconcile loop and the session service share (no cycle between them: both read the holder, only
+the source loop sets it), the expiry loop, and the HTTP application serving both the sessions
+and the daemon's endpoints. Shutdown runs in the reverse order once the server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wodsync.daemon.loop import Daemon, Settings
+from wodsync.secrets import Secrets
+from wodsync.source.archive import ExportLimits
+from wodsync.source.revision import Current
+
+log = logging.getLogger("wodsync.daemon")
+EXPIRY_INTERVAL = 30.0
+
+
+class StartError(Exception):
+    """The daemon cannot start: its store, its writer lock or its source (one line, for the
+    operator)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    repo: str
+    branch: str
+    state: Path
+    db: str | None
+    secrets: Secrets = field(repr=False)
+    address: str
+    port: int
+    settings: Settings
+    limits: ExportLimits
+    log_json: bool = False
+
+
+def setup_logging(as_json: bool) -> None:
+    """wodsync's log lines to stderr: bare (each is a JSON object) with `--log-json`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if as_json else
+                                           "%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("wodsync")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+class DaemonProcess:
+    """The parts of one daemon process, opened by `__init__` (or a `StartError`), run by
+    `serve`, closed by `close`."""
+
+    def __init__(self, options: Options, say: Callable[[str], None]) -> None:
+        from wodsync.api.app import create_app
+        from wodsync.api.deps import Context
+        from wodsync.authoring.scrub import secret_values
+        from wodsync.sessions.service import ExpiryLoop, SessionService
+        from wodsync.source.git import GitSource, SourceError
+        from wodsync.store import StoreError, WriterLock, open_store
+
+        self.options = options
+        options.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.store = open_store(options.db, state_dir=options.state)
+        except StoreError as exc:
+            raise StartError(str(exc)) from None
+        self.lock = WriterLock(options.state, self.store)
+        try:
+            standby = self.store.backend == "postgresql"
+            if standby:
+                say("waiting for the writer lock (another daemon on this database runs; this "
+                    "one is a standby)")
+            self.lock.acquire(wait=standby)
+            self.source = GitSource(options.repo, options.branch, options.state,
+                                    limits=options.limits)
+        except (StoreError, SourceError) as exc:  # WriterBusy is a StoreError
+            self.close()
+            raise StartError(str(exc)) from None
+        self.current = Current()
+        self.sessions = SessionService(self.store, self.current)
+        self.daemon = Daemon(self.source, self.store, options.secrets, self.sessions,
+                             self.current, options.settings, options.log_json)
+        self._measure_sessions()
+        self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
+        secret = options.secrets.controller
+        self.app = create_app(Context(
+            self.store, sessions=self.sessions, daemon=self.daemon,
+            api_token=lambda: secret("WODSYNC_API_TOKEN"),
+            facts_token=lambda: secret("WODSYNC_FACTS_TOKEN"),
+            webhook_secret=lambda: secret("WODSYNC_WEBHOOK_SECRET"),
+            known_secrets=lambda: secret_values(options.secrets)))
+
+    def _measure_sessions(self) -> None:
+        """Session metrics: seats left per active workshop of the deployed catalog, and how
+        long each CREATE took."""
+        metrics, current = self.daemon.metrics, self.current
+
+        def capacities() -> dict[str, int]:
+            deployed = current.peek()
+            return {k: w.capacity for k, w in deployed.catalog.workshops.items()
+                    if w.active} if deployed else {}
+
+        def on_event(event: str, session: object, seconds: float | None) -> None:
+            if event == "created" and seconds is not None:
+                metrics.create_seconds.observe(seconds)
+
+        metrics.watch_sessions(self.store, capacities)
+        self.sessions.listeners.append(on_event)
+
+    def serve(self) -> None:
+        """Restore the last good revision, recover half-done sessions, start the loops and
+        serve the API until SIGTERM or SIGINT; then stop everything (the batch in flight
+        finishes first) and close."""
+        import uvicorn
+
+        o = self.options
+        self.daemon.restore()
+        self.sessions.recover()
+        self.daemon.start()
+        self.expiry.start()
+        log.info("daemon: following %s, state %s, API on http://%s:%d", self.source.name,
+                 o.state, o.address, o.port)
+        server = uvicorn.Server(uvicorn.Config(self.app, host=o.address, port=o.port,
+                                               log_level="warning", access_log=False))
+
+        def on_signal(signum: int, frame: object) -> None:
+            """SIGTERM/SIGINT: stop serving, then (below) let the batch in flight finish.
+            uvicorn captures these while it serves and hands them back here when it stops, so
+            the process never dies before its batch is done."""
+            server.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        try:
+            server.run()
+        finally:
+            self.daemon.stop()
+            self.expiry.stop()
+            self.sessions.connections.close()
+            self.close()
+
+    def close(self) -> None:
+        """Release the writer lock and close the store (what `__init__` opened first)."""
+        if self.lock.held:
+            self.lock.release()
+        self.store.close()
+
+
+def run(options: Options, say: Callable[[str], None]) -> None:
+    """`wodsync daemon`: log to stderr, open the process's parts, serve until stopped."""
+    setup_logging(options.log_json)
+    DaemonProcess(options, say).serve()
