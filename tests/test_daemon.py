@@ -16,6 +16,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from wodsync.daemon.loop import Daemon as Loops
+from wodsync.daemon.loop import Settings
+from wodsync.daemon.views import status_view
+from wodsync.secrets import Secrets
+from wodsync.sessions.service import SessionService
+from wodsync.source.git import GitSource
+from wodsync.source.revision import Current
+from wodsync.store import Trigger, open_store
+
 from gitorigin import Origin as Repo
 from helpers import remove_test_accounts, until
 from pg import pg_url  # noqa: F401  (a fixture)
@@ -202,16 +211,93 @@ def test_an_invalid_revision_is_never_deployed_and_the_last_good_one_heals(repo,
     assert s["repository"]["lastGoodRevision"] == repo.first
     located = {(e["path"], e["line"], e["message"]) for e in s["repository"]["errors"]}
     assert ("catalog/students.yaml", 5, "unknown key 'lasst'") in located
-    host = s["hosts"][0]
-    assert host["condition"] == "Stalled" and "catalog/students.yaml:" in host["message"]
+    source = s["repository"]  # the source is Stalled, not the hosts (issue 23)
+    assert source["condition"] == "Stalled" and "catalog/students.yaml:" in source["message"]
     subprocess.run(["userdel", f"{PREFIX}2"], check=True)
     until(lambda: exists(f"{PREFIX}2"), "the last good revision did not heal", timeout=20)
     assert not exists(f"{PREFIX}6"), "the invalid revision was deployed"
+    until(lambda: status(d)["hosts"][0]["condition"] == "Ready",
+          "the host is not Ready on the last good revision")
+    assert applied_revision(d) == repo.first
     repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
                .replace("lasst: 6", "last: 6"))
     fixed = repo.commit("fixed")
     until(lambda: applied_revision(d) == fixed and exists(f"{PREFIX}6"), "the fix never landed")
     until(lambda: status(d)["hosts"][0]["condition"] == "Ready", "not Ready after the fix")
+
+
+def in_process(repo: Repo, state: Path) -> Loops:
+    """The daemon's loops in this process, not started: a test drives their rounds."""
+    store = open_store(state_dir=state)
+    current = Current()
+    return Loops(GitSource(str(repo.origin), "main", state), store, Secrets(),
+                 SessionService(store, current), current, Settings())
+
+
+def close(loops: Loops) -> None:
+    loops.sessions.connections.close()
+    loops.source.close()
+    loops.store.close()
+
+
+def test_each_revision_is_validated_once_and_a_bad_head_stalls_the_source_alone(
+        repo, tmp_path, monkeypatch):
+    """Counting the catalog loads: one per revision — the head that deploys, the bad head
+    (recorded, never checked again), a restart's last good revision. Meanwhile the host stays
+    Ready on the last good revision and heals; the source alone is Stalled, with the located
+    error; the session service sees the very deployment the hosts converge to."""
+    import wodsync.catalog
+
+    loaded: list[str] = []
+    load = wodsync.catalog.load_catalog
+    monkeypatch.setattr(wodsync.catalog, "load_catalog",
+                        lambda root: loaded.append(Path(root).name) or load(root))
+    state = tmp_path / "state"
+    loops = in_process(repo, state)
+    try:
+        loops.restore()
+        assert loops.check_source(Trigger.COMMIT)
+        loops.reconcile_round(Trigger.COMMIT)
+        assert not loops.check_source(Trigger.COMMIT), "the same head is nothing new"
+        assert loaded == [repo.first]
+        repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
+                   .replace("last: 5", "lasst: 6"))
+        bad = repo.commit("a typo")
+        assert not loops.check_source(Trigger.COMMIT)
+        assert not loops.check_source(Trigger.COMMIT)
+        assert loaded == [repo.first, bad]
+        subprocess.run(["userdel", f"{PREFIX}2"], check=True)
+        loops.reconcile_round(Trigger.RESYNC)
+        assert exists(f"{PREFIX}2") and not exists(f"{PREFIX}6")
+        s = status_view(loops.store)
+        source = s["repository"]
+        assert (source["condition"], source["reason"], source["lastAttemptedRevision"],
+                source["lastGoodRevision"]) == ("Stalled", "InvalidRevision", bad, repo.first)
+        assert source["message"].startswith(
+            f"revision {bad[:12]} is invalid: catalog/students.yaml:")
+        [host] = s["hosts"]
+        assert (host["condition"], host["reason"], host["lastAppliedRevision"]) == (
+            "Ready", "DriftRepaired", repo.first)
+        assert loops.sessions.deployment() is loops.current.peek()
+        assert loops.current().revision == repo.first
+    finally:
+        close(loops)
+    loaded.clear()
+    again = in_process(repo, state)
+    try:
+        again.restore()
+        assert not again.check_source(Trigger.COMMIT), "the bad head is not checked again"
+        assert loaded == [repo.first], "a restart loads the last good revision once"
+        repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
+                   .replace("lasst: 6", "last: 6"))
+        fixed = repo.commit("fixed")
+        assert again.check_source(Trigger.COMMIT)
+        assert loaded == [repo.first, fixed]
+        source = status_view(again.store)["repository"]
+        assert (source["condition"], source["reason"], source["lastAttemptedRevision"],
+                source["errors"]) == ("Ready", "RevisionDeployed", fixed, [])
+    finally:
+        close(again)
 
 
 def test_a_revision_too_large_is_refused_unwritten_and_the_next_good_one_deploys(
@@ -235,10 +321,10 @@ def test_a_revision_too_large_is_refused_unwritten_and_the_next_good_one_deploys
                                                              "revision-too-large")
     assert error["message"] == ("too large to export: 5 MiB in 8 files (limit 1 MiB); "
                                 "largest: docs/big.bin (5 MiB)")
-    host = s["hosts"][0]
-    assert (host["condition"], host["reason"]) == ("Stalled", "InvalidRevision")
-    assert host["message"].startswith(f"revision {big[:12]} is invalid: docs/big.bin:1:1: "
-                                      "error[revision-too-large]: too large to export: 5 MiB")
+    source = s["repository"]  # the source is Stalled, not the hosts (issue 23)
+    assert (source["condition"], source["reason"]) == ("Stalled", "InvalidRevision")
+    assert source["message"].startswith(f"revision {big[:12]} is invalid: docs/big.bin:1:1: "
+                                        "error[revision-too-large]: too large to export: 5 MiB")
     assert not [p.name for p in (state / "revisions").iterdir()
                 if p.name.startswith((big, "."))], "nothing of it is written"
     assert f"revision {big[:12]} is invalid" in d.text()
@@ -465,7 +551,7 @@ def test_a_workshop_removed_with_a_live_session_is_held_until_allowed_then_ended
           "the removal was never fetched")
     errors = status(d)["repository"]["errors"]
     assert errors[0]["code"] == "live-sessions" and live["id"] in errors[0]["message"]
-    assert status(d)["hosts"][0]["reason"] == "LiveSessions"
+    assert status(d)["repository"]["reason"] == "LiveSessions"  # the source's, not the hosts
     assert d._get(f"/api/v1/sessions/{live['id']}").json()["state"] == "active"
     user = live["credentials"]["username"]
     record = tmp_path / "hoststate/seats" / f"{user}.json"

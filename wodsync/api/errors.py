@@ -76,7 +76,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-ANSWERS: dict[type[BaseException], Answer] = {
+ANSWERS: dict[type[Exception], Answer] = {
     # sessions
     UnknownWorkshop: Answer(404),
     BadLocation: Answer(422),

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from wodsync.daemon.metrics import Metrics
 from wodsync.engine.change import Action
 from wodsync.engine.desired import DesiredHost
 from wodsync.engine.reconcile import HostResult, host_job
@@ -68,7 +69,7 @@ def classify(r: HostResult, trigger: Trigger) -> Outcome:
 class HostRunner:
     """Runs one host's job and records everything about it."""
 
-    def __init__(self, store: Store, metrics: object, log_json: bool = False) -> None:
+    def __init__(self, store: Store, metrics: Metrics, log_json: bool = False) -> None:
         self.store, self.metrics, self.log_json = store, metrics, log_json
 
     def run(self, name: str, build: Callable[[], DesiredHost], revision: str,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from wodsync.catalog.loader import Catalog
-from wodsync.daemon.hosts import HostRunner
+from wodsync.daemon.hosts import HostRunner, Outcome
 from wodsync.daemon.metrics import Metrics
 from wodsync.diagnostics import Diagnostic
 from wodsync.engine.desired import DesiredHost, desired_state
@@ -243,7 +243,7 @@ class Daemon:
                     self._finish_in_flight(jobs)
                     return
 
-    def _finish_in_flight(self, jobs: set[Future[object]]) -> None:
+    def _finish_in_flight(self, jobs: set[Future[Outcome]]) -> None:
         self.cancel.soft.set()
         _, pending = wait(jobs, timeout=self.settings.stop_timeout)
         if pending:

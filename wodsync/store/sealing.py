@@ -65,13 +65,9 @@ log = logging.getLogger("wodsync.store")
 class KeyUnavailable(StoreError):
     """No key to seal or open passwords with, or not the key they were sealed with."""
 
-    status = 500
-
 
 class PasswordUnreadable(StoreError):
     """A stored password the store's key cannot open."""
-
-    status = 500
 
 
 @dataclass(frozen=True, slots=True)

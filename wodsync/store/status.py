@@ -15,7 +15,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Row, Table, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,10 +31,10 @@ from wodsync.store.models import (
     writing,
 )
 
-HOSTS = HostStatusRow.__table__
-HISTORY = ReconciliationRow.__table__
-REPOSITORY = RepositoryRow.__table__
-FACTS = FactsRow.__table__
+HOSTS = cast(Table, HostStatusRow.__table__)
+HISTORY = cast(Table, ReconciliationRow.__table__)
+REPOSITORY = cast(Table, RepositoryRow.__table__)
+FACTS = cast(Table, FactsRow.__table__)
 HISTORY_KEPT = 20  # reconciliations kept per host
 
 
@@ -189,6 +189,8 @@ class Status:
             raise TypeError(f"unknown host status field(s) for {host}: {', '.join(unknown)}")
         if "condition" in changes:
             changes["condition"] = Condition(changes["condition"]).value
+        if "reason" in changes:  # a `Reason` is kept as its plain text
+            changes["reason"] = str(changes["reason"])
         changes["updated_at"] = now or utcnow()
         with writing(self.engine) as conn:
             _upsert(conn, HOSTS, {"host": host}, HOST_DEFAULTS | changes, changes,
@@ -261,11 +263,12 @@ class Status:
     def put_facts(self, host: str, facts: Mapping[str, Any], *, revision: str | None = None,
                   observed_at: datetime | None = None) -> Facts:
         """Replace the host's last observed facts."""
-        values = {"facts": dict(facts), "observed_at": observed_at or utcnow(),
-                  "revision": revision}
+        kept = Facts(host=host, facts=dict(facts), observed_at=observed_at or utcnow(),
+                     revision=revision)
+        values = {"facts": kept.facts, "observed_at": kept.observed_at, "revision": revision}
         with writing(self.engine) as conn:
             _upsert(conn, FACTS, {"host": host}, values, values)
-        return Facts(host=host, **values)
+        return kept
 
     def facts(self, host: str) -> Facts | None:
         with reading(self.engine) as conn:
