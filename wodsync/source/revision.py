@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wodsync.catalog import validate
 from wodsync.catalog.loader import Catalog
 from wodsync.diagnostics import Diagnostic
 from wodsync.secrets import Secrets
@@ -111,6 +110,7 @@ def _link_findings(folder: Path) -> list[Diagnostic]:
 def load_artifact(folder: Path, sha: str | None = None) -> Artifact:
     """Validate an exported revision folder (`wodsync.catalog.validate`) once, never raising:
     a validator that fails is itself a reason not to deploy."""
+    from wodsync.catalog import validate  # looked up at each call: a test may replace it
     from wodsync.engine.planfile import tree_digest
 
     folder = Path(folder)
