@@ -1,1 +1,2 @@
-"""The HTTP API: sessions and the portal feed (`app`), request and response models (`models`)."""
+"""The HTTP API, one package: the application (`app`), its dependencies (`deps`), the answers
+to domain errors (`errors`), the routes (`routes/`) and what crosses the wire (`models`)."""

@@ -29,6 +29,7 @@ from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.sessions import seat
 from wodsync.sessions.completion import completion
+from wodsync.source.revision import Deployment, NotDeployed
 from wodsync.store import InvalidTransition, Session, SessionState, Store
 
 S = SessionState
@@ -55,7 +56,7 @@ class Release:
     session the host records back into the store, `emit(event, session)` tells listeners."""
 
     store: Store
-    deployment: Callable[[], Any]
+    deployment: Callable[[], Deployment]
     call: Callable[[str, str, HostPayload], Any]
     adopt: Callable[[str, dict[str, Any]], Any]
     emit: Callable[[str, Session], None]
@@ -81,7 +82,7 @@ class Release:
     def _call(self, session: Session, op: str, hold: bool) -> dict[str, Any]:
         try:
             dep = self.deployment()
-        except Exception as exc:  # no revision deployed yet (a daemon just started)
+        except NotDeployed as exc:  # no revision deployed yet (a daemon just started)
             raise ReleaseError(str(exc)) from None
         if session.host not in dep.catalog.hosts:
             raise ReleaseError(f"host {session.host} is no longer in the catalog")

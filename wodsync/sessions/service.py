@@ -36,7 +36,7 @@ from wodsync.sessions import seat
 from wodsync.sessions.adoption import Adopter, SyncReport
 from wodsync.sessions.burst import Burst
 from wodsync.sessions.release import Release, hook_outputs, retry_delay
-from wodsync.source.revision import Deployment
+from wodsync.source.revision import Deployment, NotDeployed
 from wodsync.store import (
     AlreadyLive,
     Candidate,
@@ -442,7 +442,7 @@ class SessionService:
         if self._unsynced is None:
             try:
                 self._unsynced = set(self.deployment().catalog.hosts)
-            except Exception:  # no revision deployed yet: the next round asks again
+            except NotDeployed:  # no revision deployed yet: the next round asks again
                 return []
         return sorted(self._unsynced)
 
