@@ -23,7 +23,7 @@ from wodsync.secrets import Secrets
 from wodsync.sessions.service import SessionService
 from wodsync.source.git import GitSource
 from wodsync.source.revision import Current
-from wodsync.store import Trigger, open_store
+from wodsync.store import Participant, Trigger, open_store
 
 from gitorigin import Origin as Repo
 from helpers import remove_test_accounts, until
@@ -240,18 +240,24 @@ def close(loops: Loops) -> None:
     loops.store.close()
 
 
-def test_each_revision_is_validated_once_and_a_bad_head_stalls_the_source_alone(
-        repo, tmp_path, monkeypatch):
-    """Counting the catalog loads: one per revision — the head that deploys, the bad head
-    (recorded, never checked again), a restart's last good revision. Meanwhile the host stays
-    Ready on the last good revision and heals; the source alone is Stalled, with the located
-    error; the session service sees the very deployment the hosts converge to."""
+def catalog_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The folder name (the revision) of every catalog load from now on, in order."""
     import wodsync.catalog
 
     loaded: list[str] = []
     load = wodsync.catalog.load_catalog
     monkeypatch.setattr(wodsync.catalog, "load_catalog",
                         lambda root: loaded.append(Path(root).name) or load(root))
+    return loaded
+
+
+def test_each_revision_is_validated_once_and_a_bad_head_stalls_the_source_alone(
+        repo, tmp_path, monkeypatch):
+    """Counting the catalog loads: one per revision — the head that deploys, the bad head
+    (recorded, never checked again), a restart's last good revision. Meanwhile the host stays
+    Ready on the last good revision and heals; the source alone is Stalled, with the located
+    error; the session service sees the very deployment the hosts converge to."""
+    loaded = catalog_loads(monkeypatch)
     state = tmp_path / "state"
     loops = in_process(repo, state)
     try:
@@ -298,6 +304,35 @@ def test_each_revision_is_validated_once_and_a_bad_head_stalls_the_source_alone(
                 source["errors"]) == ("Ready", "RevisionDeployed", fixed, [])
     finally:
         close(again)
+
+
+def test_a_head_held_for_live_sessions_is_loaded_once_however_often_it_is_checked(
+        repo, tmp_path, monkeypatch):
+    """A head removing a workshop with a live session is checked again every interval (the
+    session may end) but validated once; once the session is over it deploys as it was."""
+    add_workshop(repo, "WKSHP-Live", "first: 1, last: 2")
+    first = repo.commit("a workshop")
+    loaded = catalog_loads(monkeypatch)
+    loops = in_process(repo, tmp_path / "state")
+    try:
+        assert loops.check_source(Trigger.COMMIT)
+        loops.reconcile_round(Trigger.COMMIT)
+        live = loops.sessions.create("WKSHP-Live", Participant("Ann", "ann@example.org", ""))
+        subprocess.run(["git", "-C", str(repo.work), "rm", "-rq",
+                        "catalog/workshops/WKSHP-Live"], check=True)
+        removal = repo.commit("retire WKSHP-Live")
+        for _ in range(3):
+            assert not loops.check_source(Trigger.COMMIT)
+        source = status_view(loops.store)["repository"]
+        assert (source["condition"], source["reason"], source["lastAttemptedRevision"]) == (
+            "Stalled", "LiveSessions", removal)
+        assert live.session.id in source["message"]
+        assert loops.sessions.purge(live.session.id).state.value == "ended"
+        assert loops.check_source(Trigger.COMMIT), "deployed once its session ended"
+        assert loops.current().revision == removal
+        assert loaded == [first, removal]
+    finally:
+        close(loops)
 
 
 def test_a_revision_too_large_is_refused_unwritten_and_the_next_good_one_deploys(

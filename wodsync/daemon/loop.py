@@ -75,6 +75,7 @@ class Daemon:
         self.cancel = Cancel()
         self._threads: list[threading.Thread] = []
         self._too_large: str | None = None  # the head this process refused for its size
+        self._held: Artifact | None = None  # the head held for live sessions, checked again
 
     # ---- the source -----------------------------------------------------------------------------
 
@@ -114,11 +115,14 @@ class Daemon:
             self._too_large = head
             self._refuse(url, branch, head, [exc.diagnostic()])
             return False
-        artifact = load_artifact(folder, head)
+        held = self._held
+        artifact = held if held and held.revision == head else load_artifact(folder, head)
         if artifact.catalog is None:
             self._refuse(url, branch, head, artifact.errors)
             return False
+        self._held = None
         if self._held_for_sessions(url, branch, head, artifact.catalog):
+            self._held = artifact  # its sessions may end: checked again, never loaded again
             return False
         self._deploy(artifact)
         self.store.status.update_repository(url, branch, head_revision=head,
