@@ -15,7 +15,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,14 +27,15 @@ from wodsync.store.models import (
     ReconciliationRow,
     RepositoryRow,
     reading,
+    table_of,
     utcnow,
     writing,
 )
 
-HOSTS = cast(Table, HostStatusRow.__table__)
-HISTORY = cast(Table, ReconciliationRow.__table__)
-REPOSITORY = cast(Table, RepositoryRow.__table__)
-FACTS = cast(Table, FactsRow.__table__)
+HOSTS = table_of(HostStatusRow)
+HISTORY = table_of(ReconciliationRow)
+REPOSITORY = table_of(RepositoryRow)
+FACTS = table_of(FactsRow)
 HISTORY_KEPT = 20  # reconciliations kept per host
 
 
