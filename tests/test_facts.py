@@ -26,7 +26,8 @@ from fastapi import FastAPI
 
 from wodsync.api.app import create_app
 from wodsync.api.deps import Context
-from wodsync.api.routes import facts, status
+from wodsync.api.routes import facts as facts_route
+from wodsync.api.routes import status as status_route
 from wodsync.authoring.facts import FactsDocument, FactsError, Malformed, sanitise
 from wodsync.authoring.preview import preview_host
 from wodsync.authoring.scrub import find_leaks, pseudonym, scrub
@@ -118,7 +119,7 @@ def serving(app: FastAPI) -> Iterator[str]:
 def daemon_app(state: Path) -> tuple[FastAPI, Any]:
     store = open_store(state_dir=state)
     app = create_app(Context(store, api_token=lambda: API_TOKEN, facts_token=lambda: FACTS_TOKEN),
-                     [status.router, facts.router])
+                     [status_route.router, facts_route.router])
     return app, store
 
 
@@ -395,7 +396,7 @@ def test_plan_facts_from_the_daemon_url_needs_the_facts_token(repo, tmp_path):
 
 def test_facts_without_a_configured_token_are_unavailable_not_open(tmp_path):
     store = open_store(state_dir=tmp_path)
-    app = create_app(Context(store, facts_token=lambda: None), [facts.router])
+    app = create_app(Context(store, facts_token=lambda: None), [facts_route.router])
     with serving(app) as base:
         got = requests.get(base + "/api/v1/facts", headers={"Authorization": "Bearer "},
                            timeout=10)
