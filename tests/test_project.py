@@ -14,6 +14,14 @@ def test_ruff_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mypy_is_clean():
+    """The whole package type-checks with the project's configuration (pydantic plugin; the
+    agent, the wire's other end, under the strict checks)."""
+    result = subprocess.run([sys.executable, "-m", "mypy", "wodsync"],
+                            cwd=PROJECT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_workflow_matches_the_github_workflow_schema():
     """check-jsonschema's vendored GitHub workflow schema, offline."""
     result = subprocess.run(
