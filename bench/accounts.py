@@ -1,15 +1,21 @@
 """Benchmark: 2000 seat accounts, wodsync.agent.accountsdb against shadow-utils (prints figures).
 
-Why: account creation was 10.5 s of a 13.3 s fresh converge because `newusers` loads the PAM
-stack per account; the target for a fresh 2000-seat host is 3 s including homes. Everything
-runs on copies of this machine's /etc, so no real account is touched: accountsdb gets
-`root=<copy>`, and the shadow-utils tools run in a private mount namespace (`unshare -m`) where
-a full copy of /etc is bind-mounted on /etc (their PAM stack, login.defs and lock included).
-Figures: accountsdb create, no-op rerun, shared group, lock, delete (median of --runs, each on a
-fresh copy); homes as the agent makes them (mkdir, /etc/skel, chown, 0700); `newusers` for all
-seats (it creates the homes too); `useradd` and `userdel` for a sample, extrapolated.
+Why: account creation was most of a fresh converge because `newusers` loads the PAM stack per
+account. Everything runs on copies of this machine's /etc, so no real account is touched:
+accountsdb gets `root=<copy>`, and the shadow-utils tools run in a private mount namespace
+(`unshare -m`) where a full copy of /etc is bind-mounted on /etc (their PAM stack, login.defs and
+lock included).
 
-    .venv/bin/python bench/accounts.py [--seats 2000] [--sample 200] [--runs 5]
+Figures, each the median of --runs runs on a fresh copy: accountsdb create, no-op rerun, shared
+group, lock, delete; homes as newusers makes them (mkdir, chown: one thread) and as the agent
+does (mkdir, /etc/skel, chown, 0700: 4 threads); `newusers` for all seats, which writes the
+accounts and their bare homes. Like is compared with like: `newusers` against accountsdb create
+plus bare homes. `useradd` and `userdel` (one process per account) are timed once at two sizes
+(--sample and twice that) and fitted as a fixed cost plus a cost per account, then predicted for
+--seats.
+
+    .venv/bin/python bench/accounts.py [--seats 2000] [--sample 100] [--runs 5]
+    .venv/bin/python bench/accounts.py --seats 5 --sample 2 --runs 1   # the smoke test's size
 """
 
 from __future__ import annotations
@@ -105,39 +111,44 @@ def bench_accountsdb(work: Path, count: int, runs: int) -> dict[str, float]:
 
 
 def inside(args: dict) -> None:
-    """In the private mount namespace: /etc is the copy; shadow-utils tools run for real."""
+    """In the private mount namespace: /etc is the copy; shadow-utils tools run for real.
+    Prints a JSON object of seconds (and counts) for the part `args["part"]` names."""
     subprocess.run(["mount", "--bind", args["etc"], "/etc"], check=True)
     home_root = args["homes"]
-    accounts = seats(args["seats"], home_root)
-    lines = "".join(f"{a['name']}::{a['uid']}:{a['gid']}:{a['gecos']}:{a['home']}:"
-                    f"{a['shell']}\n" for a in accounts)
     figures: dict[str, float] = {}
-    # as the agent ran it: an empty password leaves the account locked (exit 1, a warning each)
-    figures["newusers"], _ = timed(lambda: subprocess.run(
-        ["newusers"], input=lines.encode(), capture_output=True, check=False))
-    made = sum(1 for ln in Path("/etc/passwd").read_text().splitlines()
-               if ln.startswith(PREFIX))
-    figures["newusers accounts made"] = made
-    figures["newusers homes made"] = sum(1 for _ in Path(home_root).iterdir())
-    sample = seats(args["seats"] + args["sample"], home_root)[args["seats"]:]
-    began = time.perf_counter()
-    for a in sample:
-        subprocess.run(["useradd", "-M", "-U", "-u", str(a["uid"]), "-d", a["home"],
-                        "-s", a["shell"], "-c", a["gecos"], a["name"]], check=True)
-    figures["useradd sample"] = time.perf_counter() - began
-    began = time.perf_counter()
-    for a in sample:
-        subprocess.run(["userdel", a["name"]], check=True)
-    figures["userdel sample"] = time.perf_counter() - began
+    if args["part"] == "newusers":
+        accounts = seats(args["seats"], home_root)
+        lines = "".join(f"{a['name']}::{a['uid']}:{a['gid']}:{a['gecos']}:{a['home']}:"
+                        f"{a['shell']}\n" for a in accounts)
+        # as the agent ran it: an empty password leaves the account locked (exit 1, a warning
+        # each)
+        figures["seconds"], _ = timed(lambda: subprocess.run(
+            ["newusers"], input=lines.encode(), capture_output=True, check=False))
+        figures["accounts"] = sum(1 for ln in Path("/etc/passwd").read_text().splitlines()
+                                  if ln.startswith(PREFIX))
+        figures["homes"] = sum(1 for _ in Path(home_root).iterdir())
+    else:  # useradd then userdel, one process per account, at the size asked
+        sample = seats(args["seats"] + args["size"], home_root)[args["seats"]:]
+        began = time.perf_counter()
+        for a in sample:
+            subprocess.run(["useradd", "-M", "-U", "-u", str(a["uid"]), "-d", a["home"],
+                            "-s", a["shell"], "-c", a["gecos"], a["name"]], check=True)
+        figures["useradd"] = time.perf_counter() - began
+        began = time.perf_counter()
+        for a in sample:
+            subprocess.run(["userdel", a["name"]], check=True)
+        figures["userdel"] = time.perf_counter() - began
     print(json.dumps(figures))
 
 
-def bench_shadow_utils(work: Path, count: int, sample: int) -> dict[str, float]:
-    etc = work / "etc-full"
+def in_namespace(work: Path, request: dict) -> dict[str, float]:
+    """One part of the shadow-utils side on a fresh full copy of /etc and a fresh homes folder."""
+    etc, homes = work / "etc-full", work / "nu-homes"
+    shutil.rmtree(etc, ignore_errors=True)
+    shutil.rmtree(homes, ignore_errors=True)
     subprocess.run(["cp", "-a", "/etc", str(etc)], check=True)
-    (work / "nu-homes").mkdir()
-    request = {"etc": str(etc), "homes": str(work / "nu-homes"), "seats": count,
-               "sample": sample}
+    homes.mkdir()
+    request = {**request, "etc": str(etc), "homes": str(homes)}
     done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable,
                            __file__, "--inside", json.dumps(request)],
                           capture_output=True, text=True, check=False)
@@ -146,10 +157,35 @@ def bench_shadow_utils(work: Path, count: int, sample: int) -> dict[str, float]:
     return json.loads(done.stdout)
 
 
+def fit(sizes: tuple[int, int], seconds: tuple[float, float], n: int) -> tuple[float, float,
+                                                                                float]:
+    """A fixed cost plus a cost per item through two measured sizes: (fixed, per item, the
+    prediction for n)."""
+    per_item = (seconds[1] - seconds[0]) / (sizes[1] - sizes[0])
+    fixed = seconds[0] - per_item * sizes[0]
+    return fixed, per_item, fixed + per_item * n
+
+
+def bench_shadow_utils(work: Path, count: int, sample: int, runs: int) -> dict[str, float]:
+    newusers = [in_namespace(work, {"part": "newusers", "seats": count}) for _ in range(runs)]
+    figures = {"newusers": statistics.median(r["seconds"] for r in newusers),
+               "newusers accounts made": newusers[0]["accounts"],
+               "newusers homes made": newusers[0]["homes"]}
+    sizes = (sample, 2 * sample)
+    loops = [in_namespace(work, {"part": "loop", "seats": count, "size": size})
+             for size in sizes]
+    for tool in ("useradd", "userdel"):
+        fixed, per_item, predicted = fit(sizes, (loops[0][tool], loops[1][tool]), count)
+        figures.update({f"{tool} fixed": fixed, f"{tool} per account": per_item,
+                        f"{tool} predicted": predicted,
+                        f"{tool} measured": loops[1][tool]})
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seats", type=int, default=2000)
-    parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--sample", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-shadow-utils", action="store_true")
     parser.add_argument("--inside", help=argparse.SUPPRESS)
@@ -163,7 +199,7 @@ def main() -> None:
         work = Path(tmp)
         ours = bench_accountsdb(work, args.seats, args.runs)
         theirs = {} if args.no_shadow_utils else bench_shadow_utils(work, args.seats,
-                                                                    args.sample)
+                                                                    args.sample, args.runs)
     report(args, ours, theirs)
 
 
@@ -184,20 +220,23 @@ def report(args: argparse.Namespace, ours: dict[str, float], theirs: dict[str, f
     row("fresh pool: create + shared group + skel homes", fresh)
     if not theirs:
         return
-    scale = n / args.sample
-    useradd, userdel = theirs["useradd sample"] * scale, theirs["userdel sample"] * scale
     print("shadow-utils on a full copy of /etc bind-mounted in a private mount namespace")
-    row("newusers (makes bare homes too)", theirs["newusers"],
+    row(f"newusers, median of {args.runs} (accounts + bare homes)", theirs["newusers"],
         f" ({int(theirs['newusers accounts made'])} accounts, "
         f"{int(theirs['newusers homes made'])} homes)")
-    row(f"useradd x{args.sample}, extrapolated to {n}", useradd)
-    row(f"userdel x{args.sample}, extrapolated to {n}", userdel)
-    print("ratios")
+    for tool in ("useradd", "userdel"):
+        row(f"{tool} x{n}, fitted from x{args.sample} and x{2 * args.sample}",
+            theirs[f"{tool} predicted"], f" (fixed {theirs[f'{tool} fixed'] * 1000:.1f} ms + "
+            f"{theirs[f'{tool} per account'] * 1000:.2f} ms an account; "
+            f"x{2 * args.sample} took {theirs[f'{tool} measured']:.2f} s)")
+    print("ratios (like with like)")
     bare = ours["create"] + ours[BARE]
-    for label, ratio in (("create with bare homes: newusers / (accountsdb + homes)",
+    for label, ratio in (("accounts + bare homes: newusers / (accountsdb + homes)",
                           theirs["newusers"] / bare),
-                         ("create, accounts only: useradd / accountsdb", useradd / ours["create"]),
-                         ("delete: userdel / accountsdb", userdel / ours["delete"])):
+                         ("accounts only: useradd (fitted) / accountsdb",
+                          theirs["useradd predicted"] / ours["create"]),
+                         ("delete: userdel (fitted) / accountsdb",
+                          theirs["userdel predicted"] / ours["delete"])):
         print(f"  {label:<54} {ratio:9.1f} x")
 
 
