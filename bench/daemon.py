@@ -1,8 +1,9 @@
 """Benchmark: the GitOps daemon, from a merge to live hosts and at rest (prints figures).
 
-Why: WoD deploys a merged change at the next daily cron plus manual steps; `wodsync daemon`
-promises a merge live within seconds and an idle daemon that costs nothing while it keeps ten
-hosts converged. Both are measured on real components, as root on Debian:
+Why: `wodsync daemon` promises a merge live within seconds and an idle daemon that costs
+nothing while it keeps ten hosts converged. Both are measured on real components, as root on
+Debian. (WoD has no equivalent to run beside it here: its `deliver` runs as a cron job on the
+backend, which the README quotes from WoD's own documentation; nothing here times it.)
 
 - Merge to live: a bare repository and a clone (the git CLI), `wodsync daemon --interval 3600`
   following it, the example catalog's workshops and one `local` host with a small pool (prefix
@@ -21,6 +22,8 @@ Every account made is removed (also on failure); the fake hosts' accounts vanish
 private /etc. Do not run it while pytest runs on the machine.
 
     .venv/bin/python bench/daemon.py [--rounds 5] [--hosts 10] [--window 30] [--no-fleet]
+    .venv/bin/python bench/daemon.py --rounds 1 --local-seats 4 --hosts 1 --seats 4 \
+        --window 1 --resync 5                                   # the smoke test's size
 """
 
 from __future__ import annotations
@@ -287,7 +290,6 @@ def report_merge(figures: list[dict[str, float]]) -> None:
           f"export, validate) {part('source')}; host reconcile {part('host')}; "
           f"→ seen in status {part('status')}")
     print(f"  target ≤ 5 s: {verdict(max(totals), 5.0)} (max)")
-    print("  WoD: the next daily cron plus manual steps (hours, up to a day)")
 
 
 # ---- the idle fleet ---------------------------------------------------------------------------

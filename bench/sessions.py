@@ -33,8 +33,8 @@ run while a pytest run is on the machine (the hub environment, ports and CPU are
 `--force` overrides.
 
     .venv/bin/python bench/sessions.py [--seats 2000] [--creates 20] [--concurrent 100]
-    .venv/bin/python bench/sessions.py --seats 20 --creates 1 --concurrent 2 --no-corpus --force
-                                                                # the smoke test's size
+    .venv/bin/python bench/sessions.py --seats 20 --creates 1 --concurrent 2 --probes 1 \
+        --no-corpus --force                                     # the smoke test's size
 """
 
 from __future__ import annotations
@@ -734,7 +734,7 @@ def build(lab: Lab, bench: Bench, imported: Path | None) -> tuple[Path, Path]:
 
 
 def in_process(root: Path, state: Path, secrets_path: Path, bench: Bench,
-               count: int) -> list[Sequential]:
+               count: int, probes: int) -> list[Sequential]:
     secrets = Secrets.load(secrets_path)
     deployment = working_tree_deployment(root, secrets)
     store = open_store(None, state_dir=state)
@@ -747,14 +747,14 @@ def in_process(root: Path, state: Path, secrets_path: Path, bench: Bench,
             report_sequential(run, size, f"({label})")
             runs.append(run)
         print(f"  SSH connections opened by the service for all of it: {OPENED[0]}")
-        probe_round_trips(conns, deployment)
+        probe_round_trips(conns, deployment, probes)
     finally:
         conns.close()
         store.close()
     return runs
 
 
-def probe_round_trips(conns: Connections, deployment: Any, repeat: int = 20) -> None:
+def probe_round_trips(conns: Connections, deployment: Any, repeat: int) -> None:
     """What one round trip costs before the agent does anything: an exec channel on the open
     connection (`true`), a bare `python3`, and the agent answering `version` (its bundle
     decompressed and the agent imported, as for every operation)."""
@@ -786,6 +786,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS,
                         help="WoD's corpus (wod-notebooks/ and group_vars).")
     parser.add_argument("--no-corpus", action="store_true", help="Skip workshop (b).")
+    parser.add_argument("--probes", type=int, default=20,
+                        help="Round trips timed per probe (exec channel, python3, agent).")
     parser.add_argument("--concurrent", type=int, default=100)
     parser.add_argument("--corpus-workshop", help="Corpus workshop to use (default: the "
                         "largest that validates and renders).")
@@ -831,7 +833,7 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
     converge = apply(root, state, secrets)
     print(f"host: {SEATS} seats over loopback sshd, JupyterHub managed by wodsync "
           f"({lab.hub_prefix}); wodsync apply converged it in {converge:.1f} s")
-    runs = in_process(root, state, secrets, bench, args.creates)
+    runs = in_process(root, state, secrets, bench, args.creates, args.probes)
     key = next(iter(bench.workshops))
     http_phase(root, lab.tmp, secrets, key, args.concurrent, lab.ports["port"])
     report_steps("where a CREATE's time goes", [(r.key, r.create_steps) for r in runs])
