@@ -1,0 +1,102 @@
+"""Every script in bench/ runs end to end at a tiny size, so that none breaks unnoticed.
+
+The README's figures are printed by these scripts; a script that no longer runs would leave
+figures nobody can reproduce. Each runs as a user runs it (a process of its own, this tree's
+package first on the path) on the real components it needs at its real size, with a few
+accounts instead of 2000, and each test checks the lines the README quotes from it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubs import PROXY
+
+PROJECT = Path(__file__).resolve().parent.parent
+ROOT = os.geteuid() == 0
+SSHD = Path("/usr/sbin/sshd").exists()
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (./bootstrap test)")
+needs_sshd = pytest.mark.skipif(not (ROOT and SSHD), reason="needs root and sshd")
+needs_hub = pytest.mark.skipif(
+    not (ROOT and SSHD) or PROXY is None or shutil.which("shc") is None,
+    reason="needs root, sshd, configurable-http-proxy and shc (./bootstrap test)")
+
+# script → the arguments of its smoke size (the sizes its docstring names)
+SMOKE: dict[str, list[str]] = {
+    "validate.py": ["--workshops", "2", "--runs", "1", "--corpus", "/nonexistent"],
+    "cli.py": ["--runs", "1", "--workshops", "2"],
+    "accounts.py": ["--seats", "5", "--sample", "2", "--runs", "1"],
+    "engine.py": ["--seats", "20", "--repeat", "1", "--ansible-sizes", "1,2"],
+    "daemon.py": ["--rounds", "1", "--local-seats", "4", "--hosts", "1", "--seats", "4",
+                  "--window", "1", "--resync", "5"],
+    "sessions.py": ["--seats", "20", "--creates", "1", "--concurrent", "2", "--probes", "1",
+                    "--no-corpus", "--force"],
+}
+
+
+def bench(script: str, timeout: float = 300) -> str:
+    """Run bench/`script` at its smoke size; its output, or the test fails with it."""
+    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+    done = subprocess.run([sys.executable, str(PROJECT / "bench" / script), *SMOKE[script]],
+                          cwd=PROJECT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, f"bench/{script} exited {done.returncode}:\n{out[-3000:]}"
+    return out
+
+
+def test_every_bench_script_has_a_smoke_size() -> None:
+    assert sorted(p.name for p in (PROJECT / "bench").glob("*.py")) == sorted(SMOKE)
+
+
+def test_validate_prints_its_time_against_the_parse_floor() -> None:
+    out = bench("validate.py")
+    assert "validate: 2 workshops" in out
+    assert re.search(r"validate = [0-9.]+× the floor", out), out
+
+
+def test_cli_prints_help_and_review_against_their_floors() -> None:
+    out = bench("cli.py")
+    assert re.search(r"wodsync --help +[0-9.]+ s +floor `python3 -c pass`", out), out
+    assert re.search(r"wodsync review of 8 changed files +[0-9.]+ s +floor", out), out
+
+
+@needs_root
+def test_accounts_sets_newusers_against_the_same_work() -> None:
+    out = bench("accounts.py")
+    assert "(5 accounts, 5 homes)" in out, out  # newusers made every account and home
+    assert re.search(r"accounts \+ bare homes: newusers / \(accountsdb \+ homes\) +[0-9.]+ x",
+                     out), out
+    assert re.search(r"useradd x5, fitted from x2 and x4", out), out
+
+
+@needs_hub
+def test_engine_converges_and_compares_with_ansible_fitted_from_two_sizes() -> None:
+    out = bench("engine.py", timeout=600)
+    assert "created 20 accounts" in out, out
+    assert "created 20 hub users" in out, out
+    # Ansible's side ran, or says why it could not be installed
+    assert (re.search(r"fresh converge of 20 seats .* is [0-9]+× faster", out)
+            or "ansible: skipped, ansible-core could not be installed" in out), out
+
+
+@needs_sshd
+def test_daemon_times_a_merge_to_live_and_the_idle_fleet() -> None:
+    out = bench("daemon.py")
+    assert re.search(r"Ready with the commit applied: median [0-9.]+ s", out), out
+    assert ("one forced round" in out) or ("idle daemon: skipped" in out), out
+
+
+@needs_hub
+def test_sessions_times_a_seat_to_a_working_lab() -> None:
+    out = bench("sessions.py", timeout=600)
+    assert "1 sequential CREATEs" in out and ", 0 failures" in out, out
+    assert re.search(r"seat usable \(wall: .*\) p50 +[0-9]+ ms", out), out
+    assert "2 created, 0 failed" in out, out
