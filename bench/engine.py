@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,9 @@ def _count_exec() -> None:
 
 
 def cleanup(prefix: str) -> None:
-    names = [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(prefix)
+    """This bench's accounts only: `prefix` and a number, in its uid range (the other benches'
+    `wodbs…` and `wodbd…` seats share the first letters and nearby uids)."""
+    names = [p.pw_name for p in pwd.getpwall() if re.fullmatch(rf"{prefix}[0-9]+", p.pw_name)
              and UID_BASE < p.pw_uid <= UID_BASE + 10000]
     for name in names:
         subprocess.run(["userdel", name], capture_output=True, check=False)
