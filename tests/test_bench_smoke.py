@@ -35,7 +35,7 @@ SMOKE: dict[str, list[str]] = {
     "accounts.py": ["--seats", "5", "--sample", "2", "--runs", "1"],
     "engine.py": ["--seats", "20", "--repeat", "1", "--ansible-sizes", "1,2"],
     "daemon.py": ["--rounds", "1", "--local-seats", "4", "--hosts", "1", "--seats", "4",
-                  "--window", "1", "--resync", "3"],
+                  "--window", "1", "--resync", "5"],
     "sessions.py": ["--seats", "20", "--creates", "1", "--concurrent", "2", "--probes", "1",
                     "--no-corpus", "--force"],
 }
