@@ -25,7 +25,6 @@ import pytest
 
 from wodsync.agent import accountsdb as db
 
-PROJECT = Path(__file__).resolve().parent.parent
 FILES = ("passwd", "shadow", "group", "gshadow")
 PREFIX = "wodta"
 REAL_BASE = 55000  # real accounts: uids 55001..55050
@@ -586,28 +585,3 @@ def test_real_accounts_are_usable_by_login_tools_and_go_away(real_seats: list) -
     assert subprocess.run(["getent", "passwd", "wodta7"]).returncode == 2
     with pytest.raises(KeyError):
         grp.getgrnam("wodta7")
-
-
-def _old_python() -> str | None:
-    """A python3.9 that runs (a pyenv shim may exist without its version selected)."""
-    found = [str(p) for p in Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9")]
-    found += [p for p in [shutil.which("python3.9")] if p]
-    return next((p for p in found if subprocess.run([p, "-c", ""], capture_output=True)
-                 .returncode == 0), None)
-
-
-@pytest.mark.skipif(_old_python() is None, reason="no python3.9 on this machine")
-def test_runs_on_python_3_9(etc: Etc) -> None:
-    script = ("import json, sys\nsys.path.insert(0, sys.argv[1])\n"
-              "from wodsync.agent import accountsdb as db\n"
-              "acc = [dict(name='wodta1', uid=55001, gid=55001, home='/h/wodta1', "
-              "shell='/bin/sh', gecos='')]\n"
-              "a = db.apply({'create': acc, 'groups': [dict(name='wodtapool', gid=55999, "
-              "members=['wodta1'])]}, root=sys.argv[2])\n"
-              "b = db.delete(['wodta1'], root=sys.argv[2])\n"
-              "print(json.dumps([a['created'], a['groups'], b['deleted'],"
-              " sys.version_info[:2]]))")
-    done = subprocess.run([_old_python(), "-c", script, str(PROJECT), etc.root],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == '[["wodta1"], ["wodtapool"], ["wodta1"], [3, 9]]'
