@@ -4,6 +4,7 @@ the hub restarted only when its configuration, unit or versions changed.
 systemd cannot run on this test machine (no systemd as PID 1), so `tests/fakes/systemctl`
 stands in for it, keeping systemd's behaviour that matters here: units are read at
 daemon-reload, restart ends the main process only (KillMode=process), MainPID is reported.
+The unit itself is checked by systemd's own `systemd-analyze verify`, which needs no PID 1.
 Everything else — JupyterHub, the proxy, accounts — is real.
 """
 
@@ -81,6 +82,21 @@ def test_the_unit_is_installed_reloaded_and_started(systemd_hub):
     assert "KillMode=process" in unit and "/bin/jupyterhub -f " in unit
     assert {f"{PREFIX}{n}" for n in range(1, 51)} <= set(systemd_hub["api"].users())
     assert wodsync(systemd_hub, "plan").returncode == 0
+
+
+def test_the_installed_unit_passes_systemd_analyze_verify(systemd_hub):
+    """The fake `systemctl` loads any unit; on a host, systemd's own parser would. Its checker,
+    `systemd-analyze verify`, runs without systemd as PID 1: it parses the unit as installed,
+    loads its dependencies (network-online.target, multi-user.target from this machine's units)
+    and checks that ExecStart is executable (the hub venv the apply made). Every directive of
+    the unit verifies offline. A misspelled key or value (`KillMode=procss`) is only a warning
+    there, "ignoring", with exit status 0: so any output at all fails the test as well."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: Debian's systemd package has it (./bootstrap test)"
+    unit = systemd_hub["systemd"] / "units/jupyterhub.service"
+    done = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stdout + done.stderr) == (0, ""), done.stdout + done.stderr
 
 
 def test_no_change_no_systemctl_a_config_change_one_restart(systemd_hub):
