@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from wodsync.catalog import validate
+from wodsync.engine.desired import desired_state
+from wodsync.engine.reconcile import host_job
+from wodsync.secrets import Secrets
+from wodsync.store import open_store
+
 from helpers import remove_test_accounts
 from helpers import wodsync as run_wodsync
 from hubs import PROXY, HubApi, hub_ports, hub_prefix_lock, needs_hub, stop_hub, write_lab
@@ -137,3 +143,56 @@ def test_a_hub_stopped_under_systemd_converges_in_one_apply(systemd_hub):
     assert calls(systemd_hub)[-1] == "restart jupyterhub.service"
     assert len(systemd_hub["api"].groups()["wodtsgrp"]) == 55
     assert wodsync(systemd_hub, "plan").returncode == 0
+
+
+def test_a_preview_from_the_hubs_exported_facts_plans_as_the_live_plan(systemd_hub, tmp_path,
+                                                                       monkeypatch):
+    """Facts observed from this real hub through the agent, stored as the daemon stores them
+    and exported by `wodsync facts export`: `plan --facts` plans what the live plan does,
+    with every hub kind changing — three more seats (hub users to create, the pool's hub group
+    to grow), a hub user deleted behind wodsync's back, and a changed unit (the service
+    restarts). Hand-written facts (test_plan_hub.py) cannot show that what the agent really
+    reports survives the export. The one documented difference: the hub's configuration
+    embeds its token, so the preview says it does not compare it (a note of its own)."""
+    assert systemd_hub["api"].call("DELETE", f"/users/{PREFIX}3").status_code == 204
+    students = systemd_hub["root"] / "catalog/students.yaml"
+    students.write_text(students.read_text().replace("last: 55", "last: 58"))
+    unit = systemd_hub["root"] / "templates/hub/jupyterhub.service.j2"
+    unit.write_text(unit.read_text().replace("RestartSec=7", "RestartSec=9"))
+
+    for name, value in systemd_hub["env"].items():  # the agent runs here, under the fake systemctl
+        monkeypatch.setenv(name, value)
+    catalog, found = validate(systemd_hub["root"])
+    assert not [d for d in found if d.is_error], found
+    observed = host_job(desired_state(catalog, "lab", Secrets(env=systemd_hub["env"])), apply=False)
+    assert observed.error is None and observed.facts is not None, observed.error
+    state = tmp_path / "daemon"
+    with open_store(state_dir=state) as store:
+        store.status.put_facts("lab", {"facts": observed.facts,
+                                       "digests": observed.plan.digests},
+                               revision="0" * 40)
+    exported = run_wodsync("facts", "export", tmp_path / "facts", "--state", state,
+                           env=systemd_hub["env"])
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+
+    preview = _plan_of(wodsync(systemd_hub, "plan", "--json", "--facts", str(tmp_path / "facts")))
+    live = _plan_of(wodsync(systemd_hub, "plan", "--json"))
+    for key in ("changes", "summary", "errors", "refused", "digests"):
+        assert preview[key] == live[key], (key, preview[key], live[key])
+    config = f"{systemd_hub['root'].parent}/hubconf/jupyterhub_config.py"
+    assert [n for n in preview["notes"] if n not in live["notes"]] == [
+        f"{config} embeds secrets: compared with placeholders, so content is not compared "
+        "here, nor the hub's restart fingerprint; a change to a template shows in "
+        "`wodsync review`"]
+    hub = {(c["action"], c["address"]) for c in live["changes"]
+           if c["address"].split(":")[0] in ("service", "hub_user", "hub_group")}
+    assert hub == {("update", "service:jupyterhub"), ("create", f"hub_user:{PREFIX}3"),
+                   *{("create", f"hub_user:{PREFIX}{n}") for n in (56, 57, 58)},
+                   ("update", "hub_group:wodtsgrp")}
+
+
+def _plan_of(done: subprocess.CompletedProcess[str]) -> dict:
+    """The one host's plan of `wodsync plan --json` (exit 2: changes are pending)."""
+    assert done.returncode in (0, 2), done.stdout[-2000:] + done.stderr[-2000:]
+    (only,) = json.loads(done.stdout)
+    return only["plan"]
