@@ -84,6 +84,10 @@ class DefaultSshd:
         return self.workdir / "sshd.log"
 
     def start(self) -> None:
+        """Start it, unless it runs (after a failed step a later one may start it again:
+        a second listener would fail to bind and the first would outlive the module)."""
+        if self.process is not None and self.process.poll() is None:
+            return
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.workdir / "sshd_config")],
