@@ -38,6 +38,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # The session lab (sessionlab.py): wodtx/wodty, uids 58001-58140, its home root.
     "test_sessions": ("sessionlab", ("root", "pg")),
     "test_sessions_api": ("sessionlab", ("root", "hub")),
+    "test_ssh_sessions": ("sessionlab", ("root", "sshd")),  # lab1 behind a default sshd
     # uids 55001-55050 (wodta) and 55001-55010 (wodtw) overlap.
     "test_accountsdb": ("uids-55000", ("root",)),
     "test_sweep": ("uids-55000", ("root",)),
@@ -59,6 +60,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_store_secrets": ("test_store_secrets", ("pg",)),
 }
 PURE_MODULES = {
+    "test_agent_python",
     "test_api", "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
     "test_import", "test_models", "test_plan_hub", "test_project", "test_render_budget",
     "test_review",
