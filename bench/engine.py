@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from wodsync.catalog import validate
 from wodsync.engine import remote
 from wodsync.engine.desired import DesiredHost, desired_state
-from wodsync.engine.kinds import hubservice
+from wodsync.engine.kinds import service
 from wodsync.engine.reconcile import Target, reconcile
 from wodsync.engine.transport import connect
 from wodsync.secrets import Secrets
@@ -131,7 +131,7 @@ def _desired(root: Path) -> DesiredHost:
 def _stop_hub(desired: DesiredHost) -> None:
     transport = connect("bench", desired.host)
     try:
-        remote.call(transport, "stop_hub", hubservice.stop_hub_request(desired))
+        remote.call(transport, "stop_hub", service.stop_hub_request(desired))
     finally:
         transport.close()
 
@@ -145,7 +145,7 @@ def fresh_hub(root: Path, tmp: Path) -> None:
     try:  # a batch of one kind: start the service, nothing else
         remote.call(transport, "apply", {
             **desired.payload(), "expect": {}, "probes": {},
-            "batch": {"service": hubservice.batch(desired.want["service"], [])}})
+            "batch": {"service": service.batch(desired.want["service"], [])}})
     finally:
         transport.close()
 

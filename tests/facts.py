@@ -11,30 +11,30 @@ from collections.abc import Callable
 from typing import Any
 
 from wodsync.agent.kinds import (
-    accounts,
-    files,
+    account,
+    file,
     group,
-    hubgroups,
-    hubservice,
-    hubusers,
-    kernels,
-    packages,
-    seats,
+    hub_group,
+    hub_user,
+    kernel,
+    package,
+    seat,
+    service,
     sysctl,
 )
 from wodsync.engine.desired import DesiredHost
-from wodsync.engine.kinds.accounts import Accounts
+from wodsync.engine.kinds.account import Accounts
 from wodsync.engine.kinds.group import SharedGroup
-from wodsync.engine.kinds.hubgroups import HubGroups
-from wodsync.engine.kinds.hubservice import HubService
-from wodsync.engine.kinds.hubusers import HubUsers
-from wodsync.engine.kinds.kernels import Kernels
-from wodsync.engine.kinds.packages import Packages
-from wodsync.engine.kinds.seats import Seats
+from wodsync.engine.kinds.hub_group import HubGroups
+from wodsync.engine.kinds.hub_user import HubUsers
+from wodsync.engine.kinds.kernel import Kernels
+from wodsync.engine.kinds.package import Packages
+from wodsync.engine.kinds.seat import Seats
+from wodsync.engine.kinds.service import HubService
 from wodsync.engine.render_system import ManagedFile
 
 
-def file_facts(want: dict[str, ManagedFile]) -> files.Facts:
+def file_facts(want: dict[str, ManagedFile]) -> file.Facts:
     return {"files": {p: {"sha256": f.sha256, "mode": f.mode, "owner": f.owner,
                           "group": f.group, "regular": True} for p, f in want.items()},
             "managed": sorted(want), "pending": {}}
@@ -44,7 +44,7 @@ def sysctl_facts(want: dict[str, str]) -> sysctl.Facts:
     return {"values": dict(want)}
 
 
-def account_facts(want: Accounts) -> accounts.Facts:
+def account_facts(want: Accounts) -> account.Facts:
     return {"accounts": {s.name: {"uid": s.uid, "gid": s.gid, "home": s.home,
                                   "shell": s.shell, "locked": True,
                                   "home_facts": {"mode": 0o700, "uid": s.uid, "gid": s.gid,
@@ -58,39 +58,39 @@ def group_facts(want: SharedGroup) -> group.Facts:
     return {"gid": want.gid, "members": sorted(want.members)}
 
 
-def package_facts(want: Packages) -> packages.Facts:
+def package_facts(want: Packages) -> package.Facts:
     return {"pip": {name: "99.0" for name in want.pip} | {"jupyterhub": "6.1.1"},
             "apt": {spec.split("=")[0]: "1.0" for spec in want.apt},
             "npm": dict(want.npm), "closed": None}
 
 
-def kernel_facts(want: Kernels) -> kernels.Facts:
+def kernel_facts(want: Kernels) -> kernel.Facts:
     return {"kernels": sorted(want.kernels)}
 
 
-def service_facts(want: HubService) -> hubservice.Facts:
+def service_facts(want: HubService) -> service.Facts:
     return {"running": True, "pid": 4242, "fingerprint": want.fingerprint}
 
 
-def hub_user_facts(want: HubUsers) -> hubusers.Facts:
+def hub_user_facts(want: HubUsers) -> hub_user.Facts:
     return {"api": {"ok": True}, "users": list(want.users), "managed": list(want.users)}
 
 
-def hub_group_facts(want: HubGroups) -> hubgroups.Facts:
+def hub_group_facts(want: HubGroups) -> hub_group.Facts:
     return {"api": {"ok": True}, "groups": {g: list(m) for g, m in want.groups.items()},
             "managed": sorted(want.groups)}
 
 
-def seat_facts(want: Seats) -> seats.Facts:
+def seat_facts(want: Seats) -> seat.Facts:
     return {"occupied": {s: {"session": sid, "state": "active", "workshop": None}
                          for s, sid in want.sessions.items()}}
 
 
 CONVERGED: dict[str, Callable[[Any], Any]] = {
-    files.KIND: file_facts, sysctl.KIND: sysctl_facts, accounts.KIND: account_facts,
-    group.KIND: group_facts, packages.KIND: package_facts, kernels.KIND: kernel_facts,
-    hubservice.KIND: service_facts, hubusers.KIND: hub_user_facts,
-    hubgroups.KIND: hub_group_facts, seats.KIND: seat_facts}
+    file.KIND: file_facts, sysctl.KIND: sysctl_facts, account.KIND: account_facts,
+    group.KIND: group_facts, package.KIND: package_facts, kernel.KIND: kernel_facts,
+    service.KIND: service_facts, hub_user.KIND: hub_user_facts,
+    hub_group.KIND: hub_group_facts, seat.KIND: seat_facts}
 
 
 def converged(d: DesiredHost) -> dict[str, Any]:

@@ -47,6 +47,9 @@ def newer_than_oldest(source: str, name: str) -> list[str]:
     config = Config()
     config.set_parse_comments(False)  # a `# novermin` comment must not hide anything
     config.set_verbose(3)
+    # `file` is the file kind's host half (`agent.kinds.file`), which vermin would read as
+    # Python 2's builtin of that name and so as a module no Python 3 can run.
+    config.add_exclusion("file")
     found = visit(source, config, name)
     if found.minimum_versions()[1] is None or found.minimum_versions()[1] <= OLDEST:
         return []

@@ -159,7 +159,7 @@ def test_agent_modules_import_only_the_standard_library_and_each_other():
         outside = {m for m in imports if m.split(".")[0] not in allowed}
         top_level_ok = all(_guarded(source, m) for m in outside)
         assert top_level_ok, f"{name} imports {outside} on the host"
-        # `from wodsync.agent.kinds import files` in the package itself names its submodule
+        # `from wodsync.agent.kinds import file` in the package itself names its submodule
         graph[name] = {m for m in imports if m.startswith("wodsync.agent") and m != name}
     _assert_acyclic({k: v for k, v in graph.items() if k.startswith("wodsync.agent")})
 

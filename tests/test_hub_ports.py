@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from wodsync.agent.kinds import hubservice
+from wodsync.agent.kinds import service
 from wodsync.catalog import validate
 from wodsync.catalog.models import Hub
 from wodsync.engine.desired import desired_state
@@ -339,7 +339,7 @@ def test_stopping_the_hub_spares_a_process_named_by_a_stale_proxy_pid_file(tmp_p
     bystander = subprocess.Popen(["sleep", "600"])
     try:
         (tmp_path / "jupyterhub-proxy.pid").write_text(str(bystander.pid))
-        done = hubservice.stop_hub({"supervisor": "process", "data_dir": str(tmp_path),
+        done = service.stop_hub({"supervisor": "process", "data_dir": str(tmp_path),
                                     "api": "http://127.0.0.1:9/hub/api"}, None)
         assert done == {"hub_was_running": False, "servers_stopped": []}
         assert bystander.poll() is None
@@ -368,7 +368,7 @@ def test_the_schema_documents_the_new_defaults():
 
 
 def test_the_agent_observes_which_ports_students_may_take():
-    facts = hubservice.observe({"supervisor": "process", "data_dir": "/nonexistent"}, None)
+    facts = service.observe({"supervisor": "process", "data_dir": "/nonexistent"}, None)
     kernel = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip()
     assert facts["unprivileged_port_start"] == int(kernel)
     assert facts["running"] is False

@@ -2,7 +2,7 @@
 
 The demo writes a git repository of the example catalog with this machine as a `local` host,
 starts `wodsync daemon` following it (in a session of its own, as the hub), waits until the
-daemon has converged the host — accounts, system files, the hub environment from PyPI,
+daemon has converged the host — account, system file, the hub environment from PyPI,
 configurable-http-proxy from npm, the hub, hub users and groups — and creates a session for a
 demo participant through the daemon's API: the same CREATE the portal would make. It prints the
 hub URL and the credentials, the API URL and its token, and the repository: commit there and the
@@ -103,11 +103,11 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
 
 
 def stop_demo(opts: DemoOptions) -> dict[str, Any]:
-    """Stop the daemon, then the students' servers, the hub and its proxy (accounts, files and
+    """Stop the daemon, then the students' servers, the hub and its proxy (account, files and
     the session stay)."""
     from wodsync.engine import remote
     from wodsync.engine.desired import desired_state
-    from wodsync.engine.kinds.hubservice import stop_hub_request
+    from wodsync.engine.kinds.service import stop_hub_request
     from wodsync.engine.transport import LocalTransport
     from wodsync.secrets import Secrets
 

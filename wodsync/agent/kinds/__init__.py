@@ -11,33 +11,33 @@ from __future__ import annotations
 from types import ModuleType
 
 from wodsync.agent.kinds import (
-    accounts,
-    files,
+    account,
+    file,
     group,
-    hubgroups,
-    hubservice,
-    hubusers,
-    kernels,
-    packages,
-    seats,
+    hub_group,
+    hub_user,
+    kernel,
+    package,
+    seat,
+    service,
     sysctl,
 )
 
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
-    files,
+    file,
     sysctl,
-    accounts,
+    account,
     group,
-    packages,
-    kernels,
-    hubservice,
-    hubusers,
-    hubgroups,
-    seats,
+    package,
+    kernel,
+    service,
+    hub_user,
+    hub_group,
+    seat,
 )}
 
 # Agent operations a kind offers besides observe and apply (the seat operations are the
 # agent's own, `agent.seats`): part of the agent's explicit table.
 OPERATIONS = {
-    "stop_hub": hubservice.stop_hub,
+    "stop_hub": service.stop_hub,
 }

@@ -1,5 +1,5 @@
 """The controller halves of the resource kinds, one module each, in the order their diffs run
-(a kind may read the changes of the kinds before it: kernels look at packages, hub groups at
+(a kind may read the changes of the kinds before it: kernels look at package, hub groups at
 hub users).
 
 Adding a kind is its two halves — this package's module (desired, probe, diff, batch) and its
@@ -13,29 +13,29 @@ from __future__ import annotations
 from types import ModuleType
 
 from wodsync.engine.kinds import (
-    accounts,
-    files,
+    account,
+    file,
     group,
-    hubgroups,
-    hubservice,
-    hubusers,
-    kernels,
-    packages,
-    seats,
+    hub_group,
+    hub_user,
+    kernel,
+    package,
+    seat,
+    service,
     sysctl,
 )
 
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
-    files,
+    file,
     sysctl,
-    accounts,
+    account,
     group,
-    packages,
-    kernels,
-    hubservice,
-    hubusers,
-    hubgroups,
-    seats,
+    package,
+    kernel,
+    service,
+    hub_user,
+    hub_group,
+    seat,
 )}
 
 # Which module owns an address kind (`env:` belongs to `package`), for saved plans.

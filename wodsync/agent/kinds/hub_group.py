@@ -2,7 +2,7 @@
 with `POST`/`DELETE /groups/{name}/users`; a group is deleted only when the inventory says
 wodsync made it. A group found existing when it was planned as new (the hub was down when the
 host was observed) is treated as existing: its members are synced. `membership` is the pure
-comparison the controller half (`engine.kinds.hubgroups`) plans with, and the host too when
+comparison the controller half (`engine.kinds.hub_group`) plans with, and the host too when
 the hub was down at planning.
 """
 

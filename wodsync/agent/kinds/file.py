@@ -3,7 +3,7 @@
 Before a changed file is replaced its `on_change` command is recorded as pending in the
 inventory, and cleared only once it ran, so a run cut in between still runs it next time. A
 command that fails stays pending with its error and fails only its own phase. The controller
-half (`engine.kinds.files`) decides what to write.
+half (`engine.kinds.file`) decides what to write.
 """
 
 from __future__ import annotations

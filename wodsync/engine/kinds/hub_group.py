@@ -4,7 +4,7 @@ operator can see and act on a workshop's current students as a group in the hub.
 its seat to the workshop's group and a CLEANUP takes it out; a full apply keeps the groups as
 the sessions say.
 
-The host half (`agent.kinds.hubgroups`) syncs memberships; a group is deleted only when the
+The host half (`agent.kinds.hub_group`) syncs memberships; a group is deleted only when the
 inventory says wodsync made it.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from wodsync.agent.kinds.hubgroups import KIND, Facts, Part, Probe, membership
+from wodsync.agent.kinds.hub_group import KIND, Facts, Part, Probe, membership
 from wodsync.engine import hubwant
 from wodsync.engine.change import Action, Change
-from wodsync.engine.kinds import hubusers
+from wodsync.engine.kinds import hub_user
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext
@@ -56,7 +56,7 @@ def probe(want: HubGroups) -> Probe:
 def diff(plan: PlanContext) -> None:
     want: HubGroups = plan.want[KIND]
     facts: Facts = plan.facts[KIND]
-    if hubusers.unreadable(plan, KIND, "groups", facts["api"], want.api, HubGroupChange):
+    if hub_user.unreadable(plan, KIND, "groups", facts["api"], want.api, HubGroupChange):
         return
     have = facts["groups"] or {}
     # Deleting a hub user takes it out of its groups; removing it again would be refused.

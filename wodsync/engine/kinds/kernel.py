@@ -1,5 +1,5 @@
 """kernel, controller half: the Jupyter kernels the workshops served here need, present in the
-hub environment; the host half is `agent.kinds.kernels`.
+hub environment; the host half is `agent.kinds.kernel`.
 
 A kernel is present when its kernelspec folder is (what `jupyter kernelspec list` reads). One
 whose `pip` packages are being installed comes with them; one with an `install` command has it
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 
-from wodsync.agent.kinds.kernels import KIND, Facts, Part, Probe
+from wodsync.agent.kinds.kernel import KIND, Facts, Part, Probe
 from wodsync.engine import hubwant
 from wodsync.engine.change import Action, Change
 

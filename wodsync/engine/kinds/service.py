@@ -1,5 +1,5 @@
 """service, controller half: the managed JupyterHub process, under systemd or started by
-wodsync itself; the host half (observe, start, `stop_hub`) is `agent.kinds.hubservice`.
+wodsync itself; the host half (observe, start, `stop_hub`) is `agent.kinds.service`.
 
 The hub is restarted only when the fingerprint of what it runs (its configuration, its unit,
 the JupyterHub and proxy versions) differs from the one it was started with, which wodsync keeps
@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wodsync.agent.kinds.hubservice import KIND, PORT_SYSCTL, Facts, Part, Probe, StopHubRequest
+from wodsync.agent.kinds.service import KIND, PORT_SYSCTL, Facts, Part, Probe, StopHubRequest
 from wodsync.engine import hubwant
 from wodsync.engine.change import Action, Change
 

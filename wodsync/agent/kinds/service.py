@@ -2,7 +2,7 @@
 fingerprint, starting or restarting it, and the operation `stop_hub`.
 
 The fingerprint a hub was started with is kept beside its data (neither systemd nor the hub
-knows it); the controller half (`engine.kinds.hubservice`) compares it with the catalog's and
+knows it); the controller half (`engine.kinds.service`) compares it with the catalog's and
 explains why a restart keeps the students' servers. A restart ends the hub process only: its
 servers and the proxy keep running and the new hub adopts them. The kernel's
 `net.ipv4.ip_unprivileged_port_start` is observed, so the controller can say when a hub port is

@@ -1,6 +1,6 @@
 """file, controller half: system files rendered from `templates/` (sysctl.d, limits.d,
 /etc/skel, the hub's configuration and unit), with the command each one runs after it changed
-(`on_change`). The host half is `agent.kinds.files`.
+(`on_change`). The host half is `agent.kinds.file`.
 
 A file's content is compared by digest; the plan carries the digest, never the content (the hub
 configuration holds its token). Before a changed file is replaced its `on_change` command is
@@ -16,7 +16,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wodsync.agent.kinds.files import KIND, Facts, FileFacts, Part, Pending, Probe
+from wodsync.agent.kinds.file import KIND, Facts, FileFacts, Part, Pending, Probe
 from wodsync.engine.change import Action, Change
 from wodsync.engine.render_system import ManagedFile, system_files
 

@@ -8,7 +8,7 @@ Accounts are written straight into passwd/shadow/group/gshadow under the shadow-
 fresh 2000-seat host. Homes are created and repaired through directory descriptors
 (`agent.safefs`), never by following a path a student could have turned into a link.
 
-The host half (`agent.kinds.accounts`) observes and applies; what the plan may do is decided
+The host half (`agent.kinds.account`) observes and applies; what the plan may do is decided
 here, purely:
 - a seat whose name, uid or gid belongs to an account or group wodsync did not create is an
   error for that seat, which is never created (two passwd entries on one uid would give the
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wodsync.agent.kinds.accounts import HOME_MODE, KIND, AccountFacts, Entry, Facts, Part, Probe
+from wodsync.agent.kinds.account import HOME_MODE, KIND, AccountFacts, Entry, Facts, Part, Probe
 from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:

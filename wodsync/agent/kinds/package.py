@@ -1,7 +1,7 @@
 """package, host half: what is installed in the hub environment and on the host, read from
 files — `*.dist-info` folders (what `pip list` reads), `dpkg-query`, `node_modules/*/package.json`
 — in milliseconds instead of starting an interpreter per question; and installing what the
-controller half (`engine.kinds.packages`) planned. Nothing is ever removed.
+controller half (`engine.kinds.package`) planned. Nothing is ever removed.
 """
 
 from __future__ import annotations

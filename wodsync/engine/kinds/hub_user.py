@@ -1,5 +1,5 @@
 """hub_user, controller half: the hub users of a host, one per seat of its pool (JupyterHub's
-own user table); the host half is `agent.kinds.hubusers`.
+own user table); the host half is `agent.kinds.hub_user`.
 
 Observed with the paginated `GET /users` from the host side; created in one bulk
 `POST /users`. A hub user is deleted only when wodsync's inventory says wodsync made it, after
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from wodsync.agent.hubapi import Listing
-from wodsync.agent.kinds.hubusers import KIND, Facts, Part, Probe
+from wodsync.agent.kinds.hub_user import KIND, Facts, Part, Probe
 from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ every workshop served here, apt packages, configurable-http-proxy from npm.
 Packages are only ever added or upgraded, never removed: a package dropped from the catalog may
 still be used by a student's notebook. Everything is observed from files — `*.dist-info`
 folders (what `pip list` reads), `dpkg-query`, `node_modules/*/package.json` — in milliseconds,
-instead of starting an interpreter per question (the host half, `agent.kinds.packages`).
+instead of starting an interpreter per question (the host half, `agent.kinds.package`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
-from wodsync.agent.kinds.packages import KIND, Facts, Part, Probe
+from wodsync.agent.kinds.package import KIND, Facts, Part, Probe
 from wodsync.engine import hubwant
 from wodsync.engine.change import Action, Change
 

@@ -4,7 +4,7 @@ stopped, then deleted) and created in one bulk `POST /users`.
 While the hub is down its users cannot be read: they are unknown, not absent. When the same
 batch starts the hub (`deferred`), they are read once it answers and what is missing is created
 in the same call — and nothing is deleted on the strength of facts that could not be read. The
-controller half (`engine.kinds.hubusers`) decides whom to create and delete.
+controller half (`engine.kinds.hub_user`) decides whom to create and delete.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """kernel, host half: the kernelspecs present (what `jupyter kernelspec list` reads), and
-running the install commands the controller half (`engine.kinds.kernels`) planned, with
+running the install commands the controller half (`engine.kinds.kernel`) planned, with
 `python`/`jupyter` meaning the hub environment's.
 """
 

@@ -1,5 +1,5 @@
 """seat, controller half: seats given to sessions, as a full apply must know them (the host
-half, `agent.kinds.seats`, reads the host's records). The seat operations themselves — CREATE,
+half, `agent.kinds.seat`, reads the host's records). The seat operations themselves — CREATE,
 CLEANUP, RESET, PURGE — are the agent's (`agent.seats`); this kind only makes sure a catalog
 edit never takes a seat in use.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wodsync.agent.kinds.seats import KIND, Facts, Occupied, Probe
+from wodsync.agent.kinds.seat import KIND, Facts, Occupied, Probe
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredContext

@@ -5,7 +5,7 @@ Accounts are written straight into passwd/shadow/group/gshadow under the shadow-
 (`agent.accountsdb`): `newusers` loads the PAM stack once per account, which made it 80 % of a
 fresh 2000-seat host. Homes are created and repaired through directory descriptors
 (`agent.safefs`), never by following a path a student could have turned into a link. What may
-be done is decided by the controller half (`engine.kinds.accounts`), purely.
+be done is decided by the controller half (`engine.kinds.account`), purely.
 """
 
 from __future__ import annotations
