@@ -1,16 +1,42 @@
-"""`wodsync serve` in a process of its own for API tests, ready when /healthz answers."""
+"""The API for tests: `wodsync serve` in a process of its own, ready when /healthz answers, or
+an application served in a thread of the test process (`serving`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
+import uvicorn
+from fastapi import FastAPI
 
 from sshd import free_port
+
+START_WAIT_S = 30.0  # an upper bound for uvicorn to listen, not a performance figure
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """The application on a loopback port in a thread, for as long as the block runs."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(),
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_WAIT_S
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 class Server:

@@ -7,15 +7,11 @@ daemon's endpoints are `test_daemon.py`'s. Here a real uvicorn serves a real sto
 from __future__ import annotations
 
 import ast
-import contextlib
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 
 import wodsync
 from wodsync.api.app import create_app, routes_for
@@ -43,28 +39,11 @@ from wodsync.store import (
     open_store,
 )
 
-from sshd import free_port
+from apiserver import serving
 
 TOKEN = "api-t0ken-for-tests"
 PACKAGE = Path(wodsync.__file__).parent
 
-
-@contextlib.contextmanager
-def serving(context: Context) -> Iterator[str]:
-    """The application for `context` on a loopback port, for as long as the block runs."""
-    server = uvicorn.Server(uvicorn.Config(create_app(context), host="127.0.0.1",
-                                           port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -135,7 +114,8 @@ def test_only_the_api_package_speaks_http():
 
 
 def test_the_token_is_checked_before_the_body_and_refusals_come_from_the_table(service):
-    with serving(Context(service.store, sessions=service, api_token=lambda: TOKEN)) as base:
+    context = Context(service.store, sessions=service, api_token=lambda: TOKEN)
+    with serving(create_app(context)) as base:
         sessions = base + "/api/v1/sessions"
         stranger = requests.post(sessions, data=b"not even json", timeout=10)
         assert stranger.status_code == 401
@@ -157,7 +137,8 @@ def test_the_token_is_checked_before_the_body_and_refusals_come_from_the_table(s
         assert requests.get(base + "/healthz", timeout=10).json() == {"status": "alive"}
         assert requests.get(base + "/api/v1/status", headers=auth,
                             timeout=10).status_code == 404, "serve mounts no daemon route"
-    with serving(Context(service.store, sessions=service, api_token=lambda: None)) as base:
+    context = Context(service.store, sessions=service, api_token=lambda: None)
+    with serving(create_app(context)) as base:
         closed = requests.get(base + "/api/v1/sessions/abc", timeout=10)
         assert (closed.status_code, closed.json()) == (
             503, {"detail": "no API token is configured (WODSYNC_API_TOKEN)"})

@@ -7,21 +7,16 @@ are the real routers served by uvicorn over a store the test fills.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import uvicorn
 from fastapi import FastAPI
 
 from wodsync.api.app import create_app
@@ -38,10 +33,10 @@ from wodsync.engine.reconcile import host_job
 from wodsync.secrets import Secrets
 from wodsync.store import Reconciliation, Result, Trigger, open_store
 
+from apiserver import serving
 from enginelab import NEEDS, run
 from facts import converged
 from helpers import wodsync
-from sshd import free_port
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 OBSERVED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -51,7 +46,6 @@ HUB_TOKEN = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978"
 ACCOUNT_FIELDS = {"uid", "gid", "home", "shell", "locked", "home_facts"}
 FILE_FIELDS = {"sha256", "mode", "owner", "group", "regular"}
 HEX64 = re.compile(r"[0-9a-f]{64}")
-START_WAIT_S = 30.0  # an upper bound for uvicorn to listen, not a performance figure
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -96,24 +90,6 @@ def with_secret_branding(root: Path, tmp_path: Path) -> Path:
                        "    hosts: [lab1]\n")
     return secrets
 
-
-@contextlib.contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """The app on a loopback port in a thread, for as long as the block runs."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_WAIT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def daemon_app(state: Path) -> tuple[FastAPI, Any]:
