@@ -448,18 +448,18 @@ def _start_state(etc: Etc) -> dict[str, bytes]:
     return {n: etc.read(n) for n in FILES}
 
 
-FORWARD: db.Change = {
+FORWARD: db.AccountsEdit = {
     "delete": names(1, 30), "create": [seat(n) for n in range(61, 91)],
     "groups": [{"name": "wodtapool", "gid": POOL_GID, "members": names(31, 90)}],
     "password_fields": {n: "!*" for n in names(31, 40)}}
-BACKWARD: db.Change = {
+BACKWARD: db.AccountsEdit = {
     "delete": names(61, 90), "create": [seat(n) for n in range(1, 31)],
     "groups": [{"name": "wodtapool", "gid": POOL_GID, "members": names(1, 60)},
                {"name": "devs", "gid": FOREIGN, "members": ["root", f"{PREFIX}5"]}],
     "password_fields": {n: "!" for n in names(31, 40)}}
 
 
-def _run_killed(etc: Etc, change: db.Change, at_step: int | None, delay: float = 0) -> int:
+def _run_killed(etc: Etc, change: db.AccountsEdit, at_step: int | None, delay: float = 0) -> int:
     """Run `change` in a forked child killed with SIGKILL at its `at_step`-th durable step,
     or after `delay` seconds when `at_step` is None."""
     pid = os.fork()
@@ -489,7 +489,7 @@ def _assert_window_only(etc: Etc, baseline: list[str]) -> None:
     assert [ln for ln in new if not WINDOW.fullmatch(ln)] == [], "a kill left more than a window"
 
 
-def _steps_of(etc: Etc, start: dict[str, bytes], change: db.Change) -> tuple[list[str], dict]:
+def _steps_of(etc: Etc, start: dict[str, bytes], change: db.AccountsEdit) -> tuple[list[str], dict]:
     labels: list[str] = []
     db._HOOK = labels.append
     try:

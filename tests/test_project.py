@@ -204,9 +204,11 @@ def _is_type_checking(test) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _top_level_imports(path, name: str, is_package: bool, modules) -> set[str]:
+def _top_level_imports(path, name: str, is_package: bool, modules,
+                       typing: bool = False) -> set[str]:
     """Modules `name` imports when it is imported: statements at module level (inside `if`,
-    `try` and `with` too), not inside functions or classes, not under `if TYPE_CHECKING`.
+    `try` and `with` too), not inside functions or classes, not under `if TYPE_CHECKING`
+    (unless `typing`: what the type checker reads too).
     `from x import y` names `x.y` when that is a module, else `x`; a module's packages
     count too, since importing it runs their `__init__`."""
     import ast
@@ -231,7 +233,7 @@ def _top_level_imports(path, name: str, is_package: bool, modules) -> set[str]:
                     sub = f"{source}.{alias.name}"
                     found.add(sub if sub in modules else source)
             elif isinstance(node, ast.If):
-                if not _is_type_checking(node.test):
+                if typing or not _is_type_checking(node.test):
                     walk(node.body)
                 walk(node.orelse)
             elif isinstance(node, ast.Try):
@@ -251,9 +253,10 @@ def _top_level_imports(path, name: str, is_package: bool, modules) -> set[str]:
     return {m for m in found if m in modules}
 
 
-def _import_graph() -> dict[str, set[str]]:
+def _import_graph(typing: bool = False) -> dict[str, set[str]]:
     modules = _modules()
-    return {name: _top_level_imports(path, name, path.name == "__init__.py", modules) - {name}
+    return {name: _top_level_imports(path, name, path.name == "__init__.py", modules,
+                                     typing) - {name}
             for name, path in modules.items()}
 
 
@@ -302,6 +305,13 @@ def test_no_import_cycle_inside_the_package():
     the bottom up, and no module is ever used half-initialised."""
     cycle = _cycle(_import_graph())
     assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+def test_no_import_cycle_even_for_the_type_checker():
+    """`if TYPE_CHECKING` imports counted too: a kind names the context it reads without
+    importing what runs the kinds (`engine.context`, a Protocol where a shape is enough)."""
+    cycle = _cycle(_import_graph(typing=True))
+    assert cycle is None, "import cycle through type-only imports: " + " → ".join(cycle or [])
 
 
 def _all_imports(path) -> set[str]:

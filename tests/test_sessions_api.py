@@ -60,7 +60,7 @@ class Server(apiserver.Server):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def api_lab(tmp_path_factory):
     cleanup_accounts()
     tmp = tmp_path_factory.mktemp("sessapi")
     root = tmp / "repo"
@@ -100,33 +100,33 @@ def _create(server: Server, workshop: str = "WKSHP-Sess", email: str = "ann@exam
                                               "company": "ACME"}}, **kw)
 
 
-def _count(lab) -> int:
-    done = wodsync(lab["root"], lab["tmp"] / "state", "session", "list", "--json",
+def _count(api_lab) -> int:
+    done = wodsync(api_lab["root"], api_lab["tmp"] / "state", "session", "list", "--json",
                    env=_env())
     return len(json.loads(done.stdout))
 
 
-def test_a_created_seat_logs_in_to_the_hub_and_reads_its_own_notebook(lab):
-    answer = _create(lab["server"])
+def test_a_created_seat_logs_in_to_the_hub_and_reads_its_own_notebook(api_lab):
+    answer = _create(api_lab["server"])
     assert answer.status_code == 201, answer.text
     s = answer.json()
     user, password = s["credentials"]["username"], s["credentials"]["password"]
-    assert s["state"] == "active" and s["hub_url"].endswith(f":{lab['hub'].rsplit(':', 1)[1]}/")
-    browser, xsrf = login(lab["hub"], user, password)
-    start_server(browser, lab["hub"], user, xsrf)
-    nb = read_contents(browser, lab["hub"], user, "WKSHP-Sess/1-Intro.ipynb")
+    assert s["state"] == "active" and s["hub_url"].endswith(f":{api_lab['hub'].rsplit(':', 1)[1]}/")
+    browser, xsrf = login(api_lab["hub"], user, password)
+    start_server(browser, api_lab["hub"], user, xsrf)
+    nb = read_contents(browser, api_lab["hub"], user, "WKSHP-Sess/1-Intro.ipynb")
     assert nb["content"]["cells"][0]["source"] == f"# Seat {s['seat']} of WKSHP-Sess"
-    shown = lab["server"].call("GET", f"/api/v1/sessions/{s['id']}").json()
+    shown = api_lab["server"].call("GET", f"/api/v1/sessions/{s['id']}").json()
     assert [e["to_state"] for e in shown["history"]] == ["creating", "active"]
-    groups = requests.get(lab["hub"] + "/hub/api/groups/WKSHP-Sess", timeout=30, headers={
+    groups = requests.get(api_lab["hub"] + "/hub/api/groups/WKSHP-Sess", timeout=30, headers={
         "Authorization": f"token {HUB_TOKEN}"}).json()
     assert groups["users"] == [user]
     _assert_server_runs_nice(user)
-    ended = lab["server"].call("DELETE", f"/api/v1/sessions/{s['id']}")
+    ended = api_lab["server"].call("DELETE", f"/api/v1/sessions/{s['id']}")
     assert ended.status_code == 200 and ended.json()["state"] == "ended"
     assert ended.json()["credentials"] is None, "an ended session shows no credentials"
     with pytest.raises(AssertionError, match="login of"):
-        login(lab["hub"], user, password)
+        login(api_lab["hub"], user, password)
     assert list((HOMES / user).iterdir()) == []
 
 
@@ -150,22 +150,23 @@ def _assert_server_runs_nice(user: str) -> None:
             assert autogroup.read_text().split()[-1] == "10", autogroup.read_text()
 
 
-def test_a_reset_workshop_keeps_the_home_until_reset(lab):
-    s = _create(lab["server"], "WKSHP-Reset", "held@example.org").json()
+def test_a_reset_workshop_keeps_the_home_until_reset(api_lab):
+    s = _create(api_lab["server"], "WKSHP-Reset", "held@example.org").json()
     user = s["credentials"]["username"]
-    cleaned = lab["server"].call("DELETE", f"/api/v1/sessions/{s['id']}").json()
+    cleaned = api_lab["server"].call("DELETE", f"/api/v1/sessions/{s['id']}").json()
     assert cleaned["state"] == "held"
     assert (HOMES / user / "WKSHP-Reset/1-Intro.ipynb").exists()
     with pytest.raises(AssertionError, match="login of"):
-        login(lab["hub"], user, s["credentials"]["password"])
-    reset = wodsync(lab["root"], lab["tmp"] / "state", "session", "reset", s["id"], env=_env())
+        login(api_lab["hub"], user, s["credentials"]["password"])
+    reset = wodsync(api_lab["root"], api_lab["tmp"] / "state", "session", "reset", s["id"],
+                    env=_env())
     assert reset.returncode == 0, reset.stderr
     assert list((HOMES / user).iterdir()) == []
 
 
-def test_bad_requests_get_a_clear_4xx_and_write_nothing(lab):
-    server = lab["server"]
-    before = _count(lab)
+def test_bad_requests_get_a_clear_4xx_and_write_nothing(api_lab):
+    server = api_lab["server"]
+    before = _count(api_lab)
     assert _create(server, "WKSHP-Nope").status_code == 404
     assert _create(server, "WKSHP-Off").json()["detail"] == "workshop 'WKSHP-Off' is not active"
     assert _create(server, email="not-an-email").status_code == 422
@@ -183,12 +184,12 @@ def test_bad_requests_get_a_clear_4xx_and_write_nothing(lab):
     assert _create(server, token="wrong").status_code == 401
     assert server.call("GET", "/api/v1/sessions/abc", token=None).status_code == 401
     assert server.call("GET", "/api/v1/sessions/abcdef123456").status_code == 404
-    assert _count(lab) == before
+    assert _count(api_lab) == before
 
 
-def test_duplicates_and_a_full_workshop_are_409(lab):
-    server = lab["server"]
-    (lab["tmp"] / "slow-gate").touch()
+def test_duplicates_and_a_full_workshop_are_409(api_lab):
+    server = api_lab["server"]
+    (api_lab["tmp"] / "slow-gate").touch()
     try:
         first = _create(server, "WKSHP-Slow", "dup@example.org")
         assert first.status_code == 201, first.text
@@ -198,30 +199,30 @@ def test_duplicates_and_a_full_workshop_are_409(lab):
         full = _create(server, "WKSHP-Slow", "three@example.org")
         assert full.status_code == 409 and "no seat free" in full.json()["detail"]
     finally:
-        (lab["tmp"] / "slow-gate").unlink()
-        for s in json.loads(wodsync(lab["root"], lab["tmp"] / "state", "session", "list",
+        (api_lab["tmp"] / "slow-gate").unlink()
+        for s in json.loads(wodsync(api_lab["root"], api_lab["tmp"] / "state", "session", "list",
                                     "--json", env=_env()).stdout):
             if s["state"] == "active" and s["workshop"] == "WKSHP-Slow":
-                wodsync(lab["root"], lab["tmp"] / "state", "session", "purge", s["id"],
+                wodsync(api_lab["root"], api_lab["tmp"] / "state", "session", "purge", s["id"],
                         env=_env())
 
 
-def test_the_portal_feed_is_public(lab):
-    workshops = requests.get(lab["server"].base + "/api/v1/workshops", timeout=30).json()
+def test_the_portal_feed_is_public(api_lab):
+    workshops = requests.get(api_lab["server"].base + "/api/v1/workshops", timeout=30).json()
     by_key = {w["key"]: w for w in workshops}
     assert "WKSHP-Off" not in by_key
     assert by_key["WKSHP-Sess"]["seats_left"] <= 20 and by_key["WKSHP-Sess"]["duration"] == 2
-    assert requests.get(lab["server"].base + "/api/v1/replays", timeout=30).json() == []
-    assert requests.get(lab["server"].base + "/docs", timeout=30).status_code == 200
+    assert requests.get(api_lab["server"].base + "/api/v1/replays", timeout=30).json() == []
+    assert requests.get(api_lab["server"].base + "/docs", timeout=30).status_code == 200
 
 
-def _server_of(lab, user: str) -> dict | None:
-    model = requests.get(f"{lab['hub']}/hub/api/users/{user}", timeout=30, headers={
+def _server_of(api_lab, user: str) -> dict | None:
+    model = requests.get(f"{api_lab['hub']}/hub/api/users/{user}", timeout=30, headers={
         "Authorization": f"token {HUB_TOKEN}"}).json()
     return (model.get("servers") or {}).get("")
 
 
-def test_servers_a_busy_hub_deferred_are_asked_for_again(lab, tmp_path, monkeypatch):
+def test_servers_a_busy_hub_deferred_are_asked_for_again(api_lab, tmp_path, monkeypatch):
     """The hub starts one server at a time here (spawn_limit 1). Four CREATEs at once, one
     lane: the first leaves alone and its server starts; the three others leave in one call,
     and at least the last two servers are deferred (429). `start_deferred` asks for them
@@ -231,7 +232,7 @@ def test_servers_a_busy_hub_deferred_are_asked_for_again(lab, tmp_path, monkeypa
     from wodsync.store import Participant
 
     monkeypatch.setenv("HUB_LAB1_TOKEN", HUB_TOKEN)
-    ctl = open_controller(lab["root"], lab["tmp"] / "state", None, Secrets())
+    ctl = open_controller(api_lab["root"], api_lab["tmp"] / "state", None, Secrets())
     burst = ctl.sessions.burst
     burst.lanes = 1
     carry, calls = burst._call, []
@@ -261,7 +262,7 @@ def test_servers_a_busy_hub_deferred_are_asked_for_again(lab, tmp_path, monkeypa
         for user in waiting:
             history = ctl.store.sessions.events(by_user[user].id)
             assert "server start deferred" in history[-1].message
-            assert _server_of(lab, user) is None
+            assert _server_of(api_lab, user) is None
         gone = by_user[waiting[-1]]
         ctl.sessions.cleanup(gone.id)
         deadline = time.monotonic() + 90
@@ -270,19 +271,19 @@ def test_servers_a_busy_hub_deferred_are_asked_for_again(lab, tmp_path, monkeypa
             time.sleep(1)
         assert ctl.sessions.deferred() == {}
         for user in waiting[:-1]:
-            assert _server_of(lab, user) is not None, f"{user}: its server was asked for"
-        assert _server_of(lab, gone.username) is None, "a cleaned-up seat gets no server"
+            assert _server_of(api_lab, user) is not None, f"{user}: its server was asked for"
+        assert _server_of(api_lab, gone.username) is None, "a cleaned-up seat gets no server"
     finally:
         for s in made:
             ctl.sessions.purge(s.id, "test teardown")
         ctl.close()
 
 
-def test_a_server_killed_during_a_create_leaves_no_seat_behind(lab, tmp_path):
+def test_a_server_killed_during_a_create_leaves_no_seat_behind(api_lab, tmp_path):
     """kill -9 mid-CREATE, restart: the session is released at once, its seat free, never
     given twice."""
-    server = Server(lab["root"], tmp_path / "state").start()
-    started = lab["tmp"] / "slow-started"
+    server = Server(api_lab["root"], tmp_path / "state").start()
+    started = api_lab["tmp"] / "slow-started"
     started.unlink(missing_ok=True)
     def doomed() -> None:
         with contextlib.suppress(requests.ConnectionError):  # the server is killed meanwhile
@@ -296,27 +297,27 @@ def test_a_server_killed_during_a_create_leaves_no_seat_behind(lab, tmp_path):
     assert started.exists(), "the CREATE never reached its hook"
     server.stop(signal.SIGKILL)
     thread.join(timeout=60)
-    (lab["tmp"] / "slow-gate").touch()
+    (api_lab["tmp"] / "slow-gate").touch()
     try:
-        restarted = Server(lab["root"], tmp_path / "state").start()
+        restarted = Server(api_lab["root"], tmp_path / "state").start()
         try:
             def states() -> list[str]:
                 return [s["state"] for s in json.loads(wodsync(
-                    lab["root"], tmp_path / "state", "session", "list", "--json",
+                    api_lab["root"], tmp_path / "state", "session", "list", "--json",
                     env=_env()).stdout)]
 
             deadline = time.monotonic() + 60  # released by the expiry loop's first round
             while states() != ["ended"] and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert states() == ["ended"]
-            assert not (lab["tmp"] / "state-lab1/seats/wodtx36.json").exists()
+            assert not (api_lab["tmp"] / "state-lab1/seats/wodtx36.json").exists()
             shadow = Path("/etc/shadow").read_text()
             assert "\nwodtx36:!" in shadow, "the half-made seat's password is locked"
             again = _create(restarted, "WKSHP-Slow", "kill@example.org")
             assert again.status_code == 201 and again.json()["seat"] == 36
-            wodsync(lab["root"], tmp_path / "state", "session", "purge", again.json()["id"],
+            wodsync(api_lab["root"], tmp_path / "state", "session", "purge", again.json()["id"],
                     env=_env())
         finally:
             restarted.stop()
     finally:
-        (lab["tmp"] / "slow-gate").unlink()
+        (api_lab["tmp"] / "slow-gate").unlink()

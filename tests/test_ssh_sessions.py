@@ -119,7 +119,7 @@ class DefaultSshd:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
+def ssh_lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """The session lab with lab1 behind a default sshd, converged over SSH once."""
     cleanup_accounts()
     tmp = tmp_path_factory.mktemp("sshsessions")
@@ -139,14 +139,14 @@ def lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def ctl(lab) -> Iterator[Controller]:
+def ctl(ssh_lab) -> Iterator[Controller]:
     """One controller for the module: its connection to lab1 outlives each test."""
-    controller = open_controller(lab["root"], lab["tmp"] / "state", None, Secrets())
+    controller = open_controller(ssh_lab["root"], ssh_lab["tmp"] / "state", None, Secrets())
     try:
         yield controller
     finally:
-        if lab["sshd"].process is None:
-            lab["sshd"].start()
+        if ssh_lab["sshd"].process is None:
+            ssh_lab["sshd"].start()
         for s in controller.store.sessions.find(live=True):
             controller.sessions.purge(s.id, "test teardown")
         controller.close()
@@ -224,8 +224,8 @@ def _live(ctl: Controller) -> list[Any]:
     return ctl.store.sessions.find(live=True)
 
 
-def test_create_and_cleanup_over_ssh_use_one_connection(lab, ctl):
-    server = lab["sshd"]
+def test_create_and_cleanup_over_ssh_use_one_connection(ssh_lab, ctl):
+    server = ssh_lab["sshd"]
     before = server.connections_accepted()
     s = ctl.sessions.create(WORKSHOP, alice(0), location="lab").session
     assert (s.state, s.host) == (SessionState.ACTIVE, "lab1")
@@ -237,11 +237,11 @@ def test_create_and_cleanup_over_ssh_use_one_connection(lab, ctl):
     assert server.connections_accepted() == before + 1, "one connection for both"
 
 
-def test_bursts_beyond_sshds_ten_sessions_are_handled_on_the_one_connection(lab, ctl,
+def test_bursts_beyond_sshds_ten_sessions_are_handled_on_the_one_connection(ssh_lab, ctl,
                                                                             in_flight):
     """14 CREATEs at once, then 14 CLEANUPs and 6 CREATEs at once: more than sshd's 10
     sessions per connection are asked for, at most CHANNELS run, every one succeeds."""
-    server = lab["sshd"]
+    server = ssh_lab["sshd"]
     before = server.connections_accepted()
     first = _at_once([_create(ctl, n) for n in range(1, 15)])
     assert all(getattr(s, "state", s) == SessionState.ACTIVE for s in first), first
@@ -258,8 +258,8 @@ def test_bursts_beyond_sshds_ten_sessions_are_handled_on_the_one_connection(lab,
     assert in_flight["most"] <= connections_module.CHANNELS <= SSHD_DEFAULT_SESSIONS
 
 
-def test_connections_dropped_by_an_sshd_restart_are_reopened(lab, ctl):
-    server = lab["sshd"]
+def test_connections_dropped_by_an_sshd_restart_are_reopened(ssh_lab, ctl):
+    server = ssh_lab["sshd"]
     live = _live(ctl)
     assert len(live) == 6
     server.stop()
@@ -273,8 +273,8 @@ def test_connections_dropped_by_an_sshd_restart_are_reopened(lab, ctl):
     assert ctl.connections.down("lab1") is None
 
 
-def test_a_stopped_sshd_is_a_clear_error_and_leaves_nothing_half_done(lab, ctl):
-    server = lab["sshd"]
+def test_a_stopped_sshd_is_a_clear_error_and_leaves_nothing_half_done(ssh_lab, ctl):
+    server = ssh_lab["sshd"]
     active = _live(ctl)
     assert len(active) == 2
     server.stop()
@@ -299,8 +299,8 @@ def test_a_stopped_sshd_is_a_clear_error_and_leaves_nothing_half_done(lab, ctl):
     assert not _locked(waiting.username), "nothing done on the host yet, nothing claimed"
 
 
-def test_when_the_sshd_is_back_releases_finish_and_creates_resume(lab, ctl):
-    server = lab["sshd"]
+def test_when_the_sshd_is_back_releases_finish_and_creates_resume(ssh_lab, ctl):
+    server = ssh_lab["sshd"]
     server.start()
     before = server.connections_accepted()
     pending = ctl.store.sessions.find(state=SessionState.RELEASING)

@@ -102,7 +102,7 @@ class GroupMembers(TypedDict):
     members: list[str]
 
 
-class Change(TypedDict, total=False):
+class AccountsEdit(TypedDict, total=False):
     """Everything one batch does, under one lock and with one write per file."""
 
     create: list[NewAccount]
@@ -167,7 +167,7 @@ class LockTimeout(AccountsDbError):
 # ---------------------------------------------------------------- public API
 
 
-def apply(change: Change, root: str = "/etc", timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+def apply(change: AccountsEdit, root: str = "/etc", timeout: float = DEFAULT_TIMEOUT) -> Outcome:
     """Apply a batch. Conflicts are refused per account or group (`errors`), never written;
     AccountsDbError (LockTimeout) when the files cannot be read, locked or written."""
     out = _outcome()

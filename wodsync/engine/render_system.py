@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wodsync.catalog.loader import TEMPLATES_DIR
 from wodsync.catalog.repofs import read_repo_text
@@ -24,7 +24,27 @@ from wodsync.render.jinja import compile_template, hub_context, render_text
 from wodsync.secrets import SecretError
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredContext
+    from wodsync.catalog.loader import Catalog
+    from wodsync.catalog.models import Host
+
+
+class DesiredContext(Protocol):
+    """What rendering reads of a host's desired context (`engine.context.DesiredContext`),
+    named by its shape: that context holds the rendered hub files, so it imports this module."""
+
+    catalog: Catalog
+
+    @property
+    def host(self) -> Host: ...
+
+    @property
+    def hub_token(self) -> str | None: ...
+
+    @property
+    def template_context(self) -> dict[str, Any]: ...
+
+    @property
+    def hub_files(self) -> dict[str, ManagedFile]: ...
 
 
 @dataclass(frozen=True)

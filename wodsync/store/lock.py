@@ -18,7 +18,7 @@ import socket
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -26,8 +26,18 @@ from sqlalchemy.pool import NullPool
 
 from wodsync.store.models import StoreError, StoreUnavailable, utcnow
 
-if TYPE_CHECKING:
-    from wodsync.store import Store
+
+class Store(Protocol):
+    """What the lock reads of `wodsync.store.Store` (named by its shape: the store package
+    imports this module)."""
+
+    engine: Engine
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
 
 LOCK_FILE = "daemon.lock"
 POLL_S = 1.0

@@ -29,7 +29,7 @@ from wodsync.agent.kinds.account import HOME_MODE, KIND, AccountFacts, Entry, Fa
 from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredContext
+    from wodsync.engine.context import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from wodsync.engine.change import Action, Change
 from wodsync.engine.render_system import ManagedFile, system_files
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredContext
+    from wodsync.engine.context import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
 

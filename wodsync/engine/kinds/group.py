@@ -16,7 +16,7 @@ from wodsync.agent.kinds.group import KIND, Facts, Part, Probe
 from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredContext
+    from wodsync.engine.context import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
 @dataclass(frozen=True)

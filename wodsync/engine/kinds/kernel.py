@@ -19,7 +19,7 @@ from wodsync.engine import hubwant
 from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredContext
+    from wodsync.engine.context import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
 @dataclass(frozen=True)

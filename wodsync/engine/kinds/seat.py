@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from wodsync.agent.kinds.seat import KIND, Facts, Occupied, Probe
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredContext
+    from wodsync.engine.context import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
 

@@ -26,17 +26,28 @@ observed, and a hub port a student could take is a plan note.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wodsync.agent.kinds.service import KIND, PORT_SYSCTL, Facts, Part, Probe, StopHubRequest
+from wodsync.agent.protocol import HostPayload
 from wodsync.engine import hubwant
 from wodsync.engine.change import Action, Change
 
 if TYPE_CHECKING:
-    from wodsync.engine.desired import DesiredContext, DesiredHost
+    from wodsync.engine.context import DesiredContext
     from wodsync.engine.kinds.base import PlanContext
 
 NAME = "jupyterhub"
+
+
+class Wish(Protocol):
+    """What `stop_hub_request` reads of a host's desired state (an `engine.desired.DesiredHost`,
+    named by its shape so this kind does not import the module that runs the kinds)."""
+
+    @property
+    def want(self) -> dict[str, Any]: ...
+
+    def payload(self) -> HostPayload: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +139,7 @@ def batch(want: HubService, changes: list[Change]) -> Part:
             "fingerprint": want.fingerprint}
 
 
-def stop_hub_request(desired: DesiredHost) -> StopHubRequest:
+def stop_hub_request(desired: Wish) -> StopHubRequest:
     """The payload of `stop_hub` for a host whose hub wodsync manages (`demo stop`, benches):
     its servers are stopped too when wodsync has the hub's token."""
     service: HubService = desired.want[KIND]
