@@ -8,6 +8,7 @@ accounts wodsync creates there never touch this machine's and vanish with the co
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class FakeHost:
 
 
 def netns_available() -> bool:
-    probe = f"{PREFIX}-probe"
+    probe = f"{PREFIX}-probe{os.getpid()}"  # xdist workers probe at once: one name each
     done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
     return done.returncode == 0
