@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -45,14 +47,28 @@ def _cleanup(had_group: bool) -> None:
     shutil.rmtree(FOLDER, ignore_errors=True)
 
 
+def three_free_ports() -> int:
+    """The first of three consecutive free ports below the kernel's ephemeral range: the
+    other workers' `free_port()` (an ephemeral port) can never take one of them meanwhile."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for first in range(low - 3000, low - 3, 3):
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + 3):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError("no three consecutive free ports below the ephemeral range")
+
+
 @pytest.fixture
 def port():
     saved = {p: p.read_bytes() if p.exists() else None for p in SYSTEM_FILES}
     had_group = "students" in {g.gr_name for g in grp.getgrall()}
     _cleanup(had_group)
-    port = free_port()
-    while any(free_port() == port + n for n in (1, 2)):
-        port = free_port()
+    port = three_free_ports()
     yield port
     demo("--port", str(port), "--stop")
     _cleanup(had_group)
