@@ -96,7 +96,8 @@ class WriterLock:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
         if self._conn is not None:
-            self._conn.close()  # NullPool: the connection, and the advisory lock, go away
+            self._unlock(self._conn)
+            self._conn.close()  # NullPool: the connection goes away too
             self._conn = None
         if self._engine is not None:
             self._engine.dispose()
@@ -152,6 +153,15 @@ class WriterLock:
             return True
         conn.close()
         return False
+
+    @staticmethod
+    def _unlock(conn: Connection) -> None:
+        """Unlock before closing: a closed connection's backend exits a moment later, and
+        until it has, `pg_locks` still shows the lock to whoever looks next."""
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": WRITER_LOCK_KEY})
+        except OperationalError:
+            pass  # the connection is gone already, and the lock with it
 
     def _holder(self) -> dict[str, Any] | None:
         return writer_holder(self.state_dir, self.store)
