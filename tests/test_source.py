@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,8 @@ from wodsync.source import webhook
 from wodsync.source.archive import MIB, ExportLimits, format_size, parse_size
 from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
 from wodsync.source.revision import RevisionCheck, check_revision
+
+from helpers import wodsync
 
 PROJECT = Path(__file__).resolve().parent.parent
 CATALOG_PARTS = ("catalog", "hosts", "templates", "schemas")
@@ -667,7 +670,7 @@ def test_the_unit_has_the_restart_stop_secret_and_hardening_settings() -> None:
     unit = parse_unit(render_unit(unit_argv("/var/lib/wodsync"), "/var/lib/wodsync"))
     service = unit["Service"]
     expected = {"Restart": "on-failure", "KillMode": "mixed", "User": "root",
-                "EnvironmentFile": "-/etc/wodsync/env", "NoNewPrivileges": "yes",
+                "EnvironmentFile": "/etc/wodsync/env", "NoNewPrivileges": "yes",
                 "ProtectHome": "no", "ProtectSystem": "no", "PrivateTmp": "yes",
                 "ProtectKernelTunables": "no", "ProtectControlGroups": "yes",
                 "RestrictSUIDSGID": "yes", "LockPersonality": "yes",
@@ -731,3 +734,22 @@ def test_a_validator_that_crashes_blocks_the_revision(tmp_path: Path,
     assert not check.ok
     assert [(d.code, d.message) for d in check.errors] == [
         ("internal-error", "validation failed: RuntimeError: boom")]
+
+
+def test_the_unit_never_holds_the_store_url_and_says_where_it_goes(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://wod:s3cr3t-pw@db.example.org/wodsync"
+    result = wodsync("daemon", "--repo", "https://git.example.org/c.git", "--state",
+                     tmp_path / "state", "--db", url, "--print-unit")
+    assert result.returncode == 0, result.stderr
+    assert "s3cr3t-pw" not in result.stdout and "--db" not in result.stdout
+    assert "WODSYNC_DB=" in result.stderr and "/etc/wodsync/env" in result.stderr
+    assert parse_unit(result.stdout)["Service"]["EnvironmentFile"] == "/etc/wodsync/env"
+
+
+def test_the_store_url_is_read_from_the_environment(tmp_path: Path, repo: Any) -> None:
+    db = tmp_path / "elsewhere.db"
+    env = {**os.environ, "WODSYNC_DB": f"sqlite:///{db}"}
+    result = wodsync("session", "list", "--root", repo.root, "--state-dir", tmp_path / "state",
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    assert db.exists()

@@ -43,6 +43,16 @@ def root_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         default=Path(), show_default=True, help=ROOT_HELP)(f)
 
 
+DB_ENV = "WODSYNC_DB"
+
+
+def db_option(default_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--db`, also read from $WODSYNC_DB: a PostgreSQL URL holds a password, which belongs in
+    a root-only environment file, not on a command line (`ps`) or in a unit's ExecStart."""
+    return click.option("--db", envvar=DB_ENV, show_envvar=True,
+                        help=f"Store URL (default: {default_help}).")
+
+
 def secrets_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False,
                         path_type=Path), help="YAML file of secret values (default: "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from wodsync.cli.common import load_secrets, main, say, secrets_option
+from wodsync.cli.common import DB_ENV, db_option, load_secrets, main, say, secrets_option
 from wodsync.cli.sessions import parse_listen
 
 
@@ -19,15 +19,15 @@ def _exec_start(args: list[str]) -> list[str]:
     return [str(Path(program).resolve()), "daemon", *args]
 
 
-def _unit_args(repo: str, branch: str, state: Path | None, db: str | None, interval: float,
+def _unit_args(repo: str, branch: str, state: Path | None, interval: float,
                resync: float, listen: str, secrets_file: Path | None,
                tuning: list[str]) -> list[str]:
+    """The daemon's arguments in the unit: never `--db`, whose URL may hold a password;
+    the unit's environment file gives it as $WODSYNC_DB."""
     args = ["--repo", repo, "--branch", branch, "--interval", f"{interval:g}", "--resync",
             f"{resync:g}", "--listen", listen, *tuning]
     if state:
         args += ["--state", str(state.resolve())]
-    if db:
-        args += ["--db", db]
     if secrets_file:
         args += ["--secrets", str(secrets_file.resolve())]
     return args
@@ -38,7 +38,7 @@ def _unit_args(repo: str, branch: str, state: Path | None, db: str | None, inter
 @click.option("--branch", default="main", show_default=True)
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path),
               help="State folder (default: $WODSYNC_STATE, else /var/lib/wodsync).")
-@click.option("--db", help="Store URL (default: SQLite at STATE/wodsync.db).")
+@db_option("SQLite at STATE/wodsync.db")
 @click.option("--interval", type=click.FloatRange(1, 86400), default=60.0, show_default=True,
               help="Seconds between two fetches (a signed webhook fetches at once).")
 @click.option("--resync", type=click.FloatRange(5, 86400), default=600.0, show_default=True,
@@ -72,14 +72,17 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
     if not repo:
         raise click.UsageError("--repo is required")
     if print_unit:
-        from wodsync.daemon.unit import render_unit
+        from wodsync.daemon.unit import ENV_FILE, render_unit
 
         tuning = ["--parallel", str(parallel), "--stop-timeout", f"{stop_timeout:g}",
                   "--max-revision-bytes", str(max_revision_bytes), "--max-revision-files",
                   str(max_revision_files), "--max-file-bytes", str(max_file_bytes)]
-        click.echo(render_unit(_exec_start(_unit_args(repo, branch, state, db, interval,
+        click.echo(render_unit(_exec_start(_unit_args(repo, branch, state, interval,
                                                       resync, listen, secrets_file, tuning)),
                                str(state_dir(state))), nl=False)
+        if db:
+            say(f"the store URL is not written into the unit: put {DB_ENV}=<the URL> in "
+                f"{ENV_FILE} (root only, mode 0600)")
         return
     from wodsync.daemon.app import Options, StartError, run
     from wodsync.daemon.loop import Settings

@@ -17,6 +17,7 @@ from wodsync.cli.common import (
     EXIT_CHANGES,
     EXIT_FAILED,
     EXIT_OK,
+    db_option,
     err,
     load_secrets,
     main,
@@ -112,7 +113,7 @@ def host_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      type=click.Path(file_okay=False, path_type=Path),
                      help="Controller state folder whose store lists live sessions (default: "
                           "$WODSYNC_STATE, else /var/lib/wodsync).")(f)
-    f = click.option("--db", help="Store URL (default: STATE/wodsync.db when it exists).")(f)
+    f = db_option("STATE/wodsync.db when it exists")(f)
     return root_option(secrets_option(f))
 
 

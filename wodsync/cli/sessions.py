@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wodsync.cli.common import load_secrets, main, root_option, say, secrets_option
+from wodsync.cli.common import db_option, load_secrets, main, root_option, say, secrets_option
 
 if TYPE_CHECKING:
     from wodsync.controller import Controller
@@ -33,8 +33,7 @@ def controller_options(f: Callable[..., Any], state_flag: bool = True) -> Callab
     f = click.option(*names, "state", type=click.Path(file_okay=False, path_type=Path),
                      help="Controller state folder (default: $WODSYNC_STATE, else "
                           "/var/lib/wodsync).")(f)
-    f = click.option("--db", help="Store URL (default: SQLite at STATE/wodsync.db; "
-                                  "postgresql+psycopg://… for PostgreSQL).")(f)
+    f = db_option("SQLite at STATE/wodsync.db; postgresql+psycopg://… for PostgreSQL")(f)
     return root_option(secrets_option(f))
 
 

@@ -10,6 +10,7 @@ take over from a crashed primary.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -158,10 +159,8 @@ class WriterLock:
     def _unlock(conn: Connection) -> None:
         """Unlock before closing: a closed connection's backend exits a moment later, and
         until it has, `pg_locks` still shows the lock to whoever looks next."""
-        try:
+        with contextlib.suppress(OperationalError):  # gone already, and the lock with it
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": WRITER_LOCK_KEY})
-        except OperationalError:
-            pass  # the connection is gone already, and the lock with it
 
     def _holder(self) -> dict[str, Any] | None:
         return writer_holder(self.state_dir, self.store)
