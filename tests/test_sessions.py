@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,7 @@ def test_cli_create_show_extend_purge(catalog, tmp_path):
     shown = wodsync(catalog["root"], state, "session", "show", data["id"])
     assert f"password:    {data['credentials']['password']}" in shown.stdout
     assert "creating → active: seat ready" in shown.stdout
+    assert f"      | create wodtx1 wodtx1 {data['id']}" in shown.stdout  # the hook's output
     extended = wodsync(catalog["root"], state, "session", "extend", data["id"], "--hours", "1",
                        "--json")
     assert extended.returncode == 0, extended.stderr
@@ -247,7 +249,10 @@ def test_cli_create_show_extend_purge(catalog, tmp_path):
                        "100")
     assert too_long.returncode == 1 and "more than the" in too_long.stderr
     listed = wodsync(catalog["root"], state, "session", "list", "--state", "active")
-    assert data["id"] in listed.stdout
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["SESSION", "STATE", "WORKSHOP", "USER", "HOST", "ENDS", "E-MAIL"]
+    ends = datetime.fromisoformat(json.loads(extended.stdout)["ends_at"])
+    assert row.split()[0] == data["id"] and ends.strftime("%Y-%m-%d %H:%MZ") in row
     purged = wodsync(catalog["root"], state, "session", "purge", data["id"])
     assert purged.returncode == 0 and "state:       ended" in purged.stdout
     assert _locked("wodtx1") and list(_home("wodtx1").iterdir()) == []

@@ -18,6 +18,8 @@ import click
 from wodsync.cli.common import db_option, load_secrets, main, root_option, say, secrets_option
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from wodsync.controller import Controller
     from wodsync.sessions.service import SessionService
     from wodsync.store import Session
@@ -84,6 +86,8 @@ def _print(ctl: Controller, s: Session, as_json: bool, history: bool = False) ->
         click.echo(f"{key + ':':<12} {value}")
     for e in data.get("history", []):
         click.echo(f"  {e['at']}  {e['from_state'] or '-'} → {e['to_state']}: {e['message']}")
+        for line in (e.get("output") or "").rstrip().splitlines():
+            click.echo(f"      | {line}")  # what the hooks printed for this move
 
 
 def _fail(exc: Exception) -> None:
@@ -146,10 +150,19 @@ def list_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str 
         if as_json:
             click.echo(json.dumps([_session_json(ctl, s) for s in found], indent=2))
             return
-        for s in found:
-            click.echo(f"{s.id}  {s.state.value:<9} {s.workshop:<24} {s.username:<12} "
-                       f"{s.host:<12} {s.email}")
+        rows = [("SESSION", "STATE", "WORKSHOP", "USER", "HOST", "ENDS", "E-MAIL")]
+        rows += [(s.id, s.state.value, s.workshop, s.username, s.host, _short_time(
+            s.ended_at or s.ends_at), s.email) for s in found]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False))
+                       + "  " + row[-1])
         say(f"{len(found)} sessions")
+
+
+def _short_time(at: datetime | None) -> str:
+    """When a session ends (or ended), to the minute in UTC: `-` when it has no end yet."""
+    return at.strftime("%Y-%m-%d %H:%MZ") if at else "-"
 
 
 @session_group.command("show")
