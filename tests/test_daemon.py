@@ -47,9 +47,9 @@ class Daemon:
         self.log = state.parent / f"daemon-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready: bool = True) -> Daemon:
+    def start(self, ready: bool = True, webhook: bool = True) -> Daemon:
         env = dict(os.environ, WODSYNC_API_TOKEN=API_TOKEN,
-                   WODSYNC_WEBHOOK_SECRET=WEBHOOK_SECRET)
+                   WODSYNC_WEBHOOK_SECRET=WEBHOOK_SECRET if webhook else "")
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=log)
         if ready:
@@ -446,7 +446,9 @@ def test_a_replayed_or_foreign_webhook_fetches_nothing(repo, daemons, tmp_path):
 
 
 def test_drift_is_fixed_within_one_resync_and_counted(repo, daemons, tmp_path):
-    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5"))
+    d = Daemon(repo, tmp_path / "state", "--interval", "3600", "--resync", "5")
+    daemons.append(d)  # remembered first, as started() does
+    d.start(webhook=False)
     until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
     manual = requests.post(d.base + "/api/v1/reconcile", timeout=10,
                            headers={"Authorization": f"Bearer {API_TOKEN}"})
@@ -461,6 +463,8 @@ def test_drift_is_fixed_within_one_resync_and_counted(repo, daemons, tmp_path):
           "drift was not counted")
     assert status(d)["hosts"][0]["driftCount"] == 1
     assert "trigger=resync" in d.text() and "drift=True" in d.text()
+    assert "no WODSYNC_WEBHOOK_SECRET is set: the git webhook answers 503" in d.text()
+    assert "WODSYNC_API_TOKEN" not in d.text()  # that one is set: nothing to say
 
 
 def test_one_host_down_is_stalled_and_backs_off_while_the_other_converges(repo, daemons,

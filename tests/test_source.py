@@ -132,18 +132,24 @@ def test_fetch_returns_the_pushed_head_and_follows_new_commits(clone: Clone,
     assert (mirror / "HEAD").is_file() and not (mirror / ".git").exists()  # bare, no work tree
 
 
-def test_fetch_follows_a_force_push(clone: Clone, source: GitSource) -> None:
+def test_fetch_follows_a_force_push_and_says_so(clone: Clone, source: GitSource,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     clone.write("a.txt", "a\n")
     clone.commit("a")
+    assert source.fetch()
     clone.write("b.txt", "b\n")
     second = clone.commit("b")
     assert source.fetch() == second
+    assert "rewritten" not in caplog.text  # a fast-forward is not worth a line
     git(clone.path, "reset", "-q", "--hard", "HEAD~1")
     clone.write("c.txt", "c\n")
     git(clone.path, "add", "-A")
     git(clone.path, "commit", "-q", "-m", "rewritten")
     git(clone.path, "push", "-q", "--force", "origin", "HEAD:main")
-    assert source.fetch() == git(clone.path, "rev-parse", "HEAD")
+    rewritten = source.fetch()
+    assert rewritten == git(clone.path, "rev-parse", "HEAD")
+    assert f"was rewritten (a force-push): its head moved from {second[:12]} to " \
+           f"{rewritten[:12]}" in caplog.text
 
 
 def test_a_new_url_for_the_same_state_is_followed(clone: Clone, remote: Path,

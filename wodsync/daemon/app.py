@@ -130,6 +130,11 @@ class DaemonProcess:
         self.expiry.start()
         log.info("daemon: following %s, state %s, API on http://%s:%d", self.source.name,
                  o.state, o.address, o.port)
+        for name, what in (("WODSYNC_API_TOKEN", "the session API and status answer 503"),
+                           ("WODSYNC_WEBHOOK_SECRET", "the git webhook answers 503: commits "
+                            "are found by polling alone")):
+            if not o.secrets.controller(name):
+                log.warning("daemon: no %s is set: %s until it is", name, what)
         server = uvicorn.Server(uvicorn.Config(self.app, host=o.address, port=o.port,
                                                log_level="warning", access_log=False))
 

@@ -22,6 +22,7 @@ are never shown) and git's own reason.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -49,6 +50,7 @@ from wodsync.source.archive import (
     write_manifest,
 )
 
+log = logging.getLogger("wodsync.source")
 SOURCE_DIR = "source.git"
 REVISIONS_DIR = "revisions"
 FETCH_TIMEOUT_S = 60.0
@@ -209,18 +211,34 @@ class GitSource:
     def fetch(self) -> str:
         """Fetch the branch (bounded by the timeout) and return its head commit."""
         ref = f"refs/heads/{self.branch}"
+        previous = self.head()
         with self._lock:
             repo = self._open()
             try:
                 repo.remote("origin").fetch(f"+{ref}:{ref}", kill_after_timeout=self.timeout,
                                             no_tags=True)
-                return repo.git.rev_parse("--verify", "--end-of-options", f"{ref}^{{commit}}")
+                head: str = repo.git.rev_parse("--verify", "--end-of-options",
+                                               f"{ref}^{{commit}}")
+                if previous and head != previous and not self._contains(repo, head, previous):
+                    log.warning("source: branch %s of %s was rewritten (a force-push): its head "
+                                "moved from %s to %s, which does not contain it", self.branch,
+                                redact(self.url), previous[:12], head[:12])
+                return head
             except git.GitError as exc:
                 reason = git_reason(exc)
                 if "timed out" in reason or "kill_after_timeout" in reason:
                     reason = f"timed out after {self.timeout:g} s"
                 raise SourceError(f"cannot fetch branch {self.branch} from "
                                   f"{redact(self.url)}: {reason}") from None
+
+    @staticmethod
+    def _contains(repo: Any, head: str, previous: str) -> bool:
+        """Whether `head` descends from `previous` (a fast-forward, not a rewrite)."""
+        try:
+            repo.git.merge_base("--is-ancestor", previous, head)
+        except git.GitCommandError:
+            return False
+        return True
 
     def head(self) -> str | None:
         """The branch head as last fetched (no network), or None before the first fetch."""
