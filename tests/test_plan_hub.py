@@ -188,3 +188,18 @@ def test_the_plan_round_trips_through_json_with_its_data(repo):
     assert {c.action for c in again.changes} == {Action.UPDATE, Action.CREATE}
     text = str(plan.to_json())
     assert "<secret" not in text, "a plan never carries a secret, not even a placeholder"
+
+
+def test_a_host_left_unconverged_names_the_pending_changes() -> None:
+    from wodsync.daemon.hosts import classify
+    from wodsync.engine.change import Address, Change
+    from wodsync.engine.plan import HostPlan
+    from wodsync.engine.reconcile import HostResult
+    from wodsync.store import Trigger
+
+    changes = [Change(Action.UPDATE, Address("file", f"/etc/f{i}")) for i in range(7)]
+    result = HostResult("h", plan=HostPlan("h", changes=changes),
+                        after=HostPlan("h", changes=changes))
+    message = classify(result, Trigger.RESYNC).message
+    assert message.startswith("7 changes still pending after the apply: ~ file:/etc/f0, ")
+    assert message.endswith("~ file:/etc/f4 and 2 more")

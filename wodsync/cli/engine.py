@@ -159,7 +159,8 @@ def _print_outcome(r: HostResult) -> None:
         say(f"✗ {r.host}: stopped before {', '.join(r.skipped)}")
     if r.applied or r.failures:
         left = len(r.after.changes) if r.after else 0
-        where = f"{left} changes still pending" if left else "converged"
+        where = f"{left} changes still pending ({r.after.pending()})" \
+            if r.after and left else "converged"
         say(f"{'✓' if r.ok else '✗'} {r.host}: {'; '.join(r.applied) or 'nothing applied'}"
             f" — {where}")
 

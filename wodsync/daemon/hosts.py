@@ -58,7 +58,8 @@ def classify(r: HostResult, trigger: Trigger) -> Outcome:
                        "; ".join(problems), counts)
     if r.after and r.after.has_changes:
         return Outcome(Result.FAILED, Condition.STALLED, Reason.NOT_CONVERGED,
-                       f"{len(r.after.changes)} changes still pending after the apply", counts)
+                       f"{len(r.after.changes)} changes still pending after the apply: "
+                       f"{r.after.pending()}", counts)
     if not plan.has_changes:
         return Outcome(Result.NOOP, Condition.READY, Reason.UP_TO_DATE, "nothing to change",
                        counts)

@@ -53,6 +53,13 @@ class HostPlan:
     def summary(self) -> dict[str, int]:
         return {a.value: self.count(a) for a in Action}
 
+    def pending(self, limit: int = 5) -> str:
+        """The changes, named, for a one-line message: "2 changes still pending" alone does
+        not say where to look."""
+        named = ", ".join(f"{c.action.symbol} {c.address}" for c in self.changes[:limit])
+        more = len(self.changes) - limit
+        return named + (f" and {more} more" if more > 0 else "")
+
     def to_json(self, noops: bool = False) -> dict[str, Any]:
         out = {"host": self.host, "refused": self.refused, "notes": self.notes,
                "errors": self.errors, "changes": [c.to_json() for c in self.changes],
