@@ -203,3 +203,16 @@ def test_a_host_left_unconverged_names_the_pending_changes() -> None:
     message = classify(result, Trigger.RESYNC).message
     assert message.startswith("7 changes still pending after the apply: ~ file:/etc/f0, ")
     assert message.endswith("~ file:/etc/f4 and 2 more")
+
+
+def test_an_account_with_a_seats_name_and_uid_not_made_by_wodsync_is_an_error(repo):
+    d = desired(repo)
+    facts = converged(d)
+    seat = sorted(facts["account"]["managed"])[0]
+    facts["account"]["managed"].remove(seat)  # same name, uid and gid, but someone else's
+    plan = plan_host(d, facts)
+    assert [e for e in plan.errors if seat in e] == [
+        f"seat {seat} exists (uid {facts['account']['accounts'][seat]['uid']}) but was not "
+        "made by wodsync: left alone; remove the account, or give the pool another prefix "
+        "or uid_base"]
+    assert not [c for c in plan.changes if str(c.address) == f"account:{seat}"]

@@ -182,6 +182,11 @@ def diff(plan: PlanContext) -> None:
             plan.errors.append(f"seat {name} exists with uid {have['uid']} (made by {owner}), "
                                f"expected {seat.uid}: left alone, renumbering is not done")
             continue
+        if name not in managed:  # the same name and uid is not a reason to take it over
+            plan.errors.append(f"seat {name} exists (uid {seat.uid}) but was not made by "
+                               "wodsync: left alone; remove the account, or give the pool "
+                               "another prefix or uid_base")
+            continue
         reasons, change = _drift(seat, have, facts.get("acl_uid"), name in in_use)
         if change:
             plan.add(Action.UPDATE, KIND, name, "; ".join(reasons), change)
