@@ -38,10 +38,27 @@ def test_same_seats_in_different_locations_are_fine(repo):
     assert errors_of(repo.root) == []
 
 
-def test_capacity_larger_than_the_range(repo):
-    repo.replace(PY, "capacity: 40", "capacity: 41")
+def test_capacity_larger_than_the_seats_its_hosts_offer(repo):
+    repo.replace(GIT, "capacity: 30", "capacity: 31")  # emea only: hub-emea's seats 41-70
     d = only_error(repo.root, "capacity")
-    assert (d.path, d.line) == (PY, repo.line_of(PY, "capacity"))
+    assert (d.path, d.line) == (GIT, repo.line_of(GIT, "capacity"))
+    assert d.message == "capacity 31 exceeds the 30 seats 41-70"
+
+
+def test_capacity_counts_every_host_of_its_location_and_alternates(repo):
+    # Python101 (1-40 at emea) fails over to amer: 80 seats in all, so failover can serve
+    # participants once emea is full.
+    repo.replace(PY, "capacity: 40", "capacity: 80")
+    assert errors_of(repo.root) == []
+    repo.replace(PY, "capacity: 80", "capacity: 81")
+    d = only_error(repo.root, "capacity")
+    assert d.message.startswith("capacity 81 exceeds the 80 seats its hosts offer of")
+    # A second host at emea adds its seats to Git101 (emea only).
+    repo.write("hosts/hub-emea2.yaml", repo.read("hosts/hub-emea.yaml").replace(
+        "address: hub-emea.wod.example.org", "address: hub-emea2.wod.example.org"))
+    repo.replace(PY, "capacity: 81", "capacity: 40")
+    repo.replace(GIT, "capacity: 30", "capacity: 60")
+    assert errors_of(repo.root) == []
 
 
 def test_unknown_replay(repo):

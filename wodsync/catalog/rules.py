@@ -68,11 +68,26 @@ def _overlap(catalog: Catalog, key: str, ws: Workshop, other_key: str, other: Wo
 
 
 def capacity_fits(catalog: Catalog) -> Iterator[Diagnostic]:
+    """A workshop's capacity fits the seats its hosts offer: its range on every host of its
+    location and alternates (two hosts of a location double it, and failover to an alternate
+    adds the alternate's); without a host serving it, the range itself."""
     for key, ws in catalog.workshops.items():
-        if ws.capacity > ws.seats.size:
+        offered = _seats_offered(catalog, ws)
+        if ws.capacity > offered:
+            where = f"its hosts offer of {ws.seats}" if offered != ws.seats.size \
+                else f"{ws.seats}"
             yield catalog.workshop_doc(key).diag(
-                "capacity", f"capacity {ws.capacity} exceeds the {ws.seats.size} seats "
-                f"{ws.seats}", "capacity")
+                "capacity", f"capacity {ws.capacity} exceeds the {offered} seats {where}",
+                "capacity")
+
+
+def _seats_offered(catalog: Catalog, ws: Workshop) -> int:
+    """The range on each host serving the workshop (a host whose pool does not hold the whole
+    range is `seats-outside-pool`'s error, not counted twice here)."""
+    hosts = sum(len(catalog.hosts_in(loc))
+                for loc in dict.fromkeys([ws.location, *ws.alternate_locations]))
+    total = hosts * ws.seats.size
+    return total or ws.seats.size  # no host serves it yet: the range is all there is to check
 
 
 def references_exist(catalog: Catalog) -> Iterator[Diagnostic]:
