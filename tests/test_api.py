@@ -142,3 +142,39 @@ def test_the_token_is_checked_before_the_body_and_refusals_come_from_the_table(s
         closed = requests.get(base + "/api/v1/sessions/abc", timeout=10)
         assert (closed.status_code, closed.json()) == (
             503, {"detail": "no API token is configured (WODSYNC_API_TOKEN)"})
+
+
+def test_sessions_are_listed_filtered_and_paged_without_credentials(service):
+    from wodsync.store import Candidate, Participant
+
+    for n, (workshop, email) in enumerate([("WKSHP-A", "ann@example.org"),
+                                           ("WKSHP-A", "bob@example.org"),
+                                           ("WKSHP-B", "Ann@Example.org")], start=1):
+        service.store.sessions.allocate(workshop, Participant("P", email, ""),
+                                        [Candidate("lab", f"h{n % 2}", n, f"s{n}")], 5, 1.0,
+                                        "rev", "pw-" + "x" * 9)
+    context = Context(service.store, sessions=service, api_token=lambda: TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serving(create_app(context)) as base:
+        def page(**params: object) -> dict:
+            answer = requests.get(base + "/api/v1/sessions", params=params, headers=auth,
+                                  timeout=10)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        everything = page()
+        assert (everything["total"], everything["offset"], everything["limit"]) == (3, 0, 100)
+        assert [s["workshop"] for s in everything["items"]] == ["WKSHP-A", "WKSHP-A", "WKSHP-B"]
+        assert all(s["credentials"] is None for s in everything["items"])
+        assert "pw-" not in str(everything)
+        assert page(workshop="WKSHP-A")["total"] == 2
+        assert [s["host"] for s in page(email="ANN@example.org")["items"]] == ["h1", "h1"]
+        assert page(host="h0")["items"][0]["participant"]["email"] == "bob@example.org"
+        assert page(state="creating")["total"] == 3 and page(state="ended")["items"] == []
+        second = page(offset=1, limit=1)
+        assert second["total"] == 3 and [s["participant"]["email"] for s in second["items"]] \
+            == ["bob@example.org"]
+        refused = requests.get(base + "/api/v1/sessions", params={"limit": 0}, headers=auth,
+                               timeout=10)
+        assert refused.status_code == 422
+        assert requests.get(base + "/api/v1/sessions", timeout=10).status_code == 401

@@ -104,6 +104,15 @@ class SessionOut(BaseModel):
                    history=[Event.of(e) for e in history])
 
 
+class SessionPage(BaseModel):
+    """One page of `GET /api/v1/sessions`: no credentials in a list (ask for the session)."""
+
+    items: list[SessionOut]
+    total: int
+    offset: int
+    limit: int
+
+
 def session_out(service: SessionService, s: Session, credentials: bool = True,
                 history: bool = False) -> SessionOut:
     """A session as the API and `wodsync session` show it: its hub by the deployed catalog,

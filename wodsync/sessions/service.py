@@ -136,8 +136,12 @@ class SessionService:
 
     def hub_url(self, session: Session) -> str | None:
         """Where the session's participant logs in, by the deployed catalog (None when its host
-        has no hub or left the catalog)."""
-        catalog = self.deployment().catalog
+        has no hub or left the catalog, or nothing is deployed yet: a restarted daemon still
+        lists its sessions)."""
+        try:
+            catalog = self.deployment().catalog
+        except NotDeployed:
+            return None
         return hub_url(catalog, session.host) if session.host in catalog.hosts else None
 
     # ---- CREATE -----------------------------------------------------------------------------

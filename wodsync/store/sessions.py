@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from wodsync.store.models import (
@@ -194,6 +194,22 @@ def _session(row: Row[Any]) -> Session:
     values["state"] = SessionState(values["state"])
     values["duration_hours"] = float(values["duration_hours"])
     return Session(**values)
+
+
+def _filtered(query: Select[Any], state: SessionState | Iterable[SessionState] | None,
+              workshop: str | None, host: str | None, email: str | None,
+              live: bool) -> Select[Any]:
+    """`query` narrowed by `find`'s filters (each one given, all of them)."""
+    if state is not None:
+        states = [state] if isinstance(state, SessionState) else list(state)
+        query = query.where(SESSIONS.c.state.in_([SessionState(s).value for s in states]))
+    if workshop is not None:
+        query = query.where(SESSIONS.c.workshop == workshop)
+    if host is not None:
+        query = query.where(SESSIONS.c.host == host)
+    if email is not None:
+        query = query.where(func.lower(SESSIONS.c.email) == func.lower(email))
+    return query.where(_live()) if live else query
 
 
 def _live() -> Any:
@@ -474,21 +490,21 @@ class Sessions:
 
     def find(self, *, state: SessionState | Iterable[SessionState] | None = None,
              workshop: str | None = None, host: str | None = None, email: str | None = None,
-             live: bool = False) -> list[Session]:
-        """Sessions matching every filter given, oldest first (e-mail compared lowercased)."""
-        query = select(SESSIONS)
-        if state is not None:
-            states = [state] if isinstance(state, SessionState) else list(state)
-            query = query.where(SESSIONS.c.state.in_([SessionState(s).value for s in states]))
-        if workshop is not None:
-            query = query.where(SESSIONS.c.workshop == workshop)
-        if host is not None:
-            query = query.where(SESSIONS.c.host == host)
-        if email is not None:
-            query = query.where(func.lower(SESSIONS.c.email) == func.lower(email))
-        if live:
-            query = query.where(_live())
-        return self._all(query.order_by(SESSIONS.c.created_at, SESSIONS.c.id))
+             live: bool = False, offset: int = 0, limit: int | None = None) -> list[Session]:
+        """Sessions matching every filter given, oldest first (e-mail compared lowercased);
+        `offset` and `limit` page through them."""
+        query = _filtered(select(SESSIONS), state, workshop, host, email, live)
+        query = query.order_by(SESSIONS.c.created_at, SESSIONS.c.id).offset(offset)
+        return self._all(query if limit is None else query.limit(limit))
+
+    def count(self, *, state: SessionState | Iterable[SessionState] | None = None,
+              workshop: str | None = None, host: str | None = None, email: str | None = None,
+              live: bool = False) -> int:
+        """How many sessions `find` would list with the same filters and no page."""
+        query = _filtered(select(func.count()).select_from(SESSIONS), state, workshop, host,
+                          email, live)
+        with reading(self.engine) as conn:
+            return int(conn.scalar(query) or 0)
 
     def holding_seats(self, host: str) -> list[Session]:
         """What the reconciler must keep on `host`: every seat a session holds (live, or its

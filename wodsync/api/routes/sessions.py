@@ -1,4 +1,5 @@
-"""`/api/v1/sessions`: CREATE, show, CLEANUP, RESET, PURGE and EXTEND for the registration portal.
+"""`/api/v1/sessions`: CREATE, list, show, CLEANUP, RESET, PURGE and EXTEND for the registration
+portal and the operators.
 
 Every route needs the API token, checked before the body is read (`AuthFirst`). Credentials
 travel only in answers about that very session to a client holding the token, never in a
@@ -7,9 +8,9 @@ refusal (refusals are `wodsync.api.errors`' `{detail, session: {id, state}}`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from wodsync.api.deps import AuthFirst, SessionsDep
@@ -17,6 +18,7 @@ from wodsync.api.models import (
     ExtendRequest,
     Problem,
     SessionOut,
+    SessionPage,
     SessionRequest,
     session_out,
 )
@@ -44,6 +46,20 @@ def create_session(body: SessionRequest, service: SessionsDep) -> Any:
                              body.location)
     out = SessionOut.of(created.session, created.url, credentials=True)
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+
+@router.get("/sessions", response_model=SessionPage)
+def list_sessions(service: SessionsDep, workshop: str | None = None,
+                  state: SessionState | None = None, host: str | None = None,
+                  email: str | None = None, offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Any:
+    """Sessions, oldest first, filtered (every filter given applies; e-mail ignores case) and
+    paged; without credentials."""
+    filters = {"state": state, "workshop": workshop, "host": host, "email": email}
+    found = service.store.sessions.find(**filters, offset=offset, limit=limit)
+    return SessionPage(items=[session_out(service, s, credentials=False) for s in found],
+                       total=service.store.sessions.count(**filters), offset=offset,
+                       limit=limit)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
