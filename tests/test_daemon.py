@@ -167,7 +167,8 @@ def feed(d: Daemon) -> set[str]:
 
 
 def test_a_merged_workshop_is_deployed_within_one_interval(repo, daemons, tmp_path):
-    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "2", "--resync", "600"))
+    d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "2", "--resync", "600",
+                                "--log-json"))
     until(lambda: exists(f"{PREFIX}5"), "the first revision was never applied")
     add_workshop(repo, "WKSHP-New", "first: 6, last: 7")
     repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
@@ -178,6 +179,10 @@ def test_a_merged_workshop_is_deployed_within_one_interval(repo, daemons, tmp_pa
     assert "WKSHP-New" in feed(d), "the API serves the merged workshop"
     history = d._get("/api/v1/status").json()["reconciliations"]
     assert history[0]["revision"] == sha and history[0]["trigger"] == "commit"
+    lines = [json.loads(line) for line in d.text().splitlines()]  # every line is JSON
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    applied = [x for x in lines if x.get("revision") == sha[:12] and x.get("host") == "local"]
+    assert applied and applied[-1]["result"] == "applied", lines
 
 
 def test_a_signed_webhook_deploys_at_once_and_a_bad_one_fetches_nothing(repo, daemons,

@@ -244,16 +244,19 @@ def parse_listen(value: str) -> tuple[str, int]:
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT.")
 @click.option("--expiry-interval", type=click.FloatRange(1, 3600), default=30.0,
               show_default=True, help="Seconds between two expiry rounds.")
+@click.option("--log-json", is_flag=True, help="One JSON object per log line.")
 def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-              listen: str, expiry_interval: float) -> None:
+              listen: str, expiry_interval: float, log_json: bool) -> None:
     """The HTTP API (sessions and the portal feed) and the expiry loop; /docs has the API."""
     import uvicorn
 
     from wodsync.api.app import create_app
     from wodsync.api.deps import Context
+    from wodsync.logs import setup_logging
     from wodsync.sessions.service import ExpiryLoop
 
     address, port = parse_listen(listen)
+    setup_logging(log_json)
     with controller(root, state, db, secrets_file) as ctl:
         recovered = ctl.sessions.recover()
         if recovered:
@@ -263,6 +266,7 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
         loop = ExpiryLoop(ctl.sessions, expiry_interval)
         loop.start()
         try:
-            uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False)
+            uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False,
+                        log_config=None)  # setup_logging's format
         finally:
             loop.stop()

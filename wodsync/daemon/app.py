@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wodsync.daemon.loop import Daemon, Settings
+from wodsync.logs import setup_logging
 from wodsync.secrets import Secrets
 from wodsync.source.archive import ExportLimits
 from wodsync.source.revision import Current
@@ -44,16 +44,6 @@ class Options:
     settings: Settings
     limits: ExportLimits
     log_json: bool = False
-
-
-def setup_logging(as_json: bool) -> None:
-    """wodsync's log lines to stderr: bare (each is a JSON object) with `--log-json`."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s" if as_json else
-                                           "%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger("wodsync")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 class DaemonProcess:
@@ -89,7 +79,7 @@ class DaemonProcess:
         self.current = Current()
         self.sessions = SessionService(self.store, self.current)
         self.daemon = Daemon(self.source, self.store, options.secrets, self.sessions,
-                             self.current, options.settings, options.log_json)
+                             self.current, options.settings)
         self._measure_sessions()
         self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
         secret = options.secrets.controller
@@ -136,7 +126,8 @@ class DaemonProcess:
             if not o.secrets.controller(name):
                 log.warning("daemon: no %s is set: %s until it is", name, what)
         server = uvicorn.Server(uvicorn.Config(self.app, host=o.address, port=o.port,
-                                               log_level="warning", access_log=False))
+                                               log_level="warning", access_log=False,
+                                               log_config=None))  # setup_logging's format
 
         def on_signal(signum: int, frame: object) -> None:
             """SIGTERM/SIGINT: stop serving, then (below) let the batch in flight finish.

@@ -9,7 +9,6 @@ so it never holds the others back and comes back by itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from wodsync.engine.change import Action
 from wodsync.engine.desired import DesiredHost
 from wodsync.engine.reconcile import HostResult, host_job
 from wodsync.engine.transport import Cancel
+from wodsync.logs import FIELDS
 from wodsync.store import Condition, Reason, Reconciliation, Result, Store, Trigger
 
 BACKOFF_BASE = 10.0
@@ -70,8 +70,8 @@ def classify(r: HostResult, trigger: Trigger) -> Outcome:
 class HostRunner:
     """Runs one host's job and records everything about it."""
 
-    def __init__(self, store: Store, metrics: Metrics, log_json: bool = False) -> None:
-        self.store, self.metrics, self.log_json = store, metrics, log_json
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self.store, self.metrics = store, metrics
 
     def run(self, name: str, build: Callable[[], DesiredHost], revision: str,
             trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome:
@@ -137,9 +137,5 @@ class HostRunner:
                   "duration_s": round(seconds, 3), "drift": drifted}
         if o.condition != Condition.READY:
             fields["error"] = o.message[:500]
-        if self.log_json:
-            line = json.dumps(fields)
-        else:
-            line = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
-                            for k, v in fields.items())
-        (log.warning if o.condition != Condition.READY else log.info)(line)
+        (log.warning if o.condition != Condition.READY else log.info)(
+            "reconciled %s: %s", name, o.result.value, extra={FIELDS: fields})

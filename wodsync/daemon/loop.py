@@ -62,14 +62,13 @@ class Daemon:
     service reads too (the same holder: `sessions.deployment`)."""
 
     def __init__(self, source: GitSource, store: Store, secrets: Secrets,
-                 sessions: SessionService, current: Current, settings: Settings,
-                 log_json: bool = False) -> None:
+                 sessions: SessionService, current: Current, settings: Settings) -> None:
         self.source, self.store, self.secrets = source, store, secrets
         self.sessions = sessions
         self.current = current
         self.settings = settings
         self.metrics = Metrics()
-        self.runner = HostRunner(store, self.metrics, log_json)
+        self.runner = HostRunner(store, self.metrics)
         self.wakeups = Wakeups()
         self.stopping = threading.Event()
         self.cancel = Cancel()

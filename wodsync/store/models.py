@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
@@ -48,6 +48,7 @@ from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 WRITE_OPTION = "wodsync_write"
+AFTER_COMMIT = "wodsync_after_commit"
 PASSWORD_LENGTH = 255  # characters of the password column: a sealed password must fit
 
 
@@ -424,8 +425,20 @@ def writing(engine: Engine) -> Iterator[Connection]:
     """
     with engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
-        with conn.begin():
-            yield conn
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            conn.info.pop(AFTER_COMMIT, None)
+            raise
+        for action in conn.info.pop(AFTER_COMMIT, []):
+            action()
+
+
+def after_commit(conn: Connection, action: Callable[[], None]) -> None:
+    """Run `action` once the write transaction `conn` is in has committed, never if it rolls
+    back: what reports a change (a log line) must not report one that did not happen."""
+    conn.info.setdefault(AFTER_COMMIT, []).append(action)
 
 
 def is_conflict(exc: DBAPIError) -> bool:

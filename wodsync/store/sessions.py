@@ -11,6 +11,7 @@ of the hooks that ran for it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
+from wodsync.logs import FIELDS
 from wodsync.store.models import (
     LIVE_STATES,
     SEAT_STATES,
@@ -27,6 +29,7 @@ from wodsync.store.models import (
     SessionRow,
     SessionState,
     StoreError,
+    after_commit,
     is_conflict,
     reading,
     table_of,
@@ -34,6 +37,7 @@ from wodsync.store.models import (
     writing,
 )
 
+_log = logging.getLogger("wodsync.sessions")
 S = SessionState
 SESSIONS = table_of(SessionRow)
 EVENTS = table_of(SessionEventRow)
@@ -620,6 +624,12 @@ def _entering(before: Row[Any], to: SessionState, message: str,
 
 def _record(conn: Connection, session_id: str, at: datetime, from_state: SessionState | None,
             to_state: SessionState, message: str, output: str) -> None:
+    """A move in the session's history, and in the log once it has committed (the hooks'
+    output stays in the store: a hook may print what a student wrote)."""
     conn.execute(insert(EVENTS).values(
         session_id=session_id, at=at, from_state=from_state.value if from_state else None,
         to_state=to_state.value, message=message, output=_cap(output)))
+    before = from_state.value if from_state else "-"
+    after_commit(conn, lambda: _log.info(
+        "session %s: %s → %s: %s", session_id, before, to_state.value, message,
+        extra={FIELDS: {"session": session_id, "from": before, "to": to_state.value}}))
