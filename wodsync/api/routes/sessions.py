@@ -55,11 +55,12 @@ def list_sessions(service: SessionsDep, workshop: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Any:
     """Sessions, oldest first, filtered (every filter given applies; e-mail ignores case) and
     paged; without credentials."""
-    filters = {"state": state, "workshop": workshop, "host": host, "email": email}
-    found = service.store.sessions.find(**filters, offset=offset, limit=limit)
+    sessions = service.store.sessions
+    found = sessions.find(state=state, workshop=workshop, host=host, email=email,
+                          offset=offset, limit=limit)
+    total = sessions.count(state=state, workshop=workshop, host=host, email=email)
     return SessionPage(items=[session_out(service, s, credentials=False) for s in found],
-                       total=service.store.sessions.count(**filters), offset=offset,
-                       limit=limit)
+                       total=total, offset=offset, limit=limit)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
