@@ -5,14 +5,21 @@
 the same default URL is tried and tests skip, saying why, when it does not answer; when the
 variable IS set, an unreachable server fails the tests instead, so a broken setup cannot pass
 as "skipped".
+
+`private_cluster()` is for tests that restart PostgreSQL itself: a cluster of their own.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -75,3 +82,89 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for the whole test module."""
     with temporary_database(require_server()) as url:
         yield url
+
+
+class PrivateCluster:
+    """A throw-away PostgreSQL cluster of this test's own: its data folder and unix socket in a
+    temporary folder, no TCP, so it can be stopped and restarted without touching the machine's
+    shared cluster (other tests' databases live there)."""
+
+    def __init__(self, bindir: Path, folder: Path, port: int = 5432) -> None:
+        self.bindir, self.folder, self.port = bindir, folder, port
+        self.data = folder / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return (f"postgresql+psycopg://postgres@/{database}"
+                f"?host={self.folder}&port={self.port}")
+
+    def _as_postgres(self, *argv: str) -> None:
+        """A server command as the `postgres` user (it refuses to run as root)."""
+        subprocess.run([str(self.bindir / argv[0]), *argv[1:]], check=True, cwd=self.folder,
+                       user="postgres", group="postgres", extra_groups=[],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+
+    def init(self) -> None:
+        self._as_postgres("initdb", "-D", str(self.data), "--auth=trust", "--username=postgres",
+                          "--encoding=UTF8", "--no-locale", "--no-sync")
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"listen_addresses = ''\nport = {self.port}\n"
+                       f"unix_socket_directories = '{self.folder}'\nfsync = off\n"
+                       "max_connections = 40\nshared_buffers = 16MB\n")
+
+    def start(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"),
+                          "-w", "-t", "60", "start")
+
+    def restart(self) -> None:
+        """A fast restart: every connection ends, and every session-level lock with it."""
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60",
+                          "restart")
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        admin = create_engine(self.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return self.url(name)
+
+
+def server_bindir() -> Path | None:
+    """The newest installed PostgreSQL's programs (Debian: /usr/lib/postgresql/N/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                   else 0)
+    return found[-1].parent if found else None
+
+
+@contextmanager
+def private_cluster() -> Iterator[PrivateCluster]:
+    """A started private cluster, stopped and removed on exit; skips (saying why) without
+    root, the `postgres` user or PostgreSQL's server programs."""
+    bindir = server_bindir()
+    if os.geteuid() != 0:
+        pytest.skip("a private PostgreSQL cluster needs root (initdb runs as postgres)")
+    if bindir is None:
+        pytest.skip("no PostgreSQL server programs under /usr/lib/postgresql "
+                    "(./bootstrap test installs them)")
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no `postgres` user to run a private cluster as")
+    folder = Path(tempfile.mkdtemp(prefix="wodsync-pg-"))
+    try:
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+        cluster = PrivateCluster(bindir, folder)
+        cluster.init()
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            with suppress(subprocess.CalledProcessError):
+                cluster.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

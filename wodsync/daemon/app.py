@@ -7,6 +7,10 @@ PostgreSQL waits as a standby); then the source, one `Current` deployment holder
 reconcile loop and the session service share (no cycle between them: both read the holder, only
 the source loop sets it), the expiry loop, and the HTTP application serving both the sessions
 and the daemon's endpoints. Shutdown runs in the reverse order once the server stops.
+
+The writer lock is watched while the process serves (`wodsync.daemon.writer.WriterRole`): on its
+loss the loops pause and expiry stops; once held again, the state is re-read exactly as at the
+start (`_start_writing`) before anything is written.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wodsync.daemon.loop import Daemon, Settings
+from wodsync.daemon.writer import WriterRole, settle
 from wodsync.logs import setup_logging
 from wodsync.secrets import Secrets
 from wodsync.source.archive import ExportLimits
@@ -71,6 +76,7 @@ class DaemonProcess:
                 say("waiting for the writer lock (another daemon on this database runs; this "
                     "one is a standby)")
             self.lock.acquire(wait=standby)
+            settle(self.lock)
             self.source = GitSource(options.repo, options.branch, options.state,
                                     limits=options.limits)
         except (StoreError, SourceError) as exc:  # WriterBusy is a StoreError
@@ -79,7 +85,9 @@ class DaemonProcess:
         self.current = Current()
         self.sessions = SessionService(self.store, self.current)
         self.daemon = Daemon(self.source, self.store, options.secrets, self.sessions,
-                             self.current, options.settings)
+                             self.current, options.settings, fence=self.lock.fence)
+        self.role = self.daemon.role = WriterRole(self.lock, self._stop_writing,
+                                                  self._start_writing)
         self._measure_sessions()
         self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
         secret = options.secrets.controller
@@ -118,6 +126,8 @@ class DaemonProcess:
         self.sessions.recover()
         self.daemon.start()
         self.expiry.start()
+        self.daemon.metrics.writer.set(1)
+        self.role.start()
         log.info("daemon: following %s, state %s, API on http://%s:%d", self.source.name,
                  o.state, o.address, o.port)
         for name, what in (("WODSYNC_API_TOKEN", "the session API and status answer 503"),
@@ -140,10 +150,29 @@ class DaemonProcess:
         try:
             server.run()
         finally:
+            self.role.stop()
             self.daemon.stop()
             self.expiry.stop()
             self.sessions.connections.close()
             self.close()
+
+    def _stop_writing(self, why: str) -> None:
+        """The writer lock is lost (`why`): the loops pause at once, expiry stops."""
+        self.daemon.pause()
+        self.daemon.metrics.writer.set(0)
+        self.expiry.stop()
+
+    def _start_writing(self) -> None:
+        """The lock is held again: re-read what another writer may have changed (the last
+        good revision, half-done sessions), fetch, then write again."""
+        from wodsync.sessions.service import ExpiryLoop
+
+        self.daemon.restore()
+        self.sessions.recover()
+        self.daemon.resume()
+        self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
+        self.expiry.start()
+        self.daemon.metrics.writer.set(1)
 
     def close(self) -> None:
         """Release the writer lock and close the store (what `__init__` opened first)."""

@@ -5,6 +5,11 @@ Status is data, as Flux keeps it: a condition (`Ready`, `Reconciling`, `Stalled`
 and a message, the last attempted and last applied revisions, the last success and error, a
 drift count. A host that fails is retried after a delay that doubles with each failure (capped),
 so it never holds the others back and comes back by itself.
+
+A job runs only while the daemon is the writer: `fence` (the writer lock asked on its own
+connection) is called before the job writes its first status, right before the apply and
+before the outcome is recorded; when it raises, the job stops there and records nothing — the
+new writer observes the host afresh.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from wodsync.engine.desired import DesiredHost
 from wodsync.engine.reconcile import HostResult, host_job
 from wodsync.engine.transport import Cancel
 from wodsync.logs import FIELDS
-from wodsync.store import Condition, Reason, Reconciliation, Result, Store, Trigger
+from wodsync.store import Condition, Reason, Reconciliation, Result, Store, Trigger, WriterLost
 
 BACKOFF_BASE = 10.0
 BACKOFF_CAP = 600.0
@@ -70,11 +75,26 @@ def classify(r: HostResult, trigger: Trigger) -> Outcome:
 class HostRunner:
     """Runs one host's job and records everything about it."""
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics,
+                 fence: Callable[[], None] | None = None) -> None:
         self.store, self.metrics = store, metrics
+        self.fence = fence or (lambda: None)
 
     def run(self, name: str, build: Callable[[], DesiredHost], revision: str,
-            trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome:
+            trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome | None:
+        """The job's outcome, or None when it did not run to its end: the daemon is stopping
+        (`cancel.soft`: nothing new starts) or no longer the writer."""
+        if cancel.soft.is_set():
+            return None
+        try:
+            return self._fenced_run(name, build, revision, trigger, allow_deletions, cancel)
+        except WriterLost as exc:
+            log.warning("host %s: not reconciled: %s", name, exc)
+            return None
+
+    def _fenced_run(self, name: str, build: Callable[[], DesiredHost], revision: str,
+                    trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome:
+        self.fence()
         started, clock = datetime.now(UTC), time.monotonic()
         self.store.status.update_host(name, condition=Condition.RECONCILING,
                                       reason=Reason.PROGRESSING, last_attempted_revision=revision,
@@ -85,9 +105,10 @@ class HostRunner:
             result = HostResult(name, error=f"{type(exc).__name__}: {exc}")
         else:
             result = host_job(desired, apply=True, allow_deletions=allow_deletions,
-                              cancel=cancel)
+                              cancel=cancel, fence=self.fence)
         seconds = time.monotonic() - clock
         outcome = classify(result, trigger)
+        self.fence()
         self._record(name, result, outcome, revision, trigger, started, seconds)
         return outcome
 

@@ -9,7 +9,8 @@ last good revision, applied and self-healed, under their own condition. Every `r
 seconds, with or without a new commit, each host is observed and its drift fixed. Hosts are
 handled in parallel with a bound; a failing host backs off on its own. On SIGTERM no new host
 job starts, the jobs in flight get `stop_timeout` seconds to finish, then their agents are
-told to stop at a safe point.
+told to stop at a safe point. While the daemon is not the writer (`writing` clear: its writer
+lock was lost, `wodsync.daemon.writer`), neither loop starts a round.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from wodsync.catalog.loader import Catalog
 from wodsync.daemon.hosts import HostRunner, Outcome
@@ -34,6 +36,9 @@ from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
 from wodsync.source.revision import Artifact, Current, Deployment, diagnostic_json, load_artifact
 from wodsync.store import Condition, Store, Trigger
 from wodsync.store.status import LIVE_SESSIONS_CODE
+
+if TYPE_CHECKING:
+    from wodsync.daemon.writer import WriterRole
 
 log = logging.getLogger("wodsync.daemon")
 # Recorded refusals of a head that are checked again: its size (limits may have been raised
@@ -62,16 +67,21 @@ class Daemon:
     service reads too (the same holder: `sessions.deployment`)."""
 
     def __init__(self, source: GitSource, store: Store, secrets: Secrets,
-                 sessions: SessionService, current: Current, settings: Settings) -> None:
+                 sessions: SessionService, current: Current, settings: Settings,
+                 fence: Callable[[], None] | None = None) -> None:
         self.source, self.store, self.secrets = source, store, secrets
         self.sessions = sessions
         self.current = current
         self.settings = settings
         self.metrics = Metrics()
-        self.runner = HostRunner(store, self.metrics)
+        self.runner = HostRunner(store, self.metrics, fence)
         self.wakeups = Wakeups()
         self.stopping = threading.Event()
         self.cancel = Cancel()
+        self.writing = threading.Event()  # set while this daemon is the writer
+        self.writing.set()
+        self.role: WriterRole | None = None  # set by the process on PostgreSQL and SQLite
+        self._source_turn = threading.Lock()  # one source check at a time
         self._threads: list[threading.Thread] = []
         self._too_large: str | None = None  # the head this process refused for its size
         self._held: Artifact | None = None  # the head held for live sessions, checked again
@@ -201,9 +211,12 @@ class Daemon:
 
     def source_loop(self) -> None:
         while not self.stopping.is_set():
+            if not self.writing.wait(1.0):
+                continue
             trigger = self.wakeups.trigger
             try:
-                changed = self.check_source(trigger)
+                with self._source_turn:
+                    changed = self.check_source(trigger)
             except Exception:  # a bad round (a full disk, a broken repository) is retried
                 log.exception("source round failed")
                 changed = False
@@ -246,7 +259,7 @@ class Daemon:
                     self._finish_in_flight(jobs)
                     return
 
-    def _finish_in_flight(self, jobs: set[Future[Outcome]]) -> None:
+    def _finish_in_flight(self, jobs: set[Future[Outcome | None]]) -> None:
         self.cancel.soft.set()
         _, pending = wait(jobs, timeout=self.settings.stop_timeout)
         if pending:
@@ -259,6 +272,8 @@ class Daemon:
     def reconcile_loop(self) -> None:
         last_resync = float("-inf")
         while not self.stopping.is_set():
+            if not self.writing.wait(1.0):
+                continue
             woke = self.wakeups.reconcile.wait(1.0)
             if self.stopping.is_set():
                 return
@@ -274,6 +289,25 @@ class Daemon:
                     self.reconcile_round(Trigger.RESYNC, retries_only=True)
             except Exception:  # a round must never kill the loop
                 log.exception("reconcile round failed")
+
+    # ---- the writer role -------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """The writer lock is lost: no new round and no new host job; the jobs in flight are
+        told to stop at a safe point at once (their agents' stdin closed), and fenced."""
+        self.writing.clear()
+        self.cancel.soft.set()
+        self.cancel.hard.set()
+
+    def resume(self) -> None:
+        """The lock is held again and the state re-read (`restore`, sessions recovered): fetch
+        first — another writer may have deployed a newer revision meanwhile, and the hosts
+        must never go back to an older one this process still holds — then write again."""
+        self.cancel = Cancel()
+        with self._source_turn:
+            self.check_source(Trigger.COMMIT)
+        self.writing.set()
+        self.wakeups.reconcile.set()
 
     # ---- the process ----------------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ class Metrics:
         self.create_seconds = Histogram(
             "wodsync_session_create_seconds", "A CREATE, from the request to the seat usable.",
             registry=r, buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10))
+        self.writer = Gauge("wodsync_writer", "1 while this daemon is the writer (holds the "
+                            "writer lock), 0 while it is a standby.", registry=r)
 
     def watch_sessions(self, store: Store, capacities: Callable[[], dict[str, int]]) -> None:
         self.registry.register(SessionCollector(store, capacities))

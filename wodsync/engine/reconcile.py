@@ -120,8 +120,11 @@ def _same(saved: HostPlan, fresh: HostPlan) -> str | None:
 
 def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None = None,
              saved: HostPlan | None = None, transport: Transport | None = None,
-             cancel: Cancel | None = None, lock_timeout: float = LOCK_TIMEOUT) -> HostResult:
-    """Plan one host and, when asked, apply the plan (retrying when the host moved under it)."""
+             cancel: Cancel | None = None, lock_timeout: float = LOCK_TIMEOUT,
+             fence: Callable[[], None] | None = None) -> HostResult:
+    """Plan one host and, when asked, apply the plan (retrying when the host moved under it).
+    `fence` is called right before each apply and raises when this controller may no longer
+    write (the daemon's writer lock lost): the exception propagates, nothing is applied."""
     result = HostResult(desired.name)
     own = transport is None
     transport = transport or connect(desired.name, desired.host)
@@ -136,6 +139,8 @@ def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None =
                     return result
             if not (apply and result.plan.has_changes and result.plan.refused is None):
                 return result
+            if fence is not None:
+                fence()
             try:
                 _apply(transport, desired, result.plan, result, cancel, lock_timeout)
                 break

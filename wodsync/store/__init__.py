@@ -21,7 +21,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from wodsync.store import files, migrations, sealing
-from wodsync.store.lock import WriterBusy, WriterLock, writer_holder, writer_running
+from wodsync.store.lock import (
+    WriterBusy,
+    WriterLock,
+    WriterLost,
+    writer_holder,
+    writer_running,
+)
 from wodsync.store.models import (
     LIVE_STATES,
     SEAT_STATES,
@@ -98,6 +104,7 @@ __all__ = [
     "Trigger",
     "WriterBusy",
     "WriterLock",
+    "WriterLost",
     "default_url",
     "open_store",
     "writer_holder",

@@ -6,6 +6,13 @@ kernel when the holder dies. With PostgreSQL daemons may run on several machines
 is a session-level advisory lock on a connection held for the daemon's lifetime; PostgreSQL
 releases it when that connection dies, which lets a standby waiting in `acquire(wait=True)`
 take over from a crashed primary.
+
+The same release makes the PostgreSQL lock losable while its holder lives: a database restart
+(or `pg_terminate_backend`) ends the connection and the lock with it, and another daemon may
+take it. So the holder asks, on that very connection, whether its backend still holds the lock:
+`check` every few seconds (`wodsync.daemon.writer` watches) and `fence` right before each
+host's apply, which closes the window between the loss and the watcher noticing it. A flock
+cannot be lost this way: for SQLite both only say whether it is held.
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from wodsync.store.models import StoreError, StoreUnavailable, utcnow
@@ -42,6 +50,7 @@ class Store(Protocol):
 
 LOCK_FILE = "daemon.lock"
 POLL_S = 1.0
+CHECK_S = 2.0  # how often a daemon asks whether it still holds the lock
 PROBE_RETRIES, PROBE_PAUSE_S = 5, 0.05
 # The advisory lock's 64-bit key, "wodsync!" in ASCII; pg_locks shows it as two 32-bit halves.
 WRITER_LOCK_KEY = 0x776F6473796E6321
@@ -54,10 +63,24 @@ _HOLDER_SQL = text("""
       AND l.classid::bigint = :hi AND l.objid::bigint = :lo
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """)
+_MINE_SQL = text("""
+    SELECT EXISTS (SELECT 1 FROM pg_locks AS l
+                   WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                     AND l.pid = pg_backend_pid()
+                     AND l.classid::bigint = :hi AND l.objid::bigint = :lo)
+""")
+# libpq: a peer that vanished without closing (a partition) fails a check in seconds, not hours.
+_ALIVE = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5,
+          "keepalives_interval": 2, "keepalives_count": 2, "tcp_user_timeout": 10000}
 
 
 class WriterBusy(StoreError):
     """Another daemon is the writer; the message says which and since when."""
+
+
+class WriterLost(StoreError):
+    """This daemon held the writer lock and no longer does: it must not write until it holds
+    the lock again (the message says how it was lost)."""
 
 
 class WriterLock:
@@ -70,19 +93,26 @@ class WriterLock:
         self._fd: int | None = None
         self._conn: Connection | None = None
         self._engine: Engine | None = None
+        self._using = threading.Lock()  # the watcher and host workers share the connection
+        self.lost: str | None = None  # why the lock was last lost, until it is held again
 
     @property
     def held(self) -> bool:
         return self._fd is not None or self._conn is not None
 
-    def acquire(self, *, wait: bool = False, poll_s: float = POLL_S) -> None:
-        """Become the writer, or raise WriterBusy; with `wait`, poll until the holder goes."""
+    def acquire(self, *, wait: bool = False, poll_s: float = POLL_S,
+                until: threading.Event | None = None) -> None:
+        """Become the writer, or raise WriterBusy; with `wait`, poll until the holder goes (or
+        `until` is set: then return without the lock)."""
         if self.held:
             return
         probes = 0
         while not self._try(wait):
             if wait:
-                time.sleep(poll_s)
+                if until is not None and until.wait(poll_s):
+                    return
+                if until is None:
+                    time.sleep(poll_s)
                 continue
             holder = self._holder()
             if holder is None and probes < PROBE_RETRIES:  # a `writer_running` probe, or gone
@@ -91,15 +121,46 @@ class WriterLock:
                 continue
             raise WriterBusy(_busy_message(holder, self._what()))
 
+    def check(self) -> str | None:
+        """None while this process still holds the lock; else why not. A lost lock's
+        connection is dropped: `acquire` takes a new one."""
+        if self._fd is not None:
+            return None
+        with self._using:
+            conn = self._conn
+            if conn is None:
+                return self.lost or "the writer lock is not held"
+            try:
+                mine = conn.scalar(_MINE_SQL, {"hi": _KEY_HI, "lo": _KEY_LO})
+            except SQLAlchemyError as exc:
+                why = f"its connection failed: {_first_line(exc)}"
+            else:
+                if mine:
+                    return None
+                why = "its backend no longer holds it in pg_locks"
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()
+            self._conn, self.lost = None, why
+            return why
+
+    def fence(self) -> None:
+        """Raise WriterLost unless this process holds the lock now (asked on the lock's own
+        connection): called right before anything a second writer must never do at once."""
+        why = self.check()
+        if why is not None:
+            raise WriterLost(f"the writer lock was lost: {why}")
+
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
-        if self._conn is not None:
-            self._unlock(self._conn)
-            self._conn.close()  # NullPool: the connection goes away too
-            self._conn = None
+        with self._using:
+            if self._conn is not None:
+                self._unlock(self._conn)
+                with contextlib.suppress(SQLAlchemyError):
+                    self._conn.close()  # NullPool: the connection goes away too
+                self._conn = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -141,16 +202,23 @@ class WriterLock:
             name = f"wodsync-daemon pid={os.getpid()} host={socket.gethostname()}"
             self._engine = create_engine(self.store.engine.url, poolclass=NullPool,
                                          isolation_level="AUTOCOMMIT",
-                                         connect_args={"application_name": name[:63]})
+                                         connect_args={"application_name": name[:63],
+                                                       **_ALIVE})
+        conn = None
         try:
             conn = self._engine.connect()
+            got = conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": WRITER_LOCK_KEY})
         except OperationalError as exc:
+            if conn is not None:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.close()
             if wait:  # a standby outlives a database restart
                 return False
             raise StoreUnavailable(f"cannot reach {self.store.url} for the writer lock: "
-                                   f"{str(exc.orig).strip().splitlines()[0]}") from None
-        if conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": WRITER_LOCK_KEY}):
-            self._conn = conn
+                                   f"{_first_line(exc)}") from None
+        if got:
+            with self._using:
+                self._conn, self.lost = conn, None
             return True
         conn.close()
         return False
@@ -159,7 +227,7 @@ class WriterLock:
     def _unlock(conn: Connection) -> None:
         """Unlock before closing: a closed connection's backend exits a moment later, and
         until it has, `pg_locks` still shows the lock to whoever looks next."""
-        with contextlib.suppress(OperationalError):  # gone already, and the lock with it
+        with contextlib.suppress(SQLAlchemyError):  # gone already, and the lock with it
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": WRITER_LOCK_KEY})
 
     def _holder(self) -> dict[str, Any] | None:
@@ -221,6 +289,12 @@ def _busy_message(holder: dict[str, Any] | None, what: str) -> str:
     where = f" on {holder['host']}" if holder.get("host") else ""
     since = holder.get("since") or "an unknown time"
     return f"another wodsync daemon (pid {pid}{where}) holds {what} since {since}"
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's message without SQLAlchemy's statement and background link."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,5 +1,5 @@
-"""Probes: `/healthz` (the process answers) and, for the daemon, `/readyz` (the store answers
-and a revision is deployed; else 503 with the reason)."""
+"""Probes: `/healthz` (the process answers) and, for the daemon, `/readyz` (the store answers,
+the daemon is the writer and a revision is deployed; else 503 with the reason)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def readyz(store: StoreDep, daemon: DaemonDep) -> dict[str, Any]:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any database failure means not ready
         raise NotReady(f"store: {type(exc).__name__}") from None
+    if daemon.role is not None and not daemon.role.writing:
+        raise NotReady(f"standby: {daemon.role.reason}")
     deployed = daemon.current.peek()
     if deployed is None:
         raise NotReady("no valid revision deployed yet")
