@@ -53,7 +53,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_daemon": ("test_daemon", ("root", "sshd", "pg")),           # wodtg, 59001-…
     "test_multihost": ("test_multihost", ("root", "sshd")),           # netns wodtns*
     "test_safefs": ("test_safefs", ("root",)),                        # wodtf, 56001-56010
-    # A private PostgreSQL cluster restarted under two daemons: wodtz, 60701-60702.
+    # A private PostgreSQL cluster restarted under two daemons: wodtz, 59801-59802.
     "test_writer_lock": ("test_writer_lock", ("root", "pg")),
     # bench/*.py at their smoke size: wodb* seats, uids 40001-45999, netns hosts from .201
     "test_bench_smoke": ("test_bench_smoke", ("root", "sshd", "hub")),

@@ -2,7 +2,7 @@
 connection): it is watched, writing stops at once, the daemon waits as a standby and writes
 again only after re-reading state. Against a private PostgreSQL cluster of this module (the
 machine's shared one is never restarted), real `wodsync daemon` processes and a `local` host
-with real accounts (wodtz, uids 60701-60702, removed at the end)."""
+with real accounts (wodtz, uids 59801-59802, removed at the end)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from sshd import free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
 
-PREFIX, UID_BASE = "wodtz", 60700
+PREFIX, UID_BASE = "wodtz", 59800
 API_TOKEN = "api-" + os.urandom(6).hex()
 EVERY = 0.5  # the unit tests' check interval
 RECONCILED = re.compile(r"host=local revision=")  # the one log line per host job

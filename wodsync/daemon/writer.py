@@ -4,9 +4,10 @@ starts again only after the lock is held again and the state re-read.
 Why: on PostgreSQL the writer lock lives as long as one connection. A database restart ends it
 silently; a daemon that never looked again kept deploying while a standby took the lock, and
 both reconciled the same commit. So a thread asks every `every` seconds, on the lock's own
-connection, whether this process still holds it (`WriterLock.check`). On a loss it calls
-`stop_writing` (the loops pause, the batch in flight is told to stop at a safe point, expiry
-stops), says so in the log and in `role`, and waits for the lock like a standby at start. Once
+connection, whether this process still holds it (`WriterLock.check`; at once when a fence
+found the loss first). On a loss it calls `stop_writing` (the loops pause, the batch in flight
+is told to stop at a safe point, expiry stops), says so in the log and in `role`, and waits
+for the lock like a standby at start. Once
 it holds the lock again it calls `start_writing` (restore the last good revision, recover
 sessions, fetch) before anything is written; if that fails, the lock is released and it waits
 again. Host jobs also call `WriterLock.fence` right before they apply, for the seconds between
@@ -83,7 +84,11 @@ class WriterRole:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every):
+        """Check every `every` seconds, or at once when a host job's fence found the loss."""
+        while not self._stop.is_set():
+            self.lock.dropped.wait(self.every)
+            if self._stop.is_set():
+                return
             why = self.lock.check()
             if why is not None:
                 self._stand_by(f"the writer lock was lost: {why}")
@@ -111,9 +116,10 @@ class WriterRole:
             try:
                 self.start_writing()
             except Exception as exc:  # the database went again: give the lock up, wait again
-                self._become(STANDBY, f"re-reading state failed: {type(exc).__name__}: {exc}")
-                log.error("writer: %s; waiting for the lock again", self.reason)
-                self.stop_writing(self.reason)
+                failed = f"re-reading state failed: {type(exc).__name__}: {exc}"
+                self._become(STANDBY, failed)
+                log.error("writer: %s; waiting for the lock again", failed)
+                self.stop_writing(failed)
                 self.lock.release()
                 continue
             log.warning("writer: this daemon is the writer again")

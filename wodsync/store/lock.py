@@ -95,6 +95,7 @@ class WriterLock:
         self._engine: Engine | None = None
         self._using = threading.Lock()  # the watcher and host workers share the connection
         self.lost: str | None = None  # why the lock was last lost, until it is held again
+        self.dropped = threading.Event()  # set on a loss, whoever noticed it (a fence too)
 
     @property
     def held(self) -> bool:
@@ -141,6 +142,7 @@ class WriterLock:
             with contextlib.suppress(SQLAlchemyError):
                 conn.close()
             self._conn, self.lost = None, why
+            self.dropped.set()
             return why
 
     def fence(self) -> None:
@@ -219,6 +221,7 @@ class WriterLock:
         if got:
             with self._using:
                 self._conn, self.lost = conn, None
+                self.dropped.clear()
             return True
         conn.close()
         return False
