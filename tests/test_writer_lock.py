@@ -7,6 +7,7 @@ with real accounts (wodtz, uids 59801-59802, removed at the end)."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -20,8 +21,14 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from wodsync.catalog import load_catalog
+from wodsync.daemon.hosts import HostRunner
+from wodsync.daemon.metrics import Metrics
 from wodsync.daemon.writer import STANDBY, WRITER, WriterRole
-from wodsync.store import WriterBusy, WriterLock, WriterLost, open_store
+from wodsync.engine.desired import DesiredHost, desired_state
+from wodsync.engine.transport import Cancel
+from wodsync.secrets import Secrets
+from wodsync.store import Trigger, WriterBusy, WriterLock, WriterLost, open_store
 
 from gitorigin import Origin as Repo
 from helpers import remove_test_accounts, until
@@ -45,6 +52,14 @@ def cluster() -> Iterator[PrivateCluster]:
 @pytest.fixture
 def db(cluster: PrivateCluster) -> str:
     return cluster.create_database(f"wodsync_{os.urandom(4).hex()}")
+
+
+def exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+        return True
+    except KeyError:
+        return False
 
 
 def backend_of_lock(url: str) -> int:
@@ -119,6 +134,28 @@ def test_a_terminated_lock_backend_is_noticed_and_the_daemon_waits_for_the_rival
     finally:
         role.stop()
         rival.release()
+        lock.release()
+        store.close()
+
+
+def test_a_lock_lost_between_plan_and_apply_applies_and_records_nothing(repo, db, tmp_path):
+    """The fence right before the apply closes the window before any watcher notices."""
+    store = open_store(db, state_dir=tmp_path / "state")
+    lock = WriterLock(tmp_path / "state", store)
+    catalog = load_catalog(repo.work)
+    runner = HostRunner(store, Metrics(), fence=lock.fence)
+
+    def build() -> DesiredHost:  # runs after the job's first fence, before its plan
+        terminate(db, backend_of_lock(db))
+        return desired_state(catalog, "local", Secrets())
+
+    try:
+        lock.acquire()
+        assert runner.run("local", build, "0" * 40, Trigger.COMMIT, None, Cancel()) is None
+        assert not (tmp_path / "motd").exists() and not exists(f"{PREFIX}1"), "applied"
+        assert store.status.reconciliations(None, 10) == [], "an outcome was recorded"
+        assert lock.lost and not lock.held
+    finally:
         lock.release()
         store.close()
 
