@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstr
 PREFIX, UID_BASE = "wodtz", 59800
 API_TOKEN = "api-" + os.urandom(6).hex()
 EVERY = 0.5  # the unit tests' check interval
-RECONCILED = re.compile(r"host=local revision=")  # the one log line per host job
+RECONCILED = re.compile(r"host=local revision=(\w+)")  # the one log line per host job
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +213,10 @@ class Daemon:
     def reconciles(self) -> int:
         return len(RECONCILED.findall(self.text()))
 
+    def revisions(self, after: int) -> list[str]:
+        """The revisions of its host jobs after the first `after` (short form)."""
+        return RECONCILED.findall(self.text())[after:]
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -298,16 +302,24 @@ def test_a_postgresql_restart_under_two_daemons_leaves_exactly_one_writer(
             assert found is not None
             writer, standby = found
             (repo.work / "templates/motd.j2").write_text("Hello from {{ host.name }}\n")
-            repo.commit("a new motd, deployed by whoever is the writer now")
+            newer = repo.commit("a new motd, deployed by whoever is the writer now")
             until(lambda: (tmp_path / "motd").read_text() == "Hello from local\n",
                   f"the writer never deployed after the restart:\n{writer.text()}")
             quiet_from = standby.reconciles()
             writes_from = writer.reconciles()
             time.sleep(12)  # more than two resyncs (5 s) of either daemon
             assert one_writer(daemons) == (writer, standby), "the roles moved with no restart"
+            assert standby.reconciles() == quiet_from, f"the standby reconciled:\n" \
+                f"{standby.text()}"
+            assert writer.reconciles() > writes_from, "the writer stopped resyncing"
+            writer.stop()  # its connection ends, and its lock with it: the standby takes over
+            until(lambda: standby.role() == WRITER, f"the standby never took over:\n"
+                  f"{standby.text()}")
+            until(lambda: standby.revisions(quiet_from), "the new writer never reconciled")
         assert roles.samples > 20 and roles.both == [], f"two writers at once: {roles.both}"
-        assert standby.reconciles() == quiet_from, f"the standby reconciled:\n{standby.text()}"
-        assert writer.reconciles() > writes_from, "the writer stopped resyncing"
+        assert standby.revisions(quiet_from)[0] == newer[:12], \
+            "the new writer went back to a revision older than the last deployed"
+        assert (tmp_path / "motd").read_text() == "Hello from local\n"
     finally:
         for d in daemons:
             d.stop()
