@@ -89,7 +89,7 @@ class HostRunner:
         try:
             return self._fenced_run(name, build, revision, trigger, allow_deletions, cancel)
         except WriterLost as exc:
-            log.warning("host %s: not reconciled: %s", name, exc)
+            log.warning("host %s: not reconciled: %s", name, exc, extra={FIELDS: {"host": name}})
             return None
 
     def _fenced_run(self, name: str, build: Callable[[], DesiredHost], revision: str,
