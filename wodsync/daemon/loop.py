@@ -80,7 +80,7 @@ class Daemon:
         self.cancel = Cancel()
         self.writing = threading.Event()  # set while this daemon is the writer
         self.writing.set()
-        self.role: WriterRole | None = None  # set by the process on PostgreSQL and SQLite
+        self.role: WriterRole | None = None  # DaemonProcess sets it (None: a test drives the loops)
         self._source_turn = threading.Lock()  # one source check at a time
         self._threads: list[threading.Thread] = []
         self._too_large: str | None = None  # the head this process refused for its size
