@@ -31,6 +31,12 @@ def _kind(name: str) -> ModuleType:
         raise ValueError(f"unknown resource kind {name!r}") from None
 
 
+def _digest(kind: str, facts: Any) -> str:
+    """A kind's facts digest, without what its `stable` says moves on its own (counters)."""
+    stable = getattr(_kind(kind), "stable", None)
+    return digest(stable(facts) if stable else facts)
+
+
 def _facts(probes: dict[str, Any], host: HostSide) -> dict[str, Any]:
     return {kind: _kind(kind).observe(probe, host) for kind, probe in probes.items()}
 
@@ -38,7 +44,7 @@ def _facts(probes: dict[str, Any], host: HostSide) -> dict[str, Any]:
 def observe(payload: ObserveRequest, host: HostSide | None = None) -> ObserveAnswer:
     host = host or HostSide(payload["state_dir"], payload.get("owner"))
     facts = _facts(payload["probes"], host)
-    return {"facts": facts, "digests": {kind: digest(f) for kind, f in facts.items()}}
+    return {"facts": facts, "digests": {kind: _digest(kind, f) for kind, f in facts.items()}}
 
 
 def _phases(batch: dict[str, Any]) -> list[Phase]:
@@ -52,7 +58,7 @@ def _phases(batch: dict[str, Any]) -> list[Phase]:
 def _stale(payload: ApplyRequest, host: HostSide) -> list[str]:
     expect = payload.get("expect") or {}
     probes = {kind: payload["probes"][kind] for kind in expect}
-    now = {kind: digest(f) for kind, f in _facts(probes, host).items()}
+    now = {kind: _digest(kind, f) for kind, f in _facts(probes, host).items()}
     return sorted(kind for kind, d in expect.items() if now[kind] != d)
 
 

@@ -113,6 +113,14 @@ class SeatFile(TypedDict):
     mode: int
 
 
+class Egress(TypedDict):
+    """A seat's egress allow-list (canonical entries, `agent.firewall.entries`) and the hub's
+    entries, which the seat may reach besides its host's resolvers."""
+
+    allow: list[str]
+    hub: list[str]
+
+
 class _Seat(HostPayload):
     user: str
     uid: int
@@ -139,6 +147,7 @@ class Seat(_Seat, total=False):
     notebooks: list[str] | None
     force: bool
     lock_timeout: float
+    egress: Egress | None           # a CREATE's: None (or absent) leaves the seat open
     # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
     # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
     _hub_seen: tuple[float, dict[str, Any] | None]

@@ -42,6 +42,7 @@ from wodsync.agent import (
     sweep,
 )
 from wodsync.agent.host import HostSide
+from wodsync.agent.kinds import egress
 from wodsync.agent.protocol import (
     HostPayload,
     Seat,
@@ -153,6 +154,7 @@ def _release_steps(payload: Seat, user: pwd.struct_passwd | None,
              ("kill processes", lambda: kill_uid(uid)),
              ("new hub identity", lambda: hubseat.rotate(payload)),
              ("kill late processes", lambda: kill_uid(uid)),
+             ("egress rules", lambda: egress.for_seat(payload, released=True)),
              ("sweep leftovers", lambda: sweep.sweep(uid, payload["user"], keep=_homes(user)))]
     if empty and user is not None:
         home = user
@@ -289,6 +291,8 @@ def _set_up(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
         hubseat.stop_server(payload)
     with steps.step("kill processes"):
         kill_uid(user.pw_uid)
+    with steps.step("egress rules"):
+        egress.for_seat(payload)
     with steps.step("new hub identity"):
         hubseat.rotate(payload)
     with steps.step("reset home"):

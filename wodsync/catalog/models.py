@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from wodsync.agent.firewall.entries import canonical as egress_canonical
 from wodsync.catalog.hostkey import InvalidHostKey, check_host_key
 from wodsync.catalog.installers import install_problem, requirement_problem
 
@@ -102,6 +103,15 @@ def _host_key(value: str) -> str:
     return value
 
 
+def _egress_entry(value: str) -> str:
+    try:
+        return egress_canonical(value)
+    except ValueError as exc:
+        raise located("egress-entry", str(exc)) from None
+
+
+EgressEntry = Annotated[str, StringConstraints(min_length=1, max_length=120),
+                        AfterValidator(_egress_entry)]
 PipRequirement = Annotated[str, StringConstraints(max_length=200),
                            AfterValidator(_pip_requirement)]
 AptPackage = Annotated[str, StringConstraints(pattern=APT_NAME_RE, max_length=200)]
@@ -231,6 +241,10 @@ class Workshop(Strict):
     kernels: list[KernelEntry] = Field(
         [], description="Jupyter kernels the notebooks need: a name (already provided by the "
                         "host) or how to install it.")
+    egress: list[EgressEntry] | None = Field(
+        None, description="What a seat may reach: `host:port`, `cidr`, `cidr:port`, "
+                          "`[ipv6]:port`, a name (resolved on the host); besides loopback, the "
+                          "hub and DNS, everything else is refused. Absent: no restriction.")
 
 
 class Replay(Strict):

@@ -19,6 +19,7 @@ from wodsync.agent.records import Record
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Pool
 from wodsync.catalog.repofs import RepoFileError, load_repo_file
+from wodsync.engine.kinds.egress import seat_egress
 from wodsync.engine.remote import host_payload
 from wodsync.render.content import ContentError, hook_variables, seat_content
 from wodsync.render.jinja import hook_paths
@@ -130,6 +131,7 @@ def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> Seat
     payload["files"] = [{"path": f.path, "data": base64.b64encode(f.data).decode(),
                          "mode": f.mode} for f in files]
     payload["compile"] = list(ws.compile)
+    payload["egress"] = seat_egress(catalog, session.host, session.workshop)
     return payload
 
 

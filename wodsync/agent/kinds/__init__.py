@@ -12,6 +12,7 @@ from types import ModuleType
 
 from wodsync.agent.kinds import (
     account,
+    egress,
     file,
     group,
     hub_group,
@@ -34,6 +35,7 @@ KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
     hub_user,
     hub_group,
     seat,
+    egress,
 )}
 
 # Agent operations a kind offers besides observe and apply (the seat operations are the

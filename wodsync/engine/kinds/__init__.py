@@ -14,6 +14,7 @@ from types import ModuleType
 
 from wodsync.engine.kinds import (
     account,
+    egress,
     file,
     group,
     hub_group,
@@ -36,6 +37,7 @@ KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
     hub_user,
     hub_group,
     seat,
+    egress,
 )}
 
 # Which module owns an address kind (`env:` belongs to `package`), for saved plans.
