@@ -52,6 +52,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_demo": ("test_demo", ("root", "hub")),     # wodtd, /etc/skel, /etc/sysctl.d, …
     "test_daemon": ("test_daemon", ("root", "sshd", "pg")),           # wodtg, 59001-…
     "test_multihost": ("test_multihost", ("root", "sshd")),           # netns wodtns*
+    "test_egress": ("test_egress", ("root", "sshd")),       # netns wodteg*, wodte 53601-53650
     "test_safefs": ("test_safefs", ("root",)),                        # wodtf, 56001-56010
     # A private PostgreSQL cluster restarted under two daemons: wodtz, 59801-59802.
     "test_writer_lock": ("test_writer_lock", ("root", "pg")),

@@ -55,8 +55,10 @@ def _copy_if_there(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def start_host(index: int, workdir: Path, client_key: Path) -> FakeHost:
-    name, veth = f"{PREFIX}{index}", f"{PREFIX}v{index}"
+def start_host(index: int, workdir: Path, client_key: Path, prefix: str = PREFIX) -> FakeHost:
+    """Fake host `<prefix><index>` at 10.231.<index>.2 (a module's own prefix keeps its
+    namespaces apart from other modules')."""
+    name, veth = f"{prefix}{index}", f"{prefix}v{index}"
     outside, inside = f"10.231.{index}.1", f"10.231.{index}.2"
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     ip("netns", "add", name)
