@@ -12,6 +12,7 @@ from typing import Any
 
 from wodsync.agent.kinds import (
     account,
+    egress,
     file,
     group,
     hub_group,
@@ -86,11 +87,20 @@ def seat_facts(want: Seats) -> seat.Facts:
                          for s, sid in want.sessions.items()}}
 
 
+def egress_facts(want: dict[int, egress.SeatWish]) -> egress.Facts:
+    networks = {"pypi.org:443": ["203.0.113.80/32"]}
+    return {"backend": "nft", "foreign": 0, "seats": {
+        str(uid): {"user": w["user"], "workshop": w["workshop"],
+                   "allow": {e: networks.get(e, [e.rsplit(":", 1)[0]]) for e in w["allow"]},
+                   "hub": {e: [e] for e in w["hub"]}, "dns": ["192.0.2.53/32"], "rejected": 0}
+        for uid, w in want.items()}}
+
+
 CONVERGED: dict[str, Callable[[Any], Any]] = {
     file.KIND: file_facts, sysctl.KIND: sysctl_facts, account.KIND: account_facts,
     group.KIND: group_facts, package.KIND: package_facts, kernel.KIND: kernel_facts,
     service.KIND: service_facts, hub_user.KIND: hub_user_facts,
-    hub_group.KIND: hub_group_facts, seat.KIND: seat_facts}
+    hub_group.KIND: hub_group_facts, seat.KIND: seat_facts, egress.KIND: egress_facts}
 
 
 def converged(d: DesiredHost) -> dict[str, Any]:

@@ -258,7 +258,7 @@ def test_the_kind_restores_updates_and_drops_rules_and_leaves_other_tables(host,
         assert wodsync(repo, "apply", "--yes").returncode == 0
         fenced(host, uid)
         assert egress_changes(repo) == []
-        assert host.run("nft", "add", "rule", "inet", "wodsync", f"seat_{uid}", "ip", "daddr",
+        assert host.run("nft", "insert", "rule", "inet", "wodsync", f"seat_{uid}", "ip", "daddr",
                         DENIED, "accept").returncode == 0
         assert reach(host, uid, DENIED)
         assert egress_changes(repo) == ["update egress:*"]

@@ -100,7 +100,8 @@ def resolve(target: Target) -> list[str]:
 
 
 def resolvers(path: str = "/etc/resolv.conf") -> list[str]:
-    """The name servers of the host's resolver configuration, as networks (/32, /128)."""
+    """The name servers of the host's resolver configuration, as networks (/32, /128); a
+    scoped link-local one (fe80::1%eth0) is left out: a rule cannot name its interface."""
     found: list[str] = []
     try:
         with open(path, encoding="utf-8") as f:
@@ -109,11 +110,11 @@ def resolvers(path: str = "/etc/resolv.conf") -> list[str]:
         return found
     for line in lines:
         words = line.split()
-        if len(words) >= 2 and words[0] == "nameserver":
+        if len(words) >= 2 and words[0] == "nameserver" and "%" not in words[1]:
             try:
                 network = str(ipaddress.ip_network(words[1]))
             except ValueError:
-                continue  # a scoped link-local address (fe80::1%eth0) and the like
+                continue
             if network not in found:
                 found.append(network)
     return found
