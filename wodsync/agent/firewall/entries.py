@@ -95,7 +95,7 @@ def resolve(target: Target) -> list[str]:
         found = socket.getaddrinfo(target.name, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return []
-    addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in found}
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found}
     return [str(ipaddress.ip_network(a)) for a in sorted(addresses, key=lambda a: (a.version, a))]
 
 
