@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from wodsync.agent.protocol import Egress, Seat
 
 KIND = "egress"
 LOCK_FILE = "egress.lock"
+SEATS_FILE = "egress.json"  # the uids the ruleset was last written with
 
 
 class SeatWish(Egress):
@@ -104,6 +106,26 @@ def _locked(state_dir: str, timeout: float = 30.0) -> Iterator[None]:
         os.close(fd)
 
 
+def _written(state_dir: str) -> set[int] | None:
+    """The uids wodsync last wrote rules for (none: it never wrote any on this host), or None
+    when that cannot be read (the ruleset itself is read then)."""
+    try:
+        with open(os.path.join(state_dir, SEATS_FILE), encoding="utf-8") as f:
+            return {int(uid) for uid in json.load(f)["uids"]}
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _note_written(state_dir: str, uids: list[int]) -> None:
+    """Replaced atomically: a seat operation for a seat not in it runs no firewall tool."""
+    path = os.path.join(state_dir, SEATS_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"uids": sorted(uids)}, f)
+    os.replace(path + ".tmp", path)
+
+
 def _resolved(wish: SeatWish) -> SeatRules:
     """A seat's rules from its wish: names resolved now, the host's resolvers for DNS."""
     def networks(group: list[str]) -> dict[str, list[str]]:
@@ -115,8 +137,12 @@ def _resolved(wish: SeatWish) -> SeatRules:
 def _change(state_dir: str, set_: dict[int, SeatWish], drop: list[int],
             rewrite: bool = False) -> None:
     """The ruleset read, the seats of `set_` and `drop` changed, the whole written back (other
-    seats as they were, their refused counts kept). Nothing is run when nothing changes."""
+    seats as they were, their refused counts kept). Nothing is run when nothing changes: a
+    drop of seats wodsync never wrote rules for (most releases) runs no firewall tool."""
     with _locked(state_dir):
+        written = _written(state_dir)
+        if not (set_ or rewrite) and written is not None and not written.intersection(drop):
+            return
         found = backend()
         if found is None:
             if set_:
@@ -132,6 +158,7 @@ def _change(state_dir: str, set_: dict[int, SeatWish], drop: list[int],
         for uid, wish in set_.items():
             seats[uid] = _resolved(wish)
         found.write(seats)
+        _note_written(state_dir, list(seats))
 
 
 def observe(probe: Probe, host: HostSide) -> Facts:
