@@ -7,8 +7,8 @@ grow with the seats that have rules. Everything runs in a network namespace of i
 (`wodtegb<pid>`), so this machine's rules are never touched; the seats are uids without
 accounts (rules match uids, not names).
 
-Figures, each the median of --runs runs, per ruleset size (seats already holding rules, each
-with a 3-entry list): a CREATE's change (one seat set: read, resolve, write), a release's
+Figures, each the median of --runs runs, per ruleset size (seats already holding rules, spread
+over 20 workshops with a 3-entry list each): a CREATE's change (one seat set: read, resolve, write), a release's
 (one seat dropped), the sentinel's read (`rejections()`), beside the baseline of one `nft`
 process doing nothing (`nft list tables`), measured in the same run.
 
@@ -29,16 +29,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from wodsync.agent.firewall import nft
+from wodsync.agent.firewall import Ruleset, nft
 from wodsync.agent.kinds import egress
 
 UID_BASE = 3300000  # far from any real account
 LIST = ["10.20.0.0/16:443", "192.0.2.7:22", "[2001:db8::1]:443"]
 HUB = ["127.0.0.0/8", "::1"]
+WORKSHOPS = 20  # the seats' workshops: rules are written once per workshop
 
 
 def wish(n: int) -> egress.SeatWish:
-    return {"user": f"wodtb{n}", "workshop": "WKSHP-Bench", "allow": LIST, "hub": HUB}
+    return {"user": f"wodtb{n}", "workshop": f"WKSHP-Bench{n % WORKSHOPS}", "allow": LIST,
+            "hub": HUB}
 
 
 def median_ms(fn: Callable[[], object], runs: int, before: Callable[[], object]) -> float:
@@ -53,7 +55,7 @@ def median_ms(fn: Callable[[], object], runs: int, before: Callable[[], object])
 
 def fill(state: str, size: int) -> None:
     """The ruleset with `size` fenced seats (written at once, as one apply would)."""
-    nft.write({})
+    nft.write(Ruleset({}, {}))
     if size:
         egress._change(state, {UID_BASE + n: wish(n) for n in range(1, size + 1)}, [])
 
@@ -75,7 +77,7 @@ def inner(sizes: list[int], runs: int) -> None:
         assert len(egress.rejections()) == size
         print(f"{size:>16}  {create:>9.1f} ms  {release:>6.1f} ms  {read:>10.1f} ms"
               f"  {baseline:>9.1f} ms")
-    nft.write({})
+    nft.write(Ruleset({}, {}))
 
 
 def main() -> None:

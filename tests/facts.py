@@ -89,11 +89,13 @@ def seat_facts(want: Seats) -> seat.Facts:
 
 def egress_facts(want: dict[int, egress.SeatWish]) -> egress.Facts:
     networks = {"pypi.org:443": ["203.0.113.80/32"]}
-    return {"backend": "nft", "foreign": 0, "seats": {
-        str(uid): {"user": w["user"], "workshop": w["workshop"],
-                   "allow": {e: networks.get(e, [e.rsplit(":", 1)[0]]) for e in w["allow"]},
-                   "hub": {e: [e] for e in w["hub"]}, "dns": ["192.0.2.53/32"], "rejected": 0}
-        for uid, w in want.items()}}
+    return {"backend": "nft", "foreign": 0,
+            "workshops": {w["workshop"]: {
+                "allow": {e: networks.get(e, [e.rsplit(":", 1)[0]]) for e in w["allow"]},
+                "hub": {e: [e] for e in w["hub"]}, "dns": ["192.0.2.53/32"]}
+                for w in want.values()},
+            "seats": {str(uid): {"user": w["user"], "workshop": w["workshop"], "rejected": 0}
+                      for uid, w in want.items()}}
 
 
 CONVERGED: dict[str, Callable[[Any], Any]] = {

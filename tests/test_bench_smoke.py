@@ -36,6 +36,7 @@ SMOKE: dict[str, list[str]] = {
     "engine.py": ["--seats", "20", "--repeat", "1", "--ansible-sizes", "1,2"],
     "daemon.py": ["--rounds", "1", "--local-seats", "4", "--hosts", "1", "--seats", "4",
                   "--window", "1", "--resync", "5"],
+    "egress.py": ["--sizes", "0,5", "--runs", "1"],
     "sessions.py": ["--seats", "20", "--creates", "1", "--concurrent", "2", "--probes", "1",
                     "--no-corpus", "--force"],
 }
@@ -66,6 +67,12 @@ def test_cli_prints_help_and_review_against_their_floors() -> None:
     out = bench("cli.py")
     assert re.search(r"wodsync --help +[0-9.]+ s +floor `python3 -c pass`", out), out
     assert re.search(r"wodsync review of 8 changed files +[0-9.]+ s +floor", out), out
+
+
+@pytest.mark.skipif(not ROOT or shutil.which("nft") is None, reason="needs root and nft")
+def test_egress_times_a_seats_rules_against_an_idle_nft() -> None:
+    out = bench("egress.py")
+    assert re.search(r"^ +5 +[0-9.]+ ms +[0-9.]+ ms +[0-9.]+ ms +[0-9.]+ ms$", out, re.M), out
 
 
 @needs_root

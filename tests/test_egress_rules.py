@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from wodsync.agent.firewall import SeatRules, entries, iptables, nft
+from wodsync.agent.firewall import Ruleset, SeatRules, WorkshopRules, entries, iptables, nft
 from wodsync.agent.kinds import egress as host_half
 from wodsync.catalog import validate
 from wodsync.catalog.models import Host, Hub
@@ -69,36 +69,49 @@ def test_the_resolvers_are_read_from_resolv_conf(tmp_path):
     assert entries.resolvers(str(tmp_path / "none")) == []
 
 
-def _seat(**changes: Any) -> SeatRules:
-    seat: SeatRules = {"user": "student3", "workshop": "WKSHP-Regex-Challenge",
-                       "allow": {"pypi.org:443": ["203.0.113.80/32", "2001:db8::80/128"],
-                                 "gone.example:443": []},
-                       "hub": {"127.0.0.0/8": ["127.0.0.0/8"], "::1": ["::1/128"]},
-                       "dns": ["192.0.2.53/32"], "rejected": 7}
-    seat.update(changes)  # type: ignore[typeddict-item]
-    return seat
+WS = "WKSHP-Regex-Challenge"
 
 
-def test_the_nft_table_is_replaced_whole_with_each_rule_named():
-    text = nft.text({2003: _seat()})
+def _rules(**changes: Any) -> WorkshopRules:
+    rules: WorkshopRules = {"allow": {"pypi.org:443": ["203.0.113.80/32", "2001:db8::80/128"],
+                                      "gone.example:443": []},
+                            "hub": {"127.0.0.0/8": ["127.0.0.0/8"], "::1": ["::1/128"]},
+                            "dns": ["192.0.2.53/32"]}
+    rules.update(changes)  # type: ignore[typeddict-item]
+    return rules
+
+
+def _ruleset(user: str = "student3", **changes: Any) -> Ruleset:
+    return Ruleset({WS: _rules(**changes)},
+                   {2003: {"user": user, "workshop": WS, "rejected": 7}})
+
+
+def test_the_nft_table_is_replaced_whole_with_a_chain_per_workshop_and_a_counter_per_seat():
+    text = nft.text(_ruleset())
     assert text.startswith("add table inet wodsync\ndelete table inet wodsync\n")
-    assert 'meta skuid 2003 jump seat_2003 comment "seat student3 WKSHP-Regex-Challenge"' in text
+    assert "elements = { 2003 : jump ws_WKSHP-Regex-Challenge }" in text
+    assert 'elements = { 2003 : "u_student3" }' in text
+    assert "counter u_student3 { packets 7 bytes 0 }" in text
+    assert "meta skuid vmap @seats" in text
     assert ("ip daddr 203.0.113.80/32 meta l4proto { tcp, udp } th dport 443 accept "
             'comment "allow pypi.org:443 203.0.113.80/32"') in text
     assert 'ip6 daddr 2001:db8::80/128 meta l4proto { tcp, udp } th dport 443 accept' in text
     assert 'counter comment "allow gone.example:443 -"' in text  # did not resolve: no accept
-    assert ("counter packets 7 bytes 0 reject with icmpx type admin-prohibited "
-            'comment "reject"') in text
     assert text.index("established,related") < text.index("hub 127.0.0.0/8") \
-        < text.index("dns 192.0.2.53/32") < text.index("allow pypi.org") < text.index("reject")
-    assert nft.text({}) == "add table inet wodsync\ndelete table inet wodsync\n"
+        < text.index("dns 192.0.2.53/32") < text.index("allow pypi.org") \
+        < text.index("counter name meta skuid map @refused") \
+        < text.index("reject with icmpx type admin-prohibited")
+    assert nft.text(Ruleset({WS: _rules()}, {})) == \
+        "add table inet wodsync\ndelete table inet wodsync\n"
 
 
 def test_nothing_unchecked_reaches_the_ruleset_text():
-    with pytest.raises(ValueError, match="seat and workshop"):
-        nft.text({2003: _seat(user='x" ; flush ruleset ; "')})
+    with pytest.raises(ValueError, match="not a seat's name"):
+        nft.text(_ruleset(user='x" ; flush ruleset ; "'))
     with pytest.raises(ValueError):
-        iptables.text({2003: _seat(dns=["192.0.2.53/32 -j ACCEPT"])}, 4, "icmp-admin-prohibited")
+        iptables.text(_ruleset(dns=["192.0.2.53/32 -j ACCEPT"]), 4, "icmp-admin-prohibited")
+    with pytest.raises(ValueError, match="has no rules"):
+        nft.text(Ruleset({}, {2003: {"user": "student3", "workshop": WS, "rejected": 0}}))
 
 
 def _nft_rule(chain: str, comment: str | None, *expr: dict[str, Any]) -> dict[str, Any]:
@@ -110,34 +123,40 @@ def _nft_rule(chain: str, comment: str | None, *expr: dict[str, Any]) -> dict[st
 
 
 ACCEPT = {"accept": None}
+CHAIN = f"ws_{WS}"
 
 
-def test_an_nft_listing_is_read_back_by_its_comments_and_foreign_rules_are_counted():
-    skuid = {"match": {"op": "==", "left": {"meta": {"key": "skuid"}}, "right": 2003}}
+def test_an_nft_listing_is_read_back_and_what_wodsync_did_not_write_is_counted():
     listing = [
-        {"table": {"family": "inet", "name": "wodsync", "handle": 1}},
+        {"counter": {"family": "inet", "name": "u_student3", "table": "wodsync", "packets": 5,
+                     "bytes": 300}},
+        {"map": {"family": "inet", "name": "seats", "table": "wodsync", "type": "uid",
+                 "map": "verdict", "elem": [[2003, {"jump": {"target": CHAIN}}],
+                                            [2004, {"jump": {"target": CHAIN}}]]}},
+        {"map": {"family": "inet", "name": "refused", "table": "wodsync", "type": "uid",
+                 "map": "counter", "elem": [[2003, "u_student3"]]}},
         {"chain": {"family": "inet", "table": "wodsync", "name": "output", "hook": "output"}},
-        {"chain": {"family": "inet", "table": "wodsync", "name": "seat_2003"}},
+        {"chain": {"family": "inet", "table": "wodsync", "name": CHAIN}},
         {"chain": {"family": "inet", "table": "wodsync", "name": "mine"}},
-        _nft_rule("output", "seat student3 WKSHP-Regex-Challenge", skuid,
-                  {"jump": {"target": "seat_2003"}}),
+        _nft_rule("output", None, {"vmap": {"key": {"meta": {"key": "skuid"}},
+                                            "data": "@seats"}}),
         _nft_rule("output", None, ACCEPT),
-        _nft_rule("seat_2003", "replies", ACCEPT),
-        _nft_rule("seat_2003", "hub ::1 ::1/128", ACCEPT),
-        _nft_rule("seat_2003", "dns 192.0.2.53/32", ACCEPT),
-        _nft_rule("seat_2003", "allow pypi.org:443 203.0.113.80/32", ACCEPT),
-        _nft_rule("seat_2003", "allow gone.example:443 -", {"counter": {"packets": 0}}),
-        _nft_rule("seat_2003", None, ACCEPT),
-        _nft_rule("seat_2003", "reject", {"counter": {"packets": 5, "bytes": 300}},
-                  {"reject": None}),
+        _nft_rule(CHAIN, "replies", ACCEPT),
+        _nft_rule(CHAIN, "hub ::1 ::1/128", ACCEPT),
+        _nft_rule(CHAIN, "dns 192.0.2.53/32", ACCEPT),
+        _nft_rule(CHAIN, "allow pypi.org:443 203.0.113.80/32", ACCEPT),
+        _nft_rule(CHAIN, "allow gone.example:443 -", {"counter": {"packets": 0}}),
+        _nft_rule(CHAIN, None, ACCEPT),
+        _nft_rule(CHAIN, "refused", {"counter": {"map": {}}}),
+        _nft_rule(CHAIN, "reject", {"reject": None}),
     ]
-    seats, foreign = nft.parse(json.loads(json.dumps(listing)))
-    assert seats == {2003: {"user": "student3", "workshop": "WKSHP-Regex-Challenge",
-                            "allow": {"pypi.org:443": ["203.0.113.80/32"],
-                                      "gone.example:443": []},
-                            "hub": {"::1": ["::1/128"]}, "dns": ["192.0.2.53/32"],
-                            "rejected": 5}}
-    assert foreign == 3  # an output rule, a seat rule and a chain wodsync did not write
+    workshops, seats, foreign = nft.parse(json.loads(json.dumps(listing)))
+    assert seats == {2003: {"user": "student3", "workshop": WS, "rejected": 5}}
+    assert workshops == {WS: {"allow": {"pypi.org:443": ["203.0.113.80/32"],
+                                        "gone.example:443": []},
+                              "hub": {"::1": ["::1/128"]}, "dns": ["192.0.2.53/32"]}}
+    # a seat without its counter, an output rule, a workshop rule, a chain: not wodsync's
+    assert foreign == 4
 
 
 def test_an_iptables_listing_is_read_back_from_both_families():
@@ -154,15 +173,17 @@ def test_an_iptables_listing_is_read_back_from_both_families():
           '"wodsync 2003 reject" -j REJECT --reject-with icmp-admin-prohibited\nCOMMIT\n')
     v6 = ("*filter\n[4:0] -A WODSYNC-EGRESS -m owner --uid-owner 2003 -m comment --comment "
           '"wodsync 2003 reject" -j REJECT --reject-with icmp6-adm-prohibited\nCOMMIT\n')
-    seats, foreign = iptables.parse([v4, v6])
-    assert seats[2003]["allow"] == {"pypi.org:443": ["203.0.113.80/32"]}
-    assert seats[2003]["rejected"] == 7 and foreign == 1
+    workshops, seats, foreign = iptables.parse([v4, v6])
+    assert seats == {2003: {"user": "student3", "workshop": "WKSHP-X", "rejected": 7}}
+    assert workshops["WKSHP-X"]["allow"] == {"pypi.org:443": ["203.0.113.80/32"]}
+    assert foreign == 1
 
 
 def test_the_iptables_text_puts_each_address_in_its_family_and_ports_for_tcp_and_udp():
-    v4 = iptables.text({2003: _seat()}, 4, "icmp-admin-prohibited")
-    v6 = iptables.text({2003: _seat()}, 6, "icmp6-adm-prohibited")
+    v4 = iptables.text(_ruleset(), 4, "icmp-admin-prohibited")
+    v6 = iptables.text(_ruleset(), 6, "icmp6-adm-prohibited")
     assert v4.startswith("*filter\n:WODSYNC-EGRESS - [0:0]\n") and v4.endswith("COMMIT\n")
+    assert '--comment "wodsync 2003 seat student3 WKSHP-Regex-Challenge" -j RETURN' in v4
     assert "-d 203.0.113.80/32 -p tcp --dport 443" in v4
     assert "-d 203.0.113.80/32 -p udp --dport 443" in v4 and "2001:db8::80" not in v4
     assert "-d 2001:db8::80/128 -p tcp --dport 443" in v6 and "203.0.113.80" not in v6
@@ -170,12 +191,28 @@ def test_the_iptables_text_puts_each_address_in_its_family_and_ports_for_tcp_and
     assert "[0:0] -A WODSYNC-EGRESS -m owner --uid-owner 2003" in v6
 
 
+def test_a_seat_set_reuses_its_workshops_rules_unless_the_list_changed():
+    wish: host_half.SeatWish = {"user": "student4", "workshop": WS,
+                                "allow": ["pypi.org:443", "gone.example:443"],
+                                "hub": ["127.0.0.0/8", "::1"]}
+    kept = host_half._changed(_ruleset(), {2004: wish}, [])
+    assert kept.workshops == {WS: _rules()}  # not resolved again
+    assert kept.seats[2004] == {"user": "student4", "workshop": WS, "rejected": 0}
+    assert kept.seats[2003]["rejected"] == 7
+    changed = host_half._changed(_ruleset(), {2004: {**wish, "allow": ["192.0.2.0/24:22"]}},
+                                 [2003])
+    assert changed.workshops[WS]["allow"] == {"192.0.2.0/24:22": ["192.0.2.0/24"]}
+    assert list(changed.seats) == [2004]
+    assert host_half._changed(_ruleset(), {}, [2003]) == Ruleset({}, {})
+
+
 def test_the_refused_counts_do_not_change_the_digest_of_the_facts():
-    facts: host_half.Facts = {"backend": "nft", "foreign": 0, "seats": {"2003": _seat()}}
-    moved: host_half.Facts = {**facts, "seats": {"2003": _seat(rejected=99)}}
+    seat: SeatRules = {"user": "student3", "workshop": WS, "rejected": 7}
+    facts: host_half.Facts = {"backend": "nft", "foreign": 0, "workshops": {WS: _rules()},
+                              "seats": {"2003": seat}}
+    moved: host_half.Facts = {**facts, "seats": {"2003": {**seat, "rejected": 99}}}
     assert host_half.stable(facts) == host_half.stable(moved)
-    assert host_half.stable(facts) != host_half.stable(
-        {**facts, "seats": {"2003": _seat(dns=[])}})
+    assert host_half.stable(facts) != host_half.stable({**facts, "workshops": {}})
 
 
 def _wish(allow: list[str], user: str = "student3") -> host_half.SeatWish:
@@ -183,19 +220,24 @@ def _wish(allow: list[str], user: str = "student3") -> host_half.SeatWish:
             "hub": ["127.0.0.0/8", "::1"]}
 
 
-def _have(allow: list[str], user: str = "student3", rejected: int = 0) -> SeatRules:
-    return {"user": user, "workshop": "WKSHP-Regex-Challenge",
-            "allow": {e: [] if "gone" in e else ["203.0.113.80/32"] for e in allow},
+def _have(user: str = "student3", rejected: int = 0, workshop: str = WS) -> SeatRules:
+    return {"user": user, "workshop": workshop, "rejected": rejected}
+
+
+def _listed(allow: list[str]) -> WorkshopRules:
+    return {"allow": {e: [] if "gone" in e else ["203.0.113.80/32"] for e in allow},
             "hub": {"127.0.0.0/8": ["127.0.0.0/8"], "::1": ["::1/128"]},
-            "dns": ["192.0.2.53/32"], "rejected": rejected}
+            "dns": ["192.0.2.53/32"]}
 
 
-def _plan(want: dict[int, host_half.SeatWish], have: dict[int, SeatRules], foreign: int = 0,
+def _plan(want: dict[int, host_half.SeatWish], have: dict[int, SeatRules],
+          workshops: dict[str, WorkshopRules] | None = None, foreign: int = 0,
           backend: str | None = "nft", occupied: dict[str, Any] | None = None,
           sessions: dict[str, str] | None = None) -> PlanContext:
     plan = PlanContext("hub-amer",
                        {"egress": want, "seat": Seats(sessions or {}, {})},
                        {"egress": {"backend": backend, "foreign": foreign,
+                                   "workshops": workshops or {},
                                    "seats": {str(u): s for u, s in have.items()}},
                         "seat": {"occupied": occupied or {}}})
     egress.diff(plan)
@@ -203,12 +245,15 @@ def _plan(want: dict[int, host_half.SeatWish], have: dict[int, SeatRules], forei
 
 
 def test_the_plan_adds_changes_and_drops_seats_and_says_why_others_stay():
+    other = "WKSHP-Other"
     plan = _plan({2001: _wish(["pypi.org:443"], "student1"),
-                  2002: _wish(["pypi.org:443", "10.0.0.0/8"], "student2"),
+                  2002: {**_wish(["pypi.org:443", "10.0.0.0/8"], "student2"),
+                         "workshop": other},
                   2003: _wish(["pypi.org:443", "gone.example:443"])},
-                 {2002: _have(["pypi.org:443", "192.0.2.0/24"], "student2"),
-                  2003: _have(["pypi.org:443", "gone.example:443"], rejected=4),
-                  2004: _have(["pypi.org:443"], "student4")})
+                 {2002: _have("student2", workshop=other), 2003: _have(rejected=4),
+                  2004: _have("student4")},
+                 {WS: _listed(["pypi.org:443", "gone.example:443"]),
+                  other: _listed(["pypi.org:443", "192.0.2.0/24"])})
     assert [(c.action, str(c.address), c.detail) for c in plan.changes] == [
         (Action.CREATE, "egress:student1",
          "WKSHP-Regex-Challenge allows pypi.org:443 (and loopback, hub, DNS)"),
@@ -218,16 +263,17 @@ def test_the_plan_adds_changes_and_drops_seats_and_says_why_others_stay():
     assert [n.reason for n in plan.noops] == [
         "WKSHP-Regex-Challenge allows pypi.org:443, gone.example:443 (and loopback, hub, DNS);"
         " 4 packets refused"]
-    assert plan.notes == ["egress of student3: gone.example:443 did not resolve on the host "
-                          "when its rules were written: nothing allowed for them"]
+    assert plan.notes == ["egress of WKSHP-Regex-Challenge: gone.example:443 did not resolve "
+                          "on the host when its rules were written: nothing allowed for them"]
     part = egress.batch(plan.want["egress"], plan.changes)
     assert part == {"set": {"2001": _wish(["pypi.org:443"], "student1"),
-                            "2002": _wish(["pypi.org:443", "10.0.0.0/8"], "student2")},
+                            "2002": {**_wish(["pypi.org:443", "10.0.0.0/8"], "student2"),
+                                     "workshop": other}},
                     "drop": ["2004"], "rewrite": False}
 
 
 def test_a_seat_held_by_a_session_the_store_does_not_know_keeps_its_rules():
-    plan = _plan({}, {2004: _have(["pypi.org:443"], "student4")},
+    plan = _plan({}, {2004: _have("student4")}, {WS: _listed(["pypi.org:443"])},
                  occupied={"student4": {"session": "S-1", "state": "active",
                                         "workshop": "WKSHP-Regex-Challenge"}})
     assert plan.changes == [] and "does not know" in plan.noops[0].reason

@@ -1,11 +1,12 @@
 """The seats' egress rules in iptables, where nft is absent: chain `WODSYNC-EGRESS` of the
 filter table, wodsync's alone, for IPv4 (`iptables`) and IPv6 (`ip6tables`).
 
-Each rule matches its seat's uid (`-m owner --uid-owner`) and carries a comment `wodsync <uid>
-…`. The chain is written whole by `iptables-restore --noflush` with the text on stdin
-(declaring the chain flushes it, in the same commit as its new rules; the rest of the filter
-table is left alone), then one jump from OUTPUT is added if it is not there. The two families
-are two commits. Read back with `iptables-save -c`.
+Each seat has its workshop's rules, each matching its uid (`-m owner --uid-owner`) and
+carrying a comment `wodsync <uid> …`: rules grow with seats here (nft's with workshops). The
+chain is written whole by `iptables-restore --noflush` with the text on stdin (declaring the
+chain flushes it, in the same commit as its new rules; the rest of the filter table is left
+alone), then one jump from OUTPUT is added if it is not there. The two families are two
+commits. Read back with `iptables-save -c`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from wodsync.agent.firewall import (
     Rule,
     Ruleset,
     SeatRules,
+    WorkshopRules,
     check,
-    empty_seat,
+    empty_workshop,
     entries,
     run,
-    seat_comment,
-    seat_rules,
     take,
+    workshop_rules,
 )
 
 NAME = "iptables"
@@ -51,24 +52,27 @@ def _line(uid: int, rule: Rule, version: int, reject_with: str, counted: int) ->
             for proto in ("tcp", "udp")]
 
 
-def _seat_lines(uid: int, seat: SeatRules, version: int, reject_with: str) -> list[str]:
-    rules = seat_rules(seat)
-    rules[0] = rules[0]._replace(comment=seat_comment(seat))  # the replies rule names the seat
+def _seat_lines(uid: int, seat: SeatRules, rules: WorkshopRules, version: int,
+                reject_with: str) -> list[str]:
+    found = workshop_rules(rules)
+    found[0] = found[0]._replace(comment=f"seat {seat['user']} {seat['workshop']}")
+    found.append(Rule(None, None, "reject", "reject"))
     counted = seat["rejected"] if version == 4 else 0  # read back as the sum of both
-    return [line for rule in rules for line in _line(uid, rule, version, reject_with, counted)]
+    return [line for rule in found for line in _line(uid, rule, version, reject_with, counted)]
 
 
-def text(seats: dict[int, SeatRules], version: int, reject_with: str) -> str:
+def text(ruleset: Ruleset, version: int, reject_with: str) -> str:
+    check(ruleset)
     lines = ["*filter", f":{CHAIN} - [0:0]"]
-    for uid, seat in sorted(seats.items()):
-        check(uid, seat)
-        lines += _seat_lines(uid, seat, version, reject_with)
+    for uid, seat in sorted(ruleset.seats.items()):
+        lines += _seat_lines(uid, seat, ruleset.workshops[seat["workshop"]], version,
+                             reject_with)
     return "\n".join([*lines, "COMMIT"]) + "\n"
 
 
-def write(seats: dict[int, SeatRules]) -> None:
+def write(ruleset: Ruleset) -> None:
     for restore, _save, tool, version, reject_with in FAMILIES:
-        done = run([restore, "--noflush", "--counters"], text(seats, version, reject_with))
+        done = run([restore, "--noflush", "--counters"], text(ruleset, version, reject_with))
         if done.returncode != 0:
             raise RuntimeError(f"{restore} exited {done.returncode}: "
                                f"{done.stderr.strip()[-800:]}")
@@ -92,26 +96,34 @@ def _rules(listing: str) -> list[tuple[int, str]]:
     return found
 
 
+def _seat(comment: str) -> tuple[int, SeatRules] | None:
+    """The seat a `wodsync <uid> seat <user> <workshop>` comment names."""
+    words = comment.split()
+    if len(words) == 5 and words[0] == "wodsync" and words[1].isdigit() and words[2] == "seat":
+        return int(words[1]), {"user": words[3], "workshop": words[4], "rejected": 0}
+    return None
+
+
 def parse(listings: list[str]) -> Ruleset:
-    """Both families' listings read back into seats, by the rules' comments."""
-    seats: dict[int, SeatRules] = {}
-    foreign = 0
+    """Both families' listings read back, by the rules' comments: the seats, and each
+    workshop's rules as its seats have them."""
     rules = [rule for listing in listings for rule in _rules(listing)]
-    for _packets, comment in rules:
-        words = comment.split(maxsplit=2)
-        seat = empty_seat(words[2]) if len(words) == 3 and words[0] == "wodsync" \
-            and words[1].isdigit() else None
-        if seat is not None:
-            seats.setdefault(int(words[1]), seat)
+    seats = dict(found for _packets, comment in rules if (found := _seat(comment)))
+    workshops = {s["workshop"]: empty_workshop() for s in seats.values()}
+    foreign = 0
     for packets, comment in rules:
         words = comment.split(maxsplit=2)
+        if _seat(comment) is not None:
+            continue
         if len(words) == 3 and words[0] == "wodsync" and words[1].isdigit() \
                 and int(words[1]) in seats:
             seat = seats[int(words[1])]
-            if empty_seat(words[2]) is not None or take(seat, words[2], packets):
+            if words[2] == "reject":
+                seat["rejected"] += packets
+            if take(workshops[seat["workshop"]], words[2]):
                 continue
         foreign += 1
-    return Ruleset(seats, foreign)
+    return Ruleset(workshops, seats, foreign)
 
 
 def read() -> Ruleset:

@@ -1,10 +1,15 @@
 """The seats' egress rules in nftables: `table inet wodsync`, wodsync's alone.
 
-Its `output` chain (a filter hook on output) jumps to `seat_<uid>` for each seat's uid (`meta
-skuid`); nothing else of the machine's rules is read or touched. The whole table is written in
-one transaction, `nft -f -` with the text on stdin: the table added (in case it is not there),
-deleted and declared again, so a reader never sees half a ruleset and a failure leaves the
-previous table in force. Read back with `nft -j list table inet wodsync`.
+Its `output` chain (a filter hook on output) looks the packet's socket owner up in the verdict
+map `seats` (uid → `jump ws_<workshop>`); a workshop's chain holds its rules once, whatever
+the number of its seats, and ends by counting the packet on the seat's own counter (`u_<user>`,
+through the map `refused`: uid → counter) and rejecting it. Rules scale with workshops and
+seats are map elements: the whole table for 2000 seats is written in a fraction of a second
+(`bench/egress.py`). Nothing else of the machine's rules is read or touched.
+
+The whole table is written in one transaction, `nft -f -` with the text on stdin: the table
+added (in case it is not there), deleted and declared again, so a reader never sees half a
+ruleset and a failure leaves the previous table in force. Read back with `nft -j list table`.
 """
 
 from __future__ import annotations
@@ -17,17 +22,18 @@ from wodsync.agent.firewall import (
     Rule,
     Ruleset,
     SeatRules,
+    WorkshopRules,
     check,
-    empty_seat,
+    empty_workshop,
     run,
-    seat_comment,
-    seat_rules,
     take,
+    workshop_rules,
 )
 
 NAME = "nft"
-TABLE = ("inet", "wodsync")
+TABLE = "inet wodsync"
 PROBE = ["nft", "list", "tables"]
+REJECT = "reject with icmpx type admin-prohibited"
 
 
 def _match(rule: Rule) -> str:
@@ -40,96 +46,110 @@ def _match(rule: Rule) -> str:
     return " ".join(parts)
 
 
-def _line(rule: Rule, rejected: int) -> str:
+def _line(rule: Rule) -> str:
     verdict = {"accept": "accept", "count": "counter",
-               "replies": "ct state established,related accept",
-               "reject": f"counter packets {rejected} bytes 0 "
-                         "reject with icmpx type admin-prohibited"}[rule.action]
+               "replies": "ct state established,related accept"}[rule.action]
     return " ".join(p for p in (_match(rule), verdict, f'comment "{rule.comment}"') if p)
 
 
-def text(seats: dict[int, SeatRules]) -> str:
-    """The whole table as `nft -f` reads it (only the delete when no seat has rules)."""
-    family, table = TABLE
-    out = [f"add table {family} {table}", f"delete table {family} {table}"]
-    if not seats:
-        return "\n".join(out) + "\n"
-    out.append(f"table {family} {table} {{")
-    out.append("  chain output {\n    type filter hook output priority filter; policy accept;")
-    for uid, seat in sorted(seats.items()):
-        check(uid, seat)
-        out.append(f'    meta skuid {uid} jump seat_{uid} comment "{seat_comment(seat)}"')
-    out.append("  }")
-    for uid, seat in sorted(seats.items()):
-        out.append(f"  chain seat_{uid} {{")
-        out += [f"    {_line(rule, seat['rejected'])}" for rule in seat_rules(seat)]
-        out.append("  }")
-    out.append("}")
+def _chain(workshop: str, rules: WorkshopRules) -> list[str]:
+    return [f"  chain ws_{workshop} {{", *(f"    {_line(r)}" for r in workshop_rules(rules)),
+            '    counter name meta skuid map @refused comment "refused"',
+            f'    {REJECT} comment "reject"', "  }"]
+
+
+def _maps(seats: dict[int, SeatRules]) -> list[str]:
+    jumps = ", ".join(f"{uid} : jump ws_{s['workshop']}" for uid, s in sorted(seats.items()))
+    counters = ", ".join(f'{uid} : "u_{s["user"]}"' for uid, s in sorted(seats.items()))
+    return ["  map seats {", "    type uid : verdict", f"    elements = {{ {jumps} }}", "  }",
+            "  map refused {", "    type uid : counter", f"    elements = {{ {counters} }}",
+            "  }",
+            *(f"  counter u_{s['user']} {{ packets {s['rejected']} bytes 0 }}"
+              for _uid, s in sorted(seats.items()))]
+
+
+def text(ruleset: Ruleset) -> str:
+    """The whole table as `nft -f` reads it (only its deletion when no seat has rules);
+    workshops without seats are left out."""
+    check(ruleset)
+    out = [f"add table {TABLE}", f"delete table {TABLE}"]
+    seats = ruleset.seats
+    if seats:
+        used = {s["workshop"] for s in seats.values()}
+        out += [f"table {TABLE} {{", *_maps(seats), "  chain output {",
+                "    type filter hook output priority filter; policy accept;",
+                "    meta skuid vmap @seats", "  }"]
+        for workshop, rules in sorted(ruleset.workshops.items()):
+            if workshop in used:
+                out += _chain(workshop, rules)
+        out.append("}")
     return "\n".join(out) + "\n"
 
 
-def write(seats: dict[int, SeatRules]) -> None:
-    done = run(["nft", "-f", "-"], text(seats))
+def write(ruleset: Ruleset) -> None:
+    done = run(["nft", "-f", "-"], text(ruleset))
     if done.returncode != 0:
         raise RuntimeError(f"nft -f - exited {done.returncode}: {done.stderr.strip()[-800:]}")
 
 
 def _listing() -> list[dict[str, Any]]:
-    family, table = TABLE
-    done = run(["nft", "-j", "list", "table", family, table])
+    done = run(["nft", "-j", "list", "table", *TABLE.split()])
     if done.returncode != 0:
         if "No such file or directory" in done.stderr:
             return []
         raise RuntimeError(f"nft list table exited {done.returncode}: "
                            f"{done.stderr.strip()[-800:]}")
     return [item for item in json.loads(done.stdout).get("nftables", [])
-            if "metainfo" not in item]
+            if "metainfo" not in item and "table" not in item]
 
 
-def _packets(rule: dict[str, Any]) -> int:
-    for expr in rule.get("expr", []):
-        if isinstance(expr, dict) and "counter" in expr:
-            return int(expr["counter"].get("packets", 0))
-    return 0
+def _elements(items: list[dict[str, Any]], name: str) -> list[tuple[Any, Any]]:
+    for item in items:
+        if item.get("map", {}).get("name") == name:
+            return [(key, value) for key, value in item["map"].get("elem", [])]
+    return []
 
 
-def _jump(rule: dict[str, Any]) -> int | None:
-    """The uid of an `output` rule `meta skuid N jump seat_N` (None: any other rule)."""
-    for expr in rule.get("expr", []):
-        target = expr.get("jump", {}).get("target", "") if isinstance(expr, dict) else ""
-        if target.startswith("seat_") and target[5:].isdigit():
-            return int(target[5:])
-    return None
+def _seats(items: list[dict[str, Any]]) -> tuple[dict[int, SeatRules], int]:
+    """The seats from the maps and counters; a seat without its counter is foreign."""
+    counters = {item["counter"]["name"]: int(item["counter"].get("packets", 0))
+                for item in items if "counter" in item}
+    users = {uid: name for uid, name in _elements(items, "refused")
+             if isinstance(name, str) and name.startswith("u_")}
+    seats: dict[int, SeatRules] = {}
+    foreign = 0
+    for uid, verdict in _elements(items, "seats"):
+        target = verdict.get("jump", {}).get("target", "") if isinstance(verdict, dict) else ""
+        user = users.get(uid, "")
+        if not (isinstance(uid, int) and target.startswith("ws_") and user in counters):
+            foreign += 1
+            continue
+        seats[uid] = {"user": user[2:], "workshop": target[3:], "rejected": counters[user]}
+    return seats, foreign
 
 
 def parse(items: list[dict[str, Any]]) -> Ruleset:
-    """The table's listing (`nft -j`) read back into seats: each `output` jump with its seat
-    comment, then each seat chain's rules by their comments."""
-    seats: dict[int, SeatRules] = {}
-    chains: dict[str, int] = {}
-    foreign = 0
-    rules = [item["rule"] for item in items if "rule" in item]
-    for rule in rules:
-        if rule.get("chain") != "output":
-            continue
-        uid = _jump(rule)
-        seat = empty_seat(rule.get("comment", "")) if uid is not None else None
-        if uid is None or seat is None:
+    """The table's listing (`nft -j`) read back: seats from the maps and counters, each
+    workshop's rules from its chain's comments; what wodsync does not write is counted."""
+    seats, foreign = _seats(items)
+    workshops: dict[str, WorkshopRules] = {}
+    chains = {item["chain"]["name"] for item in items if "chain" in item}
+    for name in chains - {"output"}:
+        if name.startswith("ws_"):
+            workshops[name[3:]] = empty_workshop()
+        else:
             foreign += 1
+    for item in items:
+        rule = item.get("rule")
+        if rule is None:
             continue
-        seats[uid] = seat
-        chains[f"seat_{uid}"] = uid
-    for rule in rules:
-        chain = rule.get("chain")
+        chain, comment = rule.get("chain", ""), rule.get("comment", "")
         if chain == "output":
-            continue
-        if chain not in chains or not take(seats[chains[chain]], rule.get("comment", ""),
-                                           _packets(rule)):
+            foreign += 0 if "vmap" in json.dumps(rule.get("expr")) else 1
+        elif chain[3:] not in workshops or not take(workshops[chain[3:]], comment):
             foreign += 1
-    names = {item["chain"]["name"] for item in items if "chain" in item}
-    foreign += len(names - set(chains) - {"output"})
-    foreign += sum(1 for item in items if not {"table", "chain", "rule"} & set(item))
-    return Ruleset(seats, foreign)
+    foreign += sum(1 for item in items if not {"chain", "rule", "map", "counter"} & set(item))
+    return Ruleset(workshops, seats, foreign)
 
 
 def read() -> Ruleset:

@@ -8,9 +8,11 @@ whole ruleset from what it holds now, so neither loses the other's seats:
 - the seat operations (`for_seat`): a CREATE sets the seat's rules before anything of the
   new occupant runs (the previous occupant's go at once), a release drops them.
 
-Names in a list are resolved here, when the seat's rules are written (the facts say what
-they resolved to). `observe` reads the ruleset back: the facts are what the kernel enforces,
-with each seat's count of refused packets (`rejected`, also `rejections()` for the sentinel).
+Names in a list are resolved here, when a workshop's rules are written: for its first seat
+with rules, or when its list changed (the facts say what they resolved to). `observe` reads
+the ruleset back: the facts are what the kernel enforces, with each seat's count of refused
+packets (`rejected`, also `rejections()` for the sentinel).
+
 The controller half (`engine.kinds.egress`) decides which seats need which list.
 """
 
@@ -27,8 +29,10 @@ from typing import Any, TypedDict, cast
 from wodsync.agent.factspec import INT, NAME, NAMES, MapOf, Nullable, Record
 from wodsync.agent.firewall import (
     Backend,
+    Ruleset,
     SeatRules,
     Unenforceable,
+    WorkshopRules,
     entries,
     iptables,
     nft,
@@ -54,17 +58,19 @@ class Probe(TypedDict):
 
 
 class Facts(TypedDict):
-    """The backend in use (None: neither nft nor iptables works here), each seat's rules by
-    uid, and how many rules or chains in wodsync's ruleset are not wodsync's."""
+    """The backend in use (None: neither nft nor iptables works here), each workshop's rules,
+    each seat's by uid, and how many rules or chains in wodsync's ruleset are not wodsync's."""
 
     backend: str | None
+    workshops: dict[str, WorkshopRules]
     seats: dict[str, SeatRules]
     foreign: int
 
 
 FACTS = Record({"backend": Nullable(NAME), "foreign": INT,
-                "seats": MapOf(Record({"user": NAME, "workshop": NAME, "allow": MapOf(NAMES),
-                                       "hub": MapOf(NAMES), "dns": NAMES, "rejected": INT}))})
+                "workshops": MapOf(Record({"allow": MapOf(NAMES), "hub": MapOf(NAMES),
+                                           "dns": NAMES})),
+                "seats": MapOf(Record({"user": NAME, "workshop": NAME, "rejected": INT}))})
 
 
 class Part(TypedDict):
@@ -126,12 +132,32 @@ def _note_written(state_dir: str, uids: list[int]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _resolved(wish: SeatWish) -> SeatRules:
-    """A seat's rules from its wish: names resolved now, the host's resolvers for DNS."""
+def _resolved(wish: SeatWish) -> WorkshopRules:
+    """A workshop's rules from a seat's wish: names resolved now, the host's resolvers."""
     def networks(group: list[str]) -> dict[str, list[str]]:
         return {entry: entries.resolve(entries.parse(entry)) for entry in group}
-    return {"user": wish["user"], "workshop": wish["workshop"], "allow": networks(wish["allow"]),
-            "hub": networks(wish["hub"]), "dns": entries.resolvers(), "rejected": 0}
+    return {"allow": networks(wish["allow"]), "hub": networks(wish["hub"]),
+            "dns": entries.resolvers()}
+
+
+def _same_list(rules: WorkshopRules | None, wish: SeatWish) -> bool:
+    return rules is not None and (sorted(rules["allow"]), sorted(rules["hub"])) == \
+        (sorted(wish["allow"]), sorted(wish["hub"]))
+
+
+def _changed(ruleset: Ruleset, set_: dict[int, SeatWish], drop: list[int]) -> Ruleset:
+    """The ruleset with `drop` gone and `set_` set: a seat set starts its count at 0; a
+    workshop's rules are resolved again only when its list is not the one written; workshops
+    left without seats go."""
+    workshops, seats = ruleset.workshops, ruleset.seats
+    for uid in drop:
+        seats.pop(uid, None)
+    for uid, wish in set_.items():
+        if not _same_list(workshops.get(wish["workshop"]), wish):
+            workshops[wish["workshop"]] = _resolved(wish)
+        seats[uid] = {"user": wish["user"], "workshop": wish["workshop"], "rejected": 0}
+    used = {seat["workshop"] for seat in seats.values()}
+    return Ruleset({w: r for w, r in workshops.items() if w in used}, seats)
 
 
 def _change(state_dir: str, set_: dict[int, SeatWish], drop: list[int],
@@ -150,24 +176,21 @@ def _change(state_dir: str, set_: dict[int, SeatWish], drop: list[int],
                 raise Unenforceable("neither nft nor iptables works on this host: egress "
                                     f"lists cannot be enforced ({users})")
             return
-        seats = found.read().seats
-        if not (set_ or rewrite or any(uid in seats for uid in drop)):
+        ruleset = found.read()
+        if not (set_ or rewrite or any(uid in ruleset.seats for uid in drop)):
             return
-        for uid in drop:
-            seats.pop(uid, None)
-        for uid, wish in set_.items():
-            seats[uid] = _resolved(wish)
-        found.write(seats)
-        _note_written(state_dir, list(seats))
+        ruleset = _changed(ruleset, set_, drop)
+        found.write(ruleset)
+        _note_written(state_dir, list(ruleset.seats))
 
 
 def observe(probe: Probe, host: HostSide) -> Facts:
     found = backend()
     if found is None:
-        return {"backend": None, "seats": {}, "foreign": 0}
+        return {"backend": None, "workshops": {}, "seats": {}, "foreign": 0}
     ruleset = found.read()
-    return {"backend": found.NAME, "seats": {str(u): s for u, s in ruleset.seats.items()},
-            "foreign": ruleset.foreign}
+    return {"backend": found.NAME, "workshops": ruleset.workshops,
+            "seats": {str(u): s for u, s in ruleset.seats.items()}, "foreign": ruleset.foreign}
 
 
 def stable(facts: Facts) -> Any:

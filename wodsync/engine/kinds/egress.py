@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from wodsync.agent.firewall import SeatRules, entries
+from wodsync.agent.firewall import SeatRules, WorkshopRules, entries
 from wodsync.agent.kinds.egress import KIND, Facts, Part, Probe, SeatWish
 from wodsync.agent.protocol import Egress
 from wodsync.engine.change import Action, Change
@@ -109,18 +109,20 @@ def probe(want: dict[int, SeatWish]) -> Probe:
     return {}
 
 
-def _same(seat: SeatRules, wish: SeatWish) -> bool:
-    return (seat["user"], seat["workshop"], sorted(seat["allow"]), sorted(seat["hub"])) == \
-        (wish["user"], wish["workshop"], sorted(wish["allow"]), sorted(wish["hub"]))
+def _same(seat: SeatRules, rules: WorkshopRules | None, wish: SeatWish) -> bool:
+    return rules is not None and (seat["user"], seat["workshop"]) == \
+        (wish["user"], wish["workshop"]) and \
+        (sorted(rules["allow"]), sorted(rules["hub"])) == (sorted(wish["allow"]),
+                                                           sorted(wish["hub"]))
 
 
-def _delta(seat: SeatRules, wish: SeatWish) -> str:
-    added = sorted(set(wish["allow"]) - set(seat["allow"]))
-    gone = sorted(set(seat["allow"]) - set(wish["allow"]))
-    words = [f"+{e}" for e in added] + [f"-{e}" for e in gone]
+def _delta(seat: SeatRules, rules: WorkshopRules | None, wish: SeatWish) -> str:
+    have = rules or {"allow": {}, "hub": {}, "dns": []}
+    words = [f"+{e}" for e in sorted(set(wish["allow"]) - set(have["allow"]))] + \
+        [f"-{e}" for e in sorted(set(have["allow"]) - set(wish["allow"]))]
     if seat["workshop"] != wish["workshop"] or seat["user"] != wish["user"]:
         words.insert(0, f"{seat['user']}/{seat['workshop']} → {wish['user']}/{wish['workshop']}")
-    if set(seat["hub"]) != set(wish["hub"]):
+    if set(have["hub"]) != set(wish["hub"]):
         words.append("hub: " + ", ".join(wish["hub"]))
     return " ".join(words)
 
@@ -130,14 +132,18 @@ def _set(plan: PlanContext, action: Action, uid: int, wish: SeatWish, detail: st
              EgressChange(uid, wish["user"], wish["workshop"], wish["allow"], wish["hub"]))
 
 
-def _kept(plan: PlanContext, seat: SeatRules) -> None:
-    unresolved = [e for e, networks in seat["allow"].items() if not networks]
-    if unresolved:
-        plan.notes.append(f"egress of {seat['user']}: {', '.join(unresolved)} did not resolve "
-                          "on the host when its rules were written: nothing allowed for them")
-    allowed = ", ".join(seat["allow"]) or "nothing"
+def _kept(plan: PlanContext, seat: SeatRules, rules: WorkshopRules) -> None:
+    allowed = ", ".join(rules["allow"]) or "nothing"
     plan.noop(KIND, seat["user"], f"{seat['workshop']} allows {allowed} (and loopback, hub, "
               f"DNS); {seat['rejected']} packets refused")
+
+
+def _unresolved(plan: PlanContext, facts: Facts) -> None:
+    for workshop, rules in sorted(facts["workshops"].items()):
+        names = [e for e, networks in rules["allow"].items() if not networks]
+        if names:
+            plan.notes.append(f"egress of {workshop}: {', '.join(names)} did not resolve on the "
+                              "host when its rules were written: nothing allowed for them")
 
 
 def diff(plan: PlanContext) -> None:
@@ -152,13 +158,15 @@ def diff(plan: PlanContext) -> None:
     have = {int(uid): seat for uid, seat in facts["seats"].items()}
     for uid, wish in sorted(want.items()):
         seat = have.get(uid)
+        rules = facts["workshops"].get(seat["workshop"]) if seat else None
         if seat is None:
             _set(plan, Action.CREATE, uid, wish, f"{wish['workshop']} allows "
                  f"{', '.join(wish['allow']) or 'nothing'} (and loopback, hub, DNS)")
-        elif not _same(seat, wish):
-            _set(plan, Action.UPDATE, uid, wish, _delta(seat, wish))
+        elif rules is None or not _same(seat, rules, wish):
+            _set(plan, Action.UPDATE, uid, wish, _delta(seat, rules, wish))
         else:
-            _kept(plan, seat)
+            _kept(plan, seat, rules)
+    _unresolved(plan, facts)
     _drops(plan, want, have)
     if facts["foreign"]:
         plan.add(Action.UPDATE, KIND, TABLE, f"{facts['foreign']} rules or chains in wodsync's "
