@@ -213,15 +213,15 @@ def test_a_fenced_seat_reaches_its_list_only_until_its_cleanup(host, repo):
         open_to_all(host, uid_of(open_seat))
         open_to_all(host, OUTSIDER)
         listed = ruleset(host)
-        assert f"meta skuid {uid_of(fenced_seat)} jump" in listed
-        assert f"skuid {uid_of(open_seat)}" not in listed
+        assert f"{uid_of(fenced_seat)} : jump ws_{FENCED}" in listed
+        assert f"{uid_of(open_seat)} :" not in listed
         code, changes = plan(repo)
         assert code == 0, changes
     finally:
         end(repo, fenced_seat)
         end(repo, open_seat)
     open_to_all(host, uid_of(fenced_seat))
-    assert "skuid" not in ruleset(host)
+    assert "table inet wodsync" not in ruleset(host)
 
 
 def test_refused_packets_are_counted_in_the_facts_and_do_not_make_a_plan_stale(host, repo):
@@ -258,7 +258,7 @@ def test_the_kind_restores_updates_and_drops_rules_and_leaves_other_tables(host,
         assert wodsync(repo, "apply", "--yes").returncode == 0
         fenced(host, uid)
         assert egress_changes(repo) == []
-        assert host.run("nft", "insert", "rule", "inet", "wodsync", f"seat_{uid}", "ip", "daddr",
+        assert host.run("nft", "insert", "rule", "inet", "wodsync", f"ws_{FENCED}", "ip", "daddr",
                         DENIED, "accept").returncode == 0
         assert reach(host, uid, DENIED)
         assert egress_changes(repo) == ["update egress:*"]
