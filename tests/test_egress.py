@@ -303,5 +303,21 @@ def test_iptables_enforces_the_same_lists_where_nft_is_absent(host, repo):
             end(repo, seat)
         open_to_all(host, uid)
         assert "--uid-owner" not in host.run("iptables-save", "-t", "filter").stdout
+        _without_any_firewall_a_fenced_create_fails_and_frees_its_seat(host, repo)
     finally:
         until(lambda: host.run("umount", hidden).returncode == 0, "nft stays hidden")
+
+
+def _without_any_firewall_a_fenced_create_fails_and_frees_its_seat(host: FakeHost,
+                                                                    repo: Path) -> None:
+    xtables = os.path.realpath(shutil.which("iptables-save") or "/usr/sbin/iptables-save")
+    assert host.run("mount", "--bind", "/dev/null", xtables).returncode == 0
+    try:
+        done = wodsync(repo, "session", "create", FENCED, "--email", "ada@example.org")
+        assert done.returncode == 1 and "egress lists cannot be enforced" in done.stderr, \
+            done.stdout + done.stderr
+        opened = session(repo, OPEN)  # an open workshop needs no firewall
+        assert opened["state"] == "active"
+        end(repo, opened)
+    finally:
+        until(lambda: host.run("umount", xtables).returncode == 0, "iptables stays hidden")
