@@ -7,10 +7,10 @@ grow with the seats that have rules. Everything runs in a network namespace of i
 (`wodtegb<pid>`), so this machine's rules are never touched; the seats are uids without
 accounts (rules match uids, not names).
 
-Figures, each the median of --runs runs, per ruleset size (seats already holding rules, spread
-over 20 workshops with a 3-entry list each): a CREATE's change (one seat set: read, resolve, write), a release's
-(one seat dropped), the sentinel's read (`rejections()`), beside the baseline of one `nft`
-process doing nothing (`nft list tables`), measured in the same run.
+Figures, each the median of --runs runs, per ruleset size (seats already holding rules,
+spread over 20 workshops with a 3-entry list each): a CREATE's change (one seat set: read,
+write whole), a release's (one seat dropped), the sentinel's read (`rejections()`), beside
+the baseline of one `nft` process doing nothing (`nft list tables`), in the same run.
 
     .venv/bin/python bench/egress.py [--sizes 0,200,2000] [--runs 5]
     .venv/bin/python bench/egress.py --sizes 0,5 --runs 1   # the smoke test's size
