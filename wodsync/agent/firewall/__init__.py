@@ -51,7 +51,7 @@ class Ruleset(NamedTuple):
 
 
 class Rule(NamedTuple):
-    """A rule of a seat's chain, for either backend: its destination (None: any), its port
+    """A rule of a workshop's chain, for either backend: its destination (None: any), its port
     (TCP and UDP; None: any), what it does (`accept`, `reject`, `count`: a placeholder that
     only carries its comment) and its comment."""
 
