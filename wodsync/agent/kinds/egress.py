@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import time
@@ -82,8 +83,10 @@ class Part(TypedDict):
     rewrite: bool
 
 
+@functools.lru_cache(maxsize=1)
 def backend() -> Backend | None:
-    """nft where it works, else iptables where it works, else None."""
+    """nft where it works, else iptables where it works, else None: asked once per agent
+    call (a CREATE burst sets many seats' rules in one)."""
     for module in (nft, iptables):
         if works(module.PROBE):
             return cast(Backend, module)
