@@ -38,6 +38,7 @@ from wodsync.store.models import (
     make_engine,
     normalize_url,
 )
+from wodsync.store.outbox import Mail, Outbox, OutboxError, OutboxState
 from wodsync.store.sealing import KEY_ENV, KEY_FILE, KeyUnavailable, PasswordUnreadable
 from wodsync.store.sessions import (
     TRANSITIONS,
@@ -48,6 +49,8 @@ from wodsync.store.sessions import (
     CapacityReached,
     ExtensionRefused,
     InvalidTransition,
+    Moved,
+    MoveHook,
     NoFreeSeat,
     Participant,
     Session,
@@ -85,7 +88,13 @@ __all__ = [
     "HostStatus",
     "InvalidTransition",
     "KeyUnavailable",
+    "Mail",
+    "MoveHook",
+    "Moved",
     "NoFreeSeat",
+    "Outbox",
+    "OutboxError",
+    "OutboxState",
     "Participant",
     "PasswordUnreadable",
     "Reason",
@@ -115,12 +124,14 @@ DB_FILE = "wodsync.db"
 
 
 class Store:
-    """An open store: `sessions` and `status`, over one engine (thread-safe, pooled)."""
+    """An open store: `sessions`, `status` and the mail `outbox`, over one engine
+    (thread-safe, pooled)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = Sessions(engine)
         self.status = Status(engine)
+        self.outbox = Outbox(engine)
 
     @property
     def backend(self) -> str:

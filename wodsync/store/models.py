@@ -457,3 +457,39 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class OutboxRow(Base):
+    """One e-mail to send, written in the transaction of the change that causes it.
+
+    Why a table: a mail decided by a state change must neither be lost when the process dies
+    before sending it nor be sent twice when two senders (or a restart) see it. The row is the
+    promise; `store.outbox` claims it with a compare-and-set and a lease. `dedup_key` makes a
+    second enqueue of the same notice a no-op. No secret is kept here: a password or a secret
+    link is looked up when the mail is rendered.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(320))
+    session_id: Mapped[str | None] = mapped_column(String(12))
+    context: Mapped[dict[str, Any]]
+    dedup_key: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'dropped')",
+                        name="state"),
+        Index("uq_outbox_dedup_key", "dedup_key", unique=True),
+        Index("ix_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_outbox_session_id", "session_id"),
+    )

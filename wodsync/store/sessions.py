@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -193,6 +193,21 @@ class SessionEvent:
     output: str
 
 
+class Moved(NamedTuple):
+    """A move of a session, handed to the move hooks inside the move's own transaction:
+    `event` is "moved" (a state change, `before` → `session.state`) or "expiring" (the
+    session was just marked as ending soon; its state is unchanged)."""
+
+    event: str
+    before: SessionState | None
+    session: Session
+
+
+# Called with the open write transaction of every move: what it writes (an outbox mail)
+# commits or rolls back with the move itself. A hook that raises undoes the move.
+MoveHook = Callable[[Connection, Moved], None]
+
+
 def _session(row: Row[Any]) -> Session:
     values = dict(row._mapping)
     values["state"] = SessionState(values["state"])
@@ -249,6 +264,11 @@ class Sessions:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.hooks: list[MoveHook] = []
+
+    def _notify(self, conn: Connection, moved: Moved) -> None:
+        for hook in list(self.hooks):
+            hook(conn, moved)
 
     # -- allocation -------------------------------------------------------------------------
 
@@ -397,7 +417,9 @@ class Sessions:
             if row is None:  # moved between our read and our write: say where it is now
                 raise InvalidTransition(session_id, _locked_state(conn, session_id), to)
             _record(conn, session_id, now, current, to, message, output)
-            return _session(row)
+            moved = _session(row)
+            self._notify(conn, Moved("moved", current, moved))
+            return moved
 
     def extend(self, session_id: str, hours: float, max_total_hours: float,
                now: datetime | None = None) -> Session:
@@ -450,6 +472,7 @@ class Sessions:
                     _record(conn, session_id, now, S.ACTIVE, S.ACTIVE,
                             f"expiring: ends at {row.ends_at.isoformat()}", "")
                     marked.append(_session(row))
+                    self._notify(conn, Moved("expiring", S.ACTIVE, marked[-1]))
         return marked
 
     def set_completion(self, session_id: str, completion: float | None) -> Session:
