@@ -11,12 +11,16 @@ secrets:
   API101_TOKEN:
     value: "…"
     workshops: [WKSHP-API101]      # workshops whose templates may use it
+  SMTP_PASSWORD:
+    value: "…"
+    services: [mail]               # parts of the controller that may use it (mail, …)
   HUB_EMEA_TOKEN:
     value: "…"
     hosts: [hub-emea]              # hosts whose system templates and hub may use it
 ```
 
-`value` is a non-empty string (quote numbers); `workshops` and `hosts` are lists of names; any
+`value` is a non-empty string (quote numbers); `workshops`, `hosts` and `services` (the
+controller's own parts that read a catalog secret: `SERVICES`) are lists of names; any
 other key is an error naming the file and line. The old flat format (`NAME: value`) is refused
 with the way to convert it: read as it was, every secret would be granted to everyone again.
 
@@ -61,11 +65,14 @@ if TYPE_CHECKING:
     from wodsync.catalog.yamlfile import Document
 
 # Which sort of consumer reads a secret (its grants list workshops and hosts apart).
-Consumer = Literal["workshop", "host"]
+Consumer = Literal["workshop", "host", "service"]
+# The controller's parts that may be granted a secret of the file by `services: [...]` (the
+# mail sender's SMTP password).
+SERVICES = ("mail",)
 CONTROLLER_SECRETS = ("WODSYNC_API_TOKEN", "WODSYNC_WEBHOOK_SECRET", "WODSYNC_FACTS_TOKEN")
 HUB_TOKEN_ENV = re.compile(r"(?:[A-Z0-9]+_)*HUB_(?:[A-Z0-9]+_)*TOKEN")
-ENTRY_KEYS = ("value", "workshops", "hosts")
-GRANT_KEYS = ("workshops", "hosts")
+ENTRY_KEYS = ("value", "workshops", "hosts", "services")
+GRANT_KEYS = ("workshops", "hosts", "services")
 FORMAT_HINT = ("write it as\n  secrets:\n    NAME:\n      value: \"...\"\n"
                "      workshops: [WKSHP-...]   # and/or hosts: [...]")
 
@@ -83,9 +90,11 @@ class Entry:
     value: str = field(repr=False)
     workshops: frozenset[str] = frozenset()
     hosts: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
 
     def grants(self, consumer: Consumer, name: str) -> bool:
-        return name in (self.workshops if consumer == "workshop" else self.hosts)
+        granted = {"workshop": self.workshops, "host": self.hosts, "service": self.services}
+        return name in granted[consumer]
 
 
 class Withheld(StrictUndefined):
@@ -141,6 +150,13 @@ class Secrets:
 
     def for_host(self, name: str) -> Scope:
         return Scope(self, "host", name)
+
+    def for_service(self, name: str) -> Scope:
+        """The secrets granted to one of the controller's parts (`SERVICES`)."""
+        if name not in SERVICES:
+            raise SecretError(f"{name!r} is not a service of the controller: one of "
+                              f"{', '.join(SERVICES)}")
+        return Scope(self, "service", name)
 
     def value(self, name: str, consumer: Consumer, consumer_name: str) -> str:
         """The one check every catalog secret passes: in the file, and granted."""
@@ -290,7 +306,7 @@ def _entry(doc: Document, name: Any, spec: Any) -> Entry:
     if not value:
         raise _located(doc, f"secret {name} has an empty value", *at, "value")
     grants = {key: _grant(doc, name, key, spec.get(key)) for key in GRANT_KEYS}
-    return Entry(str(value), grants["workshops"], grants["hosts"])
+    return Entry(str(value), grants["workshops"], grants["hosts"], grants["services"])
 
 
 def _grant(doc: Document, name: str, key: str, names: Any) -> frozenset[str]:
@@ -298,6 +314,8 @@ def _grant(doc: Document, name: str, key: str, names: Any) -> frozenset[str]:
 
     pattern = WORKSHOP_KEY_RE if key == "workshops" else NAME_RE
     at = ("secrets", name, key)
+    if key == "services":
+        pattern = "^(" + "|".join(SERVICES) + ")$"
     if names is None:
         return frozenset()
     if not isinstance(names, list):

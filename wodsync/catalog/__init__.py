@@ -20,6 +20,7 @@ def validate(root: Path) -> tuple[Catalog, list[Diagnostic]]:
     # The template checks render, and the renderer reads the catalog's models: imported here,
     # not with the package, so that `wodsync.render` ← `wodsync.catalog` is no import cycle.
     from wodsync.catalog.templates import check_system_templates, check_workshop_templates
+    from wodsync.mail.templates import check_templates as check_mail_templates
 
     catalog = load_catalog(root)
     found = list(catalog.diagnostics)
@@ -27,4 +28,5 @@ def validate(root: Path) -> tuple[Catalog, list[Diagnostic]]:
         found += run_rules(catalog)
         found += check_workshop_templates(catalog)
         found += check_system_templates(catalog)
+        found += check_mail_templates(catalog)
     return catalog, sorted(set(found))

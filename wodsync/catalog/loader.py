@@ -89,6 +89,10 @@ class Catalog:
     broken: set[str] = field(default_factory=set)  # file types of files that did not validate
     # templates/ exists and is reached without a link (a link is reported once, at load).
     templates_ok: bool = True
+    # catalog/mail.yaml (`wodsync.mail.settings.MailSettings`; None: no mail) and the mail
+    # templates (`wodsync.mail.templates.MailTemplates`), set by `wodsync.mail.templates`.
+    mail: Any = None
+    mail_templates: Any = None
 
     def complete(self, *file_types: str) -> bool:
         """True when every file of these types (`FILE_MODELS`' keys) validated, so checks
@@ -348,4 +352,7 @@ def load_catalog(root: Path) -> Catalog:
     _load_workshops(catalog)
     _load_hosts(catalog)
     catalog.templates_ok = repo_folder(catalog, TEMPLATES_DIR)
+    from wodsync.mail.templates import load_into  # mail reads the loader: imported here
+
+    load_into(catalog)
     return catalog

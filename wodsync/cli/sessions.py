@@ -245,17 +245,22 @@ def parse_listen(value: str) -> tuple[str, int]:
 @click.option("--expiry-interval", type=click.FloatRange(1, 3600), default=30.0,
               show_default=True, help="Seconds between two expiry rounds.")
 @click.option("--log-json", is_flag=True, help="One JSON object per log line.")
+@click.option("--smtp", metavar="HOST:PORT", help="Send the mails to this SMTP server instead "
+              "of catalog/mail.yaml's (a local relay, the demo's sink).")
 def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-              listen: str, expiry_interval: float, log_json: bool) -> None:
-    """The HTTP API (sessions and the portal feed) and the expiry loop; /docs has the API."""
+              listen: str, expiry_interval: float, log_json: bool, smtp: str | None) -> None:
+    """The HTTP API (sessions and the portal feed), the expiry loop and the mail sender (when
+    the catalog has catalog/mail.yaml); /docs has the API."""
     import uvicorn
 
     from wodsync.api.app import create_app
     from wodsync.api.deps import Context
     from wodsync.logs import setup_logging
+    from wodsync.mail.sender import Sender
     from wodsync.sessions.service import ExpiryLoop
 
     address, port = parse_listen(listen)
+    server = parse_listen(smtp) if smtp else None
     setup_logging(log_json)
     with controller(root, state, db, secrets_file) as ctl:
         recovered = ctl.sessions.recover()
@@ -265,8 +270,12 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
                                  .controller("WODSYNC_API_TOKEN")))
         loop = ExpiryLoop(ctl.sessions, expiry_interval)
         loop.start()
+        catalog = ctl.deployment.catalog
+        sender = Sender(ctl.store, lambda: catalog, ctl.secrets, smtp=server)
+        sender.start()
         try:
             uvicorn.run(app, host=address, port=port, log_level="warning", access_log=False,
                         log_config=None)  # setup_logging's format
         finally:
+            sender.stop()
             loop.stop()

@@ -20,6 +20,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wodsync.daemon.loop import Daemon, Settings
 from wodsync.daemon.writer import WriterRole, settle
@@ -49,6 +50,7 @@ class Options:
     settings: Settings
     limits: ExportLimits
     log_json: bool = False
+    smtp: tuple[str, int] | None = None  # --smtp HOST:PORT over catalog/mail.yaml's server
 
 
 class DaemonProcess:
@@ -90,6 +92,8 @@ class DaemonProcess:
                                                   self._start_writing)
         self._measure_sessions()
         self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
+        self.daemon.metrics.watch_outbox(self.store)
+        self.mail = self._mail_sender()
         secret = options.secrets.controller
         self.app = create_app(Context(
             self.store, sessions=self.sessions, daemon=self.daemon,
@@ -115,6 +119,20 @@ class DaemonProcess:
         metrics.watch_sessions(self.store, capacities)
         self.sessions.listeners.append(on_event)
 
+    def _mail_sender(self) -> Any:
+        """The outbox's sender, with the deployed catalog's mail settings (idle without),
+        counting what it sends in the metrics."""
+        from wodsync.mail.sender import Sender
+
+        current, metrics = self.current, self.daemon.metrics
+
+        def catalog() -> Any:
+            deployed = current.peek()
+            return deployed.catalog if deployed else None
+
+        return Sender(self.store, catalog, self.options.secrets, smtp=self.options.smtp,
+                      on_result=metrics.mail_result)
+
     def serve(self) -> None:
         """Restore the last good revision, recover half-done sessions, start the loops and
         serve the API until SIGTERM or SIGINT; then stop everything (the batch in flight
@@ -126,6 +144,7 @@ class DaemonProcess:
         self.sessions.recover()
         self.daemon.start()
         self.expiry.start()
+        self.mail.start()
         self.daemon.metrics.writer.set(1)
         self.role.start()
         log.info("daemon: following %s, state %s, API on http://%s:%d", self.source.name,
@@ -153,14 +172,17 @@ class DaemonProcess:
             self.role.stop()
             self.daemon.stop()
             self.expiry.stop()
+            self.mail.stop()
             self.sessions.connections.close()
             self.close()
 
     def _stop_writing(self, why: str) -> None:
-        """The writer lock is lost (`why`): the loops pause at once, expiry stops."""
+        """The writer lock is lost (`why`): the loops pause at once, expiry and the mail
+        sender stop."""
         self.daemon.pause()
         self.daemon.metrics.writer.set(0)
         self.expiry.stop()
+        self.mail.stop()
 
     def _start_writing(self) -> None:
         """The lock is held again: re-read what another writer may have changed (the last
@@ -172,6 +194,8 @@ class DaemonProcess:
         self.daemon.resume()
         self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
         self.expiry.start()
+        self.mail = self._mail_sender()
+        self.mail.start()
         self.daemon.metrics.writer.set(1)
 
     def close(self) -> None:

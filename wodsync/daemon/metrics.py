@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wodsync.store import SessionState, Store
+from wodsync.store import OutboxState, SessionState, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -41,6 +41,25 @@ class SessionCollector(Collector):
         yield free
 
 
+class OutboxCollector(Collector):
+    """The outbox by state, read from the store when scraped (shared by every sender)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Any]:
+        counts = self.store.outbox.counts()
+        states = GaugeMetricFamily("wodsync_mail_outbox", "Mails of the outbox by state.",
+                                   labels=["state"])
+        for state, count in counts.items():
+            states.add_metric([state.value], count)
+        yield states
+        queued = GaugeMetricFamily("wodsync_mail_queued", "Mails waiting to be sent (queued "
+                                   "or being sent).")
+        queued.add_metric([], counts[OutboxState.QUEUED] + counts[OutboxState.SENDING])
+        yield queued
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -59,9 +78,26 @@ class Metrics:
             registry=r, buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10))
         self.writer = Gauge("wodsync_writer", "1 while this daemon is the writer (holds the "
                             "writer lock), 0 while it is a standby.", registry=r)
+        self.mail_sent = Counter("wodsync_mail_sent", "Mails handed to SMTP, by kind.",
+                                 ["kind"], registry=r)
+        self.mail_failed = Counter("wodsync_mail_failed", "Mails given up (failed), by kind.",
+                                   ["kind"], registry=r)
+        self.mail_retried = Counter("wodsync_mail_retried", "Sends that did not go through "
+                                    "and wait for another attempt, by kind.", ["kind"],
+                                    registry=r)
 
     def watch_sessions(self, store: Store, capacities: Callable[[], dict[str, int]]) -> None:
         self.registry.register(SessionCollector(store, capacities))
+
+    def watch_outbox(self, store: Store) -> None:
+        self.registry.register(OutboxCollector(store))
+
+    def mail_result(self, kind: str, outcome: str) -> None:
+        """The sender's word on one mail (`wodsync.mail.sender.ResultFn`)."""
+        counter = {"sent": self.mail_sent, "failed": self.mail_failed,
+                   "retry": self.mail_retried}.get(outcome)
+        if counter is not None:
+            counter.labels(kind=kind).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

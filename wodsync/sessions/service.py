@@ -129,6 +129,19 @@ class SessionService:
         # hosts whose seat records the store has not been reconciled with since the start
         # (None: all of them, once a revision is deployed)
         self._unsynced: set[str] | None = None
+        # Lifecycle mails, queued in the transaction of the move that causes them when the
+        # deployed catalog has mail settings (`wodsync.mail.triggers`).
+        from wodsync.mail.triggers import install as install_mail
+
+        install_mail(store.sessions, self.mail_settings)
+
+    def mail_settings(self) -> Any:
+        """The deployed catalog's mail settings (`MailSettings`); None: mail is off (no
+        `catalog/mail.yaml`, or nothing deployed yet)."""
+        try:
+            return self.deployment().catalog.mail
+        except NotDeployed:
+            return None
 
     def _call(self, name: str, op: str, payload: HostPayload) -> Any:
         """One agent round trip to a host of the deployed catalog."""
