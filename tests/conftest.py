@@ -61,6 +61,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # A PostgreSQL database per module (made once, on the worker running the module).
     "test_store": ("test_store", ("pg",)),
     "test_store_secrets": ("test_store_secrets", ("pg",)),
+    "test_mail": ("test_mail", ("pg",)),  # the outbox on PostgreSQL; an SMTP sink per test
 }
 PURE_MODULES = {
     "test_agent_python", "test_egress_rules",

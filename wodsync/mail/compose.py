@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import cache
@@ -35,6 +36,7 @@ RENDER_SECONDS = 5.0
 SECRET_KINDS = ("credentials", "expiring")  # mails that show the password
 DEFAULT_BRAND = "Workshops-on-Demand"
 SAMPLE_BASE = "https://wod.example.org"
+HEADER_POLICY = policy.default.clone(max_line_length=998)
 KEY_CHARS = re.compile(r"[^A-Za-z0-9.-]+")
 
 
@@ -93,8 +95,11 @@ def message_id(mail_id: int, key: str | None, domain: str) -> str:
 
 def build_message(settings: MailSettings, to: str, subject: str, text: str, html: str,
                   msg_id: str, now: datetime) -> EmailMessage:
-    """multipart/alternative: the text first, the HTML last (the one clients prefer)."""
-    msg = EmailMessage()
+    """multipart/alternative: the text first, the HTML last (the one clients prefer).
+
+    Header lines up to RFC 5322's 998 characters: a long subject folded right after
+    `Subject:` reads back with a leading space in some parsers (Python's among them)."""
+    msg = EmailMessage(policy=HEADER_POLICY)
     msg["Subject"] = subject
     msg["From"] = settings.from_
     msg["To"] = to
