@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from wodsync.catalog import Catalog, validate
 from wodsync.mail import context as mail_context
 from wodsync.mail import links, triggers
@@ -34,7 +35,6 @@ from wodsync.store import (
     Session,
     SessionState,
     Store,
-    default_url,
     open_store,
 )
 from wodsync.store.models import writing
