@@ -39,6 +39,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_sessions": ("sessionlab", ("root", "pg")),
     "test_sessions_api": ("sessionlab", ("root", "hub")),
     "test_ssh_sessions": ("sessionlab", ("root", "sshd")),  # lab1 behind a default sshd
+    "test_mail_serve": ("sessionlab", ("root",)),  # mails of a real `wodsync serve`
     # uids 55001-55050 (wodta) and 55001-55010 (wodtw) overlap.
     "test_accountsdb": ("uids-55000", ("root",)),
     "test_sweep": ("uids-55000", ("root",)),
