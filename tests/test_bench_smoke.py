@@ -39,6 +39,7 @@ SMOKE: dict[str, list[str]] = {
     "egress.py": ["--sizes", "0,5", "--runs", "1"],
     "sessions.py": ["--seats", "20", "--creates", "1", "--concurrent", "2", "--probes", "1",
                     "--no-corpus", "--force"],
+    "mail.py": ["--runs", "2", "--concurrent", "2", "--seats", "4"],
 }
 
 
@@ -107,3 +108,11 @@ def test_sessions_times_a_seat_to_a_working_lab() -> None:
     assert "1 sequential CREATEs" in out and ", 0 failures" in out, out
     assert re.search(r"seat usable \(wall: .*\) p50 +[0-9]+ ms", out), out
     assert "2 created, 0 failed" in out, out
+
+
+@needs_root
+def test_mail_prints_create_to_credentials_mail_beside_its_baselines() -> None:
+    out = bench("mail.py")
+    assert re.search(r"CREATE → credentials mail in the sink: p50 +[0-9.]+ ms", out), out
+    assert re.search(r"baseline, bare CREATE \(its answer\): +p50 +[0-9.]+ ms", out), out
+    assert "2 of 2 credentials mails delivered, 0 twice" in out, out
