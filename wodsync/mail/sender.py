@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wodsync.mail")
 POLL_SECONDS = 1.0
-AFTER_WAKE_SECONDS = 0.05
 # Tests only: a file path; after each claim the sender writes the claimed ids there and waits
 # while the file exists — a window between "claimed" and "sent" a test can kill the process in.
 PAUSE_ENV = "WODSYNC_MAIL_PAUSE_AFTER_CLAIM"
@@ -184,18 +183,13 @@ class Sender:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        woken = False
         while not self._stop.is_set():
             try:
                 if self.run_once():
                     continue
             except Exception as exc:  # the store away a moment: said, and tried again
                 log.warning("mail sender: %s: %s", type(exc).__name__, exc)
-            if woken:  # a mail queued by a transaction that had not committed yet
-                woken = False
-                time.sleep(AFTER_WAKE_SECONDS)
-                continue
-            woken = triggers.queued.wait(self._wait())
+            triggers.queued.wait(self._wait())
             triggers.queued.clear()
 
     def _wait(self) -> float:

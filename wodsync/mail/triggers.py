@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 
 from wodsync.mail.settings import MailSettings
 from wodsync.store import Moved, Sessions, SessionState
+from wodsync.store.models import after_commit
 from wodsync.store.outbox import OutboxError, enqueue
 
 S = SessionState
@@ -74,7 +75,7 @@ class MailHook:
                 log.warning("mail: %s mail of session %s not queued: %s", kind,
                             moved.session.id, exc)
                 continue
-            queued.set()
+            after_commit(conn, queued.set)  # the sender wakes once the mail is there
 
 
 def install(sessions: Sessions, settings: SettingsFn) -> MailHook:
