@@ -462,3 +462,23 @@ def test_the_sink_runs_as_a_process_and_stores_what_it_receives(tmp_path: Path) 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
+
+
+def test_the_daemon_metrics_count_sent_and_failed_mails_and_show_the_queue(
+        mailing: Store, catalog: Catalog, tmp_path: Path) -> None:
+    from wodsync.daemon.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.watch_outbox(mailing)
+    active_session(mailing)
+    active_session(mailing, email="bob@example.org", seat=2)
+    assert "wodsync_mail_queued 2.0" in metrics.exposition().decode()
+    with Sink(tmp_path / "picky", refuse=1) as picky:
+        s = sender(mailing, catalog, picky, on_result=metrics.mail_result)
+        until(lambda: s.run_once() >= 0 and mailing.outbox.counts()[OutboxState.SENT] == 2,
+              "the mails were not sent")
+    shown = metrics.exposition().decode()
+    assert 'wodsync_mail_sent_total{kind="credentials"} 2.0' in shown
+    assert 'wodsync_mail_retried_total{kind="credentials"} 1.0' in shown
+    assert 'wodsync_mail_outbox{state="sent"} 2.0' in shown
+    assert "wodsync_mail_queued 0.0" in shown
