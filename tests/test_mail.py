@@ -482,3 +482,43 @@ def test_the_daemon_metrics_count_sent_and_failed_mails_and_show_the_queue(
     assert 'wodsync_mail_retried_total{kind="credentials"} 1.0' in shown
     assert 'wodsync_mail_outbox{state="sent"} 2.0' in shown
     assert "wodsync_mail_queued 0.0" in shown
+
+
+def test_the_built_in_templates_pass_the_checks_validate_applies(catalog: Catalog) -> None:
+    from wodsync.catalog.templates import check_template
+    from wodsync.mail.compose import sample_context
+    from wodsync.mail.templates import PARTS, builtin
+    from wodsync.store.outbox import KINDS
+
+    for kind in KINDS:
+        for part in PARTS:
+            source = builtin(kind, part)
+            found = check_template(source.rel, source.text.encode(),
+                                   {"": sample_context(catalog, kind)})
+            assert found == [], (kind, part, found)
+            assert part == "html" or source.text.startswith("Subject: ")
+
+
+def test_expiring_carries_the_extend_link_and_failed_tells_participant_and_operators(
+        mailing: Store, catalog: Catalog, sink: Sink) -> None:
+    links.register("extend", lambda req: f"{req.base_url}/s/x-{req.session.id}#extend")
+    try:
+        s = active_session(mailing)
+        mailing.sessions.mark_expiring(timedelta(hours=3))
+        failed = new_session(mailing, email="bob@example.org", seat=2)
+        mailing.sessions.fail(failed.id, "create hook exited 3")
+        drain(sender(mailing, catalog, sink))
+    finally:
+        links.unregister("extend")
+    by_subject = {str(m["Subject"]): m for m in sink.messages()}
+    expiring = by_subject["Python 101 - A first look at the Python language: your workshop "
+                          f"ends at {s.ends_at:%Y-%m-%d %H:%M} UTC"]  # type: ignore[str-format]
+    text, html = parts(expiring)
+    assert f"https://portal.example.org/s/x-{s.id}#extend" in text + html
+    assert "Save your work now" in text and "Pass-w0rd-1" in text
+    [to_bob] = [m for m in sink.messages() if m["To"] == "bob@example.org"]
+    bob_text, _ = parts(to_bob)
+    assert "your registration had to be reset" in bob_text.replace("\n", " ")
+    assert "create hook exited 3" not in bob_text  # internals go to the operators only
+    [to_ops] = [m for m in sink.messages() if m["To"] == "ops@example.org"]
+    assert "create hook exited 3" in parts(to_ops)[0] and failed.id in str(to_ops["Subject"])
