@@ -512,7 +512,7 @@ def test_expiring_carries_the_extend_link_and_failed_tells_participant_and_opera
         links.unregister("extend")
     by_subject = {str(m["Subject"]): m for m in sink.messages()}
     expiring = by_subject["Python 101 - A first look at the Python language: your workshop "
-                          f"ends at {s.ends_at:%Y-%m-%d %H:%M} UTC"]  # type: ignore[str-format]
+                          f"ends at {s.ends_at:%Y-%m-%d %H:%M} UTC"]
     text, html = parts(expiring)
     assert f"https://portal.example.org/s/x-{s.id}#extend" in text + html
     assert "Save your work now" in text and "Pass-w0rd-1" in text
