@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from wodsync.agent import PROTOCOL, batch, seats
+from wodsync.agent import PROTOCOL, batch, guard, seats
 from wodsync.agent.host import HostSide
 from wodsync.agent.kinds import OPERATIONS as KIND_OPERATIONS
 from wodsync.agent.protocol import (
@@ -47,7 +47,7 @@ def _version(payload: HostPayload, host: HostSide) -> VersionAnswer:
 
 OPERATIONS: dict[str, Operation] = {
     "observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
-    **seats.OPERATIONS}
+    **seats.OPERATIONS, **guard.OPERATIONS}
 
 
 def _watch_stdin(host: HostSide, fd: int) -> None:

@@ -207,3 +207,72 @@ class SeatServersAnswer(TypedDict):
     deferred: list[str]
     gone: list[str]
     errors: dict[str, str]
+
+
+# ---- the seat guard (`guard_round`) --------------------------------------------------------------
+
+class GuardRule(TypedDict, total=False):
+    """A rule of `catalog/guard.yaml` as the host applies it (`catalog.guard`'s models)."""
+
+    name: str
+    type: str                       # banned, cpu, kernel_age, free_seat, egress
+    action: str                     # report, kill, stop_server, purge, quarantine
+    patterns: list[str]             # banned
+    percent: float                  # cpu: of one core, the seat's processes together
+    minutes: float                  # cpu: in a row
+    allow: list[str]                # cpu: command lines not counted
+    hours: float                    # kernel_age
+
+
+class GuardPool(TypedDict):
+    """The seats of the host's pool: user `<prefix><n>` has uid `uid_base + n`."""
+
+    prefix: str
+    uid_base: int
+    first: int
+    last: int
+
+
+class GuardIdle(TypedDict):
+    """Idle servers: stopped after `timeout` seconds without hub activity, busy kernel or CPU
+    above `cpu_percent`; `proxy` is where the hub's proxy answers on the host."""
+
+    timeout: float
+    cpu_percent: float
+    proxy: str
+
+
+class GuardRoundRequest(HostPayload, total=False):
+    pool: GuardPool
+    rules: list[GuardRule]
+    dry_run: bool                   # every action is `report` this round
+    hub: Hub | None
+    idle: GuardIdle | None
+
+
+class GuardFinding(TypedDict, total=False):
+    """What a rule found, with its evidence, and what the host did (`done`: killed, stopped,
+    gone, reported; "" when the action is the controller's: purge, quarantine)."""
+
+    rule: str
+    type: str
+    action: str
+    user: str
+    uid: int
+    session: str                    # the session the seat's record names ("" for none)
+    pid: int
+    cmdline: str
+    cpu: float                      # percent of one core since the last round
+    over: float                     # cpu: seconds the seat has been over the rule's percent
+    age: float                      # seconds since the process started (idle: since the
+                                    # hub last saw activity)
+    done: str
+    error: str
+
+
+class GuardRoundAnswer(TypedDict):
+    findings: list[GuardFinding]
+    processes: int                  # processes of the pool's seats seen this round
+    seats_busy: int                 # seats with at least one process
+    seconds: float                  # the round on the host
+    errors: list[str]

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from wodsync.catalog.guard import GuardFile
 from wodsync.catalog.models import (
     NAME_RE,
     WORKSHOP_KEY_RE,
@@ -57,6 +58,7 @@ STUDENTS_FILE = "catalog/students.yaml"
 LOCATIONS_FILE = "catalog/locations.yaml"
 VARIABLES_FILE = "catalog/variables.yaml"
 SYSTEM_FILE = "catalog/system.yaml"
+GUARD_FILE = "catalog/guard.yaml"
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9._+@=,][A-Za-z0-9._+@=,-]*$")
 MAX_FOLDER_FILES = 5000
 MAX_FOLDER_DEPTH = 16
@@ -93,6 +95,7 @@ class Catalog:
     # templates (`wodsync.mail.templates.MailTemplates`), set by `wodsync.mail.templates`.
     mail: Any = None
     mail_templates: Any = None
+    guard: GuardFile | None = None  # catalog/guard.yaml; None: no guard rounds
 
     def complete(self, *file_types: str) -> bool:
         """True when every file of these types (`FILE_MODELS`' keys) validated, so checks
@@ -349,6 +352,7 @@ def load_catalog(root: Path) -> Catalog:
     system: SystemFilesFile | None = _load(catalog, SYSTEM_FILE, SystemFilesFile, "system",
                                            required=False)
     catalog.system_files = system.files if system else []
+    catalog.guard = _load(catalog, GUARD_FILE, GuardFile, "guard", required=False)
     _load_workshops(catalog)
     _load_hosts(catalog)
     catalog.templates_ok = repo_folder(catalog, TEMPLATES_DIR)

@@ -11,7 +11,11 @@ import json
 import os
 from pathlib import Path
 
+from wodsync.catalog.guard import GuardFile
 from wodsync.catalog.models import FILE_MODELS
+
+# The catalog's file types; the guard's models live beside its rules (`catalog.guard`).
+MODELS = {**FILE_MODELS, "guard": GuardFile}
 
 SCHEMAS_DIR = "schemas"
 
@@ -23,7 +27,7 @@ def schema_name(file_type: str) -> str:
 def generate() -> dict[str, str]:
     """File name → JSON text of every catalog file type's schema."""
     out = {}
-    for file_type, model in FILE_MODELS.items():
+    for file_type, model in MODELS.items():
         schema = model.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://wodsync.dev/schemas/{schema_name(file_type)}"
