@@ -77,7 +77,7 @@ class Sample(NamedTuple):
     elapsed: float | None           # seconds since the last round
 
 
-# ---- reading /proc --------------------------------------------------------------------------
+# ---- reading /proc ---------------------------------------------------------------------------
 
 def _uptime() -> float:
     with open("/proc/uptime", encoding="ascii") as f:
@@ -128,7 +128,7 @@ def scan(pool: GuardPool) -> list[Proc]:
     return found
 
 
-# ---- the state kept between rounds ------------------------------------------------------------
+# ---- the state kept between rounds -----------------------------------------------------------
 
 def _state_path(state_dir: str) -> str:
     return os.path.join(state_dir, STATE_DIR, STATE_FILE)
@@ -191,7 +191,7 @@ def _percent(s: Sample, pids: list[int]) -> float | None:
     return round(sum(t or 0 for t in ticks) / HZ / s.elapsed * 100, 1)
 
 
-# ---- killing by pid, safely -------------------------------------------------------------------
+# ---- killing by pid, safely ------------------------------------------------------------------
 
 def kill(proc: Proc) -> str:
     """SIGKILL `proc` if its pid still names it: `killed`, or `gone` (it ended, or the pid is
@@ -217,7 +217,7 @@ def kill(proc: Proc) -> str:
             os.close(pidfd)
 
 
-# ---- the rules ----------------------------------------------------------------------------------
+# ---- the rules -------------------------------------------------------------------------------
 
 class Round:
     """One round's findings, with the state the next round needs."""
@@ -305,7 +305,7 @@ CHECKS = {"banned": Round.banned, "free_seat": Round.free_seat, "kernel_age": Ro
 # the rule type is accepted and finds nothing here.
 
 
-# ---- the host's own actions ---------------------------------------------------------------------
+# ---- the host's own actions -------------------------------------------------------------------
 
 def act(r: Round, hub: Hub | None) -> None:
     """`kill` and `stop_server`, done here; anything else is the controller's (or, in a dry
@@ -338,7 +338,7 @@ def _stop(finding: GuardFinding, hub: Hub | None) -> None:
         finding["error"] = f"the hub did not answer: {exc}"
 
 
-# ---- idle servers -------------------------------------------------------------------------------
+# ---- idle servers ----------------------------------------------------------------------------
 
 def _when(value: Any) -> float | None:
     if not isinstance(value, str):
@@ -417,7 +417,7 @@ def idle_servers(r: Round, hub: Hub, idle: GuardIdle, pool: GuardPool) -> None:
         r.quiet.pop(str(uid), None)
 
 
-# ---- the operation --------------------------------------------------------------------------------
+# ---- the operation ---------------------------------------------------------------------------
 
 def guard_round(req: GuardRoundRequest, host: HostSide) -> GuardRoundAnswer:
     """Operation `guard_round`: read, judge, act, remember; one answer with every finding."""

@@ -1,7 +1,7 @@
 """The `wodsync` command line: thin wrappers that call the pipeline and set exit codes.
 
-One module per group of commands (`catalog`, `engine`, `sessions`, `seats`, `report`, `review`,
-`watch`, `daemon`, `demo`, `mail`);
+One module per group of commands (`catalog`, `engine`, `sessions`, `seats`, `guard`, `report`,
+`review`, `watch`, `daemon`, `demo`, `mail`);
 each imports the heavy parts of wodsync inside its commands, so `wodsync --help` stays fast.
 """
 
@@ -18,6 +18,7 @@ from wodsync.cli import (  # noqa: F401
     demo,
     engine,
     mail,
+    guard,
     report,
     review,
     seats,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from wodsync.catalog.models import Pool
 from wodsync.cli.common import main, say
 from wodsync.cli.sessions import controller, controller_options
 
@@ -57,7 +58,8 @@ def sync_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str 
 def release_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
                 host: str, seat: str, yes: bool) -> None:
     """Free SEAT (a number or a user name) of HOST whatever session holds it: lock, stop, kill,
-    new hub identity, sweep, empty the home, drop its record; sessions holding it end."""
+    new hub identity, sweep, empty the home, drop its record; sessions holding it end, and a
+    quarantine by the seat guard is lifted."""
     from wodsync.sessions.service import SessionError
 
     with controller(root, state, db, secrets_file) as ctl:
@@ -73,5 +75,13 @@ def release_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: s
             ended = ctl.sessions.release_seat(host, username)
         except (SessionError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
+        lifted = ctl.store.guard.lift(host, pool_seat(pool, username))
         say(f"seat {username} on {host} released"
-            + (f"; session {ended.id} ended" if ended else ""))
+            + (f"; session {ended.id} ended" if ended else "")
+            + ("; its quarantine lifted" if lifted else ""))
+
+
+def pool_seat(pool: Pool, username: str) -> int:
+    """The seat number of `username` in `pool` (-1: not one of its seats)."""
+    tail = username[len(pool.prefix):] if username.startswith(pool.prefix) else ""
+    return int(tail) if tail.isdigit() else -1

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wodsync.daemon.loop import Daemon, Settings
 from wodsync.daemon.writer import WriterRole, settle
@@ -28,6 +28,9 @@ from wodsync.logs import setup_logging
 from wodsync.secrets import Secrets
 from wodsync.source.archive import ExportLimits
 from wodsync.source.revision import Current
+
+if TYPE_CHECKING:
+    from wodsync.guard.loop import GuardLoop
 
 log = logging.getLogger("wodsync.daemon")
 EXPIRY_INTERVAL = 30.0
@@ -94,6 +97,7 @@ class DaemonProcess:
         self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
         self.daemon.metrics.watch_outbox(self.store)
         self.mail = self._mail_sender()
+        self.guard = self._guard_loop()
         secret = options.secrets.controller
         self.app = create_app(Context(
             self.store, sessions=self.sessions, daemon=self.daemon,
@@ -145,6 +149,7 @@ class DaemonProcess:
         self.daemon.start()
         self.expiry.start()
         self.mail.start()
+        self.guard.start()
         self.daemon.metrics.writer.set(1)
         self.role.start()
         log.info("daemon: following %s, state %s, API on http://%s:%d", self.source.name,
@@ -173,16 +178,28 @@ class DaemonProcess:
             self.daemon.stop()
             self.expiry.stop()
             self.mail.stop()
+            self.guard.stop()
             self.sessions.connections.close()
             self.close()
 
+    def _guard_loop(self) -> GuardLoop:
+        """The seat guard's rounds, counted in the daemon's metrics (the writer's alone: two
+        daemons must not both act on a seat)."""
+        from wodsync.guard.actions import Sentinel
+        from wodsync.guard.loop import GuardLoop
+
+        counter = self.daemon.metrics.guard_actions
+        return GuardLoop(Sentinel(self.sessions,
+                                  lambda rule, action: counter.labels(rule, action).inc()))
+
     def _stop_writing(self, why: str) -> None:
-        """The writer lock is lost (`why`): the loops pause at once, expiry and the mail
-        sender stop."""
+        """The writer lock is lost (`why`): the loops pause at once, expiry, the mail sender
+        and the guard stop."""
         self.daemon.pause()
         self.daemon.metrics.writer.set(0)
         self.expiry.stop()
         self.mail.stop()
+        self.guard.stop()
 
     def _start_writing(self) -> None:
         """The lock is held again: re-read what another writer may have changed (the last
@@ -196,6 +213,8 @@ class DaemonProcess:
         self.expiry.start()
         self.mail = self._mail_sender()
         self.mail.start()
+        self.guard = self._guard_loop()
+        self.guard.start()
         self.daemon.metrics.writer.set(1)
 
     def close(self) -> None:

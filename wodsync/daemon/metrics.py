@@ -73,6 +73,9 @@ class Metrics:
                              ["host"], registry=r)
         self.ready = Gauge("wodsync_host_ready", "1 when the host is Ready.", ["host"],
                            registry=r)
+        self.guard_actions = Counter(
+            "wodsync_guard_actions", "Seat guard events by rule and action (report: a dry "
+            "run or a report rule).", ["rule", "action"], registry=r)
         self.create_seconds = Histogram(
             "wodsync_session_create_seconds", "A CREATE, from the request to the seat usable.",
             registry=r, buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10))

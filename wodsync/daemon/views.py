@@ -89,6 +89,20 @@ def releases_json(store: Store) -> list[dict[str, Any]]:
             for s in store.sessions.find(state=SessionState.RELEASING)]
 
 
+def guard_json(store: Store, limit: int = 20) -> dict[str, Any]:
+    """The seat guard: its last events (rule, action, outcome, evidence) and the seats it
+    quarantined (given to nobody until `wodsync seat release`)."""
+    return {"events": [{"at": iso(e.at), "host": e.host, "seat": e.username,
+                        "session": e.session_id, "rule": e.rule, "action": e.action,
+                        "outcome": _text(e.outcome),
+                        "evidence": {k: _text(v) if isinstance(v, str) else v
+                                     for k, v in e.evidence.items()}}
+                       for e in store.guard.events(limit=limit)],
+            "quarantined": [{"host": q.host, "seat": q.username, "rule": q.rule,
+                             "since": iso(q.since), "by": q.by}
+                            for q in store.guard.quarantined()]}
+
+
 def status_view(store: Store, host: str | None = None,
                 limit: int = HISTORY_KEPT) -> dict[str, Any]:
     """The repository (the source followed last), every host's status, the releases pending,
@@ -99,6 +113,7 @@ def status_view(store: Store, host: str | None = None,
             "ready": bool(hosts) and all(h.condition == "Ready" for h in hosts),
             "hosts": [host_json(h) for h in hosts],
             "releasesPending": releases_json(store),
+            "guard": guard_json(store),
             "reconciliations": [reconciliation_json(r)
                                 for r in store.status.reconciliations(host, limit)]}
 

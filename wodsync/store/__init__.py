@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from wodsync.store import files, migrations, sealing
+from wodsync.store.guard import Guard, GuardEvent, Quarantined
 from wodsync.store.lock import (
     WriterBusy,
     WriterLock,
@@ -85,6 +86,8 @@ __all__ = [
     "Condition",
     "ExtensionRefused",
     "Facts",
+    "Guard",
+    "GuardEvent",
     "HostStatus",
     "InvalidTransition",
     "KeyUnavailable",
@@ -97,6 +100,7 @@ __all__ = [
     "OutboxState",
     "Participant",
     "PasswordUnreadable",
+    "Quarantined",
     "Reason",
     "Reconciliation",
     "RepositoryState",
@@ -124,14 +128,15 @@ DB_FILE = "wodsync.db"
 
 
 class Store:
-    """An open store: `sessions`, `status` and the mail `outbox`, over one engine
-    (thread-safe, pooled)."""
+    """An open store: `sessions`, `status`, the mail `outbox` and the seat `guard`, over one
+    engine (thread-safe, pooled)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = Sessions(engine)
         self.status = Status(engine)
         self.outbox = Outbox(engine)
+        self.guard = Guard(engine)
 
     @property
     def backend(self) -> str:

@@ -493,3 +493,34 @@ class OutboxRow(Base):
         Index("ix_outbox_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_outbox_session_id", "session_id"),
     )
+class GuardEventRow(Base):
+    """What the seat guard found on a host and what was done about it, with the evidence."""
+
+    __tablename__ = "guard_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    host: Mapped[str] = mapped_column(String(255))
+    seat: Mapped[int | None] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(12))
+    rule: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_guard_events_host_at", "host", "at"),)
+
+
+class QuarantineRow(Base):
+    """A seat the guard took out of service: no CREATE is given it until an operator releases
+    it (`wodsync seat release`)."""
+
+    __tablename__ = "quarantined_seats"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seat: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime]
+    by: Mapped[str] = mapped_column(Text)

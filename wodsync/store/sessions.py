@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, up
 from sqlalchemy.exc import DBAPIError
 
 from wodsync.logs import FIELDS
+from wodsync.store.guard import quarantined
 from wodsync.store.models import (
     LIVE_STATES,
     SEAT_STATES,
@@ -599,9 +600,11 @@ def _serialize_workshop(conn: Connection, workshop: str) -> None:
 
 
 def _first_free_seat(conn: Connection, seats: list[Candidate]) -> Candidate | None:
+    """The first candidate no session holds and the guard has not quarantined."""
     hosts = sorted({c.host for c in seats})
     taken = {(h, s) for h, s in conn.execute(select(SESSIONS.c.host, SESSIONS.c.seat).where(
         _holding(), SESSIONS.c.host.in_(hosts)))}
+    taken |= quarantined(conn, hosts)
     return next((c for c in seats if (c.host, c.seat) not in taken), None)
 
 

@@ -1,0 +1,70 @@
+"""The daemon's guard loop: a round on every host every `guard.interval` seconds.
+
+Why a thread of its own beside the reconcile loop: a round is one short agent call that takes
+no host lock (it reads /proc and kills by pid; an idle server is stopped through the hub), so it
+never waits behind an apply and an apply never waits behind it. A host known to be down (its
+connection failed lately) is skipped until it answers again; a failing round is logged and the
+next one tries again. The interval is the deployed catalog's: a commit changes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from wodsync.guard.actions import Sentinel
+from wodsync.source.revision import NotDeployed
+
+log = logging.getLogger("wodsync.guard")
+TICK = 1.0  # seconds between two looks at which host is due
+
+
+class GuardLoop:
+    def __init__(self, sentinel: Sentinel) -> None:
+        self.sentinel = sentinel
+        self._due: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wodsync-guard", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK):
+            try:
+                self.tick()
+            except Exception as exc:  # a bad tick never stops the loop
+                log.warning("guard: %s", exc)
+
+    def tick(self, now: float | None = None) -> list[str]:
+        """Run the rounds that are due; returns the hosts checked."""
+        try:
+            catalog = self.sentinel.sessions.deployment().catalog
+        except NotDeployed:
+            return []
+        if catalog.guard is None:
+            return []
+        now = time.monotonic() if now is None else now
+        checked = []
+        for name in sorted(catalog.hosts):
+            if self._due.get(name, 0.0) > now:
+                continue
+            self._due[name] = now + catalog.guard.interval
+            down = self.sentinel.sessions.connections.down(name)
+            if down:
+                log.info("guard: %s skipped: down (%s)", name, down)
+                continue
+            try:
+                report = self.sentinel.run(name)
+            except Exception as exc:  # the host or its agent failed: the next round retries
+                log.warning("guard: round on %s failed: %s", name, exc)
+                continue
+            checked.append(name)
+            for line in report.errors:
+                log.warning("guard: %s: %s", name, line)
+        return checked
