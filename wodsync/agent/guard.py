@@ -182,13 +182,10 @@ def _percent(s: Sample, pids: list[int]) -> float | None:
     """CPU of these processes together since the last round, in percent of one core."""
     if s.elapsed is None or not s.elapsed:
         return None
-    ticks = [s.used[p] for p in pids]
-    if any(t is None for t in ticks):
-        known = [t for t in ticks if t is not None]
-        if not known:
-            return None
-        ticks = known
-    return round(sum(t or 0 for t in ticks) / HZ / s.elapsed * 100, 1)
+    known = [t for t in (s.used[p] for p in pids) if t is not None]
+    if not known:
+        return None
+    return round(sum(known) / HZ / s.elapsed * 100, 1)
 
 
 # ---- killing by pid, safely ------------------------------------------------------------------
@@ -235,7 +232,8 @@ class Round:
         self.targets: list[list[Proc]] = []   # the processes of each finding, by index
         self.errors: list[str] = []
 
-    def add(self, key: str, rule: GuardRule, procs: list[Proc], **evidence: Any) -> None:
+    def add(self, key: str, rule: GuardRule, procs: list[Proc], cpu: float | None = None,
+            over: float | None = None) -> None:
         """A finding of `rule` about `procs` (one seat's), once per `key` while it lasts."""
         self.seen.add(key)
         if key in self.seen_before and rule.get("action") != "kill":
@@ -246,7 +244,11 @@ class Round:
             "rule": rule["name"], "type": rule["type"], "action": rule.get("action", "report"),
             "user": first.user, "uid": first.uid,
             "session": (self.seats.get(first.user) or {}).get("session", ""),
-            "pid": first.pid, "cmdline": first.cmdline, "age": age, "done": "", **evidence}
+            "pid": first.pid, "cmdline": first.cmdline, "age": age, "done": ""}
+        if cpu is not None:
+            finding["cpu"] = cpu
+        if over is not None:
+            finding["over"] = over
         self.findings.append(finding)
         self.targets.append(procs)
 
@@ -310,7 +312,8 @@ CHECKS = {"banned": Round.banned, "free_seat": Round.free_seat, "kernel_age": Ro
 def act(r: Round, hub: Hub | None) -> None:
     """`kill` and `stop_server`, done here; anything else is the controller's (or, in a dry
     run, nobody's)."""
-    for finding, procs in zip(r.findings, r.targets, strict=True):
+    for n, finding in enumerate(r.findings):
+        procs = r.targets[n]  # the processes of the finding (zip(strict=) is Python 3.10)
         action = finding["action"]
         if r.req.get("dry_run") or action == "report":
             finding["done"] = "reported"
@@ -419,22 +422,22 @@ def idle_servers(r: Round, hub: Hub, idle: GuardIdle, pool: GuardPool) -> None:
 
 # ---- the operation ---------------------------------------------------------------------------
 
-def guard_round(req: GuardRoundRequest, host: HostSide) -> GuardRoundAnswer:
+def guard_round(payload: GuardRoundRequest, host: HostSide) -> GuardRoundAnswer:
     """Operation `guard_round`: read, judge, act, remember; one answer with every finding."""
     started = time.monotonic()
-    state_dir = req["state_dir"]
+    state_dir = payload["state_dir"]
     state = load_state(state_dir)
-    s = sample(scan(req["pool"]), state, _uptime())
-    r = Round(req, s, records.read_all(state_dir), state)
-    for rule in req.get("rules") or []:
+    s = sample(scan(payload["pool"]), state, _uptime())
+    r = Round(payload, s, records.read_all(state_dir), state)
+    for rule in payload.get("rules") or []:
         check = CHECKS.get(rule.get("type", ""))
         if check is not None:
             check(r, rule)
-    act(r, req.get("hub"))
-    hub, idle = req.get("hub"), req.get("idle")
+    act(r, payload.get("hub"))
+    hub, idle = payload.get("hub"), payload.get("idle")
     if hub and idle and idle.get("timeout"):
         try:
-            idle_servers(r, hub, idle, req["pool"])
+            idle_servers(r, hub, idle, payload["pool"])
         except (hubapi.HubApiError, OSError, ValueError) as exc:
             r.errors.append(f"idle servers: the hub: {exc}")
     save_state(state_dir, r.state())

@@ -11,11 +11,13 @@ import json
 import os
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from wodsync.catalog.guard import GuardFile
 from wodsync.catalog.models import FILE_MODELS
 
 # The catalog's file types; the guard's models live beside its rules (`catalog.guard`).
-MODELS = {**FILE_MODELS, "guard": GuardFile}
+MODELS: dict[str, type[BaseModel]] = {**FILE_MODELS, "guard": GuardFile}
 
 SCHEMAS_DIR = "schemas"
 

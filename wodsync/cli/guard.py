@@ -62,7 +62,8 @@ def run_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str |
         if unknown:
             raise click.UsageError(f"unknown host {unknown[0]!r}")
         sentinel = Sentinel(ctl.sessions)
-        out, failed = [], []
+        out: list[dict[str, Any]] = []
+        failed: list[str] = []
         for name in list(hosts) or sorted(catalog.hosts):
             try:
                 report = sentinel.run(name, dry_run=dry_run)
