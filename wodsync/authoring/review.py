@@ -58,6 +58,8 @@ PRIVILEGED_PATHS: dict[str, str] = {
     "catalog/system.yaml": "system files written as root on every host, and the commands run "
                            "after they change",
     "catalog/students.yaml": "the seats' Linux accounts: uids, groups, homes and shells",
+    "catalog/guard.yaml": "the seat guard's rules: what kills students' processes, purges "
+                          "their sessions and takes seats out of service",
     ".github/": "CI and CODEOWNERS: how pull requests are checked and who must review them",
     "wodsync/": "wodsync's own code, which runs as root on the controller and the hosts",
     "bootstrap": "the installer of wodsync and its test tools, run as root",
