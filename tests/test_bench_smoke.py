@@ -40,6 +40,7 @@ SMOKE: dict[str, list[str]] = {
     "sessions.py": ["--seats", "20", "--creates", "1", "--concurrent", "2", "--probes", "1",
                     "--no-corpus", "--force"],
     "mail.py": ["--runs", "2", "--concurrent", "2", "--seats", "4"],
+    "guard.py": ["--seats", "20", "--busy", "3", "--rounds", "2"],
 }
 
 
@@ -116,3 +117,11 @@ def test_mail_prints_create_to_credentials_mail_beside_its_baselines() -> None:
     assert re.search(r"CREATE → credentials mail in the sink: p50 +[0-9.]+ ms", out), out
     assert re.search(r"baseline, bare CREATE \(its answer\): +p50 +[0-9.]+ ms", out), out
     assert "2 of 2 credentials mails delivered, 0 twice" in out, out
+
+
+def test_guard_times_a_round_beside_a_bare_round_trip() -> None:
+    out = bench("guard.py")
+    assert "(6 processes in 3 seats), 4 rules, 2 rounds, 0 findings" in out, out
+    assert re.search(r"baseline: bare agent round trip \(version\) +[0-9.]+ ms", out), out
+    assert re.search(r"guard round \(agent round trip\) +[0-9.]+ ms", out), out
+    assert re.search(r"CPU at a 30 s interval: [0-9.]+ % of one core", out), out

@@ -24,8 +24,16 @@ import requests
 from wodsync.store import Participant, SessionState
 
 from helpers import remove_test_accounts, until, wodsync
-from hubs import HUB_PREFIX, PROXY, HubApi, hub_ports, hub_prefix_lock, needs_hub, stop_hub, \
-    write_lab
+from hubs import (
+    HUB_PREFIX,
+    PROXY,
+    HubApi,
+    hub_ports,
+    hub_prefix_lock,
+    needs_hub,
+    stop_hub,
+    write_lab,
+)
 
 pytestmark = needs_hub
 

@@ -189,3 +189,30 @@ def test_events_and_quarantined_seats_are_in_the_status_and_actions_in_metrics(t
     assert b'wodsync_guard_actions_total{action="kill",rule="miners"} 1.0' \
         in metrics.exposition()
     store.close()
+
+
+def test_the_daemon_loop_runs_each_host_every_interval_and_skips_a_host_that_is_down(
+        repo, tmp_path: Path, caplog):
+    from wodsync.controller import open_controller
+    from wodsync.guard.actions import Sentinel
+    from wodsync.guard.loop import GuardLoop
+
+    repo.write(GUARD, "interval: 30\nrules:\n  - {name: miners, type: banned, action: kill}\n")
+    ctl = open_controller(repo.root, tmp_path / "state", None, Secrets())
+    try:
+        hosts = sorted(ctl.deployment.catalog.hosts)
+        for name in hosts:
+            ctl.connections.mark_down(name, "connection refused")
+        loop = GuardLoop(Sentinel(ctl.sessions))
+        with caplog.at_level("INFO", logger="wodsync.guard"):
+            assert loop.tick(now=1000.0) == []
+            assert loop.tick(now=1029.0) == []
+        skipped = [r.getMessage() for r in caplog.records]
+        assert skipped == [f"guard: {h} skipped: down (connection refused)" for h in hosts], \
+            "once per interval, never called while down"
+        caplog.clear()
+        with caplog.at_level("INFO", logger="wodsync.guard"):
+            loop.tick(now=1030.0)
+        assert len(caplog.records) == len(hosts), "due again after the interval"
+    finally:
+        ctl.close()
