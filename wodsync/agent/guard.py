@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from wodsync.agent import hubapi, records
+from wodsync.agent import hostlock, hubapi, records
 from wodsync.agent.host import HostSide
 from wodsync.agent.protocol import (
     GuardFinding,
@@ -54,6 +54,7 @@ HZ = os.sysconf("SC_CLK_TCK")
 KERNEL_RE = re.compile(r"ipykernel_launcher|-m ipykernel\b")
 CMDLINE_CAP = 1000  # characters of a command line kept as evidence
 HUB_TIMEOUT = 5.0
+STOP_LOCK_WAIT = 1.0  # seconds a server stop waits for the host (an apply holds it meanwhile)
 
 
 class Proc(NamedTuple):
@@ -321,17 +322,27 @@ def act(r: Round, hub: Hub | None) -> None:
             outcomes = {kill(p) for p in procs}
             finding["done"] = "killed" if "killed" in outcomes else "gone"
         elif action == "stop_server":
-            _stop(finding, hub)
+            _stop(finding, hub, r.req["state_dir"])
 
 
-def _stop(finding: GuardFinding, hub: Hub | None) -> None:
+def _stop(finding: GuardFinding, hub: Hub | None, state_dir: str) -> None:
+    """The seat's server stopped, under the seat's lock and only while the seat is still the
+    session's the round judged (a seat that changed hands meanwhile is left alone); while an
+    apply holds the host, not this round."""
     if not hub:
         finding["error"] = "no hub on this host: no server to stop"
         return
+    user = finding["user"]
     try:
-        hubapi.request(hub["api"], hub["token"], "DELETE",
-                       f"/users/{hubapi.quote(finding['user'])}/server", timeout=HUB_TIMEOUT)
+        with records.locked(state_dir, [user], timeout=STOP_LOCK_WAIT):
+            if (records.read(state_dir, user) or {}).get("session", "") != finding["session"]:
+                finding["done"] = "gone"
+                return
+            hubapi.request(hub["api"], hub["token"], "DELETE",
+                           f"/users/{hubapi.quote(user)}/server", timeout=HUB_TIMEOUT)
         finding["done"] = "stopped"
+    except hostlock.HostBusy as exc:
+        finding["error"] = f"not stopped this round: {exc}"
     except hubapi.HubApiError as exc:
         if exc.status in (400, 404):  # not running (any more)
             finding["done"] = "gone"
@@ -415,7 +426,7 @@ def idle_servers(r: Round, hub: Hub, idle: GuardIdle, pool: GuardPool) -> None:
         if r.req.get("dry_run"):
             finding["done"] = "reported"
         else:
-            _stop(finding, hub)
+            _stop(finding, hub, r.req["state_dir"])
         r.findings.append(finding)
         r.quiet.pop(str(uid), None)
 
@@ -427,6 +438,8 @@ def guard_round(payload: GuardRoundRequest, host: HostSide) -> GuardRoundAnswer:
     started = time.monotonic()
     state_dir = payload["state_dir"]
     state = load_state(state_dir)
+    # /proc before the records: a seat's record is written before its session starts anything,
+    # so a process the scan saw is judged against a record at least as new as the process.
     s = sample(scan(payload["pool"]), state, _uptime())
     r = Round(payload, s, records.read_all(state_dir), state)
     for rule in payload.get("rules") or []:
