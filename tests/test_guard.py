@@ -15,12 +15,14 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from wodsync.agent.run import kill_uid
 from wodsync.controller import Controller, open_controller
 from wodsync.guard.actions import Sentinel
 from wodsync.secrets import Secrets
@@ -45,8 +47,18 @@ def _range_taken() -> str | None:
 
 
 def _cleanup() -> None:
+    for uid in range(UID_BASE + 1, UID_BASE + 51):  # userdel refuses a user still running
+        kill_uid(uid)
     remove_test_accounts(PREFIX, UID_BASE)
     shutil.rmtree(HOMES, ignore_errors=True)
+
+
+def _remove_seats(seats: range) -> None:
+    """Only these seats' accounts (the module's own lab may be alive)."""
+    for n in seats:
+        kill_uid(UID_BASE + n)
+        subprocess.run(["userdel", f"{PREFIX}{n}"], check=False, capture_output=True)
+        subprocess.run(["groupdel", f"{PREFIX}{n}"], check=False, capture_output=True)
 
 
 def write_catalog(root: Path, state: Path) -> None:
@@ -250,3 +262,65 @@ def test_a_cpu_hog_past_its_minutes_is_quarantined_until_an_operator_releases_it
     assert "its quarantine lifted" in released.output
     again = g.ctl.sessions.create("WKSHP-Guard", alice(7)).session
     assert again.seat == s.seat, "released: the first free seat again"
+
+
+def test_the_daemon_runs_the_round_every_interval_and_shows_it(tmp_path):
+    """`wodsync daemon` on a catalog with `guard.yaml` (interval 1 s): a miner started on a
+    seat of its pool is killed by the daemon's own loop; the event is in /api/v1/status and
+    counted in /metrics."""
+    import requests
+
+    from gitorigin import Origin
+    from helpers import until
+    from sshd import free_port
+
+    homes = tmp_path / "homes"
+    homes.mkdir()
+    tmp_path.chmod(0o755)
+    origin = Origin(tmp_path / "git")
+    origin.write("catalog/locations.yaml", "locations:\n  - name: lab\n")
+    origin.write("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n"
+                 f"    first: 11\n    last: 14\n    uid_base: {UID_BASE}\n"
+                 f"    gid_base: {UID_BASE}\n    home_root: {homes}\n")
+    origin.write("catalog/workshops/README.md", "none yet\n")
+    origin.write("catalog/guard.yaml", "interval: 1\nrules:\n"
+                 "  - {name: miners, type: banned, action: kill}\n")
+    origin.write("hosts/local.yaml", "address: localhost\ntransport: local\nlocation: lab\n"
+                 f"pool: test\nstate_dir: {tmp_path}/hoststate\n")
+    origin.commit("a guarded lab")
+    port, token = free_port(), "api-" + os.urandom(6).hex()
+    log = (tmp_path / "daemon.log").open("ab")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "wodsync"), "daemon", "--repo", str(origin.origin),
+         "--state", str(tmp_path / "state"), "--listen", f"127.0.0.1:{port}"],
+        env=dict(os.environ, WODSYNC_API_TOKEN=token), stdout=log, stderr=log)
+    auth = {"Authorization": f"Bearer {token}"}
+    miner = None
+    try:
+        def get(path: str) -> requests.Response:
+            return requests.get(f"http://127.0.0.1:{port}{path}", headers=auth, timeout=5)
+
+        def ready() -> bool:
+            try:
+                return get("/readyz").ok
+            except requests.ConnectionError:
+                return False
+
+        until(ready, "the daemon never got ready")
+        miner = subprocess.Popen(["setpriv", f"--reuid={UID_BASE + 12}",
+                                  f"--regid={UID_BASE + 12}", "--clear-groups", *sleeper("xmrig")])
+        until(lambda: miner.poll() is not None, "the daemon's guard killed the miner",
+              timeout=30)
+        events = get("/api/v1/status").json()["guard"]["events"]
+        assert [(e["rule"], e["action"], e["outcome"], e["seat"]) for e in events] == \
+            [("miners", "kill", "killed", f"{PREFIX}12")]
+        assert events[0]["evidence"]["pid"] == miner.pid
+        assert 'wodsync_guard_actions_total{action="kill",rule="miners"} 1.0' in \
+            get("/metrics").text
+    finally:
+        if miner is not None and miner.poll() is None:
+            miner.kill()
+        daemon.terminate()
+        daemon.wait(timeout=120)
+        log.close()
+        _remove_seats(range(11, 15))

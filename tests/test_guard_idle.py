@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from wodsync.agent.run import kill_uid
 from wodsync.store import Participant, SessionState
 
 from helpers import remove_test_accounts, until, wodsync
@@ -45,6 +46,8 @@ IDLE = 3.0  # seconds: the catalog's idle timeout
 
 
 def _cleanup() -> None:
+    for uid in SEATS:  # userdel refuses a user whose processes still run
+        kill_uid(uid)
     remove_test_accounts(PREFIX, UID_BASE)
     shutil.rmtree(HOMES, ignore_errors=True)
 
