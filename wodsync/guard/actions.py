@@ -20,6 +20,7 @@ from typing import Any
 from wodsync.agent.protocol import GuardFinding, GuardRoundAnswer
 from wodsync.catalog.loader import Catalog
 from wodsync.guard.rules import round_request
+from wodsync.logs import FIELDS
 from wodsync.sessions.service import SessionError, SessionService
 from wodsync.store import GuardEvent, InvalidTransition, Session, Store
 
@@ -44,7 +45,9 @@ def notify_operators(store: Store, event: GuardEvent) -> None:
     """Tell the operators what the guard did. To wire to the mailer once it lands
     (`store.outbox.enqueue(conn, "operator", …)`, branch s27-mail); until then a log line."""
     log.warning("guard: %s on %s seat %s: %s (%s)", event.rule, event.host, event.username,
-                event.action, event.outcome)
+                event.action, event.outcome,
+                extra={FIELDS: {"host": event.host, "seat": event.username, "rule": event.rule,
+                                "action": event.action, "session": event.session_id}})
 
 
 class Sentinel:

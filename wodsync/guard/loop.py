@@ -14,6 +14,7 @@ import threading
 import time
 
 from wodsync.guard.actions import Sentinel
+from wodsync.logs import FIELDS
 from wodsync.source.revision import NotDeployed
 
 log = logging.getLogger("wodsync.guard")
@@ -62,9 +63,10 @@ class GuardLoop:
             try:
                 report = self.sentinel.run(name)
             except Exception as exc:  # the host or its agent failed: the next round retries
-                log.warning("guard: round on %s failed: %s", name, exc)
+                log.warning("guard: round on %s failed: %s", name, exc,
+                            extra={FIELDS: {"host": name}})
                 continue
             checked.append(name)
             for line in report.errors:
-                log.warning("guard: %s: %s", name, line)
+                log.warning("guard: %s: %s", name, line, extra={FIELDS: {"host": name}})
         return checked
