@@ -84,7 +84,7 @@ def hub_lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
         mp.setenv("WODT_HUB_TOKEN", TOKEN)
         ctl = open_controller(root, tmp / "ctl", None, Secrets())
         try:
-            yield {"ctl": ctl, "sentinel": Sentinel(ctl.sessions), "tmp": tmp,
+            yield {"ctl": ctl, "sentinel": Sentinel(ctl.sessions), "tmp": tmp, "root": root,
                    "api": HubApi(ports["hub_port"], TOKEN),
                    "base": f"http://127.0.0.1:{ports['port']}"}
         finally:
@@ -154,3 +154,32 @@ def test_a_busy_silent_kernel_keeps_its_server_and_an_idle_server_is_stopped(hub
     assert hub_lab["sentinel"].run("lab").events == [], "past the timeout again: still busy"
     assert (_server(api, busy.username) or {}).get("ready")
     assert json.loads(json.dumps(ctl.store.guard.events("lab")[0].evidence))["type"] == "idle"
+
+
+def test_a_rule_whose_action_is_stop_server_stops_the_server_and_keeps_the_session(hub_lab):
+    """An old kernel under `action: stop_server`: the seat's server is stopped (its kernel
+    with it) through the hub, the session stays active."""
+    from wodsync.controller import open_controller
+    from wodsync.guard.actions import Sentinel
+    from wodsync.secrets import Secrets
+
+    api = hub_lab["api"]
+    guard = hub_lab["root"] / "catalog/guard.yaml"
+    guard.write_text("rules:\n  - {name: old-kernels, type: kernel_age, hours: 0.0003, "
+                     "action: stop_server}\n")
+    ctl = open_controller(hub_lab["root"], hub_lab["tmp"] / "ctl", None, Secrets())
+    try:
+        s = ctl.sessions.create("WKSHP-Lab", Participant("K", "kernel@example.org")).session
+        until(lambda: (_server(api, s.username) or {}).get("ready"),
+              f"the server of {s.username} ready", timeout=120)
+        requests.post(f"{hub_lab['base']}/user/{s.username}/api/kernels", timeout=60,
+                      headers={"Authorization": f"token {TOKEN}"}, json={"name": "python3"})
+        time.sleep(1.5)  # past 0.0003 h = 1.08 s
+        found = [e for e in Sentinel(ctl.sessions).run("lab").events if e.username == s.username]
+        assert [(e.rule, e.action, e.outcome, e.session_id) for e in found] == \
+            [("old-kernels", "stop_server", "stopped", s.id)]
+        assert "ipykernel" in found[0].evidence["cmdline"]
+        until(lambda: _server(api, s.username) is None, "the server stopped", timeout=60)
+        assert ctl.store.sessions.get(s.id).state is SessionState.ACTIVE
+    finally:
+        ctl.close()
