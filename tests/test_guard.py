@@ -156,6 +156,7 @@ def guarded(lab, tmp_path) -> Iterator[Callable[[str], Guarded]]:
     for g in made:
         g.close()
     (lab["root"] / "catalog/guard.yaml").unlink(missing_ok=True)
+    (lab["root"] / "catalog/mail.yaml").unlink(missing_ok=True)
 
 
 def alice(n: int) -> Participant:
@@ -167,7 +168,12 @@ def sleeper(name: str) -> list[str]:
     return ["bash", "-c", f'exec -a "{name}" sleep 300']
 
 
-def test_a_process_named_like_a_miner_is_killed_within_one_round(guarded):
+MAIL = ("smtp: {host: 127.0.0.1, port: 2525}\nfrom: wod@example.org\n"
+        "operators: [ops@example.org, oncall@example.org]\nportal_url: http://127.0.0.1/\n")
+
+
+def test_a_process_named_like_a_miner_is_killed_within_one_round(guarded, lab):
+    (lab["root"] / "catalog/mail.yaml").write_text(MAIL)  # the operators hear of it
     g = guarded("  - {name: miners, type: banned, action: kill}\n")  # the default patterns
     s = g.ctl.sessions.create("WKSHP-Guard", alice(1)).session
     miner = g.run_as(s.seat, sleeper("./xmrig --donate-level 1"))
@@ -181,6 +187,10 @@ def test_a_process_named_like_a_miner_is_killed_within_one_round(guarded):
     assert g.ctl.store.sessions.get(s.id).state is SessionState.ACTIVE, "kill leaves the session"
     events = g.ctl.store.guard.events("lab1")
     assert [(e.rule, e.outcome) for e in events] == [("miners", "killed")]
+    told = g.ctl.store.outbox.list(kind="operator")
+    assert sorted(m.to for m in told) == ["oncall@example.org", "ops@example.org"]
+    assert told[0].context["event"] == "seat guard: miners (kill)"
+    assert "xmrig" in told[0].context["details"] and s.username in told[0].context["details"]
 
 
 def test_report_only_records_once_and_a_dry_run_kills_nothing(guarded, cli, lab):

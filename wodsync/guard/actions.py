@@ -21,8 +21,11 @@ from wodsync.agent.protocol import GuardFinding, GuardRoundAnswer
 from wodsync.catalog.loader import Catalog
 from wodsync.guard.rules import round_request
 from wodsync.logs import FIELDS
+from wodsync.mail.settings import MailSettings
 from wodsync.sessions.service import SessionError, SessionService
 from wodsync.store import GuardEvent, InvalidTransition, Session, Store
+from wodsync.store.models import writing
+from wodsync.store.outbox import enqueue
 
 log = logging.getLogger("wodsync.guard")
 EVIDENCE = ("pid", "cmdline", "cpu", "over", "age", "done", "error")
@@ -41,13 +44,24 @@ class RoundReport:
     errors: list[str] = field(default_factory=list)
 
 
-def notify_operators(store: Store, event: GuardEvent) -> None:
-    """Tell the operators what the guard did. To wire to the mailer once it lands
-    (`store.outbox.enqueue(conn, "operator", …)`, branch s27-mail); until then a log line."""
+def notify_operators(store: Store, event: GuardEvent, mail: MailSettings | None) -> None:
+    """Tell the operators what the guard did: a log line, and an `operator` mail to each of
+    the catalog's operators when mail is on (queued with the event's id as its key: one mail
+    per event and operator, however often this is called)."""
     log.warning("guard: %s on %s seat %s: %s (%s)", event.rule, event.host, event.username,
                 event.action, event.outcome,
                 extra={FIELDS: {"host": event.host, "seat": event.username, "rule": event.rule,
                                 "action": event.action, "session": event.session_id}})
+    if mail is None or not mail.operators:
+        return
+    command = str(event.evidence.get("cmdline") or "")[:300]
+    details = (f"Host {event.host}, seat {event.username}: rule {event.rule!r} → "
+               f"{event.action}: {event.outcome}" + (f"\nProcess: {command}" if command else ""))
+    notice = {"event": f"seat guard: {event.rule} ({event.action})", "details": details}
+    with writing(store.engine) as conn:
+        for n, address in enumerate(mail.operators):
+            enqueue(conn, "operator", address, session_id=event.session_id, context=notice,
+                    key=f"operator:guard:{event.id}:{n}")
 
 
 class Sentinel:
@@ -98,7 +112,7 @@ class Sentinel:
         if self.counted:
             self.counted(finding["rule"], action)
         if action != "report":
-            notify_operators(self.store, event)
+            notify_operators(self.store, event, self.sessions.mail_settings())
         return event
 
     def _session(self, host: str, finding: GuardFinding) -> Session | None:

@@ -212,7 +212,8 @@ def build_context(catalog: Catalog, settings: MailSettings | None, about: Subjec
         ctx["badges"] = []
     if kind in ("failed", "operator"):
         ctx["event"] = str(data.get("event", ""))
-        ctx["details"] = (session.error if session and kind == "operator" else None) or ""
+        ctx["details"] = str(data.get("details") or "") or (
+            session.error if session and kind == "operator" else None) or ""
     return ctx
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0002"
+down_revision = "0003"  # after the outbox (the migrations chain in the order they landed)
 branch_labels = None
 depends_on = None
 
