@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from wodsync.agent import records
+from wodsync.agent.limits.backends import SeatLimits
 
 
 class HostPayload(TypedDict):
@@ -148,6 +149,8 @@ class Seat(_Seat, total=False):
     force: bool
     lock_timeout: float
     egress: Egress | None           # a CREATE's: None (or absent) leaves the seat open
+    limits: SeatLimits | None       # the workshop's limits (None: none), at a CREATE
+    cgroup_root: str                # where the cgroup trees are (default /sys/fs/cgroup)
     # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
     # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
     _hub_seen: tuple[float, dict[str, Any] | None]

@@ -37,6 +37,7 @@ from wodsync.agent import (
     hooks,
     hubapi,
     hubseat,
+    limits,
     records,
     safefs,
     sweep,
@@ -155,6 +156,7 @@ def _release_steps(payload: Seat, user: pwd.struct_passwd | None,
              ("new hub identity", lambda: hubseat.rotate(payload)),
              ("kill late processes", lambda: kill_uid(uid)),
              ("egress rules", lambda: egress.for_seat(payload, released=True)),
+             ("limits", lambda: limits.release(payload)),
              ("sweep leftovers", lambda: sweep.sweep(uid, payload["user"], keep=_homes(user)))]
     if empty and user is not None:
         home = user
@@ -293,6 +295,8 @@ def _set_up(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
         kill_uid(user.pw_uid)
     with steps.step("egress rules"):
         egress.for_seat(payload)
+    with steps.step("limits"):
+        steps.notes += limits.set_up(payload)
     with steps.step("new hub identity"):
         hubseat.rotate(payload)
     with steps.step("reset home"):

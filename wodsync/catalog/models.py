@@ -14,6 +14,7 @@ context (`at`), so the loader points the error at the field rather than at the m
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -206,6 +207,82 @@ KernelEntry = Annotated[Annotated[Name, Tag("name")] | Annotated[Kernel, Tag("Ke
                         Discriminator(_kernel_form)]
 
 
+SIZE_RE = r"^[0-9]+(\.[0-9]+)?[KMGT]$"
+SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MIN_SIZE = 1 << 20
+
+
+def size_bytes(text: str) -> int:
+    """`512M`, `1.5G`, … in bytes (binary units: what cgroups and quotas count in)."""
+    return int(float(text[:-1]) * SIZE_UNITS[text[-1]])
+
+
+def _size(text: str) -> str:
+    if not re.match(SIZE_RE, text):
+        raise located("size", f"{text!r} is not a size: a number and a unit K, M, G or T "
+                              "(e.g. 512M, 1.5G)")
+    if size_bytes(text) < MIN_SIZE:
+        raise located("size", f"{text} is less than 1M")
+    return text
+
+
+Size = Annotated[str, StringConstraints(max_length=32), AfterValidator(_size)]
+LIMIT_FIELDS = ("memory_high", "memory_max", "cpu", "tasks", "disk")
+
+
+class Limits(Strict):
+    """What the kernel grants each seat: memory (`memory_high`: reclaimed above it;
+    `memory_max`: killed above it), `cpu` in cores, `tasks` (processes and threads), `disk` of
+    the home's filesystem. On a workshop, with defaults on the host and the pool: the workshop's
+    value wins, then the host's, then the pool's, field by field; an absent field is no limit."""
+
+    memory_high: Size | None = Field(None, description="Memory above which the seat is "
+                                                       "throttled and reclaimed, e.g. 1G.")
+    memory_max: Size | None = Field(None, description="Memory the seat is never given more "
+                                                      "of (its processes are OOM-killed).")
+    cpu: Annotated[float, Field(gt=0, le=1024)] | None = Field(
+        None, description="Cores the seat may use at most, e.g. 1.5.")
+    tasks: Annotated[int, Field(ge=1, le=4_194_304)] | None = Field(
+        None, description="Processes and threads the seat may have at once.")
+    disk: Size | None = Field(None, description="Space of the home's filesystem (a user "
+                                                "quota, where the filesystem has them).")
+
+    @model_validator(mode="after")
+    def _high_below_max(self) -> Limits:
+        problem = self.memory_problem()
+        if problem:
+            raise located("limits-memory", problem, "memory_high")
+        return self
+
+    def memory_problem(self) -> str | None:
+        """Why memory_high and memory_max do not fit together, or None."""
+        if self.memory_high and self.memory_max \
+                and size_bytes(self.memory_high) > size_bytes(self.memory_max):
+            return (f"memory_high ({self.memory_high}) is above memory_max "
+                    f"({self.memory_max})")
+        return None
+
+    def over(self, base: Limits | None) -> Limits:
+        """These limits, with `base`'s values where these have none."""
+        if base is None:
+            return self
+        return Limits.model_construct(**{name: getattr(self, name) if getattr(self, name)
+                                         is not None else getattr(base, name)
+                                         for name in LIMIT_FIELDS})
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in LIMIT_FIELDS)
+
+
+def effective_limits(workshop: Limits | None, host: Limits | None,
+                     pool: Limits | None) -> Limits:
+    """A workshop's seats' limits on one host: workshop > host > pool, field by field."""
+    merged = Limits()
+    for layer in (pool, host, workshop):
+        merged = layer.over(merged) if layer is not None else merged
+    return merged
+
+
 class Workshop(Strict):
     """A workshop: `catalog/workshops/<KEY>/workshop.yaml`; the folder name is its key."""
 
@@ -245,6 +322,8 @@ class Workshop(Strict):
         None, description="What a seat may reach: `host:port`, `cidr`, `cidr:port`, "
                           "`[ipv6]:port`, a name (resolved on the host); besides loopback, the "
                           "hub and DNS, everything else is refused. Absent: no restriction.")
+    limits: Limits | None = Field(None, description="What the kernel grants each seat of this "
+                                                    "workshop (over the host's and the pool's).")
 
 
 class Replay(Strict):
@@ -286,6 +365,7 @@ class Pool(Strict):
     group_gid: Annotated[int, Field(ge=0)] | None = Field(
         None, description="gid of the shared group; default gid_base, which is never a seat's "
                           "gid since seats start at 1.")
+    limits: Limits | None = Field(None, description="Default limits of every seat of the pool.")
 
     @model_validator(mode="after")
     def _sane(self) -> Pool:
@@ -504,6 +584,8 @@ class Host(Strict):
                                description="Where wodsync keeps its inventory on the host.")
     home_acl: LinuxName | None = Field(
         None, description="Admin user given a read/write ACL on every student home.")
+    limits: Limits | None = Field(None, description="Default limits of every seat of this "
+                                                    "host (over the pool's).")
 
     @model_validator(mode="after")
     def _key_pinned(self) -> Host:

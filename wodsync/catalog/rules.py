@@ -18,7 +18,7 @@ from wodsync.catalog.loader import (
     TEMPLATES_DIR,
     Catalog,
 )
-from wodsync.catalog.models import Pool, Workshop
+from wodsync.catalog.models import Pool, Workshop, effective_limits
 from wodsync.catalog.repofs import RepoFileError, check_repo_file
 from wodsync.catalog.yamlfile import Document
 from wodsync.diagnostics import Diagnostic
@@ -273,6 +273,24 @@ def hub_ports_privileged(catalog: Catalog) -> Iterator[Diagnostic]:
                 "hub", field, severity="warning")
 
 
+def limits_fit(catalog: Catalog) -> Iterator[Diagnostic]:
+    """A workshop's limits merged over a host's and a pool's defaults still make sense
+    (memory_high ≤ memory_max), on every host it can run on: the error is at the workshop."""
+    if not catalog.complete("host", "students"):
+        return
+    for key, ws in sorted(catalog.workshops.items()):
+        for loc in [ws.location, *ws.alternate_locations]:
+            for host_name, host in sorted(catalog.hosts_in(loc).items()):
+                pool = catalog.pools.get(host.pool)
+                merged = effective_limits(ws.limits, host.limits, pool.limits if pool else None)
+                problem = merged.memory_problem()
+                if problem:
+                    at = ("limits",) if ws.limits else ()
+                    yield catalog.workshop_doc(key).diag(
+                        "limits-memory", f"{problem} on host '{host_name}' (workshop over "
+                        "host over pool limits)", *at)
+
+
 RULES: tuple[Rule, ...] = (
     system_files_exist,
     hub_template_exists,
@@ -284,6 +302,7 @@ RULES: tuple[Rule, ...] = (
     scripts_exist,
     shared_gids_apart,
     hub_ports_privileged,
+    limits_fit,
 )
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from wodsync.agent.limits import SeatLimits
 from wodsync.agent.protocol import Hook, HostPayload, Hub, Seat, SeatServersRequest
 from wodsync.agent.records import Record
 from wodsync.catalog.loader import Catalog
-from wodsync.catalog.models import Host, Pool
+from wodsync.catalog.models import Host, Limits, Pool, effective_limits, size_bytes
 from wodsync.catalog.repofs import RepoFileError, load_repo_file
 from wodsync.engine.kinds.egress import seat_egress
 from wodsync.engine.remote import host_payload
@@ -132,7 +133,30 @@ def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> Seat
                          "mode": f.mode} for f in files]
     payload["compile"] = list(ws.compile)
     payload["egress"] = seat_egress(catalog, session.host, session.workshop)
+    payload["limits"] = seat_limits(catalog, session.host, session.workshop)
     return payload
+
+
+def seat_limits(catalog: Catalog, host_name: str, workshop: str) -> SeatLimits | None:
+    """The limits of `workshop`'s seats on the host (workshop > host > pool), in bytes and
+    cores as the host applies them; None when there are none."""
+    host = catalog.hosts[host_name]
+    pool = catalog.pools[host.pool]
+    merged = effective_limits(catalog.workshops[workshop].limits, host.limits, pool.limits)
+    return host_limits(merged)
+
+
+def host_limits(limits: Limits) -> SeatLimits | None:
+    out: SeatLimits = {}
+    for name in ("memory_high", "memory_max", "disk"):
+        value = getattr(limits, name)
+        if value is not None:
+            out[name] = size_bytes(value)  # type: ignore[literal-required]
+    if limits.cpu is not None:
+        out["cpu"] = limits.cpu
+    if limits.tasks is not None:
+        out["tasks"] = limits.tasks
+    return out or None
 
 
 def end_payload(catalog: Catalog, session: Session, secrets: Secrets, op: str,
