@@ -103,4 +103,5 @@ def release(payload: Mapping[str, Any], keep: Optional[str] = None) -> list[str]
         for workshop in cgroupfs.children(tree.base, [TOP]):
             if workshop != keep and user in cgroupfs.children(tree.base, [TOP, workshop]):
                 left += cgroupfs.remove(tree.base, [TOP, workshop, user])
+                cgroupfs.prune(tree.base, [TOP, workshop])
     return left

@@ -112,6 +112,15 @@ def remove(base: str, parts: Sequence[str], settle: float = 3.0) -> list[str]:
         return []
 
 
+def prune(base: str, parts: Sequence[str]) -> None:
+    """`base/parts…` removed if it has no cgroup below it and no process (else left)."""
+    try:
+        with opened(base, list(parts[:-1])) as fd:
+            os.rmdir(check_name(parts[-1]), dir_fd=fd)
+    except OSError:
+        pass
+
+
 def _kill_inside(parent_fd: int, name: str) -> None:
     with opened_at(parent_fd, name) as fd:
         for pid in pids(fd):
