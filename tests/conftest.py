@@ -59,6 +59,8 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_writer_lock": ("test_writer_lock", ("root", "pg")),
     "test_guard": ("test_guard", ("root",)),                          # wodtn, 53501-53508
     "test_guard_idle": ("test_guard", ("root", "hub")),               # wodtn, 53521-53524
+    # wodtl, 60401-60450, cgroups wodsync/WKSHP-Wodtl* (v1 hierarchies of this machine)
+    "test_limits": ("limits", ("root",)),
     # bench/*.py at their smoke size: wodb* seats, uids 40001-45999, netns hosts from .201
     "test_bench_smoke": ("test_bench_smoke", ("root", "sshd", "hub")),
     # A PostgreSQL database per module (made once, on the worker running the module).

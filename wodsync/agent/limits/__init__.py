@@ -78,7 +78,7 @@ def _disk(user: str, size: Optional[int], notes: list[str], workshop: str) -> Op
     home = pwd.getpwnam(user).pw_dir
     where = quota.state(home)
     if not where["on"]:
-        notes.append(f"disk: {size} bytes for {workshop}: {where['why']}")
+        notes.append(f"disk: {quota.human(size)} for {workshop}: {where['why']}")
         return None
     quota.set_limit(user, size, where["mount"])
     return where["mount"]

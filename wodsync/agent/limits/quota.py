@@ -63,6 +63,14 @@ def state(path: str) -> QuotaState:
             "why": "" if on else f"user quotas are off on {where}"}
 
 
+def human(size: int) -> str:
+    """Bytes as the catalog writes them (`2G`, `1536M`)."""
+    for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"
+
+
 def set_limit(user: str, size: Optional[int], mount: str) -> None:
     """The user's block quota on `mount`: `size` bytes (soft = hard), or none (0)."""
     blocks = str(size // 1024) if size else "0"
