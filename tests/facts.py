@@ -7,6 +7,7 @@ break one fact and check the plan repairs exactly that.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from wodsync.agent.kinds import (
     hub_group,
     hub_user,
     kernel,
+    limits,
     package,
     seat,
     service,
@@ -29,6 +31,7 @@ from wodsync.engine.kinds.group import SharedGroup
 from wodsync.engine.kinds.hub_group import HubGroups
 from wodsync.engine.kinds.hub_user import HubUsers
 from wodsync.engine.kinds.kernel import Kernels
+from wodsync.engine.kinds.limits import Want as LimitsWant
 from wodsync.engine.kinds.package import Packages
 from wodsync.engine.kinds.seat import Seats
 from wodsync.engine.kinds.service import HubService
@@ -98,11 +101,18 @@ def egress_facts(want: dict[int, egress.SeatWish]) -> egress.Facts:
                       for uid, w in want.items()}}
 
 
+def limits_facts(want: LimitsWant) -> limits.Facts:
+    return {"cgroup": "v1", "quota": {"mount": "/", "fstype": "ext4", "on": True, "why": ""},
+            "units": {rel: hashlib.sha256(text.encode()).hexdigest()
+                      for rel, text in want.units.items()}}
+
+
 CONVERGED: dict[str, Callable[[Any], Any]] = {
     file.KIND: file_facts, sysctl.KIND: sysctl_facts, account.KIND: account_facts,
     group.KIND: group_facts, package.KIND: package_facts, kernel.KIND: kernel_facts,
     service.KIND: service_facts, hub_user.KIND: hub_user_facts,
-    hub_group.KIND: hub_group_facts, seat.KIND: seat_facts, egress.KIND: egress_facts}
+    hub_group.KIND: hub_group_facts, seat.KIND: seat_facts, egress.KIND: egress_facts,
+    limits.KIND: limits_facts}
 
 
 def converged(d: DesiredHost) -> dict[str, Any]:

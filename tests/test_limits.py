@@ -107,13 +107,12 @@ class Lab:
         """`python3 -c code` as seat n's student, in the seat's cgroup — joined as the hub's
         spawner does, from the agent's record, before dropping to the user."""
         user = pwd.getpwnam(f"{PREFIX}{n}")
-        with open(f"{self.state_dir}/limits/{user.pw_name}.json") as f:
-            procs = json.load(f)["procs"]
+        record = Path(self.state_dir, "limits", f"{user.pw_name}.json")
+        procs = json.loads(record.read_text())["procs"]
 
         def preexec() -> None:
             for path in procs:
-                with open(path, "w") as joined:
-                    joined.write(str(os.getpid()))
+                Path(path).write_text(str(os.getpid()))
             os.setgroups([])
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)

@@ -151,7 +151,7 @@ def host_limits(limits: Limits) -> SeatLimits | None:
     for name in ("memory_high", "memory_max", "disk"):
         value = getattr(limits, name)
         if value is not None:
-            out[name] = size_bytes(value)  # type: ignore[literal-required]
+            out[name] = size_bytes(value)
     if limits.cpu is not None:
         out["cpu"] = limits.cpu
     if limits.tasks is not None:

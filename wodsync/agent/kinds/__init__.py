@@ -18,6 +18,7 @@ from wodsync.agent.kinds import (
     hub_group,
     hub_user,
     kernel,
+    limits,
     package,
     seat,
     service,
@@ -27,6 +28,7 @@ from wodsync.agent.kinds import (
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
     file,
     sysctl,
+    limits,
     account,
     group,
     package,

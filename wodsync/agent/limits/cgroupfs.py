@@ -8,6 +8,7 @@ descriptor, and the names walked are checked to be plain (no `/`, no `.` or `..`
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -37,10 +38,8 @@ def opened(base: str, parts: Sequence[str], create: bool = False) -> Iterator[in
         for part in parts:
             check_name(part)
             if create:
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
             child = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
@@ -124,10 +123,8 @@ def prune(base: str, parts: Sequence[str]) -> None:
 def _kill_inside(parent_fd: int, name: str) -> None:
     with opened_at(parent_fd, name) as fd:
         for pid in pids(fd):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @contextmanager

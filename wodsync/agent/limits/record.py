@@ -9,10 +9,11 @@ inside the seat's cgroup. Only data crosses: no catalog text is ever rendered in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from typing import Optional, TypedDict
+from typing import Optional, TypedDict, cast
 
 FOLDER = "limits"
 
@@ -50,11 +51,9 @@ def read(state_dir: str, user: str) -> Optional[SpawnRecord]:
             data = json.load(f)
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return cast(SpawnRecord, data) if isinstance(data, dict) else None
 
 
 def drop(state_dir: str, user: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(state_dir, FOLDER, user + ".json"))
-    except FileNotFoundError:
-        pass

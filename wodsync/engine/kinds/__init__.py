@@ -20,6 +20,7 @@ from wodsync.engine.kinds import (
     hub_group,
     hub_user,
     kernel,
+    limits,
     package,
     seat,
     service,
@@ -29,6 +30,7 @@ from wodsync.engine.kinds import (
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (
     file,
     sysctl,
+    limits,
     account,
     group,
     package,
