@@ -150,7 +150,11 @@ def test_workshop_groups_hold_the_seats_of_live_sessions(repo):
     facts = converged(desired(repo))
     plan = plan_host(d, facts)
     assert changes(plan) == {("update", "hub_group:WKSHP-Git101"),
-                             ("update", "hub_group:WKSHP-API101")}
+                             ("update", "hub_group:WKSHP-API101"),
+                             # hub-emea is a systemd host: each seat's user slice gets its
+                             # workshop's limits (the `limits` kind)
+                             ("create", "slice:user-2042.slice.d/50-wodsync-limits.conf"),
+                             ("create", "slice:user-2071.slice.d/50-wodsync-limits.conf")}
 
 
 def test_a_pool_shrink_over_a_seat_in_use_is_refused_naming_the_session(repo):

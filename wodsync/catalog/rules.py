@@ -275,20 +275,24 @@ def hub_ports_privileged(catalog: Catalog) -> Iterator[Diagnostic]:
 
 def limits_fit(catalog: Catalog) -> Iterator[Diagnostic]:
     """A workshop's limits merged over a host's and a pool's defaults still make sense
-    (memory_high ≤ memory_max), on every host it can run on: the error is at the workshop."""
+    (memory_high ≤ memory_max), on every host it can run on: one error at the workshop per
+    problem, naming the hosts."""
     if not catalog.complete("host", "students"):
         return
     for key, ws in sorted(catalog.workshops.items()):
+        problems: dict[str, list[str]] = {}
         for loc in [ws.location, *ws.alternate_locations]:
             for host_name, host in sorted(catalog.hosts_in(loc).items()):
                 pool = catalog.pools.get(host.pool)
                 merged = effective_limits(ws.limits, host.limits, pool.limits if pool else None)
                 problem = merged.memory_problem()
                 if problem:
-                    at = ("limits",) if ws.limits else ()
-                    yield catalog.workshop_doc(key).diag(
-                        "limits-memory", f"{problem} on host '{host_name}' (workshop over "
-                        "host over pool limits)", *at)
+                    problems.setdefault(problem, []).append(f"'{host_name}'")
+        at = ("limits",) if ws.limits else ()
+        for problem, hosts in problems.items():
+            yield catalog.workshop_doc(key).diag(
+                "limits-memory", f"{problem} on host{'s' if len(hosts) > 1 else ''} "
+                f"{', '.join(hosts)} (workshop over host over pool limits)", *at)
 
 
 RULES: tuple[Rule, ...] = (
