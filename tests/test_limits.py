@@ -3,7 +3,7 @@ cpu, cpuacct and pids hierarchies are writable), real accounts, real processes.
 
 A seat is set up by the agent's own `seat_create` (no hub: the seat's process is started here
 the way the hub's spawner starts a server — as root it joins the `cgroup.procs` files of the
-agent's record, then becomes the student; tests/test_limits_hub.py runs the real spawner).
+agent's record, then becomes the student; the last test runs the hub's real spawner).
 Accounts `wodtl1..4` (uids 60401-60404); every cgroup made under `wodsync/WKSHP-Wodtl*` is
 removed afterwards, its processes killed, even when a test fails.
 """
@@ -26,8 +26,14 @@ import pytest
 from wodsync.agent import limits, seats
 from wodsync.agent.host import HostSide
 from wodsync.agent.limits import backends, cgroupfs
+from wodsync.catalog import validate
+from wodsync.catalog.models import Hub
+from wodsync.engine import render_system
+from wodsync.engine.desired import DesiredContext
+from wodsync.secrets import Placeholders
 
 from helpers import remove_test_accounts, until
+from hubs import HUB_PREFIX, hub_prefix_lock
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or backends.detect(limits.CGROUP_ROOT) != "v1",
@@ -253,3 +259,66 @@ def test_a_seat_without_limits_has_no_cgroup_and_its_disk_limit_is_a_note_here(l
     assert f"disk: 2G for WKSHP-WodtlDisk: the filesystem of " \
            f"{HOMES}/{PREFIX}4 ({fstype} at {mount}) has no quotas" in answer["notes"]
 
+
+
+# ---- the hub's spawner -----------------------------------------------------------------------
+
+SPAWN = """\
+import subprocess, sys
+from traitlets.config import Config
+config, user = sys.argv[1], sys.argv[2]
+space = {"get_config": Config, "__file__": config}
+exec(compile(open(config).read(), config, "exec"), space)
+spawner = space["c"].JupyterHub.spawner_class
+preexec = spawner.__new__(spawner).make_preexec_fn(user)
+server = subprocess.Popen(["/bin/sleep", "60"], preexec_fn=preexec)
+print(server.pid, flush=True)
+server.wait()
+"""
+
+
+def _hub_python() -> str:
+    """The hub environment's python (as the hub tests' apply makes it: JupyterHub installed
+    at hubs.HUB_PREFIX), made here when this module runs first."""
+    python = f"{HUB_PREFIX}/bin/python"
+    with hub_prefix_lock():
+        found = subprocess.run([python, "-c", "import jupyterhub"], capture_output=True,
+                               check=False) if Path(python).exists() else None
+        if found is None or found.returncode != 0:
+            subprocess.run(["/usr/bin/python3", "-m", "venv", HUB_PREFIX], check=True)
+            subprocess.run([python, "-m", "pip", "install", "-q",
+                            f"jupyterhub=={Hub().version}"], check=True)
+    return python
+
+
+def test_the_hub_s_spawner_starts_the_server_inside_the_seat_s_cgroup(lab, repo, tmp_path):
+    """The real spawner class of the rendered hub configuration (JupyterHub's own
+    LocalProcessSpawner beneath it), its preexec function starting a process as the hub
+    starts a server: it joins the seat's cgroups from the agent's record, then becomes the
+    student. (A whole hub is not started: the test seats' uids are outside the range a
+    catalog pool may have.)"""
+    repo.replace("hosts/hub-emea.yaml", "pool: student\n",
+                 f"pool: student\nstate_dir: {lab.state_dir}\n")
+    repo.replace("hosts/hub-emea.yaml", "  token: {secret: HUB_EMEA_TOKEN}\n",
+                 f"  token: {{secret: HUB_EMEA_TOKEN}}\n  data_dir: {tmp_path}/hubdata\n")
+    catalog, found = validate(repo.root)
+    assert not [d for d in found if d.is_error]
+    rendered = render_system.system_files(DesiredContext(catalog, "hub-emea", Placeholders()))
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_bytes(rendered["/etc/jupyterhub/jupyterhub_config.py"].data)
+    lab.create(1, "WKSHP-WodtlHub", {"memory_max": 768 * MiB, "tasks": 64})
+    hub = subprocess.Popen([_hub_python(), "-c", SPAWN, str(config), f"{PREFIX}1"],
+                           stdout=subprocess.PIPE, text=True)
+    lab.procs.append(hub)
+    assert hub.stdout is not None
+    server = int(hub.stdout.readline())
+    assert Path(f"/proc/{server}/status").read_text().count(f"\t{UID_BASE + 1}\t") >= 1
+    where = f"/{backends.TOP}/WKSHP-WodtlHub/{PREFIX}1"
+    joined = dict(line.split(":", 2)[1:] for line in
+                  Path(f"/proc/{server}/cgroup").read_text().splitlines())
+    assert {c: joined[c] for c in backends.V1_CONTROLLERS} == \
+        dict.fromkeys(backends.V1_CONTROLLERS, where)
+    assert os.getpriority(os.PRIO_PROCESS, server) == 10  # hub.server_nice still applies
+    assert lab.purge(1)["ok"]
+    until(lambda: hub.poll() is not None, "the server outlived its seat's release", 10)
+    assert not cgroup("memory", "WKSHP-WodtlHub", 1).exists()
