@@ -42,6 +42,26 @@ def remove_test_accounts(prefix: str, uid_base: int, groups: tuple[str, ...] = (
             subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
 
 
+def remove_test_cgroups(prefix: str) -> None:
+    """Every seat cgroup (`wodsync/<workshop>/<user>`, agent.limits) of users named `prefix…`
+    on this machine, its processes killed; the folders above it go too once empty."""
+    from wodsync.agent.limits import CGROUP_ROOT, backends, cgroupfs
+
+    version = backends.detect(CGROUP_ROOT)
+    for tree in backends.hierarchies(version, CGROUP_ROOT) if version else []:
+        removed = False
+        for workshop in cgroupfs.children(tree.base, [backends.TOP]):
+            users = [u for u in cgroupfs.children(tree.base, [backends.TOP, workshop])
+                     if u.startswith(prefix)]
+            for user in users:
+                cgroupfs.remove(tree.base, [backends.TOP, workshop, user])
+            if users:
+                removed = True
+                cgroupfs.prune(tree.base, [backends.TOP, workshop])
+        if removed:
+            cgroupfs.prune(tree.base, [backends.TOP])
+
+
 def ended(pid: int) -> bool:
     """Whether process `pid` has exited (gone, or a zombie nobody reaped yet)."""
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import remove_test_accounts, wodsync, wodsync_argv
+from helpers import remove_test_accounts, remove_test_cgroups, wodsync, wodsync_argv
 from hubs import HUB_PREFIX, hub_prefix_lock, login, read_contents, start_server
 from sshd import free_port
 
@@ -44,6 +44,7 @@ def demo(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _cleanup(had_group: bool) -> None:
     remove_test_accounts(PREFIX, UID_BASE, () if had_group else ("students",))
+    remove_test_cgroups(PREFIX)  # the example catalog's workshops have limits
     shutil.rmtree(FOLDER, ignore_errors=True)
 
 

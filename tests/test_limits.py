@@ -25,14 +25,14 @@ import pytest
 
 from wodsync.agent import limits, seats
 from wodsync.agent.host import HostSide
-from wodsync.agent.limits import backends, cgroupfs
+from wodsync.agent.limits import backends
 from wodsync.catalog import validate
 from wodsync.catalog.models import Hub
 from wodsync.engine import render_system
 from wodsync.engine.desired import DesiredContext
 from wodsync.secrets import Placeholders
 
-from helpers import remove_test_accounts, until
+from helpers import remove_test_accounts, remove_test_cgroups, until
 from hubs import HUB_PREFIX, hub_prefix_lock
 
 pytestmark = pytest.mark.skipif(
@@ -51,13 +51,8 @@ def _taken() -> list[str]:
 
 
 def _remove_test_cgroups() -> None:
-    """Every cgroup of the test workshops, in every hierarchy: processes killed, removed."""
-    for tree in backends.hierarchies("v1", ROOT):
-        for workshop in cgroupfs.children(tree.base, [backends.TOP]):
-            if workshop.startswith("WKSHP-Wodtl"):
-                for user in cgroupfs.children(tree.base, [backends.TOP, workshop]):
-                    cgroupfs.remove(tree.base, [backends.TOP, workshop, user])
-                cgroupfs.prune(tree.base, [backends.TOP, workshop])
+    """Every cgroup of the test seats, in every hierarchy: processes killed, removed."""
+    remove_test_cgroups(PREFIX)
 
 
 @pytest.fixture(scope="module")
