@@ -49,17 +49,14 @@ def remove_test_cgroups(prefix: str) -> None:
 
     version = backends.detect(CGROUP_ROOT)
     for tree in backends.hierarchies(version, CGROUP_ROOT) if version else []:
-        removed = False
         for workshop in cgroupfs.children(tree.base, [backends.TOP]):
             users = [u for u in cgroupfs.children(tree.base, [backends.TOP, workshop])
                      if u.startswith(prefix)]
             for user in users:
                 cgroupfs.remove(tree.base, [backends.TOP, workshop, user])
             if users:
-                removed = True
                 cgroupfs.prune(tree.base, [backends.TOP, workshop])
-        if removed:
-            cgroupfs.prune(tree.base, [backends.TOP])
+        cgroupfs.prune(tree.base, [backends.TOP])  # only when nothing is left in it
 
 
 def ended(pid: int) -> bool:
