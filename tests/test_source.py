@@ -678,7 +678,7 @@ def test_the_unit_has_the_restart_stop_secret_and_hardening_settings() -> None:
     expected = {"Restart": "on-failure", "KillMode": "mixed", "User": "root",
                 "EnvironmentFile": "/etc/wodsync/env", "NoNewPrivileges": "yes",
                 "ProtectHome": "no", "ProtectSystem": "no", "PrivateTmp": "yes",
-                "ProtectKernelTunables": "no", "ProtectControlGroups": "yes",
+                "ProtectKernelTunables": "no", "ProtectControlGroups": "no",
                 "RestrictSUIDSGID": "yes", "LockPersonality": "yes",
                 "RestrictRealtime": "yes", "StateDirectory": "wodsync",
                 "StateDirectoryMode": "0700", "WorkingDirectory": "/var/lib/wodsync"}
