@@ -26,10 +26,13 @@ from wodsync.api.routes import (
     metrics,
     portal,
     reconcile,
+    register,
+    session_page,
     sessions,
     status,
     webhook,
 )
+from wodsync.portal.mail import install_links
 
 MAX_BODY = 64 * 1024
 
@@ -99,11 +102,13 @@ class NoStore(BaseHTTPMiddleware):
 
 
 def routes_for(context: Context) -> list[APIRouter]:
-    """What `context` can serve: sessions and the feed with a session service; the webhook,
+    """What `context` can serve: sessions, the feed and the participant's pages (whose mailed
+    links the mail renderer then builds) with a session service; the webhook,
     a manual reconcile, readiness, metrics, status and facts with a daemon; always `/healthz`."""
     found = []
     if context.sessions is not None:
-        found += [sessions.router, portal.router]
+        found += [sessions.router, portal.router, register.router, session_page.router]
+        install_links()
     if context.daemon is not None:
         found += [reconcile.router, webhook.router, health.readiness, metrics.router,
                   status.router, facts.router]

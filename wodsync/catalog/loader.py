@@ -29,6 +29,7 @@ from wodsync.catalog.models import (
     Location,
     LocationsFile,
     Pool,
+    PortalFile,
     Replay,
     ReplaysFile,
     StudentsFile,
@@ -59,6 +60,7 @@ LOCATIONS_FILE = "catalog/locations.yaml"
 VARIABLES_FILE = "catalog/variables.yaml"
 SYSTEM_FILE = "catalog/system.yaml"
 GUARD_FILE = "catalog/guard.yaml"
+PORTAL_FILE = "catalog/portal.yaml"
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9._+@=,][A-Za-z0-9._+@=,-]*$")
 MAX_FOLDER_FILES = 5000
 MAX_FOLDER_DEPTH = 16
@@ -86,6 +88,7 @@ class Catalog:
     variables: dict[str, VarValue] = field(default_factory=dict)
     hosts: dict[str, Host] = field(default_factory=dict)
     system_files: list[SystemFile] = field(default_factory=list)
+    portal: PortalFile = field(default_factory=PortalFile)
     docs: dict[str, Document] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)  # file types of files that did not validate
@@ -353,6 +356,9 @@ def load_catalog(root: Path) -> Catalog:
                                            required=False)
     catalog.system_files = system.files if system else []
     catalog.guard = _load(catalog, GUARD_FILE, GuardFile, "guard", required=False)
+    portal: PortalFile | None = _load(catalog, PORTAL_FILE, PortalFile, "portal",
+                                      required=False)
+    catalog.portal = portal or PortalFile()
     _load_workshops(catalog)
     _load_hosts(catalog)
     catalog.templates_ok = repo_folder(catalog, TEMPLATES_DIR)

@@ -594,6 +594,59 @@ class Host(Strict):
         return self
 
 
+# ---- catalog/portal.yaml: the registration portal's terms, screening and self-service --------
+
+RATE_RE = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$"
+SPAN_RE = r"^[1-9][0-9]{0,4}(m|h|d)$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+MAIL_PATTERN_RE = rf"^([^@\s]+@)?{_LABEL}(\.{_LABEL})+$"  # a domain, or an address
+Rate = Annotated[str, StringConstraints(pattern=RATE_RE)]
+Span = Annotated[str, StringConstraints(pattern=SPAN_RE)]
+MailPattern = Annotated[str, StringConstraints(pattern=MAIL_PATTERN_RE, max_length=320)]
+
+
+class Terms(Strict):
+    """What a participant accepts to register: a sentence and where to read the whole."""
+
+    text: Title = "I accept the terms of use of this workshop portal."
+    url: Url | None = None
+
+
+class RateLimits(Strict):
+    """Registrations allowed per folded e-mail address and per client (IP), e.g. `3/hour`."""
+
+    per_address: Rate = "3/hour"
+    per_client: Rate = "20/hour"
+
+
+class SelfExtension(Strict):
+    """How much a participant may extend their own session from its page: `step_hours` per
+    click, `max_hours` in all (never past the session service's own cap)."""
+
+    step_hours: Annotated[float, Field(gt=0, le=24)] = 1.0
+    max_hours: Annotated[float, Field(ge=0, le=720)] = 2.0
+
+
+class PortalFile(Strict):
+    """`catalog/portal.yaml` (optional): the registration portal's terms, who may register
+    (`allow`/`deny`: domains or addresses), one live session per e-mail across workshops, rate
+    limits, how long a confirmation link lasts (`confirm_ttl`, e.g. `24h`), self-service
+    extension, and whether e-mail domains are checked in the DNS (`check_deliverability`)."""
+
+    terms: Terms = Terms()
+    allow: list[MailPattern] = Field([], description="Only these domains or addresses may "
+                                     "register (empty: anyone not denied).")
+    deny: list[MailPattern] = Field([], description="Domains or addresses refused.")
+    one_live_session: bool = Field(True, description="One live session per e-mail across "
+                                   "all workshops (case and +tags folded).")
+    rate_limit: RateLimits = RateLimits()
+    confirm_ttl: Span = "24h"
+    extend: SelfExtension = SelfExtension()
+    check_deliverability: bool = Field(False, description="Check that the e-mail's domain "
+                                       "accepts mail (DNS MX/A), at registration.")
+    feedback_url: Url | None = Field(None, description="Shown on the page of an ended session.")
+
+
 FILE_MODELS: dict[str, type[BaseModel]] = {
     "workshop": Workshop,
     "replays": ReplaysFile,
@@ -602,4 +655,5 @@ FILE_MODELS: dict[str, type[BaseModel]] = {
     "variables": VariablesFile,
     "host": Host,
     "system": SystemFilesFile,
+    "portal": PortalFile,
 }

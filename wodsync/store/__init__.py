@@ -40,6 +40,7 @@ from wodsync.store.models import (
     normalize_url,
 )
 from wodsync.store.outbox import Mail, Outbox, OutboxError, OutboxState
+from wodsync.store.registrations import Registrations
 from wodsync.store.sealing import KEY_ENV, KEY_FILE, KeyUnavailable, PasswordUnreadable
 from wodsync.store.sessions import (
     TRANSITIONS,
@@ -137,6 +138,7 @@ class Store:
         self.status = Status(engine)
         self.outbox = Outbox(engine)
         self.guard = Guard(engine)
+        self.registrations = Registrations(engine)
 
     @property
     def backend(self) -> str:

@@ -130,6 +130,8 @@ class Sealer(Protocol):
 
     def open(self, stored: str) -> str: ...
 
+    def derive(self, purpose: str) -> bytes: ...
+
 
 # One sealer per engine, found through the engine's dialect: the only handle a column type
 # gets. Weak keys, so a disposed and forgotten engine takes its key with it.
@@ -139,6 +141,12 @@ _SEALERS: WeakKeyDictionary[Dialect, Sealer] = WeakKeyDictionary()
 def attach_sealer(engine: Engine, sealer: Sealer) -> None:
     """Passwords written and read through `engine` are sealed and opened by `sealer`."""
     _SEALERS[engine.dialect] = sealer
+
+
+def sealer_of(engine: Engine) -> Sealer | None:
+    """The sealer `attach_sealer` gave `engine` (None for an engine `open_store` did not open):
+    the portal derives its link key from the same store key."""
+    return _SEALERS.get(engine.dialect)
 
 
 class SealedPassword(TypeDecorator[str]):
@@ -230,6 +238,9 @@ class SessionRow(Base):
     release_op: Mapped[str | None] = mapped_column(String(16))
     release_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_release_at: Mapped[datetime | None]
+    # The participant's folded e-mail (case, +tag) when one live session per person holds
+    # across workshops (the portal's rule); NULL for sessions without that rule.
+    email_key: Mapped[str | None] = mapped_column(String(320))
 
     __table_args__ = (
         CheckConstraint(STATES_SQL, name="state"),
@@ -238,6 +249,7 @@ class SessionRow(Base):
                         name="completion"),
         _live_unique("uq_sessions_live_seat", "host", "seat", states=SEAT_SQL),
         _live_unique("uq_sessions_live_slot", "workshop", "slot"),
+        _live_unique("uq_sessions_live_email_key", "email_key"),
         Index("ix_sessions_state_ends_at", "state", "ends_at"),
         Index("ix_sessions_state_next_release_at", "state", "next_release_at"),
         Index("ix_sessions_host", "host"),
@@ -524,3 +536,39 @@ class QuarantineRow(Base):
     rule: Mapped[str] = mapped_column(String(64))
     since: Mapped[datetime]
     by: Mapped[str] = mapped_column(Text)
+
+
+class RegistrationRow(Base):
+    """A registration on the portal: kept until its address is confirmed by the link mailed
+    to it; the click creates the session (`session_id`). No seat is taken before."""
+
+    __tablename__ = "registrations"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    workshop: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    company: Mapped[str] = mapped_column(String(200))
+    email_key: Mapped[str] = mapped_column(String(320))
+    client: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    session_id: Mapped[str | None] = mapped_column(String(12))
+
+    __table_args__ = (Index("ix_registrations_email_key", "email_key"),)
+
+
+class AttemptRow(Base):
+    """One registration attempt, kept for the rate limits (per folded address, per client)
+    that every API process sharing the store enforces together."""
+
+    __tablename__ = "registration_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    email_key: Mapped[str] = mapped_column(String(320))
+    client: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_registration_attempts_email_key_at", "email_key", "at"),
+                      Index("ix_registration_attempts_client_at", "client", "at"))

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import os
 import re
 import sqlite3
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,6 +75,7 @@ class PasswordUnreadable(StoreError):
 class Key:
     fernet: Fernet
     id: str
+    raw: bytes = field(default=b"", repr=False)
 
 
 def key_id(raw: bytes) -> str:
@@ -91,7 +93,7 @@ def parse_key(text: str, source: str) -> Key:
         raise KeyUnavailable(f"{source} does not hold a store key: it must be 32 random bytes "
                              f"in urlsafe base64, 44 characters (`{GENERATE}` prints "
                              "one)") from None
-    return Key(fernet, key_id(raw))
+    return Key(fernet, key_id(raw), raw)
 
 
 class Sealer:
@@ -150,6 +152,14 @@ class Sealer:
             raise PasswordUnreadable(f"a session's password sealed with store key {key.id} does "
                                      f"not open with the key from {self.source}: the stored "
                                      "value was altered") from None
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for `purpose` (the portal's links) derived from the store key, creating the
+        key file if there is none: every controller sharing the store key derives the same,
+        and the store key itself never leaves this object."""
+        key = self._existing() or self._create()
+        return hmac.new(key.raw, b"wodsync derived key\0" + purpose.encode(),
+                        hashlib.sha256).digest()
 
     def check(self, sealed_with: dict[str, int]) -> None:
         """Raise KeyUnavailable unless every key id in `sealed_with` (id → live passwords

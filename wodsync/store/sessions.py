@@ -113,6 +113,9 @@ class Participant:
     name: str
     email: str
     company: str = ""
+    # The folded e-mail (`wodsync.portal.screening.fold`): with it, one live session per
+    # person across all workshops, enforced by a unique index.
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,7 @@ class Session:
     release_op: str | None = None
     release_attempts: int = 0
     next_release_at: datetime | None = None
+    email_key: str | None = None
 
     @property
     def live(self) -> bool:
@@ -304,6 +308,9 @@ class Sessions:
         existing = conn.execute(select(SESSIONS).where(
             SESSIONS.c.workshop == workshop,
             func.lower(SESSIONS.c.email) == func.lower(participant.email), _live())).first()
+        if existing is None and participant.key is not None:
+            existing = conn.execute(select(SESSIONS).where(
+                SESSIONS.c.email_key == participant.key, _live())).first()
         if existing is not None:
             raise AlreadyLive(_session(existing))
         seat = _first_free_seat(conn, seats)
@@ -318,7 +325,7 @@ class Sessions:
             company=participant.company, location=seat.location, host=seat.host,
             seat=seat.seat, username=seat.username, slot=slot, state=S.CREATING.value,
             duration_hours=duration_hours, created_at=now, revision=revision,
-            password=password).returning(*SESSIONS.c)).one()
+            password=password, email_key=participant.key).returning(*SESSIONS.c)).one()
         _record(conn, session_id, now, None, S.CREATING,
                 f"seat {seat.username} ({seat.seat}) on {seat.host}, slot {slot}", "")
         return _session(row)
