@@ -41,6 +41,7 @@ SMOKE: dict[str, list[str]] = {
                     "--no-corpus", "--force"],
     "mail.py": ["--runs", "2", "--concurrent", "2", "--seats", "4"],
     "guard.py": ["--seats", "20", "--busy", "3", "--rounds", "2"],
+    "portal.py": ["--seats", "4", "--rounds", "2"],
 }
 
 
@@ -125,3 +126,11 @@ def test_guard_times_a_round_beside_a_bare_round_trip() -> None:
     assert re.search(r"baseline: bare agent round trip \(version\) +[0-9.]+ ms", out), out
     assert re.search(r"guard round \(agent round trip\) +[0-9.]+ ms", out), out
     assert re.search(r"CPU at a 30 s interval: [0-9.]+ % of one core", out), out
+
+
+@needs_root
+def test_portal_times_a_click_to_the_credentials_beside_the_bare_create() -> None:
+    out = bench("portal.py")
+    assert "portal: 2 rounds, interleaved" in out, out
+    assert re.search(r"bare API CREATE \(baseline\) +p50 +[0-9]+ ms", out), out
+    assert re.search(r"click → page with credentials +p50 +[0-9]+ ms", out), out
