@@ -59,6 +59,8 @@ def write_catalog(root: Path, state: Path, seats: int) -> None:
                                  f"    last: {seats}\n    uid_base: {UID_BASE}\n"
                                  f"    gid_base: {UID_BASE}\n    home_root: {HOMES}\n",
         "catalog/portal.yaml": "rate_limit: {per_address: 3/hour, per_client: 100000/day}\n",
+        # mail on (the confirmation is queued in the registration's transaction), no sender:
+        "catalog/mail.yaml": "smtp: {host: localhost, port: 1}\nfrom: bench@example.org\n",
         "catalog/workshops/WKSHP-Bench/workshop.yaml":
             f"name: Bench\ncapacity: {seats}\nseats: {{first: 1, last: {seats}}}\n"
             "location: lab\nduration: 1\n",

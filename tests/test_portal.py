@@ -21,10 +21,12 @@ from sqlalchemy import select, update
 from wodsync.api.app import create_app
 from wodsync.api.deps import Context
 from wodsync.controller import open_controller
+from wodsync.mail import links as mail_links
 from wodsync.portal.links import confirm_url, links_of
 from wodsync.secrets import Secrets
 from wodsync.store import AlreadyLive, Candidate, Participant, SessionState, open_store
 from wodsync.store.models import utcnow
+from wodsync.store.outbox import OUTBOX
 from wodsync.store.registrations import REGISTRATIONS
 
 import apiserver
@@ -38,7 +40,9 @@ PORTAL_YAML = ("terms: {text: I accept the lab's terms., url: https://lab.exampl
                "deny: [denied.example]\n"
                "rate_limit: {per_address: 4/hour, per_client: 200/hour}\n"
                "confirm_ttl: 2h\nextend: {step_hours: 1, max_hours: 2}\n"
-               "feedback_url: https://lab.example/feedback\n")
+)
+MAIL_YAML = ("smtp: {host: localhost, port: 1}\nfrom: lab@example.org\n"
+             "feedback_url: https://lab.example/feedback\n")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,7 @@ def lab(tmp_path_factory):
     root = tmp / "repo"
     write_catalog(root, tmp)
     (root / "catalog/portal.yaml").write_text(PORTAL_YAML)
+    (root / "catalog/mail.yaml").write_text(MAIL_YAML)  # no sender runs: mails stay queued
     applied = wodsync(root, tmp, "apply", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     ctl = open_controller(root, tmp / "state", None, Secrets())
@@ -94,17 +99,19 @@ def _registration(store, email: str):
 
 
 def _confirm_link(lab, email: str) -> str:
-    """The link the confirmation mail carries, from its outbox row when this tree has one."""
+    """The link the confirmation mail carries: its outbox row names the registration (never
+    the secret), and the mail renderer builds the link with the portal's builder."""
     reg = _registration(lab["store"], email)
-    if hasattr(lab["store"], "outbox"):
-        from wodsync.store.outbox import OUTBOX
-        with lab["store"].engine.connect() as conn:
-            mail = conn.execute(select(OUTBOX).where(OUTBOX.c.dedup_key == f"confirm:{reg.id}")
-                                ).one()
-        assert mail.kind == "confirm" and mail.recipient == email
-        assert mail.context["registration"] == reg.id
-        assert "confirm/" not in json.dumps(mail.context), "no secret in the outbox"
-    return confirm_url(lab["store"], reg.id, lab["base"])
+    with lab["store"].engine.connect() as conn:
+        mail = conn.execute(select(OUTBOX).where(OUTBOX.c.dedup_key == f"confirm:{reg.id}")
+                            ).one()
+    assert mail.kind == "confirm" and mail.recipient == email and mail.state == "queued"
+    assert mail.context["registration"] == reg.id
+    assert "confirm/" not in json.dumps(mail.context), "no secret in the outbox"
+    built = mail_links.build(mail_links.LinkRequest("confirm", lab["store"], None,
+                                                    mail.context, lab["base"]))
+    assert built == confirm_url(lab["store"], reg.id, lab["base"])
+    return built
 
 
 def _text(html: str) -> str:

@@ -644,7 +644,6 @@ class PortalFile(Strict):
     extend: SelfExtension = SelfExtension()
     check_deliverability: bool = Field(False, description="Check that the e-mail's domain "
                                        "accepts mail (DNS MX/A), at registration.")
-    feedback_url: Url | None = Field(None, description="Shown on the page of an ended session.")
 
 
 FILE_MODELS: dict[str, type[BaseModel]] = {

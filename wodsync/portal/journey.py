@@ -119,6 +119,8 @@ class Portal:
         if self._seats_left(workshop, ws) < 1:
             raise Refusal(f"{ws.name} is full right now. Seats come free as sessions end: "
                           "please try again later.", 409)
+        if self.service.deployment().catalog.mail is None:
+            raise Refusal("Registrations are closed: this portal cannot send mail yet.", 503)
         try:
             return self.store.registrations.register(
                 workshop=workshop, name=name, email=screened.email, company=company,
@@ -246,6 +248,14 @@ class Portal:
         return next((r.video for r in self.service.deployment().catalog.replays
                      if r.id == ws.replay and r.active), None)
 
+    def feedback(self) -> str | None:
+        """Where to give feedback, as the mails say it: the mail settings' `feedback_url`,
+        else the catalog's `SURVEYURL` variable (WoD's)."""
+        catalog = self.service.deployment().catalog
+        survey = catalog.variables.get("SURVEYURL")
+        return (catalog.mail.feedback_url if catalog.mail else None) or \
+            (survey if isinstance(survey, str) else None)
+
     def view(self, session: Session) -> dict[str, Any]:
         """What the session page shows of `session`: credentials only while it runs."""
         running = session.state is SessionState.ACTIVE
@@ -259,5 +269,5 @@ class Portal:
             "extension_left": self.extension_left(session),
             "step_hours": self.settings().extend.step_hours,
             "replay": self.replay(session.workshop),
-            "feedback": self.settings().feedback_url,
+            "feedback": self.feedback(),
         }

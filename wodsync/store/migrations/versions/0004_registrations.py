@@ -3,7 +3,7 @@ rate limits count, and the folded e-mail of a session (one live session per pers
 workshops, by a unique partial index).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-06
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"  # on s27-mail; "0002" on its own: the coordinator chains them
 branch_labels = None
 depends_on = None
 
