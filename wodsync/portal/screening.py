@@ -53,10 +53,12 @@ def rate(text: str) -> tuple[int, timedelta]:
 
 
 def fold(email: str) -> str:
-    """The key of one person's address: case folded and the `+tag` of the local part dropped,
-    so `Ann+1@Example.org` and `ann@example.org` are one person."""
-    local, _, domain = email.strip().rpartition("@")
-    return f"{local.split('+', 1)[0].casefold()}@{domain.casefold()}"
+    """The key of one person's address: trimmed, lowercased and the `+tag` of the local part
+    dropped, so `Ann+1@Example.org` and `ann@example.org` are one person (the badges count
+    completions by the same key: `wodsync.badges.identity.fold_email` does the same)."""
+    address = email.strip().lower()
+    local, at, domain = address.rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}" if at else address
 
 
 def _domains(domain: str) -> list[str]:
