@@ -150,6 +150,9 @@ def test_the_journey_register_confirm_credentials_extend_unregister(lab):
     [session] = lab["store"].sessions.find(email="ann.lee@example.org")
     assert session.state is SessionState.ACTIVE and session.email_key == "ann.lee@example.org"
     assert page_path == links_of(lab["store"]).session_path(session.id)
+    mailed = mail_links.build(mail_links.LinkRequest("session", lab["store"], session, {},
+                                                     lab["base"]))
+    assert mailed == lab["base"] + page_path, "the mails link to this very page"
 
     shown = browser.get(page_path)
     assert shown.status_code == 200

@@ -190,3 +190,56 @@ def test_a_registration_is_refused_while_the_person_has_a_live_session(store):
     assert store.registrations.confirmed(reg.id, "other").session_id == live.id, \
         "the first session a registration gets is the one it keeps"
     assert store.registrations.of_session(live.id).id == reg.id
+
+
+def _session(state, password="S3cret-pw"):
+    from wodsync.store import Session, SessionState
+
+    now = utcnow()
+    return Session(id="0123456789ab", workshop="WKSHP-A", name="Ann", email="ann@x.org",
+                   company="", location="lab", host="h1", seat=1, username="student1", slot=0,
+                   state=SessionState(state), duration_hours=2.0, created_at=now,
+                   started_at=now, ends_at=now + timedelta(hours=2), ended_at=None,
+                   expiring_at=None, completion=75.0, revision="r", error=None,
+                   password=password)
+
+
+def _render(session, running, **extra):
+    from wodsync.portal.pages import page
+
+    view = {"session": session, "title": "Python 101", "running": running,
+            "hub_url": "http://hub.example:8000/" if running else None,
+            "username": session.username if running else None,
+            "password": session.password if running else None, "time_left": "2 h",
+            "ends_at": session.ends_at.isoformat(), "extension_left": 2.0, "step_hours": 1.0,
+            "replay": "https://video.example/1", "feedback": "https://f.example/",
+            "badges": [], "refusal": "", "notice": "", "page": "/s/x.y", **extra}
+    return page("session.html", 200, "tok" * 8, **view)
+
+
+def test_the_running_page_has_the_start_button_the_credentials_and_its_forms():
+    answer = _render(_session("active"), True)
+    body = answer.body.decode()
+    assert 'id="start" href="http://hub.example:8000/"' in body and "Start workshop" in body
+    assert "student1" in body and "S3cret-pw" in body
+    assert 'action="/s/x.y/extend"' in body and 'action="/s/x.y/unregister"' in body
+    assert body.count('name="csrf" value="toktoktoktoktoktoktoktok"') == 2
+    assert "wodsync_csrf=toktoktoktoktoktoktoktok" in answer.headers["set-cookie"]
+    assert "SameSite=strict" in answer.headers["set-cookie"]
+    assert "Register for another" not in body
+
+
+def test_the_ended_page_shows_completion_badges_replay_and_feedback_and_no_form():
+    from wodsync.portal.badges import BadgeLink
+
+    body = _render(_session("ended", password=""), False, badges=[
+        BadgeLink("Python 101", "https://b.example/p.png", "/badges/1")]).body.decode()
+    assert "Your workshop has ended." in body and "You completed 75 % of it." in body
+    assert 'href="/badges/1"' in body and "https://video.example/1" in body
+    assert "https://f.example/" in body and 'href="/register"' in body
+    assert "student1" not in body and "<form" not in body and "Start workshop" not in body
+
+
+def test_participant_text_is_escaped_in_the_pages():
+    body = _render(_session("active"), True, title="<script>alert(1)</script>").body.decode()
+    assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)" in body
