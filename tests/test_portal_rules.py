@@ -205,7 +205,7 @@ def _session(state, password="S3cret-pw"):
 
 
 def _render(session, running, **extra):
-    from wodsync.portal.pages import page
+    from wodsync.api.pages import page
 
     view = {"session": session, "title": "Python 101", "running": running,
             "hub_url": "http://hub.example:8000/" if running else None,

@@ -108,7 +108,7 @@ class Portal:
         settings = self.settings()
         ws = self.workshop(workshop)
         if ws is None:
-            raise Refusal("This workshop is not open for registration.", 404)
+            raise Refusal("This workshop is not open for registration.", "unknown")
         name, company = clean_text(name, NAME_CHARS), clean_text(company, NAME_CHARS)
         if not name:
             raise Refusal("Please give your name: it is on your badge.")
@@ -118,16 +118,16 @@ class Portal:
         screened = screen(settings, email)
         if self._seats_left(workshop, ws) < 1:
             raise Refusal(f"{ws.name} is full right now. Seats come free as sessions end: "
-                          "please try again later.", 409)
+                          "please try again later.", "taken")
         if self.service.deployment().catalog.mail is None:
-            raise Refusal("Registrations are closed: this portal cannot send mail yet.", 503)
+            raise Refusal("Registrations are closed: this portal cannot send mail yet.", "closed")
         try:
             return self.store.registrations.register(
                 workshop=workshop, name=name, email=screened.email, company=company,
                 email_key=screened.key, client=client, ttl=span(settings.confirm_ttl),
                 one_live=settings.one_live_session, enqueue=mail.enqueue_confirm)
         except LiveElsewhere as exc:
-            raise Refusal(self.live_message(exc.session), 409) from None
+            raise Refusal(self.live_message(exc.session), "taken") from None
 
     def _count_attempt(self, settings: PortalFile, email: str, client: str) -> None:
         per_address = Limit(*rate(settings.rate_limit.per_address))
@@ -137,7 +137,7 @@ class Portal:
         except RateLimited as exc:
             who = "this e-mail address" if exc.scope == "address" else "your network"
             raise Refusal(f"There were too many registrations from {who} lately. Please try "
-                          f"again in {time_left(exc.retry_at) or 'a minute'}.", 429) from None
+                          f"again in {time_left(exc.retry_at) or 'a minute'}.", "limited") from None
 
     def _seats_left(self, key: str, ws: Workshop) -> int:
         return ws.capacity - self.store.sessions.live_per_workshop().get(key, 0)
@@ -182,15 +182,15 @@ class Portal:
             if held is not None and held.workshop == registration.workshop \
                     and fold(held.email) == registration.email_key:
                 return held  # the same person's live session of this workshop: the same page
-            raise Refusal(self.live_message(held) if held else str(exc), 409) from None
+            raise Refusal(self.live_message(held) if held else str(exc), "taken") from None
         except UnknownWorkshop:
-            raise Refusal("This workshop is no longer open for registration.", 410) from None
+            raise Refusal("This workshop is no longer open for registration.", "gone") from None
         except NoSeat:
             raise Refusal("No seat of this workshop is free right now. Seats come free as "
-                          "sessions end: please register again later.", 409) from None
+                          "sessions end: please register again later.", "taken") from None
         except CreateFailed:
             raise Refusal("We could not prepare your seat. Nothing is kept of it: please "
-                          "register again (we have told the operators).", 502) from None
+                          "register again (we have told the operators).", "failed") from None
 
     # ---- the session page ------------------------------------------------------------------
 
@@ -220,16 +220,16 @@ class Portal:
         """One step of self-service extension, within the portal's and the service's caps."""
         step = self.settings().extend.step_hours
         if session.state is not SessionState.ACTIVE:
-            raise Refusal("Only a running workshop can be extended.", 409)
+            raise Refusal("Only a running workshop can be extended.", "taken")
         left = self.extension_left(session)
         if left + 1e-9 < step:
             raise Refusal(f"This workshop cannot be extended any more: it allows "
-                          f"{self._extension_cap():g} h of extra time in all.", 409)
+                          f"{self._extension_cap():g} h of extra time in all.", "taken")
         try:
             return self.store.sessions.extend(session.id, step, session.duration_hours
                                               + self._extension_cap())
         except ExtensionRefused:
-            raise Refusal("This workshop cannot be extended any more.", 409) from None
+            raise Refusal("This workshop cannot be extended any more.", "taken") from None
 
     def unregister(self, session: Session) -> Session:
         """CLEANUP, as when the time is up: the seat is released and the page shows the end."""

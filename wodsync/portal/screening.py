@@ -24,12 +24,19 @@ _RATE_UNITS = {"second": timedelta(seconds=1), "minute": timedelta(minutes=1),
 
 
 class Refusal(Exception):
-    """A registration refused; `str()` says why, in plain words for the participant.
-    `status` is the HTTP status the page is answered with."""
+    """A participant's request refused; `str()` says why, in plain words for them. `why`
+    names the kind of refusal (`WHYS`); the pages answer each with its HTTP status."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str, why: str = "invalid") -> None:
         super().__init__(message)
-        self.status = status
+        assert why in WHYS, why
+        self.why = why
+
+
+# invalid: the input cannot be used; unknown: no such workshop; taken: a seat, a live session
+# or a cap stands in the way; limited: too many attempts; gone: no longer possible; closed:
+# the portal cannot take registrations now; failed: the seat could not be prepared.
+WHYS = ("invalid", "unknown", "taken", "limited", "gone", "closed", "failed")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wodsync.api.deps import SessionsDep
+from wodsync.api.pages import CSRF_COOKIE, STATUS, csrf_token, message, page
 from wodsync.portal.journey import Expired, NotFound, Portal, time_left
-from wodsync.portal.pages import CSRF_COOKIE, csrf_token, message, page
 from wodsync.portal.screening import Refusal
 
 router = APIRouter(tags=["portal pages"], include_in_schema=False)
@@ -89,7 +89,7 @@ def register(request: Request, service: SessionsDep,
     try:
         registration = portal.register(workshop, name, email, company, terms == "yes", client)
     except Refusal as exc:
-        return workshops_page(portal, token, str(exc), exc.status,
+        return workshops_page(portal, token, str(exc), STATUS[exc.why],
                               {"workshop": workshop, "name": name, "email": email,
                                "company": company})
     return message("Check your mailbox",
@@ -113,5 +113,5 @@ def confirm(token: str, request: Request, service: SessionsDep) -> Response:
                        f"{portal.title(exc.registration.workshop)} has expired. Please "
                        "register again: you will get a new one.", 410)
     except Refusal as exc:
-        return message("Your seat could not be given", str(exc), exc.status)
+        return message("Your seat could not be given", str(exc), STATUS[exc.why])
     return RedirectResponse(portal.links.session_path(session.id), status_code=303)

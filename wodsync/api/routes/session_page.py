@@ -12,10 +12,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wodsync.api.deps import SessionsDep
+from wodsync.api.pages import STATUS, csrf_token, message, page
 from wodsync.api.routes.register import CookieDep, csrf_ok, portal_of
 from wodsync.portal import badges
 from wodsync.portal.journey import NotFound, Portal
-from wodsync.portal.pages import csrf_token, message, page
 from wodsync.portal.screening import Refusal
 from wodsync.store import Session
 
@@ -64,7 +64,7 @@ def _act(token: str, request: Request, service: SessionsDep, csrf: str, cookie: 
             portal.unregister(session)
     except Refusal as exc:
         return session_page(portal, token, portal.store.sessions.get(session.id),
-                            csrf_token(cookie), exc.status, refusal=str(exc))
+                            csrf_token(cookie), STATUS[exc.why], refusal=str(exc))
     return RedirectResponse(f"/s/{token}", status_code=303)
 
 

@@ -1,5 +1,7 @@
-"""The portal's HTML: Jinja2 templates shipped with the package, autoescaped, answered with
-headers that keep a page with credentials out of caches, frames and other sites' reach.
+"""The participant's pages as HTML (`wodsync.portal` decides, these pages show): Jinja2
+templates shipped with the package (`api/templates/`), autoescaped, answered with headers
+that keep a page with credentials out of caches, frames and other sites' reach; and the HTTP
+status of each kind of refusal.
 
 Why a nonce: the Content-Security-Policy allows no script or style but the page's own inline
 block carrying this answer's nonce (the time-left countdown, the stylesheet); the pages work
@@ -16,8 +18,11 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 CSRF_COOKIE = "wodsync_csrf"
+# A portal refusal's kind (`wodsync.portal.screening.WHYS`) → the status of its page.
+STATUS = {"invalid": 422, "unknown": 404, "taken": 409, "limited": 429, "gone": 410,
+          "closed": 503, "failed": 502}
 
-_ENV = Environment(loader=PackageLoader("wodsync.portal", "templates"),
+_ENV = Environment(loader=PackageLoader("wodsync.api", "templates"),
                    autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                    trim_blocks=True, lstrip_blocks=True)
 
