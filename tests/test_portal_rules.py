@@ -154,6 +154,26 @@ def test_one_live_session_per_folded_address_across_workshops_is_the_stores(stor
     assert _allocate(store, "WKSHP-B", "ann+2@x.org", "ann@x.org", 2).email_key == "ann@x.org"
 
 
+def test_a_seat_held_for_reset_no_longer_counts_as_the_persons_session(store):
+    from wodsync.store import SessionState
+
+    first = _allocate(store, "WKSHP-A", "eve@x.org", "eve@x.org", 1)
+    store.sessions.activate(first.id)
+    store.sessions.transition(first.id, SessionState.CLEANING)
+    with pytest.raises(AlreadyLive):
+        _allocate(store, "WKSHP-B", "eve@x.org", "eve@x.org", 2)
+    store.sessions.transition(first.id, SessionState.HELD)
+    assert store.sessions.get(first.id).live, "held: the seat is still the workshop's"
+    assert _allocate(store, "WKSHP-B", "Eve+2@x.org", "eve@x.org", 2).email_key == "eve@x.org"
+    store.registrations.register(workshop="WKSHP-C", name="Eve", email="eve@x.org",
+                                 company="", email_key="eve@x.org", client="c",
+                                 ttl=timedelta(hours=1), one_live=False)
+    with pytest.raises(LiveElsewhere):  # the session of WKSHP-B is under way
+        store.registrations.register(workshop="WKSHP-C", name="Eve", email="eve@x.org",
+                                     company="", email_key="eve@x.org", client="c",
+                                     ttl=timedelta(hours=1), one_live=True)
+
+
 def test_concurrent_allocations_of_one_folded_address_give_one_seat(store):
     won, lost = [], []
 

@@ -35,7 +35,7 @@ from wodsync.store import (
     SessionState,
     Store,
 )
-from wodsync.store.models import utcnow
+from wodsync.store.models import PERSON_STATES, utcnow
 from wodsync.store.registrations import (
     Limit,
     LiveElsewhere,
@@ -181,7 +181,10 @@ class Portal:
             held = exc.session
             if held is not None and held.workshop == registration.workshop \
                     and fold(held.email) == registration.email_key:
-                return held  # the same person's live session of this workshop: the same page
+                if held.state in PERSON_STATES:
+                    return held  # the same person's session of this workshop: the same page
+                raise Refusal("Your previous seat in this workshop is still being reset. "
+                              "Please try the link again in a few minutes.", "taken") from None
             raise Refusal(self.live_message(held) if held else str(exc), "taken") from None
         except UnknownWorkshop:
             raise Refusal("This workshop is no longer open for registration.", "gone") from None

@@ -92,6 +92,11 @@ def _in(states: tuple[SessionState, ...] | type[SessionState]) -> str:
 
 
 LIVE_SQL = _in(LIVE_STATES)
+# A person's workshop is under way: the portal's one-session-per-person rule counts these. A
+# held seat (waiting for RESET) no longer has its participant: they may register again.
+PERSON_STATES: tuple[SessionState, ...] = (
+    SessionState.CREATING, SessionState.ACTIVE, SessionState.CLEANING)
+PERSON_SQL = _in(PERSON_STATES)
 SEAT_SQL = _in(SEAT_STATES)
 STATES_SQL = _in(SessionState)
 
@@ -249,7 +254,7 @@ class SessionRow(Base):
                         name="completion"),
         _live_unique("uq_sessions_live_seat", "host", "seat", states=SEAT_SQL),
         _live_unique("uq_sessions_live_slot", "workshop", "slot"),
-        _live_unique("uq_sessions_live_email_key", "email_key"),
+        _live_unique("uq_sessions_live_email_key", "email_key", states=PERSON_SQL),
         Index("ix_sessions_state_ends_at", "state", "ends_at"),
         Index("ix_sessions_state_next_release_at", "state", "next_release_at"),
         Index("ix_sessions_host", "host"),

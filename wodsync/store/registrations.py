@@ -28,7 +28,7 @@ from wodsync.store.models import (
     utcnow,
     writing,
 )
-from wodsync.store.sessions import SESSIONS, Session, _live, _session
+from wodsync.store.sessions import SESSIONS, Session, _person, _session
 
 REGISTRATIONS = table_of(RegistrationRow)
 ATTEMPTS = table_of(AttemptRow)
@@ -122,7 +122,7 @@ class Registrations:
             if one_live:
                 live = conn.execute(select(SESSIONS).where(
                     (SESSIONS.c.email_key == email_key)
-                    | (func.lower(SESSIONS.c.email) == email.lower()), _live())
+                    | (func.lower(SESSIONS.c.email) == email.lower()), _person())
                     .order_by(SESSIONS.c.created_at)).first()
                 if live is not None:
                     raise LiveElsewhere(_session(live))

@@ -25,6 +25,7 @@ from wodsync.logs import FIELDS
 from wodsync.store.guard import quarantined
 from wodsync.store.models import (
     LIVE_STATES,
+    PERSON_STATES,
     SEAT_STATES,
     SessionEventRow,
     SessionRow,
@@ -240,6 +241,11 @@ def _live() -> Any:
     return SESSIONS.c.state.in_([s.value for s in LIVE_STATES])
 
 
+def _person() -> Any:
+    """Sessions whose participant is still in their workshop (`PERSON_STATES`)."""
+    return SESSIONS.c.state.in_([s.value for s in PERSON_STATES])
+
+
 def _holding() -> Any:
     return SESSIONS.c.state.in_([s.value for s in SEAT_STATES])
 
@@ -310,7 +316,7 @@ class Sessions:
             func.lower(SESSIONS.c.email) == func.lower(participant.email), _live())).first()
         if existing is None and participant.key is not None:
             existing = conn.execute(select(SESSIONS).where(
-                SESSIONS.c.email_key == participant.key, _live())).first()
+                SESSIONS.c.email_key == participant.key, _person())).first()
         if existing is not None:
             raise AlreadyLive(_session(existing))
         seat = _first_free_seat(conn, seats)

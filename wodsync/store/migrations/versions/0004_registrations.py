@@ -17,7 +17,7 @@ down_revision = "0003"  # on s27-mail; "0002" on its own: the coordinator chains
 branch_labels = None
 depends_on = None
 
-LIVE = "state IN ('creating', 'active', 'cleaning', 'held', 'resetting')"
+PERSON = "state IN ('creating', 'active', 'cleaning')"  # models.PERSON_SQL
 
 
 def upgrade() -> None:
@@ -51,7 +51,7 @@ def upgrade() -> None:
                     ["client", "at"])
     op.add_column("sessions", sa.Column("email_key", sa.String(320), nullable=True))
     op.create_index("uq_sessions_live_email_key", "sessions", ["email_key"], unique=True,
-                    sqlite_where=sa.text(LIVE), postgresql_where=sa.text(LIVE))
+                    sqlite_where=sa.text(PERSON), postgresql_where=sa.text(PERSON))
 
 
 def downgrade() -> None:
