@@ -263,3 +263,30 @@ def test_the_ended_page_shows_completion_badges_replay_and_feedback_and_no_form(
 def test_participant_text_is_escaped_in_the_pages():
     body = _render(_session("active"), True, title="<script>alert(1)</script>").body.decode()
     assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)" in body
+
+
+def test_the_pages_say_the_portal_is_starting_before_a_revision_is_deployed(store):
+    import requests
+
+    from wodsync.api.app import create_app
+    from wodsync.api.deps import Context
+    from wodsync.sessions.service import SessionService
+    from wodsync.source.revision import Current
+
+    from apiserver import serving
+
+    service = SessionService(store, Current())  # nothing deployed yet
+    with serving(create_app(Context(store, sessions=service))) as base:
+        http = requests.Session()
+        http.cookies.set("wodsync_csrf", "c" * 32)
+        shown = http.get(base + "/register", timeout=30)
+        posted = http.post(base + "/register", timeout=30, data={
+            "workshop": "WKSHP-A", "name": "A", "email": "a@example.org", "terms": "yes",
+            "csrf": "c" * 32})
+        for answer in (shown, posted):
+            assert answer.status_code == 503 and "This portal is starting" in answer.text
+            assert answer.headers["content-type"].startswith("text/html")
+        assert http.get(base + "/s/abc.def", timeout=30).status_code == 404, \
+            "a link that is not ours is a 404 whatever the state"
+        api = requests.get(base + "/api/v1/workshops", timeout=30)
+        assert api.status_code == 503 and "no valid revision" in api.json()["detail"]

@@ -8,17 +8,40 @@ double-submit cookie of the form; the rules themselves are `wodsync.portal.journ
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 
 from wodsync.api.deps import SessionsDep
 from wodsync.api.pages import CSRF_COOKIE, STATUS, csrf_token, message, page
 from wodsync.portal.journey import Expired, NotFound, Portal, time_left
 from wodsync.portal.screening import Refusal
+from wodsync.source.revision import NotDeployed
 
-router = APIRouter(tags=["portal pages"], include_in_schema=False)
+
+class PageRoute(APIRoute):
+    """A participant's page: before a revision is deployed (the daemon's first minutes) it
+    says so as a page, not as the API's JSON refusal."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def page_or_wait(request: Request) -> Response:
+            try:
+                answer: Response = await handler(request)
+            except NotDeployed:
+                return message("The workshops are on their way",
+                               "This portal is starting. Please try again in a minute.", 503,
+                               link=None)
+            return answer
+
+        return page_or_wait
+
+
+router = APIRouter(tags=["portal pages"], include_in_schema=False, route_class=PageRoute)
 
 CookieDep = Annotated[str | None, Cookie(alias=CSRF_COOKIE)]
 

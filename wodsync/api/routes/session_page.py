@@ -13,13 +13,14 @@ from fastapi.responses import RedirectResponse, Response
 
 from wodsync.api.deps import SessionsDep
 from wodsync.api.pages import STATUS, csrf_token, message, page
-from wodsync.api.routes.register import CookieDep, csrf_ok, portal_of
+from wodsync.api.routes.register import CookieDep, PageRoute, csrf_ok, portal_of
 from wodsync.portal import badges
 from wodsync.portal.journey import NotFound, Portal
 from wodsync.portal.screening import Refusal
 from wodsync.store import Session
 
-router = APIRouter(prefix="/s", tags=["portal pages"], include_in_schema=False)
+router = APIRouter(prefix="/s", tags=["portal pages"], include_in_schema=False,
+                   route_class=PageRoute)
 
 CsrfForm = Annotated[str, Form(max_length=100)]
 
