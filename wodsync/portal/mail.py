@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from wodsync.mail import links
 from wodsync.mail.triggers import queued
 from wodsync.portal.links import confirm_url, session_url
+from wodsync.store.models import after_commit
 from wodsync.store.outbox import enqueue
 from wodsync.store.registrations import Registration
 
@@ -21,8 +22,7 @@ def enqueue_confirm(conn: Connection, registration: Registration) -> None:
         "registration": registration.id, "workshop": registration.workshop,
         "name": registration.name, "expires_at": registration.expires_at.isoformat()},
         key=f"confirm:{registration.id}")
-    queued.set()  # a sender in this process wakes now (set before the commit: it finds the
-    # row at its next claim, at worst one poll later)
+    after_commit(conn, queued.set)  # a sender in this process wakes once the mail is there
 
 
 def _session_link(request: links.LinkRequest) -> str | None:
