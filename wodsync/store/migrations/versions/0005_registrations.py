@@ -2,8 +2,8 @@
 rate limits count, and the folded e-mail of a session (one live session per person across
 workshops, by a unique partial index).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"  # on s27-mail; "0002" on its own: the coordinator chains them
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """The seat guard: its events (rule, action, evidence) and the seats it quarantined.
 
-Revision ID: 0006
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0003"  # after the outbox (the migrations chain in the order they landed)
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
