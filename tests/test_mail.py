@@ -178,9 +178,11 @@ def test_a_claim_is_exclusive_until_its_lease_ends(store: Store) -> None:
 
 def test_moves_queue_their_mails_in_the_same_transaction(mailing: Store) -> None:
     s = active_session(mailing)
-    mailing.sessions.mark_expiring(timedelta(hours=3))
-    mailing.sessions.extend(s.id, 1, 24)
-    mailing.sessions.mark_expiring(timedelta(hours=4))  # the extension re-arms the notice
+    assert s.ends_at is not None
+    mailing.sessions.mark_expiring(timedelta(hours=3), s.ends_at - timedelta(minutes=30))
+    ends = mailing.sessions.extend(s.id, 1, 24).ends_at
+    assert ends is not None  # the extension re-arms the notice
+    mailing.sessions.mark_expiring(timedelta(hours=4), ends - timedelta(minutes=30))
     mailing.sessions.transition(s.id, SessionState.CLEANING)
     mailing.sessions.transition(s.id, SessionState.ENDED)
     failed = new_session(mailing, email="bob@example.org", seat=2)
@@ -504,7 +506,8 @@ def test_expiring_carries_the_extend_link_and_failed_tells_participant_and_opera
     links.register("extend", lambda req: f"{req.base_url}/s/x-{req.session.id}#extend")
     try:
         s = active_session(mailing)
-        mailing.sessions.mark_expiring(timedelta(hours=3))
+        assert s.ends_at is not None
+        mailing.sessions.mark_expiring(timedelta(hours=3), s.ends_at - timedelta(minutes=30))
         failed = new_session(mailing, email="bob@example.org", seat=2)
         mailing.sessions.fail(failed.id, "create hook exited 3")
         drain(sender(mailing, catalog, sink))

@@ -378,11 +378,20 @@ def test_expiring_marks_each_session_once_and_extend_rearms_it(store: Store) -> 
     assert len(store.sessions.mark_expiring(window, T0 + timedelta(hours=2, minutes=31))) == 1
 
 
+def test_a_short_session_is_expiring_only_in_its_second_half(store: Store) -> None:
+    session = store.sessions.activate(allocate(store).id, T0)  # 2 hours, window 1 hour
+    hour = timedelta(hours=1)
+    assert store.sessions.mark_expiring(3 * hour, T0) == [], "not ending from its start"
+    assert store.sessions.mark_expiring(3 * hour, T0 + timedelta(minutes=59)) == []
+    assert [s.id for s in store.sessions.mark_expiring(3 * hour, T0 + hour)] == [session.id]
+
+
 def test_concurrent_expiry_ticks_mark_each_session_exactly_once(store: Store) -> None:
     ids = {store.sessions.activate(allocate(store, f"p{i}@example.org",
                                             candidates=seats(10)).id, T0).id
            for i in range(10)}
-    results = all_at_once(8, lambda _: store.sessions.mark_expiring(timedelta(hours=3), T0))
+    late = T0 + timedelta(hours=1, minutes=59)
+    results = all_at_once(8, lambda _: store.sessions.mark_expiring(timedelta(hours=3), late))
     marked = [s.id for r in results for s in r]
     assert sorted(marked) == sorted(ids)
 

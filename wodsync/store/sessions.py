@@ -467,15 +467,21 @@ class Sessions:
     def mark_expiring(self, window: timedelta, now: datetime | None = None) -> list[Session]:
         """Mark active sessions ending within `window`, each exactly once, and return them.
 
-        The mark is a compare-and-set on `expiring_at IS NULL`, so two daemons (or two
-        ticks) never both get the same session: one notice per session.
+        A session shorter than twice the window is marked in its second half instead: a 1 h
+        workshop is not "ending" from its first minute. The mark is a compare-and-set on
+        `expiring_at IS NULL`, so two daemons (or two ticks) never both get the same session:
+        one notice per session.
         """
         now = _aware(now)
         marked: list[Session] = []
         with writing(self.engine) as conn:
-            ids = conn.scalars(select(SESSIONS.c.id).where(
-                SESSIONS.c.state == S.ACTIVE.value, SESSIONS.c.expiring_at.is_(None),
-                SESSIONS.c.ends_at <= now + window).order_by(SESSIONS.c.ends_at)).all()
+            due = conn.execute(select(SESSIONS.c.id, SESSIONS.c.started_at, SESSIONS.c.ends_at)
+                               .where(SESSIONS.c.state == S.ACTIVE.value,
+                                      SESSIONS.c.expiring_at.is_(None),
+                                      SESSIONS.c.ends_at <= now + window)
+                               .order_by(SESSIONS.c.ends_at)).all()
+            ids = [d.id for d in due if d.ends_at - now <= _notice(window, d.started_at,
+                                                                     d.ends_at)]
             for session_id in ids:
                 row = conn.execute(
                     update(SESSIONS)
@@ -659,6 +665,14 @@ def _entering(before: Row[Any], to: SessionState, message: str,
     if to is S.HELD:  # the participant is gone; the seat waits for RESET
         return {"next_release_at": None, **_FORGET_PASSWORD}
     return {}
+
+
+def _notice(window: timedelta, started_at: datetime | None, ends_at: datetime) -> timedelta:
+    """How long before its end a session is marked expiring: `window`, or half the session
+    when it is shorter than two windows."""
+    if started_at is None:
+        return window
+    return min(window, (ends_at - started_at) / 2)
 
 
 def _record(conn: Connection, session_id: str, at: datetime, from_state: SessionState | None,
