@@ -109,9 +109,10 @@ PAGINATION = "application/jupyterhub-pagination+json"
 
 def hub_catalog(root: Path, tmp: Path, prefix: str, ports: list[int]) -> None:
     """Give the bench host a managed hub (no pool group, no workshops: hub users only)."""
-    template = Path(__file__).resolve().parent.parent / "templates/hub/jupyterhub_config.py.j2"
     (root / "templates/hub").mkdir(parents=True, exist_ok=True)
-    (root / "templates/hub/jupyterhub_config.py.j2").write_text(template.read_text())
+    for name in ("jupyterhub_config.py.j2", "lab-overrides.json.j2"):
+        template = Path(__file__).resolve().parent.parent / "templates/hub" / name
+        (root / "templates/hub" / name).write_text(template.read_text())
     proxy = shutil.which("configurable-http-proxy")
     host = root / "hosts/bench.yaml"
     host.write_text(host.read_text() + f"hub:\n  service: process\n  prefix: {prefix}\n"

@@ -218,8 +218,8 @@ def write_base(root: Path, lab: Lab, imported: Path | None) -> None:
                                  "    shell: /bin/bash\n",
         "hosts/bench.yaml": _host_file(lab),
     }
-    for name in ("jupyterhub_config.py.j2", "jupyterhub.service.j2"):
-        files[f"templates/hub/{name}"] = (PROJECT / "templates/hub" / name).read_text()
+    for template in (PROJECT / "templates/hub").glob("*.j2"):
+        files[f"templates/hub/{template.name}"] = template.read_text()
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)

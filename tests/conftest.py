@@ -23,7 +23,8 @@ from wodsync.cli import main
 
 PROJECT = Path(__file__).resolve().parent.parent
 # The one-host SSH lab fixtures (`sshd`, `lab`); the root tests' count and --strict-root.
-pytest_plugins = ["enginelab", "needsroot"]
+# `chromium` and `page`: a real browser (browser.py).
+pytest_plugins = ["enginelab", "needsroot", "browser"]
 REPO_PARTS = ("catalog", "hosts", "templates", "schemas")
 
 # Module → (xdist group, markers). Markers: `root` (needs root), `sshd` (starts an sshd),

@@ -93,8 +93,8 @@ def write_lab(root: Path, tmp: Path, pool: str, ports: dict[str, int], hub_extra
                           f"  proxy_api_port: {ports['proxy_api_port']}\n"
                           f"  token: {{secret: WODT_HUB_TOKEN}}\n{hub_extra}",
     }
-    for name in ("jupyterhub_config.py.j2", "jupyterhub.service.j2"):
-        files[f"templates/hub/{name}"] = (PROJECT / "templates/hub" / name).read_text()
+    for template in (PROJECT / "templates/hub").glob("*.j2"):
+        files[f"templates/hub/{template.name}"] = template.read_text()
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)

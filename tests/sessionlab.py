@@ -77,9 +77,9 @@ def write_catalog(root: Path, tmp: Path, hub: str = "", lab_host: str = "") -> N
                            f"pool: wodty\nstate_dir: {tmp}/state-alt1\n",
     }
     if hub:
-        for name in ("jupyterhub_config.py.j2", "jupyterhub.service.j2"):
-            files[f"templates/hub/{name}"] = (Path(__file__).resolve().parent.parent
-                                              / "templates/hub" / name).read_text()
+        hub_templates = Path(__file__).resolve().parent.parent / "templates/hub"
+        for template in hub_templates.glob("*.j2"):
+            files[f"templates/hub/{template.name}"] = template.read_text()
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)

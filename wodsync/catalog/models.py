@@ -412,6 +412,10 @@ class Pool(Strict):
     def user(self, seat: int) -> str:
         return f"{self.prefix}{seat}"
 
+    def home(self, seat: int) -> str:
+        """The seat's home, as its account is created: `<home_root>/<prefix><n>`."""
+        return f"{self.home_root.rstrip('/')}/{self.user(seat)}"
+
 
 class StudentsFile(Strict):
     """`catalog/students.yaml`."""
@@ -439,6 +443,8 @@ class VariablesFile(RootModel[Variables]):
 
 
 HUB_UNIT = "jupyterhub.service"
+# Where JupyterLab reads the settings defaults of every user of an environment.
+LAB_OVERRIDES = "share/jupyter/lab/settings/overrides.json"
 # Linux's default `net.ipv4.ip_unprivileged_port_start`: only root may listen below it.
 PRIVILEGED_BELOW = 1024
 HUB_PORTS = ("port", "hub_port", "proxy_api_port")
@@ -529,13 +535,18 @@ class Hub(Strict):
         return [(name, port) for name, port in self.ports() if port >= start]
 
     def files(self) -> list[HubFile]:
-        """The hub's configuration (it holds the token: root only) and, with systemd, its
-        unit (reloaded when it changes), each rendered from `templates/hub/`."""
+        """The hub's configuration (it holds the token: root only), with systemd its unit
+        (reloaded when it changes), and the students' JupyterLab settings defaults, each
+        rendered from `templates/hub/`."""
         files = [HubFile(f"{self.config_dir}/jupyterhub_config.py",
                          "hub/jupyterhub_config.py.j2", 0o600)]
         if self.service == "systemd":
             files.append(HubFile(f"{self.unit_dir}/{HUB_UNIT}", "hub/jupyterhub.service.j2",
                                  0o644, ("systemctl", "daemon-reload")))
+        # JupyterLab's defaults for every student (no "Jupyter news" prompt), read by the
+        # students' servers from the environment's settings folder: no hub restart.
+        files.append(HubFile(f"{self.prefix}/{LAB_OVERRIDES}", "hub/lab-overrides.json.j2",
+                             0o644))
         return files
 
 

@@ -41,7 +41,7 @@ __all__ = ["OutputTooLarge", "RenderLimitError", "RenderTimeout", "ValueTooLarge
 RENDERED_SUFFIXES = frozenset({".ipynb", ".yaml", ".py", ".sh", ".src", ".tf", ".env"})
 RENDERED_NAMES = frozenset({"Variables.ps1"})
 METADATA_FILE = "workshop.yaml"
-SEAT_VARIABLES = ("STDID", "PASSSTU", "MODEWS", "STUDENT", "WKSHP")
+SEAT_VARIABLES = ("STDID", "PASSSTU", "MODEWS", "STUDENT", "WKSHP", "HOME")
 COMPAT_VARIABLES = ("hostvars", "inventory_hostname")
 RENDER_SECONDS = 5.0
 MAX_OUTPUT_BYTES = MAX_VALUE
@@ -71,13 +71,16 @@ def environment() -> BoundedSandbox:
 
 def seat_variables(key: str, workshop: Workshop, pool: Pool, seat: int,
                    password: str) -> dict[str, Any]:
-    """Per-student variables: WoD's STDID/PASSSTU/MODEWS plus the account and workshop names."""
+    """Per-student variables: WoD's STDID/PASSSTU/MODEWS plus the account and workshop names
+    and the seat's true home (WoD's notebooks wrote `/student/studentN`, wrong on any other
+    pool's `home_root`)."""
     return {
         "STDID": seat,
         "PASSSTU": password,
         "MODEWS": "CHLG" if workshop.session_type == "Coding Challenge" else "WKSHP",
         "STUDENT": pool.user(seat),
         "WKSHP": key,
+        "HOME": pool.home(seat),
     }
 
 
