@@ -9,12 +9,16 @@ import os
 import shutil
 import socket
 import subprocess
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import remove_test_accounts, remove_test_cgroups, wodsync, wodsync_argv
+from wodsync.demo.repo import DEMO_EMAIL
+from wodsync.mail.sink import read_maildir
+
+from helpers import remove_test_accounts, remove_test_cgroups, until, wodsync, wodsync_argv
 from hubs import HUB_PREFIX, hub_prefix_lock, login, read_contents, start_server
 from sshd import free_port
 
@@ -48,20 +52,20 @@ def _cleanup(had_group: bool) -> None:
     shutil.rmtree(FOLDER, ignore_errors=True)
 
 
-def three_free_ports() -> int:
-    """The first of three consecutive free ports below the kernel's ephemeral range: the
-    other workers' `free_port()` (an ephemeral port) can never take one of them meanwhile."""
+def three_free_ports(count: int = 3) -> int:
+    """The first of three (`count`) consecutive free ports below the kernel's ephemeral range:
+    the other workers' `free_port()` (an ephemeral port) can never take one of them meanwhile."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for first in range(low - 3000, low - 3, 3):
+    for first in range(low - 3000, low - count, count):
         try:
             with contextlib.ExitStack() as held:
-                for port in range(first, first + 3):
+                for port in range(first, first + count):
                     s = held.enter_context(socket.socket())
                     s.bind(("127.0.0.1", port))
             return first
         except OSError:
             continue
-    raise AssertionError("no three consecutive free ports below the ephemeral range")
+    raise AssertionError(f"no {count} consecutive free ports below the ephemeral range")
 
 
 @pytest.fixture
@@ -69,9 +73,9 @@ def port():
     saved = {p: p.read_bytes() if p.exists() else None for p in SYSTEM_FILES}
     had_group = "students" in {g.gr_name for g in grp.getgrall()}
     _cleanup(had_group)
-    port = three_free_ports()
+    port = three_free_ports(4)  # the hub's three, then the mail sink's
     yield port
-    demo("--port", str(port), "--stop")
+    demo("--port", str(port), "--mail-port", str(port + 3), "--stop")
     _cleanup(had_group)
     for path, data in saved.items():
         if data is None:
@@ -80,13 +84,27 @@ def port():
             path.write_bytes(data)
 
 
+def _mails_to(maildir: Path, address: str) -> list[EmailMessage]:
+    if not (maildir / "new").is_dir():
+        return []
+    return [m for m in read_maildir(maildir) if address in str(m["To"])]
+
+
 def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
-    first = demo("--port", str(port), "--json")
+    first = demo("--port", str(port), "--mail-port", str(port + 3), "--json")
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     creds = json.loads(first.stdout)
     assert set(creds) == {"url", "username", "password", "state", "root", "session", "api",
-                          "api_token", "repo"}
+                          "api_token", "repo", "register", "mailbox"}
     assert creds["url"] == f"http://127.0.0.1:{port}/" and creds["username"] == f"{PREFIX}1"
+    assert creds["register"] == f"{creds['api']}/register"
+    page = requests.get(creds["register"], timeout=30)
+    assert page.status_code == 200 and "Python 101" in page.text, "the registration page"
+    mailbox = Path(creds["mailbox"])
+    until(lambda: _mails_to(mailbox, DEMO_EMAIL), "the demo session's credentials mail "
+          "reaches the demo's Maildir", timeout=60)
+    (mail,) = _mails_to(mailbox, DEMO_EMAIL)
+    assert creds["password"] in mail.get_body(("plain",)).get_content(), "the credentials mail"
 
     base = creds["url"].rstrip("/")
     session, xsrf = login(base, creds["username"], creds["password"])
@@ -100,7 +118,7 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["state"] == "active", "the demo seat is a real session"
 
-    again = demo("--port", str(port), "--json")
+    again = demo("--port", str(port), "--mail-port", str(port + 3), "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout) == creds, "a rerun hands out the same seat and password"
 
@@ -112,20 +130,23 @@ def test_demo_brings_up_a_hub_a_seat_logs_in_and_reads_its_workshop(port):
     workshop.write_text(workshop.read_text().replace("capacity: 40", "capacity: 39"))
     subprocess.run(["git", "-C", creds["repo"], "-c", "user.name=t", "-c", "user.email=t@t",
                     "commit", "-qam", "one seat less"], check=True)
-    deployed = demo("--port", str(port), "--json")
+    deployed = demo("--port", str(port), "--mail-port", str(port + 3), "--json")
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     assert json.loads(deployed.stdout) == creds, "a commit deployed; the session is kept"
     seats = {w["key"]: w for w in requests.get(f"{creds['api']}/api/v1/workshops",
                                                timeout=10).json()}
     assert seats["WKSHP-Python101"]["capacity"] == 39, "the commit is what the daemon serves"
 
-    stopped = demo("--port", str(port), "--stop")
+    stopped = demo("--port", str(port), "--mail-port", str(port + 3), "--stop")
     assert stopped.returncode == 0 and "stopped the demo daemon" in stopped.stderr
+    assert "stopped the mail sink" in stopped.stderr
     assert "stopped the demo hub (1 servers)" in stopped.stderr
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/hub/api/", timeout=5)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port + 3), timeout=5).close()
 
-    restarted = demo("--port", str(port), "--json")
+    restarted = demo("--port", str(port), "--mail-port", str(port + 3), "--json")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr[-2000:]
     assert json.loads(restarted.stdout) == creds, "after --stop, the same seat and password"
     assert "Error" not in restarted.stderr

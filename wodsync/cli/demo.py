@@ -25,29 +25,34 @@ from wodsync.cli.common import err, main, root_option, say
 @click.option("--uid-base", type=click.IntRange(0, 59000), help="uid/gid base of the seats.")
 @click.option("--api-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
               help="Port of the daemon's API on 127.0.0.1.")
-@click.option("--stop", is_flag=True, help="Stop the demo's daemon, hub, proxy and servers.")
+@click.option("--mail-port", type=click.IntRange(1, 65535), default=2525, show_default=True,
+              help="Port of the demo's SMTP sink on 127.0.0.1 (its mails go to a Maildir).")
+@click.option("--stop", is_flag=True, help="Stop the demo's daemon, mail sink, hub, proxy and "
+                                           "servers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def demo_cmd(root: Path, folder: Path, port: int, location: str | None,
              hub_prefix: Path | None, pool_prefix: str | None, uid_base: int | None,
-             api_port: int, stop: bool, as_json: bool) -> None:
+             api_port: int, mail_port: int, stop: bool, as_json: bool) -> None:
     """The GitOps loop on this machine, from the example catalog (needs root).
 
     Writes a git repository of the example catalog with this machine as a local host, starts
     `wodsync daemon` following it, waits until the daemon has converged the host (JupyterHub from
     PyPI, configurable-http-proxy from npm, seats, hub users), creates a session through the
-    daemon's API and prints the hub URL and credentials, the API and the repository.
+    daemon's API and prints the hub URL and credentials, the registration page, the Maildir
+    where a local SMTP sink keeps the demo's mails, the API and the repository.
     """
     from wodsync import demo
     from wodsync.engine.remote import HostError
     from wodsync.secrets import SecretError
 
-    opts = demo.DemoOptions(root.resolve(), folder.resolve(), port, api_port, location,
-                            hub_prefix.resolve() if hub_prefix else None, pool_prefix,
-                            uid_base)
+    opts = demo.DemoOptions(root.resolve(), folder.resolve(), port, api_port, mail_port,
+                            location, hub_prefix.resolve() if hub_prefix else None,
+                            pool_prefix, uid_base)
     try:
         if stop:
             stopped = demo.stop_demo(opts)
             daemon = "stopped the demo daemon; " if stopped["daemon_was_running"] else ""
+            daemon += "stopped the mail sink; " if stopped["sink_was_running"] else ""
             err().print(daemon + (f"stopped the demo hub ({len(stopped['servers_stopped'])} "
                                   "servers)" if stopped["hub_was_running"]
                                   else "the demo hub was not running"))

@@ -5,9 +5,10 @@ starts `wodsync daemon` following it (in a session of its own, as the hub), wait
 daemon has converged the host — account, system file, the hub environment from PyPI,
 configurable-http-proxy from npm, the hub, hub users and groups — and creates a session for a
 demo participant through the daemon's API: the same CREATE the portal would make. It prints the
-hub URL and the credentials, the API URL and its token, and the repository: commit there and the
-daemon deploys it. A rerun finds everything running and the same live session; `--stop` stops
-the daemon, the students' servers, the hub and its proxy.
+hub URL and the credentials, the API URL and its token, the registration page and the Maildir
+where a local SMTP sink keeps the demo's mails (`demo/mail.py`), and the repository: commit
+there and the daemon deploys it. A rerun finds everything running and the same live session;
+`--stop` stops the daemon, the mail sink, the students' servers, the hub and its proxy.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wodsync.demo import daemon
+from wodsync.demo import daemon, mail
 from wodsync.demo.repo import (
     DEMO_EMAIL,
     HOST,
     DemoError,
     DemoOptions,
     choose_location,
+    commit,
     demo_workshop,
     ensure_npm,
     validated,
@@ -46,11 +48,14 @@ class DemoResult:
     session: str
     api: str
     api_token: str
+    register: str
+    mailbox: Path
 
     def to_json(self) -> dict[str, str]:
         return {"url": self.url, "username": self.username, "password": self.password,
                 "state": str(self.state), "root": str(self.root), "session": self.session,
-                "api": self.api, "api_token": self.api_token, "repo": str(self.root)}
+                "api": self.api, "api_token": self.api_token, "repo": str(self.root),
+                "register": self.register, "mailbox": str(self.mailbox)}
 
 
 def _api(opts: DemoOptions, secrets_file: Path) -> daemon.Api:
@@ -85,10 +90,13 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
     catalog, _ = validated(opts.root)
     location = choose_location(opts, catalog)
     repo = write_repo(opts, catalog, location)
+    mail.write_settings(repo, opts.mail_port, opts.api_port)
+    commit(repo)
     demo_catalog, _ = validated(repo)
     secrets_file = write_secrets(opts.folder, demo_catalog)
     ensure_npm(say)
     api = _api(opts, secrets_file)
+    mailbox = mail.start_sink(opts.folder, opts.mail_port)
     daemon.start(opts.folder, repo, secrets_file, api, f"127.0.0.1:{opts.api_port}")
     head = git(repo, "rev-parse", "HEAD")
     api.call("POST", "/api/v1/reconcile")  # a rerun: converge again now, not at the resync
@@ -99,12 +107,13 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
     creds = session.get("credentials") or {}
     return DemoResult(f"http://127.0.0.1:{opts.port}/", creds.get("username", ""),
                       creds.get("password", ""), session["workshop"],
-                      opts.folder / CONTROLLER_STATE, repo, session["id"], api.base, api.token)
+                      opts.folder / CONTROLLER_STATE, repo, session["id"], api.base, api.token,
+                      mail.register_url(opts.api_port), mailbox)
 
 
 def stop_demo(opts: DemoOptions) -> dict[str, Any]:
-    """Stop the daemon, then the students' servers, the hub and its proxy (account, files and
-    the session stay)."""
+    """Stop the daemon and the mail sink, then the students' servers, the hub and its proxy
+    (accounts, files, the mails and the session stay)."""
     from wodsync.engine import remote
     from wodsync.engine.desired import desired_state
     from wodsync.engine.kinds.service import stop_hub_request
@@ -115,12 +124,14 @@ def stop_demo(opts: DemoOptions) -> dict[str, Any]:
     if not (repo / "hosts" / f"{HOST}.yaml").exists():
         raise DemoError(f"no demo in {opts.folder}")
     daemon_was_running = daemon.stop(opts.folder)
+    sink_was_running = mail.stop_sink(opts.folder)
     catalog, _ = validated(repo)
     desired = desired_state(catalog, HOST, Secrets.load(opts.folder / "secrets.yaml"))
     if "service" not in desired.want:
         raise DemoError("the demo host has no managed hub")
     stopped = remote.call(LocalTransport(), "stop_hub", stop_hub_request(desired))
-    return {**stopped, "daemon_was_running": daemon_was_running}
+    return {**stopped, "daemon_was_running": daemon_was_running,
+            "sink_was_running": sink_was_running}
 
 
 def lines(result: DemoResult) -> Iterator[str]:
@@ -129,6 +140,8 @@ def lines(result: DemoResult) -> Iterator[str]:
     yield f"username:   {result.username}"
     yield f"password:   {result.password}"
     yield f"workshop:   {result.workshop} (in the seat's home)"
+    yield f"register:   {result.register}  (a participant's way in: register, confirm, log in)"
+    yield f"mailbox:    {result.mailbox}  (a Maildir: every mail the demo sends lands here)"
     yield f"API:        {result.api}/docs  (token: {result.api_token})"
     yield f"repository: {result.root}"
     yield f"            commit there and watch it deploy: cd {result.root} && $EDITOR " \

@@ -40,6 +40,7 @@ class DemoOptions:
     folder: Path
     port: int = 8000
     api_port: int = 8080
+    mail_port: int = 2525
     location: str | None = None
     hub_prefix: Path | None = None
     pool_prefix: str | None = None
@@ -135,7 +136,7 @@ def write_repo(opts: DemoOptions, catalog: Catalog, location: str) -> Path:
     if siblings:  # workshops of the location may need its hosts' variables
         host["variables"] = siblings[0][1].model_dump(mode="json")["variables"]
     (repo / "hosts" / f"{HOST}.yaml").write_text(dump_yaml(host, "# written by `wodsync demo`"))
-    _commit(repo)
+    commit(repo)
     return repo
 
 
@@ -146,7 +147,7 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def _commit(repo: Path) -> str:
+def commit(repo: Path) -> str:
     """The demo repository is a git repository the daemon follows: what the demo wrote is
     committed (a rerun with nothing new commits nothing); the user's own commits stay."""
     if not (repo / ".git").exists():
