@@ -150,7 +150,7 @@ def run(count: int, tmp: Path) -> bool:
             ok &= mails_line("credentials", wait_mails(sink, "is ready", count), count)
             return ok and len(shown) == count
         finally:
-            for s in server.call("GET", "/api/v1/sessions?limit=1000").json().get("items", []):
+            for s in server.call("GET", "/api/v1/sessions?limit=500").json().get("items", []):
                 if s["state"] not in ("ended", "failed"):
                     server.call("POST", f"/api/v1/sessions/{s['id']}/purge")
             server.stop()

@@ -27,8 +27,10 @@ HOMES = Path("/home/wodsync-test-journey")
 HUB_TOKEN = "wodsync-journey-hub-" + os.urandom(8).hex()
 API_TOKEN = "wodsync-journey-api-" + os.urandom(8).hex()
 EXAMPLE = PROJECT / "catalog/workshops/WKSHP-Python101"
-# Two workshops: the second is where "one live workshop per address" is refused.
-WORKSHOPS = {"WKSHP-Journey": (1, 40), "WKSHP-Second": (41, 50)}
+# Two workshops (title, seats): the second is where "one live workshop per address" is
+# refused. Titles as a catalog would have them: the README's screenshots show these pages.
+WORKSHOPS = {"WKSHP-Journey": ("Python 101 - A first look at the Python language", 1, 40),
+             "WKSHP-Second": ("Python 102 - Files, functions and tests", 41, 50)}
 
 
 def env() -> dict[str, str]:
@@ -79,12 +81,13 @@ def write_catalog(root: Path, tmp: Path, ports: list[int], extra: dict[str, str]
                           f"  proxy_api_port: {ports[2]}\n"
                           "  token: {secret: HUB_LAB_TOKEN}\n",
     }
-    for key, (first, last) in WORKSHOPS.items():
+    for key, (title, first, last) in WORKSHOPS.items():
         files[f"catalog/workshops/{key}/workshop.yaml"] = (
-            f"name: {key.removeprefix('WKSHP-')} in a browser\n"
-            "description: The example catalog's Python notebooks, for the journey tests.\n"
+            f"name: {title}\n"
+            "description: Variables, types, loops and comprehensions, in a Jupyter notebook "
+            "of your own.\n"
             f"capacity: {last - first + 1}\nseats: {{first: {first}, last: {last}}}\n"
-            "location: lab\nduration: 2\npresenter: Ada Example\n")
+            "location: lab\nduration: 2\npresenter: Ada Example\nrole: Developer Advocate\n")
         for notebook in EXAMPLE.glob("*.ipynb"):
             files[f"catalog/workshops/{key}/{notebook.name}"] = notebook.read_text()
     for template in (PROJECT / "templates/hub").glob("*.j2"):

@@ -40,7 +40,8 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or PROXY is None or not Path("/usr/bin/python3").exists(),
     reason="needs root, /usr/bin/python3 and configurable-http-proxy (./bootstrap test)")
 
-PORTAL = ("terms: {text: I accept the journey's terms., url: https://lab.example/terms}\n"
+PORTAL = ("terms: {text: I accept that my name and e-mail are kept for this workshop.,\n"
+          "        url: https://lab.example/terms}\n"
           "rate_limit: {per_address: 3/hour, per_client: 500/hour}\n"
           "confirm_ttl: 2h\nextend: {step_hours: 1, max_hours: 2}\n")
 ENDED = "Thank you for taking"
@@ -97,6 +98,13 @@ def link_in(mail: EmailMessage, path: str) -> str:
     return re.search(rf"http://127\.0\.0\.1:\d+/{path}/\S+", text)[0]
 
 
+def screenshot(page, path: Path) -> None:
+    """The page down to the end of its content (no empty viewport below it)."""
+    bottom = page.evaluate("Math.ceil(document.body.getBoundingClientRect().bottom)")
+    page.screenshot(path=str(path), full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1280, "height": min(bottom + 24, 3000)})
+
+
 def register(page, base: str, workshop: str, email: str, name: str = "Ada Lovelace") -> str:
     """The form of `workshop` on the registration page, filled and sent; the answer's text."""
     page.goto(f"{base}/register")
@@ -113,7 +121,7 @@ def register(page, base: str, workshop: str, email: str, name: str = "Ada Lovela
 def test_the_journey_from_the_page_to_jupyterlab_and_back_in_a_real_browser(journey, page):
     base, shots = journey["base"], journey["shots"]
     page.goto(f"{base}/register")
-    page.screenshot(path=str(shots / "journey-register.png"), full_page=True)
+    screenshot(page, shots / "journey-register.png")
     answer = register(page, base, "WKSHP-Journey", "ada@lab.example")
     assert "We sent a link to ada@lab.example" in answer
 
@@ -124,13 +132,13 @@ def test_the_journey_from_the_page_to_jupyterlab_and_back_in_a_real_browser(jour
     session_url = page.url
     username = page.locator("#username").inner_text()
     password = page.locator("#password").inner_text()
-    page.screenshot(path=str(shots / "journey-session.png"), full_page=True)
+    screenshot(page, shots / "journey-session.png")
 
     credentials = wait_mail(journey, "ada@lab.example", "is ready")
     assert password in credentials.get_body(("plain",)).get_content()
     mail_page = page.context.new_page()
     mail_page.set_content(credentials.get_body(("html",)).get_content())
-    mail_page.screenshot(path=str(shots / "journey-mail.png"), full_page=True)
+    screenshot(mail_page, shots / "journey-mail.png")
     mail_page.close()
 
     with page.context.expect_page() as opened:
