@@ -4,19 +4,20 @@ Why: a workshop's announcement sends everyone to the registration page in the sa
 measures what they go through on real components: `wodsync serve` (uvicorn, its mail sender) in
 a process of its own, an aiosmtpd sink keeping the mails in a Maildir, a local host with a pool
 of --count seats (prefix `wodbj`, uids from 46001, homes under a temporary folder), one
-workshop. --count participants (default 100) fill the form at once; each confirmation link is
-read from its mail in the sink and all the links are clicked at once.
+workshop. First --single participants (default 10) register and click one after another;
+then --count participants (default 100) fill the form at once, each confirmation link is read
+from its mail in the sink and all the links are clicked at once.
 
 Figures, each beside a baseline measured in the same run:
-- click → session page with the credentials: p50 and p95 of the confirmation clicks made at
-  once, beside the same participants opening their session page again (the page without the
-  CREATE behind it);
+- click → session page with the credentials: p50 and p95 of the clicks one at a time, and of
+  the clicks made at once, each beside the same participants opening their session page again
+  (the page without the CREATE behind it);
 - the mails: every confirmation and every credentials mail delivered, none twice (counted by
   recipient and Message-ID in the Maildir).
 
 Every account it made is removed at the end, also on failure.
 
-    .venv/bin/python bench/journey.py [--count 100]
+    .venv/bin/python bench/journey.py [--count 100] [--single 10]
 """
 
 from __future__ import annotations
@@ -72,35 +73,36 @@ def write_catalog(root: Path, homes: Path, count: int, sink_port: int, base: str
         (root / rel).write_text(text)
 
 
-def register(base: str, n: int) -> None:
+def register(base: str, email: str) -> None:
+    """A participant fills the form (its CSRF cookie and field from the page)."""
     http = requests.Session()
     page = http.get(f"{base}/register", timeout=120)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
     sent = http.post(f"{base}/register", timeout=120, data={
-        "workshop": "WKSHP-Rush", "name": f"Participant {n}", "email": f"p{n}@bench.example",
+        "workshop": "WKSHP-Rush", "name": f"Participant {email}", "email": email,
         "company": "Bench", "terms": "yes", "csrf": csrf})
     assert "We sent a link" in sent.text, sent.text[-500:]
 
 
 def timed_get(url: str) -> tuple[float, str, str]:
-    """Seconds from the click to the session page, the page's URL and whether it shows the
-    password."""
+    """Seconds from the click to the session page, the page's URL and its HTML."""
     start = time.perf_counter()
     got = requests.get(url, timeout=300)
     return time.perf_counter() - start, got.url, got.text
 
 
-def wait_mails(sink: Sink, subject: str, count: int) -> dict[str, list[str]]:
-    """Recipient → Message-IDs of the mails with `subject`, once `count` recipients have one."""
+def wait_mails(sink: Sink, subject: str, domain: str, count: int) -> dict[str, list[str]]:
+    """Recipient → Message-IDs of the mails with `subject` to addresses at `domain`, once
+    `count` recipients have one (or the wait is over)."""
     deadline = time.monotonic() + WAIT_S
     while True:
         found: dict[str, list[str]] = {}
         for m in sink.messages():
-            if subject in str(m["Subject"]):
+            if subject in str(m["Subject"]) and str(m["To"]).endswith(f"@{domain}"):
                 found.setdefault(str(m["To"]), []).append(str(m["Message-ID"]))
         if len(found) >= count or time.monotonic() > deadline:
             return found
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -115,29 +117,54 @@ def report(name: str, times: list[float], baseline: list[float]) -> None:
 
 
 def mails_line(kind: str, found: dict[str, list[str]], count: int) -> bool:
+    """Delivered once each: one mail per recipient, no Message-ID seen twice."""
     twice = sum(len(ids) - 1 for ids in found.values()) + sum(
         n - 1 for n in Counter(i for ids in found.values() for i in ids).values())
     print(f"{kind} mails: {len(found)}/{count} delivered, {twice} twice")
     return len(found) == count and twice == 0
 
 
-def run(count: int, tmp: Path) -> bool:
+def confirm_links(sink: Sink, domain: str, count: int) -> tuple[dict[str, list[str]], list[str]]:
+    """The confirmation mails to `domain` once `count` recipients have one, and their links."""
+    confirms = wait_mails(sink, "Confirm", domain, count)
+    texts = {str(m["To"]): m.get_body(("plain",)).get_content() for m in sink.messages()
+             if "Confirm" in str(m["Subject"]) and str(m["To"]) in confirms}
+    return confirms, [re.search(r"http://\S+/confirm/\S+", text)[0]
+                      for text in texts.values()]
+
+
+def one_at_a_time(base: str, sink: Sink, single: int) -> bool:
+    """`single` participants who register and click alone: the click on an idle portal."""
+    clicks = []
+    for n in range(single):
+        email = f"s{n}@alone.example"
+        register(base, email)
+        wait_mails(sink, "Confirm", "alone.example", n + 1)
+        link = re.search(r"http://\S+/confirm/\S+", sink_text(sink, email))[0]
+        clicks.append(timed_get(link))
+    pages = [timed_get(url) for _, url, _ in clicks]
+    report(f"{single} clicks one at a time → session page", [t for t, _, _ in clicks],
+           [t for t, _, _ in pages])
+    return all('id="password"' in text for _, _, text in clicks)
+
+
+def run(count: int, single: int, tmp: Path) -> bool:
     root, homes = tmp / "repo", tmp / "homes"
     homes.mkdir(mode=0o755)
     (tmp / "controller").mkdir()
     with Sink(tmp / "mail", port=free_port()) as sink:
         env = {**os.environ, "WODSYNC_API_TOKEN": TOKEN}
         server = apiserver.Server(root, tmp / "controller", env, TOKEN)
-        write_catalog(root, homes, count, sink.port, server.base)
+        write_catalog(root, homes, count + single, sink.port, server.base)
         applied = run_wodsync("apply", "--yes", "--root", root, env=env)
         assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
         server.start()
         try:
+            ok = one_at_a_time(server.base, sink, single) if single else True
             with ThreadPoolExecutor(count) as pool:
-                list(pool.map(lambda n: register(server.base, n), range(count)))
-            confirms = wait_mails(sink, "Confirm", count)
-            links = [re.search(r"http://\S+/confirm/\S+", sink_text(sink, to))[0]
-                     for to in sorted(confirms)]
+                list(pool.map(lambda n: register(server.base, f"p{n}@rush.example"),
+                              range(count)))
+            confirms, links = confirm_links(sink, "rush.example", count)
             with ThreadPoolExecutor(count) as pool:
                 clicks = list(pool.map(timed_get, links))
             shown = [text for _, _, text in clicks if 'id="password"' in text]
@@ -145,9 +172,12 @@ def run(count: int, tmp: Path) -> bool:
                   "credentials")
             with ThreadPoolExecutor(count) as pool:
                 again = list(pool.map(timed_get, [url for _, url, _ in clicks]))
-            report("click → session page", [t for t, _, _ in clicks], [t for t, _, _ in again])
-            ok = mails_line("confirmation", confirms, count)
-            ok &= mails_line("credentials", wait_mails(sink, "is ready", count), count)
+            report(f"{count} clicks at once → session page", [t for t, _, _ in clicks],
+                   [t for t, _, _ in again])
+            ok &= mails_line("confirmation", confirms, count)
+            ready = {**wait_mails(sink, "is ready", "rush.example", count),
+                     **wait_mails(sink, "is ready", "alone.example", single)}
+            ok &= mails_line("credentials", ready, count + single)
             return ok and len(shown) == count
         finally:
             for s in server.call("GET", "/api/v1/sessions?limit=500").json().get("items", []):
@@ -166,12 +196,13 @@ def sink_text(sink: Sink, to: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--single", type=int, default=10)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wodsync-bench-journey-"))
     tmp.chmod(0o755)
     remove_test_accounts(PREFIX, UID_BASE)
     try:
-        ok = run(args.count, tmp)
+        ok = run(args.count, args.single, tmp)
     finally:
         remove_test_accounts(PREFIX, UID_BASE)
         shutil.rmtree(tmp, ignore_errors=True)
