@@ -3,7 +3,7 @@
 Why: a workshop's announcement sends everyone to the registration page in the same minute. This
 measures what they go through on real components: `wodsync serve` (uvicorn, its mail sender) in
 a process of its own, an aiosmtpd sink keeping the mails in a Maildir, a local host with a pool
-of --count seats (prefix `wodbj`, uids from 46001, homes under a temporary folder), one
+of --count + --single seats (prefix `wodbj`, uids from 45801, homes under a temporary folder), one
 workshop. First --single participants (default 10) register and click one after another;
 then --count participants (default 100) fill the form at once, each confirmation link is read
 from its mail in the sink and all the links are clicked at once.
@@ -18,6 +18,7 @@ Figures, each beside a baseline measured in the same run:
 Every account it made is removed at the end, also on failure.
 
     .venv/bin/python bench/journey.py [--count 100] [--single 10]
+    .venv/bin/python bench/journey.py --count 3 --single 1          # the smoke test's size
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from helpers import remove_test_accounts
 from helpers import wodsync as run_wodsync
 from sshd import free_port
 
-PREFIX, UID_BASE = "wodbj", 46000
+PREFIX, UID_BASE = "wodbj", 45800  # seats 45801-45999 at most (the bench uids end there)
 TOKEN = "bench-journey-" + str(time.time_ns())
 PORTAL = ("terms: {text: I accept., url: https://bench.example/terms}\n"
           "rate_limit: {per_address: 5/hour, per_client: 100000/hour}\n")
@@ -198,6 +199,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--single", type=int, default=10)
     args = parser.parse_args()
+    if not 1 <= args.count + args.single <= 199:
+        parser.error("--count + --single: 1 to 199 seats (uids 45801-45999)")
     tmp = Path(tempfile.mkdtemp(prefix="wodsync-bench-journey-"))
     tmp.chmod(0o755)
     remove_test_accounts(PREFIX, UID_BASE)

@@ -42,6 +42,7 @@ SMOKE: dict[str, list[str]] = {
     "mail.py": ["--runs", "2", "--concurrent", "2", "--seats", "4"],
     "guard.py": ["--seats", "20", "--busy", "3", "--rounds", "2"],
     "portal.py": ["--seats", "4", "--rounds", "2"],
+    "journey.py": ["--count", "3", "--single", "1"],
 }
 
 
@@ -134,3 +135,12 @@ def test_portal_times_a_click_to_the_credentials_beside_the_bare_create() -> Non
     assert "portal: 2 rounds, interleaved" in out, out
     assert re.search(r"bare API CREATE \(baseline\) +p50 +[0-9]+ ms", out), out
     assert re.search(r"click → page with credentials +p50 +[0-9]+ ms", out), out
+
+
+@needs_root
+def test_journey_registers_at_once_and_counts_every_mail_once() -> None:
+    out = bench("journey.py")
+    assert re.search(r"1 clicks one at a time → session page: p50 \d+ ms", out), out
+    assert "3 confirmation clicks at once: 3 session pages with credentials" in out, out
+    assert "confirmation mails: 3/3 delivered, 0 twice" in out, out
+    assert "credentials mails: 4/4 delivered, 0 twice" in out, out

@@ -93,7 +93,7 @@ def _user_setting(user: str, fetch_news: str | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": fetch_news}))
-    for path in [folder, *folder.parents, *folder.iterdir()]:
+    for path in [*folder.iterdir(), folder, *folder.parents]:
         if path == Path(account.pw_dir):
             break
         os.chown(path, account.pw_uid, account.pw_gid)
