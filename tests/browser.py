@@ -17,7 +17,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
@@ -43,7 +43,7 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-def _unavailable(config: pytest.Config, why: str) -> None:
+def _unavailable(config: pytest.Config, why: str) -> NoReturn:
     if strict(config):
         pytest.fail(f"{why}: the browser tests cannot run ({MISSING})", pytrace=False)
     pytest.skip(f"{MISSING}: {why}")

@@ -127,6 +127,17 @@ def test_modews_follows_session_type(repo):
     assert only_error(repo.root, "undefined-variable").path == NB
 
 
+def test_home_is_the_seats_home_under_its_pools_home_root(repo, cli, tmp_path):
+    """Not WoD's `/student/studentN`: the pool's own home_root, as its accounts are made."""
+    repo.replace("catalog/students.yaml", "home_root: /student", "home_root: /srv/homes/")
+    repo.write(NB, _notebook("home = '{{ HOME }}'"))
+    assert errors_of(repo.root) == [], "validate knows HOME"
+    done = cli("render", "WKSHP-Python101", "--student", "7", "--out", tmp_path / "out",
+               "--root", repo.root)
+    assert done.exit_code == 0, done.output
+    assert "home = '/srv/homes/student7'" in (tmp_path / "out/1-Python-Basics.ipynb").read_text()
+
+
 def test_passstu_without_varpass_is_a_warning(repo):
     repo.write(NB, _notebook("password = '{{ PASSSTU }}'"))
     _, found = validate(repo.root)
