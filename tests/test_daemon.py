@@ -532,9 +532,9 @@ def test_a_standby_daemon_on_postgresql_takes_over(repo, daemons, tmp_path, pg_u
     until(lambda: exists(f"{PREFIX}5"), "the first daemon did not converge")
     standby = started(daemons, Daemon(repo, tmp_path / "state2", "--interval", "3600",
                                       "--resync", "3600", db=pg_url), ready=False)
-    time.sleep(3)
+    until(lambda: "this daemon is a standby, waiting for the writer lock: another wodsync "
+          "daemon (pid" in standby.text(), "the standby never said whom it waits for")
     assert not standby.ready(), "a standby does not serve"
-    assert "standby" in standby.text()
     first.stop(signal.SIGKILL)
     subprocess.run(["userdel", f"{PREFIX}4"], check=True)
     until(standby.ready, "the standby never took over", timeout=60)

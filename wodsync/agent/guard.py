@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import signal
 import tempfile
@@ -221,8 +222,10 @@ class Round:
     """One round's findings, with the state the next round needs."""
 
     def __init__(self, req: GuardRoundRequest, s: Sample, seats: dict[str, records.Record],
-                 state: dict[str, Any]) -> None:
+                 state: dict[str, Any], rejected: dict[int, int] | None = None) -> None:
         self.req, self.s, self.seats = req, s, seats
+        self.rejected = rejected or {}  # uid → packets its egress rules refused so far
+        self.rejected_before: dict[str, int] = state.get("rejected") or {}
         self.seen_before = set(state.get("seen") or [])
         self.hot_before: dict[str, float] = state.get("hot") or {}
         self.quiet_before: dict[str, float] = state.get("quiet") or {}
@@ -289,10 +292,35 @@ class Round:
                              key=lambda p: -(self.s.used.get(p.pid) or 0)) or counted
             self.add(f"{key}:{since}", rule, running, cpu=pct, over=round(over, 1))
 
+    def egress(self, rule: GuardRule) -> None:
+        """A seat whose refused packets grew since the last round tried to reach what its
+        workshop's allow-list does not name. The count restarts at 0 when the seat's rules
+        are set (a CREATE), so a smaller count is all new."""
+        by_uid = _by_uid(self.s.procs)
+        for uid, count in sorted(self.rejected.items()):
+            before = self.rejected_before.get(str(uid), 0)
+            grown = count - before if count >= before else count
+            if grown <= 0:
+                continue
+            procs = by_uid.get(uid) or [Proc(0, uid, _user_of(uid), 0, 0, "")]
+            self.add(f"{rule['name']}:{uid}:{count}", rule, procs)
+            self.findings[-1]["rejected"] = grown
+            if procs[0].pid == 0:  # nothing running to blame (or kill): the seat's count
+                self.findings[-1]["age"] = 0.0
+                self.targets[-1] = []
+
     def state(self) -> dict[str, Any]:
         return {"uptime": self.s.uptime,
                 "ticks": {str(p.pid): [p.start, p.ticks] for p in self.s.procs},
-                "hot": self.hot, "quiet": self.quiet, "seen": sorted(self.seen)}
+                "hot": self.hot, "quiet": self.quiet, "seen": sorted(self.seen),
+                "rejected": {str(uid): n for uid, n in self.rejected.items()}}
+
+
+def _user_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _by_uid(procs: list[Proc]) -> dict[int, list[Proc]]:
@@ -303,9 +331,7 @@ def _by_uid(procs: list[Proc]) -> dict[int, list[Proc]]:
 
 
 CHECKS = {"banned": Round.banned, "free_seat": Round.free_seat, "kernel_age": Round.kernel_age,
-          "cpu": Round.cpu}
-# `egress` findings come from the host's egress rules (the egress kind); until they report,
-# the rule type is accepted and finds nothing here.
+          "cpu": Round.cpu, "egress": Round.egress}
 
 
 # ---- the host's own actions -------------------------------------------------------------------
@@ -433,6 +459,21 @@ def idle_servers(r: Round, hub: Hub, idle: GuardIdle, pool: GuardPool) -> None:
 
 # ---- the operation ---------------------------------------------------------------------------
 
+def _refused(rules: list[GuardRule], errors: list[str]) -> dict[int, int]:
+    """uid → packets the host's egress rules refused (the egress kind's counters), read only
+    when an `egress` rule asks; none where no seat is fenced. A failed read is an error of the
+    round, not of the whole answer."""
+    if not any(rule.get("type") == "egress" for rule in rules):
+        return {}
+    from wodsync.agent.kinds import egress
+
+    try:
+        return egress.rejections()
+    except (OSError, ValueError, RuntimeError) as exc:
+        errors.append(f"egress counters: {exc}")
+        return {}
+
+
 def guard_round(payload: GuardRoundRequest, host: HostSide) -> GuardRoundAnswer:
     """Operation `guard_round`: read, judge, act, remember; one answer with every finding."""
     started = time.monotonic()
@@ -441,8 +482,11 @@ def guard_round(payload: GuardRoundRequest, host: HostSide) -> GuardRoundAnswer:
     # /proc before the records: a seat's record is written before its session starts anything,
     # so a process the scan saw is judged against a record at least as new as the process.
     s = sample(scan(payload["pool"]), state, _uptime())
-    r = Round(payload, s, records.read_all(state_dir), state)
-    for rule in payload.get("rules") or []:
+    rules = payload.get("rules") or []
+    problems: list[str] = []
+    r = Round(payload, s, records.read_all(state_dir), state, _refused(rules, problems))
+    r.errors += problems
+    for rule in rules:
         check = CHECKS.get(rule.get("type", ""))
         if check is not None:
             check(r, rule)

@@ -269,6 +269,7 @@ class GuardFinding(TypedDict, total=False):
     over: float                     # cpu: seconds the seat has been over the rule's percent
     age: float                      # seconds since the process started (idle: since the
                                     # hub last saw activity)
+    rejected: int                   # egress: packets refused since the last round
     done: str
     error: str
 

@@ -74,10 +74,16 @@ def daemon(request: Request) -> Daemon:
     return found
 
 
+def daemon_if_any(request: Request) -> Daemon | None:
+    """The daemon, for a route that also serves without one (status from the store alone)."""
+    return context(request).daemon
+
+
 ContextDep = Annotated[Context, Depends(context)]
 StoreDep = Annotated[Store, Depends(store)]
 SessionsDep = Annotated[SessionService, Depends(sessions)]
 DaemonDep = Annotated[Daemon, Depends(daemon)]
+MaybeDaemonDep = Annotated["Daemon | None", Depends(daemon_if_any)]
 
 
 def _bearer(request: Request, expected: str) -> None:

@@ -76,12 +76,7 @@ class DaemonProcess:
             raise StartError(str(exc)) from None
         self.lock = WriterLock(options.state, self.store)
         try:
-            standby = self.store.backend == "postgresql"
-            if standby:
-                say("waiting for the writer lock (another daemon on this database runs; this "
-                    "one is a standby)")
-            self.lock.acquire(wait=standby)
-            settle(self.lock)
+            self._take_writer_lock(say)
             self.source = GitSource(options.repo, options.branch, options.state,
                                     limits=options.limits)
         except (StoreError, SourceError) as exc:  # WriterBusy is a StoreError
@@ -105,6 +100,20 @@ class DaemonProcess:
             facts_token=lambda: secret("WODSYNC_FACTS_TOKEN"),
             webhook_secret=lambda: secret("WODSYNC_WEBHOOK_SECRET"),
             known_secrets=lambda: secret_values(options.secrets)))
+
+    def _take_writer_lock(self, say: Callable[[str], None]) -> None:
+        """The writer lock, at once when nobody holds it. On PostgreSQL a daemon that finds it
+        held says by whom and waits as a standby; on SQLite it stops (WriterBusy)."""
+        from wodsync.store import WriterBusy
+
+        try:
+            self.lock.acquire()
+        except WriterBusy as busy:
+            if self.store.backend != "postgresql":
+                raise
+            say(f"this daemon is a standby, waiting for the writer lock: {busy}")
+            self.lock.acquire(wait=True)
+        settle(self.lock)
 
     def _measure_sessions(self) -> None:
         """Session metrics: seats left per active workshop of the deployed catalog, and how

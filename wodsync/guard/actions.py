@@ -28,7 +28,7 @@ from wodsync.store.models import writing
 from wodsync.store.outbox import enqueue
 
 log = logging.getLogger("wodsync.guard")
-EVIDENCE = ("pid", "cmdline", "cpu", "over", "age", "done", "error")
+EVIDENCE = ("pid", "cmdline", "cpu", "over", "age", "rejected", "done", "error")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple, Optional, TypedDict
 
-from wodsync.agent.limits import cgroupfs
+from wodsync.agent.limits.cgroupfs import opened, read, write
 
 TOP = "wodsync"
 CPU_PERIOD = 100_000  # µs: the quota of `cpu` cores is cpu × this period
@@ -104,11 +104,11 @@ def pass_down(version: str, base: str, parents: list[list[str]]) -> None:
     children use — those the root has (a child has what its parent passed down)."""
     if version != "v2":
         return
-    with cgroupfs.opened(base, []) as fd:
-        have = set(cgroupfs.read(fd, "cgroup.controllers").split())
+    with opened(base, []) as fd:
+        have = set(read(fd, "cgroup.controllers").split())
     wanted = " ".join("+" + c for c in V2_CONTROLLERS if c in have)
     if not wanted:
         return
     for parts in parents:
-        with cgroupfs.opened(base, parts, create=True) as fd:
-            cgroupfs.write(fd, "cgroup.subtree_control", wanted)
+        with opened(base, parts, create=True) as fd:
+            write(fd, "cgroup.subtree_control", wanted)

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from wodsync.api.deps import DaemonDep, StoreDep, api_token
+from wodsync.api.deps import MaybeDaemonDep, StoreDep, api_token
 from wodsync.daemon.views import HISTORY_MAX, status_view
 from wodsync.store.status import HISTORY_KEPT
 
@@ -16,11 +16,11 @@ router = APIRouter(prefix="/api/v1", tags=["daemon"], dependencies=[Depends(api_
 
 
 @router.get("/status")
-def get_status(store: StoreDep, daemon: DaemonDep, host: str | None = None,
+def get_status(store: StoreDep, daemon: MaybeDaemonDep, host: str | None = None,
                limit: int = Query(HISTORY_KEPT, ge=1, le=HISTORY_MAX)) -> dict[str, Any]:
     """The repository, each host's condition, and the last reconciliations; `writer`: this
-    daemon's role (`writer` or `standby`, since when, why)."""
+    daemon's role (`writer` or `standby`, since when, why) when a daemon serves it."""
     view = status_view(store, host, limit)
-    if daemon.role is not None:
+    if daemon is not None and daemon.role is not None:
         view["writer"] = daemon.role.to_json()
     return view
