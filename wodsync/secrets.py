@@ -67,8 +67,8 @@ if TYPE_CHECKING:
 # Which sort of consumer reads a secret (its grants list workshops and hosts apart).
 Consumer = Literal["workshop", "host", "service"]
 # The controller's parts that may be granted a secret of the file by `services: [...]` (the
-# mail sender's SMTP password).
-SERVICES = ("mail",)
+# mail sender's SMTP password, the badges' signing key).
+SERVICES = ("mail", "badges")
 CONTROLLER_SECRETS = ("WODSYNC_API_TOKEN", "WODSYNC_WEBHOOK_SECRET", "WODSYNC_FACTS_TOKEN")
 HUB_TOKEN_ENV = re.compile(r"(?:[A-Z0-9]+_)*HUB_(?:[A-Z0-9]+_)*TOKEN")
 ENTRY_KEYS = ("value", "workshops", "hosts", "services")

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wodsync.api import errors
 from wodsync.api.deps import Context
 from wodsync.api.routes import (
+    badges,
     facts,
     health,
     metrics,
@@ -102,12 +103,14 @@ class NoStore(BaseHTTPMiddleware):
 
 
 def routes_for(context: Context) -> list[APIRouter]:
-    """What `context` can serve: sessions, the feed and the participant's pages (whose mailed
-    links the mail renderer then builds) with a session service; the webhook,
-    a manual reconcile, readiness, metrics, status and facts with a daemon; always `/healthz`."""
+    """What `context` can serve: sessions, the feed, the participant's pages (whose mailed
+    links the mail renderer then builds) and the badges' public pages with a session service;
+    the webhook, a manual reconcile, readiness, metrics, status and facts with a daemon;
+    always `/healthz`."""
     found = []
     if context.sessions is not None:
-        found += [sessions.router, portal.router, register.router, session_page.router]
+        found += [sessions.router, portal.router, register.router, session_page.router,
+                  badges.router]
         install_links()
     if context.daemon is not None:
         found += [reconcile.router, webhook.router, health.readiness, metrics.router,

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from wodsync.api.models import Problem, SessionRef
+from wodsync.badges.keys import BadgesNotConfigured
 from wodsync.sessions.service import (
     BadLocation,
     CreateFailed,
@@ -29,6 +30,7 @@ from wodsync.sessions.service import (
 from wodsync.source.revision import NotDeployed
 from wodsync.source.webhook import WebhookError
 from wodsync.store import (
+    BadgeNotFound,
     ExtensionRefused,
     InvalidTransition,
     KeyUnavailable,
@@ -92,6 +94,9 @@ ANSWERS: dict[type[Exception], Answer] = {
     KeyUnavailable: Answer(500),
     PasswordUnreadable: Answer(500),
     StoreError: Answer(409),
+    # badges (their public pages and signed assertions)
+    BadgeNotFound: Answer(404, _detail),
+    BadgesNotConfigured: Answer(503, _detail),
     # access and the daemon's endpoints
     Unauthorized: Answer(401, _detail, {"WWW-Authenticate": "Bearer"}),
     NotConfigured: Answer(503, _detail),

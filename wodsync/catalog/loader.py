@@ -25,6 +25,7 @@ from wodsync.catalog.guard import GuardFile
 from wodsync.catalog.models import (
     NAME_RE,
     WORKSHOP_KEY_RE,
+    BadgesFile,
     Host,
     Location,
     LocationsFile,
@@ -61,6 +62,7 @@ VARIABLES_FILE = "catalog/variables.yaml"
 SYSTEM_FILE = "catalog/system.yaml"
 GUARD_FILE = "catalog/guard.yaml"
 PORTAL_FILE = "catalog/portal.yaml"
+BADGES_FILE = "catalog/badges.yaml"
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9._+@=,][A-Za-z0-9._+@=,-]*$")
 MAX_FOLDER_FILES = 5000
 MAX_FOLDER_DEPTH = 16
@@ -89,6 +91,7 @@ class Catalog:
     hosts: dict[str, Host] = field(default_factory=dict)
     system_files: list[SystemFile] = field(default_factory=list)
     portal: PortalFile = field(default_factory=PortalFile)
+    badges: BadgesFile | None = None  # catalog/badges.yaml: the badges' issuer (optional)
     docs: dict[str, Document] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)  # file types of files that did not validate
@@ -359,6 +362,7 @@ def load_catalog(root: Path) -> Catalog:
     portal: PortalFile | None = _load(catalog, PORTAL_FILE, PortalFile, "portal",
                                       required=False)
     catalog.portal = portal or PortalFile()
+    catalog.badges = _load(catalog, BADGES_FILE, BadgesFile, "badges", required=False)
     _load_workshops(catalog)
     _load_hosts(catalog)
     catalog.templates_ok = repo_folder(catalog, TEMPLATES_DIR)

@@ -303,6 +303,9 @@ class Workshop(Strict):
     replay: Annotated[int, Field(ge=1)] | None = Field(None, description="Replay id.")
     workshop_image: ImageRef | None = None
     badge_image: ImageRef | None = None
+    badge_threshold: Annotated[float, Field(ge=0, le=100)] = Field(
+        0, description="Completion (%) a session needs at its CLEANUP to earn the workshop's "
+                       "badge; 0 (WoD's behaviour): every session that ends by CLEANUP.")
     beta: bool = False
     category: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = []
     duration: Annotated[float, Field(gt=0, le=720)] = Field(
@@ -657,6 +660,25 @@ class PortalFile(Strict):
                                        "accepts mail (DNS MX/A), at registration.")
 
 
+class Issuer(Strict):
+    """Who awards the badges: the Open Badges issuer profile."""
+
+    name: Title
+    url: Url = Field(description="The issuer's home page.")
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$",
+                                            max_length=320)] | None = None
+
+
+class BadgesFile(Strict):
+    """`catalog/badges.yaml`: the issuer of the badges and where their pages are public."""
+
+    issuer: Issuer
+    public_url: Url | None = Field(
+        None, description="Public base URL of this controller's pages (`/badges/...`); "
+                          "assertions name their issuer and key under it. Default: the URL "
+                          "the request came to.")
+
+
 FILE_MODELS: dict[str, type[BaseModel]] = {
     "workshop": Workshop,
     "replays": ReplaysFile,
@@ -666,4 +688,5 @@ FILE_MODELS: dict[str, type[BaseModel]] = {
     "host": Host,
     "system": SystemFilesFile,
     "portal": PortalFile,
+    "badges": BadgesFile,
 }

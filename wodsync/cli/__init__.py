@@ -1,7 +1,7 @@
 """The `wodsync` command line: thin wrappers that call the pipeline and set exit codes.
 
-One module per group of commands (`catalog`, `engine`, `sessions`, `seats`, `guard`, `report`,
-`review`, `watch`, `daemon`, `demo`, `mail`);
+One module per group of commands (`badges`, `catalog`, `engine`, `sessions`, `seats`, `guard`,
+`report`, `review`, `watch`, `daemon`, `demo`, `mail`);
 each imports the heavy parts of wodsync inside its commands, so `wodsync --help` stays fast.
 """
 
@@ -13,6 +13,7 @@ import click
 
 # Each module registers its commands on `main`.
 from wodsync.cli import (  # noqa: F401
+    badges,
     catalog,
     daemon,
     demo,

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from wodsync.store import files, migrations, sealing
+from wodsync.store.badges import Badge, BadgeNotFound, Badges
 from wodsync.store.guard import Guard, GuardEvent, Quarantined
 from wodsync.store.lock import (
     WriterBusy,
@@ -82,6 +83,9 @@ __all__ = [
     "Adoption",
     "AdoptionRefused",
     "AlreadyLive",
+    "Badge",
+    "BadgeNotFound",
+    "Badges",
     "Candidate",
     "CapacityReached",
     "Condition",
@@ -129,8 +133,9 @@ DB_FILE = "wodsync.db"
 
 
 class Store:
-    """An open store: `sessions`, `status`, the mail `outbox` and the seat `guard`, over one
-    engine (thread-safe, pooled)."""
+    """An open store: `sessions`, `status`, the mail `outbox`, the seat `guard`, the portal's
+    `registrations` and the `badges` (awarded as sessions end), over one engine (thread-safe,
+    pooled)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -139,6 +144,8 @@ class Store:
         self.outbox = Outbox(engine)
         self.guard = Guard(engine)
         self.registrations = Registrations(engine)
+        self.badges = Badges(engine)
+        self.sessions.hooks.append(self.badges.on_move)  # first: before any mail is queued
 
     @property
     def backend(self) -> str:

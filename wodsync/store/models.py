@@ -346,6 +346,39 @@ class FactsRow(Base):
     revision: Mapped[str | None] = mapped_column(String(64))
 
 
+class BadgeRow(Base):
+    """A badge awarded to a participant: a workshop's (one per session that earned it) or a
+    special one (one per folded e-mail and level). Public by its random id; the e-mail is kept
+    for the hashed recipient of its assertion and never shown."""
+
+    __tablename__ = "badges"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))        # "workshop" or "special"
+    badge: Mapped[str] = mapped_column(String(100))      # the workshop's key, or the level's
+    title: Mapped[str] = mapped_column(String(300))
+    image: Mapped[str] = mapped_column(String(2048))     # as the catalog gave it; "" for none
+    criteria: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(
+        String(12), ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    workshop: Mapped[str] = mapped_column(String(100))  # of the session that earned it
+    completion: Mapped[float | None] = mapped_column(Float)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320))  # folded: case and +tag
+    salt: Mapped[str] = mapped_column(String(32))
+    awarded_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('workshop', 'special')", name="kind"),
+        Index("uq_badges_session_id_kind", "session_id", "kind", unique=True),
+        Index("uq_badges_special", "email_key", "badge", unique=True,
+              sqlite_where=text("kind = 'special'"),
+              postgresql_where=text("kind = 'special'")),
+        Index("ix_badges_email_key", "email_key"),
+    )
+
+
 def normalize_url(url: str) -> str:
     """`postgresql://` means psycopg 3 here: it is the driver wodsync installs."""
     parsed = make_url(url)
