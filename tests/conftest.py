@@ -72,6 +72,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_store": ("test_store", ("pg",)),
     "test_store_secrets": ("test_store_secrets", ("pg",)),
     "test_mail": ("test_mail", ("pg",)),  # the outbox on PostgreSQL; an SMTP sink per test
+    "test_badges": ("test_badges", ("pg",)),  # no accounts: sessions moved in the store
 }
 PURE_MODULES = {
     "test_agent_python", "test_egress_rules", "test_guard_rules",

@@ -165,8 +165,9 @@ def _insert(conn: Connection, session: Session, now: datetime, key: str, *, kind
                   workshop=session.workshop, completion=session.completion, name=session.name,
                   email=session.email.strip(), email_key=key, salt=new_salt(), awarded_at=now)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    result = conn.execute(dialect.insert(BADGES).values(**values).on_conflict_do_nothing())
-    return result.rowcount == 1
+    inserted = conn.execute(dialect.insert(BADGES).values(**values).on_conflict_do_nothing()
+                            .returning(BADGES.c.id)).first()
+    return inserted is not None  # (rowcount is -1 here on psycopg: not a witness)
 
 
 def _serialize_person(conn: Connection, key: str) -> None:
