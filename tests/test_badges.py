@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 import stat
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from joserfc.errors import BadSignatureError
+from joserfc.jwk import RSAKey
 
 from wodsync.api.app import create_app
 from wodsync.api.deps import Context
@@ -31,8 +34,8 @@ from wodsync.source.revision import Deployment
 from wodsync.store import Participant, Session, SessionState, Store, open_store
 
 from apiserver import serving
-from pg import pg_url  # noqa: F401  (a fixture)
 from conftest import PROJECT, REPO_PARTS
+from pg import pg_url  # noqa: F401  (a fixture)
 
 S = SessionState
 SEATS = itertools.count(1)
@@ -53,8 +56,6 @@ def _deployment(root: Path, key: str | None) -> Deployment:
 
 @pytest.fixture(scope="module")
 def repo_root(tmp_path_factory) -> Path:
-    import shutil
-
     root = tmp_path_factory.mktemp("badges") / "repo"
     for part in REPO_PARTS:
         shutil.copytree(PROJECT / part, root / part, symlinks=True)
@@ -152,7 +153,7 @@ def test_a_retried_release_never_awards_twice(store):
     store.sessions.set_completion(session.id, 80.0)
     # the host went away in the middle of the release: retried later, then done
     store.sessions.schedule_release(session.id, "cleanup", "host unreachable",
-                                    delay=__import__("datetime").timedelta(seconds=10))
+                                    delay=timedelta(seconds=10))
     store.sessions.purge(session.id, message="cleaned up")
     # the host still recorded the seat: reopened, released again, ended again
     store.sessions.reopen(session.id, "purge", "the host still records the seat")
@@ -292,8 +293,7 @@ def test_a_tampered_assertion_is_refused(site):
     forged = ".".join((header, _unb64(json.dumps(document).encode()), signature))
     with pytest.raises(BadSignatureError):
         openbadges.verify(forged, public)
-    other = openbadges.sign(document, __import__("joserfc.jwk", fromlist=["RSAKey"])
-                            .RSAKey.import_key(new_key_pem(2048)))
+    other = openbadges.sign(document, RSAKey.import_key(new_key_pem(2048)))
     with pytest.raises(BadSignatureError):
         openbadges.verify(other, public)
     assert openbadges.verify(signed, public)["recipient"] != document["recipient"]
