@@ -66,6 +66,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_guard_idle": ("test_guard", ("root", "hub")),               # wodtn, 53521-53524
     # wodtl, 60401-60450, cgroups wodsync/WKSHP-Wodtl* (v1 hierarchies of this machine)
     "test_limits": ("limits", ("root",)),
+    "test_badges_seats": ("test_badges_seats", ("root",)),            # wodtv, 58701-58750
     # bench/*.py at their smoke size: wodb* seats, uids 40001-45999, netns hosts from .201
     "test_bench_smoke": ("test_bench_smoke", ("root", "sshd", "hub")),
     # A PostgreSQL database per module (made once, on the worker running the module).
