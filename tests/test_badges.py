@@ -45,7 +45,7 @@ KEY_PEM = new_key_pem(2048)             # 2048 bits: the tests' key only, made o
 
 
 def _deployment(root: Path, key: str | None) -> Deployment:
-    entries = f"secrets:\n  {KEY_SECRET}:\n    value: |\n" + "".join(
+    entries = f"secrets:\n  {KEY_SECRET}:\n    services: [badges]\n    value: |\n" + "".join(
         f"      {line}\n" for line in key.splitlines()) if key else "secrets: {}\n"
     path = root.parent / f"secrets-{bool(key)}.yaml"
     path.write_text(entries)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wodsync.agent.protocol import HostPayload
-from wodsync.badges.rules import catalog_rules
+from wodsync.badges.wiring import install as install_badges
 from wodsync.catalog.loader import Catalog
 from wodsync.engine.connections import Connections
 from wodsync.engine.desired import LiveSeat
@@ -113,7 +113,7 @@ class SessionService:
                  max_extension_hours: float = MAX_EXTENSION_HOURS) -> None:
         self.store = store
         self.deployment = deployment
-        store.badges.rules = catalog_rules(deployment)  # badges as the catalog says
+        install_badges(store, deployment)  # award rules, badges in ended mails and pages
         self.connections = connections or Connections()
         self.max_extension_hours = max_extension_hours
         self.burst = Burst(lambda name, host, payload: self.connections.call(

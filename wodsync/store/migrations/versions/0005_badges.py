@@ -4,7 +4,7 @@ A workshop badge is awarded once per session (unique over the session and the ki
 badge once per folded e-mail and level (a partial unique index over special badges).
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-06
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"  # on s27-portal (after s27-mail); the coordinator chains them
 branch_labels = None
 depends_on = None
 
