@@ -1,12 +1,12 @@
 """Badges awarded to participants, written in the very transaction that ends their session.
 
 Why in the move's transaction (a move hook of `Sessions.hooks`, installed first when the store
-opens, so a mail queued by a later hook already sees the badge): a session that ended without its badge,
-or a badge whose session is still live, would be a lie someone can verify publicly. A retried
-release moves the same session to ENDED again (`reopen`, RELEASING → ENDED): the unique index
-over (session, kind) makes the second award a no-op, so a session never awards twice; a special
-badge is unique per folded e-mail and level, so each is awarded once. Inserts are
-`ON CONFLICT DO NOTHING`: a duplicate never fails (nor rolls back) the session's move.
+opens, so a mail queued by a later hook already sees the badge): a session that ended without
+its badge, or a badge whose session is still live, would be a lie someone can verify publicly.
+A retried release moves the same session to ENDED again (`reopen`, RELEASING → ENDED): the
+unique index over (session, kind) makes the second award a no-op, so a session never awards
+twice; a special badge is unique per folded e-mail and level, so each is awarded once. Inserts
+are `ON CONFLICT DO NOTHING`: a duplicate never fails (nor rolls back) the session's move.
 
 What the catalog says (the workshop's threshold, title and image) is asked of `rules`, which the
 session service sets from the deployed catalog; without one every session that ends by CLEANUP
