@@ -59,6 +59,9 @@ def repo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("badges") / "repo"
     for part in REPO_PARTS:
         shutil.copytree(PROJECT / part, root / part, symlinks=True)
+    (root / "catalog/mail.yaml").write_text(  # mail on: ended mails are queued
+        "smtp: {host: 127.0.0.1, port: 2525, security: none}\n"
+        "from: Workshops <wod@example.org>\nportal_url: https://wod.example.org\n")
     ws = root / "catalog/workshops" / THRESHOLD_WORKSHOP / "workshop.yaml"
     ws.write_text(ws.read_text().replace("duration: 2\n", "duration: 2\nbadge_threshold: 60\n"))
     return root
@@ -202,6 +205,27 @@ def test_badge_links_for_the_ended_mail_and_the_session_page(store):
     assert link.url == f"https://wod.example.org/badges/{badge.id}"
     assert link.image == "https://wod.example.org/img/badges/badges/api101"
     assert badges_for_session(store, session.id)[0].url == f"/badges/{badge.id}"
+
+
+def test_the_ended_mail_and_the_session_page_show_the_badges_the_move_awarded(store,
+                                                                            deployment):
+    """The ended mail, queued in the move's transaction, is composed with the badges that
+    move awarded, linked under the mails' portal URL; the session page's hook lists them."""
+    from wodsync.mail.compose import compose
+    from wodsync.portal.badges import badge_links
+
+    session = _end(store, THRESHOLD_WORKSHOP, _unique("mailed"), completion=70.0)
+    [badge] = store.badges.for_session(session.id)
+    [mail] = store.outbox.list(session_id=session.id, kind="ended")
+    catalog = deployment.catalog
+    message = compose(store, catalog, catalog.mail, mail)
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    url = f"https://wod.example.org/badges/{badge.id}"
+    assert "API 101 - REST APIs and the value they provide" in text and url in text
+    assert f'href="{url}"' in html
+    assert [(b.name, b.url) for b in badge_links(store, store.sessions.get(session.id))] == \
+        [("API 101 - REST APIs and the value they provide", f"/badges/{badge.id}")]
 
 
 def test_fold_email_folds_case_and_plus_addressing():
