@@ -140,13 +140,27 @@ def test_a_purged_session_earns_nothing(store):
 
 
 def test_the_award_is_in_the_same_transaction_as_the_move(store):
-    """A move that fails (the session moved meanwhile) awards nothing: the badge and the
-    ENDED state are one write."""
-    session = _end(store, DEFAULT_WORKSHOP, _unique("tx"))
-    before = store.badges.for_session(session.id)
-    with pytest.raises(Exception, match="cannot become"):
-        store.sessions.transition(session.id, S.ENDED)
-    assert store.badges.for_session(session.id) == before
+    """A later hook of the same move fails: the move rolls back, and the badge with it — the
+    badge and the end commit together or not at all."""
+    session = _live(store, DEFAULT_WORKSHOP, _unique("tx"))
+    store.sessions.transition(session.id, S.CLEANING, message="cleanup")
+    store.sessions.set_completion(session.id, 100.0)
+
+    def failing(conn, moved):
+        if moved.session.id == session.id:
+            assert store.badges.for_session(session.id, conn), "the award runs first"
+            raise RuntimeError("a later hook failed")
+
+    store.sessions.hooks.append(failing)
+    try:
+        with pytest.raises(RuntimeError, match="a later hook failed"):
+            store.sessions.purge(session.id, message="cleaned up")
+    finally:
+        store.sessions.hooks.remove(failing)
+    assert store.sessions.get(session.id).state is S.CLEANING
+    assert store.badges.for_session(session.id) == []
+    store.sessions.purge(session.id, message="cleaned up")
+    assert len(store.badges.for_session(session.id)) == 1
 
 
 def test_a_retried_release_never_awards_twice(store):

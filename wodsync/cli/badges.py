@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from wodsync.cli.common import main, say
+
+if TYPE_CHECKING:
+    from wodsync.store import Badge
 
 
 @main.group("badges")
@@ -46,10 +50,10 @@ def list_cmd(state: Path | None, db: str | None, email: str | None, as_json: boo
                    f"session {b.session_id}  {done}  {b.awarded_at:%Y-%m-%d %H:%M}")
 
 
-def _json(badge: object) -> dict[str, object]:
+def _json(badge: Badge) -> dict[str, object]:
     from dataclasses import asdict
 
-    data = asdict(badge)  # type: ignore[call-overload]
+    data = asdict(badge)
     data.pop("salt")
     data["awarded_at"] = data["awarded_at"].isoformat()
     return data

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,9 +65,10 @@ class Badge:
     workshop: str
     completion: float | None
     name: str
-    email: str = ""      # never on a public page: the assertion carries it hashed
-    email_key: str = ""
-    salt: str = ""
+    # never on a public page (the assertion carries it hashed), nor in a repr (logs)
+    email: str = field(default="", repr=False)
+    email_key: str = field(default="", repr=False)
+    salt: str = field(default="", repr=False)
     awarded_at: datetime | None = None
 
 
