@@ -337,6 +337,36 @@ def test_a_tampered_assertion_is_refused(site):
     assert openbadges.verify(signed, public)["recipient"] != document["recipient"]
 
 
+def test_badges_verify_checks_a_shared_assertion_as_a_third_party(site, cli, tmp_path):
+    """`wodsync badges verify` fetches the key the assertion names, checks its owner, the
+    issuer's publicKey and the signature, then the recipient; a tampered copy, another
+    address or another key's signature are refused."""
+    base, store = site
+    url = f"{base}/badges/{_award(store, 'ada@example.org')}/assertion"
+    ok = cli("badges", "verify", url, "--email", "ada@example.org")
+    assert ok.exit_code == 0, ok.output
+    assert "verified: API 101 - REST APIs and the value they provide issued by " \
+           f"Workshops-on-Demand ({base}/badges/issuer)" in ok.output
+    assert "to ada@example.org" in ok.output
+    someone_else = cli("badges", "verify", url, "--email", "mallory@example.org")
+    assert someone_else.exit_code == 1
+    assert "not awarded to mallory@example.org" in someone_else.output
+    signed = requests.get(url, timeout=30).text
+    header, payload, signature = signed.split(".")
+    document = json.loads(_b64(payload))
+    document["issuedOn"] = "2020-01-01T00:00:00+00:00"
+    tampered = tmp_path / "tampered.jws"
+    tampered.write_text(".".join((header, _unb64(json.dumps(document).encode()), signature)))
+    refused = cli("badges", "verify", tampered)
+    assert refused.exit_code == 1 and "the signature does not hold" in refused.output
+    forged = tmp_path / "forged.jws"
+    forged.write_text(openbadges.sign(document, RSAKey.import_key(new_key_pem(2048))))
+    assert cli("badges", "verify", forged).exit_code == 1
+    genuine = tmp_path / "genuine.jws"
+    genuine.write_text(signed)
+    assert cli("badges", "verify", genuine).exit_code == 0
+
+
 def test_an_unknown_badge_is_a_404(site):
     base, _ = site
     for path in ("/badges/0123456789abcdef0123456789abcdef", "/badges/nope/assertion",

@@ -1,6 +1,7 @@
 """Badge commands (`wodsync badges …`): what was awarded to whom, and a new signing key.
 
 `badges list` is the operator's view (it shows the e-mails, which no public page does);
+`badges verify` a third party's check of a shared assertion (`wodsync.badges.verify`);
 `badges key new FILE` writes a new RSA key to put in the secrets file as
 `WODSYNC_BADGES_KEY` — written 0600, never printed.
 """
@@ -57,6 +58,36 @@ def _json(badge: Badge) -> dict[str, object]:
     data.pop("salt")
     data["awarded_at"] = data["awarded_at"].isoformat()
     return data
+
+
+@badges_group.command("verify")
+@click.argument("source")
+@click.option("--email", help="Also check that the badge was awarded to this address.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verified assertion.")
+def verify_cmd(source: str, email: str | None, as_json: bool) -> None:
+    """Verify a signed badge as any third party would: SOURCE is its URL
+    (`…/badges/ID/assertion`), a file, or `-` for stdin. Exit 0 verified, 1 not."""
+    import sys
+
+    from wodsync.badges.verify import NotVerified, fetch_bytes, verify_assertion
+
+    try:
+        if source.startswith(("https://", "http://")):
+            signed = fetch_bytes(source, "application/jose").decode()
+        else:
+            signed = sys.stdin.read() if source == "-" else Path(source).read_text()
+        found = verify_assertion(signed, email=email)
+    except (NotVerified, OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"NOT verified: {exc}") from None
+    if found.recipient_matches is False:
+        raise click.ClickException(f"NOT verified: the badge was not awarded to {email}")
+    if as_json:
+        click.echo(json.dumps(found.assertion, indent=2))
+        return
+    to = f" to {email}" if found.recipient_matches else ""
+    click.echo(f"verified: {found.badge_class.get('name')} issued by "
+               f"{found.issuer.get('name')} ({found.issuer.get('id')}) on "
+               f"{found.assertion.get('issuedOn')}{to}")
 
 
 @badges_group.group("key")
