@@ -43,6 +43,7 @@ SMOKE: dict[str, list[str]] = {
     "guard.py": ["--seats", "20", "--busy", "3", "--rounds", "2"],
     "portal.py": ["--seats", "4", "--rounds", "2"],
     "journey.py": ["--count", "3", "--single", "1"],
+    "badges.py": ["--sessions", "5"],
 }
 
 
@@ -144,3 +145,11 @@ def test_journey_registers_at_once_and_counts_every_mail_once() -> None:
     assert "3 confirmation clicks at once: 3 session pages with credentials" in out, out
     assert "confirmation mails: 3/3 delivered, 0 twice" in out, out
     assert "credentials mails: 4/4 delivered, 0 twice" in out, out
+
+
+def test_badges_prints_the_award_and_the_signature_beside_their_baselines() -> None:
+    out = bench("badges.py")
+    assert "badges: 5 sessions ended on sqlite, 5 workshop badges, 2 special" in out, out
+    for label in ("move to ended, with the award", "move to ended, no hook (baseline)",
+                  "signed assertion (RS256, 3072)", "assertion JSON alone (baseline)"):
+        assert re.search(re.escape(label) + r" +p50 +[0-9.]+ ms", out), out
