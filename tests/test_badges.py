@@ -280,7 +280,7 @@ def test_the_verification_page_shows_who_what_when_and_never_the_email(site):
     badge = store.badges.get(badge_id)
     assert badge.awarded_at is not None and badge.awarded_at.strftime("%d %B %Y") in html
     assert f'src="{base}/img/badges/badges/api101"' in html
-    assert "Verified" in html and f"{base}/badges/key" in html
+    assert "Verified" in html and f"{base}/badges/key" in html and "no signing key" not in html
     assert f"{base}/badges/{badge_id}/assertion" in html
     for shown in (email, email.lower(), fold_email(email), "grace.hopper", "example.org"):
         assert shown.lower() not in html.lower(), f"{shown} is on the public page"
@@ -382,7 +382,9 @@ def test_without_a_signing_key_the_assertion_is_unavailable_and_says_why(tmp_pat
     app = create_app(Context(opened, sessions=SessionService(opened, lambda: keyless)))
     badge_id = _award(opened, "ada@example.org")
     with serving(app) as base:
-        assert requests.get(f"{base}/badges/{badge_id}", timeout=30).status_code == 200
+        page = requests.get(f"{base}/badges/{badge_id}", timeout=30)
+        assert page.status_code == 200 and "no signing key yet" in page.text
+        assert "/assertion" not in page.text
         for path in (f"/badges/{badge_id}/assertion", "/badges/key"):
             answer = requests.get(base + path, timeout=30)
             assert answer.status_code == 503

@@ -28,10 +28,11 @@ def what(badge: Badge) -> str:
     return f"For the workshop {badge.title} ({badge.workshop}){done}."
 
 
-def render_page(badge: Badge, issuer: Issuer, urls: Urls) -> str:
+def render_page(badge: Badge, issuer: Issuer, urls: Urls, signed: bool = True) -> str:
+    """The page; `signed`: the server has a key, so the page links the signed assertion."""
     assert badge.awarded_at is not None
     return _ENV.get_template("badge.html").render(
-        badge=badge, issuer=issuer, what=what(badge),
+        badge=badge, issuer=issuer, what=what(badge), signed=signed,
         image=urls.image(badge.kind, badge.badge, badge.image),
         awarded=badge.awarded_at.strftime("%d %B %Y"),
         assertion_url=urls.assertion(badge.id), key_url=urls.key, issuer_url=urls.issuer)

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from wodsync.api.deps import SessionsDep
 from wodsync.badges import openbadges as ob
 from wodsync.badges.images import medal_svg
-from wodsync.badges.keys import public_pem, signing_key
+from wodsync.badges.keys import BadgesNotConfigured, public_pem, signing_key
 from wodsync.badges.page import render_page
 from wodsync.sessions.service import SessionService
 
@@ -66,7 +66,13 @@ def badge_image(kind: str, badge: str, service: SessionsDep) -> Response:
 def page(badge_id: str, service: SessionsDep, request: Request) -> HTMLResponse:
     """The public verification page: who, which badge, when, the image, how to verify."""
     who, urls = _settings(service, request)
-    html = render_page(service.store.badges.get(badge_id), who, urls)
+    found = service.store.badges.get(badge_id)
+    try:
+        signing_key(service.deployment().secrets)
+        signed = True
+    except BadgesNotConfigured:
+        signed = False
+    html = render_page(found, who, urls, signed)
     return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY,
                                        "X-Content-Type-Options": "nosniff"})
 
