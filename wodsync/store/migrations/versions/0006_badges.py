@@ -3,8 +3,8 @@
 A workshop badge is awarded once per session (unique over the session and the kind), a special
 badge once per folded e-mail and level (a partial unique index over special badges).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"  # on s27-portal (after s27-mail); the coordinator chains them
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
