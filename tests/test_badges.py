@@ -426,3 +426,18 @@ def _unb64(raw: bytes) -> str:
     import base64
 
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_the_demo_secrets_carry_a_badges_key_kept_between_runs(tmp_path, deployment):
+    """`wodsync demo` signs its badges: the key is granted to the badges service and a rerun
+    keeps it (a new key would leave the earlier badges unverifiable)."""
+    from wodsync.badges.keys import signing_key
+    from wodsync.demo.repo import write_secrets
+
+    path = write_secrets(tmp_path, deployment.catalog)
+    first = Secrets(env={}, entries=Secrets.load(path).entries)
+    assert signing_key(first).is_private
+    again = Secrets.load(write_secrets(tmp_path, deployment.catalog))
+    assert again.entries[KEY_SECRET].value == first.entries[KEY_SECRET].value
+    assert again.entries[KEY_SECRET].services == frozenset({"badges"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -27,6 +27,7 @@ TOKEN_SECRET = "DEMO_HUB_TOKEN"
 CONTROLLER_STATE = "controller"
 DEMO_EMAIL = "demo@wodsync.invalid"
 CONTROLLER_SECRETS = ("WODSYNC_API_TOKEN", "WODSYNC_WEBHOOK_SECRET", "WODSYNC_FACTS_TOKEN")
+BADGES_KEY = "WODSYNC_BADGES_KEY"  # wodsync.badges.keys.KEY_SECRET
 GIT = ["git", "-c", "user.name=wodsync demo", "-c", "user.email=demo@wodsync.invalid"]
 
 
@@ -86,10 +87,20 @@ def write_secrets(folder: Path, catalog: Catalog) -> Path:
         value = old.get("value") if isinstance(old, dict) else old
         entries[name] = {"value": str(value or pysecrets.token_hex(24)),
                          **{k: sorted(v) for k, v in who.items() if v}}
+    entries[BADGES_KEY] = badges_key(kept.get(BADGES_KEY))
     path.touch(mode=0o600)
     path.chmod(0o600)  # also a file an older demo or an editor left readable
     path.write_text(dump_yaml({"secrets": entries}, "# demo secrets written by `wodsync demo`"))
     return path
+
+
+def badges_key(old: Any) -> dict[str, Any]:
+    """The badges' signing key, granted to the `badges` service and kept between runs: a new
+    key would leave the demo's earlier badges unverifiable."""
+    from wodsync.badges.keys import SERVICE, new_key_pem
+
+    value = old.get("value") if isinstance(old, dict) else None
+    return {"value": value or new_key_pem(), "services": [SERVICE]}
 
 
 def choose_location(opts: DemoOptions, catalog: Catalog) -> str:
