@@ -16,6 +16,7 @@ from datetime import timedelta
 from disposable_email_domains import blocklist
 from email_validator import EmailNotValidError, validate_email
 
+from wodsync.badges.identity import fold_email
 from wodsync.catalog.models import PortalFile
 
 _SPAN_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -60,12 +61,9 @@ def rate(text: str) -> tuple[int, timedelta]:
 
 
 def fold(email: str) -> str:
-    """The key of one person's address: trimmed, lowercased and the `+tag` of the local part
-    dropped, so `Ann+1@Example.org` and `ann@example.org` are one person (the badges count
-    completions by the same key: `wodsync.badges.identity.fold_email` does the same)."""
-    address = email.strip().lower()
-    local, at, domain = address.rpartition("@")
-    return f"{local.split('+', 1)[0]}@{domain}" if at else address
+    """The key of one person's address (`Ann+1@Example.org` and `ann@example.org` are one
+    person): the badges' folding, so both rules count the same people."""
+    return fold_email(email)
 
 
 def _domains(domain: str) -> list[str]:
