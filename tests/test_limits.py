@@ -16,7 +16,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,23 +211,23 @@ def test_two_seats_spinning_with_half_a_core_each_get_about_half_a_core(lab):
     spinners = [lab.start(n, "print('up', flush=True)\nwhile True:\n    pass") for n in (1, 2)]
     for proc in spinners:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
-    # A spinner outside any seat, measured over the same seconds, says what one process can
-    # get on this machine now (CI runs other tests beside this one).
-    control = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        usage = [cgroup("cpuacct", "WKSHP-WodtlCpu", n) / "cpuacct.usage" for n in (1, 2)]
-        before, free_before = [int(u.read_text()) for u in usage], _cpu_s(control.pid)
-        start = time.monotonic()
-        time.sleep(3)
-        after, free_after = [int(u.read_text()) for u in usage], _cpu_s(control.pid)
-        seconds = time.monotonic() - start
-    finally:
-        control.kill()
-        control.wait()
-    cores = [(b - a) / 1e9 / seconds for a, b in zip(before, after, strict=True)]
-    free = (free_after - free_before) / seconds
+    # A third seat spinning under a cap it cannot reach (2 cores), on the same footing as the
+    # two (a cgroup of its own beside theirs), says what one seat can get on this machine now:
+    # CI runs other tests beside this one.
+    lab.create(3, "WKSHP-WodtlFree", {"cpu": 2.0})
+    free_seat = lab.start(3, "print('up', flush=True)\nwhile True:\n    pass")
+    assert free_seat.stdout is not None and free_seat.stdout.readline().strip() == "up"
+    usage = [cgroup("cpuacct", "WKSHP-WodtlCpu", n) / "cpuacct.usage" for n in (1, 2)]
+    usage.append(cgroup("cpuacct", "WKSHP-WodtlFree", 3) / "cpuacct.usage")
+    before, start = [int(u.read_text()) for u in usage], time.monotonic()
+    time.sleep(3)
+    after, seconds = [int(u.read_text()) for u in usage], time.monotonic() - start
+    free_seat.kill()
+    free_seat.wait()
+    assert lab.purge(3)["ok"]
+    *cores, free = [(b - a) / 1e9 / seconds for a, b in zip(before, after, strict=True)]
     print(f"cores used by each seat with cpu: 0.5: {cores[0]:.2f}, {cores[1]:.2f}; "
-          f"by a process without a limit: {free:.2f}")
+          f"by a seat capped at 2 cores beside them: {free:.2f}")
     assert all(c <= 0.6 for c in cores), f"the cap holds whatever the load: {cores}"
     if free >= 0.8:  # the machine had room: each capped seat got about its half
         assert all(c >= 0.35 for c in cores), (cores, free)
@@ -334,8 +333,3 @@ def test_the_hub_s_spawner_starts_the_server_inside_the_seat_s_cgroup(lab, repo,
     until(lambda: hub.poll() is not None, "the server outlived its seat's release", 10)
     assert not cgroup("memory", "WKSHP-WodtlHub", 1).exists()
 
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process used so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

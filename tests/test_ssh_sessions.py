@@ -251,7 +251,10 @@ def test_bursts_beyond_sshds_ten_sessions_are_handled_on_the_one_connection(ssh_
                       + [_create(ctl, n) for n in range(15, 21)])
     assert all(getattr(s, "state", s) == SessionState.ENDED for s in second[:14]), second
     assert all(getattr(s, "state", s) == SessionState.ACTIVE for s in second[14:]), second
-    assert all(_locked(s.username) for s in first)
+    # A CREATE of the burst may take a seat a CLEANUP of the same burst has just freed: that
+    # seat is the new session's now; every other cleaned seat is locked.
+    given_again = {s.username for s in second[14:]}
+    assert all(_locked(s.username) for s in first if s.username not in given_again)
     assert sorted(s.id for s in _live(ctl)) == sorted(s.id for s in second[14:])
 
     assert server.connections_accepted() == before, "every call on the open connection"

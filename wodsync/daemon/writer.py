@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from wodsync.background import Background
 from wodsync.store.lock import CHECK_S, POLL_S, WriterLock
 
 log = logging.getLogger("wodsync.daemon")
@@ -50,20 +51,19 @@ def settle(lock: WriterLock, every: float = CHECK_S,
             time.sleep(seconds)
 
 
-class WriterRole:
+class WriterRole(Background):
     """Watches `lock` (held when started) and moves the process between writer and standby."""
 
     def __init__(self, lock: WriterLock, stop_writing: Callable[[str], None],
                  start_writing: Callable[[], None], every: float = CHECK_S,
                  poll_s: float = POLL_S) -> None:
+        super().__init__("wodsync-writer")
         self.lock = lock
         self.stop_writing, self.start_writing = stop_writing, start_writing
         self.every, self.poll_s = every, poll_s
         self.role, self.since = WRITER, datetime.now(UTC)
         self.reason: str | None = None
         self.losses = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wodsync-writer", daemon=True)
 
     @property
     def writing(self) -> bool:
@@ -73,15 +73,6 @@ class WriterRole:
         """For `/api/v1/status` and `/readyz`: which role, since when, and why a standby."""
         return {"role": self.role, "since": self.since.isoformat().replace("+00:00", "Z"),
                 "reason": self.reason, "losses": self.losses}
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Shutdown: stop watching (a standby stops waiting for the lock)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
 
     def _run(self) -> None:
         """Check every `every` seconds, or at once when a host job's fence found the loss."""

@@ -10,9 +10,9 @@ next one tries again. The interval is the deployed catalog's: a commit changes i
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from wodsync.background import Background
 from wodsync.guard.actions import Sentinel
 from wodsync.logs import FIELDS
 from wodsync.source.revision import NotDeployed
@@ -21,19 +21,13 @@ log = logging.getLogger("wodsync.guard")
 TICK = 1.0  # seconds between two looks at which host is due
 
 
-class GuardLoop:
+class GuardLoop(Background):
+    """Each host's round when its `interval` is due, one host after the other."""
+
     def __init__(self, sentinel: Sentinel) -> None:
+        super().__init__("wodsync-guard")
         self.sentinel = sentinel
         self._due: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wodsync-guard", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
     def _run(self) -> None:
         while not self._stop.wait(TICK):

@@ -18,7 +18,6 @@ import secrets as token
 import smtplib
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wodsync.background import Background
 from wodsync.mail import triggers
 from wodsync.mail.compose import Drop, compose
 from wodsync.mail.settings import MailSettings
@@ -106,18 +106,17 @@ def new_owner() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{token.token_hex(4)}"
 
 
-class Sender:
+class Sender(Background):
     """Sends the outbox of `store` with the mail settings of `catalog()` (nothing while it
     gives None or a catalog without mail settings). `smtp` overrides their server."""
 
     def __init__(self, store: Store, catalog: CatalogFn, secrets: Secrets, *,
                  smtp: tuple[str, int] | None = None, poll: float = POLL_SECONDS,
                  on_result: ResultFn | None = None) -> None:
+        super().__init__("mail-sender")
         self.store, self.catalog, self.secrets = store, catalog, secrets
         self.smtp, self.poll, self.on_result = smtp, poll, on_result
         self.owner = new_owner()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def settings(self, catalog: Catalog | None) -> MailSettings | None:
         settings: MailSettings | None = getattr(catalog, "mail", None)
@@ -172,15 +171,8 @@ class Sender:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mail-sender", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        triggers.queued.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def _wake(self) -> None:
+        triggers.queued.set()  # the loop waits for a queued mail, not for `_stop`
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wodsync.agent.protocol import HostPayload
+from wodsync.background import Background
 from wodsync.badges.wiring import install as install_badges
 from wodsync.catalog.loader import Catalog
 from wodsync.engine.connections import Connections
@@ -484,23 +485,15 @@ def _timings(timings: dict[str, float]) -> str:
     return f"in {total:.3f} s on the host (" + ", ".join(f"{k} {v:.3f}" for k, v in slow) + ")"
 
 
-class ExpiryLoop:
+class ExpiryLoop(Background):
     """A thread that runs `expire` every `interval` seconds until stopped; every
     `DEFERRED_EVERY` seconds between, it asks again for deferred servers, tries the releases
     that are due and reconciles the seat records of hosts not yet reconciled since the start."""
 
     def __init__(self, service: SessionService, interval: float = 30.0) -> None:
+        super().__init__("wodsync-expiry")
         self.service = service
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wodsync-expiry", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
     def _run(self) -> None:
         """The first round at once: a restart finishes what a killed process left half-way
