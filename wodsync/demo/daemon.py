@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wodsync.demo.pidfile import running, terminate
 from wodsync.demo.repo import CONTROLLER_STATE, DemoError
 
 PID_FILE = "daemon.pid"
@@ -52,11 +52,7 @@ class Api:
 
 
 def _pid(folder: Path) -> int | None:
-    try:
-        pid = int((folder / PID_FILE).read_text().strip())
-        return pid if b"daemon" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
-    except (OSError, ValueError):
-        return None
+    return running(folder / PID_FILE, "daemon")
 
 
 def start(folder: Path, repo: Path, secrets_file: Path, api: Api, listen: str) -> None:
@@ -108,15 +104,6 @@ def _time(text: str) -> datetime:
 
 
 def stop(folder: Path) -> bool:
-    """SIGTERM the daemon and wait for it; True when one was running."""
-    pid = _pid(folder)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 180
-    while _pid(folder) == pid and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _pid(folder) == pid:
-        os.kill(pid, signal.SIGKILL)
-    (folder / PID_FILE).unlink(missing_ok=True)
-    return True
+    """SIGTERM the daemon and wait for it (its batch in flight finishes); True when one was
+    running."""
+    return terminate(folder / PID_FILE, "daemon", timeout=180)

@@ -9,8 +9,6 @@ rerun finds it listening and keeps it; `--stop` stops it with the rest.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import time
 from pathlib import Path
 
 from wodsync.catalog.yamlfile import dump_yaml
+from wodsync.demo.pidfile import running, terminate
 from wodsync.demo.repo import DemoError
 
 MAILDIR = "mail"
@@ -43,13 +42,8 @@ def write_settings(repo: Path, mail_port: int, api_port: int) -> None:
 
 
 def _pid(folder: Path) -> int | None:
-    """The running sink's pid, when the pid file names a live `mail sink` process."""
-    try:
-        pid = int((folder / PID_FILE).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    return pid if b"mail" in cmdline and b"sink" in cmdline else None
+    """The running sink's pid (a live `wodsync mail sink` named by the pid file)."""
+    return running(folder / PID_FILE, "mail", "sink")
 
 
 def _listening(port: int) -> bool:
@@ -84,15 +78,4 @@ def start_sink(folder: Path, port: int) -> Path:
 
 def stop_sink(folder: Path) -> bool:
     """SIGTERM the sink and wait for it; True when one was running."""
-    pid = _pid(folder)
-    if pid is None:
-        (folder / PID_FILE).unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while _pid(folder) == pid and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid(folder) == pid:
-        os.kill(pid, signal.SIGKILL)
-    (folder / PID_FILE).unlink(missing_ok=True)
-    return True
+    return terminate(folder / PID_FILE, "mail", "sink", timeout=30)
