@@ -249,6 +249,11 @@ def ansible_phase(tmp: Path, server: Sshd, sizes: tuple[int, int], seats: int,
     predicted = fixed + per_account * seats
     print("ansible user module (accounts + homes from /etc/skel), one run at each size: "
           + ", ".join(f"{n} accounts {t:.1f} s" for n, t in zip(sizes, measured, strict=True)))
+    if per_account <= 0:  # the larger size was not slower: noise, at sizes this small
+        print(f"  fitted: no positive cost per account between {sizes[0]} and {sizes[1]} "
+              "accounts (the runs' noise is larger than the difference): no prediction; "
+              "measure at larger sizes")
+        return
     print(f"  fitted: {fixed:.1f} s fixed + {per_account * 1000:.0f} ms an account → {seats} "
           f"accounts predicted {predicted:.0f} s ({predicted / 60:.1f} min)")
     print(f"  wodsync's fresh converge of {seats} seats ({fresh:.2f} s, one run) is "

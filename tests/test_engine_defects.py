@@ -305,12 +305,24 @@ def test_ctrl_c_finishes_the_batch_in_flight_then_reports(lab, tmp_path):
 def test_a_second_ctrl_c_stops_the_host_side_at_a_safe_point(lab, tmp_path):
     """#10: after the second Ctrl-C no phase starts on the host; the next plan shows the rest."""
     proc = held_apply(lab, tmp_path)
+    assert proc.stderr is not None
+    said: list[str] = []
+
+    def until_said(start: str) -> None:
+        """Read the apply's stderr up to the line that starts with `start`."""
+        while not (said and said[-1].startswith(start)):
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            assert line, f"the apply ended before saying {start!r}: {said}"
+            said.append(line)
+
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    until_said("interrupted:")  # the first Ctrl-C taken: only then the second
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    until_said("stopping:")
+    time.sleep(1.0)  # the agent's stdin closed: its watcher sees the end before the gate opens
     (tmp_path / "gate").touch()
-    out, err = proc.communicate(timeout=120)
+    out, rest = proc.communicate(timeout=120)
+    err = "".join(said) + rest
     assert proc.returncode == 1, out + err
     stopped = next(ln for ln in err.splitlines() if "stopped before" in ln)
     assert "account.create" in stopped
