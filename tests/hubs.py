@@ -138,14 +138,16 @@ def start_server(s: requests.Session, base: str, user: str, xsrf: str) -> None:
     api = f"{base}/hub/api/users/{user}"
     started = s.post(f"{api}/server", headers={"X-XSRFToken": xsrf}, timeout=60)
     assert started.status_code in (201, 202, 400), started.text
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 150
+    model: dict[str, Any] = {}
     while time.monotonic() < deadline:
         model = s.get(api, headers={"X-XSRFToken": xsrf}, timeout=30).json()
         server = (model.get("servers") or {}).get("")
         if server and server.get("ready"):
             return
         time.sleep(0.5)
-    raise AssertionError(f"the server of {user} did not become ready")
+    raise AssertionError(f"the server of {user} did not become ready; the hub says: "
+                         f"{json.dumps(model)[:1500]}")
 
 
 def read_contents(s: requests.Session, base: str, user: str, path: str) -> dict[str, Any]:

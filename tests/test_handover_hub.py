@@ -248,12 +248,16 @@ def test_after_cleanup_the_previous_occupants_cookies_and_tokens_are_dead(handov
     and afterwards nothing they kept opens anything."""
     ctl, base, api = handover_hub["ctl"], handover_hub["base"], handover_hub["api"]
     s = ctl.sessions.create("WKSHP-Lab", _participant(1)).session
-    browser, xsrf = login(base, s.username, s.password)
-    assert s.password in _lab_works(browser, base, s.username, xsrf, "WKSHP-Lab")
-    kept = Kept(browser, s.username, handover_hub["tmp"] / "hubdata")
-    for what, token in kept.tokens().items():
-        assert _hub_whoami(base, token) == 200, f"{what} works during the session"
-    before = _identity(api, s.username)["created"]
+    try:
+        browser, xsrf = login(base, s.username, s.password)
+        assert s.password in _lab_works(browser, base, s.username, xsrf, "WKSHP-Lab")
+        kept = Kept(browser, s.username, handover_hub["tmp"] / "hubdata")
+        for what, token in kept.tokens().items():
+            assert _hub_whoami(base, token) == 200, f"{what} works during the session"
+        before = _identity(api, s.username)["created"]
+    except BaseException:
+        ctl.sessions.purge(s.id, "test failed")  # the other tests find the seat free
+        raise
     ctl.sessions.cleanup(s.id)
     _assert_locked_out(kept, base, s.password)
     after = _identity(api, s.username)

@@ -513,6 +513,11 @@ class Hub(Strict):
     spawn_limit: Annotated[int, Field(ge=1, le=1000)] = Field(
         8, description="Students' servers starting at once (JupyterHub's concurrent_spawn_limit): "
                        "a burst of CREATEs asks for more; those start at the student's login.")
+    start_timeout: Annotated[int, Field(ge=10, le=3600)] = Field(
+        120, description="Seconds a student's server may take to start and answer "
+                         "(JupyterHub's start_timeout and http_timeout, 60 and 30 by default): "
+                         "on a host busy with a burst of starts, JupyterLab may answer after "
+                         "30 s, and a spawn given up then leaves the student with no server.")
     server_nice: Annotated[int, Field(ge=0, le=19)] = Field(
         10, description="Niceness of students' servers and their kernels (0: none): starting "
                         "a server costs a core for a second or two, and the hub, its proxy, sshd "
