@@ -171,7 +171,10 @@ def _kill(pid: int) -> None:
 
 
 def stop_hub(data_dir: Path, uid_range: range) -> None:
-    """The hub, its proxy and every process of the test seats."""
+    """The hub, its proxy and every process of the test seats.
+
+    `uid_range` is the test's seats and nothing more: other tests' seats, a private
+    PostgreSQL, a guard lab, run at the same time under uids near them."""
     state = data_dir / "wodsync-hub.json"
     if state.exists():
         _kill(json.loads(state.read_text())["pid"])

@@ -89,7 +89,7 @@ def hub_lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
                    "base": f"http://127.0.0.1:{ports['port']}"}
         finally:
             ctl.close()
-            stop_hub(tmp / "hubdata", range(UID_BASE, UID_BASE + 1000))
+            stop_hub(tmp / "hubdata", SEATS)
             _cleanup()
 
 

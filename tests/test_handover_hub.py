@@ -109,7 +109,7 @@ def handover_hub(tmp_path_factory):
                    "base": f"http://127.0.0.1:{ports['port']}"}
         finally:
             ctl.close()
-            stop_hub(tmp / "hubdata", range(UID_BASE, UID_BASE + 1000))
+            stop_hub(tmp / "hubdata", range(UID_BASE, UID_BASE + 21))
             _cleanup_accounts()
 
 
