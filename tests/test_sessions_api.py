@@ -258,6 +258,9 @@ def test_servers_a_busy_hub_deferred_are_asked_for_again(api_lab, tmp_path, monk
         assert calls == [1, 3] and len(made) == 4
         waiting = ctl.sessions.deferred().get("lab1", [])
         assert len(waiting) >= 2, waiting
+        ctl.close()  # a restart in the middle of the burst: the list is in the store
+        ctl = open_controller(api_lab["root"], api_lab["tmp"] / "state", None, Secrets())
+        assert ctl.sessions.deferred().get("lab1", []) == waiting
         by_user = {s.username: s for s in made}
         for user in waiting:
             history = ctl.store.sessions.events(by_user[user].id)

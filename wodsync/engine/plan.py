@@ -92,7 +92,8 @@ def _refusal(plan: HostPlan, managed: int, allow_deletions: int | None) -> str |
     if deletions <= limit:
         return None
     return (f"plan deletes {deletions} accounts; the cap is {limit} (10 % of {managed} managed "
-            f"accounts, at most {DELETE_MAX}); rerun with --allow-deletions {deletions} if intended")
+            f"accounts, at most {DELETE_MAX}); rerun with --allow-deletions {deletions} if "
+            "intended")
 
 
 def _ending_refusal(ending: list[tuple[str, str, str]], allow_deletions: int | None,

@@ -18,7 +18,6 @@ session in a state `recover` turns into a release retried at once.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,10 +118,6 @@ class SessionService:
         self.max_extension_hours = max_extension_hours
         self.burst = Burst(lambda name, host, payload: self.connections.call(
             name, host, "seat_create", payload))
-        # host → {user: session id}: servers a busy hub left to the login (its spawn_limit),
-        # asked for again by `start_deferred`. Kept in memory: lost, they start at the login.
-        self._deferred: dict[str, dict[str, str]] = {}
-        self._deferred_lock = threading.Lock()
         # Called with (event, session, seconds): "created" (seconds: the whole CREATE),
         # "cleaned", "expiring". Metrics and, later, notifications listen here.
         self.listeners: list[Callable[[str, Session, float | None], None]] = []
@@ -249,8 +244,7 @@ class SessionService:
             raise CreateFailed(f"CREATE of {session.workshop} failed on {session.host}: "
                                f"{answer['error']}", failed)
         if answer.get("server") == "deferred":
-            with self._deferred_lock:
-                self._deferred.setdefault(session.host, {})[session.username] = session.id
+            self.store.deferred.add(session.id, session.host, session.username)
         notes = "".join(f"; {n}" for n in answer.get("notes", []))
         active = self.store.sessions.activate(session.id, message="seat ready "
                                               + _timings(answer["timings"]) + notes,
@@ -369,15 +363,15 @@ class SessionService:
 
     def deferred(self) -> dict[str, list[str]]:
         """host → seats whose server start waits for room in the hub."""
-        with self._deferred_lock:
-            return {h: sorted(users) for h, users in self._deferred.items() if users}
+        return {h: sorted(users) for h, users in self.store.deferred.pending().items()}
 
     def start_deferred(self) -> int:
         """Ask again for the servers a burst left to the login, host by host (one round trip
-        each), so a student who logs in later finds theirs running. A seat cleaned up meanwhile
-        is dropped, never started. Returns how many servers were asked for."""
-        with self._deferred_lock:
-            pending = {h: dict(users) for h, users in self._deferred.items() if users}
+        each), so a student who logs in later finds theirs running — also after a restart: the
+        list is in the store. A seat cleaned up meanwhile is dropped, never started. Returns
+        how many servers were asked for."""
+        self.store.deferred.prune()
+        pending = self.store.deferred.pending()
         if not pending:
             return 0
         dep = self.deployment()
@@ -389,9 +383,7 @@ class SessionService:
                 _log.warning("deferred server starts on %s: %s", name, exc)
                 continue
             asked += started
-            with self._deferred_lock:
-                for user in done:
-                    self._deferred.get(name, {}).pop(user, None)
+            self.store.deferred.settle(seats[user] for user in done if user in seats)
         return asked
 
     def _start_on(self, dep: Deployment, name: str, seats: dict[str, str],

@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from wodsync.store import files, migrations, sealing
 from wodsync.store.badges import Badge, BadgeNotFound, Badges
+from wodsync.store.deferred import DeferredServers
 from wodsync.store.guard import Guard, GuardEvent, Quarantined
 from wodsync.store.lock import (
     WriterBusy,
@@ -134,7 +135,8 @@ DB_FILE = "wodsync.db"
 
 class Store:
     """An open store: `sessions`, `status`, the mail `outbox`, the seat `guard`, the portal's
-    `registrations` and the `badges` (awarded as sessions end), over one engine (thread-safe,
+    `registrations`, the `badges` (awarded as sessions end) and the servers a busy hub
+    `deferred`, over one engine (thread-safe,
     pooled)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -145,6 +147,7 @@ class Store:
         self.guard = Guard(engine)
         self.registrations = Registrations(engine)
         self.badges = Badges(engine)
+        self.deferred = DeferredServers(engine)
         self.sessions.hooks.append(self.badges.on_move)  # first: before any mail is queued
 
     @property

@@ -610,3 +610,16 @@ class AttemptRow(Base):
 
     __table_args__ = (Index("ix_registration_attempts_email_key_at", "email_key", "at"),
                       Index("ix_registration_attempts_client_at", "client", "at"))
+
+
+class DeferredServerRow(Base):
+    """A session whose server start the hub deferred (its spawn limit reached): asked for again
+    until the hub has room, by whichever process runs the expiry loop — kept here, not in
+    memory, so a restart does not leave it to the student's login."""
+
+    __tablename__ = "deferred_servers"
+
+    session_id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    username: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime]
