@@ -60,6 +60,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_multihost": ("test_multihost", ("root", "sshd")),           # netns wodtns*
     "test_egress": ("test_egress", ("root", "sshd")),       # netns wodteg*, wodte 53601-53650
     "test_safefs": ("test_safefs", ("root",)),                        # wodtf, 56001-56010
+    "test_persistent_agent": ("test_persistent_agent", ("root", "sshd")),  # no accounts
     # A private PostgreSQL cluster restarted under two daemons: wodtz, 59801-59802.
     "test_writer_lock": ("test_writer_lock", ("root", "pg")),
     "test_guard": ("test_guard", ("root",)),                          # wodtn, 53501-53508

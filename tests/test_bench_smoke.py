@@ -44,6 +44,7 @@ SMOKE: dict[str, list[str]] = {
     "portal.py": ["--seats", "4", "--rounds", "2"],
     "journey.py": ["--count", "3", "--single", "1"],
     "badges.py": ["--sessions", "5"],
+    "agent.py": ["--calls", "3"],
 }
 
 
@@ -154,3 +155,12 @@ def test_badges_prints_the_award_and_the_signature_beside_their_baselines() -> N
     for label in ("move to ended, with the award", "move to ended, no hook (baseline)",
                   "signed assertion (RS256, 3072)", "assertion JSON alone (baseline)"):
         assert re.search(re.escape(label) + r" +p50 +[0-9.]+ ms", out), out
+
+
+@needs_sshd
+def test_agent_times_one_shot_calls_beside_the_persistent_agent() -> None:
+    out = bench("agent.py")
+    for where in ("local", "loopback sshd"):
+        for how in ("one at a time", "8 callers at once"):
+            assert re.search(rf"{where}, {how} +one-shot p50 +[0-9.]+ ms .* persistent p50 "
+                             r"+[0-9.]+ ms", out), out

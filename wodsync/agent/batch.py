@@ -65,8 +65,9 @@ def _stale(payload: ApplyRequest, host: HostSide) -> list[str]:
 def apply(payload: ApplyRequest, host: HostSide | None = None) -> ApplyAnswer:
     """Under the host lock: refuse a stale plan, else run the phases in order."""
     state_dir = payload["state_dir"]
-    with hostlock.hold(state_dir, "apply", timeout=payload.get("lock_timeout", 30.0)):
-        host = host or HostSide(state_dir, payload.get("owner"))
+    host = host or HostSide(state_dir, payload.get("owner"))
+    with hostlock.hold(state_dir, "apply", timeout=payload.get("lock_timeout", 30.0),
+                       stop=host.stop_requested):
         stale = _stale(payload, host)
         if stale:
             return {"stale": stale, "log": [], "failures": [], "timings": {}, "skipped": []}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -32,9 +33,10 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def hold(state_dir: str, op: str, exclusive: bool = True,
-         timeout: float = 30.0) -> Iterator[None]:
-    """Hold the host lock for `op`; wait up to `timeout` seconds, then raise HostBusy."""
+def hold(state_dir: str, op: str, exclusive: bool = True, timeout: float = 30.0,
+         stop: threading.Event | None = None) -> Iterator[None]:
+    """Hold the host lock for `op`; wait up to `timeout` seconds, then raise HostBusy — or
+    HostBusy at once when `stop` is set meanwhile (the controller no longer wants the call)."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                  0o600)
@@ -48,6 +50,9 @@ def hold(state_dir: str, op: str, exclusive: bool = True,
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise HostBusy(f"host busy ({_holder(fd)}); waited {timeout:g} s") from None
+                if stop is not None and stop.is_set():
+                    raise HostBusy(f"host busy ({_holder(fd)}); stopped waiting: the "
+                                   "controller asked to stop") from None
                 time.sleep(0.05)
         if exclusive:
             since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -17,9 +17,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from wodsync.agent import PROTOCOL, batch, guard, seats
+from wodsync.agent import PROTOCOL, batch, guard, seats, server
 from wodsync.agent.host import HostSide
 from wodsync.agent.kinds import OPERATIONS as KIND_OPERATIONS
+from wodsync.agent.kinds import egress
 from wodsync.agent.protocol import (
     Answer,
     ApplyAnswer,
@@ -50,6 +51,10 @@ OPERATIONS: dict[str, Operation] = {
     **seats.OPERATIONS, **guard.OPERATIONS}
 
 
+# What one-shot calls compute once per call and a long-lived agent must ask again per request.
+PER_REQUEST_CACHES: list[Callable[[], None]] = [egress.backend.cache_clear]
+
+
 def _watch_stdin(host: HostSide, fd: int) -> None:
     """EOF on stdin means the controller no longer wants this call. Raw reads of the file
     descriptor: a thread blocked in `sys.stdin`'s buffered reader would hold its lock and
@@ -62,8 +67,10 @@ def _watch_stdin(host: HostSide, fd: int) -> None:
     host.stop_requested.set()
 
 
-def serve(request: Any, stdin_fd: int | None = None) -> Answer:
-    """Answer one request as a JSON-ready dict; errors are data, never tracebacks."""
+def serve(request: Any, stdin_fd: int | None = None,
+          stop: threading.Event | None = None) -> Answer:
+    """Answer one request as a JSON-ready dict; errors are data, never tracebacks. The call
+    is asked to stop when `stdin_fd` ends (one-shot) or `stop` is set (persistent agent)."""
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
         got = request.get("protocol") if isinstance(request, dict) else None
         return {"ok": False, "error": f"protocol mismatch: the controller speaks version "
@@ -74,6 +81,8 @@ def serve(request: Any, stdin_fd: int | None = None) -> Answer:
                                       f"{', '.join(sorted(OPERATIONS))})"}
     payload = request.get("payload") or {}
     host = HostSide(payload.get("state_dir", "/var/lib/wodsync"), payload.get("owner"))
+    if stop is not None:
+        host.stop_requested = stop
     if stdin_fd is not None:
         threading.Thread(target=_watch_stdin, args=(host, stdin_fd), daemon=True).start()
     try:
@@ -82,8 +91,19 @@ def serve(request: Any, stdin_fd: int | None = None) -> Answer:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def main(request: Any) -> None:
+def _persistent(request: Any, stop: threading.Event) -> Answer:
+    for clear in PER_REQUEST_CACHES:  # a long-lived agent asks again at each request
+        clear()
+    return serve(request, stop=stop)
+
+
+def main(request: Any, digest: str = "") -> None:
+    """One request (`python3 -c LOADER` with a request), or, with none, the persistent agent
+    (`agent.server`) until stdin ends."""
     os.umask(0o022)  # what wodsync installs for students must be readable by them
+    if request is None:
+        server.run(digest, _persistent)
+        return
     answer = serve(request, sys.stdin.fileno())
     sys.stdout.write(json.dumps(answer))
     sys.stdout.flush()

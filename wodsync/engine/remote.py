@@ -16,7 +16,10 @@ it and the file are root's and writable by root alone; the digest changes with e
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
+import threading
 import zlib
 from functools import cache
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from wodsync.agent import PROTOCOL
 from wodsync.agent.protocol import HostPayload, Request
+from wodsync.engine.persistent import PersistentAgent
 from wodsync.engine.transport import Cancel, Transport
 
 if TYPE_CHECKING:
@@ -60,8 +64,11 @@ LOADER = (
     " def exec_module(s,m):exec(C[m.__name__][1],m.__dict__)\n"
     "sys.meta_path.insert(0,F())\n"
     "import wodsync.agent.main\n"
-    "wodsync.agent.main.main(r['request'])\n"
+    "wodsync.agent.main.main(r.get('request'),hashlib.sha256(B).hexdigest())\n"
 )
+
+
+AGENT_MODE = "WODSYNC_AGENT"  # `oneshot`: no persistent agent
 
 
 class HostError(Exception):
@@ -99,16 +106,47 @@ def host_payload(name: str, host: Host) -> HostPayload:
 
 def call(transport: Transport, op: str, payload: HostPayload,
          cancel: Cancel | None = None) -> Any:
-    """One round trip; the agent's own error becomes HostError with its message."""
+    """One round trip — a request to the host's persistent agent (`engine.persistent`), or,
+    with `WODSYNC_AGENT=oneshot`, a python3 of its own; the agent's own error becomes
+    HostError with its message."""
     envelope: Request = {"protocol": PROTOCOL, "op": op, "payload": payload}
+    agent = persistent_agent(transport)
+    answer = agent.call(envelope, cancel) if agent else _one_shot(transport, envelope, cancel)
+    if not answer["ok"]:
+        raise HostError(answer["error"])
+    return answer["result"]
+
+
+def _one_shot(transport: Transport, envelope: Request, cancel: Cancel | None) -> Any:
     request = {"bundle": bundle(), "request": envelope}
     result = transport.run(["python3", "-c", LOADER], json.dumps(request).encode() + b"\n",
                            cancel=cancel)
     try:
-        answer = json.loads(result.stdout)
+        return json.loads(result.stdout)
     except ValueError:
         raise HostError(f"agent failed (exit {result.status}): "
                         f"{result.stderr.decode(errors='replace').strip()[-500:]}") from None
-    if not answer["ok"]:
-        raise HostError(answer["error"])
-    return answer["result"]
+
+
+_agents_lock = threading.Lock()
+
+
+def persistent_agent(transport: Transport) -> PersistentAgent | None:
+    """The transport's persistent agent, made on first use; None when they are turned off
+    (`WODSYNC_AGENT=oneshot`: every call a python3 of its own, as before)."""
+    if os.environ.get(AGENT_MODE) == "oneshot":
+        return None
+    with _agents_lock:
+        if transport.agent is None:
+            hello = json.dumps({"bundle": bundle()}).encode() + b"\n"
+            transport.agent = PersistentAgent(transport.open_stream, ["python3", "-c", LOADER],
+                                              hello, bundle_digest(), PROTOCOL)
+        agent = transport.agent
+    assert isinstance(agent, PersistentAgent)
+    return agent
+
+
+@cache
+def bundle_digest() -> str:
+    """What the agent reports it runs: the digest of the bundle it was sent."""
+    return hashlib.sha256(base64.b64decode(bundle())).hexdigest()

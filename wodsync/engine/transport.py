@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import paramiko
 from fabric import Connection
@@ -65,9 +66,36 @@ class CommandResult:
     stderr: bytes
 
 
+class Stream(Protocol):
+    """A long-lived command's stdin and output (the persistent agent's wire)."""
+
+    def send(self, data: bytes) -> None:
+        """All of `data`; OSError when the command is gone."""
+
+    def recv(self) -> bytes:
+        """The next bytes of stdout, blocking; b"" once it ended."""
+
+    def recv_stderr(self) -> bytes:
+        """The next bytes of stderr, blocking; b"" once it ended."""
+
+    def close(self) -> None:
+        """Close stdin and the streams; the command ends (or is ended)."""
+
+
+class Closeable(Protocol):
+    def close(self) -> None:
+        ...
+
+
 class Transport(Protocol):
+    # The persistent agent this transport carries (engine.persistent), closed with it.
+    agent: Closeable | None
+
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
             cancel: Cancel | None = None) -> CommandResult:
+        ...
+
+    def open_stream(self, argv: list[str]) -> Stream:
         ...
 
     def close(self) -> None:
@@ -125,6 +153,7 @@ class SSHTransport:
         client.get_host_keys().add(_known_name(host.address, host.port), key.get_name(), key)
         self._open = False
         self._lock = threading.Lock()
+        self.agent: Closeable | None = None
 
     def _open_connection(self) -> None:
         where = f"{self.host.address}:{self.host.port}"
@@ -167,8 +196,50 @@ class SSHTransport:
             self._open = False
             raise TransportError(f"connection lost: {_os_error(exc)}") from None
 
+    def open_stream(self, argv: list[str]) -> Stream:
+        transport = self._connect()
+        try:
+            chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+            chan.exec_command(shlex.join(argv))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._open = False
+            raise TransportError(f"connection lost: {_os_error(exc)}") from None
+        return _ChannelStream(chan)
+
     def close(self) -> None:
+        if self.agent is not None:
+            self.agent.close()
         self.conn.close()
+
+
+class _ChannelStream:
+    """A command on its own SSH channel of the host's connection."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.chan.sendall(data)
+        except (paramiko.SSHException, EOFError) as exc:
+            raise OSError(f"channel closed: {_os_error(exc)}") from None
+
+    def recv(self) -> bytes:
+        try:
+            return bytes(self.chan.recv(1 << 16))
+        except (paramiko.SSHException, OSError, EOFError):
+            return b""
+
+    def recv_stderr(self) -> bytes:
+        try:
+            return bytes(self.chan.recv_stderr(1 << 16))
+        except (paramiko.SSHException, OSError, EOFError):
+            return b""
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.chan.shutdown_write()
+        self.chan.close()
 
 
 def _collect(chan: paramiko.Channel, timeout: float,
@@ -207,6 +278,9 @@ class LocalTransport:
     only; the controller then decides whether the agent is told to stop (stdin closed).
     """
 
+    def __init__(self) -> None:
+        self.agent: Closeable | None = None
+
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
             cancel: Cancel | None = None) -> CommandResult:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -217,8 +291,64 @@ class LocalTransport:
         out, err = _collect_local(proc, timeout, cancel)
         return CommandResult(proc.wait(), out, err)
 
+    def open_stream(self, argv: list[str]) -> Stream:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise TransportError(f"cannot start {argv[0]}: {_os_error(exc)}") from None
+        return _ProcessStream(proc)
+
     def close(self) -> None:
-        pass
+        if self.agent is not None:
+            self.agent.close()
+
+
+class _ProcessStream:
+    """A command of this machine, in a session of its own (a Ctrl-C at the terminal reaches
+    the controller only)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin and proc.stdout and proc.stderr
+        self.proc = proc
+        self._stdin, self._stdout, self._stderr = proc.stdin, proc.stdout, proc.stderr
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._stdin.write(data)
+            self._stdin.flush()
+        except ValueError as exc:  # closed
+            raise OSError(str(exc)) from None
+
+    def recv(self) -> bytes:
+        return _read(self._stdout)
+
+    def recv_stderr(self) -> bytes:
+        return _read(self._stderr)
+
+    def close(self) -> None:
+        """stdin closed, then the command's end awaited (its running requests stop at a safe
+        point); its output streams are closed by their readers at their end, never under
+        them."""
+        with contextlib.suppress(OSError, ValueError):
+            self._stdin.close()
+        try:
+            self.proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _read(stream: IO[bytes]) -> bytes:
+    """The next bytes; at the end the stream is closed here, by its only reader."""
+    try:
+        data = os.read(stream.fileno(), 1 << 16)
+    except (OSError, ValueError):
+        data = b""
+    if not data:
+        with contextlib.suppress(OSError):
+            stream.close()
+    return data
 
 
 def _collect_local(proc: subprocess.Popen[bytes], timeout: float,
