@@ -131,17 +131,27 @@ def status_table(data: dict[str, Any]) -> Any:
 
 
 def repository_lines(repo: dict[str, Any] | None) -> list[str]:
+    """The source: where it follows, the head's located errors when it does not validate,
+    its condition since when and why, and its fetches."""
     if repo is None:
         return ["repository: none recorded yet (has the daemon run?)"]
     line = (f"repository {repo['url']} ({repo['branch']}): head {short(repo['headRevision'])}, "
             f"last good {short(repo['lastGoodRevision'])}")
-    if repo["valid"]:
-        return [line]
-    lines = [line + f" — the head is invalid ({len(repo['errors'])} errors), not deployed:"]
+    lines = [line]
+    if repo["errors"]:
+        lines = [line + f" — the head is invalid ({len(repo['errors'])} errors), not deployed:"]
     for e in repo["errors"]:
         where = ":".join(str(e[k]) for k in ("path", "line", "col") if e.get(k) is not None)
         code = f"{e['code']}: " if e.get("code") else ""
         lines.append(f"  {where}: {code}{e.get('message', '')}")
+    lines.append(f"source: {repo['condition']} ({repo['reason']}) since "
+                 f"{when(repo.get('since'))}: {repo['message']}")
+    if repo.get("lastFetchAttempt"):
+        failures = repo.get("fetchFailures") or 0
+        lines.append(f"  fetched {when(repo.get('lastFetch'))}, last attempt "
+                     f"{when(repo['lastFetchAttempt'])}"
+                     + (f", {failures} failures in a row" if failures else "")
+                     + f", next {when(repo.get('nextFetch'))}")
     return lines
 
 

@@ -142,7 +142,6 @@ class HostRunner:
     def _measure(self, name: str, o: Outcome, seconds: float, drifted: bool) -> None:
         m = self.metrics
         m.reconcile_seconds.labels(name).observe(seconds)
-        m.ready.labels(name).set(1 if o.condition == Condition.READY else 0)
         if o.condition == Condition.READY:
             m.last_applied.labels(name).set(time.time())
         if drifted:

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from wodsync.catalog.loader import Catalog
 from wodsync.daemon.hosts import HostRunner, Outcome
@@ -30,12 +30,14 @@ from wodsync.daemon.metrics import Metrics
 from wodsync.diagnostics import Diagnostic
 from wodsync.engine.desired import DesiredHost, desired_state
 from wodsync.engine.transport import Cancel
+from wodsync.logs import FIELDS
 from wodsync.secrets import Secrets
 from wodsync.sessions.service import SessionService
 from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
 from wodsync.source.revision import Artifact, Current, Deployment, diagnostic_json, load_artifact
-from wodsync.store import Condition, Store, Trigger
-from wodsync.store.status import LIVE_SESSIONS_CODE
+from wodsync.store import Condition, Reason, RepositoryState, Store, Trigger
+from wodsync.store.models import utcnow
+from wodsync.store.status import LIVE_SESSIONS_CODE, TOO_LARGE_CODE, message_of, reason_of
 
 if TYPE_CHECKING:
     from wodsync.daemon.writer import WriterRole
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wodsync.daemon")
 # Recorded refusals of a head that are checked again: its size (limits may have been raised
 # by a restart) and the live sessions it would orphan (they may have ended).
-RECHECKED = frozenset({"revision-too-large", LIVE_SESSIONS_CODE})
+RECHECKED = frozenset({TOO_LARGE_CODE, LIVE_SESSIONS_CODE})
 
 
 @dataclass
@@ -53,6 +55,20 @@ class Settings:
     parallel: int = 4
     stop_timeout: float = 120.0
     keep_revisions: int = 5
+    fetch_backoff_cap: float = 600.0  # failed fetches: the interval doubled, at most this
+    not_ready_after: float = 900.0  # /readyz 503 once the source has been Stalled this long
+
+
+@dataclass(frozen=True)
+class Examined:
+    """What one source round came to: whether the deployed revision changed, the source's
+    reason (Ready only with `RevisionDeployed`) and message, and whether it is a failure to
+    retry with back-off (a fetch or an export that failed) rather than a fact of the head."""
+
+    changed: bool
+    reason: Reason
+    message: str
+    transient: bool = False
 
 
 @dataclass
@@ -74,6 +90,7 @@ class Daemon:
         self.current = current
         self.settings = settings
         self.metrics = Metrics()
+        self.metrics.watch_status(store, *self._source_key())
         self.runner = HostRunner(store, self.metrics, fence)
         self.wakeups = Wakeups()
         self.stopping = threading.Event()
@@ -84,6 +101,7 @@ class Daemon:
         self._source_turn = threading.Lock()  # one source check at a time
         self._threads: list[threading.Thread] = []
         self._too_large: str | None = None  # the head this process refused for its size
+        self._failures = 0  # failed fetches (or exports) in a row: the back-off
         self._held: Artifact | None = None  # the head held for live sessions, checked again
 
     # ---- the source -----------------------------------------------------------------------------
@@ -96,64 +114,135 @@ class Daemon:
     def check_source(self, trigger: Trigger) -> bool:
         """Fetch; a new valid head becomes the deployed revision. True when it changed.
 
-        Each head is validated once (`load_artifact`): its artifact carries the loaded catalog
-        to the sessions check and the deployment. A head too large to export is refused before
-        anything is written and recorded like one that does not validate. A bad head already
-        recorded is not checked again, except a size refusal recorded before this process
-        started (its limits may have been raised) and a head held for the live sessions it
-        would orphan (they may have ended since).
+        Whatever happens is recorded as the source's own condition (`record`): Ready with the
+        head deployed, or Stalled with why — the fetch failed, the head does not validate, it
+        cannot be exported, or it is held for live sessions — with the fetch's times. A fetch
+        or an export that fails is an expected failure: one warning line, and the next try
+        backs off (`fetch_delay`).
         """
-        name = self.source.name
-        url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
+        attempted = utcnow()
         try:
             head = self.source.fetch()
-        except SourceError as exc:
-            log.warning("source: %s", exc)
+        except SourceError as exc:  # the remote moved or is down; the mirror unusable
+            self._record(Examined(False, Reason.FETCH_FAILED, str(exc), transient=True),
+                         attempted, fetched=False)
             return False
+        try:
+            examined = self._examine(head, trigger)
+        except SourceError as exc:  # no space, a read-only state folder (ExportError): retried
+            examined = Examined(False, Reason.EXPORT_REFUSED, str(exc), transient=True)
+        self._record(examined, attempted, fetched=True)
+        return examined.changed
+
+    def _examine(self, head: str, trigger: Trigger) -> Examined:
+        """What a fetched head comes to. Each head is validated once (`load_artifact`): its
+        artifact carries the loaded catalog to the sessions check and the deployment. A head
+        too large to export is refused before anything is written and recorded with its
+        located error. A bad head already recorded is not checked again, except a size refusal
+        recorded before this process started (its limits may have been raised) and a head held
+        for the live sessions it would orphan (they may have ended since)."""
+        url, branch = self._source_key()
         deployed = self.current.peek()
         if deployed and head == deployed.revision:
-            return False
+            return Examined(False, Reason.REVISION_DEPLOYED,
+                            f"revision {head[:12]} is deployed")
         known = self.store.status.repository(url, branch)
         if known and known.head_revision == head and known.errors and (
                 head == self._too_large
                 or any(e.get("code") not in RECHECKED for e in known.errors)):
-            return False  # the same bad head: already recorded
+            return Examined(False, reason_of(known.errors),  # the same bad head: recorded
+                            message_of(head, known.last_good_revision, known.errors))
         try:
             folder = self.source.export(head)
         except RevisionTooLarge as exc:
             self._too_large = head
-            self._refuse(url, branch, head, [exc.diagnostic()])
-            return False
+            return self._refuse(url, branch, head, [exc.diagnostic()])
         held = self._held
         artifact = held if held and held.revision == head else load_artifact(folder, head)
         if artifact.catalog is None:
-            self._refuse(url, branch, head, artifact.errors)
-            return False
+            return self._refuse(url, branch, head, artifact.errors)
         self._held = None
-        if self._held_for_sessions(url, branch, head, artifact.catalog):
+        refusal = self._held_for_sessions(url, branch, head, artifact.catalog)
+        if refusal is not None:
             self._held = artifact  # its sessions may end: checked again, never loaded again
-            return False
+            return refusal
         self._deploy(artifact)
         self.store.status.update_repository(url, branch, head_revision=head,
                                             last_good_revision=head, errors=[])
-        self.source.prune(self.settings.keep_revisions, protect={head})
-        log.info("source: revision %s is valid and deployed (%s)", head[:12],
-                 self.source.message(head).splitlines()[0][:80] if head else "")
+        self._prune(head)
+        log.info("source: revision %s is valid and deployed (%s)", head[:12], self._title(head))
         self.wakeups.trigger = trigger
-        return True
+        return Examined(True, Reason.REVISION_DEPLOYED, f"revision {head[:12]} is deployed")
+
+    def _record(self, examined: Examined, attempted: datetime, fetched: bool) -> None:
+        """The source's condition and fetch times in the store, the metrics, and for an
+        expected failure one warning line with when it is tried next."""
+        self._failures = self._failures + 1 if examined.transient else 0
+        delay = self.fetch_delay()
+        fetch: dict[str, Any] = {"last_fetch_at": attempted, "fetch_failures": self._failures,
+                                 "next_fetch_at": utcnow() + timedelta(seconds=delay)}
+        if fetched:
+            fetch["last_fetched_at"] = attempted
+        else:
+            self.metrics.source_fetch_failures.inc()
+        ready = examined.reason is Reason.REVISION_DEPLOYED
+        url, branch = self._source_key()
+        self.store.status.record_source(
+            url, branch, Condition.READY if ready else Condition.STALLED, examined.reason,
+            examined.message, **fetch)
+        if examined.transient:
+            log.warning("source: %s (%s; failure %d in a row, next try in %.0f s)",
+                        examined.message, examined.reason.value, self._failures, delay,
+                        extra={FIELDS: {"reason": examined.reason.value,
+                                        "failures": self._failures, "retry_s": delay}})
+
+    def fetch_delay(self) -> float:
+        """Seconds until the next fetch: the interval, doubled with each failure in a row
+        (fetch or export), capped; back to the interval after a success. A webhook still
+        fetches at once."""
+        s = self.settings
+        if not self._failures:
+            return s.interval
+        return min(max(s.interval, s.fetch_backoff_cap), s.interval * 2 ** self._failures)
+
+    def _title(self, sha: str) -> str:
+        """The commit's first line, for the log (a commit unreadable now is no failure)."""
+        try:
+            return self.source.message(sha).splitlines()[0][:80]
+        except (SourceError, IndexError):
+            return ""
+
+    def _source_key(self) -> tuple[str, str]:
+        name = self.source.name
+        url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
+        return url, branch
+
+    def source_state(self) -> RepositoryState | None:
+        """The source's condition as recorded (None before its first fetch)."""
+        return self.store.status.repository(*self._source_key())
+
+    def _prune(self, head: str) -> None:
+        """Old exports removed; a folder that cannot be cleaned is said, never fatal."""
+        try:
+            self.source.prune(self.settings.keep_revisions, protect={head})
+        except SourceError as exc:
+            log.warning("source: %s", exc)
 
     def _staying_on(self) -> str:
         deployed = self.current.peek()
         return deployed.revision[:12] if deployed else "nothing"
 
-    def _refuse(self, url: str, branch: str, head: str, errors: list[Diagnostic]) -> None:
+    def _refuse(self, url: str, branch: str, head: str, errors: list[Diagnostic]) -> Examined:
         """Record an invalid head: its located errors on the repository — the source `Stalled`
-        (`InvalidRevision`, the first error). The deployed revision stays as it is, and so do
-        the hosts' conditions: they keep reconciling it."""
-        self.store.status.update_repository(url, branch, head_revision=head,
-                                            errors=[diagnostic_json(e) for e in errors])
+        (`InvalidRevision`, or `ExportRefused` when too large; the first error). The deployed
+        revision stays as it is, and so do the hosts' conditions: they keep reconciling it."""
+        located = [diagnostic_json(e) for e in errors]
+        state = self.store.status.update_repository(url, branch, head_revision=head,
+                                                    errors=located)
         log.warning("source: revision %s is invalid (%d errors, first: %s); staying on %s",
                     head[:12], len(errors), errors[0].text(), self._staying_on())
+        return Examined(False, reason_of(located),
+                        message_of(head, state.last_good_revision, located))
 
     def _allowance(self, sha: str) -> int | None:
         """The commit's `Wodsync-Allow-Deletions` trailer, if any."""
@@ -163,7 +252,8 @@ class Daemon:
             log.warning("source: %s: ignored", exc)
             return None
 
-    def _held_for_sessions(self, url: str, branch: str, head: str, catalog: Catalog) -> bool:
+    def _held_for_sessions(self, url: str, branch: str, head: str,
+                           catalog: Catalog) -> Examined | None:
         """A valid head that removes a workshop (or a host) with live sessions is not deployed
         by accident: without an allowance that covers them it is held — recorded with the
         sessions it would orphan, the source Stalled (`LiveSessions`) — and checked again every
@@ -171,13 +261,13 @@ class Daemon:
         with the revision deployed now, whose hooks still know their workshop."""
         orphans = self.sessions.orphaned_by(catalog)
         if not orphans:
-            return False
+            return None
         allow = self._allowance(head)
         if allow is not None and allow >= len(orphans):
             for s in self.sessions.end_orphans(catalog):
                 log.info("source: revision %s removes %s: session %s ended first (%s)",
                          head[:12], s.workshop, s.id, s.state.value)
-            return False
+            return None
         named = ", ".join(f"{s.id} ({s.workshop}, {s.username} on {s.host})"
                           for s in orphans[:10])
         message = (f"revision {head[:12]} removes workshops or hosts with {len(orphans)} live "
@@ -187,7 +277,7 @@ class Daemon:
             "path": "catalog/workshops", "line": 1, "col": 1, "code": LIVE_SESSIONS_CODE,
             "message": message}])
         log.warning("source: %s; staying on %s", message, self._staying_on())
-        return True
+        return Examined(False, Reason.LIVE_SESSIONS, message)
 
     def _deploy(self, artifact: Artifact) -> None:
         """The artifact becomes what hosts converge to and sessions are created from."""
@@ -196,9 +286,7 @@ class Daemon:
     def restore(self) -> None:
         """After a restart: the last good revision the store remembers, if still exported
         (validated once more: this process has not loaded it yet)."""
-        name = self.source.name
-        url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
-        known = self.store.status.repository(url, branch)
+        known = self.source_state()
         if known and known.last_good_revision:
             folder = self.source.revision_path(known.last_good_revision)
             if folder.exists():
@@ -222,7 +310,7 @@ class Daemon:
                 changed = False
             if changed or trigger == Trigger.MANUAL:
                 self.wakeups.reconcile.set()
-            self.wakeups.fetch.wait(self.settings.interval)
+            self.wakeups.fetch.wait(self.fetch_delay())
             self.wakeups.fetch.clear()
             if not self.wakeups.fetch.is_set() and self.wakeups.trigger == trigger:
                 self.wakeups.trigger = Trigger.COMMIT

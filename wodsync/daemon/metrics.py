@@ -1,7 +1,9 @@
 """The daemon's Prometheus metrics (prometheus-client), in a registry of their own.
 
-Host metrics are set by the reconcile loop as it goes; session metrics are read from the store
-when scraped (a collector), so they are never stale and cost nothing between scrapes.
+Durations and counts are set by the loops as they go; conditions (a host Ready, the source
+Ready, its revision and last fetch) and session metrics are read from the store when scraped
+(collectors): they say exactly what status says, whoever set the condition and whichever
+process serves them, and cost nothing between scrapes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wodsync.store import OutboxState, SessionState, Store
+from wodsync.store import Condition, OutboxState, SessionState, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -39,6 +41,34 @@ class SessionCollector(Collector):
         for key, capacity in sorted(self.capacities().items()):
             free.add_metric([key], max(0, capacity - live.get(key, 0)))
         yield free
+
+
+class StatusCollector(Collector):
+    """The hosts' and the source's conditions, from the status `wodsync status` prints."""
+
+    def __init__(self, store: Store, url: str, branch: str) -> None:
+        self.store, self.url, self.branch = store, url, branch
+
+    def collect(self) -> Iterator[Any]:
+        hosts = GaugeMetricFamily("wodsync_host_ready", "1 when the host is Ready (0: "
+                                  "Reconciling or Stalled).", labels=["host"])
+        for h in self.store.status.hosts():
+            hosts.add_metric([h.host], 1 if h.condition == Condition.READY else 0)
+        yield hosts
+        source = self.store.status.repository(self.url, self.branch)
+        ready = GaugeMetricFamily("wodsync_source_ready", "1 when the source is Ready (its "
+                                  "head deployed), 0 when Stalled; absent before a fetch.")
+        fetched = GaugeMetricFamily("wodsync_source_last_fetch_timestamp_seconds",
+                                    "When the source was last fetched successfully.")
+        revision = GaugeMetricFamily("wodsync_source_revision_info", "The revision deployed "
+                                     "(the last good one), as a label.", labels=["revision"])
+        if source is not None:
+            ready.add_metric([], 1 if source.condition == Condition.READY else 0)
+            if source.last_fetched_at is not None:
+                fetched.add_metric([], source.last_fetched_at.timestamp())
+            if source.last_good_revision:
+                revision.add_metric([source.last_good_revision], 1)
+        yield from (ready, fetched, revision)
 
 
 class OutboxCollector(Collector):
@@ -71,8 +101,8 @@ class Metrics:
                                   "When the host last converged.", ["host"], registry=r)
         self.drift = Counter("wodsync_drift_total", "Resyncs that found and fixed drift.",
                              ["host"], registry=r)
-        self.ready = Gauge("wodsync_host_ready", "1 when the host is Ready.", ["host"],
-                           registry=r)
+        self.source_fetch_failures = Counter(
+            "wodsync_source_fetch_failures", "Fetches of the source that failed.", registry=r)
         self.guard_actions = Counter(
             "wodsync_guard_actions", "Seat guard events by rule and action (report: a dry "
             "run or a report rule).", ["rule", "action"], registry=r)
@@ -91,6 +121,9 @@ class Metrics:
 
     def watch_sessions(self, store: Store, capacities: Callable[[], dict[str, int]]) -> None:
         self.registry.register(SessionCollector(store, capacities))
+
+    def watch_status(self, store: Store, url: str, branch: str) -> None:
+        self.registry.register(StatusCollector(store, url, branch))
 
     def watch_outbox(self, store: Store) -> None:
         self.registry.register(OutboxCollector(store))

@@ -17,13 +17,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from wodsync.authoring.facts import FactsError, from_store, stored_hosts
 from wodsync.authoring.scrub import scrub
 from wodsync.store import HostStatus, Reconciliation, RepositoryState, SessionState, Store
-from wodsync.store.models import reading
-from wodsync.store.status import HISTORY_KEPT, REPOSITORY
+from wodsync.store.status import HISTORY_KEPT
 
 API_TOKEN = "WODSYNC_API_TOKEN"
 FACTS_TOKEN = "WODSYNC_FACTS_TOKEN"
@@ -48,7 +45,8 @@ def host_json(h: HostStatus) -> dict[str, Any]:
             "lastAppliedRevision": h.last_applied_revision,
             "lastSuccess": iso(h.last_success_at), "lastError": _text(h.last_error),
             "driftCount": h.drift_count, "consecutiveFailures": h.consecutive_failures,
-            "nextAttempt": iso(h.next_attempt_at), "updatedAt": iso(h.updated_at)}
+            "nextAttempt": iso(h.next_attempt_at), "stalledSince": iso(h.stalled_since),
+            "updatedAt": iso(h.updated_at)}
 
 
 def reconciliation_json(r: Reconciliation) -> dict[str, Any]:
@@ -59,13 +57,16 @@ def reconciliation_json(r: Reconciliation) -> dict[str, Any]:
 
 
 def repository_json(r: RepositoryState) -> dict[str, Any]:
-    """The source: its own condition (`Stalled` while the head is not deployed: invalid, too
-    large, or held for live sessions), the head last attempted, the last good revision and
-    the head's located errors."""
+    """The source: its own condition (`Stalled` while the head is not deployed: not fetched,
+    invalid, not exported, or held for live sessions) since when, its fetches (the last
+    attempt, the last success, failures in a row, the next try), the head last attempted,
+    the last good revision and the head's located errors."""
     return {"url": scrub(r.url), "branch": r.branch, "headRevision": r.head_revision,
             "lastGoodRevision": r.last_good_revision,
-            "condition": r.condition.value, "reason": r.reason.value,
-            "message": _text(r.message),
+            "condition": r.condition.value, "reason": str(r.reason),
+            "message": _text(r.message), "since": iso(r.since),
+            "lastFetchAttempt": iso(r.last_fetch_at), "lastFetch": iso(r.last_fetched_at),
+            "fetchFailures": r.fetch_failures, "nextFetch": iso(r.next_fetch_at),
             "lastAttemptedRevision": r.last_attempted_revision,
             "valid": not r.errors,
             "errors": [{k: _text(v) if isinstance(v, str) else v for k, v in e.items()}
@@ -75,9 +76,14 @@ def repository_json(r: RepositoryState) -> dict[str, Any]:
 
 def repositories(store: Store) -> list[RepositoryState]:
     """Every followed source, the most recently updated first."""
-    with reading(store.engine) as conn:
-        rows = conn.execute(select(REPOSITORY).order_by(REPOSITORY.c.updated_at.desc()))
-        return [RepositoryState(**row._mapping) for row in rows]
+    return store.status.repositories()
+
+
+def alerts_json(store: Store) -> list[dict[str, Any]]:
+    """Each subject's last alert episode: Stalled since, told at, Ready again at."""
+    return [{"subject": a.subject, "since": iso(a.since), "message": _text(a.message),
+             "firedAt": iso(a.fired_at), "resolvedAt": iso(a.resolved_at)}
+            for a in store.status.alerts()]
 
 
 def releases_json(store: Store) -> list[dict[str, Any]]:
@@ -106,14 +112,17 @@ def guard_json(store: Store, limit: int = 20) -> dict[str, Any]:
 def status_view(store: Store, host: str | None = None,
                 limit: int = HISTORY_KEPT) -> dict[str, Any]:
     """The repository (the source followed last), every host's status, the releases pending,
-    and the last `limit` reconciliations (of `host` only when given), newest first."""
+    the alerts, and the last `limit` reconciliations (of `host` only when given), newest
+    first. `ready`: every host Ready and the source too (not Stalled)."""
     repos = repositories(store)
     hosts = store.status.hosts()
+    source_ok = not repos or repos[0].condition == "Ready"
     return {"repository": repository_json(repos[0]) if repos else None,
-            "ready": bool(hosts) and all(h.condition == "Ready" for h in hosts),
+            "ready": bool(hosts) and source_ok and all(h.condition == "Ready" for h in hosts),
             "hosts": [host_json(h) for h in hosts],
             "releasesPending": releases_json(store),
             "guard": guard_json(store),
+            "alerts": alerts_json(store),
             "reconciliations": [reconciliation_json(r)
                                 for r in store.status.reconciliations(host, limit)]}
 

@@ -16,7 +16,9 @@ largest file. The unpacking checks the same bounds again on the tar stream, so i
 answers ever differed the export would still stop at the bound and leave nothing behind.
 
 Every git failure is a `SourceError` whose message names the repository (credentials in an URL
-are never shown) and git's own reason.
+are never shown) and git's own reason; a fetch that fails is a `FetchError`, an export that
+cannot be written (a full disk, a read-only state folder) an `ExportError` — expected failures
+the daemon reports in one line and retries, never a traceback.
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ EXACT_ATTRIBUTES = ("* -export-ignore -export-subst -text -eol -ident -filter "
 
 class SourceError(Exception):
     """Fetching or exporting failed; the message names the repository, branch or commit."""
+
+
+class FetchError(SourceError):
+    """The branch cannot be fetched (the remote moved, unreachable, refused, timed out) or the
+    mirror cannot be opened: retried with back-off."""
+
+
+class ExportError(SourceError):
+    """A commit cannot be written out (no space, a read-only folder): not the commit's fault,
+    retried with back-off."""
 
 
 class RevisionTooLarge(SourceError):
@@ -178,8 +190,8 @@ class GitSource:
             repo.git.update_environment(**_git_env())
             self._configure(repo)
         except (git.GitError, OSError) as exc:
-            reason = git_reason(exc) if isinstance(exc, git.GitError) else str(exc)
-            raise SourceError(f"mirror {self.mirror} of {self.name}: {reason}") from None
+            reason = git_reason(exc) if isinstance(exc, git.GitError) else _os_reason(exc)
+            raise FetchError(f"mirror {self.mirror} of {self.name}: {reason}") from None
         self._repo = repo
         return repo
 
@@ -228,8 +240,8 @@ class GitSource:
                 reason = git_reason(exc)
                 if "timed out" in reason or "kill_after_timeout" in reason:
                     reason = f"timed out after {self.timeout:g} s"
-                raise SourceError(f"cannot fetch branch {self.branch} from "
-                                  f"{redact(self.url)}: {reason}") from None
+                raise FetchError(f"cannot fetch branch {self.branch} from "
+                                 f"{redact(self.url)}: {reason}") from None
 
     @staticmethod
     def _contains(repo: Any, head: str, previous: str) -> bool:
@@ -324,8 +336,12 @@ class GitSource:
             if final.is_dir():
                 return final
             self._check_size(full)
-            self.revisions.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{full[:12]}-", dir=self.revisions))
+            try:
+                self.revisions.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{full[:12]}-", dir=self.revisions))
+            except OSError as exc:
+                raise ExportError(f"cannot export commit {full[:12]} into {self.revisions}: "
+                                  f"{_os_reason(exc)}") from None
             try:
                 files, refused = self._archive_into(full, tmp)
                 write_manifest(final, {"sha": full, "exported_at": time.time(),
@@ -335,8 +351,8 @@ class GitSource:
                 _remove_tree(tmp)
                 if final.is_dir():  # another process exported it meanwhile
                     return final
-                raise SourceError(f"cannot export commit {full} into {final}: "
-                                  f"{exc.strerror or exc}") from None
+                raise ExportError(f"cannot export commit {full[:12]} into {final}: "
+                                  f"{_os_reason(exc)}") from None
             except BaseException:
                 _remove_tree(tmp)
                 raise
@@ -427,10 +443,14 @@ class GitSource:
         with self._lock:
             shas = self.exported()
             removed = [s for s in shas[max(keep, 0):] if s not in protect]
-            for sha in removed:
-                _remove_tree(self.revision_path(sha))
-                manifest_path(self.revision_path(sha)).unlink(missing_ok=True)
-            self._remove_leftovers()
+            try:
+                for sha in removed:
+                    _remove_tree(self.revision_path(sha))
+                    manifest_path(self.revision_path(sha)).unlink(missing_ok=True)
+                self._remove_leftovers()
+            except OSError as exc:
+                raise ExportError(f"cannot remove old revisions from {self.revisions}: "
+                                  f"{_os_reason(exc)}") from None
             return removed
 
     def _remove_leftovers(self) -> None:
@@ -445,6 +465,11 @@ class GitSource:
                     path.unlink(missing_ok=True)
             elif path.suffix == ".json" and not path.with_suffix("").is_dir():
                 path.unlink(missing_ok=True)
+
+
+def _os_reason(exc: OSError) -> str:
+    """The system's words for an OS error (`No space left on device`), not Python's repr."""
+    return exc.strerror or str(exc)
 
 
 def _records(stream: Any, chunk: int = 1 << 16) -> Iterator[bytes]:

@@ -300,6 +300,9 @@ class HostStatusRow(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer)
     next_attempt_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # Since when the host is not Ready after a Stalled (kept through its retries' Reconciling;
+    # cleared when Ready): what an alert measures (migration 0007).
+    stalled_since: Mapped[datetime | None]
 
 
 class ReconciliationRow(Base):
@@ -333,6 +336,16 @@ class RepositoryRow(Base):
     last_good_revision: Mapped[str | None] = mapped_column(String(64))
     errors: Mapped[list[Any]]
     updated_at: Mapped[datetime]
+    # The source's own condition (migration 0007): `Ready`/`Stalled`, why, since when, and its
+    # fetches — the last attempt, the last success, the failures in a row and the next try.
+    condition: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(100))
+    message: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[datetime | None]
+    last_fetch_at: Mapped[datetime | None]
+    last_fetched_at: Mapped[datetime | None]
+    fetch_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_fetch_at: Mapped[datetime | None]
 
 
 class FactsRow(Base):
@@ -623,3 +636,17 @@ class DeferredServerRow(Base):
     host: Mapped[str] = mapped_column(String(255))
     username: Mapped[str] = mapped_column(String(64))
     since: Mapped[datetime]
+
+
+class AlertRow(Base):
+    """One alert episode per subject (`source`, `host:<name>`): Stalled since `since`, told
+    the operators at `fired_at`, and back to Ready at `resolved_at` — so a restart or a
+    second writer never tells the same episode twice (migration 0007)."""
+
+    __tablename__ = "alerts"
+
+    subject: Mapped[str] = mapped_column(String(300), primary_key=True)
+    since: Mapped[datetime]
+    message: Mapped[str] = mapped_column(Text)
+    fired_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]

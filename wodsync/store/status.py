@@ -14,14 +14,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, delete, insert, select
+from sqlalchemy import Connection, Engine, Row, Table, case, delete, func, insert, select
+from sqlalchemy import update as update_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from wodsync.diagnostics import Diagnostic
 from wodsync.store.models import (
+    AlertRow,
     FactsRow,
     HostStatusRow,
     ReconciliationRow,
@@ -36,6 +38,7 @@ HOSTS = table_of(HostStatusRow)
 HISTORY = table_of(ReconciliationRow)
 REPOSITORY = table_of(RepositoryRow)
 FACTS = table_of(FactsRow)
+ALERTS = table_of(AlertRow)
 HISTORY_KEPT = 20  # reconciliations kept per host
 
 
@@ -61,8 +64,10 @@ class Reason(enum.StrEnum):
     NOT_CONVERGED = "NotConverged"       # Stalled: changes still pending after the apply
     # the source
     REVISION_DEPLOYED = "RevisionDeployed"  # Ready: the head is the deployed revision
-    INVALID_REVISION = "InvalidRevision"  # Stalled: the head does not validate, or is too large
+    INVALID_REVISION = "InvalidRevision"  # Stalled: the head does not validate
     LIVE_SESSIONS = "LiveSessions"       # Stalled: the head would orphan live sessions
+    FETCH_FAILED = "FetchFailed"         # Stalled: the remote cannot be fetched (retried)
+    EXPORT_REFUSED = "ExportRefused"     # Stalled: the head is too large, or cannot be written
 
 
 class Trigger(enum.StrEnum):
@@ -93,6 +98,7 @@ class HostStatus:
     consecutive_failures: int
     next_attempt_at: datetime | None
     updated_at: datetime
+    stalled_since: datetime | None = None  # not Ready since, after a Stalled (kept by the store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,38 +124,80 @@ class RepositoryState:
     last_good_revision: str | None
     errors: list[dict[str, Any]]  # of the head when it is bad: {path, line, col, code, message}
     updated_at: datetime
-
-    # The source's own condition, read from what is kept: a head with errors is not deployed.
+    # The source's own condition as the daemon recorded it (None in a row older than 0007:
+    # read from `errors` then), since when, and its fetches.
+    recorded_condition: str | None = None
+    recorded_reason: str | None = None
+    recorded_message: str | None = None
+    since: datetime | None = None
+    last_fetch_at: datetime | None = None
+    last_fetched_at: datetime | None = None
+    fetch_failures: int = 0
+    next_fetch_at: datetime | None = None
 
     @property
     def condition(self) -> Condition:
+        if self.recorded_condition:
+            return Condition(self.recorded_condition)
         return Condition.STALLED if self.errors else Condition.READY
 
     @property
-    def reason(self) -> Reason:
+    def reason(self) -> str:
+        """A `Reason`: the one recorded, else read from the head's errors."""
+        if self.recorded_reason:
+            return self.recorded_reason
         if not self.errors:
             return Reason.REVISION_DEPLOYED
-        if any(e.get("code") == LIVE_SESSIONS_CODE for e in self.errors):
-            return Reason.LIVE_SESSIONS
-        return Reason.INVALID_REVISION
+        return reason_of(self.errors)
 
     @property
     def message(self) -> str:
-        """The revision deployed; or why the head is not (its first located error)."""
-        if not self.errors:
-            return f"revision {(self.last_good_revision or '')[:12]} is deployed"
-        first = self.errors[0]
-        if self.reason is Reason.LIVE_SESSIONS:
-            return str(first.get("message", ""))
-        located = Diagnostic(str(first.get("path", ".")), int(first.get("line", 1)),
-                             int(first.get("col", 1)), str(first.get("code", "")),
-                             str(first.get("message", ""))).text()
-        return f"revision {(self.head_revision or '')[:12]} is invalid: {located}"
+        """The revision deployed; or why the head is not (its first located error), or why
+        it could not be fetched or written."""
+        if self.recorded_message:
+            return self.recorded_message
+        return message_of(self.head_revision, self.last_good_revision, self.errors)
 
     @property
     def last_attempted_revision(self) -> str | None:
         """The head last fetched and checked (deployed unless the source is Stalled)."""
         return self.head_revision
+
+
+def reason_of(errors: Sequence[Mapping[str, Any]]) -> Reason:
+    """Why a head with these located errors is not deployed."""
+    codes = {e.get("code") for e in errors}
+    if LIVE_SESSIONS_CODE in codes:
+        return Reason.LIVE_SESSIONS
+    if TOO_LARGE_CODE in codes:
+        return Reason.EXPORT_REFUSED
+    return Reason.INVALID_REVISION
+
+
+def message_of(head: str | None, last_good: str | None,
+               errors: Sequence[Mapping[str, Any]]) -> str:
+    """The source's message for a fetched head: deployed, or its first located error."""
+    if not errors:
+        return f"revision {(last_good or '')[:12]} is deployed"
+    first = errors[0]
+    if reason_of(errors) is Reason.LIVE_SESSIONS:
+        return str(first.get("message", ""))
+    located = Diagnostic(str(first.get("path", ".")), int(first.get("line", 1)),
+                         int(first.get("col", 1)), str(first.get("code", "")),
+                         str(first.get("message", ""))).text()
+    return f"revision {(head or '')[:12]} is invalid: {located}"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One episode of a subject (`source`, `host:<name>`) Stalled since `since`, told at
+    `fired_at`, Ready again at `resolved_at`."""
+
+    subject: str
+    since: datetime
+    message: str
+    fired_at: datetime
+    resolved_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +209,15 @@ class Facts:
 
 
 LIVE_SESSIONS_CODE = "live-sessions"  # the error code of a head held for live sessions
-HOST_FIELDS = {f.name for f in fields(HostStatus)} - {"host", "updated_at"}
+TOO_LARGE_CODE = "revision-too-large"  # the error code of a head too large to export
+HOST_FIELDS = {f.name for f in fields(HostStatus)} - {"host", "updated_at", "stalled_since"}
 HOST_COUNTERS = ("drift_count", "consecutive_failures")
 HOST_DEFAULTS: dict[str, Any] = {
     "condition": Condition.RECONCILING.value, "reason": "", "message": "",
     "drift_count": 0, "consecutive_failures": 0,
 }
 REPOSITORY_FIELDS = ("head_revision", "last_good_revision", "errors")
+FETCH_FIELDS = ("last_fetch_at", "last_fetched_at", "fetch_failures", "next_fetch_at")
 
 
 class Status:
@@ -192,9 +242,10 @@ class Status:
             changes["condition"] = Condition(changes["condition"]).value
         if "reason" in changes:  # a `Reason` is kept as its plain text
             changes["reason"] = str(changes["reason"])
-        changes["updated_at"] = now or utcnow()
+        changes["updated_at"] = now = now or utcnow()
+        create, update = _condition_kept(changes, now)
         with writing(self.engine) as conn:
-            _upsert(conn, HOSTS, {"host": host}, HOST_DEFAULTS | changes, changes,
+            _upsert(conn, HOSTS, {"host": host}, HOST_DEFAULTS | create, update,
                     increments=dict(add or {}))
             return _host(conn.execute(select(HOSTS).where(HOSTS.c.host == host)).one())
 
@@ -251,13 +302,72 @@ class Status:
             _upsert(conn, REPOSITORY, key, {"errors": []} | changes, changes)
             row = conn.execute(select(REPOSITORY).where(
                 REPOSITORY.c.url == url, REPOSITORY.c.branch == branch)).one()
-        return RepositoryState(**row._mapping)
+        return _repository(row)
+
+    def record_source(self, url: str, branch: str, condition: Condition, reason: Reason,
+                      message: str, *, now: datetime | None = None,
+                      **fetch: Any) -> RepositoryState:
+        """The source's condition (`since` moves only when the condition changes) and what is
+        given of its fetches (`FETCH_FIELDS`), in one statement."""
+        unknown = sorted(set(fetch) - set(FETCH_FIELDS))
+        if unknown:
+            raise TypeError(f"unknown source field(s): {', '.join(unknown)}")
+        now = now or utcnow()
+        values = {"condition": Condition(condition).value, "reason": str(reason),
+                  "message": message, "updated_at": now, **fetch}
+        changed = REPOSITORY.c.condition.is_distinct_from(values["condition"])
+        update = values | {"since": case((changed, now), else_=REPOSITORY.c.since)}
+        key = {"url": url, "branch": branch}
+        with writing(self.engine) as conn:
+            _upsert(conn, REPOSITORY, key, {"errors": []} | values | {"since": now}, update)
+            row = conn.execute(select(REPOSITORY).where(
+                REPOSITORY.c.url == url, REPOSITORY.c.branch == branch)).one()
+        return _repository(row)
 
     def repository(self, url: str, branch: str) -> RepositoryState | None:
         with reading(self.engine) as conn:
             row = conn.execute(select(REPOSITORY).where(
                 REPOSITORY.c.url == url, REPOSITORY.c.branch == branch)).first()
-        return RepositoryState(**row._mapping) if row is not None else None
+        return _repository(row) if row is not None else None
+
+    def repositories(self) -> list[RepositoryState]:
+        """Every followed source, the most recently updated first."""
+        with reading(self.engine) as conn:
+            rows = conn.execute(select(REPOSITORY).order_by(REPOSITORY.c.updated_at.desc()))
+            return [_repository(row) for row in rows]
+
+    # -- alerts -----------------------------------------------------------------------------
+
+    def fire_alert(self, subject: str, since: datetime, message: str, *,
+                   now: datetime | None = None) -> bool:
+        """Open the episode of `subject` Stalled since `since`; False when it was already
+        told (so it is told once, whoever asks and however often)."""
+        now = now or utcnow()
+        with writing(self.engine) as conn:
+            row = conn.execute(select(ALERTS).where(ALERTS.c.subject == subject)).first()
+            if row is not None and _same_instant(row.since, since):
+                return False
+            values = {"since": since, "message": message, "fired_at": now, "resolved_at": None}
+            _upsert(conn, ALERTS, {"subject": subject}, values, values)
+        return True
+
+    def resolve_alert(self, subject: str, *, now: datetime | None = None) -> Alert | None:
+        """Close the open episode of `subject` (it is Ready again): the episode, or None
+        when none was open."""
+        now = now or utcnow()
+        with writing(self.engine) as conn:
+            row = conn.execute(select(ALERTS).where(ALERTS.c.subject == subject,
+                                                    ALERTS.c.resolved_at.is_(None))).first()
+            if row is None:
+                return None
+            conn.execute(update_(ALERTS).where(ALERTS.c.subject == subject)
+                         .values(resolved_at=now))
+        return Alert(**(dict(row._mapping) | {"resolved_at": now}))
+
+    def alerts(self) -> list[Alert]:
+        with reading(self.engine) as conn:
+            return [Alert(**row._mapping)
+                    for row in conn.execute(select(ALERTS).order_by(ALERTS.c.subject))]
 
     # -- facts ------------------------------------------------------------------------------
 
@@ -285,6 +395,36 @@ def _upsert(conn: Connection, table: Table, key: dict[str, Any], create: dict[st
     stmt = dialect.insert(table).values(key | create | dict(increments))
     updates = dict(changes) | {name: table.c[name] + n for name, n in increments.items()}
     conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=updates))
+
+
+def _condition_kept(changes: dict[str, Any], now: datetime) -> tuple[dict[str, Any],
+                                                                     dict[str, Any]]:
+    """What a host's new condition implies, whoever sets it: Stalled starts `stalled_since`
+    (kept through the retries' Reconciling), Ready ends it and clears the last error — so a
+    Ready host never shows an old error. The values to insert and to update."""
+    condition = changes.get("condition")
+    if condition == Condition.STALLED.value:
+        return (changes | {"stalled_since": now},
+                changes | {"stalled_since": func.coalesce(HOSTS.c.stalled_since, now)})
+    if condition == Condition.READY.value:
+        cleared = {"stalled_since": None, "last_error": None} | changes
+        return cleared, cleared
+    return changes, changes
+
+
+def _same_instant(a: datetime, b: datetime) -> bool:
+    """Equal instants, whichever of them a database handed back without its zone (UTC)."""
+    def utc(d: datetime) -> datetime:
+        return d if d.tzinfo else d.replace(tzinfo=UTC)
+    return abs((utc(a) - utc(b)).total_seconds()) < 0.001
+
+
+def _repository(row: Row[Any]) -> RepositoryState:
+    values = dict(row._mapping)
+    for name in ("condition", "reason", "message"):
+        values[f"recorded_{name}"] = values.pop(name, None)
+    values["fetch_failures"] = values.get("fetch_failures") or 0
+    return RepositoryState(**values)
 
 
 def _host(row: Row[Any]) -> HostStatus:
