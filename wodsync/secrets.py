@@ -69,7 +69,8 @@ Consumer = Literal["workshop", "host", "service"]
 # The controller's parts that may be granted a secret of the file by `services: [...]` (the
 # mail sender's SMTP password, the badges' signing key).
 SERVICES = ("mail", "badges")
-CONTROLLER_SECRETS = ("WODSYNC_API_TOKEN", "WODSYNC_WEBHOOK_SECRET", "WODSYNC_FACTS_TOKEN")
+CONTROLLER_SECRETS = ("WODSYNC_API_TOKEN", "WODSYNC_WEBHOOK_SECRET", "WODSYNC_FACTS_TOKEN",
+                      "WODSYNC_ALERT_WEBHOOK_URL", "WODSYNC_ALERT_WEBHOOK_SECRET")
 HUB_TOKEN_ENV = re.compile(r"(?:[A-Z0-9]+_)*HUB_(?:[A-Z0-9]+_)*TOKEN")
 ENTRY_KEYS = ("value", "workshops", "hosts", "services")
 GRANT_KEYS = ("workshops", "hosts", "services")

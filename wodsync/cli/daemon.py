@@ -57,6 +57,13 @@ def _unit_args(repo: str, branch: str, state: Path | None, interval: float,
 @click.option("--max-file-bytes", default="100MiB", show_default=True, metavar="SIZE",
               callback=lambda ctx, param, value: _size(param, value),
               help="Largest single file of a commit exported (bytes, or with K/M/G).")
+@click.option("--not-ready-after", type=click.FloatRange(0, 30 * 86400), default=900.0,
+              show_default=True, metavar="SECONDS",
+              help="/readyz answers 503 once the source has been Stalled this long.")
+@click.option("--alert-after", type=click.FloatRange(0, 30 * 86400), default=900.0,
+              show_default=True, metavar="SECONDS",
+              help="Tell the operators (mail, WODSYNC_ALERT_WEBHOOK_URL) when a host or the "
+                   "source has been Stalled this long; and when it is Ready again.")
 @click.option("--log-json", is_flag=True, help="One JSON object per log line.")
 @click.option("--smtp", metavar="HOST:PORT", help="Send the mails to this SMTP server instead "
               "of catalog/mail.yaml's (a local relay, the demo's sink).")
@@ -65,7 +72,8 @@ def _unit_args(repo: str, branch: str, state: Path | None, interval: float,
 def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None,
                interval: float, resync: float, listen: str, parallel: int,
                stop_timeout: float, max_revision_bytes: int, max_revision_files: int,
-               max_file_bytes: int, log_json: bool, smtp: str | None, print_unit: bool,
+               max_file_bytes: int, not_ready_after: float, alert_after: float,
+               log_json: bool, smtp: str | None, print_unit: bool,
                secrets_file: Path | None) -> None:
     """Follow REPO's BRANCH: validate each new commit, deploy valid ones to every host,
     self-heal drift, serve the session API, /metrics, /readyz and the git webhook."""
@@ -78,7 +86,9 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
 
         tuning = ["--parallel", str(parallel), "--stop-timeout", f"{stop_timeout:g}",
                   "--max-revision-bytes", str(max_revision_bytes), "--max-revision-files",
-                  str(max_revision_files), "--max-file-bytes", str(max_file_bytes)]
+                  str(max_revision_files), "--max-file-bytes", str(max_file_bytes),
+                  "--not-ready-after", f"{not_ready_after:g}",
+                  "--alert-after", f"{alert_after:g}"]
         click.echo(render_unit(_exec_start(_unit_args(repo, branch, state, interval,
                                                       resync, listen, secrets_file, tuning)),
                                str(state_dir(state))), nl=False)
@@ -92,7 +102,9 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
 
     address, port = parse_listen(listen)
     options = Options(repo, branch, state_dir(state), db, load_secrets(secrets_file), address,
-                      port, Settings(interval, resync, parallel, stop_timeout),
+                      port, Settings(interval, resync, parallel, stop_timeout,
+                                     not_ready_after=not_ready_after,
+                                     alert_after=alert_after),
                       ExportLimits(max_revision_bytes, max_revision_files, max_file_bytes),
                       log_json, parse_listen(smtp) if smtp else None)
     try:

@@ -30,6 +30,7 @@ from wodsync.source.archive import ExportLimits
 from wodsync.source.revision import Current
 
 if TYPE_CHECKING:
+    from wodsync.daemon.alerts import Alerts
     from wodsync.guard.loop import GuardLoop
 
 log = logging.getLogger("wodsync.daemon")
@@ -93,6 +94,7 @@ class DaemonProcess:
         self.daemon.metrics.watch_outbox(self.store)
         self.mail = self._mail_sender()
         self.guard = self._guard_loop()
+        self.alerts = self._alerts()
         secret = options.secrets.controller
         self.app = create_app(Context(
             self.store, sessions=self.sessions, daemon=self.daemon,
@@ -159,6 +161,7 @@ class DaemonProcess:
         self.expiry.start()
         self.mail.start()
         self.guard.start()
+        self.alerts.start()
         self.daemon.metrics.writer.set(1)
         self.role.start()
         log.info("daemon: following %s, state %s, API on http://%s:%d", self.source.name,
@@ -188,6 +191,7 @@ class DaemonProcess:
             self.expiry.stop()
             self.mail.stop()
             self.guard.stop()
+            self.alerts.stop()
             self.sessions.connections.close()
             self.close()
 
@@ -201,14 +205,26 @@ class DaemonProcess:
         return GuardLoop(Sentinel(self.sessions,
                                   lambda rule, action: counter.labels(rule, action).inc()))
 
+    def _alerts(self) -> Alerts:
+        """Operators told of a host or the source Stalled past `--alert-after` (the writer's
+        alone: one alert per episode), by mail and the webhook of the controller secrets."""
+        from wodsync.daemon.alerts import Alerts, Webhook
+
+        secret = self.options.secrets.controller
+        webhook = Webhook(lambda: (secret("WODSYNC_ALERT_WEBHOOK_URL"),
+                                   secret("WODSYNC_ALERT_WEBHOOK_SECRET")))
+        return Alerts(self.store, self.daemon.source_key(), self.sessions.mail_settings,
+                      webhook, self.options.settings.alert_after)
+
     def _stop_writing(self, why: str) -> None:
-        """The writer lock is lost (`why`): the loops pause at once, expiry, the mail sender
-        and the guard stop."""
+        """The writer lock is lost (`why`): the loops pause at once, expiry, the mail sender,
+        the guard and the alerts stop."""
         self.daemon.pause()
         self.daemon.metrics.writer.set(0)
         self.expiry.stop()
         self.mail.stop()
         self.guard.stop()
+        self.alerts.stop()
 
     def _start_writing(self) -> None:
         """The lock is held again: re-read what another writer may have changed (the last
@@ -224,6 +240,8 @@ class DaemonProcess:
         self.mail.start()
         self.guard = self._guard_loop()
         self.guard.start()
+        self.alerts = self._alerts()
+        self.alerts.start()
         self.daemon.metrics.writer.set(1)
 
     def close(self) -> None:

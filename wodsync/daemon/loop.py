@@ -57,6 +57,7 @@ class Settings:
     keep_revisions: int = 5
     fetch_backoff_cap: float = 600.0  # failed fetches: the interval doubled, at most this
     not_ready_after: float = 900.0  # /readyz 503 once the source has been Stalled this long
+    alert_after: float = 900.0  # a host or the source Stalled this long: the operators told
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Daemon:
         self.current = current
         self.settings = settings
         self.metrics = Metrics()
-        self.metrics.watch_status(store, *self._source_key())
+        self.metrics.watch_status(store, *self.source_key())
         self.runner = HostRunner(store, self.metrics, fence)
         self.wakeups = Wakeups()
         self.stopping = threading.Event()
@@ -141,7 +142,7 @@ class Daemon:
         located error. A bad head already recorded is not checked again, except a size refusal
         recorded before this process started (its limits may have been raised) and a head held
         for the live sessions it would orphan (they may have ended since)."""
-        url, branch = self._source_key()
+        url, branch = self.source_key()
         deployed = self.current.peek()
         if deployed and head == deployed.revision:
             return Examined(False, Reason.REVISION_DEPLOYED,
@@ -186,7 +187,7 @@ class Daemon:
         else:
             self.metrics.source_fetch_failures.inc()
         ready = examined.reason is Reason.REVISION_DEPLOYED
-        url, branch = self._source_key()
+        url, branch = self.source_key()
         self.store.status.record_source(
             url, branch, Condition.READY if ready else Condition.STALLED, examined.reason,
             examined.message, **fetch)
@@ -212,14 +213,14 @@ class Daemon:
         except (SourceError, IndexError):
             return ""
 
-    def _source_key(self) -> tuple[str, str]:
+    def source_key(self) -> tuple[str, str]:
         name = self.source.name
         url, branch = name.rsplit("#", 1) if "#" in name else (name, "")
         return url, branch
 
     def source_state(self) -> RepositoryState | None:
         """The source's condition as recorded (None before its first fetch)."""
-        return self.store.status.repository(*self._source_key())
+        return self.store.status.repository(*self.source_key())
 
     def _prune(self, head: str) -> None:
         """Old exports removed; a folder that cannot be cleaned is said, never fatal."""

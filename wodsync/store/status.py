@@ -14,10 +14,21 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, case, delete, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Table,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy import update as update_
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -316,7 +327,8 @@ class Status:
         values = {"condition": Condition(condition).value, "reason": str(reason),
                   "message": message, "updated_at": now, **fetch}
         changed = REPOSITORY.c.condition.is_distinct_from(values["condition"])
-        update = values | {"since": case((changed, now), else_=REPOSITORY.c.since)}
+        update = values | {"since": case((changed, literal(now, REPOSITORY.c.since.type)),
+                                         else_=REPOSITORY.c.since)}
         key = {"url": url, "branch": branch}
         with writing(self.engine) as conn:
             _upsert(conn, REPOSITORY, key, {"errors": []} | values | {"since": now}, update)
@@ -345,7 +357,7 @@ class Status:
         now = now or utcnow()
         with writing(self.engine) as conn:
             row = conn.execute(select(ALERTS).where(ALERTS.c.subject == subject)).first()
-            if row is not None and _same_instant(row.since, since):
+            if row is not None and row.since == since:
                 return False
             values = {"since": since, "message": message, "fired_at": now, "resolved_at": None}
             _upsert(conn, ALERTS, {"subject": subject}, values, values)
@@ -405,18 +417,12 @@ def _condition_kept(changes: dict[str, Any], now: datetime) -> tuple[dict[str, A
     condition = changes.get("condition")
     if condition == Condition.STALLED.value:
         return (changes | {"stalled_since": now},
-                changes | {"stalled_since": func.coalesce(HOSTS.c.stalled_since, now)})
+                changes | {"stalled_since": func.coalesce(
+                    HOSTS.c.stalled_since, literal(now, HOSTS.c.stalled_since.type))})
     if condition == Condition.READY.value:
         cleared = {"stalled_since": None, "last_error": None} | changes
         return cleared, cleared
     return changes, changes
-
-
-def _same_instant(a: datetime, b: datetime) -> bool:
-    """Equal instants, whichever of them a database handed back without its zone (UTC)."""
-    def utc(d: datetime) -> datetime:
-        return d if d.tzinfo else d.replace(tzinfo=UTC)
-    return abs((utc(a) - utc(b)).total_seconds()) < 0.001
 
 
 def _repository(row: Row[Any]) -> RepositoryState:
