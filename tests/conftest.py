@@ -63,6 +63,9 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_persistent_agent": ("test_persistent_agent", ("root", "sshd")),  # no accounts
     # A private PostgreSQL cluster restarted under two daemons: wodtz, 59801-59802.
     "test_writer_lock": ("test_writer_lock", ("root", "pg")),
+    # A daemon whose remote moves, revisions folder turns read-only (bind mounts): wodtbq,
+    # 56801-56840.
+    "test_source_health": ("test_source_health", ("root",)),
     "test_guard": ("test_guard", ("root",)),                          # wodtn, 53501-53508
     "test_guard_idle": ("test_guard", ("root", "hub")),               # wodtn, 53521-53524
     # wodtl, 60401-60450, cgroups wodsync/WKSHP-Wodtl* (v1 hierarchies of this machine)

@@ -113,12 +113,12 @@ def status_view(store: Store, host: str | None = None,
                 limit: int = HISTORY_KEPT) -> dict[str, Any]:
     """The repository (the source followed last), every host's status, the releases pending,
     the alerts, and the last `limit` reconciliations (of `host` only when given), newest
-    first. `ready`: every host Ready and the source too (not Stalled)."""
+    first. `ready`: every host Ready (the source's own condition is `repository.condition`;
+    `/readyz` counts it past a threshold)."""
     repos = repositories(store)
     hosts = store.status.hosts()
-    source_ok = not repos or repos[0].condition == "Ready"
     return {"repository": repository_json(repos[0]) if repos else None,
-            "ready": bool(hosts) and source_ok and all(h.condition == "Ready" for h in hosts),
+            "ready": bool(hosts) and all(h.condition == "Ready" for h in hosts),
             "hosts": [host_json(h) for h in hosts],
             "releasesPending": releases_json(store),
             "guard": guard_json(store),
