@@ -362,7 +362,7 @@ def test_a_revision_too_large_is_refused_unwritten_and_the_next_good_one_deploys
     assert error["message"] == ("too large to export: 5 MiB in 8 files (limit 1 MiB); "
                                 "largest: docs/big.bin (5 MiB)")
     source = s["repository"]  # the source is Stalled, not the hosts (issue 23)
-    assert (source["condition"], source["reason"]) == ("Stalled", "InvalidRevision")
+    assert (source["condition"], source["reason"]) == ("Stalled", "ExportRefused")
     assert source["message"].startswith(f"revision {big[:12]} is invalid: docs/big.bin:1:1: "
                                         "error[revision-too-large]: too large to export: 5 MiB")
     assert not [p.name for p in (state / "revisions").iterdir()

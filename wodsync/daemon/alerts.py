@@ -161,7 +161,8 @@ class Alerts(Background):
                  every: float = CHECK_EVERY_S) -> None:
         super().__init__("wodsync-alerts")
         self.store, self.source_key, self.mail = store, source_key, mail
-        self.webhook, self.after, self.every = webhook, after, every
+        # a short threshold (a test, an impatient site) is looked at often enough to keep it
+        self.webhook, self.after, self.every = webhook, after, min(every, max(0.5, after / 4))
 
     def start(self) -> None:
         self.webhook.start()
