@@ -144,10 +144,12 @@ class Daemon:
         for the live sessions it would orphan (they may have ended since)."""
         url, branch = self.source_key()
         deployed = self.current.peek()
+        known = self.store.status.repository(url, branch)
         if deployed and head == deployed.revision:
+            if known and (known.errors or known.head_revision != head):  # pushed back to it
+                self.store.status.update_repository(url, branch, head_revision=head, errors=[])
             return Examined(False, Reason.REVISION_DEPLOYED,
                             f"revision {head[:12]} is deployed")
-        known = self.store.status.repository(url, branch)
         if known and known.head_revision == head and known.errors and (
                 head == self._too_large
                 or any(e.get("code") not in RECHECKED for e in known.errors)):
