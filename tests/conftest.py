@@ -78,9 +78,10 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_store_secrets": ("test_store_secrets", ("pg",)),
     "test_mail": ("test_mail", ("pg",)),  # the outbox on PostgreSQL; an SMTP sink per test
     "test_badges": ("test_badges", ("pg",)),  # no accounts: sessions moved in the store
+    "test_alerts": ("test_alerts", ("pg",)),  # episodes on both databases; no accounts
 }
 PURE_MODULES = {
-    "test_agent_python", "test_alerts", "test_egress_rules", "test_guard_rules",
+    "test_agent_python", "test_egress_rules", "test_guard_rules",
     "test_api", "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
     "test_import", "test_limits_plan", "test_logs", "test_models", "test_plan_hub",
     "test_project", "test_render_budget", "test_review",

@@ -25,6 +25,7 @@ from wodsync.source.webhook import verify_signature
 from wodsync.store import Store, open_store
 
 from helpers import until
+from pg import require_server, temporary_database
 from sourcelab import lab_repo, running
 
 MAIL_YAML = """\
@@ -81,11 +82,18 @@ def catalog(tmp_path: Path) -> Catalog:
     return load_catalog(repo.work)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(state_dir=tmp_path / "state")
-    yield opened
-    opened.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The alerts' episodes and the conditions they read, on both databases."""
+    if request.param == "sqlite":
+        opened = open_store(state_dir=tmp_path / "state")
+        yield opened
+        opened.close()
+        return
+    with temporary_database(require_server()) as url:
+        opened = open_store(url)
+        yield opened
+        opened.close()
 
 
 @pytest.fixture
