@@ -141,7 +141,8 @@ def test_the_token_is_checked_before_the_body_and_refusals_come_from_the_table(s
     with serving(create_app(context)) as base:
         closed = requests.get(base + "/api/v1/sessions/abc", timeout=10)
         assert (closed.status_code, closed.json()) == (
-            503, {"detail": "no API token is configured (WODSYNC_API_TOKEN)"})
+            503, {"detail": "no token may read a session here: make one with `wodsync token "
+                            "new NAME --role portal or operator` (or set WODSYNC_API_TOKEN)"})
 
 
 def test_sessions_are_listed_filtered_and_paged_without_credentials(service):

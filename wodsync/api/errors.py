@@ -44,6 +44,10 @@ class Unauthorized(Exception):
     """No bearer token, or not the one configured."""
 
 
+class Forbidden(Exception):
+    """A valid token whose role may not do what was asked (a portal token asking a PURGE)."""
+
+
 class NotConfigured(Exception):
     """The token a route needs is not configured: the route is unavailable, never open."""
 
@@ -99,6 +103,7 @@ ANSWERS: dict[type[Exception], Answer] = {
     BadgesNotConfigured: Answer(503, _detail),
     # access and the daemon's endpoints
     Unauthorized: Answer(401, _detail, {"WWW-Authenticate": "Bearer"}),
+    Forbidden: Answer(403, _detail),
     NotConfigured: Answer(503, _detail),
     BadSignature: Answer(401, _detail),
     WebhookError: Answer(400, _detail),

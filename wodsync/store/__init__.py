@@ -73,6 +73,7 @@ from wodsync.store.status import (
     Status,
     Trigger,
 )
+from wodsync.store.tokens import StoredToken, TokenExists, TokenNotFound, Tokens
 
 __all__ = [
     "DB_FILE",
@@ -120,6 +121,10 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoredToken",
+    "TokenExists",
+    "TokenNotFound",
+    "Tokens",
     "Trigger",
     "WriterBusy",
     "WriterLock",
@@ -135,9 +140,8 @@ DB_FILE = "wodsync.db"
 
 class Store:
     """An open store: `sessions`, `status`, the mail `outbox`, the seat `guard`, the portal's
-    `registrations`, the `badges` (awarded as sessions end) and the servers a busy hub
-    `deferred`, over one engine (thread-safe,
-    pooled)."""
+    `registrations`, the `badges` (awarded as sessions end), the servers a busy hub
+    `deferred` and the API `tokens`, over one engine (thread-safe, pooled)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -148,6 +152,7 @@ class Store:
         self.registrations = Registrations(engine)
         self.badges = Badges(engine)
         self.deferred = DeferredServers(engine)
+        self.tokens = Tokens(engine)
         self.sessions.hooks.append(self.badges.on_move)  # first: before any mail is queued
 
     @property

@@ -650,3 +650,18 @@ class AlertRow(Base):
     message: Mapped[str] = mapped_column(Text)
     fired_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
+
+
+class TokenRow(Base):
+    """An API token: its name, its role and the SHA-256 of its value, never the value itself
+    (`wodsync.tokens`). In the store so that every process serving the API on it (the daemon,
+    `serve` replicas) accepts and refuses the same tokens."""
+
+    __tablename__ = "api_tokens"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (CheckConstraint("role IN ('portal', 'operator', 'facts')", name="role"),)

@@ -1,4 +1,4 @@
-"""`GET /api/v1/facts` (the read-only facts token, the one CI holds for previews): the facts
+"""`GET /api/v1/facts` (a facts token, the one CI holds for previews, or an operator's): the facts
 last observed on each host, checked against the daemon's own secret values."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`POST /api/v1/reconcile` (the API token): fetch and reconcile every host now."""
+"""`POST /api/v1/reconcile` (an operator token): fetch and reconcile every host now."""
 
 from __future__ import annotations
 

@@ -1,19 +1,21 @@
 """`/api/v1/sessions`: CREATE, list, show, CLEANUP, RESET, PURGE and EXTEND for the registration
 portal and the operators.
 
-Every route needs the API token, checked before the body is read (`AuthFirst`). Credentials
-travel only in answers about that very session to a client holding the token, never in a
-refusal (refusals are `wodsync.api.errors`' `{detail, session: {id, state}}`).
+Every route names the roles it accepts (`wodsync.tokens`), checked before the body is read
+(`AuthFirst`): the portal's token may create, read, extend and clean up; RESET and PURGE need
+an operator's. Credentials travel only in answers about that very session to a client holding
+a token, never in a refusal (refusals are `wodsync.api.errors`' `{detail, session: {id,
+state}}`).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from wodsync.api.deps import AuthFirst, SessionsDep
+from wodsync.api.deps import Allow, AuthFirst, SessionsDep
 from wodsync.api.models import (
     ExtendRequest,
     Problem,
@@ -24,10 +26,21 @@ from wodsync.api.models import (
 )
 from wodsync.sessions.service import SessionService
 from wodsync.store import Participant, Session, SessionState
+from wodsync.tokens import Role
 
 router = APIRouter(prefix="/api/v1", tags=["sessions"], route_class=AuthFirst,
-                   responses={401: {"model": Problem}, 404: {"model": Problem},
-                              409: {"model": Problem}})
+                   responses={401: {"model": Problem}, 403: {"model": Problem},
+                              404: {"model": Problem}, 409: {"model": Problem}})
+
+
+def portal(what: str) -> Any:
+    """A route for the portal's token and the operators'."""
+    return [Depends(Allow(Role.PORTAL, Role.OPERATOR, what=what))]
+
+
+def operator(what: str) -> Any:
+    """A route for the operators' tokens alone."""
+    return [Depends(Allow(Role.OPERATOR, what=what))]
 
 
 def _ended(service: SessionService, session: Session) -> JSONResponse:
@@ -38,7 +51,8 @@ def _ended(service: SessionService, session: Session) -> JSONResponse:
                         status_code=code)
 
 
-@router.post("/sessions", status_code=201, response_model=SessionOut)
+@router.post("/sessions", status_code=201, response_model=SessionOut,
+             dependencies=portal("create a session"))
 def create_session(body: SessionRequest, service: SessionsDep) -> Any:
     """CREATE: a seat, its workshop, its password and a pre-started server."""
     p = body.participant
@@ -48,7 +62,7 @@ def create_session(body: SessionRequest, service: SessionsDep) -> Any:
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 
-@router.get("/sessions", response_model=SessionPage)
+@router.get("/sessions", response_model=SessionPage, dependencies=portal("list sessions"))
 def list_sessions(service: SessionsDep, workshop: str | None = None,
                   state: SessionState | None = None, host: str | None = None,
                   email: str | None = None, offset: Annotated[int, Query(ge=0)] = 0,
@@ -63,13 +77,15 @@ def list_sessions(service: SessionsDep, workshop: str | None = None,
                        total=total, offset=offset, limit=limit)
 
 
-@router.get("/sessions/{session_id}", response_model=SessionOut)
+@router.get("/sessions/{session_id}", response_model=SessionOut,
+            dependencies=portal("read a session"))
 def get_session(session_id: str, service: SessionsDep) -> Any:
     return session_out(service, service.store.sessions.get(session_id), history=True)
 
 
 @router.delete("/sessions/{session_id}", response_model=SessionOut,
-               responses={202: {"model": SessionOut}})
+               responses={202: {"model": SessionOut}},
+               dependencies=portal("clean up a session"))
 def cleanup_session(session_id: str, service: SessionsDep) -> Any:
     """CLEANUP, as when the session's time is up: 200 once the host released the seat (or
     holds it for RESET), 202 when the release is pending and queued."""
@@ -77,19 +93,20 @@ def cleanup_session(session_id: str, service: SessionsDep) -> Any:
 
 
 @router.post("/sessions/{session_id}/reset", response_model=SessionOut,
-             responses={202: {"model": SessionOut}})
+             responses={202: {"model": SessionOut}}, dependencies=operator("RESET a seat"))
 def reset_session(session_id: str, service: SessionsDep) -> Any:
     """RESET of a held seat (a `reset: true` workshop); 202 when pending."""
     return _ended(service, service.reset(session_id))
 
 
 @router.post("/sessions/{session_id}/purge", response_model=SessionOut,
-             responses={202: {"model": SessionOut}})
+             responses={202: {"model": SessionOut}}, dependencies=operator("PURGE a session"))
 def purge_session(session_id: str, service: SessionsDep) -> Any:
     """PURGE, the forced end from any state (no hook); 202 when pending."""
     return _ended(service, service.purge(session_id, "purged through the API"))
 
 
-@router.post("/sessions/{session_id}/extend", response_model=SessionOut)
+@router.post("/sessions/{session_id}/extend", response_model=SessionOut,
+             dependencies=portal("extend a session"))
 def extend_session(session_id: str, body: ExtendRequest, service: SessionsDep) -> Any:
     return session_out(service, service.extend(session_id, body.hours))

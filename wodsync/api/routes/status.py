@@ -1,4 +1,4 @@
-"""`GET /api/v1/status` (the API token): the source's and every host's condition, the releases
+"""`GET /api/v1/status` (an operator token): the source's and every host's condition, the releases
 pending and the last reconciliations — `wodsync.daemon.views.status_view`, as `wodsync status`
 prints it from the store."""
 
