@@ -87,6 +87,7 @@ PURE_MODULES = {
     "test_project", "test_render_budget", "test_review",
     "test_portal_rules",
     "test_rules", "test_secrets", "test_source", "test_suite", "test_templates", "test_watch",
+    "test_tokens",
 }
 MARKERS = {
     "sshd": "starts a real sshd on loopback (or in a network namespace)",

@@ -38,6 +38,8 @@ Rules:
   `TOKEN` words), else from the file when granted to that host. A host file naming
   `{secret: AWS_SECRET_ACCESS_KEY}` as its hub token gets nothing from the controller's
   environment.
+- `Secrets.reload` (SIGHUP) reads the file again in place, so a rotated value (a hub token, the
+  SMTP password, a legacy API token) is used without a restart; a broken file changes nothing.
 - Validation and previews use `Placeholders`: no values; `Placeholders.checking(secrets)` keeps
   the grants (`validate --secrets FILE`) and refuses the same secrets, naming only the secret.
 
@@ -145,6 +147,16 @@ class Secrets:
         if path is None:
             return cls()
         return cls(entries=parse_secrets_file(path, path.read_bytes()), source=path)
+
+    def reload(self) -> int:
+        """Read the file this was loaded from again (SIGHUP), in place: every part holding
+        this object (the reconcile loop, the deployment, the sessions, the mail sender, the
+        API) uses the new values from its next read. A broken file raises as `load` does and
+        changes nothing. The environment is not read again: a process's own cannot change.
+        Returns the number of secrets in the file."""
+        if self.source is not None:
+            self.entries = parse_secrets_file(self.source, self.source.read_bytes())
+        return len(self.entries)
 
     def for_workshop(self, key: str) -> Scope:
         return Scope(self, "workshop", key)

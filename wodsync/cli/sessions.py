@@ -250,13 +250,15 @@ def parse_listen(value: str) -> tuple[str, int]:
 def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
               listen: str, expiry_interval: float, log_json: bool, smtp: str | None) -> None:
     """The HTTP API (sessions and the portal feed), the expiry loop and the mail sender (when
-    the catalog has catalog/mail.yaml); /docs has the API."""
+    the catalog has catalog/mail.yaml); /docs has the API. SIGHUP reads the secrets file and
+    the API tokens again."""
     import uvicorn
 
     from wodsync.api.app import create_app
     from wodsync.api.deps import Context
     from wodsync.logs import setup_logging
     from wodsync.mail.sender import Sender
+    from wodsync.reload import Reloader
     from wodsync.sessions.service import ExpiryLoop
 
     address, port = parse_listen(listen)
@@ -266,8 +268,10 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
         recovered = ctl.sessions.recover()
         if recovered:
             say(f"recovered {len(recovered)} sessions a stopped process left half-way")
-        app = create_app(Context(ctl.store, sessions=ctl.sessions, api_token=lambda: ctl.secrets
-                                 .controller("WODSYNC_API_TOKEN")))
+        context = Context(ctl.store, sessions=ctl.sessions,
+                          api_token=lambda: ctl.secrets.controller("WODSYNC_API_TOKEN"))
+        app = create_app(context)
+        Reloader(ctl.secrets, context.token_book()).install()
         loop = ExpiryLoop(ctl.sessions, expiry_interval)
         loop.start()
         catalog = ctl.deployment.catalog

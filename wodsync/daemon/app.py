@@ -6,7 +6,8 @@ first (one writer per state: a second daemon on the same SQLite state stops, one
 PostgreSQL waits as a standby); then the source, one `Current` deployment holder that the
 reconcile loop and the session service share (no cycle between them: both read the holder, only
 the source loop sets it), the expiry loop, and the HTTP application serving both the sessions
-and the daemon's endpoints. Shutdown runs in the reverse order once the server stops.
+and the daemon's endpoints. Shutdown runs in the reverse order once the server stops. SIGHUP
+reads the secrets file and the API tokens again (`wodsync.reload`) and reconciles at once.
 
 The writer lock is watched while the process serves (`wodsync.daemon.writer.WriterRole`): on its
 loss the loops pause and expiry stops; once held again, the state is re-read exactly as at the
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 from wodsync.daemon.loop import Daemon, Settings
 from wodsync.daemon.writer import WriterRole, settle
 from wodsync.logs import setup_logging
+from wodsync.reload import Reloader
 from wodsync.secrets import Secrets
 from wodsync.source.archive import ExportLimits
 from wodsync.source.revision import Current
+from wodsync.store.status import Trigger
 
 if TYPE_CHECKING:
     from wodsync.daemon.alerts import Alerts
@@ -96,12 +99,15 @@ class DaemonProcess:
         self.guard = self._guard_loop()
         self.alerts = self._alerts()
         secret = options.secrets.controller
-        self.app = create_app(Context(
+        self.context = Context(
             self.store, sessions=self.sessions, daemon=self.daemon,
             api_token=lambda: secret("WODSYNC_API_TOKEN"),
             facts_token=lambda: secret("WODSYNC_FACTS_TOKEN"),
             webhook_secret=lambda: secret("WODSYNC_WEBHOOK_SECRET"),
-            known_secrets=lambda: secret_values(options.secrets)))
+            known_secrets=lambda: secret_values(options.secrets))
+        self.app = create_app(self.context)
+        self.reloader = Reloader(options.secrets, self.context.token_book(),
+                                 then=lambda: self.daemon.poke(Trigger.RELOAD))
 
     def _take_writer_lock(self, say: Callable[[str], None]) -> None:
         """The writer lock, at once when nobody holds it. On PostgreSQL a daemon that finds it
@@ -150,11 +156,12 @@ class DaemonProcess:
 
     def serve(self) -> None:
         """Restore the last good revision, recover half-done sessions, start the loops and
-        serve the API until SIGTERM or SIGINT; then stop everything (the batch in flight
-        finishes first) and close."""
+        serve the API (SIGHUP reloads) until SIGTERM or SIGINT; then stop everything (the batch
+        in flight finishes first) and close."""
         import uvicorn
 
         o = self.options
+        self.reloader.install()
         self.daemon.restore()
         self.sessions.recover()
         self.daemon.start()

@@ -311,7 +311,7 @@ class Daemon:
             except Exception:  # a bad round (a full disk, a broken repository) is retried
                 log.exception("source round failed")
                 changed = False
-            if changed or trigger == Trigger.MANUAL:
+            if changed or trigger in (Trigger.MANUAL, Trigger.RELOAD):
                 self.wakeups.reconcile.set()
             self.wakeups.fetch.wait(self.fetch_delay())
             self.wakeups.fetch.clear()

@@ -86,6 +86,7 @@ class Trigger(enum.StrEnum):
     WEBHOOK = "webhook"
     RESYNC = "resync"
     MANUAL = "manual"
+    RELOAD = "reload"  # SIGHUP: the secrets file read again (a rotated hub token goes out)
 
 
 class Result(enum.StrEnum):

@@ -61,12 +61,20 @@ def hub_starting(plan: PlanContext) -> bool:
 
 def unreadable(plan: PlanContext, kind: str, what: str, api: Listing, url: str,
                data: type) -> bool:
-    """Handle an API that could not be read; True when the kind must stop diffing here."""
+    """Handle an API that could not be read; True when the kind must stop diffing here.
+
+    A hub that refused wodsync's token while this batch restarts it is deferred like one that
+    is down: a rotated hub token is in the new configuration (which changes the hub's
+    fingerprint, hence the restart), and the running hub knows the old one only. Read with the
+    new token after the restart; before, the first reconcile after a rotation failed with 403
+    although the same batch was installing the token."""
     if api["ok"]:
         return False
-    if api.get("down") and hub_starting(plan):
-        plan.add(Action.UPDATE, kind, DEFERRED, f"hub not running: {what} are checked after "
-                 "it starts", data(DEFERRED, deferred=True))
+    if hub_starting(plan):
+        why = "hub not running" if api.get("down") else \
+            "the running hub refused the token (a rotated one?) and restarts with it"
+        plan.add(Action.UPDATE, kind, DEFERRED, f"{why}: {what} are checked after it starts",
+                 data(DEFERRED, deferred=True))
     else:
         plan.errors.append(f"hub API {url} did not answer: {api.get('error')}")
     return True
