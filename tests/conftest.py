@@ -66,6 +66,10 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # A daemon whose remote moves, revisions folder turns read-only (bind mounts): wodtbq,
     # 56801-56840.
     "test_source_health": ("test_source_health", ("root",)),
+    # Tokens and secrets reloaded on SIGHUP (serve, a daemon) and the session CLI over a real
+    # serve: wodti, 54601-54660 (group gid 54600).
+    "test_reload": ("wodti", ("root",)),
+    "test_cli_api": ("wodti", ("root",)),
     "test_guard": ("test_guard", ("root",)),                          # wodtn, 53501-53508
     "test_guard_idle": ("test_guard", ("root", "hub")),               # wodtn, 53521-53524
     # wodtl, 60401-60450, cgroups wodsync/WKSHP-Wodtl* (v1 hierarchies of this machine)
