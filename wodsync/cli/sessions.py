@@ -1,13 +1,15 @@
 """Session commands (`wodsync session …`) and the HTTP API server (`wodsync serve`).
 
 They replace WoD's `wod-test-action.sh CREATE|CLEANUP|RESET|PURGE` for an author trying a
-workshop: the same lifecycle the API runs, against the store and the hosts.
+workshop: the same lifecycle the API runs, against the store and the hosts — or, with
+`--api URL`, through a daemon's API (`wodsync.cli.remote`), printing the same text and JSON.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +20,7 @@ import click
 from wodsync.cli.common import db_option, load_secrets, main, root_option, say, secrets_option
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
+    from wodsync.cli.remote import Remote
     from wodsync.controller import Controller
     from wodsync.sessions.service import SessionService
     from wodsync.store import Session
@@ -55,29 +56,34 @@ def controller(root: Path, state: Path | None, db: str | None,
         ctl.close()
 
 
-def _session_json(ctl: Controller, s: Session, history: bool = False) -> dict[str, Any]:
+def _session_json(ctl: Controller, s: Session, history: bool = False,
+                  credentials: bool = True) -> dict[str, Any]:
     from wodsync.api.models import session_out as _out
 
-    return _out(ctl.sessions, s, credentials=True, history=history).model_dump(mode="json")
+    return _out(ctl.sessions, s, credentials=credentials, history=history).model_dump(
+        mode="json")
 
 
-def _print(ctl: Controller, s: Session, as_json: bool, history: bool = False) -> None:
-    data = _session_json(ctl, s, history)
+def _print(data: dict[str, Any], as_json: bool) -> None:
+    """A session as the API gives it (`SessionOut`), whichever back end answered: the same
+    text and JSON from the store and from `--api`."""
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     creds = data.get("credentials") or {}
-    rows = [("session", s.id), ("workshop", s.workshop), ("state", s.state.value),
-            ("participant", f"{s.name} <{s.email}>" + (f", {s.company}" if s.company else "")),
-            ("host", f"{s.host} (location {s.location}), seat {s.seat}"),
+    p = data["participant"]
+    rows = [("session", data["id"]), ("workshop", data["workshop"]), ("state", data["state"]),
+            ("participant", f"{p['name']} <{p['email']}>"
+                            + (f", {p['company']}" if p["company"] else "")),
+            ("host", f"{data['host']} (location {data['location']}), seat {data['seat']}"),
             ("hub", data.get("hub_url") or "-")]
     if creds:
         rows += [("username", creds["username"]), ("password", creds["password"])]
-    rows += [("ends", str(s.ends_at or "-")), ("completion",
-                                               f"{s.completion}%" if s.completion is not None
-                                               else "-")]
-    if s.error:
-        rows.append(("error", s.error))
+    completion = data.get("completion")
+    rows += [("ends", data.get("ends_at") or "-"),
+             ("completion", f"{completion:g}%" if completion is not None else "-")]
+    if data.get("error"):
+        rows.append(("error", data["error"]))
     if data.get("release"):
         r = data["release"]
         rows.append(("release", f"{r['operation']} pending after {r['attempts']} attempts, "
@@ -94,13 +100,32 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from None
 
 
+def api_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--api URL (talk to a daemon's or `serve`'s API instead of the store and the catalog)
+    and --token-file (else $WODSYNC_API_TOKEN; never a token on the command line)."""
+    f = click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="With --api: a file whose first line is the API token (default: "
+                          "$WODSYNC_API_TOKEN).")(f)
+    return click.option("--api", metavar="URL", envvar="WODSYNC_API_URL", show_envvar=True,
+                        help="The API of a daemon or `wodsync serve` (e.g. "
+                             "http://127.0.0.1:8080): no catalog, store or root needed.")(f)
+
+
+def _remote(api: str, token_file: Path | None) -> Remote:
+    from wodsync.cli.remote import Remote, api_token
+
+    return Remote(api, api_token(token_file))
+
+
 @main.group("session")
 def session_group() -> None:
-    """Workshop sessions: create, list, show, cleanup, reset, purge, extend."""
+    """Workshop sessions: create, list, show, cleanup, reset, purge, extend — on the store
+    and the hosts, or through a daemon's API (--api URL)."""
 
 
 @session_group.command("create")
 @controller_options
+@api_options
 @click.argument("workshop")
 @click.option("--email", required=True)
 @click.option("--name", default="")
@@ -109,8 +134,8 @@ def session_group() -> None:
                                  "alternates).")
 @click.option("--json", "as_json", is_flag=True)
 def create_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-               workshop: str, email: str, name: str, company: str, location: str | None,
-               as_json: bool) -> None:
+               api: str | None, token_file: Path | None, workshop: str, email: str, name: str,
+               company: str, location: str | None, as_json: bool) -> None:
     """CREATE: give a participant a seat of WORKSHOP; prints the credentials."""
     from pydantic import ValidationError
 
@@ -123,113 +148,171 @@ def create_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: st
     except ValidationError as exc:
         raise click.ClickException("invalid participant: " + "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    with controller(root, state, db, secrets_file) as ctl:
-        try:
-            created = ctl.sessions.create(workshop, Participant(p.name, p.email, p.company),
-                                          location)
-        except (SessionError, StoreError) as exc:
-            _fail(exc)
-        _print(ctl, created.session, as_json)
-        if not as_json:
-            say(f"seat ready in {created.seconds:.2f} s")
+    if api:
+        started = time.monotonic()
+        _, data = _remote(api, token_file).call("POST", "/api/v1/sessions", {
+            "workshop": workshop, "participant": p.model_dump(), "location": location})
+        seconds = time.monotonic() - started
+    else:
+        with controller(root, state, db, secrets_file) as ctl:
+            try:
+                created = ctl.sessions.create(workshop, Participant(p.name, p.email,
+                                                                    p.company), location)
+            except (SessionError, StoreError) as exc:
+                _fail(exc)
+            data, seconds = _session_json(ctl, created.session), created.seconds
+    _print(data, as_json)
+    if not as_json:
+        say(f"seat ready in {seconds:.2f} s")
 
 
 @session_group.command("list")
 @lambda f: controller_options(f, state_flag=False)
+@api_options
 @click.option("--state", "filter_state", type=click.Choice(STATES), help="Only this state.")
-@click.option("--workshop")
+@click.option("--workshop", help="Only this workshop.")
+@click.option("--host", help="Only sessions on this host.")
+@click.option("--email", help="Only this participant's (ignoring case).")
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-             filter_state: str | None, workshop: str | None, as_json: bool) -> None:
-    """Sessions, oldest first."""
+             api: str | None, token_file: Path | None, filter_state: str | None,
+             workshop: str | None, host: str | None, email: str | None, as_json: bool) -> None:
+    """Sessions, oldest first, without credentials (`session show` has them)."""
     from wodsync.store import SessionState
 
-    with controller(root, state, db, secrets_file) as ctl:
-        found = ctl.store.sessions.find(
-            state=SessionState(filter_state) if filter_state else None, workshop=workshop)
-        if as_json:
-            click.echo(json.dumps([_session_json(ctl, s) for s in found], indent=2))
-            return
-        rows = [("SESSION", "STATE", "WORKSHOP", "USER", "HOST", "ENDS", "E-MAIL")]
-        rows += [(s.id, s.state.value, s.workshop, s.username, s.host, _short_time(
-            s.ended_at or s.ends_at), s.email) for s in found]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        for row in rows:
-            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False))
-                       + "  " + row[-1])
-        say(f"{len(found)} sessions")
+    filters = {"state": filter_state, "workshop": workshop, "host": host, "email": email}
+    if api:
+        found = _all_pages(_remote(api, token_file), filters)
+    else:
+        with controller(root, state, db, secrets_file) as ctl:
+            found = [_session_json(ctl, s, credentials=False)
+                     for s in ctl.store.sessions.find(**{
+                         **filters, "state": SessionState(filter_state) if filter_state
+                         else None})]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [("SESSION", "STATE", "WORKSHOP", "USER", "HOST", "ENDS", "E-MAIL")]
+    rows += [(s["id"], s["state"], s["workshop"], s["username"], s["host"],
+              _short_time(s["ended_at"] or s["ends_at"]), s["participant"]["email"])
+             for s in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False))
+                   + "  " + row[-1])
+    say(f"{len(found)} sessions")
 
 
-def _short_time(at: datetime | None) -> str:
+def _all_pages(remote: Remote, filters: dict[str, str | None]) -> list[dict[str, Any]]:
+    """Every session the filters select, page after page (the API gives at most 500 a page)."""
+    found: list[dict[str, Any]] = []
+    while True:
+        _, page = remote.call("GET", "/api/v1/sessions", offset=len(found), limit=500,
+                              **filters)
+        found += page["items"]
+        if not page["items"] or len(found) >= page["total"]:
+            return found
+
+
+def _short_time(at: str | None) -> str:
     """When a session ends (or ended), to the minute in UTC: `-` when it has no end yet."""
-    return at.strftime("%Y-%m-%d %H:%MZ") if at else "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if at \
+        else "-"
 
 
 @session_group.command("show")
 @controller_options
+@api_options
 @click.argument("session_id")
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-             session_id: str, as_json: bool) -> None:
+             api: str | None, token_file: Path | None, session_id: str, as_json: bool) -> None:
     """One session, with its credentials and history."""
     from wodsync.store import StoreError
 
-    with controller(root, state, db, secrets_file) as ctl:
-        try:
-            _print(ctl, ctl.store.sessions.get(session_id), as_json, history=True)
-        except StoreError as exc:
-            _fail(exc)
+    if api:
+        _, data = _remote(api, token_file).call("GET", f"/api/v1/sessions/{_quote(session_id)}")
+    else:
+        with controller(root, state, db, secrets_file) as ctl:
+            try:
+                data = _session_json(ctl, ctl.store.sessions.get(session_id), history=True)
+            except StoreError as exc:
+                _fail(exc)
+    _print(data, as_json)
 
 
-def _lifecycle(name: str, doc: str, call: Callable[[SessionService, str], Session]) -> None:
+def _quote(session_id: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(session_id, safe="")
+
+
+def _lifecycle(name: str, doc: str, call: Callable[[SessionService, str], Session],
+               route: tuple[str, str]) -> None:
     @session_group.command(name, help=doc)
     @controller_options
+    @api_options
     @click.argument("session_id")
     @click.option("--json", "as_json", is_flag=True)
     def command(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-                session_id: str, as_json: bool) -> None:
+                api: str | None, token_file: Path | None, session_id: str,
+                as_json: bool) -> None:
         from wodsync.sessions.service import SessionError
         from wodsync.store import StoreError
 
-        with controller(root, state, db, secrets_file) as ctl:
-            try:
-                session = call(ctl.sessions, session_id)
-            except (SessionError, StoreError) as exc:
-                _fail(exc)
-            _print(ctl, session, as_json)
-            if session.state.value == "releasing":
-                say("the seat's release did not finish on its host: pending, retried by the "
-                    "expiry loop of `wodsync daemon` or `wodsync serve` (or run this again)")
-                sys.exit(1)
-            if session.state.value == "failed":
-                sys.exit(1)
+        if api:
+            method, path = route
+            _, data = _remote(api, token_file).call(
+                method, f"/api/v1/sessions/{_quote(session_id)}{path}")
+        else:
+            with controller(root, state, db, secrets_file) as ctl:
+                try:
+                    data = _session_json(ctl, call(ctl.sessions, session_id))
+                except (SessionError, StoreError) as exc:
+                    _fail(exc)
+        _print(data, as_json)
+        if data["state"] == "releasing":
+            say("the seat's release did not finish on its host: pending, retried by the "
+                "expiry loop of `wodsync daemon` or `wodsync serve` (or run this again)")
+            sys.exit(1)
+        if data["state"] == "failed":
+            sys.exit(1)
 
 
 _lifecycle("cleanup", "CLEANUP: cleanup hook, completion, seat freed (or held for RESET); "
                       "exit 1 while the release is pending on the host.",
-           lambda sessions, sid: sessions.cleanup(sid))
+           lambda sessions, sid: sessions.cleanup(sid), ("DELETE", ""))
 _lifecycle("reset", "RESET a held seat: reset hook, seat freed.",
-           lambda sessions, sid: sessions.reset(sid))
+           lambda sessions, sid: sessions.reset(sid), ("POST", "/reset"))
 _lifecycle("purge", "PURGE: lock, stop, kill, new hub identity, empty, free — from any state, "
                     "no hook; `ended` only once the host did it (exit 1 while pending).",
-           lambda sessions, sid: sessions.purge(sid))
+           lambda sessions, sid: sessions.purge(sid), ("POST", "/purge"))
 
 
 @session_group.command("extend")
 @controller_options
+@api_options
 @click.argument("session_id")
 @click.option("--hours", type=click.FloatRange(0, 168, min_open=True), required=True)
 @click.option("--json", "as_json", is_flag=True)
 def extend_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
-               session_id: str, hours: float, as_json: bool) -> None:
+               api: str | None, token_file: Path | None, session_id: str, hours: float,
+               as_json: bool) -> None:
     """Move a session's end by HOURS (bounded)."""
     from wodsync.store import StoreError
 
-    with controller(root, state, db, secrets_file) as ctl:
-        try:
-            _print(ctl, ctl.sessions.extend(session_id, hours), as_json)
-        except StoreError as exc:
-            _fail(exc)
+    if api:
+        _, data = _remote(api, token_file).call(
+            "POST", f"/api/v1/sessions/{_quote(session_id)}/extend", {"hours": hours})
+    else:
+        with controller(root, state, db, secrets_file) as ctl:
+            try:
+                data = _session_json(ctl, ctl.sessions.extend(session_id, hours))
+            except StoreError as exc:
+                _fail(exc)
+    _print(data, as_json)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
