@@ -57,11 +57,11 @@ def test_a_token_is_kept_as_its_digest_only_and_listed_by_name_and_role(store):
         rows = [tuple(r) for r in conn.execute(text("SELECT * FROM api_tokens"))]
     assert len(rows) == 1 and not any(value in str(cell) for cell in rows[0])
     assert digest(value) in rows[0]
-    assert [(t.name, t.role) for t in store.tokens.list()] == [("portal-1", Role.PORTAL)]
+    assert [(t.name, t.role) for t in store.tokens.all()] == [("portal-1", Role.PORTAL)]
     with pytest.raises(StoreError, match="a token named 'portal-1' exists already"):
         store.tokens.add("portal-1", Role.OPERATOR, digest(new_value()))
     store.tokens.revoke("portal-1")
-    assert store.tokens.list() == []
+    assert store.tokens.all() == []
     with pytest.raises(StoreError, match="no token named 'portal-1'"):
         store.tokens.revoke("portal-1")
 

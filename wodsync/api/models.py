@@ -91,7 +91,8 @@ class SessionOut(BaseModel):
     def of(cls, s: Session, hub_url: str | None = None, history: Sequence[SessionEvent] = (),
            credentials: bool = False) -> SessionOut:
         return cls(id=s.id, workshop=s.workshop, location=s.location, host=s.host, seat=s.seat,
-                   username=s.username, participant=ParticipantIn.model_construct(name=s.name, email=s.email,
+                   username=s.username,
+                   participant=ParticipantIn.model_construct(name=s.name, email=s.email,
                                                              company=s.company),
                    state=s.state.value, created_at=s.created_at, started_at=s.started_at,
                    ends_at=s.ends_at, ended_at=s.ended_at, completion=s.completion,

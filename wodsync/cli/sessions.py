@@ -185,10 +185,9 @@ def list_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str 
         found = _all_pages(_remote(api, token_file), filters)
     else:
         with controller(root, state, db, secrets_file) as ctl:
-            found = [_session_json(ctl, s, credentials=False)
-                     for s in ctl.store.sessions.find(**{
-                         **filters, "state": SessionState(filter_state) if filter_state
-                         else None})]
+            chosen = SessionState(filter_state) if filter_state else None
+            found = [_session_json(ctl, s, credentials=False) for s in ctl.store.sessions.find(
+                state=chosen, workshop=workshop, host=host, email=email)]
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

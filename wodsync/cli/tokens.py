@@ -8,10 +8,10 @@ is `new`, switch the client, `revoke`: both tokens are valid in between.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 ROLES = ", ".join(f"{r.value} ({ROLE_HELP[r]})" for r in Role)
 
 
-def store_options(f: click.decorators.FC) -> click.decorators.FC:
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = db_option("SQLite at STATE/wodsync.db")(f)
     return click.option("--state", "--state-dir", "state",
                         type=click.Path(file_okay=False, path_type=Path),
@@ -89,7 +89,7 @@ def new_cmd(state: Path | None, db: str | None, name: str, role: str) -> None:
 def list_cmd(state: Path | None, db: str | None, as_json: bool) -> None:
     """The stored tokens: name, role, when made (never a value)."""
     with token_store(state, db) as store:
-        found = store.tokens.list()
+        found = store.tokens.all()
     if as_json:
         click.echo(json.dumps([{"name": t.name, "role": t.role.value,
                                 "created_at": t.created_at.isoformat()} for t in found],

@@ -61,7 +61,7 @@ class Tokens:
             if not conn.execute(delete(TOKENS).where(TOKENS.c.name == name)).rowcount:
                 raise TokenNotFound(name)
 
-    def list(self) -> list[StoredToken]:
+    def all(self) -> list[StoredToken]:
         with reading(self.engine) as conn:
             rows = conn.execute(select(TOKENS.c.name, TOKENS.c.role, TOKENS.c.created_at)
                                 .order_by(TOKENS.c.created_at, TOKENS.c.name)).all()
