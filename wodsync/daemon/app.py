@@ -173,11 +173,14 @@ class DaemonProcess:
         self.role.start()
         log.info("daemon: following %s, state %s, API on http://%s:%d", self.source.name,
                  o.state, o.address, o.port)
-        for name, what in (("WODSYNC_API_TOKEN", "the session API and status answer 503"),
-                           ("WODSYNC_WEBHOOK_SECRET", "the git webhook answers 503: commits "
-                            "are found by polling alone")):
-            if not o.secrets.controller(name):
-                log.warning("daemon: no %s is set: %s until it is", name, what)
+        if not (o.secrets.controller("WODSYNC_API_TOKEN")
+                or self.context.token_book().known()):
+            log.warning("daemon: no WODSYNC_API_TOKEN is set and no token is stored (`wodsync "
+                        "token new NAME --role operator`): the session API and status answer "
+                        "503 until one is")
+        if not o.secrets.controller("WODSYNC_WEBHOOK_SECRET"):
+            log.warning("daemon: no WODSYNC_WEBHOOK_SECRET is set: the git webhook answers 503: "
+                        "commits are found by polling alone until it is")
         server = uvicorn.Server(uvicorn.Config(self.app, host=o.address, port=o.port,
                                                log_level="warning", access_log=False,
                                                log_config=None))  # setup_logging's format
