@@ -45,6 +45,7 @@ SMOKE: dict[str, list[str]] = {
     "journey.py": ["--count", "3", "--single", "1"],
     "badges.py": ["--sessions", "5"],
     "agent.py": ["--calls", "3"],
+    "tokens.py": ["--calls", "20", "--stored", "3"],
 }
 
 
@@ -164,3 +165,11 @@ def test_agent_times_one_shot_calls_beside_the_persistent_agent() -> None:
         for how in ("one at a time", "8 callers at once"):
             assert re.search(rf"{where}, {how} +one-shot p50 +[0-9.]+ ms .* persistent p50 "
                              r"+[0-9.]+ ms", out), out
+
+
+def test_tokens_prints_the_role_check_beside_the_check_before_roles() -> None:
+    out = bench("tokens.py")
+    assert "tokens: 3 stored on sqlite, 20 calls each" in out, out
+    for label in ("the check before roles (baseline)", "a stored token through Allow, cached",
+                  "a stored token through Allow, store read per request"):
+        assert re.search(re.escape(label) + r".* p50 +[0-9.]+ µs", out), out
