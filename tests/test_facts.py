@@ -343,7 +343,9 @@ def test_plan_facts_from_the_daemon_url_needs_the_facts_token(repo, tmp_path):
         url = base + "/api/v1/facts"
         assert requests.get(url, timeout=10).status_code == 401
         assert requests.get(url, headers={"Authorization": f"Bearer {API_TOKEN}"},
-                            timeout=10).status_code == 401
+                            timeout=10).status_code == 200, "an operator may read them too"
+        assert requests.get(base + "/api/v1/status", timeout=10, headers={
+            "Authorization": f"Bearer {FACTS_TOKEN}"}).status_code == 403, "facts only"
         got = requests.get(url, headers={"Authorization": f"Bearer {FACTS_TOKEN}"}, timeout=10)
         assert got.status_code == 200
         assert HUB_TOKEN not in got.text
