@@ -1,7 +1,7 @@
 """API tokens: several valid at once, each with a role, kept as SHA-256 digests only.
 
 Revision ID: 0009
-Revises: 0013
+Revises: 0007
 Create Date: 2026-12-06
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0013"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
