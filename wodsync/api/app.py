@@ -34,6 +34,7 @@ from wodsync.api.routes import (
     webhook,
 )
 from wodsync.portal.mail import install_links
+from wodsync.wodapi import routes as wodapi
 
 MAX_BODY = 64 * 1024
 
@@ -115,6 +116,8 @@ def routes_for(context: Context) -> list[APIRouter]:
     if context.daemon is not None:
         found += [reconcile.router, webhook.router, health.readiness, metrics.router,
                   status.router, facts.router]
+    if context.sessions is not None:
+        found.append(wodapi.router)  # after the others: its paths start with any prefix
     return [*found, health.router]
 
 

@@ -646,6 +646,21 @@ class SelfExtension(Strict):
     max_hours: Annotated[float, Field(ge=0, le=720)] = 2.0
 
 
+class WodApi(Strict):
+    """WoD's api-db routes that an existing wod-frontend calls, served under `prefix`
+    (`wod-frontend`'s `WODAPIDBEXTURL` is then `<this controller's URL><prefix>`). Off unless
+    `enabled`: these routes are public. `origins`: the frontend's origins allowed by CORS (its
+    browser calls them from another site)."""
+
+    enabled: bool = False
+    prefix: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9._-]+)+$",
+                                             max_length=100)] = "/wod/api"
+    origins: list[Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$",
+                                                   max_length=300)]] = Field(
+        [], description="Origins of the wod-frontend site (scheme://host[:port]) its "
+                        "browsers call these routes from.")
+
+
 class PortalFile(Strict):
     """`catalog/portal.yaml` (optional): the registration portal's terms, who may register
     (`allow`/`deny`: domains or addresses), one live session per e-mail across workshops, rate
@@ -663,6 +678,8 @@ class PortalFile(Strict):
     extend: SelfExtension = SelfExtension()
     check_deliverability: bool = Field(False, description="Check that the e-mail's domain "
                                        "accepts mail (DNS MX/A), at registration.")
+    wod_api: WodApi = Field(WodApi(), description="WoD's api-db routes for an existing "
+                            "wod-frontend (An existing WoD portal).")
 
 
 class Issuer(Strict):

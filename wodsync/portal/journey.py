@@ -127,7 +127,7 @@ class Portal:
                 email_key=screened.key, client=client, ttl=span(settings.confirm_ttl),
                 one_live=settings.one_live_session, enqueue=mail.enqueue_confirm)
         except LiveElsewhere as exc:
-            raise Refusal(self.live_message(exc.session), "taken") from None
+            raise Refusal(self.live_message(exc.session), "taken", exc.session) from None
 
     def _count_attempt(self, settings: PortalFile, email: str, client: str) -> None:
         per_address = Limit(*rate(settings.rate_limit.per_address))

@@ -18,6 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from wodsync.badges.identity import fold_email
 from wodsync.catalog.models import PortalFile
+from wodsync.store.sessions import Session
 
 _SPAN_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 _RATE_UNITS = {"second": timedelta(seconds=1), "minute": timedelta(minutes=1),
@@ -28,10 +29,12 @@ class Refusal(Exception):
     """A participant's request refused; `str()` says why, in plain words for them. `why`
     names the kind of refusal (`WHYS`); the pages answer each with its HTTP status."""
 
-    def __init__(self, message: str, why: str = "invalid") -> None:
+    def __init__(self, message: str, why: str = "invalid", session: Session | None = None
+                 ) -> None:
         super().__init__(message)
         assert why in WHYS, why
         self.why = why
+        self.session = session  # the person's live session, when that is what stands in the way
 
 
 # invalid: the input cannot be used; unknown: no such workshop; taken: a seat, a live session

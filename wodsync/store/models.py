@@ -665,3 +665,21 @@ class TokenRow(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (CheckConstraint("role IN ('portal', 'operator', 'facts')", name="role"),)
+
+
+class WodIdRow(Base):
+    """A numeric id given to a workshop, customer or student for WoD's api-db routes
+    (`wodsync.wodapi`): wod-frontend puts them in its URLs, so once given an id is never
+    given to another key nor changed. `digest` and `updated_at` say when a workshop's
+    definition last changed (WoD's `updatedAt`)."""
+
+    __tablename__ = "wod_ids"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(String(120))
+    digest: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("uq_wod_ids_kind_key", "kind", "key", unique=True),)
