@@ -32,9 +32,9 @@ from wodsync.api.routes import (
     sessions,
     status,
     webhook,
+    wodapi,
 )
 from wodsync.portal.mail import install_links
-from wodsync.wodapi import routes as wodapi
 
 MAX_BODY = 64 * 1024
 
