@@ -660,6 +660,13 @@ class WodApi(Strict):
         [], description="Origins of the wod-frontend site (scheme://host[:port]) its "
                         "browsers call these routes from.")
 
+    @model_validator(mode="after")
+    def _own_prefix(self) -> WodApi:
+        if self.prefix == "/api/v1" or self.prefix.startswith("/api/v1/"):
+            raise located("wod-api-prefix", "the prefix /api/v1 is wodsync's own API: "
+                          "choose another one, e.g. /api (WoD's) or /wod/api", "prefix")
+        return self
+
 
 class PortalFile(Strict):
     """`catalog/portal.yaml` (optional): the registration portal's terms, who may register
