@@ -84,6 +84,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_badges": ("test_badges", ("pg",)),  # no accounts: sessions moved in the store
     "test_alerts": ("test_alerts", ("pg",)),  # episodes on both databases; no accounts
     "test_wodapi": ("test_wodapi", ("root",)),  # WoD's api-db routes: wodtiw, 56901-56910
+    "test_wodapi_ids": ("test_wodapi_ids", ("pg",)),  # WoD's numbers on PostgreSQL too
 }
 PURE_MODULES = {
     "test_agent_python", "test_egress_rules", "test_guard_rules",

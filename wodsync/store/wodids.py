@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from wodsync.store.models import WodIdRow, reading, table_of, utcnow, writing
 from wodsync.store.sessions import SESSIONS
 
 WOD_IDS = table_of(WodIdRow)
 KINDS = ("workshop", "customer", "student")
-RETRIES = 3  # another process gave the same next id first: read again and retry
+LOCK_CLASS = 0x776F6469  # first key of the advisory locks that number a kind ("wodi")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +49,12 @@ class WodIds:
                   now: datetime | None = None) -> dict[str, WodId]:
         """The id of every workshop key of `digests` (key → digest of its definition): new keys
         get the next ids in key order; a changed digest moves `updated_at` to now."""
-        for attempt in range(RETRIES):
-            known = self._read("workshop")
-            stale = {k for k, d in digests.items() if known.get(k, ("", None))[1] != d}
-            if not stale:
-                return {k: known[k][0] for k in digests}
-            try:
-                with writing(self.engine) as conn:
-                    self._write_workshops(conn, digests, stale, now or utcnow())
-            except IntegrityError:
-                if attempt == RETRIES - 1:
-                    raise
         known = self._read("workshop")
+        if any(known.get(k, ("", None))[1] != d for k, d in digests.items()):
+            with writing(self.engine) as conn:
+                _serialize(conn, "workshop")
+                self._write_workshops(conn, digests, now or utcnow())
+            known = self._read("workshop")
         return {k: known[k][0] for k in digests}
 
     def _read(self, kind: str) -> dict[str, tuple[WodId, str | None]]:
@@ -69,11 +62,13 @@ class WodIds:
             rows = conn.execute(select(WOD_IDS).where(WOD_IDS.c.kind == kind)).all()
         return {r.key: (_wod_id(r), r.digest) for r in rows}
 
-    def _write_workshops(self, conn: Connection, digests: Mapping[str, str], stale: set[str],
+    def _write_workshops(self, conn: Connection, digests: Mapping[str, str],
                          now: datetime) -> None:
+        """New keys numbered in key order, changed digests dated now (read again under the
+        lock: another process may have done it meanwhile)."""
         rows = {r.key: r for r in conn.execute(
             select(WOD_IDS).where(WOD_IDS.c.kind == "workshop")).all()}
-        for key in sorted(stale):
+        for key in sorted(digests):
             if key in rows:
                 if rows[key].digest != digests[key]:
                     conn.execute(update(WOD_IDS).where(
@@ -87,21 +82,20 @@ class WodIds:
     def id_of(self, kind: str, key: str, now: datetime | None = None) -> int:
         """The id of `key`, given now if it has none yet."""
         assert kind in KINDS, kind
-        for attempt in range(RETRIES):
-            found = self.key_id(kind, key)
+        found = self.key_id(kind, key)
+        if found is not None:
+            return found
+        with writing(self.engine) as conn:
+            _serialize(conn, kind)
+            found = conn.scalar(select(WOD_IDS.c.id).where(
+                WOD_IDS.c.kind == kind, WOD_IDS.c.key == key))
             if found is not None:
-                return found
-            try:
-                with writing(self.engine) as conn:
-                    new = _next(conn, kind)
-                    conn.execute(insert(WOD_IDS).values(
-                        kind=kind, id=new, key=key, created_at=now or utcnow(),
-                        updated_at=now or utcnow()))
-                    return new
-            except IntegrityError:
-                if attempt == RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+                return int(found)
+            new = _next(conn, kind)
+            conn.execute(insert(WOD_IDS).values(kind=kind, id=new, key=key,
+                                                created_at=now or utcnow(),
+                                                updated_at=now or utcnow()))
+            return new
 
     def key_id(self, kind: str, key: str) -> int | None:
         """The id `key` has, or None (none given yet)."""
@@ -116,6 +110,14 @@ class WodIds:
             found: str | None = conn.scalar(select(WOD_IDS.c.key).where(
                 WOD_IDS.c.kind == kind, WOD_IDS.c.id == ident))
         return found
+
+
+def _serialize(conn: Connection, kind: str) -> None:
+    """One numbering of `kind` at a time: on PostgreSQL an advisory lock held until the
+    transaction ends (SQLite's BEGIN IMMEDIATE already serializes all writers), so two
+    processes never both read the same highest number."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(LOCK_CLASS, KINDS.index(kind))))
 
 
 def _next(conn: Connection, kind: str) -> int:
