@@ -179,6 +179,7 @@ def test_the_workshop_list_has_every_field_wod_frontend_reads(lab: dict[str, Any
     assert (tiw["name"], tiw["capacity"], tiw["replayId"], tiw["replayLink"], tiw["duration"]) \
         == (WORKSHOPS["WKSHP-Tiw"][0], 5, 3, "https://youtu.be/tiw", 2)
     assert tiw["category"] == ["Open Source"] and tiw["sessionType"] == "Workshops-on-Demand"
+    assert not any(r["popular"] for r in rows)  # nobody took any yet
     assert len({r["id"] for r in call(lab, "GET", "/workshops").json()}) == 3  # all, distinct
 
 
@@ -220,6 +221,8 @@ def test_a_registration_from_wod_frontend_goes_through_the_journey(lab: dict[str
     username = re.search(r"User:\s+(\S+)", credentials).group(1)  # type: ignore[union-attr]
     password = re.search(r"Password:\s+(\S+)", credentials).group(1)  # type: ignore[union-attr]
 
+    [tiw] = [r for r in call(lab, "GET", "/workshops").json() if r["notebook"] == "WKSHP-Tiw"]
+    assert (tiw["capacity"], tiw["popular"]) == (4, True)  # a seat taken, a person counted
     seen = call(lab, "GET", f"/customers/{customer}").json()
     assert_shape(seen, {"studentId": INT, "sessionName": STR, "endDate": STR})
     assert seen["sessionName"] == WORKSHOPS["WKSHP-Tiw"][0] and seen["active"] is True
