@@ -1,7 +1,7 @@
 """WoD ids: the numeric ids wod-frontend's URLs carry (workshops, customers, students).
 
 Revision ID: 0012
-Revises: 0013
+Revises: 0009
 Create Date: 2026-12-06
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0013"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
