@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from wodsync.agent import hostlock
+from wodsync.agent import hostlock, manager
 from wodsync.agent.host import HostSide, Stopped, digest
 from wodsync.agent.kinds import KINDS
 from wodsync.agent.protocol import ApplyAnswer, ApplyRequest, ObserveAnswer, ObserveRequest
@@ -44,7 +44,8 @@ def _facts(probes: dict[str, Any], host: HostSide) -> dict[str, Any]:
 def observe(payload: ObserveRequest, host: HostSide | None = None) -> ObserveAnswer:
     host = host or HostSide(payload["state_dir"], payload.get("owner"))
     facts = _facts(payload["probes"], host)
-    return {"facts": facts, "digests": {kind: _digest(kind, f) for kind, f in facts.items()}}
+    return {"facts": facts, "digests": {kind: _digest(kind, f) for kind, f in facts.items()},
+            "manager": manager.read(payload["state_dir"])}
 
 
 def _phases(batch: dict[str, Any]) -> list[Phase]:
@@ -63,11 +64,13 @@ def _stale(payload: ApplyRequest, host: HostSide) -> list[str]:
 
 
 def apply(payload: ApplyRequest, host: HostSide | None = None) -> ApplyAnswer:
-    """Under the host lock: refuse a stale plan, else run the phases in order."""
+    """Under the host lock: refuse a caller another store's daemon does not let in
+    (`manager`) and a stale plan, else run the phases in order."""
     state_dir = payload["state_dir"]
     host = host or HostSide(state_dir, payload.get("owner"))
     with hostlock.hold(state_dir, "apply", timeout=payload.get("lock_timeout", 30.0),
                        stop=host.stop_requested):
+        manager.admit(state_dir, payload.get("manager"))
         stale = _stale(payload, host)
         if stale:
             return {"stale": stale, "log": [], "failures": [], "timings": {}, "skipped": []}

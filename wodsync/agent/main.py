@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from wodsync.agent import PROTOCOL, batch, guard, seats, server
+from wodsync.agent import PROTOCOL, batch, guard, manager, seats, server
 from wodsync.agent.host import HostSide
 from wodsync.agent.kinds import OPERATIONS as KIND_OPERATIONS
 from wodsync.agent.kinds import egress
@@ -48,7 +48,7 @@ def _version(payload: HostPayload, host: HostSide) -> VersionAnswer:
 
 OPERATIONS: dict[str, Operation] = {
     "observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
-    **seats.OPERATIONS, **guard.OPERATIONS}
+    **seats.OPERATIONS, **guard.OPERATIONS, **manager.OPERATIONS}
 
 
 # What one-shot calls compute once per call and a long-lived agent must ask again per request.

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 
 from wodsync.agent import records
 from wodsync.agent.limits.backends import SeatLimits
+from wodsync.agent.manager import Caller, ManagerRecord
 
 
 class HostPayload(TypedDict):
@@ -50,11 +51,16 @@ class ObserveRequest(HostPayload):
     probes: dict[str, Any]
 
 
-class ObserveAnswer(TypedDict):
-    """Each kind's facts (`agent.kinds.<kind>.Facts`) and their digests."""
-
+class _ObserveAnswer(TypedDict):
     facts: dict[str, Any]
     digests: dict[str, str]
+
+
+class ObserveAnswer(_ObserveAnswer, total=False):
+    """Each kind's facts (`agent.kinds.<kind>.Facts`) and their digests; who manages the
+    host (`agent.manager`: None when no daemon does)."""
+
+    manager: ManagerRecord | None
 
 
 class _ApplyRequest(HostPayload):
@@ -65,6 +71,17 @@ class _ApplyRequest(HostPayload):
 
 class ApplyRequest(_ApplyRequest, total=False):
     lock_timeout: float             # seconds to wait for the host's lock (30 s)
+    manager: Caller                 # who applies (`agent.manager`); absent: no store
+
+
+class _ManageRequest(HostPayload):
+    manager: Caller                 # a daemon, recording itself as the host's manager
+
+
+class ManageRequest(_ManageRequest, total=False):
+    """`manage` (`agent.manager.claim`): answered with the host's record (`ManagerRecord`)."""
+
+    lock_timeout: float
 
 
 class Failure(TypedDict):

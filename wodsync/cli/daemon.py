@@ -67,13 +67,15 @@ def _unit_args(repo: str, branch: str, state: Path | None, interval: float,
 @click.option("--log-json", is_flag=True, help="One JSON object per log line.")
 @click.option("--smtp", metavar="HOST:PORT", help="Send the mails to this SMTP server instead "
               "of catalog/mail.yaml's (a local relay, the demo's sink).")
+@click.option("--force-manager", is_flag=True, help="Take over hosts another store's daemon "
+              "manages (their manager record is replaced; logged here and on each host).")
 @click.option("--print-unit", is_flag=True, help="Print a systemd unit for this daemon.")
 @secrets_option
 def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None,
                interval: float, resync: float, listen: str, parallel: int,
                stop_timeout: float, max_revision_bytes: int, max_revision_files: int,
                max_file_bytes: int, not_ready_after: float, alert_after: float,
-               log_json: bool, smtp: str | None, print_unit: bool,
+               log_json: bool, smtp: str | None, force_manager: bool, print_unit: bool,
                secrets_file: Path | None) -> None:
     """Follow REPO's BRANCH: validate each new commit, deploy valid ones to every host,
     self-heal drift, serve the session API, /metrics, /readyz and the git webhook."""
@@ -104,7 +106,8 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
     options = Options(repo, branch, state_dir(state), db, load_secrets(secrets_file), address,
                       port, Settings(interval, resync, parallel, stop_timeout,
                                      not_ready_after=not_ready_after,
-                                     alert_after=alert_after),
+                                     alert_after=alert_after,
+                                     force_manager=force_manager),
                       ExportLimits(max_revision_bytes, max_revision_files, max_file_bytes),
                       log_json, parse_listen(smtp) if smtp else None)
     try:

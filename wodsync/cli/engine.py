@@ -29,6 +29,7 @@ from wodsync.cli.common import (
 
 if TYPE_CHECKING:
     from wodsync.engine.desired import DesiredHost, LiveSeat
+    from wodsync.engine.manager import Applier
     from wodsync.engine.planfile import SavedPlan
     from wodsync.engine.reconcile import HostResult, Target
     from wodsync.engine.transport import Cancel
@@ -71,6 +72,33 @@ def refuse_beside_a_daemon(state: Path | None, store: Store | None) -> None:
     if running:
         raise click.ClickException(f"a wodsync daemon manages this state: {running}; let it "
                                    "apply (commit and push), or stop it first")
+
+
+def applier(state: Path | None, db: str | None, force: bool) -> Applier:
+    """Who this `apply` is to the hosts' manager records: its store's identity (none without
+    a store) — a host another store's daemon manages refuses it unless `force`."""
+    from wodsync.engine.manager import Applier
+
+    store = open_controller_store(state, db)
+    try:
+        identity = store.identity if store is not None else None
+    finally:
+        if store is not None:
+            store.close()
+    if force:
+        say("--force-manager: hosts managed by another store's daemon are applied to anyway "
+            "(logged on each host)")
+    return Applier.cli(identity, force)
+
+
+def _say_managers(results: list[HostResult]) -> None:
+    """Who manages each host (plan is read-only: it works whoever does)."""
+    from wodsync.engine.manager import describe
+
+    for r in results:
+        if r.manager is not None:
+            say(f"{r.host}: managed by {describe(r.manager)}; an apply from another store "
+                "is refused there unless forced (--force-manager)")
 
 
 def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None,
@@ -146,7 +174,8 @@ def _result_json(r: HostResult, verbose: bool) -> dict[str, Any]:
     return {"host": r.host, "error": r.error,
             "plan": r.plan.to_json(noops=verbose) if r.plan else None,
             "applied": r.applied, "failures": r.failures, "skipped": r.skipped,
-            "timings": r.timings, "remaining": r.after.to_json() if r.after else None}
+            "timings": r.timings, "remaining": r.after.to_json() if r.after else None,
+            "manager": r.manager}
 
 
 def _print_outcome(r: HostResult) -> None:
@@ -227,6 +256,7 @@ def plan_cmd(root: Path, hosts: tuple[str, ...], secrets_file: Path | None, para
         results = reconcile(chosen, apply=False, parallel=parallel,
                             allow_deletions=allow_deletions, cancel=cancel)
     code = report(results, "json" if as_json else fmt, applied=False, verbose=verbose)
+    _say_managers(results)
     if out is not None:
         new_saved_plan(root, [r.plan for r in results if r.plan]).write(out)
         say(f"saved the plan of {sum(r.plan is not None for r in results)} hosts to {out}; "
@@ -275,11 +305,13 @@ def _confirm(results: list[HostResult], fmt: str) -> bool:
                                                               path_type=Path))
 @host_options
 @click.option("--yes", is_flag=True, help="Apply without asking.")
+@click.option("--force-manager", is_flag=True, help="Apply also to hosts another store's "
+              "daemon manages (their live sessions are unknown here; logged on each host).")
 @format_option
 def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
               secrets_file: Path | None, parallel: int, allow_deletions: int | None,
-              lock_timeout: float, state: Path | None, db: str | None, yes: bool, fmt: str,
-              as_json: bool) -> None:
+              lock_timeout: float, state: Path | None, db: str | None, yes: bool,
+              force_manager: bool, fmt: str, as_json: bool) -> None:
     """Apply the plan: one batch per host, hosts in parallel, then observe again.
 
     With PLAN_FILE (from `plan --out`), apply exactly that plan: a host whose facts or plan
@@ -300,12 +332,14 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
             "(wodsync session cleanup ID) and plan again, or apply without a saved plan: "
             f"wodsync apply --allow-deletions {len(ending)}")
     chosen = targets(root, hosts, secrets_file, state, db, for_apply=True)
+    who = applier(state, db, force_manager)
     if allow_deletions and saved is None:
         _end_orphans(root, secrets_file, state, db, allow_deletions)
     with interruptible() as cancel:
         if saved is None and not yes:
             preview = reconcile(chosen, apply=False, parallel=parallel,
                                 allow_deletions=allow_deletions, cancel=cancel)
+            _say_managers(preview)
             if not _confirm(preview, fmt):
                 if fmt == "json":
                     report(preview, fmt, applied=False)
@@ -314,7 +348,7 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
             chosen = [t for t in chosen if t.name in saved]
         results = reconcile(chosen, apply=True, parallel=parallel,
                             allow_deletions=allow_deletions, saved=saved, cancel=cancel,
-                            lock_timeout=lock_timeout)
+                            lock_timeout=lock_timeout, applier=who)
     sys.exit(report(results, fmt, applied=True))
 
 

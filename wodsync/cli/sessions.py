@@ -341,12 +341,14 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
     from wodsync.logs import setup_logging
     from wodsync.mail.sender import Sender
     from wodsync.reload import Reloader
-    from wodsync.sessions.service import ExpiryLoop
+    from wodsync.sessions.service import ExpiryLoop, Heartbeat
 
     address, port = parse_listen(listen)
     server = parse_listen(smtp) if smtp else None
     setup_logging(log_json)
     with controller(root, state, db, secrets_file) as ctl:
+        heartbeat = Heartbeat(ctl.store)  # the other replicas leave this one's sessions alone
+        heartbeat.start()
         recovered = ctl.sessions.recover()
         if recovered:
             say(f"recovered {len(recovered)} sessions a stopped process left half-way")
@@ -365,3 +367,4 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
         finally:
             sender.stop()
             loop.stop()
+            heartbeat.stop()

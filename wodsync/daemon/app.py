@@ -68,7 +68,7 @@ class DaemonProcess:
         from wodsync.api.app import create_app
         from wodsync.api.deps import Context
         from wodsync.authoring.scrub import secret_values
-        from wodsync.sessions.service import ExpiryLoop, SessionService
+        from wodsync.sessions.service import ExpiryLoop, Heartbeat, SessionService
         from wodsync.source.git import GitSource, SourceError
         from wodsync.store import StoreError, WriterLock, open_store
 
@@ -94,6 +94,7 @@ class DaemonProcess:
                                                   self._start_writing)
         self._measure_sessions()
         self.expiry = ExpiryLoop(self.sessions, EXPIRY_INTERVAL)
+        self.heartbeat = Heartbeat(self.store)
         self.daemon.metrics.watch_outbox(self.store)
         self.mail = self._mail_sender()
         self.guard = self._guard_loop()
@@ -162,6 +163,7 @@ class DaemonProcess:
 
         o = self.options
         self.reloader.install()
+        self.heartbeat.start()  # `serve` replicas leave this process's sessions alone
         self.daemon.restore()
         self.sessions.recover()
         self.daemon.start()
@@ -202,6 +204,7 @@ class DaemonProcess:
             self.mail.stop()
             self.guard.stop()
             self.alerts.stop()
+            self.heartbeat.stop()
             self.sessions.connections.close()
             self.close()
 

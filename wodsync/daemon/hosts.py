@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from wodsync.daemon.metrics import Metrics
 from wodsync.engine.change import Action
 from wodsync.engine.desired import DesiredHost
+from wodsync.engine.manager import Applier
 from wodsync.engine.reconcile import HostResult, host_job
 from wodsync.engine.transport import Cancel
 from wodsync.logs import FIELDS
@@ -76,9 +77,12 @@ class HostRunner:
     """Runs one host's job and records everything about it."""
 
     def __init__(self, store: Store, metrics: Metrics,
-                 fence: Callable[[], None] | None = None) -> None:
+                 fence: Callable[[], None] | None = None,
+                 applier: Applier | None = None) -> None:
         self.store, self.metrics = store, metrics
         self.fence = fence or (lambda: None)
+        # the daemon records itself as each host's manager (`engine.manager`)
+        self.applier = applier or Applier.daemon(store.identity, store.backend)
 
     def run(self, name: str, build: Callable[[], DesiredHost], revision: str,
             trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome | None:
@@ -105,7 +109,7 @@ class HostRunner:
             result = HostResult(name, error=f"{type(exc).__name__}: {exc}")
         else:
             result = host_job(desired, apply=True, allow_deletions=allow_deletions,
-                              cancel=cancel, fence=self.fence)
+                              cancel=cancel, fence=self.fence, applier=self.applier)
         seconds = time.monotonic() - clock
         outcome = classify(result, trigger)
         self.fence()

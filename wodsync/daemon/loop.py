@@ -29,6 +29,7 @@ from wodsync.daemon.hosts import HostRunner, Outcome
 from wodsync.daemon.metrics import Metrics
 from wodsync.diagnostics import Diagnostic
 from wodsync.engine.desired import DesiredHost, desired_state
+from wodsync.engine.manager import Applier
 from wodsync.engine.transport import Cancel
 from wodsync.logs import FIELDS
 from wodsync.secrets import Secrets
@@ -58,6 +59,7 @@ class Settings:
     fetch_backoff_cap: float = 600.0  # failed fetches: the interval doubled, at most this
     not_ready_after: float = 900.0  # /readyz 503 once the source has been Stalled this long
     alert_after: float = 900.0  # a host or the source Stalled this long: the operators told
+    force_manager: bool = False  # take over hosts another store's daemon manages (logged)
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ class Daemon:
         self.settings = settings
         self.metrics = Metrics()
         self.metrics.watch_status(store, *self.source_key())
-        self.runner = HostRunner(store, self.metrics, fence)
+        self.runner = HostRunner(store, self.metrics, fence, Applier.daemon(
+            store.identity, store.backend, settings.force_manager))
         self.wakeups = Wakeups()
         self.stopping = threading.Event()
         self.cancel = Cancel()

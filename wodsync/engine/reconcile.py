@@ -20,12 +20,14 @@ from wodsync.agent.protocol import (
     ApplyAnswer,
     ApplyRequest,
     Failure,
+    ManageRequest,
     ObserveAnswer,
     ObserveRequest,
 )
 from wodsync.engine import remote
 from wodsync.engine.desired import DesiredHost
 from wodsync.engine.kinds import KINDS
+from wodsync.engine.manager import Applier, ManagerRecord
 from wodsync.engine.plan import HostPlan, plan_host
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import Cancel, Transport, TransportError, connect
@@ -45,6 +47,7 @@ class HostResult:
     after: HostPlan | None = None
     error: str | None = None
     facts: dict[str, Any] | None = None
+    manager: ManagerRecord | None = None  # who manages the host (None: no daemon does)
 
     @property
     def ok(self) -> bool:
@@ -65,13 +68,14 @@ class StalePlan(Exception):
 class Observation:
     facts: dict[str, Any]
     digests: dict[str, str]
+    manager: ManagerRecord | None = None
 
 
 def observe(transport: Transport, desired: DesiredHost,
             cancel: Cancel | None = None) -> Observation:
     request: ObserveRequest = {**desired.payload(), "probes": desired.probes()}
     answer: ObserveAnswer = remote.call(transport, "observe", request, cancel)
-    return Observation(answer["facts"], answer["digests"])
+    return Observation(answer["facts"], answer["digests"], answer.get("manager"))
 
 
 def batch_payload(desired: DesiredHost, plan: HostPlan,
@@ -89,9 +93,10 @@ def batch_payload(desired: DesiredHost, plan: HostPlan,
 
 
 def _apply(transport: Transport, desired: DesiredHost, plan: HostPlan, result: HostResult,
-           cancel: Cancel | None, lock_timeout: float) -> None:
-    done: ApplyAnswer = remote.call(transport, "apply", batch_payload(desired, plan, lock_timeout),
-                                    cancel)
+           cancel: Cancel | None, lock_timeout: float, applier: Applier) -> None:
+    payload = batch_payload(desired, plan, lock_timeout)
+    payload["manager"] = applier.wire()
+    done: ApplyAnswer = remote.call(transport, "apply", payload, cancel)
     if done["stale"]:
         raise StalePlan("the facts of " + ", ".join(done["stale"]) + " changed since the "
                         "plan was made")
@@ -118,20 +123,44 @@ def _same(saved: HostPlan, fresh: HostPlan) -> str | None:
     return None
 
 
+def _admitted(transport: Transport, desired: DesiredHost, applier: Applier,
+              seen: Observation, fence: Callable[[], None] | None) -> str | None:
+    """Why `applier` may not apply to this host (its manager record), or None; a daemon
+    records itself as the host's manager first (under the host lock, on the host)."""
+    payload = desired.payload()
+    why = applier.refusal(desired.name, payload, seen.manager)
+    if why is not None or not applier.needs_claim(desired.name, seen.manager):
+        return why
+    if fence is not None:
+        fence()
+    request: ManageRequest = {**payload, "manager": applier.wire()}
+    record = remote.call(transport, "manage", request)
+    applier.claimed_on(desired.name, record, seen.manager)
+    return None
+
+
 def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None = None,
              saved: HostPlan | None = None, transport: Transport | None = None,
              cancel: Cancel | None = None, lock_timeout: float = LOCK_TIMEOUT,
-             fence: Callable[[], None] | None = None) -> HostResult:
+             fence: Callable[[], None] | None = None,
+             applier: Applier | None = None) -> HostResult:
     """Plan one host and, when asked, apply the plan (retrying when the host moved under it).
     `fence` is called right before each apply and raises when this controller may no longer
-    write (the daemon's writer lock lost): the exception propagates, nothing is applied."""
+    write (the daemon's writer lock lost): the exception propagates, nothing is applied.
+    `applier` is who applies (default: a caller without a store): a host another store's
+    daemon manages refuses it unless it forces (`engine.manager`)."""
     result = HostResult(desired.name)
+    applier = applier or Applier(None, "a wodsync apply without a store")
     own = transport is None
     transport = transport or connect(desired.name, desired.host)
     try:
         for attempt in range(STALE_RETRIES + 1):
             result.plan, seen = _plan(transport, desired, allow_deletions, cancel)
-            result.facts = seen.facts
+            result.facts, result.manager = seen.facts, seen.manager
+            if apply:
+                result.error = _admitted(transport, desired, applier, seen, fence)
+                if result.error:
+                    return result
             if saved is not None:
                 why = _same(saved, result.plan)
                 if why:
@@ -142,7 +171,7 @@ def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None =
             if fence is not None:
                 fence()
             try:
-                _apply(transport, desired, result.plan, result, cancel, lock_timeout)
+                _apply(transport, desired, result.plan, result, cancel, lock_timeout, applier)
                 break
             except StalePlan as exc:
                 if saved is not None or attempt == STALE_RETRIES:
@@ -170,8 +199,8 @@ class Target:
 
 def reconcile(targets: list[Target], *, apply: bool, parallel: int = 8,
               allow_deletions: int | None = None, saved: dict[str, HostPlan] | None = None,
-              cancel: Cancel | None = None,
-              lock_timeout: float = LOCK_TIMEOUT) -> list[HostResult]:
+              cancel: Cancel | None = None, lock_timeout: float = LOCK_TIMEOUT,
+              applier: Applier | None = None) -> list[HostResult]:
     """Plan (and optionally apply) every host; results in the order of `targets`."""
     def one(target: Target) -> HostResult:
         if cancel and cancel.soft.is_set():
@@ -182,7 +211,7 @@ def reconcile(targets: list[Target], *, apply: bool, parallel: int = 8,
             return HostResult(target.name, error=str(exc))
         return host_job(desired, apply=apply, allow_deletions=allow_deletions,
                         saved=(saved or {}).get(target.name), cancel=cancel,
-                        lock_timeout=lock_timeout)
+                        lock_timeout=lock_timeout, applier=applier)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return list(pool.map(one, targets))

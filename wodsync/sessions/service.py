@@ -17,6 +17,7 @@ session in a state `recover` turns into a release retried at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from wodsync.store import (
     SessionState,
     Store,
 )
+from wodsync.store.owners import LEASE_EVERY
 
 EXPIRING_WINDOW = timedelta(hours=1)
 DEFERRED_EVERY = 5.0     # seconds between two tries at the servers a busy hub deferred
@@ -411,18 +413,36 @@ class SessionService:
         return ended + self.retry_releases(now)
 
     def recover(self) -> list[Session]:
-        """After a restart: a session a killed process left half-way is released again at
-        once (its operation retried), never given twice. Hosts' seat records are reconciled
-        with the store by `sync_records`, host by host, from the expiry loop."""
+        """After a start (or the daemon's writer lock regained): the sessions a process that
+        is gone left half-way are released again at once (`take_over_dead`), and every host's
+        seat records are reconciled with the store by `sync_records`, host by host, from the
+        expiry loop."""
+        done = self.take_over_dead()
+        self._unsynced = None  # every host, once a revision is deployed
+        return done
+
+    def take_over_dead(self) -> list[Session]:
+        """A session left in creating, cleaning or resetting by a process that no longer
+        lives (`store.owners`) is released again at once, its operation retried — never one a
+        live process (another `serve` replica, the daemon) is working on: that one finishes
+        it. The expiry loop asks again every round, for processes that died since."""
         ops = {SessionState.CREATING: "purge", SessionState.CLEANING: "cleanup",
                SessionState.RESETTING: "reset"}
+        leases = self.store.leases
+        leases.beat()  # this process is alive before it judges the others
         done = []
         for state, op in ops.items():
             for session in self.store.sessions.find(state=state):
-                done.append(self.store.sessions.schedule_release(
-                    session.id, op, f"interrupted during {state.value}: released at restart",
-                    timedelta(0)))
-        self._unsynced = None  # every host, once a revision is deployed
+                if leases.alive(session.owner):
+                    continue
+                try:
+                    done.append(self.store.sessions.schedule_release(
+                        session.id, op, f"interrupted during {state.value}: its process "
+                        f"({session.owner or 'unknown'}) is gone; released", timedelta(0)))
+                except InvalidTransition:
+                    continue  # moved on meanwhile
+                _log.warning("session %s: %s by %s, whose process is gone: released",
+                             session.id, state.value, session.owner or "an unknown process")
         return done
 
     def sync_records(self, hosts: list[str] | None = None) -> list[SyncReport]:
@@ -477,6 +497,27 @@ def _timings(timings: dict[str, float]) -> str:
     return f"in {total:.3f} s on the host (" + ", ".join(f"{k} {v:.3f}" for k, v in slow) + ")"
 
 
+class Heartbeat(Background):
+    """This process's lease in the store, renewed every `LEASE_EVERY` while it serves: the
+    other processes sharing the store leave the sessions it works on alone
+    (`store.owners`). Dropped when it stops."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__("wodsync-heartbeat")
+        self.leases = store.leases
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.leases.beat()
+            except Exception as exc:  # the store away for a while: the next beat retries
+                _log.warning("heartbeat: %s", exc)
+            if self._stop.wait(LEASE_EVERY.total_seconds()):
+                break
+        with contextlib.suppress(Exception):
+            self.leases.drop()
+
+
 class ExpiryLoop(Background):
     """A thread that runs `expire` every `interval` seconds until stopped; every
     `DEFERRED_EVERY` seconds between, it asks again for deferred servers, tries the releases
@@ -501,6 +542,7 @@ class ExpiryLoop(Background):
             if time.monotonic() >= due:
                 due = time.monotonic() + self.interval
                 self._round("expiry", self.service.expire)
+                self._round("sessions of processes gone", self.service.take_over_dead)
 
     @staticmethod
     def _round(what: str, fn: Callable[[], object]) -> None:

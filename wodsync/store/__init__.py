@@ -15,9 +15,10 @@ once a session is over (`sealing`).
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from wodsync.store import files, migrations, sealing
@@ -36,12 +37,15 @@ from wodsync.store.models import (
     SEAT_STATES,
     SessionState,
     StoreError,
+    StoreIdentityRow,
     StoreUnavailable,
     attach_sealer,
     make_engine,
     normalize_url,
+    reading,
 )
 from wodsync.store.outbox import Mail, Outbox, OutboxError, OutboxState
+from wodsync.store.owners import Leases
 from wodsync.store.registrations import Registrations
 from wodsync.store.sealing import KEY_ENV, KEY_FILE, KeyUnavailable, PasswordUnreadable
 from wodsync.store.sessions import (
@@ -98,6 +102,7 @@ __all__ = [
     "HostStatus",
     "InvalidTransition",
     "KeyUnavailable",
+    "Leases",
     "Mail",
     "MoveHook",
     "Moved",
@@ -153,12 +158,23 @@ class Store:
         self.badges = Badges(engine)
         self.deferred = DeferredServers(engine)
         self.tokens = Tokens(engine)
+        self.leases = Leases(engine)
         self.sessions.hooks.append(self.badges.on_move)  # first: before any mail is queued
 
     @property
     def backend(self) -> str:
         """`sqlite` or `postgresql`."""
         return self.engine.dialect.name
+
+    @cached_property
+    def identity(self) -> str:
+        """The store's random id, made with it and kept by a backup: what the hosts a daemon
+        manages record (never the URL, which may hold a password)."""
+        with reading(self.engine) as conn:
+            found = conn.scalar(select(StoreIdentityRow.id))
+        if found is None:
+            raise StoreError(f"the store at {self.url} has no identity row (store_identity)")
+        return str(found)
 
     @property
     def url(self) -> str:

@@ -246,6 +246,9 @@ class SessionRow(Base):
     # The participant's folded e-mail (case, +tag) when one live session per person holds
     # across workshops (the portal's rule); NULL for sessions without that rule.
     email_key: Mapped[str | None] = mapped_column(String(320))
+    # The process that moved it into creating, cleaning or resetting (`store.owners`):
+    # recovery leaves it alone while that process lives.
+    owner: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         CheckConstraint(STATES_SQL, name="state"),
@@ -683,3 +686,22 @@ class WodIdRow(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (Index("uq_wod_ids_kind_key", "kind", "key", unique=True),)
+
+
+class StoreIdentityRow(Base):
+    """The store's random id, made with it: what a managed host records (never a URL)."""
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class ProcessLeaseRow(Base):
+    """A serving process's last sign of life (`wodsync.store.owners`): recovery takes over a
+    half-done session only when the process that owns it is gone."""
+
+    __tablename__ = "process_leases"
+
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]

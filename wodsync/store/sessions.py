@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, up
 from sqlalchemy.exc import DBAPIError
 
 from wodsync.logs import FIELDS
+from wodsync.store import owners
 from wodsync.store.guard import quarantined
 from wodsync.store.models import (
     LIVE_STATES,
@@ -177,6 +178,7 @@ class Session:
     release_attempts: int = 0
     next_release_at: datetime | None = None
     email_key: str | None = None
+    owner: str | None = None  # the process working on it (`store.owners`)
 
     @property
     def live(self) -> bool:
@@ -331,7 +333,8 @@ class Sessions:
             company=participant.company, location=seat.location, host=seat.host,
             seat=seat.seat, username=seat.username, slot=slot, state=S.CREATING.value,
             duration_hours=duration_hours, created_at=now, revision=revision,
-            password=password, email_key=participant.key).returning(*SESSIONS.c)).one()
+            password=password, email_key=participant.key,
+            owner=owners.me()).returning(*SESSIONS.c)).one()
         _record(conn, session_id, now, None, S.CREATING,
                 f"seat {seat.username} ({seat.seat}) on {seat.host}, slot {slot}", "")
         return _session(row)
@@ -664,6 +667,8 @@ def _entering(before: Row[Any], to: SessionState, message: str,
         return {**_FORGET_PASSWORD}
     if to is S.HELD:  # the participant is gone; the seat waits for RESET
         return {"next_release_at": None, **_FORGET_PASSWORD}
+    if to in (S.CLEANING, S.RESETTING):  # worked on by this process until it moves on
+        return {"owner": owners.me()}
     return {}
 
 
