@@ -75,6 +75,10 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # wodtl, 60401-60450, cgroups wodsync/WKSHP-Wodtl* (v1 hierarchies of this machine)
     "test_limits": ("limits", ("root",)),
     "test_badges_seats": ("test_badges_seats", ("root",)),            # wodtv, 58701-58750
+    # The store's lab (storelab.py): wodtc, 54401-54440.
+    "test_managed_host": ("storelab", ("root", "hub")),
+    "test_store_backup": ("storelab", ("root", "pg")),
+    "test_replicas": ("storelab", ("root", "pg")),
     # bench/*.py at their smoke size: wodb* seats, uids 40001-45999, netns hosts from .201
     "test_bench_smoke": ("test_bench_smoke", ("root", "sshd", "hub")),
     # A PostgreSQL database per module (made once, on the worker running the module).

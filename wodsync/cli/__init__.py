@@ -2,6 +2,7 @@
 
 One module per group of commands (`badges`, `catalog`, `engine`, `sessions`, `seats`, `guard`,
 `report`, `review`, `watch`, `daemon`, `demo`, `mail`, `tokens`);
+`report`, `review`, `watch`, `daemon`, `demo`, `mail`, `store`);
 each imports the heavy parts of wodsync inside its commands, so `wodsync --help` stays fast.
 """
 
@@ -25,6 +26,7 @@ from wodsync.cli import (  # noqa: F401
     seats,
     sessions,
     tokens,
+    store,
     watch,
 )
 from wodsync.cli.common import EXIT_USAGE, main

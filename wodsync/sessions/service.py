@@ -429,7 +429,6 @@ class SessionService:
         ops = {SessionState.CREATING: "purge", SessionState.CLEANING: "cleanup",
                SessionState.RESETTING: "reset"}
         leases = self.store.leases
-        leases.beat()  # this process is alive before it judges the others
         done = []
         for state, op in ops.items():
             for session in self.store.sessions.find(state=state):

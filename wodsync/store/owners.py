@@ -113,3 +113,17 @@ class Leases:
         with reading(self.engine) as conn:
             beat = conn.scalar(select(LEASES.c.heartbeat_at).where(LEASES.c.owner == owner))
         return beat is not None and beat >= now - LEASE_TTL
+
+
+def live_leases(engine: Engine, now: datetime | None = None) -> list[str]:
+    """The processes serving from this store now (their lease alive, or, on this machine,
+    still running), for a restore to refuse while any does."""
+    now = now or datetime.now(UTC)
+    with reading(engine) as conn:
+        rows = conn.execute(select(LEASES.c.owner, LEASES.c.heartbeat_at)).all()
+    alive = []
+    for owner, beat in rows:
+        local = local_alive(owner)
+        if local or (local is None and beat >= now - LEASE_TTL):
+            alive.append(owner)
+    return alive
