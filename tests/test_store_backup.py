@@ -10,7 +10,6 @@ import json
 import os
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -32,7 +31,7 @@ def _writer(store, stop: threading.Event, made: list[str]) -> threading.Thread:
         n = 0
         while not stop.is_set():
             n += 1
-            s = store.sessions.allocate(WORKSHOP, Participant(f"P{n}", f"p{n}@example.org"),
+            s = store.sessions.allocate(f"W{n}", Participant(f"P{n}", f"p{n}@example.org"),
                                         [Candidate("lab", f"h{n}", 1, "wodtc1")], 1, 1.0, "r",
                                         "pw")
             made.append(s.id)
@@ -149,8 +148,8 @@ def test_an_older_backup_restored_is_reconciled_with_the_real_seats_first(lab):
     assert cleaned.returncode == 0, cleaned.stderr
     assert _states(lab) == {first["id"]: "ended", later["id"]: "active"}
     records = lab["tmp"] / "hoststate/seats"
-    assert sorted(p.name for p in records.iterdir()) == [f"{later['credentials']['username']}"
-                                                         ".json"]
+    assert sorted(records.glob("*.json")) == [records / f"{later['credentials']['username']}"
+                                                        ".json"]
 
     lab["store"] = open_store(state_dir=lab["state"])
     lab["store"].leases.beat()  # a serving process on this store: restore refuses
@@ -171,7 +170,7 @@ def test_an_older_backup_restored_is_reconciled_with_the_real_seats_first(lab):
     assert _states(lab) == {first["id"]: "ended", later["id"]: "active"}
     purged = _session(lab, "purge", later["id"])
     assert purged.returncode == 0, purged.stderr
-    assert not any(records.iterdir())
+    assert not any(records.glob("*.json"))
 
 
 def test_a_restore_refuses_what_is_not_a_wodsync_store_and_changes_nothing(tmp_path):

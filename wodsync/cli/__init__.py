@@ -1,8 +1,7 @@
 """The `wodsync` command line: thin wrappers that call the pipeline and set exit codes.
 
 One module per group of commands (`badges`, `catalog`, `engine`, `sessions`, `seats`, `guard`,
-`report`, `review`, `watch`, `daemon`, `demo`, `mail`, `tokens`);
-`report`, `review`, `watch`, `daemon`, `demo`, `mail`, `store`);
+`report`, `review`, `watch`, `daemon`, `demo`, `mail`, `tokens`, `store`);
 each imports the heavy parts of wodsync inside its commands, so `wodsync --help` stays fast.
 """
 
@@ -25,8 +24,8 @@ from wodsync.cli import (  # noqa: F401
     review,
     seats,
     sessions,
-    tokens,
     store,
+    tokens,
     watch,
 )
 from wodsync.cli.common import EXIT_USAGE, main

@@ -93,6 +93,23 @@ def restore_cmd(file: Path, root: Path, secrets_file: Path | None, state: Path |
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     say(f"restored {file} ({done.how}); reconciling with the hosts' seat records")
+    try:
+        missed = _reconcile(root, secrets_file, state, db)
+    except click.ClickException as exc:
+        raise click.ClickException(
+            f"the store is restored but not yet reconciled with the hosts: {exc.message}; "
+            "run `wodsync seat sync` (with --root, --state, --db) before serving") from None
+    if missed:
+        say(f"could not read the seat records of {', '.join(missed)}: run `wodsync seat "
+            "sync` once they answer, before serving")
+        raise SystemExit(EXIT_FAILED)
+
+
+def _reconcile(root: Path, secrets_file: Path | None, state: Path | None,
+               db: str | None) -> list[str]:
+    """The sessions dead processes left half-way taken over, the store brought in line with
+    every host's seat records and the releases that brings finished; the hosts that could not
+    be read."""
     with controller(root, state, db, secrets_file) as ctl:
         for s in ctl.sessions.recover():
             say(f"session {s.id}: {s.error}")
@@ -104,8 +121,4 @@ def restore_cmd(file: Path, root: Path, secrets_file: Path | None, state: Path |
                 click.echo(line)
         for s in ended:
             click.echo(f"{s.host}: session {s.id} ({s.username}) {s.state.value}")
-        missed = sorted(set(hosts) - {r.host for r in reports})
-    if missed:
-        say(f"could not read the seat records of {', '.join(missed)}: run `wodsync seat "
-            "sync` once they answer, before serving")
-        raise SystemExit(EXIT_FAILED)
+        return sorted(set(hosts) - {r.host for r in reports})

@@ -48,14 +48,17 @@ def _start_ticks(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-@cache
-def _me(pid: int) -> str:
+def owner_of(pid: int) -> str:
+    """A process of this machine as an owner: `host/boot/pid/start`."""
     return f"{socket.gethostname()[:100]}/{_boot_id()}/{pid}/{_start_ticks(pid) or 0}"
 
 
+_mine = cache(owner_of)
+
+
 def me() -> str:
-    """This process as an owner (`host/boot/pid/start`); a forked child is another owner."""
-    return _me(os.getpid())
+    """This process as an owner; a forked child is another owner."""
+    return _mine(os.getpid())
 
 
 def _parse(owner: str) -> tuple[str, str, int, str] | None:
