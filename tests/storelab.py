@@ -53,9 +53,10 @@ def hub_lines(tmp: Path, ports: dict[str, int]) -> str:
             "  token: {secret: HUB_STORELAB_TOKEN}\n")
 
 
-def catalog_files(tmp: Path, hub: str = "", gate: Path | None = None) -> dict[str, str]:
+def catalog_files(tmp: Path, hub: str = "", gate: Path | None = None,
+                  capacity: int = SEATS) -> dict[str, str]:
     """The lab's repository files. `hub`: the host's `hub:` lines (none: no hub); `gate`: the
-    create hook waits (at most 120 s) until this file exists."""
+    create hook waits (at most 120 s) until this file exists; `capacity`: the workshop's."""
     homes = tmp / "homes"
     homes.mkdir(mode=0o755, exist_ok=True)
     tmp.chmod(0o755)
@@ -68,7 +69,7 @@ def catalog_files(tmp: Path, hub: str = "", gate: Path | None = None) -> dict[st
                                  f"    gid_base: {UID_BASE}\n    home_root: {homes}\n",
         "catalog/variables.yaml": "BRANDING: Lab\n",
         f"catalog/workshops/{WORKSHOP}/workshop.yaml":
-            f"name: Store\ncapacity: {SEATS}\nseats: {{first: 1, last: {SEATS}}}\n"
+            f"name: Store\ncapacity: {capacity}\nseats: {{first: 1, last: {SEATS}}}\n"
             "location: lab\nduration: 2\nhooks: {create: scripts/create.sh}\n",
         f"catalog/workshops/{WORKSHOP}/1-Intro.ipynb": NOTEBOOK,
         f"catalog/workshops/{WORKSHOP}/scripts/create.sh":
@@ -81,7 +82,8 @@ def catalog_files(tmp: Path, hub: str = "", gate: Path | None = None) -> dict[st
     }
 
 
-def write_catalog(root: Path, tmp: Path, hub: str = "", gate: Path | None = None) -> None:
-    for rel, text in catalog_files(tmp, hub, gate).items():
+def write_catalog(root: Path, tmp: Path, hub: str = "", gate: Path | None = None,
+                  capacity: int = SEATS) -> None:
+    for rel, text in catalog_files(tmp, hub, gate, capacity).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
