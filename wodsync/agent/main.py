@@ -21,11 +21,13 @@ from wodsync.agent import PROTOCOL, batch, guard, manager, seats, server
 from wodsync.agent.host import HostSide
 from wodsync.agent.kinds import OPERATIONS as KIND_OPERATIONS
 from wodsync.agent.kinds import egress
+from wodsync.agent.manager import ManagerRecord
 from wodsync.agent.protocol import (
     Answer,
     ApplyAnswer,
     ApplyRequest,
     HostPayload,
+    ManageRequest,
     ObserveAnswer,
     ObserveRequest,
     VersionAnswer,
@@ -42,13 +44,17 @@ def _apply(payload: ApplyRequest, host: HostSide) -> ApplyAnswer:
     return batch.apply(payload, host)
 
 
+def _manage(payload: ManageRequest, host: HostSide) -> ManagerRecord:
+    return manager.claim(payload)
+
+
 def _version(payload: HostPayload, host: HostSide) -> VersionAnswer:
     return {"protocol": PROTOCOL, "python": sys.version.split()[0]}
 
 
 OPERATIONS: dict[str, Operation] = {
     "observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
-    **seats.OPERATIONS, **guard.OPERATIONS, **manager.OPERATIONS}
+    "manage": _manage, **seats.OPERATIONS, **guard.OPERATIONS}
 
 
 # What one-shot calls compute once per call and a long-lived agent must ask again per request.

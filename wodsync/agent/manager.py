@@ -128,7 +128,7 @@ def _write(state_dir: str, record: ManagerRecord) -> None:
         raise
 
 
-def claim(payload: Any, host: Any = None) -> ManagerRecord:
+def claim(payload: Any) -> ManagerRecord:
     """`manage` (its request: `protocol.ManageRequest`): record the caller (a daemon) as
     this host's manager, under the host lock. Another store's record is replaced only when
     forced (logged: a take-over)."""
@@ -151,5 +151,3 @@ def claim(payload: Any, host: Any = None) -> ManagerRecord:
         _write(state_dir, new)
         return new
 
-
-OPERATIONS = {"manage": claim}
