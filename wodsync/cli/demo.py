@@ -30,9 +30,12 @@ from wodsync.cli.common import err, main, root_option, say
 @click.option("--stop", is_flag=True, help="Stop the demo's daemon, mail sink, hub, proxy and "
                                            "servers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--force-manager", is_flag=True, help="Let the demo's daemon take over this "
+              "machine when another store's daemon manages it (logged on the host).")
 def demo_cmd(root: Path, folder: Path, port: int, location: str | None,
              hub_prefix: Path | None, pool_prefix: str | None, uid_base: int | None,
-             api_port: int, mail_port: int, stop: bool, as_json: bool) -> None:
+             api_port: int, mail_port: int, stop: bool, as_json: bool,
+             force_manager: bool) -> None:
     """The GitOps loop on this machine, from the example catalog (needs root).
 
     Writes a git repository of the example catalog with this machine as a local host, starts
@@ -47,7 +50,7 @@ def demo_cmd(root: Path, folder: Path, port: int, location: str | None,
 
     opts = demo.DemoOptions(root.resolve(), folder.resolve(), port, api_port, mail_port,
                             location, hub_prefix.resolve() if hub_prefix else None,
-                            pool_prefix, uid_base)
+                            pool_prefix, uid_base, force_manager)
     try:
         if stop:
             stopped = demo.stop_demo(opts)

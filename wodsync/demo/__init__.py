@@ -97,7 +97,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
     ensure_npm(say)
     api = _api(opts, secrets_file)
     mailbox = mail.start_sink(opts.folder, opts.mail_port)
-    daemon.start(opts.folder, repo, secrets_file, api, f"127.0.0.1:{opts.api_port}")
+    daemon.start(opts.folder, repo, secrets_file, api, f"127.0.0.1:{opts.api_port}",
+                 opts.force_manager)
     head = git(repo, "rev-parse", "HEAD")
     api.call("POST", "/api/v1/reconcile")  # a rerun: converge again now, not at the resync
     say(f"the daemon deploys {head[:12]} to this machine (location {location}); the first "

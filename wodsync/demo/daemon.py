@@ -55,15 +55,18 @@ def _pid(folder: Path) -> int | None:
     return running(folder / PID_FILE, "daemon")
 
 
-def start(folder: Path, repo: Path, secrets_file: Path, api: Api, listen: str) -> None:
-    """Start the daemon unless it already runs; wait until it answers."""
+def start(folder: Path, repo: Path, secrets_file: Path, api: Api, listen: str,
+          force_manager: bool = False) -> None:
+    """Start the daemon unless it already runs; wait until it answers. A host another
+    store's daemon manages stalls it (`wait_converged` says so) unless `force_manager`."""
     if _pid(folder) and api.alive():
         return
     log = (folder / LOG_FILE).open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "wodsync", "daemon", "--repo", str(repo), "--branch", "main",
          "--state", str(folder / CONTROLLER_STATE), "--listen", listen, "--secrets",
-         str(secrets_file), "--interval", "5", "--resync", "120"],
+         str(secrets_file), "--interval", "5", "--resync", "120",
+         *(["--force-manager"] if force_manager else [])],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("WODSYNC_")})
     (folder / PID_FILE).write_text(str(proc.pid))

@@ -46,6 +46,7 @@ class DemoOptions:
     hub_prefix: Path | None = None
     pool_prefix: str | None = None
     uid_base: int | None = None
+    force_manager: bool = False  # the demo's daemon takes over a host another store manages
 
 
 def secret_names(catalog: Catalog) -> set[str]:
