@@ -19,6 +19,7 @@ from wodsync.store import Candidate, Participant, open_store
 from wodsync.store.backup import pg_environment
 from wodsync.store.models import normalize_url
 
+from helpers import until
 from helpers import wodsync as run_wodsync
 from pg import pg_url, require_server, temporary_database  # noqa: F401  (pg_url: a fixture)
 from storelab import WORKSHOP, claim_accounts, env, remove_accounts, write_catalog
@@ -57,6 +58,8 @@ def test_a_sqlite_backup_under_concurrent_writes_is_whole_and_consistent(tmp_pat
     counts = []
     try:
         for n in range(4):
+            until(lambda: len(made) > (counts[-1] if counts else 0) + 3,
+                  "the writer does not write")  # each backup meets new writes
             target = tmp_path / f"backup-{n}.db"
             done = run_wodsync("store", "backup", target, "--state", state)
             assert done.returncode == 0, done.stderr
