@@ -190,3 +190,29 @@ def test_a_restore_refuses_what_is_not_a_wodsync_store_and_changes_nothing(tmp_p
     store = open_store(state_dir=state)
     assert store.sessions.count() == 1
     store.close()
+
+
+def test_a_backup_from_before_the_store_identity_keeps_the_identity_its_hosts_know(tmp_path):
+    """A daemon's hosts record its store's identity: restoring a backup made before wodsync
+    kept one must not give the store a new one (the hosts would refuse its daemon)."""
+    from alembic import command
+
+    from wodsync.store.migrations import alembic_config
+
+    older = tmp_path / "older.db"
+    engine = create_engine(f"sqlite:///{older}", poolclass=NullPool)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(connection=conn), "0013")
+    engine.dispose()
+    state = tmp_path / "state"
+    store = open_store(state_dir=state)
+    known = store.identity
+    store.close()
+    root = tmp_path / "repo"
+    write_catalog(root, tmp_path)
+    restored = run_wodsync("store", "restore", older, "--state", state, "--root", root)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "lab: in line with the store" in restored.stdout
+    store = open_store(state_dir=state)
+    assert store.identity == known
+    store.close()

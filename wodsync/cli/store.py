@@ -24,6 +24,12 @@ def store_group() -> None:
     """The store: back it up while it serves, restore it."""
 
 
+def _state(state: Path | None) -> Path:
+    from wodsync.controller import state_dir
+
+    return state_dir(state)
+
+
 def _url(state: Path | None, db: str | None) -> str:
     from wodsync.controller import state_dir
     from wodsync.store import default_url
@@ -31,9 +37,9 @@ def _url(state: Path | None, db: str | None) -> str:
     return db or default_url(state_dir(state))
 
 
-def _users(state: Path | None, db: str | None) -> list[str]:
-    """Who uses the store now: a daemon holding the writer lock, serving processes whose lease
-    is alive (`store.owners`)."""
+def _users(state: Path | None, db: str | None) -> tuple[list[str], str | None]:
+    """Who uses the store now — a daemon holding the writer lock, serving processes whose
+    lease is alive (`store.owners`) — and the store's identity (None: it does not open)."""
     from wodsync.controller import state_dir
     from wodsync.store import StoreError, open_store, writer_running
     from wodsync.store.owners import live_leases
@@ -41,11 +47,11 @@ def _users(state: Path | None, db: str | None) -> list[str]:
     try:
         store = open_store(db, state_dir=state_dir(state))
     except StoreError:
-        return []  # nothing can serve from a store that does not open
+        return [], None  # nothing can serve from a store that does not open
     try:
         found = [f"wodsync serve or daemon {owner}" for owner in live_leases(store.engine)]
         daemon = writer_running(state_dir(state), store)
-        return ([daemon] if daemon else []) + found
+        return ([daemon] if daemon else []) + found, store.identity
     finally:
         store.close()
 
@@ -81,15 +87,21 @@ def restore_cmd(file: Path, root: Path, secrets_file: Path | None, state: Path |
     """Replace the store with the backup FILE, then reconcile it with the seats the hosts
     record before anything serves: sessions the hosts no longer hold end, seats the store
     forgot are adopted and listed. Stop the daemon and every `wodsync serve` first."""
-    from wodsync.store.backup import restore
+    from wodsync.store import open_store
+    from wodsync.store.backup import has_identity, keep_identity, restore
     from wodsync.store.models import StoreError
 
-    users = _users(state, db)
+    users, identity = _users(state, db)
     if users:
         raise click.ClickException("the store is in use by " + "; ".join(users) + ": stop "
                                    "them first (a restore under a serving process is lost)")
+    url = _url(state, db)
     try:
-        done = restore(_url(state, db), file)
+        done = restore(url, file)
+        older = not has_identity(url)
+        open_store(db, state_dir=_state(state)).close()  # its schema brought up to date
+        if older and identity:  # a backup from before the identity: the hosts know this one
+            keep_identity(url, identity)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     say(f"restored {file} ({done.how}); reconciling with the hosts' seat records")

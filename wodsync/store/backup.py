@@ -25,7 +25,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
 from wodsync.store.files import FILE_MODE, sqlite_file
 from wodsync.store.models import StoreError, normalize_url
@@ -179,3 +181,24 @@ def restore(url: str, source: Path) -> Done:
             raise BackupError(f"{source}: no such backup")
         return sqlite_restore(source, database)
     return pg_restore(make_url(normalized), source)
+
+
+def has_identity(url: str) -> bool:
+    """Whether the database at `url` already has the store's identity (a backup made before
+    wodsync kept one has not: its first open makes a new one)."""
+    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    try:
+        return inspect(engine).has_table("store_identity")
+    finally:
+        engine.dispose()
+
+
+def keep_identity(url: str, identity: str) -> None:
+    """Give the restored store the identity the replaced one had, so the hosts its daemon
+    manages still recognise it."""
+    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE store_identity SET id = :id"), {"id": identity})
+    finally:
+        engine.dispose()
