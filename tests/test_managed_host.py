@@ -2,7 +2,9 @@
 JupyterHub and real seats — `apply --yes` run by hand without the daemon's store, on a host
 the daemon manages, used to plan with no sessions and empty a workshop's hub group of its live
 sessions. It is now refused on the host itself, whatever store it was given; `plan` still
-works and says who manages the host; `--force-manager` goes on, logged on the host."""
+works and says who manages the host; `--force-manager` goes on, logged on the host. And
+through the engine on real seats: a daemon records itself even with nothing to change, and a
+daemon of another store takes a host over only when forced."""
 
 from __future__ import annotations
 
@@ -15,6 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from wodsync.catalog import validate
+from wodsync.engine.desired import desired_state
+from wodsync.engine.manager import Applier
+from wodsync.engine.reconcile import host_job
+from wodsync.secrets import Secrets
 
 from gitorigin import Origin
 from helpers import until
@@ -31,9 +39,9 @@ from storelab import (
     env,
     hub_lines,
     remove_accounts,
+    write_catalog,
 )
 
-pytestmark = needs_hub
 FIRST_INSTALL_S = 900  # a fresh machine installs JupyterHub and the proxy first
 
 
@@ -118,6 +126,7 @@ def apply_elsewhere(lab, *args: str):
                        lab["tmp"] / "elsewhere", *args, env=env())
 
 
+@needs_hub
 def test_the_daemon_records_itself_on_the_host_root_only_and_without_its_url(managed):
     record_file = managed["tmp"] / "hoststate/manager.json"
     record = json.loads(record_file.read_text())
@@ -128,6 +137,7 @@ def test_the_daemon_records_itself_on_the_host_root_only_and_without_its_url(man
     assert group_members(managed) == managed["users"]
 
 
+@needs_hub
 def test_an_apply_without_the_daemons_store_is_refused_and_the_hub_group_keeps_its_members(
         managed):
     planned = run_wodsync("plan", "--root", managed["root"], "--state",
@@ -145,6 +155,7 @@ def test_an_apply_without_the_daemons_store_is_refused_and_the_hub_group_keeps_i
     assert not (managed["tmp"] / "hoststate/manager.log").exists(), "nothing was forced"
 
 
+@needs_hub
 def test_with_force_manager_the_apply_goes_on_and_is_logged_on_the_host(managed):
     forced = apply_elsewhere(managed, "--force-manager")
     assert forced.returncode == 0, forced.stdout + forced.stderr
@@ -156,3 +167,44 @@ def test_with_force_manager_the_apply_goes_on_and_is_logged_on_the_host(managed)
     assert logged["manager"]["description"].startswith("wodsync daemon on ")
     record = json.loads((managed["tmp"] / "hoststate/manager.json").read_text())
     assert record == logged["manager"], "forcing an apply does not take the host over"
+
+
+def test_a_daemon_records_itself_with_nothing_to_change_and_another_takes_over_if_forced(
+        tmp_path):
+    """Through the engine and the agent on real seats (no hub): a converged host gets the
+    record at the daemon's first job; a daemon of another store is refused, the record kept;
+    forced, it takes the host over, logged on the host."""
+    if os.geteuid() != 0:
+        pytest.skip("real seats need root (./bootstrap test)")
+    claim_accounts()
+    try:
+        root = tmp_path / "repo"
+        write_catalog(root, tmp_path)
+        catalog, _ = validate(root)
+        desired = desired_state(catalog, "lab", Secrets())
+        first = host_job(desired, apply=True)  # an apply with no store: no daemon manages it
+        assert first.ok and first.converged and first.manager is None, first.error
+        record_file = tmp_path / "hoststate/manager.json"
+        assert not record_file.exists()
+
+        ours = Applier.daemon("a" * 32, "sqlite")
+        claimed = host_job(desired, apply=True, applier=ours)
+        assert claimed.ok and not claimed.plan.has_changes, claimed.error
+        assert json.loads(record_file.read_text())["store"] == "a" * 32, "written anyway"
+
+        theirs = host_job(desired, apply=True, applier=Applier.daemon("b" * 32, "postgresql"))
+        assert f"host lab: {record_file}: this host is managed by wodsync daemon on" in \
+            (theirs.error or "") and "from another store (bbbb" in theirs.error
+        assert json.loads(record_file.read_text())["store"] == "a" * 32
+
+        taken = host_job(desired, apply=True,
+                         applier=Applier.daemon("b" * 32, "postgresql", force=True))
+        assert taken.ok, taken.error
+        record = json.loads(record_file.read_text())
+        assert record["store"] == "b" * 32 and "postgresql store" in record["description"]
+        logged = json.loads((tmp_path / "hoststate/manager.log").read_text().splitlines()[-1])
+        assert logged["event"] == "taken over" and logged["manager"]["store"] == "a" * 32
+        observed = host_job(desired, apply=False)
+        assert observed.manager == record, "plan (read-only) says who manages the host"
+    finally:
+        remove_accounts()
