@@ -79,6 +79,48 @@ class Daemon:
             self.proc.wait(timeout=180)
 
 
+def test_a_daemon_records_itself_with_nothing_to_change_and_another_takes_over_if_forced(
+        tmp_path):
+    """(First in the module: it uses the lab's accounts before the hub lab makes them.)
+    Through the engine and the agent on real seats (no hub): a converged host gets the
+    record at the daemon's first job; a daemon of another store is refused, the record kept;
+    forced, it takes the host over, logged on the host."""
+    if os.geteuid() != 0:
+        pytest.skip("real seats need root (./bootstrap test)")
+    claim_accounts()
+    try:
+        root = tmp_path / "repo"
+        write_catalog(root, tmp_path)
+        catalog, _ = validate(root)
+        desired = desired_state(catalog, "lab", Secrets())
+        first = host_job(desired, apply=True)  # an apply with no store: no daemon manages it
+        assert first.ok and first.converged and first.manager is None, first.error
+        record_file = tmp_path / "hoststate/manager.json"
+        assert not record_file.exists()
+
+        ours = Applier.daemon("a" * 32, "sqlite")
+        claimed = host_job(desired, apply=True, applier=ours)
+        assert claimed.ok and not claimed.plan.has_changes, claimed.error
+        assert json.loads(record_file.read_text())["store"] == "a" * 32, "written anyway"
+
+        theirs = host_job(desired, apply=True, applier=Applier.daemon("b" * 32, "postgresql"))
+        assert f"host lab: {record_file}: this host is managed by wodsync daemon on" in \
+            (theirs.error or "") and "from another store (bbbb" in theirs.error
+        assert json.loads(record_file.read_text())["store"] == "a" * 32
+
+        taken = host_job(desired, apply=True,
+                         applier=Applier.daemon("b" * 32, "postgresql", force=True))
+        assert taken.ok, taken.error
+        record = json.loads(record_file.read_text())
+        assert record["store"] == "b" * 32 and "postgresql store" in record["description"]
+        logged = json.loads((tmp_path / "hoststate/manager.log").read_text().splitlines()[-1])
+        assert logged["event"] == "taken over" and logged["manager"]["store"] == "a" * 32
+        observed = host_job(desired, apply=False)
+        assert observed.manager == record, "plan (read-only) says who manages the host"
+    finally:
+        remove_accounts()
+
+
 @pytest.fixture(scope="module")
 def managed(tmp_path_factory):
     """A host the daemon converged, with three live sessions in the workshop's hub group."""
@@ -168,43 +210,3 @@ def test_with_force_manager_the_apply_goes_on_and_is_logged_on_the_host(managed)
     record = json.loads((managed["tmp"] / "hoststate/manager.json").read_text())
     assert record == logged["manager"], "forcing an apply does not take the host over"
 
-
-def test_a_daemon_records_itself_with_nothing_to_change_and_another_takes_over_if_forced(
-        tmp_path):
-    """Through the engine and the agent on real seats (no hub): a converged host gets the
-    record at the daemon's first job; a daemon of another store is refused, the record kept;
-    forced, it takes the host over, logged on the host."""
-    if os.geteuid() != 0:
-        pytest.skip("real seats need root (./bootstrap test)")
-    claim_accounts()
-    try:
-        root = tmp_path / "repo"
-        write_catalog(root, tmp_path)
-        catalog, _ = validate(root)
-        desired = desired_state(catalog, "lab", Secrets())
-        first = host_job(desired, apply=True)  # an apply with no store: no daemon manages it
-        assert first.ok and first.converged and first.manager is None, first.error
-        record_file = tmp_path / "hoststate/manager.json"
-        assert not record_file.exists()
-
-        ours = Applier.daemon("a" * 32, "sqlite")
-        claimed = host_job(desired, apply=True, applier=ours)
-        assert claimed.ok and not claimed.plan.has_changes, claimed.error
-        assert json.loads(record_file.read_text())["store"] == "a" * 32, "written anyway"
-
-        theirs = host_job(desired, apply=True, applier=Applier.daemon("b" * 32, "postgresql"))
-        assert f"host lab: {record_file}: this host is managed by wodsync daemon on" in \
-            (theirs.error or "") and "from another store (bbbb" in theirs.error
-        assert json.loads(record_file.read_text())["store"] == "a" * 32
-
-        taken = host_job(desired, apply=True,
-                         applier=Applier.daemon("b" * 32, "postgresql", force=True))
-        assert taken.ok, taken.error
-        record = json.loads(record_file.read_text())
-        assert record["store"] == "b" * 32 and "postgresql store" in record["description"]
-        logged = json.loads((tmp_path / "hoststate/manager.log").read_text().splitlines()[-1])
-        assert logged["event"] == "taken over" and logged["manager"]["store"] == "a" * 32
-        observed = host_job(desired, apply=False)
-        assert observed.manager == record, "plan (read-only) says who manages the host"
-    finally:
-        remove_accounts()

@@ -102,7 +102,7 @@ def test_a_postgresql_backup_runs_pg_dump_with_the_url_in_its_environment_only(
         normalize_url(pg_url)))
     assert environment["PGDATABASE"] and "PGHOST" in environment
     with temporary_database(require_server()) as other:
-        restored = run_wodsync("store", "restore", target, "--state", tmp_path / "other",
+        restored = run_wodsync("store", "restore", target, "--state", tmp_path / "state",
                                "--root", tmp_path, env={**os.environ, "WODSYNC_DB": other})
         # no catalog at --root: the data is back, the reconciliation says it cannot run
         assert "restored" in restored.stderr, restored.stderr

@@ -98,12 +98,16 @@ def restore_cmd(file: Path, root: Path, secrets_file: Path | None, state: Path |
     url = _url(state, db)
     try:
         done = restore(url, file)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
         older = not has_identity(url)
         open_store(db, state_dir=_state(state)).close()  # its schema brought up to date
         if older and identity:  # a backup from before the identity: the hosts know this one
             keep_identity(url, identity)
     except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{file} is restored, but the store does not open: "
+                                   f"{exc}") from None
     say(f"restored {file} ({done.how}); reconciling with the hosts' seat records")
     try:
         missed = _reconcile(root, secrets_file, state, db)
