@@ -9,7 +9,7 @@ serving process's last sign of life, so that recovery only takes over the half-d
 of processes that are gone, never those of a live replica.
 
 Revision ID: 0008
-Revises: 0013
+Revises: 0012
 Create Date: 2026-12-06
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
