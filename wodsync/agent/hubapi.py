@@ -8,6 +8,7 @@ pagination media type, without which the hub stops at 200 items.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -16,6 +17,27 @@ from typing import Any, TypedDict, cast
 
 PAGINATION = "application/jupyterhub-pagination+json"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _loopback_tls() -> ssl.SSLContext:
+    """The hub's own proxy on this host's loopback, with `hub.tls`: its certificate names the
+    public host, not 127.0.0.1, so it is not checked here. Nothing leaves the machine, and the
+    proxy's port is below 1024 (root's) unless the plan says otherwise."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_LOOPBACK_OPENER = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_loopback_tls()))
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    parts = urllib.parse.urlsplit(url)
+    return _LOOPBACK_OPENER if parts.scheme == "https" and parts.hostname in LOOPBACK \
+        else _OPENER
 
 
 class Listing(TypedDict, total=False):
@@ -48,7 +70,7 @@ def request(api: str, token: str, method: str, path: str, body: Any = None,
                                           "Content-Type": "application/json",
                                           "Accept": accept})
     try:
-        with _OPENER.open(req, timeout=timeout) as answer:
+        with _opener(req.full_url).open(req, timeout=timeout) as answer:
             raw = answer.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300]

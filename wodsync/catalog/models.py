@@ -465,6 +465,19 @@ PipVersion = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*([a-z]
 NpmVersion = Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
 
 
+PublicUrl = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.:\[\]-]+(/[^\s\"'<>`?#]*)?$",
+                                             max_length=2048)]
+
+
+class HubTls(Strict):
+    """The certificate the hub's proxy serves (https): files on the host, root's. The engine
+    checks them at every plan (a missing file, a key others may read are errors) and restarts
+    the hub when their content changed, so a certificate renewed in place is served."""
+
+    cert: AbsPath = Field(description="PEM certificate (with its chain) on the host.")
+    key: AbsPath = Field(description="PEM private key on the host: root's, mode 0600 or 0400.")
+
+
 class Hub(Strict):
     """The host's JupyterHub: the environment, the service and how wodsync reaches its API.
 
@@ -508,6 +521,13 @@ class Hub(Strict):
         82, description="The proxy's loopback API port. Below 1024 so no student can listen on "
                         "it when the proxy starts and receive its token.")
     api_url: Url | None = Field(None, description="Default: the hub's own port on loopback.")
+    public_url: PublicUrl | None = Field(
+        None, description="Where participants log in, as they reach it (a DNS name, a reverse "
+                          "proxy's https address), e.g. https://wod.example.org/; default: "
+                          "http(s)://<address>:<port>/ of the host.")
+    tls: HubTls | None = Field(
+        None, description="The proxy serves https with this certificate and key (paths on "
+                          "the host); absent: http, or TLS ended by a reverse proxy.")
     token: SecretRef | None = Field(None, description="Token of the wodsync hub service.")
     admins: list[LinuxName] = Field([], description="Hub admin users (existing accounts).")
     spawn_limit: Annotated[int, Field(ge=1, le=1000)] = Field(
@@ -605,6 +625,18 @@ class Host(Strict):
         None, description="Admin user given a read/write ACL on every student home.")
     limits: Limits | None = Field(None, description="Default limits of every seat of this "
                                                     "host (over the pool's).")
+
+    def hub_url(self) -> str | None:
+        """Where this host's participants log in (None: no hub here): the hub's `public_url`,
+        else its own address and public port, https when the proxy serves TLS. The only
+        builder of a student's URL: answers, pages and mails all take it from here."""
+        if self.hub is None:
+            return None
+        if self.hub.public_url:
+            return self.hub.public_url.rstrip("/") + "/"
+        scheme = "https" if self.hub.tls else "http"
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{scheme}://{address}:{self.hub.port}/"
 
     @model_validator(mode="after")
     def _key_pinned(self) -> Host:

@@ -35,7 +35,8 @@ def _proxy(host: Host) -> str:
         ip = "127.0.0.1"
     elif ip == "::":
         ip = "::1"
-    return f"http://{f'[{ip}]' if ':' in ip else ip}:{host.hub.port}"
+    scheme = "https" if host.hub.tls else "http"
+    return f"{scheme}://{f'[{ip}]' if ':' in ip else ip}:{host.hub.port}"
 
 
 def _hub(catalog: Catalog, name: str, secrets: Secrets) -> Hub | None:

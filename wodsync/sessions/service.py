@@ -98,8 +98,7 @@ class Created:
 
 def hub_url(catalog: Catalog, host_name: str) -> str | None:
     """Where the participant logs in: the host's hub (None for a host without a hub)."""
-    host = catalog.hosts[host_name]
-    return f"http://{host.address}:{host.hub.port}/" if host.hub else None
+    return catalog.hosts[host_name].hub_url()
 
 
 def _now() -> datetime:

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypedDict, cast
 
-from wodsync.agent import hubapi
-from wodsync.agent.factspec import BOOL, DIGEST, INT, Nullable, Record
+from wodsync.agent import hubapi, hubtls
+from wodsync.agent.factspec import BOOL, DIGEST, INT, TEXT, ListOf, Nullable, Record
 from wodsync.agent.host import HostSide
 from wodsync.agent.protocol import HostPayload
 from wodsync.agent.run import BASE_PATH
@@ -32,9 +32,13 @@ READY_SECONDS = 90
 PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 
 
-class Probe(TypedDict):
+class _ProbeBase(TypedDict):
     supervisor: str              # systemd | process
     data_dir: str
+
+
+class Probe(_ProbeBase, total=False):
+    tls: hubtls.TlsProbe | None  # the proxy's certificate and key (None: http)
 
 
 class _Running(TypedDict):
@@ -48,11 +52,15 @@ class Facts(_Running, total=False):
     pid: int | None
     fingerprint: str | None
     unprivileged_port_start: int | None
+    tls: hubtls.TlsFacts | None      # the certificate and key as they are on disk now
+    tls_started: str | None          # their digest when the running hub (and proxy) started
 
 
 FACTS = Record({"running": BOOL},
                {"pid": Nullable(INT), "fingerprint": Nullable(DIGEST),
-                "unprivileged_port_start": Nullable(INT)})
+                "unprivileged_port_start": Nullable(INT),
+                "tls": Nullable(Record({"digest": Nullable(DIGEST), "problems": ListOf(TEXT)})),
+                "tls_started": Nullable(DIGEST)})
 
 
 class Part(TypedDict):
@@ -62,6 +70,7 @@ class Part(TypedDict):
     data_dir: str
     config_path: str
     fingerprint: str
+    tls: hubtls.TlsProbe | None
 
 
 class StopHubRequest(HostPayload):
@@ -115,15 +124,16 @@ def _state(probe: Probe) -> Facts:
         with open(os.path.join(probe["data_dir"], STATE_FILE), encoding="utf-8") as f:
             recorded = json.load(f)
     except (OSError, ValueError):
-        recorded = {"pid": None, "fingerprint": None}
+        recorded = {"pid": None, "fingerprint": None, "tls": None}
     if probe["supervisor"] == "systemd":
         recorded["pid"] = _systemd_pid()
         running = bool(recorded["pid"])
     else:
         running = _is_hub(recorded.get("pid"))
-    state = cast(Facts, {**recorded, "running": running})
+    state = cast(Facts, {"pid": recorded.get("pid"), "fingerprint": recorded.get("fingerprint"),
+                         "tls_started": recorded.get("tls"), "running": running})
     if not running:
-        state["fingerprint"] = None
+        state["fingerprint"] = state["tls_started"] = None
     return state
 
 
@@ -138,6 +148,8 @@ def _unprivileged_port_start() -> int | None:
 def observe(probe: Probe, host: HostSide) -> Facts:
     facts = _state(probe)
     facts["unprivileged_port_start"] = _unprivileged_port_start()
+    tls = probe.get("tls")
+    facts["tls"] = hubtls.check(tls) if tls else None
     return facts
 
 
@@ -156,22 +168,30 @@ def _terminate(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _record(part: Part, pid: int | None) -> None:
+def _record(part: Part, pid: int | None, tls: str | None) -> None:
+    """The fingerprint the hub starts with, and the digest of the certificate its new proxy
+    reads (read before the start: a renewal racing it is seen at the next plan)."""
     with open(os.path.join(part["data_dir"], STATE_FILE), "w", encoding="utf-8") as f:
-        json.dump({"pid": pid, "fingerprint": part["fingerprint"]}, f)
+        json.dump({"pid": pid, "fingerprint": part["fingerprint"], "tls": tls}, f)
+
+
+def _tls_digest(part: Part) -> str | None:
+    tls = part.get("tls")
+    return hubtls.check(tls)["digest"] if tls else None
 
 
 Died = Callable[[], "str | None"]
 
 
 def _start_process(part: Part) -> tuple[int, Died]:
+    tls = _tls_digest(part)
     logfile = os.path.join(part["data_dir"], "jupyterhub.log")
     with open(logfile, "ab") as out:
         proc = subprocess.Popen([os.path.join(part["prefix"], "bin", "jupyterhub"), "-f",
                                  part["config_path"]], cwd=part["data_dir"],
                                 env=_env(part["prefix"]), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    _record(part, proc.pid)
+    _record(part, proc.pid, tls)
 
     def died() -> str | None:
         if proc.poll() is None:
@@ -184,13 +204,14 @@ def _start_process(part: Part) -> tuple[int, Died]:
 
 def _start_unit(part: Part) -> tuple[int | None, Died]:
     """systemd: enable, then restart (KillMode=process in the unit: the hub process only)."""
+    tls = _tls_digest(part)
     for args in (("enable", "--quiet", UNIT), ("restart", UNIT)):
         done = _systemctl(*args)
         if done.returncode != 0:
             raise RuntimeError(f"systemctl {' '.join(args)} exited {done.returncode}: "
                                f"{(done.stderr or done.stdout).strip()[-500:]}")
     pid = _systemd_pid()
-    _record(part, pid)
+    _record(part, pid, tls)
     return pid, lambda: None if _systemd_pid() else \
         f"{UNIT} is not running: see `journalctl -u {UNIT}`"
 

@@ -21,6 +21,16 @@ The proxy's token is new at every proxy start and never stored (the hub's config
 it), so a token seen once is worthless after the next restart. The kernel decides what
 "privileged" means (`net.ipv4.ip_unprivileged_port_start`, 0 in some containers): it is
 observed, and a hub port a student could take is a plan note.
+
+With `hub.tls` the proxy serves https. configurable-http-proxy reads its certificate once, when
+it starts, so the host half reports a digest of the certificate and key on disk and the one the
+running hub's proxy started with: when they differ (a certificate renewed in place), the hub is
+restarted, and with it comes a new proxy that serves the new certificate. Students' servers
+keep running; what they see is the proxy's replacement — the hub's pages answer 503 for the few
+seconds the hub takes to start, and an open JupyterLab loses its connection for a moment and
+reconnects by itself (kernels keep their state). Files that are missing, not root's or a key
+others may read are errors located at the host file's `hub.tls`, and the hub is then left as it
+is: a proxy started with them would not come up.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from wodsync.agent.hubtls import TlsProbe
 from wodsync.agent.kinds.service import KIND, PORT_SYSCTL, Facts, Part, Probe, StopHubRequest
 from wodsync.agent.protocol import HostPayload
 from wodsync.engine import hubwant
@@ -59,6 +70,8 @@ class HubService:
     config_path: str
     fingerprint: str
     ports: tuple[tuple[str, int], ...] = ()    # (field, port) of the hub's three ports
+    tls: tuple[str, str] | None = None         # (cert, key) paths on the host
+    tls_at: str = ""                           # where hub.tls is in the host file
 
 
 @dataclass(frozen=True)
@@ -78,11 +91,26 @@ def desired(ctx: DesiredContext) -> HubService | None:
     return HubService(hub.service, hub.api, hub.prefix, hub.data_dir,
                       f"{hub.config_dir}/jupyterhub_config.py",
                       hubwant.fingerprint(files, pip.get("jupyterhub", ""), hubwant.npm(hub)),
-                      tuple(hub.ports()))
+                      tuple(hub.ports()), (hub.tls.cert, hub.tls.key) if hub.tls else None,
+                      _tls_at(ctx) if hub.tls else "")
+
+
+def _tls_at(ctx: DesiredContext) -> str:
+    """`hosts/<name>.yaml:LINE:COL` of the host's `hub.tls`, where its errors point."""
+    try:
+        doc = ctx.catalog.host_doc(ctx.name)
+    except KeyError:
+        return f"hosts/{ctx.name}.yaml"
+    line, col = doc.at("hub", "tls")
+    return f"{doc.rel}:{line}:{col}"
+
+
+def _tls_probe(want: HubService) -> TlsProbe | None:
+    return {"cert": want.tls[0], "key": want.tls[1]} if want.tls else None
 
 
 def probe(want: HubService) -> Probe:
-    return {"supervisor": want.supervisor, "data_dir": want.data_dir}
+    return {"supervisor": want.supervisor, "data_dir": want.data_dir, "tls": _tls_probe(want)}
 
 
 def _facts(plan: PlanContext) -> Facts:
@@ -120,15 +148,35 @@ def _check_ports(plan: PlanContext, want: HubService) -> None:
             f"the proxy's token); {' and '.join(fixes)}")
 
 
+def _tls_unfit(plan: PlanContext, want: HubService) -> bool:
+    """The certificate or key cannot be served: an error each, located at `hub.tls`."""
+    tls = _facts(plan).get("tls") or {}
+    for problem in tls.get("problems", []) if want.tls else []:
+        plan.errors.append(f"{want.tls_at}: hub.tls: {problem}; the hub is left as it is")
+    return bool(want.tls and (tls.get("problems") or not tls.get("digest")))
+
+
+def _renewed(state: Facts, want: HubService) -> bool:
+    """The certificate or key on disk is not what the running proxy started with."""
+    tls = state.get("tls") or {}
+    return bool(want.tls) and tls.get("digest") != state.get("tls_started")
+
+
 def diff(plan: PlanContext) -> None:
     want: HubService = plan.want[KIND]
     state = _facts(plan)
     _check_ports(plan, want)
+    if _tls_unfit(plan, want):
+        return
     if not state.get("running"):
         plan.add(Action.CREATE, KIND, NAME, "not running", ServiceChange("start"))
     elif state.get("fingerprint") != want.fingerprint:
         plan.add(Action.UPDATE, KIND, NAME, "configuration or version changed: restart "
                  "(student servers keep running)", ServiceChange("restart"))
+    elif _renewed(state, want):
+        plan.add(Action.UPDATE, KIND, NAME, "TLS certificate or key changed on disk: restart, "
+                 "its new proxy serves it (student servers keep running)",
+                 ServiceChange("restart"))
     else:
         plan.noop(KIND, NAME, f"is running (pid {state.get('pid')}) with this configuration")
 
@@ -136,7 +184,7 @@ def diff(plan: PlanContext) -> None:
 def batch(want: HubService, changes: list[Change]) -> Part:
     return {"supervisor": want.supervisor, "api": want.api, "prefix": want.prefix,
             "data_dir": want.data_dir, "config_path": want.config_path,
-            "fingerprint": want.fingerprint}
+            "fingerprint": want.fingerprint, "tls": _tls_probe(want)}
 
 
 def stop_hub_request(desired: Wish) -> StopHubRequest:
