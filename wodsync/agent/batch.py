@@ -75,7 +75,9 @@ def apply(payload: ApplyRequest, host: HostSide | None = None) -> ApplyAnswer:
         if stale:
             return {"stale": stale, "log": [], "failures": [], "timings": {}, "skipped": []}
         skipped = []
-        for _order, name, fn, part in _phases(payload["batch"]):
+        phases = _phases(payload["batch"])
+        for step, (_order, name, fn, part) in enumerate(phases):
+            host.progress(phase=name, step=step, steps=len(phases))
             if host.stop_requested.is_set():
                 skipped.append(name)
                 continue

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from wodsync.agent.inventory import Inventory
-from wodsync.agent.protocol import Failure
+from wodsync.agent.protocol import PROGRESS_MARK, Failure
 
 
 class Stopped(Exception):
@@ -30,6 +32,17 @@ class HostSide:
         self.failures: list[Failure] = []
         self.timings: dict[str, float] = {}
         self.stop_requested = threading.Event()
+        # Where progress goes while the call runs, when the request asks for it (None: not).
+        self.report: Callable[[dict[str, Any]], None] | None = None
+        self._step: dict[str, Any] = {}
+
+    def progress(self, detail: str = "", **step: Any) -> None:
+        """Tell the controller, while the call runs, what the host is doing now (a phase and
+        its position, or what a long phase is at: `detail`). Nothing when not asked for."""
+        if self.report is None:
+            return
+        self._step.update(step)
+        self.report({**self._step, "detail": detail})
 
     @property
     def inventory(self) -> Inventory:
@@ -48,6 +61,13 @@ class HostSide:
         """A safe point in a long phase: stop here if the controller asked."""
         if self.stop_requested.is_set():
             raise Stopped("the controller asked to stop")
+
+
+def to_stderr(step: dict[str, Any]) -> None:
+    """A one-shot call's progress: a marked line on stderr, read by the controller as it
+    comes (its stdout holds only the answer)."""
+    sys.stderr.write(PROGRESS_MARK + json.dumps(step) + "\n")
+    sys.stderr.flush()
 
 
 def digest(facts: Any) -> str:

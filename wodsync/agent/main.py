@@ -15,10 +15,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Dict
 
 from wodsync.agent import PROTOCOL, batch, guard, manager, seats, server
-from wodsync.agent.host import HostSide
+from wodsync.agent.host import HostSide, to_stderr
 from wodsync.agent.kinds import OPERATIONS as KIND_OPERATIONS
 from wodsync.agent.kinds import egress
 from wodsync.agent.manager import ManagerRecord
@@ -34,6 +34,7 @@ from wodsync.agent.protocol import (
 )
 
 Operation = Callable[[Any, HostSide], Mapping[str, Any]]
+Report = Callable[[Dict[str, Any]], None]
 
 
 def _observe(payload: ObserveRequest, host: HostSide) -> ObserveAnswer:
@@ -73,10 +74,11 @@ def _watch_stdin(host: HostSide, fd: int) -> None:
     host.stop_requested.set()
 
 
-def serve(request: Any, stdin_fd: int | None = None,
-          stop: threading.Event | None = None) -> Answer:
+def serve(request: Any, stdin_fd: int | None = None, stop: threading.Event | None = None,
+          report: Report | None = None) -> Answer:
     """Answer one request as a JSON-ready dict; errors are data, never tracebacks. The call
-    is asked to stop when `stdin_fd` ends (one-shot) or `stop` is set (persistent agent)."""
+    is asked to stop when `stdin_fd` ends (one-shot) or `stop` is set (persistent agent).
+    When the request asks for progress it goes to `report` (default: stderr, one-shot)."""
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
         got = request.get("protocol") if isinstance(request, dict) else None
         return {"ok": False, "error": f"protocol mismatch: the controller speaks version "
@@ -89,6 +91,8 @@ def serve(request: Any, stdin_fd: int | None = None,
     host = HostSide(payload.get("state_dir", "/var/lib/wodsync"), payload.get("owner"))
     if stop is not None:
         host.stop_requested = stop
+    if request.get("progress"):
+        host.report = report or to_stderr
     if stdin_fd is not None:
         threading.Thread(target=_watch_stdin, args=(host, stdin_fd), daemon=True).start()
     try:
@@ -97,10 +101,10 @@ def serve(request: Any, stdin_fd: int | None = None,
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _persistent(request: Any, stop: threading.Event) -> Answer:
+def _persistent(request: Any, stop: threading.Event, report: Report) -> Answer:
     for clear in PER_REQUEST_CACHES:  # a long-lived agent asks again at each request
         clear()
-    return serve(request, stop=stop)
+    return serve(request, stop=stop, report=report)
 
 
 def main(request: Any, digest: str = "") -> None:

@@ -27,12 +27,17 @@ class HostPayload(TypedDict):
     owner: str
 
 
-class Request(TypedDict):
-    """The envelope: the agent refuses another `protocol` or an `op` not in its table."""
-
+class _Request(TypedDict):
     protocol: int
     op: str
     payload: HostPayload
+
+
+class Request(_Request, total=False):
+    """The envelope: the agent refuses another `protocol` or an `op` not in its table.
+    `progress`: write progress lines to stderr while the call runs (`PROGRESS_MARK`)."""
+
+    progress: bool
 
 
 class Answer(TypedDict, total=False):
@@ -82,6 +87,11 @@ class ManageRequest(_ManageRequest, total=False):
     """`manage` (`agent.manager.claim`): answered with the host's record (`ManagerRecord`)."""
 
     lock_timeout: float
+
+
+PROGRESS_MARK = "\x1ewodsync-progress "
+"""Starts each progress line the agent writes to stderr (JSON after it): `{"phase", "step",
+"steps", "detail"}`. Anything else on stderr is the agent's own failure output."""
 
 
 class Failure(TypedDict):

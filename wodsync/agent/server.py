@@ -5,9 +5,10 @@ operation, about 400 ms seen from the controller while servers boot beside it �
 seat operation itself. So the controller keeps one agent per host on the connection it already
 holds and sends it requests as JSON lines (`{"id", "request"}`); each runs in a thread of its
 own and its answer comes back as a line (`{"id", "answer"}`) when it is ready, whatever the
-order. The operations are the one-shot table (`main.OPERATIONS`), served by the same
-`main.serve`: nothing changes in what a request may do, and no lock is held across requests —
-each takes the host's locks as a one-shot call does, for its own duration.
+order; a request that asks for progress gets `{"id", "progress"}` lines before it. The
+operations are the one-shot table (`main.OPERATIONS`), served by the same `main.serve`:
+nothing changes in what a request may do, and no lock is held across requests — each takes the
+host's locks as a one-shot call does, for its own duration.
 
 Stopping: `{"cancel": id}` asks that request to stop at its next safe point, as closing a
 one-shot call's stdin does; the end of stdin (the controller gone, its connection lost) asks
@@ -27,11 +28,12 @@ import json
 import os
 import sys
 import threading
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Dict
 
 from wodsync.agent import PROTOCOL
 
-Serve = Callable[[Any, threading.Event], Any]
+# (request, stop, report): `report` sends a progress step of the request while it runs.
+Serve = Callable[[Any, threading.Event, Callable[[Dict[str, Any]], None]], Any]
 
 
 class Wire:
@@ -91,8 +93,11 @@ class Agent:
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     def _answer(self, rid: Any, request: Any, stop: threading.Event) -> None:
+        def report(step: Dict[str, Any]) -> None:
+            self.wire.send({"id": rid, "progress": step})
+
         try:
-            answer = self.serve(request, stop)
+            answer = self.serve(request, stop, report)
         finally:
             with self._lock:
                 self.running.pop(rid, None)

@@ -60,7 +60,10 @@ def demo_cmd(root: Path, folder: Path, port: int, location: str | None,
                                   "servers)" if stopped["hub_was_running"]
                                   else "the demo hub was not running"))
             return
-        result = demo.run_demo(opts, lambda line: say(f"demo: {line}"))
+        from wodsync.progress import shown
+
+        with shown() as progress:  # the daemon's steps: a first install takes minutes
+            result = demo.run_demo(opts, lambda line: say(f"demo: {line}"), progress)
     except (demo.DemoError, SecretError, HostError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -307,17 +307,22 @@ def _confirm(results: list[HostResult], fmt: str) -> bool:
 @click.option("--yes", is_flag=True, help="Apply without asking.")
 @click.option("--force-manager", is_flag=True, help="Apply also to hosts another store's "
               "daemon manages (their live sessions are unknown here; logged on each host).")
+@click.option("--log-json", is_flag=True,
+              help="Progress as JSON log lines on stderr (never the live display).")
 @format_option
 def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
               secrets_file: Path | None, parallel: int, allow_deletions: int | None,
               lock_timeout: float, state: Path | None, db: str | None, yes: bool,
-              force_manager: bool, fmt: str, as_json: bool) -> None:
+              force_manager: bool, fmt: str, as_json: bool, log_json: bool) -> None:
     """Apply the plan: one batch per host, hosts in parallel, then observe again.
 
     With PLAN_FILE (from `plan --out`), apply exactly that plan: a host whose facts or plan
-    moved since is refused. Without it, the plan shown is the plan applied.
+    moved since is refused. Without it, the plan shown is the plan applied. While it
+    applies, each host's step shows on stderr: a live display on a terminal, log lines
+    otherwise.
     """
     from wodsync.engine.reconcile import reconcile
+    from wodsync.progress import shown
 
     fmt = "json" if as_json else fmt
     saved = None
@@ -346,9 +351,10 @@ def apply_cmd(plan_file: Path | None, root: Path, hosts: tuple[str, ...],
                 sys.exit(EXIT_FAILED if any(not r.ok for r in preview) else EXIT_OK)
             saved = {r.host: r.plan for r in preview if r.plan}
             chosen = [t for t in chosen if t.name in saved]
-        results = reconcile(chosen, apply=True, parallel=parallel,
-                            allow_deletions=allow_deletions, saved=saved, cancel=cancel,
-                            lock_timeout=lock_timeout, applier=who)
+        with shown(sys.stderr, log_json) as progress:
+            results = reconcile(chosen, apply=True, parallel=parallel,
+                                allow_deletions=allow_deletions, saved=saved, cancel=cancel,
+                                lock_timeout=lock_timeout, applier=who, progress=progress)
     sys.exit(report(results, fmt, applied=True))
 
 

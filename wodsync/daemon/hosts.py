@@ -27,6 +27,7 @@ from wodsync.engine.manager import Applier
 from wodsync.engine.reconcile import HostResult, host_job
 from wodsync.engine.transport import Cancel
 from wodsync.logs import FIELDS
+from wodsync.progress import Lines
 from wodsync.store import Condition, Reason, Reconciliation, Result, Store, Trigger, WriterLost
 
 BACKOFF_BASE = 10.0
@@ -109,7 +110,8 @@ class HostRunner:
             result = HostResult(name, error=f"{type(exc).__name__}: {exc}")
         else:
             result = host_job(desired, apply=True, allow_deletions=allow_deletions,
-                              cancel=cancel, fence=self.fence, applier=self.applier)
+                              cancel=cancel, fence=self.fence, applier=self.applier,
+                              progress=Lines(changes_only=True))  # a first install: minutes
         seconds = time.monotonic() - clock
         outcome = classify(result, trigger)
         self.fence()

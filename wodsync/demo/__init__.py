@@ -33,6 +33,7 @@ from wodsync.demo.repo import (
     write_repo,
     write_secrets,
 )
+from wodsync.progress import Progress
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "lines", "run_demo", "stop_demo"]
 
@@ -82,7 +83,10 @@ def _session(api: daemon.Api, workshop: str) -> dict[str, Any]:
                     f"{(body or {}).get('detail')}")
 
 
-def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
+def run_demo(opts: DemoOptions, say: Callable[[str], None],
+             progress: Progress | None = None) -> DemoResult:
+    """Everything `wodsync demo` does; `progress` shows the daemon's steps while it converges
+    the host (its progress log lines, followed)."""
     from wodsync.demo.repo import CONTROLLER_STATE, git
 
     opts.folder.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
     api.call("POST", "/api/v1/reconcile")  # a rerun: converge again now, not at the resync
     say(f"the daemon deploys {head[:12]} to this machine (location {location}); the first "
         "run installs JupyterHub and the proxy")
-    daemon.wait_converged(api, HOST, head, say, opts.folder / daemon.LOG_FILE)
+    daemon.wait_converged(api, HOST, head, say, opts.folder / daemon.LOG_FILE, progress)
     session = _session(api, demo_workshop(demo_catalog, location))
     creds = session.get("credentials") or {}
     return DemoResult(f"http://127.0.0.1:{opts.port}/", creds.get("username", ""),

@@ -19,6 +19,8 @@ from typing import Any
 
 from wodsync.demo.pidfile import running, terminate
 from wodsync.demo.repo import CONTROLLER_STATE, DemoError
+from wodsync.progress import LOGGER as PROGRESS_LOGGER
+from wodsync.progress import Progress
 
 PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
@@ -66,7 +68,9 @@ def start(folder: Path, repo: Path, secrets_file: Path, api: Api, listen: str,
         [sys.executable, "-m", "wodsync", "daemon", "--repo", str(repo), "--branch", "main",
          "--state", str(folder / CONTROLLER_STATE), "--listen", listen, "--secrets",
          str(secrets_file), "--interval", "5", "--resync", "120",
-         *(["--force-manager"] if force_manager else [])],
+         *(["--force-manager"] if force_manager else []),
+         # JSON lines: the demo follows the daemon's progress lines in its log (follow_log)
+         "--log-json"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("WODSYNC_")})
     (folder / PID_FILE).write_text(str(proc.pid))
@@ -78,13 +82,44 @@ def start(folder: Path, repo: Path, secrets_file: Path, api: Api, listen: str,
         time.sleep(0.2)
 
 
+def follow_log(log: Path, progress: Progress) -> Callable[[], None]:
+    """A poll that hands the daemon's new progress lines (JSON, logger `wodsync.progress`)
+    to `progress`; lines written before the call are not shown."""
+    offset = log.stat().st_size if log.exists() else 0
+
+    def poll() -> None:
+        nonlocal offset
+        try:
+            with log.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            return
+        complete = data[:data.rfind(b"\n") + 1]
+        offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("logger") == PROGRESS_LOGGER:
+                progress.update(str(event.get("host")), event.get("phase"),
+                                str(event.get("detail") or ""), event.get("done"),
+                                event.get("total"))
+
+    return poll
+
+
 def wait_converged(api: Api, host: str, revision: str, say: Callable[[str], None],
-                   log: Path) -> None:
+                   log: Path, progress: Progress | None = None) -> None:
     """Until the host converged at `revision` after now (a status from before — a hub since
-    stopped — does not count); a Stalled host at that revision is the demo's error."""
+    stopped — does not count); a Stalled host at that revision is the demo's error. The
+    daemon's progress lines meanwhile go to `progress`."""
     since = datetime.now(UTC)
     deadline, last = time.monotonic() + READY_SECONDS, ""
+    poll = follow_log(log, progress or Progress())
     while time.monotonic() < deadline:
+        poll()
         code, status = api.call("GET", "/api/v1/status")
         hosts = {h["host"]: h for h in (status or {}).get("hosts", [])} if code == 200 else {}
         h = hosts.get(host)

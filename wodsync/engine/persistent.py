@@ -31,11 +31,16 @@ class AgentGone(TransportError):
     """The agent ended while a request was in flight: it may have been partly done."""
 
 
+# Called with each progress step the agent sends for a request while it runs.
+Step = Callable[[dict[str, Any]], None]
+
+
 @dataclass
 class _Waiter:
     done: threading.Event = field(default_factory=threading.Event)
     answer: Any = None
     error: str | None = None
+    step: Step | None = None
 
 
 class _Process:
@@ -53,8 +58,8 @@ class _Process:
         for target in (self._read, self._drain):
             threading.Thread(target=target, daemon=True, name="wodsync-agent").start()
 
-    def expect(self, rid: int) -> _Waiter:
-        waiter = _Waiter()
+    def expect(self, rid: int, step: Step | None = None) -> _Waiter:
+        waiter = _Waiter(step=step)
         with self._lock:
             if self.ended is not None:
                 waiter.error = self.ended
@@ -88,11 +93,25 @@ class _Process:
             self.hello = message
             self.ready.set()
             return
+        if "progress" in message:
+            self._progress(message)
+            return
         with self._lock:
             waiter = self._waiters.pop(message.get("id"), None)
         if waiter is not None:
             waiter.answer = message.get("answer")
             waiter.done.set()
+
+    def _progress(self, message: dict[str, Any]) -> None:
+        """A step of a running request, to its listener (on this reader thread: kept short
+        by the listener; one that fails never stops the reading)."""
+        rid = message.get("id")
+        with self._lock:
+            waiter = self._waiters.get(rid) if isinstance(rid, int) else None
+        if waiter is not None and waiter.step is not None \
+                and isinstance(message["progress"], dict):
+            with contextlib.suppress(Exception):
+                waiter.step(message["progress"])
 
     def _drain(self) -> None:
         """stderr read as it comes (a full channel window would stall the agent); its tail is
@@ -168,19 +187,20 @@ class PersistentAgent:
                                  f"(protocol {hello.get('protocol')}); not used")
         return process
 
-    def call(self, request: Any, cancel: Cancel | None = None, timeout: float = 3600) -> Any:
+    def call(self, request: Any, cancel: Cancel | None = None, timeout: float = 3600,
+             step: Step | None = None) -> Any:
         """The agent's answer to `request`. A request that could not be sent is sent once
         more to a new agent (it never reached the old one); one in flight when the agent ended
-        is an error (AgentGone), never sent again."""
+        is an error (AgentGone), never sent again. `step` hears the request's progress."""
         rid = next(self._ids)
         process = self._current()
-        waiter = process.expect(rid)
+        waiter = process.expect(rid, step)
         try:
             process.send({"id": rid, "request": request})
         except OSError:
             process.forget(rid)
             process = self._current(replacing=process)
-            waiter = process.expect(rid)
+            waiter = process.expect(rid, step)
             try:
                 process.send({"id": rid, "request": request})
             except OSError as exc:

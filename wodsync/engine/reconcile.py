@@ -31,6 +31,7 @@ from wodsync.engine.manager import Applier, ManagerRecord
 from wodsync.engine.plan import HostPlan, plan_host
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import Cancel, Transport, TransportError, connect
+from wodsync.progress import Batch, Progress, agent_step
 
 STALE_RETRIES = 2
 LOCK_TIMEOUT = 30.0
@@ -93,10 +94,14 @@ def batch_payload(desired: DesiredHost, plan: HostPlan,
 
 
 def _apply(transport: Transport, desired: DesiredHost, plan: HostPlan, result: HostResult,
-           cancel: Cancel | None, lock_timeout: float, applier: Applier) -> None:
+           cancel: Cancel | None, lock_timeout: float, applier: Applier,
+           progress: Progress) -> None:
+    batch = Batch({kind: len(plan.by_kind(kind)) for kind in KINDS if plan.by_kind(kind)})
+    progress.update(desired.name, "applying", done=0, total=batch.total)
     payload = batch_payload(desired, plan, lock_timeout)
     payload["manager"] = applier.wire()
-    done: ApplyAnswer = remote.call(transport, "apply", payload, cancel)
+    done: ApplyAnswer = remote.call(transport, "apply", payload, cancel,
+                                    agent_step(progress, desired.name, batch))
     if done["stale"]:
         raise StalePlan("the facts of " + ", ".join(done["stale"]) + " changed since the "
                         "plan was made")
@@ -107,9 +112,20 @@ def _apply(transport: Transport, desired: DesiredHost, plan: HostPlan, result: H
 
 
 def _plan(transport: Transport, desired: DesiredHost, allow_deletions: int | None,
-          cancel: Cancel | None) -> tuple[HostPlan, Observation]:
+          cancel: Cancel | None, progress: Progress, phase: str,
+          done: int | None = None) -> tuple[HostPlan, Observation]:
+    progress.update(desired.name, phase, done=done)
     seen = observe(transport, desired, cancel)
     return plan_host(desired, seen.facts, seen.digests, allow_deletions), seen
+
+
+def _outcome(result: HostResult) -> str:
+    """The last step a host's display shows."""
+    if result.error:
+        return "failed: " + result.error.splitlines()[0][:120]
+    if not result.ok:
+        return "done with errors"
+    return "converged" if result.converged else "changes left"
 
 
 def _same(saved: HostPlan, fresh: HostPlan) -> str | None:
@@ -143,19 +159,35 @@ def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None =
              saved: HostPlan | None = None, transport: Transport | None = None,
              cancel: Cancel | None = None, lock_timeout: float = LOCK_TIMEOUT,
              fence: Callable[[], None] | None = None,
-             applier: Applier | None = None) -> HostResult:
+             applier: Applier | None = None,
+             progress: Progress | None = None) -> HostResult:
     """Plan one host and, when asked, apply the plan (retrying when the host moved under it).
     `fence` is called right before each apply and raises when this controller may no longer
     write (the daemon's writer lock lost): the exception propagates, nothing is applied.
     `applier` is who applies (default: a caller without a store): a host another store's
-    daemon manages refuses it unless it forces (`engine.manager`)."""
-    result = HostResult(desired.name)
+    daemon manages refuses it unless it forces (`engine.manager`). `progress` is told each
+    step (the agent's phases while it applies)."""
+    progress = progress or Progress()
     applier = applier or Applier(None, "a wodsync apply without a store")
+    result = _host_job(desired, apply, allow_deletions, saved, transport, cancel,
+                       lock_timeout, fence, applier, progress)
+    total = len(result.plan.changes) if result.plan else None
+    progress.update(desired.name, _outcome(result), done=total if result.ok else None,
+                    total=total)
+    return result
+
+
+def _host_job(desired: DesiredHost, apply: bool, allow_deletions: int | None,
+              saved: HostPlan | None, transport: Transport | None, cancel: Cancel | None,
+              lock_timeout: float, fence: Callable[[], None] | None, applier: Applier,
+              progress: Progress) -> HostResult:
+    result = HostResult(desired.name)
     own = transport is None
     transport = transport or connect(desired.name, desired.host)
     try:
         for attempt in range(STALE_RETRIES + 1):
-            result.plan, seen = _plan(transport, desired, allow_deletions, cancel)
+            result.plan, seen = _plan(transport, desired, allow_deletions, cancel, progress,
+                                      "observing")
             result.facts, result.manager = seen.facts, seen.manager
             if apply:
                 result.error = _admitted(transport, desired, applier, seen, fence)
@@ -171,13 +203,16 @@ def host_job(desired: DesiredHost, *, apply: bool, allow_deletions: int | None =
             if fence is not None:
                 fence()
             try:
-                _apply(transport, desired, result.plan, result, cancel, lock_timeout, applier)
+                _apply(transport, desired, result.plan, result, cancel, lock_timeout, applier,
+                       progress)
                 break
             except StalePlan as exc:
                 if saved is not None or attempt == STALE_RETRIES:
                     result.error = f"refusing to apply: {exc}"
                     return result
-        result.after, after = _plan(transport, desired, allow_deletions, None)
+        assert result.plan is not None
+        result.after, after = _plan(transport, desired, allow_deletions, None, progress,
+                                    "observing again", len(result.plan.changes))
         result.facts = after.facts  # what the host is now: published facts never lag
     except (TransportError, HostError) as exc:
         result.error = str(exc)
@@ -200,7 +235,8 @@ class Target:
 def reconcile(targets: list[Target], *, apply: bool, parallel: int = 8,
               allow_deletions: int | None = None, saved: dict[str, HostPlan] | None = None,
               cancel: Cancel | None = None, lock_timeout: float = LOCK_TIMEOUT,
-              applier: Applier | None = None) -> list[HostResult]:
+              applier: Applier | None = None,
+              progress: Progress | None = None) -> list[HostResult]:
     """Plan (and optionally apply) every host; results in the order of `targets`."""
     def one(target: Target) -> HostResult:
         if cancel and cancel.soft.is_set():
@@ -211,7 +247,7 @@ def reconcile(targets: list[Target], *, apply: bool, parallel: int = 8,
             return HostResult(target.name, error=str(exc))
         return host_job(desired, apply=apply, allow_deletions=allow_deletions,
                         saved=(saved or {}).get(target.name), cancel=cancel,
-                        lock_timeout=lock_timeout, applier=applier)
+                        lock_timeout=lock_timeout, applier=applier, progress=progress)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return list(pool.map(one, targets))

@@ -16,6 +16,7 @@ it and the file are root's and writable by root alone; the digest changes with e
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wodsync.agent import PROTOCOL
-from wodsync.agent.protocol import HostPayload, Request
-from wodsync.engine.persistent import PersistentAgent
-from wodsync.engine.transport import Cancel, Transport
+from wodsync.agent.protocol import PROGRESS_MARK, HostPayload, Request
+from wodsync.engine.persistent import PersistentAgent, Step
+from wodsync.engine.transport import Cancel, OnStderr, Transport
 
 if TYPE_CHECKING:
     from wodsync.catalog.models import Host
@@ -105,27 +106,56 @@ def host_payload(name: str, host: Host) -> HostPayload:
 
 
 def call(transport: Transport, op: str, payload: HostPayload,
-         cancel: Cancel | None = None) -> Any:
+         cancel: Cancel | None = None, step: Step | None = None) -> Any:
     """One round trip — a request to the host's persistent agent (`engine.persistent`), or,
     with `WODSYNC_AGENT=oneshot`, a python3 of its own; the agent's own error becomes
-    HostError with its message."""
+    HostError with its message. With `step`, the agent reports what it is doing while it
+    runs (its phases), and `step` is called with each report."""
     envelope: Request = {"protocol": PROTOCOL, "op": op, "payload": payload}
+    if step:
+        envelope["progress"] = True
     agent = persistent_agent(transport)
-    answer = agent.call(envelope, cancel) if agent else _one_shot(transport, envelope, cancel)
+    answer = agent.call(envelope, cancel, step=step) if agent else \
+        _one_shot(transport, envelope, cancel, step)
     if not answer["ok"]:
         raise HostError(answer["error"])
     return answer["result"]
 
 
-def _one_shot(transport: Transport, envelope: Request, cancel: Cancel | None) -> Any:
+def _progress_lines(step: Step) -> OnStderr:
+    """A one-shot agent's stderr, piece by piece → its progress lines (`PROGRESS_MARK`),
+    each parsed and handed to `step`."""
+    mark = PROGRESS_MARK.encode()
+    pending = bytearray()
+
+    def feed(data: bytes) -> None:
+        pending.extend(data)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            if line.startswith(mark):
+                with contextlib.suppress(ValueError):
+                    step(json.loads(line[len(mark):]))
+
+    return feed
+
+
+def _failure_text(stderr: bytes) -> str:
+    """A one-shot agent's own failure output, without its progress lines."""
+    lines = stderr.decode(errors="replace").splitlines()
+    return "\n".join(ln for ln in lines if not ln.startswith(PROGRESS_MARK)).strip()[-500:]
+
+
+def _one_shot(transport: Transport, envelope: Request, cancel: Cancel | None,
+              step: Step | None = None) -> Any:
     request = {"bundle": bundle(), "request": envelope}
     result = transport.run(["python3", "-c", LOADER], json.dumps(request).encode() + b"\n",
-                           cancel=cancel)
+                           cancel=cancel, on_stderr=_progress_lines(step) if step else None)
     try:
         return json.loads(result.stdout)
     except ValueError:
         raise HostError(f"agent failed (exit {result.status}): "
-                        f"{result.stderr.decode(errors='replace').strip()[-500:]}") from None
+                        f"{_failure_text(result.stderr)}") from None
 
 
 _agents_lock = threading.Lock()

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -57,6 +58,10 @@ class Cancel:
 
     soft: threading.Event = field(default_factory=threading.Event)
     hard: threading.Event = field(default_factory=threading.Event)
+
+
+# Called with each piece of the command's stderr as it arrives (progress lines of a long call).
+OnStderr = Callable[[bytes], None]
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class Transport(Protocol):
     agent: Closeable | None
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
-            cancel: Cancel | None = None) -> CommandResult:
+            cancel: Cancel | None = None, on_stderr: OnStderr | None = None) -> CommandResult:
         ...
 
     def open_stream(self, argv: list[str]) -> Stream:
@@ -184,13 +189,13 @@ class SSHTransport:
             return self.conn.transport
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
-            cancel: Cancel | None = None) -> CommandResult:
+            cancel: Cancel | None = None, on_stderr: OnStderr | None = None) -> CommandResult:
         transport = self._connect()
         try:
             chan = transport.open_session(timeout=CONNECT_TIMEOUT)
             chan.exec_command(shlex.join(argv))
             chan.sendall(stdin)
-            stdout, stderr = _collect(chan, timeout, cancel)
+            stdout, stderr = _collect(chan, timeout, cancel, on_stderr)
             return CommandResult(chan.recv_exit_status(), stdout, stderr)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._open = False
@@ -242,8 +247,8 @@ class _ChannelStream:
         self.chan.close()
 
 
-def _collect(chan: paramiko.Channel, timeout: float,
-             cancel: Cancel | None) -> tuple[bytes, bytes]:
+def _collect(chan: paramiko.Channel, timeout: float, cancel: Cancel | None,
+             on_stderr: OnStderr | None = None) -> tuple[bytes, bytes]:
     """Read until the command ends; stdin is closed when the command is done — or earlier,
     when the controller wants the agent to stop."""
     out, err = [], []
@@ -258,6 +263,8 @@ def _collect(chan: paramiko.Channel, timeout: float,
             raise TimeoutError("the command did not finish in time")
         while chan.recv_stderr_ready():
             err.append(chan.recv_stderr(1 << 16))
+            if on_stderr:
+                on_stderr(err[-1])
         try:
             data = chan.recv(1 << 16)
         except TimeoutError:
@@ -282,13 +289,13 @@ class LocalTransport:
         self.agent: Closeable | None = None
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 3600,
-            cancel: Cancel | None = None) -> CommandResult:
+            cancel: Cancel | None = None, on_stderr: OnStderr | None = None) -> CommandResult:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
         assert proc.stdin and proc.stdout and proc.stderr
         proc.stdin.write(stdin)
         proc.stdin.flush()
-        out, err = _collect_local(proc, timeout, cancel)
+        out, err = _collect_local(proc, timeout, cancel, on_stderr)
         return CommandResult(proc.wait(), out, err)
 
     def open_stream(self, argv: list[str]) -> Stream:
@@ -351,8 +358,8 @@ def _read(stream: IO[bytes]) -> bytes:
     return data
 
 
-def _collect_local(proc: subprocess.Popen[bytes], timeout: float,
-                   cancel: Cancel | None) -> tuple[bytes, bytes]:
+def _collect_local(proc: subprocess.Popen[bytes], timeout: float, cancel: Cancel | None,
+                   on_stderr: OnStderr | None = None) -> tuple[bytes, bytes]:
     assert proc.stdin and proc.stdout and proc.stderr
     out: list[bytes] = []
     err: list[bytes] = []
@@ -370,6 +377,8 @@ def _collect_local(proc: subprocess.Popen[bytes], timeout: float,
             data = os.read(fd, 1 << 16)
             if data:
                 streams[fd].append(data)
+                if on_stderr and fd == proc.stderr.fileno():
+                    on_stderr(data)
             else:
                 del streams[fd]
     if not proc.stdin.closed:

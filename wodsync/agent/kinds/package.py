@@ -119,22 +119,28 @@ def observe(probe: Probe, host: HostSide) -> Facts:
 def install(part: Part, host: HostSide) -> None:
     """apt, then the venv, then pip (one call), then npm: as planned."""
     if part["apt"]:
+        host.progress(f"apt: installing {len(part['apt'])} packages")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
         run(["apt-get", "install", "-y", "-qq", *part["apt"]], env=env)
         host.say(f"apt installed {len(part['apt'])} packages")
     if part["venv"]:
+        host.progress(f"venv: creating the hub environment {part['prefix']}")
         os.makedirs(os.path.dirname(part["prefix"]), mode=0o755, exist_ok=True)
         run([part["python"], "-m", "venv", part["prefix"]])
         host.say(f"created the hub environment {part['prefix']}")
     if part["pip"]:
         links = [arg for path in part["find_links"] for arg in ("--find-links", path)]
         links += ["--no-index"] if part["no_index"] else []
+        host.progress(f"pip: installing {len(part['pip'])} packages (JupyterHub's first "
+                      "install takes minutes)" if part["venv"] else
+                      f"pip: installing {len(part['pip'])} packages")
         run([os.path.join(part["prefix"], "bin", "python"), "-m", "pip", "install", "-q",
              "--disable-pip-version-check", *links, *part["pip"]])
         host.say(f"pip installed {len(part['pip'])} packages")
     if part["npm"]:
         specs = [f"{name}@{version}" for name, version in sorted(part["npm"].items())]
+        host.progress(f"npm: installing {', '.join(specs)} (the proxy)")
         run(["npm", "install", "--prefix", os.path.join(part["prefix"], "node"),
              "--no-audit", "--no-fund", *specs])
         host.say(f"npm installed {len(specs)} packages")

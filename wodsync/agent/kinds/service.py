@@ -231,6 +231,8 @@ def _wait_ready(api: str, died: Died) -> None:
 def start(part: Part, host: HostSide) -> None:
     state = _state({"supervisor": part["supervisor"], "data_dir": part["data_dir"]})
     os.makedirs(part["data_dir"], mode=0o700, exist_ok=True)
+    host.progress(("restarting" if state["running"] else "starting") + " the hub, waiting "
+                  "until it answers")
     pid: int | None
     if part["supervisor"] == "systemd":
         pid, died = _start_unit(part)

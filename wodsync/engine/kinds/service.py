@@ -150,7 +150,7 @@ def _check_ports(plan: PlanContext, want: HubService) -> None:
 
 def _tls_unfit(plan: PlanContext, want: HubService) -> bool:
     """The certificate or key cannot be served: an error each, located at `hub.tls`."""
-    tls = _facts(plan).get("tls") or {}
+    tls: dict[str, Any] = dict(_facts(plan).get("tls") or {})
     for problem in tls.get("problems", []) if want.tls else []:
         plan.errors.append(f"{want.tls_at}: hub.tls: {problem}; the hub is left as it is")
     return bool(want.tls and (tls.get("problems") or not tls.get("digest")))
@@ -158,7 +158,7 @@ def _tls_unfit(plan: PlanContext, want: HubService) -> bool:
 
 def _renewed(state: Facts, want: HubService) -> bool:
     """The certificate or key on disk is not what the running proxy started with."""
-    tls = state.get("tls") or {}
+    tls: dict[str, Any] = dict(state.get("tls") or {})
     return bool(want.tls) and tls.get("digest") != state.get("tls_started")
 
 
