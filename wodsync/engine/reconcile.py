@@ -212,7 +212,8 @@ def _host_job(desired: DesiredHost, apply: bool, allow_deletions: int | None,
                     return result
         assert result.plan is not None
         result.after, after = _plan(transport, desired, allow_deletions, None, progress,
-                                    "observing again", len(result.plan.changes))
+                                    "observing again",
+                                    len(result.plan.changes) if result.plan else None)
         result.facts = after.facts  # what the host is now: published facts never lag
     except (TransportError, HostError) as exc:
         result.error = str(exc)
