@@ -52,10 +52,11 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_hub": ("test_hub", ("root", "hub")),                        # wodth, 52001-52999
     "test_hub_ports": ("test_hub_ports", ("root", "hub")),            # wodtp, 57001-57050
     "test_hub_systemd": ("test_hub_systemd", ("root", "hub")),        # wodts, 54001-…
-    # wodto: the hub with TLS 54801-54850, apply's progress 54851-54860 (one group: the
-    # group gid 54800 is shared).
+    # wodto: the hub with TLS 54801-54850, apply's progress and the public URL 54851-54860
+    # (one group: the uids and the group gid 54800 are shared).
     "test_hub_tls": ("wodto", ("root", "hub")),
     "test_progress": ("wodto", ("root",)),
+    "test_public_url": ("wodto", ("root",)),
     "test_demo": ("test_demo", ("root", "hub")),     # wodtd, /etc/skel, /etc/sysctl.d, …
     # The participant's host (journeylab.py): wodtj, 58301-58350, a hub and chromium.
     "test_student_polish": ("journeylab", ("root", "hub")),
