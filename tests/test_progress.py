@@ -1,6 +1,6 @@
 """What `apply` shows while it works: one log line per step off a terminal (text or JSON), a
-rich display on a terminal (a real pseudo-terminal), and the agent's phase steps read from its
-stderr as they come, whatever pieces the pipe cuts them into.
+rich display on a terminal (a real pseudo-terminal), and the agent's phase steps as they come
+(the persistent agent's wire, or a one-shot agent's stderr in whatever pieces the pipe cuts).
 
 A local host with ten seats, wodto51-60 (uids 54851-54860; the same group of tests as
 test_hub_tls, which uses 54801-54850), made again by each apply.
@@ -67,8 +67,13 @@ def _steps(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if " INFO lab: " in ln]
 
 
-def test_apply_off_a_terminal_prints_a_log_line_per_step_up_to_all_changes_done(lab):
-    done = wodsync("apply", "--yes", "--root", lab)
+@pytest.mark.parametrize("agent", ["persistent", "oneshot"])
+def test_apply_off_a_terminal_prints_a_log_line_per_step_up_to_all_changes_done(lab, agent):
+    """The agent's steps come as `progress` lines of the persistent agent's wire, or as
+    marked lines on a one-shot agent's stderr: the same lines either way."""
+    env = {k: v for k, v in os.environ.items() if k != "WODSYNC_AGENT"}
+    done = wodsync("apply", "--yes", "--root", lab,
+                   env=env if agent == "persistent" else dict(env, WODSYNC_AGENT="oneshot"))
     assert done.returncode == 0, done.stdout + done.stderr
     steps = _steps(done.stderr)
     phases = [re.search(r"INFO lab: ([^:\[]+)", s).group(1).strip() for s in steps]
