@@ -35,7 +35,9 @@ class _Request(TypedDict):
 
 class Request(_Request, total=False):
     """The envelope: the agent refuses another `protocol` or an `op` not in its table.
-    `progress`: write progress lines to stderr while the call runs (`PROGRESS_MARK`)."""
+    `progress`: report the call's steps while it runs — the persistent agent as
+    `{"id", "progress"}` lines before its answer, a one-shot call as `PROGRESS_MARK` lines on
+    its stderr."""
 
     progress: bool
 
