@@ -88,6 +88,9 @@ class Agent:
         stop = threading.Event()
         with self._lock:
             self.running[rid] = stop
+        # Before anything runs: the controller may send again a request this agent never
+        # said it took, and never one it did.
+        self.wire.send({"id": rid, "taken": True})
         thread = threading.Thread(target=self._answer, args=(rid, message["request"], stop))
         thread.start()
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]

@@ -31,6 +31,10 @@ class AgentGone(TransportError):
     """The agent ended while a request was in flight: it may have been partly done."""
 
 
+class _NotTaken(TransportError):
+    """The agent ended before it said it took the request: nothing of it ran."""
+
+
 # Called with each progress step the agent sends for a request while it runs.
 Step = Callable[[dict[str, Any]], None]
 
@@ -41,6 +45,7 @@ class _Waiter:
     answer: Any = None
     error: str | None = None
     step: Step | None = None
+    taken: bool = False  # the agent said it took the request (before running any of it)
 
 
 class _Process:
@@ -95,6 +100,12 @@ class _Process:
             return
         if "progress" in message:
             self._progress(message)
+            return
+        if "taken" in message:
+            with self._lock:
+                taken = self._waiters.get(message.get("id"))
+            if taken is not None:
+                taken.taken = True
             return
         with self._lock:
             waiter = self._waiters.pop(message.get("id"), None)
@@ -189,23 +200,24 @@ class PersistentAgent:
 
     def call(self, request: Any, cancel: Cancel | None = None, timeout: float = 3600,
              step: Step | None = None) -> Any:
-        """The agent's answer to `request`. A request that could not be sent is sent once
-        more to a new agent (it never reached the old one); one in flight when the agent ended
-        is an error (AgentGone), never sent again. `step` hears the request's progress."""
+        """The agent's answer to `request`. A request the agent never took — it could not be
+        sent, or the agent ended before saying it took it (its first answer to every request,
+        before any of it runs) — is sent once more to a new agent; one it took is an error
+        when the agent ends (AgentGone), never sent again. `step` hears its progress."""
         rid = next(self._ids)
-        process = self._current()
-        waiter = process.expect(rid, step)
-        try:
-            process.send({"id": rid, "request": request})
-        except OSError:
-            process.forget(rid)
-            process = self._current(replacing=process)
+        stale: _Process | None = None
+        for attempt in (1, 2):
+            process = self._current(replacing=stale)
             waiter = process.expect(rid, step)
             try:
                 process.send({"id": rid, "request": request})
-            except OSError as exc:
-                raise TransportError(f"the agent does not take requests: {exc}") from None
-        return self._wait(process, rid, waiter, cancel, timeout)
+                return self._wait(process, rid, waiter, cancel, timeout)
+            except (OSError, _NotTaken) as exc:
+                process.forget(rid)
+                stale = process
+                if attempt == 2:
+                    raise TransportError(f"the agent does not take requests: {exc}") from None
+        raise AssertionError("unreachable")
 
     def _wait(self, process: _Process, rid: int, waiter: _Waiter, cancel: Cancel | None,
               timeout: float) -> Any:
@@ -221,6 +233,8 @@ class PersistentAgent:
                 process.forget(rid)
                 process.close()  # its other requests learn it ended
                 raise TransportError("the agent did not answer in time; it was stopped")
+        if waiter.error is not None and not waiter.taken:
+            raise _NotTaken(waiter.error)
         if waiter.error is not None:
             raise AgentGone(f"{waiter.error} during the request (it may have been partly "
                             "done; never sent again)")
