@@ -23,6 +23,7 @@ from wodsync.sessions.service import (
     BadLocation,
     CreateFailed,
     Duplicate,
+    HostNotApplied,
     NoSeat,
     SessionError,
     UnknownWorkshop,
@@ -89,6 +90,7 @@ ANSWERS: dict[type[Exception], Answer] = {
     NoSeat: Answer(409),
     Duplicate: Answer(409),
     CreateFailed: Answer(502),
+    HostNotApplied: Answer(503),
     SessionError: Answer(400),
     NotDeployed: Answer(503),
     # the store

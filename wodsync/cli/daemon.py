@@ -46,6 +46,9 @@ def _unit_args(repo: str, branch: str, state: Path | None, interval: float,
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Hosts reconciled at once.")
+@click.option("--probe", type=click.FloatRange(0, 3600), default=15.0, show_default=True,
+              help="Seconds between two health probes of each host's hub (a dead hub is "
+                   "restarted at once, not at the next resync); 0: no probes.")
 @click.option("--stop-timeout", type=click.FloatRange(1, 3600), default=120.0,
               show_default=True, help="Seconds SIGTERM lets the batches in flight finish.")
 @click.option("--max-revision-bytes", default="256MiB", show_default=True, metavar="SIZE",
@@ -72,7 +75,7 @@ def _unit_args(repo: str, branch: str, state: Path | None, interval: float,
 @click.option("--print-unit", is_flag=True, help="Print a systemd unit for this daemon.")
 @secrets_option
 def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None,
-               interval: float, resync: float, listen: str, parallel: int,
+               interval: float, resync: float, listen: str, parallel: int, probe: float,
                stop_timeout: float, max_revision_bytes: int, max_revision_files: int,
                max_file_bytes: int, not_ready_after: float, alert_after: float,
                log_json: bool, smtp: str | None, force_manager: bool, print_unit: bool,
@@ -91,6 +94,7 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
                   str(max_revision_files), "--max-file-bytes", str(max_file_bytes),
                   "--not-ready-after", f"{not_ready_after:g}",
                   "--alert-after", f"{alert_after:g}"]
+        tuning += ["--probe", f"{probe:g}"]
         click.echo(render_unit(_exec_start(_unit_args(repo, branch, state, interval,
                                                       resync, listen, secrets_file, tuning)),
                                str(state_dir(state))), nl=False)
@@ -107,7 +111,7 @@ def daemon_cmd(repo: str | None, branch: str, state: Path | None, db: str | None
                       port, Settings(interval, resync, parallel, stop_timeout,
                                      not_ready_after=not_ready_after,
                                      alert_after=alert_after,
-                                     force_manager=force_manager),
+                                     force_manager=force_manager, probe=probe),
                       ExportLimits(max_revision_bytes, max_revision_files, max_file_bytes),
                       log_json, parse_listen(smtp) if smtp else None)
     try:

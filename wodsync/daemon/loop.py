@@ -6,18 +6,19 @@ exported to an immutable folder and validated once into an artifact, and only a 
 ever becomes the one deployed (`Current`, shared with the session service) — an invalid one is
 recorded with its located errors, the source's condition `Stalled`, while the hosts stay on the
 last good revision, applied and self-healed, under their own condition. Every `resync`
-seconds, with or without a new commit, each host is observed and its drift fixed. Hosts are
-handled in parallel with a bound; a failing host backs off on its own. On SIGTERM no new host
-job starts, the jobs in flight get `stop_timeout` seconds to finish, then their agents are
-told to stop at a safe point. While the daemon is not the writer (`writing` clear: its writer
-lock was lost, `wodsync.daemon.writer`), neither loop starts a round.
+seconds after its own last run, each host is observed and its drift fixed: every host is on
+its own clock (`schedule`), a bounded pool runs the hosts due, and a slow or failing host
+(backing off on its own) never delays another; a failed hub probe makes its host due at
+once. On SIGTERM no new host job starts, the jobs in flight get `stop_timeout` seconds to
+finish, then their agents are told to stop at a safe point. While the daemon is not the
+writer (`writing` clear: its writer lock was lost, `wodsync.daemon.writer`), neither loop
+starts a round.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -25,10 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from wodsync.catalog.loader import Catalog
-from wodsync.daemon.hosts import HostRunner, Outcome
+from wodsync.catalog.models import Host
+from wodsync.daemon.applied import AppliedRevisions
+from wodsync.daemon.hosts import BACKOFF_BASE, HostRunner, Outcome
 from wodsync.daemon.metrics import Metrics
+from wodsync.daemon.probe import Prober
+from wodsync.daemon.schedule import Schedule
 from wodsync.diagnostics import Diagnostic
-from wodsync.engine.desired import DesiredHost, desired_state
+from wodsync.engine.desired import desired_state
 from wodsync.engine.manager import Applier
 from wodsync.engine.transport import Cancel
 from wodsync.logs import FIELDS
@@ -47,6 +52,7 @@ log = logging.getLogger("wodsync.daemon")
 # Recorded refusals of a head that are checked again: its size (limits may have been raised
 # by a restart) and the live sessions it would orphan (they may have ended).
 RECHECKED = frozenset({TOO_LARGE_CODE, LIVE_SESSIONS_CODE})
+TICK = 0.25  # the reconcile loop's longest wait: a finished job's slot is used this soon
 
 
 @dataclass
@@ -60,6 +66,7 @@ class Settings:
     not_ready_after: float = 900.0  # /readyz 503 once the source has been Stalled this long
     alert_after: float = 900.0  # a host or the source Stalled this long: the operators told
     force_manager: bool = False  # take over hosts another store's daemon manages (logged)
+    probe: float = 15.0  # seconds between two hub probes of a host (0: no probes)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,12 @@ class Daemon:
         self.metrics.watch_status(store, *self.source_key())
         self.runner = HostRunner(store, self.metrics, fence, Applier.daemon(
             store.identity, store.backend, settings.force_manager))
+        self.schedule = Schedule(settings.resync)
+        # What each host applied; CREATEs on a host are made from it (`daemon.applied`).
+        self.applied = AppliedRevisions(store, current, self._load_applied)
+        sessions.host_deployment = self.applied.deployment
+        self.prober = Prober(sessions.connections, self._probed_hosts, self.schedule.running,
+                             self._hub_down, self.metrics.hub_up_set, settings.probe)
         self.wakeups = Wakeups()
         self.stopping = threading.Event()
         self.cancel = Cancel()
@@ -323,30 +336,68 @@ class Daemon:
 
     # ---- the hosts ------------------------------------------------------------------------------
 
-    def _stalled_due(self, names: list[str]) -> list[str]:
-        """Between resyncs, only stalled hosts whose back-off is over are tried again."""
-        now = datetime.now(UTC)
-        return [h.host for h in self.store.status.hosts()
-                if h.host in names and h.condition == Condition.STALLED
-                and h.next_attempt_at is not None and h.next_attempt_at <= now]
-
-    def reconcile_round(self, trigger: Trigger, retries_only: bool = False) -> None:
-        """Every host (or only the stalled ones due again) against the deployed revision."""
+    def _run_host(self, name: str, trigger: Trigger) -> Outcome | None:
+        """One host's job against the deployment held when it starts; a host that converged
+        is recorded as on that deployment (CREATEs on it are made from it)."""
         deployed = self.current.peek()
-        if deployed is None:
-            return
+        if deployed is None or name not in deployed.catalog.hosts:
+            return None
         catalog = deployed.catalog
-        names = sorted(catalog.hosts)
-        if retries_only:
-            names = self._stalled_due(names)
+        outcome = self.runner.run(
+            name, lambda: desired_state(catalog, name, self.secrets,
+                                        self.sessions.live_seats(name)),
+            deployed.revision, trigger, deployed.allow_deletions, self.cancel)
+        if outcome is not None and outcome.condition == Condition.READY:
+            self.applied.record(name, deployed)
+        return outcome
 
-        def build(name: str) -> Callable[[], DesiredHost]:
-            return lambda: desired_state(catalog, name, self.secrets,
-                                         self.sessions.live_seats(name))
+    def _retry_in(self, name: str, outcome: Outcome | None) -> float | None:
+        """Seconds until a host that did not converge is tried again (its back-off, as the
+        store records it); None for a host that converged (its next resync)."""
+        if outcome is None or outcome.condition == Condition.READY:
+            return None
+        status = self.store.status.host(name)
+        if status is None or status.next_attempt_at is None:
+            return BACKOFF_BASE
+        return (status.next_attempt_at - datetime.now(UTC)).total_seconds()
 
+    def _job(self, name: str, trigger: Trigger) -> Outcome | None:
+        """A pool thread's work: the host's job, then its clock set again, whatever happened."""
+        outcome = None
+        try:
+            outcome = self._run_host(name, trigger)
+        except Exception:  # one host's failure never stops the others
+            log.exception("host %s: reconcile failed", name)
+        finally:
+            try:
+                retry = self._retry_in(name, outcome)
+            except Exception:  # the store is away: try again after the first back-off
+                retry = BACKOFF_BASE
+            self.schedule.finished(name, retry)
+        return outcome
+
+    def _load_applied(self, revision: str) -> Deployment | None:
+        """An older revision a host is on, from its export (validated once more: this process
+        has not loaded it); None when it is gone or no longer validates."""
+        folder = self.source.revision_path(revision)
+        if not folder.is_dir():
+            return None
+        artifact = load_artifact(folder, revision)
+        return Deployment(artifact, self.secrets) if artifact.catalog is not None else None
+
+    def _track_hosts(self) -> None:
+        deployed = self.current.peek()
+        if deployed is not None:
+            self.schedule.hosts(deployed.catalog.hosts, Trigger.RESYNC)
+
+    def reconcile_round(self, trigger: Trigger) -> None:
+        """Every host not already running, now, against the deployed revision; returns when
+        they are done. For a caller driving the rounds itself (a test, a one-off), not beside
+        `reconcile_loop`, which runs the same jobs host by host on their own clocks."""
+        self._track_hosts()
+        self.schedule.due_now(trigger)
         with ThreadPoolExecutor(max_workers=max(1, self.settings.parallel)) as pool:
-            jobs = {pool.submit(self.runner.run, n, build(n), deployed.revision, trigger,
-                                deployed.allow_deletions, self.cancel) for n in names}
+            jobs = {pool.submit(self._job, n, t) for n, t in self.schedule.take()}
             while jobs:
                 _, jobs = wait(jobs, timeout=0.5)
                 if self.stopping.is_set() and jobs:
@@ -364,25 +415,65 @@ class Daemon:
             wait(pending, timeout=60)
 
     def reconcile_loop(self) -> None:
-        last_resync = float("-inf")
-        while not self.stopping.is_set():
-            if not self.writing.wait(1.0):
-                continue
-            woke = self.wakeups.reconcile.wait(1.0)
-            if self.stopping.is_set():
-                return
-            try:
+        """Each host on its own clock (`schedule`): at most `parallel` host jobs at once, a
+        host due is started as soon as a slot is free, whatever the others are doing. An
+        event (a new revision, a manual reconcile) makes every host due now; a host still busy
+        gets it when it finishes. While this daemon is not the writer nothing new starts."""
+        parallel = max(1, self.settings.parallel)
+        jobs: set[Future[Outcome | None]] = set()
+        with ThreadPoolExecutor(max_workers=parallel,
+                                thread_name_prefix="wodsync-host") as pool:
+            while not self.stopping.is_set():
+                jobs = {j for j in jobs if not j.done()}
+                woke = self.wakeups.reconcile.wait(self._sleep())
+                if self.stopping.is_set():
+                    break
                 if woke:
                     self.wakeups.reconcile.clear()
-                    last_resync = time.monotonic()
-                    self.reconcile_round(self.wakeups.trigger)
-                elif time.monotonic() - last_resync >= self.settings.resync:
-                    last_resync = time.monotonic()
-                    self.reconcile_round(Trigger.RESYNC)
-                else:
-                    self.reconcile_round(Trigger.RESYNC, retries_only=True)
-            except Exception:  # a round must never kill the loop
-                log.exception("reconcile round failed")
+                if not self.writing.is_set():
+                    continue
+                try:
+                    self._track_hosts()
+                    if woke:
+                        self.schedule.due_now(self.wakeups.trigger)
+                    for name, trigger in self.schedule.take(parallel - len(jobs)):
+                        jobs.add(pool.submit(self._job, name, trigger))
+                except Exception:  # a bad turn (the store away) must never kill the loop
+                    log.exception("reconcile turn failed")
+            jobs = {j for j in jobs if not j.done()}
+            if jobs:
+                self._finish_in_flight(jobs)
+
+    def _sleep(self) -> float:
+        """How long the loop may wait for an event: until the next host is due, and never
+        more than TICK (a finished job frees a slot for a host waiting)."""
+        due = self.schedule.next_in()
+        return TICK if due is None else min(TICK, max(0.01, due))
+
+    def probe_loop(self) -> None:
+        """Every `probe` seconds, each host's hub probed (`wodsync.daemon.probe`); a failed
+        probe makes the host due now, trigger `probe`."""
+        while not self.stopping.wait(self.settings.probe):
+            if self.writing.is_set():
+                try:
+                    self.prober.round()
+                except Exception:
+                    log.exception("probe round failed")
+
+    def _hub_down(self, name: str) -> None:
+        self.schedule.due_now(Trigger.PROBE, [name])
+
+    def _probed_hosts(self) -> dict[str, Host]:
+        """The hosts as each applied them (its hub's ports), else as deployed now."""
+        deployed = self.current.peek()
+        if deployed is None:
+            return {}
+        hosts = dict(deployed.catalog.hosts)
+        for name in hosts:
+            applied = self.applied.known(name)
+            if applied is not None and name in applied.catalog.hosts:
+                hosts[name] = applied.catalog.hosts[name]
+        return hosts
 
     # ---- the writer role -------------------------------------------------------------------------
 
@@ -407,7 +498,10 @@ class Daemon:
 
     def start(self) -> None:
         """The loops, in threads (after `restore`, so the first round knows what is deployed)."""
-        for target, name in ((self.source_loop, "source"), (self.reconcile_loop, "reconcile")):
+        loops = [(self.source_loop, "source"), (self.reconcile_loop, "reconcile")]
+        if self.settings.probe > 0:
+            loops.append((self.probe_loop, "probe"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=f"wodsync-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -419,3 +513,4 @@ class Daemon:
         self.wakeups.reconcile.set()
         for thread in self._threads:
             thread.join(timeout=self.settings.stop_timeout + 90)
+        self.prober.close()

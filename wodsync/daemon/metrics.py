@@ -103,6 +103,8 @@ class Metrics:
                              ["host"], registry=r)
         self.source_fetch_failures = Counter(
             "wodsync_source_fetch_failures", "Fetches of the source that failed.", registry=r)
+        self.hub_up = Gauge("wodsync_hub_up", "1 when the host's hub answered its last health "
+                            "probe, 0 when it did not.", ["host"], registry=r)
         self.guard_actions = Counter(
             "wodsync_guard_actions", "Seat guard events by rule and action (report: a dry "
             "run or a report rule).", ["rule", "action"], registry=r)
@@ -134,6 +136,10 @@ class Metrics:
                    "retry": self.mail_retried}.get(outcome)
         if counter is not None:
             counter.labels(kind=kind).inc()
+
+    def hub_up_set(self, host: str, up: bool) -> None:
+        """A hub probe's result (`wodsync.daemon.probe`)."""
+        self.hub_up.labels(host).set(1 if up else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

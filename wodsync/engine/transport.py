@@ -211,6 +211,25 @@ class SSHTransport:
             raise TransportError(f"connection lost: {_os_error(exc)}") from None
         return _ChannelStream(chan)
 
+    def tunnel(self, address: str, port: int, timeout: float) -> paramiko.Channel:
+        """A TCP connection from the host to `address:port` on its side (SSH `direct-tcpip`,
+        on the open connection): a loopback port of the host, reached without running
+        anything there (the daemon's hub probe). OSError when the host could not connect
+        (nothing listens there), TransportError when the host itself is not reached."""
+        transport = self._connect()
+        try:
+            chan = transport.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0),
+                                          timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise OSError(f"{self.name} could not connect to {address}:{port}: "
+                          f"{exc.text or exc.code}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._open = False
+            raise TransportError(f"{self.name}: no tunnel to {address}:{port}: "
+                                 f"{_os_error(exc)}") from None
+        chan.settimeout(timeout)
+        return chan
+
     def close(self) -> None:
         if self.agent is not None:
             self.agent.close()

@@ -84,6 +84,11 @@ class Duplicate(SessionError):
     """The participant already has a live session of the workshop (`session`)."""
 
 
+class HostNotApplied(SessionError):
+    """No host a CREATE may go to has applied a revision it could be made from yet (the
+    daemon has just started, or the workshop is new and not applied there): try again soon."""
+
+
 class CreateFailed(SessionError):
     """The host could not set the seat up: the session is `failed` (`session`)."""
 
@@ -114,6 +119,9 @@ class SessionService:
                  max_extension_hours: float = MAX_EXTENSION_HOURS) -> None:
         self.store = store
         self.deployment = deployment
+        # host → the deployment a CREATE on it is made from: with a daemon, the one that host
+        # applied (`wodsync.daemon.applied`); None: `deployment()` for every host.
+        self.host_deployment: Callable[[str], Deployment] | None = None
         install_badges(store, deployment)  # award rules, badges in ended mails and pages
         self.connections = connections or Connections()
         self.max_extension_hours = max_extension_hours
@@ -158,13 +166,12 @@ class SessionService:
 
     # ---- CREATE -----------------------------------------------------------------------------
 
-    def _candidates(self, catalog: Catalog, key: str, location: str) -> list[Candidate]:
-        """Seats of the workshop's range on the location's reachable hosts, seat by seat
+    def _candidates(self, catalog: Catalog, key: str, location: str,
+                    hosts: list[str]) -> list[Candidate]:
+        """Seats of the workshop's range on `hosts` (reachable, of the location), seat by seat
         across hosts so sessions spread."""
         ws = catalog.workshops[key]
         found = []
-        hosts = [h for h in sorted(catalog.hosts_in(location))
-                 if not self.connections.down(h)]
         for n in range(ws.seats.first, ws.seats.last + 1):
             for name in hosts:
                 pool = catalog.pools[catalog.hosts[name].pool]
@@ -180,8 +187,38 @@ class SessionService:
             raise UnknownWorkshop(f"workshop '{key}' is not active")
         return ws
 
+    def _on_host(self, host: str, newest: Deployment) -> Deployment:
+        """The deployment a CREATE on `host` is made from: the one that host applied, with a
+        daemon (`host_deployment`); else the one deployment."""
+        return self.host_deployment(host) if self.host_deployment else newest
+
+    def _by_revision(self, newest: Deployment, key: str, location: str,
+                     skipped: list[str]) -> list[tuple[Deployment, list[str]]]:
+        """The location's reachable hosts grouped by the deployment each applied (hosts on
+        the newest first); a host on a revision without the workshop is skipped, and why is
+        added to `skipped`."""
+        groups: dict[str, tuple[Deployment, list[str]]] = {}
+        for name in sorted(newest.catalog.hosts_in(location)):
+            if self.connections.down(name):
+                continue
+            try:
+                on = self._on_host(name, newest)
+            except HostNotApplied as exc:
+                skipped.append(str(exc))
+                continue
+            if key not in on.catalog.workshops or name not in on.catalog.hosts:
+                skipped.append(f"host {name} is still on revision {on.revision[:12]}, which "
+                               f"has no workshop {key} (added in revision "
+                               f"{newest.revision[:12]}, not applied there yet)")
+                continue
+            groups.setdefault(on.revision, (on, []))[1].append(name)
+        return sorted(groups.values(), key=lambda g: g[0].revision != newest.revision)
+
     def create(self, key: str, participant: Participant, location: str | None = None,
                ) -> Created:
+        """A seat of the workshop for the participant, set up on its host from the revision
+        that host applied; the workshop (active, its locations, capacity) is the newest
+        revision's."""
         started = time.monotonic()
         dep = self.deployment()
         ws = self._workshop(dep.catalog, key)
@@ -189,36 +226,57 @@ class SessionService:
         if location is not None and location not in serving:
             raise BadLocation(f"location '{location}' does not serve {key} (it runs at "
                               f"{', '.join(serving)})")
-        locations = [location] if location else serving
-        reasons = []
+        reasons: list[str] = []
+        skipped: list[str] = []
         tried: set[tuple[str, int]] = set()  # seats this CREATE could not have
-        for loc in locations:
-            while True:
-                candidates = [c for c in self._candidates(dep.catalog, key, loc)
-                              if (c.host, c.seat) not in tried]
-                if not candidates:
-                    reasons.append(f"no reachable host at {loc}")
-                    break
-                try:
-                    session = self.store.sessions.allocate(
-                        key, participant, candidates, ws.capacity, ws.duration, dep.revision,
-                        new_password())
-                except AlreadyLive as exc:
-                    raise Duplicate(f"{participant.email} already has a live session of "
-                                    f"{key}", exc.session) from None
-                except CapacityReached:
-                    raise NoSeat(f"{key} is at its capacity ({ws.capacity} live "
-                                 "sessions)") from None
-                except NoFreeSeat:
-                    reasons.append(f"no free seat of {key} at {loc}")
-                    break
-                tried.add((session.host, session.seat))
-                created = self._deploy(dep, session)
+        tried_a_host = False
+        for loc in [location] if location else serving:
+            groups = self._by_revision(dep, key, loc, skipped)
+            if not groups:
+                reasons.append(f"no reachable host at {loc}")
+            for on, hosts in groups:
+                tried_a_host = True
+                created = self._create_on(on, (key, ws), participant, loc, hosts, tried,
+                                          reasons)
                 if created is not None:
                     created.seconds = round(time.monotonic() - started, 4)
                     self._emit("created", created.session, created.seconds)
                     return created
-        raise NoSeat("no seat free anywhere the workshop may go: " + "; ".join(reasons))
+        if skipped and not tried_a_host:  # reachable hosts, none on a revision to use
+            raise HostNotApplied("; ".join(skipped))
+        raise NoSeat("no seat free anywhere the workshop may go: "
+                     + "; ".join(reasons + skipped))
+
+    def _create_on(self, on: Deployment, workshop: tuple[str, Any], participant: Participant,
+                   loc: str, hosts: list[str], tried: set[tuple[str, int]],
+                   reasons: list[str]) -> Created | None:
+        """A seat of `workshop` (key, the newest revision's workshop: capacity, duration) on
+        `hosts`, all on deployment `on`, tried seat after seat until one is set up; None when
+        none of them has one (why added to `reasons`)."""
+        key, ws = workshop
+        while True:
+            candidates = [c for c in self._candidates(on.catalog, key, loc, hosts)
+                          if (c.host, c.seat) not in tried]
+            if not candidates:
+                reasons.append(f"no reachable host at {loc}")
+                return None
+            try:
+                session = self.store.sessions.allocate(
+                    key, participant, candidates, ws.capacity, ws.duration, on.revision,
+                    new_password())
+            except AlreadyLive as exc:
+                raise Duplicate(f"{participant.email} already has a live session of "
+                                f"{key}", exc.session) from None
+            except CapacityReached:
+                raise NoSeat(f"{key} is at its capacity ({ws.capacity} live "
+                             "sessions)") from None
+            except NoFreeSeat:
+                reasons.append(f"no free seat of {key} at {loc}")
+                return None
+            tried.add((session.host, session.seat))
+            created = self._deploy(on, session)
+            if created is not None:
+                return created
 
     def _deploy(self, dep: Deployment, session: Session) -> Created | None:
         """Set the seat up; None when it could not be had (its host unreachable, or the host

@@ -87,6 +87,7 @@ class Trigger(enum.StrEnum):
     RESYNC = "resync"
     MANUAL = "manual"
     RELOAD = "reload"  # SIGHUP: the secrets file read again (a rotated hub token goes out)
+    PROBE = "probe"  # a failed hub probe (daemon.probe): the host is due at once
 
 
 class Result(enum.StrEnum):
