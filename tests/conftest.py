@@ -62,6 +62,8 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_student_polish": ("journeylab", ("root", "hub")),
     "test_journey": ("journeylab", ("root", "hub")),
     "test_daemon": ("test_daemon", ("root", "sshd", "pg")),           # wodtg, 59001-…
+    # Hosts on their own clocks: wodtb, 54201-54260, a slow sshd host, a hub killed.
+    "test_host_clocks": ("test_host_clocks", ("root", "sshd", "hub")),
     "test_multihost": ("test_multihost", ("root", "sshd")),           # netns wodtns*
     "test_egress": ("test_egress", ("root", "sshd")),       # netns wodteg*, wodte 53601-53650
     "test_safefs": ("test_safefs", ("root",)),                        # wodtf, 56001-56010
@@ -100,7 +102,7 @@ PURE_MODULES = {
     "test_api", "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
     "test_import", "test_limits_plan", "test_logs", "test_models", "test_plan_hub",
     "test_project", "test_render_budget", "test_review",
-    "test_portal_rules",
+    "test_portal_rules", "test_schedule",
     "test_rules", "test_secrets", "test_source", "test_suite", "test_templates", "test_watch",
     "test_tokens",
 }

@@ -39,8 +39,9 @@ def keygen(path: Path) -> str:
 
 
 def start_sshd(workdir: Path, client_key: Path | None = None, address: str = "127.0.0.1",
-               port: int | None = None, wrap: tuple[str, ...] = ()) -> Sshd:
-    """Start sshd listening on `address`; `wrap` is an argv prefix (a namespace entry) for it."""
+               port: int | None = None, wrap: tuple[str, ...] = (), extra: str = "") -> Sshd:
+    """Start sshd listening on `address`; `wrap` is an argv prefix (a namespace entry) for it,
+    `extra` more sshd_config lines (a `ForceCommand`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)
     host_pub = keygen(workdir / "host_key")
@@ -54,7 +55,7 @@ def start_sshd(workdir: Path, client_key: Path | None = None, address: str = "12
         f"PidFile {workdir / 'sshd.pid'}\nAuthorizedKeysFile {workdir / 'authorized_keys'}\n"
         "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nMaxSessions 50\n"
-        "MaxStartups 50\n")
+        "MaxStartups 50\n" + extra)
     with (workdir / "sshd.log").open("wb") as log:
         proc = subprocess.Popen([*wrap, SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")],
                                 stdout=subprocess.DEVNULL, stderr=log)
