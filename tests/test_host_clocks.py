@@ -121,19 +121,22 @@ def test_a_slow_host_never_holds_back_the_others_and_gets_the_newest_revision_wh
         assert exists(f"{PREFIX}f5") and not exists(f"{PREFIX}s4")
         assert d.hosts()["slow"]["lastAttemptedRevision"] == two, "never started twice"
         assert [r["revision"] for r in d.history("slow")] == [first]
+        hold.unlink()
+        until(lambda: d.applied("slow") == three,
+              "the slow host never got the newest revision", timeout=120)
+        assert exists(f"{PREFIX}s5")
+        runs = d.history("slow")
+        assert [(r["revision"], r["trigger"], r["result"]) for r in runs[1:]] == [
+            (two, "commit", "applied"), (three, "commit", "applied")]
+        end_of_two = _t(runs[1]["startedAt"]) + runs[1]["durationSeconds"]
+        assert _t(runs[2]["startedAt"]) >= end_of_two - 0.01, "one job at a time per host"
+        print(f"\nfast host applied each commit in {fast_two:.1f} s and {fast_three:.1f} s "
+              f"while the slow host was busy for {runs[1]['durationSeconds']:.1f} s")
     finally:
         hold.unlink(missing_ok=True)
+        for x in daemons:
+            x.stop()
         sshd.stop()
-    until(lambda: d.applied("slow") == three, "the slow host never got the newest revision",
-          timeout=120)
-    assert exists(f"{PREFIX}s5")
-    runs = d.history("slow")
-    assert [(r["revision"], r["trigger"], r["result"]) for r in runs[1:]] == [
-        (two, "commit", "applied"), (three, "commit", "applied")]
-    end_of_two = _t(runs[1]["startedAt"]) + runs[1]["durationS"]
-    assert _t(runs[2]["startedAt"]) >= end_of_two - 0.01, "one job at a time per host"
-    print(f"\nfast host applied each commit in {fast_two:.1f} s and {fast_three:.1f} s "
-          f"while the slow host was busy for {runs[1]['durationS']:.1f} s")
 
 
 def test_a_create_uses_the_revision_its_host_applied_and_says_when_a_workshop_is_not_there(
