@@ -15,6 +15,7 @@ Accounts: prefix `wodtb`, uids 54201-54260 (fast 54201-, slow 54211-, far 54221-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -23,6 +24,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from wodsync.catalog import validate
+from wodsync.catalog.loader import Catalog
+from wodsync.daemon.probe import probe_hub
+from wodsync.engine.connections import Connections
 
 from daemonlab import DaemonProcess
 from daemonlab import daemons as daemons  # a fixture (its name, for pytest)
@@ -189,13 +195,17 @@ def add_workshop(repo: Origin, key: str, first: int, last: int) -> None:
 @needs_hub
 def test_a_hub_killed_is_restarted_by_the_probe_long_before_the_resync(repo, daemons,
                                                                         tmp_path):
+    """The hub host is an `ssh` host (this machine through a loopback sshd), so the probe
+    goes through an SSH tunnel; the same hub probed as a `local` host answers too."""
     ports = hub_ports()
     data = tmp_path / "hubdata"
+    sshd = start_sshd(tmp_path / "sshd")
     repo.write("catalog/students.yaml", "pools:\n" + pool("hub", f"{PREFIX}h", UID_BASE + 40,
                                                          2, tmp_path / "homes"))
     repo.write("hosts/hubhost.yaml",
-               f"address: localhost\ntransport: local\nlocation: lab\npool: hub\n"
-               f"state_dir: {tmp_path}/hub-state\nhub:\n  service: process\n"
+               f"address: 127.0.0.1\nport: {sshd.port}\nuser: root\n"
+               f"identity: {sshd.client_key}\nhost_key: {sshd.host_pub}\nlocation: lab\n"
+               f"pool: hub\nstate_dir: {tmp_path}/hub-state\nhub:\n  service: process\n"
                f"  prefix: {HUB_PREFIX}\n  config_dir: {tmp_path}/hubconf\n"
                f"  data_dir: {data}\n  ip: 127.0.0.1\n  port: {ports['port']}\n"
                f"  hub_port: {ports['hub_port']}\n"
@@ -211,6 +221,11 @@ def test_a_hub_killed_is_restarted_by_the_probe_long_before_the_resync(repo, dae
             daemons.append(d.start())
             until(lambda: d.applied("hubhost") == first and up in d.metrics(),
                   f"the hub never came up:\n{d.text()[-3000:]}", timeout=600)
+        host = errors_free(repo.work).hosts["hubhost"]
+        with contextlib.closing(Connections()) as connections:
+            assert probe_hub(connections, "hubhost", host) is None
+            local = host.model_copy(update={"transport": "local"})
+            assert probe_hub(connections, "local", local) is None
         pid = json.loads((data / "wodsync-hub.json").read_text())["pid"]
         os.kill(pid, 9)
         killed = time.monotonic()
@@ -231,7 +246,14 @@ def test_a_hub_killed_is_restarted_by_the_probe_long_before_the_resync(repo, dae
         for x in daemons:
             x.stop()
         stop_hub(data, UIDS)
+        sshd.stop()
         shutil.rmtree(tmp_path / "hubconf", ignore_errors=True)
+
+
+def errors_free(root: Path) -> Catalog:
+    catalog, found = validate(root)
+    assert catalog is not None, [d.text() for d in found if d.is_error]
+    return catalog
 
 
 def _t(text: str) -> float:
