@@ -548,7 +548,8 @@ def test_a_daemon_killed_mid_apply_converges_after_a_restart(repo, daemons, tmp_
     repo.commit("a workshop")
     first = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "3600",
                                     "--resync", "3600"))
-    until(lambda: exists(f"{PREFIX}2"), "the first revision was never applied")
+    # A CREATE is made from the revision its host applied: once the host's job has ended.
+    until(lambda: applied_revision(first), "the first revision was never applied")
     live = create_session(first, "WKSHP-Live", "live@example.org")
     first.stop()
     gate = tmp_path / "gate"
@@ -586,7 +587,7 @@ def test_a_workshop_removed_with_a_live_session_is_held_until_allowed_then_ended
     add_workshop(repo, "WKSHP-Live", "first: 1, last: 2")
     repo.commit("a workshop")
     d = started(daemons, Daemon(repo, tmp_path / "state", "--interval", "1"))
-    until(lambda: exists(f"{PREFIX}2"), "the first revision was never applied")
+    until(lambda: applied_revision(d), "the first revision was never applied")
     live = create_session(d, "WKSHP-Live", "live@example.org")
     subprocess.run(["git", "-C", str(repo.work), "rm", "-rq", "catalog/workshops/WKSHP-Live"],
                    check=True)
