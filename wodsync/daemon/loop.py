@@ -425,7 +425,7 @@ class Daemon:
                                 thread_name_prefix="wodsync-host") as pool:
             while not self.stopping.is_set():
                 jobs = {j for j in jobs if not j.done()}
-                woke = self.wakeups.reconcile.wait(self._sleep())
+                woke = self.wakeups.reconcile.wait(self._sleep(parallel - len(jobs)))
                 if self.stopping.is_set():
                     break
                 if woke:
@@ -444,10 +444,10 @@ class Daemon:
             if jobs:
                 self._finish_in_flight(jobs)
 
-    def _sleep(self) -> float:
-        """How long the loop may wait for an event: until the next host is due, and never
-        more than TICK (a finished job frees a slot for a host waiting)."""
-        due = self.schedule.next_in()
+    def _sleep(self, free: int) -> float:
+        """How long the loop may wait for an event: until the next host is due when a slot is
+        free, and never more than TICK (a finished job frees a slot for a host waiting)."""
+        due = self.schedule.next_in() if free > 0 else None
         return TICK if due is None else min(TICK, max(0.01, due))
 
     def probe_loop(self) -> None:
