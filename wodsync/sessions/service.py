@@ -255,7 +255,8 @@ class SessionService:
         none of them has one (why added to `reasons`)."""
         key, ws = workshop
         while True:
-            candidates = [c for c in self._candidates(on.catalog, key, loc, hosts)
+            up = [h for h in hosts if not self.connections.down(h)]  # a failed call marks it
+            candidates = [c for c in self._candidates(on.catalog, key, loc, up)
                           if (c.host, c.seat) not in tried]
             if not candidates:
                 reasons.append(f"no reachable host at {loc}")
