@@ -243,7 +243,9 @@ class Daemon:
     def _prune(self, head: str) -> None:
         """Old exports removed; a folder that cannot be cleaned is said, never fatal."""
         try:
-            self.source.prune(self.settings.keep_revisions, protect={head})
+            # the revisions hosts are on stay: CREATEs on them are made from their exports
+            self.source.prune(self.settings.keep_revisions,
+                              protect={head, *self.applied.revisions()})
         except SourceError as exc:
             log.warning("source: %s", exc)
 
