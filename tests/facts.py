@@ -69,7 +69,8 @@ def package_facts(want: Packages) -> package.Facts:
 
 
 def kernel_facts(want: Kernels) -> kernel.Facts:
-    return {"kernels": sorted(want.kernels)}
+    return {"kernels": sorted(want.kernels),
+            "recipes": {n: k.label for n, k in want.kernels.items() if k.label}}
 
 
 def service_facts(want: HubService) -> service.Facts:

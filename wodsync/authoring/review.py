@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from wodsync.catalog.recipes import recipe_of
 from wodsync.catalog.repofs import RepoFileError, open_repo_file, walk_repo_tree
 from wodsync.catalog.yamlfile import MAX_FILE_BYTES, Document, parse_yaml, to_plain
 
@@ -369,19 +370,29 @@ def _workshop_items(tree: dict[Any, Any]) -> list[Item]:
                            else "") for n, x in v.items()]
         else:
             why = WORKSHOP_KEYS.get(str(k), "") or (moves if k in LOCATION_KEYS else "")
-            items.append(Item(str(k), (k,), v, why))
+            items.append(Item(str(k), (k,), v, _kernels_why(to_plain(v)) if k == "kernels"
+                              else why))
     return items
+
+
+def _kernels_why(kernels: Any) -> str:
+    """The kernels key's reason, with what each recipe it names installs as root."""
+    recipes = [r for r in map(recipe_of, kernels if isinstance(kernels, list) else [])
+               if r is not None]
+    return "; ".join([WORKSHOP_KEYS["kernels"], *(r.describe() for r in recipes)])
 
 
 def installs_as_root(workshop: dict[str, Any]) -> bool:
     """True when the workshop makes root install or run something on its hosts: packages,
-    hooks, compile scripts or a kernel recipe (a kernel named alone is the host's own)."""
+    hooks, compile scripts or a kernel installer (a recipe, even named alone; any other kernel
+    named alone is the host's own)."""
     hooks = workshop.get("hooks")
     kernels = workshop.get("kernels")
     packages = workshop.get("packages")
     return bool((isinstance(hooks, dict) and any(hooks.values())) or workshop.get("compile")
                 or (isinstance(packages, dict) and any(packages.values()))
-                or (isinstance(kernels, list) and any(not isinstance(k, str) for k in kernels)))
+                or (isinstance(kernels, list)
+                    and any(not isinstance(k, str) or recipe_of(k) for k in kernels)))
 
 
 def _global_why(name: str, value: Any, template_names: set[str]) -> str:

@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from wodsync.agent.firewall.entries import canonical as egress_canonical
 from wodsync.catalog.hostkey import InvalidHostKey, check_host_key
 from wodsync.catalog.installers import install_problem, requirement_problem
+from wodsync.catalog.recipes import RECIPES, RecipeUse, use, version_problem
 
 WORKSHOP_KEY_RE = r"^WKSHP-[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -197,14 +198,52 @@ class Kernel(Strict):
                         "without spaces, quotes or shell syntax.")
 
 
+RecipeName = Literal["bash", "go", "python", "rust", "ssh"]
+assert set(RecipeName.__args__) == set(RECIPES), "RecipeName lists every recipe"
+
+
+class KernelRecipe(Strict):
+    """A kernel installed by one of wodsync's recipes (`wodsync.catalog.recipes`), pinned to
+    `version` (default: the recipe's own pin). A bare recipe name in `kernels` is the same
+    recipe at its default version."""
+
+    recipe: RecipeName = Field(description="bash, ssh, go (gophernotes), rust (evcxr), "
+                                           "python (ipykernel).")
+    version: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        None, description="MAJOR.MINOR.PATCH of the kernel package; default: the recipe's.")
+
+    @model_validator(mode="after")
+    def _version(self) -> KernelRecipe:
+        problem = version_problem(self.recipe, self.version) if self.version else None
+        if problem:
+            raise located("kernel-version", problem, "version")
+        return self
+
+    def resolved(self) -> RecipeUse:
+        return use(self.recipe, self.version)
+
+
 def _kernel_form(value: Any) -> str:
+    if isinstance(value, KernelRecipe) or (isinstance(value, dict) and "recipe" in value):
+        return "KernelRecipe"
     return "Kernel" if isinstance(value, dict | Kernel) else "name"
 
 
 # A kernel is a name or a mapping: the discriminator keeps an error in a mapping from also
 # being reported as "not a string" at the same item.
-KernelEntry = Annotated[Annotated[Name, Tag("name")] | Annotated[Kernel, Tag("Kernel")],
+KernelEntry = Annotated[Annotated[Name, Tag("name")] | Annotated[Kernel, Tag("Kernel")]
+                        | Annotated[KernelRecipe, Tag("KernelRecipe")],
                         Discriminator(_kernel_form)]
+
+
+def resolve_kernel(entry: str | Kernel | KernelRecipe) -> Kernel | RecipeUse:
+    """What a `kernels` entry installs: a recipe (named alone, at its default version, or as
+    `{recipe, version}`), a kernel of the catalog's own, or a name the host provides."""
+    if isinstance(entry, KernelRecipe):
+        return entry.resolved()
+    if isinstance(entry, str):
+        return use(entry) if entry in RECIPES else Kernel(name=entry)
+    return entry
 
 
 SIZE_RE = r"^[0-9]+(\.[0-9]+)?[KMGT]$"
@@ -319,8 +358,9 @@ class Workshop(Strict):
     hooks: Hooks = Hooks()
     packages: Packages = Packages()
     kernels: list[KernelEntry] = Field(
-        [], description="Jupyter kernels the notebooks need: a name (already provided by the "
-                        "host) or how to install it.")
+        [], description="Jupyter kernels the notebooks need: a recipe (bash, ssh, go, rust, "
+                        "python; `{recipe, version}` to pin another version), a name already "
+                        "provided by the host, or how to install it.")
     egress: list[EgressEntry] | None = Field(
         None, description="What a seat may reach: `host:port`, `cidr`, `cidr:port`, "
                           "`[ipv6]:port`, a name (resolved on the host); besides loopback, the "

@@ -14,7 +14,8 @@ import re
 from packaging.requirements import Requirement
 
 from wodsync.catalog.loader import Catalog
-from wodsync.catalog.models import Host, Hub, Kernel, Pool
+from wodsync.catalog.models import Host, Hub, Kernel, Pool, resolve_kernel
+from wodsync.catalog.recipes import RecipeUse
 
 
 def canonical(name: str) -> str:
@@ -40,14 +41,34 @@ def hub_groups(catalog: Catalog, host: Host, pool: Pool,
     return groups
 
 
-def kernels(catalog: Catalog, host: Host) -> dict[str, Kernel]:
-    found: dict[str, Kernel] = {}
+def kernels(catalog: Catalog, host: Host) -> dict[str, Kernel | RecipeUse]:
+    """The kernels of the workshops served here by kernelspec name: a recipe or a kernel with
+    a way to install it wins over the bare name; of two recipes of one kernel, the later
+    workshop's (`conflicts` names them)."""
+    found: dict[str, Kernel | RecipeUse] = {}
     for key in workshops_here(catalog, host):
         for k in catalog.workshops[key].kernels:
-            kernel = k if isinstance(k, Kernel) else Kernel(name=k)
-            if kernel.pip or kernel.install or kernel.name not in found:
+            kernel = resolve_kernel(k)
+            if isinstance(kernel, RecipeUse) or kernel.pip or kernel.install \
+                    or kernel.name not in found:
                 found[kernel.name] = kernel
     return found
+
+
+def conflicts(catalog: Catalog, host: Host) -> list[str]:
+    """Kernels that workshops served here install in two different ways (two versions of a
+    recipe, a recipe and a catalog kernel): one environment holds one of each."""
+    ways: dict[str, dict[str, list[str]]] = {}
+    for key in workshops_here(catalog, host):
+        for k in catalog.workshops[key].kernels:
+            kernel = resolve_kernel(k)
+            how = kernel.label if isinstance(kernel, RecipeUse) else \
+                "the catalog's own" if kernel.pip or kernel.install else ""
+            if how:
+                ways.setdefault(kernel.name, {}).setdefault(how, []).append(key)
+    return [f"kernel {name}: " + "; ".join(f"{how} ({', '.join(keys)})"
+                                           for how, keys in sorted(by.items()))
+            for name, by in sorted(ways.items()) if len(by) > 1]
 
 
 def requirements(catalog: Catalog, host: Host) -> tuple[dict[str, str], list[str]]:
@@ -66,6 +87,7 @@ def requirements(catalog: Catalog, host: Host) -> tuple[dict[str, str], list[str
             apt += ["shc", "gcc", "libc6-dev"]
     for kernel in kernels(catalog, host).values():
         reqs += kernel.pip
+        apt += kernel.apt if isinstance(kernel, RecipeUse) else []
     pip: dict[str, str] = {}
     for req in reqs:
         pip.setdefault(canonical(Requirement(req).name), req)

@@ -5,6 +5,10 @@ A kernel is present when its kernelspec folder is (what `jupyter kernelspec list
 whose `pip` packages are being installed comes with them; one with an `install` command has it
 run after the packages (`python`/`jupyter` meaning the environment's); one the catalog gives no
 way to install is a plan error rather than a silent gap in front of students.
+
+A recipe (`catalog.recipes`) is present when its kernelspec records that recipe at that
+version; otherwise its build command (if any) runs after the packages and the agent writes its
+kernelspec. Its pip and apt packages are the package kind's, like any other.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 
-from wodsync.agent.kinds.kernel import KIND, Facts, Part, Probe
+from wodsync.agent.kinds.kernel import KIND, Facts, Part, Probe, RecipePart
+from wodsync.catalog.models import Kernel
+from wodsync.catalog.recipes import RecipeUse
 from wodsync.engine import hubwant
 from wodsync.engine.change import Action, Change
 
@@ -27,34 +33,65 @@ class KernelWant:
     name: str
     pip: tuple[str, ...]        # canonical names of its pip packages
     install: tuple[str, ...]
+    recipe: RecipePart | None = None   # a recipe's build and kernelspec, for this host
+    label: str = ""                    # the recipe and version (`rust 0.17.0`)
 
 
 @dataclass(frozen=True)
 class Kernels:
     prefix: str
     kernels: dict[str, KernelWant]
+    conflicts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class KernelChange:
     name: str
     install: list[str] = field(default_factory=list)
+    recipe: RecipePart | None = None
 
 
 DATA = KernelChange
 
 
+def _want(kernel: Kernel | RecipeUse, prefix: str, cache: str) -> KernelWant:
+    if isinstance(kernel, RecipeUse):
+        part: RecipePart = {"name": kernel.name, "label": kernel.label,
+                            "build": kernel.build(prefix, cache),
+                            "env": kernel.env(prefix, cache),
+                            "spec": kernel.kernelspec(prefix)}
+        return KernelWant(kernel.name, tuple(hubwant.canonical(Requirement(r).name)
+                                             for r in kernel.pip), (), part, kernel.label)
+    return KernelWant(kernel.name, tuple(hubwant.canonical(Requirement(r).name)
+                                         for r in kernel.pip), tuple(kernel.install))
+
+
 def desired(ctx: DesiredContext) -> Kernels | None:
     if ctx.host.hub is None:
         return None
-    found = {name: KernelWant(name, tuple(hubwant.canonical(Requirement(r).name)
-                                          for r in k.pip), tuple(k.install))
+    prefix, cache = ctx.host.hub.prefix, f"{ctx.host.state_dir.rstrip('/')}/cache"
+    found = {name: _want(k, prefix, cache)
              for name, k in hubwant.kernels(ctx.catalog, ctx.host).items()}
-    return Kernels(ctx.host.hub.prefix, found) if found else None
+    return Kernels(prefix, found, tuple(hubwant.conflicts(ctx.catalog, ctx.host))) \
+        if found else None
 
 
 def probe(want: Kernels) -> Probe:
     return {"prefix": want.prefix}
+
+
+def _recipe(plan: PlanContext, kernel: KernelWant, facts: Facts) -> None:
+    assert kernel.recipe is not None
+    have = facts.get("recipes", {}).get(kernel.name)
+    if have == kernel.label and kernel.name in facts["kernels"]:
+        plan.noop(KIND, kernel.name, f"is {kernel.label} (recipe)")
+        return
+    change = KernelChange(kernel.name, recipe=kernel.recipe)
+    if kernel.name not in facts["kernels"]:
+        plan.add(Action.CREATE, KIND, kernel.name, f"recipe {kernel.label}", change)
+    else:
+        plan.add(Action.UPDATE, KIND, kernel.name,
+                 f"{have or 'not installed by a recipe'} → {kernel.label}", change)
 
 
 def diff(plan: PlanContext) -> None:
@@ -62,7 +99,11 @@ def diff(plan: PlanContext) -> None:
     facts: Facts = plan.facts[KIND]
     present = set(facts["kernels"])
     installing = plan.names("package") | plan.names("env")
+    plan.errors += [f"{c}: one hub environment holds one of each" for c in want.conflicts]
     for name, kernel in sorted(want.kernels.items()):
+        if kernel.recipe is not None:
+            _recipe(plan, kernel, facts)
+            continue
         if name in present:
             plan.noop(KIND, name, "is installed")
             continue
@@ -74,9 +115,11 @@ def diff(plan: PlanContext) -> None:
             plan.notes.append(f"kernel {name} should come with the packages being installed")
         else:
             plan.errors.append(f"kernel {name} is not installed and the catalog does not say "
-                               "how: give it `pip:` packages or an `install:` command")
+                               "how: give it `pip:` packages or an `install:` command, or use "
+                               "a recipe (bash, ssh, go, rust, python)")
 
 
 def batch(want: Kernels, changes: list[Change]) -> Part:
-    return {"prefix": want.prefix, "install": [c.data.install for c in changes
-                                               if c.data.install]}
+    return {"prefix": want.prefix,
+            "install": [c.data.install for c in changes if c.data.install],
+            "recipes": [c.data.recipe for c in changes if c.data.recipe is not None]}
