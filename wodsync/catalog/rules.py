@@ -311,4 +311,6 @@ RULES: tuple[Rule, ...] = (
 
 
 def run_rules(catalog: Catalog) -> list[Diagnostic]:
-    return [d for rule in RULES for d in rule(catalog)]
+    from wodsync.catalog.kernelcheck import check_notebook_kernels  # reads the loader too
+
+    return [d for rule in (*RULES, check_notebook_kernels) for d in rule(catalog)]
