@@ -6,6 +6,11 @@ accepts them all, converts each to the strict wodsync form and reports every con
 located warning in the *source* file, so nothing is changed silently. What is genuinely wrong in
 the data (overlapping ranges, undefined template variables) is left for `validate` to report.
 The output is written to a staging folder and moved into place only when complete.
+
+An import that deploys (`authoring.deploy`): the kernels the notebooks' kernelspecs ask for,
+a hosts skeleton per location, the appliance declarations, a placeholder for every value WoD
+computed out of sight, with `replan_seats` the overlapping ranges packed into the pool
+(`authoring.seatplan`), and the operator's checklist of what is left to decide.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wodsync.authoring import deploy
+from wodsync.authoring import seatplan
+from wodsync.authoring.seatplan import Move
 from wodsync.catalog.loader import FILE_NAME_RE
 from wodsync.catalog.models import SECRET_NAME_RE, VAR_NAME_RE, WORKSHOP_KEY_RE
 from wodsync.catalog.schema import generate as generate_schemas
@@ -36,6 +44,9 @@ SESSION_TYPES = {"workshops-on-demand": "Workshops-on-Demand",
 class ImportResult:
     workshops: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)         # seat ranges re-planned
+    kernels: dict[str, list[str]] = field(default_factory=dict)  # workshop → recipes
+    checklist: deploy.Checklist = field(default_factory=deploy.Checklist)
 
 
 class WodImportError(Exception):
@@ -217,7 +228,7 @@ def convert_workshop(src: _WodFile, key: str, default_location: str) -> tuple[di
         "presenter": _text(src, data, "presenter"),
         "role": _text(src, data, "role"),
         "avatar": _image(src, data, "avatar"),
-        "appliance": _appliance(src, data),
+        "appliance": deploy.appliance_field(_appliance(src, data)),
     }
     replay = _replay(src, data, key, workshop)
     if replay:
@@ -319,68 +330,200 @@ def _write(root: Path, rel: str, file_type: str, data: Any) -> None:
 
 
 def import_wod(src: Path, out: Path, var_files: list[Path],
-               location: str = DEFAULT_LOCATION) -> ImportResult:
-    """Convert `src` (a wod-notebooks checkout) into a catalog under `out`."""
+               location: str = DEFAULT_LOCATION, replan_seats: bool = False,
+               templates: Path | None = None) -> ImportResult:
+    """Convert `src` (a wod-notebooks checkout) into a catalog and a hosts skeleton under
+    `out`; with `replan_seats`, overlapping ranges are packed into the pool; `templates` (a
+    wodsync checkout's `templates/`: the hub's configuration and unit) is copied along."""
     folders = sorted(p for p in src.glob("WKSHP-*") if (p / "wod.yml").is_file())
     if not folders:
         raise WodImportError(f"{src}: no WKSHP-*/wod.yml folders found")
-    if (out / "catalog").exists():
-        raise WodImportError(f"{out / 'catalog'} already exists; import into an empty folder")
+    for part in ("catalog", "hosts", "templates"):
+        if (out / part).exists():
+            raise WodImportError(f"{out / part} already exists; import into an empty folder")
     out.mkdir(parents=True, exist_ok=True)
     result = ImportResult()
     stage = Path(tempfile.mkdtemp(prefix=".wodsync-import-", dir=out))
     try:
-        _import_into(stage, src, folders, var_files, location, result)
-        for part in ("catalog", "schemas"):
-            if not (out / part).exists():
+        if templates is not None:
+            shutil.copytree(templates, stage / "templates", symlinks=True)
+        _import_into(stage, src, folders, var_files, location, result, replan_seats)
+        for part in ("catalog", "hosts", "templates", "schemas"):
+            if (stage / part).exists() and not (out / part).exists():
                 (stage / part).rename(out / part)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return result
 
 
+@dataclass
+class _Imported:
+    """What the workshops gave, before it is written."""
+
+    workshops: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replays: dict[int, dict[str, Any]] = field(default_factory=dict)
+    locations: set[str] = field(default_factory=set)
+
+
 def _import_into(stage: Path, src: Path, folders: list[Path], var_files: list[Path],
-                 location: str, result: ImportResult) -> None:
+                 location: str, result: ImportResult, replan_seats: bool) -> None:
     keys = {p.name for p in folders if re.match(WORKSHOP_KEY_RE, p.name)}
     gvars = _read_vars(var_files, keys, result)
-    replays: dict[int, dict[str, Any]] = {}
-    locations = {location}
+    got = _Imported(locations={location})
     for folder in folders:
-        label = src / folder.name
-        if folder.name not in keys:
-            result.diagnostics.append(Diagnostic(str(label), 1, 1, "unsafe-name",
-                                                 "folder name is not WKSHP-<Name>; skipped"))
-            continue
-        src_doc = _WodFile(Document(str(label / "wod.yml")), result)
-        src_doc.doc = parse_yaml(str(label / "wod.yml"),
-                                 _detab(src_doc, (folder / "wod.yml").read_bytes()),
-                                 allow_tabs=True)
-        if src_doc.doc.diagnostics or not isinstance(src_doc.doc.tree, dict):
-            result.diagnostics.extend(src_doc.doc.diagnostics or [src_doc.doc.diag(
-                "wod-yml", "wod.yml is not a mapping")])
-            continue
-        workshop, replay = convert_workshop(src_doc, folder.name, location)
-        if folder.name in gvars.per_workshop:
-            workshop["variables"] = gvars.per_workshop[folder.name]
-        _merge_replay(src_doc, replays, replay)
-        locations.add(workshop["location"])
-        locations.update(workshop.get("alternate_locations", []))
-        dst = stage / "catalog/workshops" / folder.name
-        _copy_files(folder, dst, result, label)
-        _write(stage, f"catalog/workshops/{folder.name}/workshop.yaml", "workshop", workshop)
-        result.workshops.append(folder.name)
+        _import_workshop(stage, src, folder, keys, gvars, location, result, got)
     pool = {"prefix": "student", "first": 1, "last": 2000, "uid_base": 2000, "gid_base": 2000,
             "home_root": "/student", "shell": "/bin/bash"} | gvars.pool
+    pool_last = pool["last"]
+    _replan(got, pool, result, replan_seats)
+    for key, workshop in got.workshops.items():
+        _write(stage, f"catalog/workshops/{key}/workshop.yaml", "workshop", workshop)
     _write(stage, "catalog/students.yaml", "students", {"pools": {"student": pool}})
     _write(stage, "catalog/locations.yaml", "locations", {"locations": [
         {"name": n, "description": "Imported from Workshops-on-Demand"}
-        for n in sorted(locations)]})
+        for n in sorted(got.locations)]})
     _write(stage, "catalog/replays.yaml", "replays",
-           {"replays": [replays[i] for i in sorted(replays)]})
+           {"replays": [got.replays[i] for i in sorted(got.replays)]})
     _write(stage, "catalog/variables.yaml", "variables", gvars.variables)
+    for loc in sorted(got.locations):
+        _write(stage, f"hosts/{loc}.yaml", "host", deploy.host_skeleton(loc, "student"))
     (stage / "schemas").mkdir()
     for name, text in generate_schemas().items():
         (stage / "schemas" / name).write_text(text, encoding="utf-8")
+    _declare_undefined(stage, got, result)
+    _repair_notebooks(stage, src, result)
+    _checklist(got, gvars, pool, pool_last, result)
+
+
+def _import_workshop(stage: Path, src: Path, folder: Path, keys: set[str], gvars: _GlobalVars,
+                     location: str, result: ImportResult, got: _Imported) -> None:
+    label = src / folder.name
+    if folder.name not in keys:
+        result.diagnostics.append(Diagnostic(str(label), 1, 1, "unsafe-name",
+                                             "folder name is not WKSHP-<Name>; skipped"))
+        return
+    src_doc = _WodFile(Document(str(label / "wod.yml")), result)
+    src_doc.doc = parse_yaml(str(label / "wod.yml"),
+                             _detab(src_doc, (folder / "wod.yml").read_bytes()),
+                             allow_tabs=True)
+    if src_doc.doc.diagnostics or not isinstance(src_doc.doc.tree, dict):
+        result.diagnostics.extend(src_doc.doc.diagnostics or [src_doc.doc.diag(
+            "wod-yml", "wod.yml is not a mapping")])
+        return
+    workshop, replay = convert_workshop(src_doc, folder.name, location)
+    if folder.name in gvars.per_workshop:
+        workshop["variables"] = gvars.per_workshop[folder.name]
+    kernels = deploy.infer_kernels(folder, label, result.diagnostics)
+    if kernels:
+        workshop["kernels"] = kernels
+        result.kernels[folder.name] = kernels
+    _merge_replay(src_doc, got.replays, replay)
+    got.locations.add(workshop["location"])
+    got.locations.update(workshop.get("alternate_locations", []))
+    _copy_files(folder, stage / "catalog/workshops" / folder.name, result, label)
+    got.workshops[folder.name] = workshop
+    result.workshops.append(folder.name)
+
+
+def _replan(got: _Imported, pool: dict[str, Any], result: ImportResult, replan: bool) -> None:
+    """With `replan`, every location's ranges packed into the pool (grown if it must)."""
+    if not replan:
+        return
+    by_location: dict[str, dict[str, tuple[int, int]]] = {}
+    for key, ws in got.workshops.items():
+        by_location.setdefault(ws["location"], {})[key] = (ws["seats"]["first"],
+                                                           ws["seats"]["last"])
+    for ranges in by_location.values():
+        plan = seatplan.replan(ranges, pool["first"], pool["last"])
+        for move in plan.moves:
+            got.workshops[move.workshop]["seats"] = {"first": move.new[0], "last": move.new[1]}
+        result.moves += plan.moves
+        pool["last"] = max(pool["last"], plan.pool_last)
+
+
+def _declare_undefined(stage: Path, got: _Imported, result: ImportResult) -> None:
+    """A placeholder variable for every name a workshop's templates use and nobody defines
+    (WoD computed them per seat, out of sight); validate then names each one."""
+    from wodsync.catalog import validate  # the template checks render: imported when used
+
+    _, found = validate(stage)
+    for key, names in sorted(deploy.undefined_names(found).items()):
+        if key not in got.workshops:
+            continue
+        variables = got.workshops[key].setdefault("variables", {})
+        for name in sorted(names):
+            m = deploy.PER_WORKSHOP_RE.match(name)
+            var = m[1] if m and m[2] == key else name
+            variables.setdefault(var, deploy.placeholder(deploy.per_seat_why(var)))
+        _write(stage, f"catalog/workshops/{key}/workshop.yaml", "workshop", got.workshops[key])
+        result.checklist.add(f"{key}: decide {', '.join(sorted(names))} (placeholders in its "
+                             "workshop.yaml: WoD computed them per seat)")
+
+
+def _repair_notebooks(stage: Path, src: Path, result: ImportResult) -> None:
+    """A notebook still not JSON once rendered gets its stray quotes escaped (a warning at
+    each line of the source), kept only if it then renders to JSON."""
+    from wodsync.catalog import validate
+
+    _, found = validate(stage)
+    originals: dict[str, tuple[str, list[int]]] = {}
+    for rel in sorted({d.path for d in found if d.code == "notebook-json"}):
+        before = (stage / rel).read_text(encoding="utf-8")
+        after, lines = deploy.escape_stray_quotes(before)
+        if lines:
+            originals[rel] = (before, lines)
+            (stage / rel).write_text(after, encoding="utf-8")
+    if not originals:
+        return
+    _, found = validate(stage)
+    still = {d.path for d in found if d.code == "notebook-json"}
+    for rel, (before, lines) in originals.items():
+        if rel in still:  # not what was wrong: left as WoD wrote it, for validate to report
+            (stage / rel).write_text(before, encoding="utf-8")
+            continue
+        label = src / rel.removeprefix("catalog/workshops/")
+        result.diagnostics += [Diagnostic(str(label), n, 1, "notebook-quotes",
+                                          "quotes inside a JSON string escaped: the notebook "
+                                          "was not JSON even once rendered", "warning")
+                               for n in lines]
+
+
+def _checklist(got: _Imported, gvars: _GlobalVars, pool: dict[str, Any], pool_last: int,
+               result: ImportResult) -> None:
+    """The operator's decisions, hosts first: nothing deploys before they are made."""
+    c = result.checklist
+    for loc in sorted(got.locations):
+        c.items.insert(0, f"hosts/{loc}.yaml: write the hub host's address, pin its SSH key "
+                          f"(host_key), set WODBEFQDN and WODBEEXTFQDN; a second host of "
+                          f"'{loc}' is a copy of this file")
+    secrets = {deploy.hub_token_secret(loc): f"host {loc}" for loc in got.locations}
+    secrets |= {v["secret"]: "the global variables" for v in gvars.variables.values()
+                if isinstance(v, dict)}
+    for key, ws in got.workshops.items():
+        secrets |= {v["secret"]: key for v in ws.get("variables", {}).values()
+                    if isinstance(v, dict) and "secret" in v}
+    for name, who in sorted(secrets.items()):
+        c.add(f"secrets file: {name} (granted to {who}); `wodsync validate --secrets FILE` "
+              "warns about a missing grant")
+    for key, ws in sorted(got.workshops.items()):
+        if ws.get("appliance", "none") != "none":
+            c.add(f"{key}: ran on a remote appliance in WoD ({ws['appliance']}): declare the "
+                  "appliance host(s) and the create hook that prepares a seat there")
+    if result.moves:
+        c.add(f"{len(result.moves)} seat ranges re-planned (printed above): WoD's api-db and "
+              "its mails still name the old ones; cut over per workshop (README: Migrating)")
+    if pool["last"] > pool_last:
+        c.add(f"the pool grew from {pool_last} to {pool['last']} seats to hold every range: "
+              "that many accounts on every hub host (or give a location more hosts)")
+    users: dict[str, list[str]] = {}
+    for key, kernels in sorted(result.kernels.items()):
+        for kernel in kernels:
+            users.setdefault(kernel, []).append(key)
+    if users:
+        c.add("kernels declared from the notebooks' kernelspecs (recipes, installed as root on "
+              "every hub host serving them; review the versions): " + "; ".join(
+                  f"{k} ({len(keys)} workshops)" if len(keys) > 3 else f"{k} ({', '.join(keys)})"
+                  for k, keys in sorted(users.items())))
 
 
 def _merge_replay(src: _WodFile, replays: dict[int, dict[str, Any]],

@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from wodsync.agent.firewall.entries import canonical as egress_canonical
 from wodsync.catalog.hostkey import InvalidHostKey, check_host_key
 from wodsync.catalog.installers import install_problem, requirement_problem
+from wodsync.catalog.placeholders import ADDRESS as PLACEHOLDER_ADDRESS
 from wodsync.catalog.recipes import RECIPES, RecipeUse, use, version_problem
 
 WORKSHOP_KEY_RE = r"^WKSHP-[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -680,7 +681,9 @@ class Host(Strict):
 
     @model_validator(mode="after")
     def _key_pinned(self) -> Host:
-        if self.transport == "ssh" and self.host_key is None:
+        # A skeleton written by `wodsync import` has no address yet: its placeholder error
+        # (`catalog.placeholders`) says how to pin the key.
+        if self.transport == "ssh" and self.host_key is None and self.address != PLACEHOLDER_ADDRESS:
             raise ValueError("ssh transport needs a pinned host_key (see `wodsync host add`)")
         return self
 

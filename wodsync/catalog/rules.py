@@ -312,5 +312,7 @@ RULES: tuple[Rule, ...] = (
 
 def run_rules(catalog: Catalog) -> list[Diagnostic]:
     from wodsync.catalog.kernelcheck import check_notebook_kernels  # reads the loader too
+    from wodsync.catalog.placeholders import check_placeholders
 
-    return [d for rule in (*RULES, check_notebook_kernels) for d in rule(catalog)]
+    return [d for rule in (*RULES, check_notebook_kernels, check_placeholders)
+            for d in rule(catalog)]

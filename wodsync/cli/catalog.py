@@ -76,24 +76,45 @@ def schema_cmd(root: Path, check: bool) -> None:
               help="WoD group_vars file(s) with global variables; repeatable.")
 @click.option("--location", default=DEFAULT_LOCATION, show_default=True,
               help="Location of workshops whose wod.yml names none.")
-def import_cmd(wod_dir: Path, out: Path, var_files: tuple[Path, ...], location: str) -> None:
-    """Convert a WoD notebooks tree (WKSHP-*/wod.yml) into a wodsync catalog."""
+@click.option("--replan-seats", is_flag=True,
+              help="Pack overlapping seat ranges (and those outside the pool) into the pool "
+                   "without overlap; prints the mapping old → new.")
+@click.option("--templates", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="templates/ to copy (the hub's configuration and unit); default: this "
+                   "wodsync checkout's, when there is one.")
+def import_cmd(wod_dir: Path, out: Path, var_files: tuple[Path, ...], location: str,
+               replan_seats: bool, templates: Path | None) -> None:
+    """Convert a WoD notebooks tree (WKSHP-*/wod.yml) into a catalog, a hosts skeleton and the
+    checklist of what the operator must still decide."""
     from wodsync.authoring import importer
     from wodsync.catalog import validate
     from wodsync.diagnostics import has_errors
 
     try:
-        result = importer.import_wod(wod_dir, out, list(var_files), location)
+        result = importer.import_wod(wod_dir, out, list(var_files), location, replan_seats,
+                                     templates or _checkout_templates())
     except importer.WodImportError as exc:
         raise click.ClickException(str(exc)) from None
     print_diagnostics(result.diagnostics)
     err().print(f"imported {len(result.workshops)} workshops into {out}")
+    for move in result.moves:
+        click.echo(f"seats {move.text()}")
+    click.echo("What you must still decide (`wodsync validate` names every placeholder):")
+    click.echo(result.checklist.text())
     _, found = validate(out)
     codes = Counter(d.code for d in found if d.is_error)
     if codes:
         err().print("validate reports: " + ", ".join(f"{n} {c}" for c, n in codes.most_common())
                     + f" (see `wodsync validate --root {out}`)")
     sys.exit(1 if has_errors(result.diagnostics) else 0)
+
+
+def _checkout_templates() -> Path | None:
+    """The templates/ of the wodsync checkout this package runs from, if it is one."""
+    import wodsync
+
+    found = Path(wodsync.__file__).resolve().parent.parent / "templates"
+    return found if (found / "hub").is_dir() else None
 
 
 @main.command("render")
