@@ -51,6 +51,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_handover_hub": ("test_handover_hub", ("root", "hub")),      # wodtk, 59501-59520
     "test_hub": ("test_hub", ("root", "hub")),                        # wodth, 52001-52999
     "test_kernel_recipes": ("test_kernel_recipes", ("root", "hub")),  # wodtt, 56601
+    "test_import_deploy": ("test_import_deploy", ("root",)),  # plan only: wodtt, 47001-47380
     "test_hub_ports": ("test_hub_ports", ("root", "hub")),            # wodtp, 57001-57050
     "test_hub_systemd": ("test_hub_systemd", ("root", "hub")),        # wodts, 54001-…
     # wodto: the hub with TLS 54801-54850, apply's progress and the public URL 54851-54860

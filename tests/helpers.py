@@ -158,3 +158,22 @@ def _isolated(argv: list[str], env: Mapping[str, str] | None,
         if os.environ != saved_env:
             os.environ.clear()
             os.environ.update(saved_env)
+
+
+def fill_placeholders(root: Path, host_lines: str = "transport: local",
+                      value: str = "filled") -> list[str]:
+    """What an operator does after `wodsync import`: every `CHANGE-ME` placeholder of the
+    hosts and workshops given a value (a host's address 127.0.0.1 with `host_lines`); the
+    files changed, relative to `root`."""
+    import re
+
+    changed = []
+    for path in sorted([*root.glob("hosts/*.yaml"), *root.glob("catalog/*.yaml"),
+                        *root.glob("catalog/workshops/*/workshop.yaml")]):
+        text = path.read_text(encoding="utf-8")
+        new = text.replace("address: CHANGE-ME\n", f"address: 127.0.0.1\n{host_lines}\n")
+        new = re.sub(r"""(:\s*)(["']?)CHANGE-ME[^\n]*""", rf"\g<1>{value}", new)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(path.relative_to(root).as_posix())
+    return changed
