@@ -12,6 +12,7 @@ test stops if one of those uids exists).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pwd
@@ -173,7 +174,7 @@ def test_replan_keeps_the_most_workshops_in_place():
     assert [m.workshop for m in plan.moves] == ["wide"]
     assert plan.ranges["wide"] == (46, 85) and plan.pool_last == 100
     taken = sorted(plan.ranges.values())
-    assert all(a[1] < b[0] for a, b in zip(taken, taken[1:], strict=False))
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(taken))
 
 
 def test_a_notebook_broken_by_stray_quotes_is_repaired_with_a_warning(tmp_path):

@@ -161,7 +161,7 @@ def test_two_versions_of_one_recipe_on_a_host_are_a_plan_error(tmp_path):
     other = ("name: Other\ncapacity: 1\nseats: {first: 1, last: 1}\nlocation: lab\n"
              "duration: 1\nkernels: [{recipe: rust, version: 0.16.0}]\n")
     write_lab(tmp_path, tmp_path, "[rust]", extra_workshop=other)
-    catalog, found = validate(tmp_path)
+    catalog, _ = validate(tmp_path)
     desired = desired_state(catalog, "lab", Placeholders())
     plan = plan_host(desired, converged(desired))
     assert any("kernel rust: rust 0.16.0 (WKSHP-Other); rust 0.17.0 (WKSHP-Kern)" in e

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wodsync.authoring import deploy
-from wodsync.authoring import seatplan
+from wodsync.authoring import deploy, seatplan
 from wodsync.authoring.seatplan import Move
 from wodsync.catalog.loader import FILE_NAME_RE
 from wodsync.catalog.models import SECRET_NAME_RE, VAR_NAME_RE, WORKSHOP_KEY_RE
@@ -372,8 +371,9 @@ def _import_into(stage: Path, src: Path, folders: list[Path], var_files: list[Pa
     got = _Imported(locations={location})
     for folder in folders:
         _import_workshop(stage, src, folder, keys, gvars, location, result, got)
-    pool = {"prefix": "student", "first": 1, "last": 2000, "uid_base": 2000, "gid_base": 2000,
-            "home_root": "/student", "shell": "/bin/bash"} | gvars.pool
+    pool: dict[str, Any] = {"prefix": "student", "first": 1, "last": 2000, "uid_base": 2000,
+                            "gid_base": 2000, "home_root": "/student",
+                            "shell": "/bin/bash"} | gvars.pool
     pool_last = pool["last"]
     _replan(got, pool, result, replan_seats)
     for key, workshop in got.workshops.items():

@@ -4,9 +4,9 @@ WoD's ranges overlap (12 `seats-overlap` errors in its public corpus: 6 pairs, e
 at both workshops) and some lie outside the pool the importer writes. `replan` keeps as many
 workshops where they are as possible — the most ranges that fit the pool without overlap,
 chosen by earliest end, which is optimal for that count — and moves every other one, whole, to
-the first gap of the pool it fits in (the largest first), growing the pool past its last seat only when no gap is
-left. Each move is reported old → new with its reason, for the operator's checklist and for
-WoD's api-db, whose records still hold the old ranges.
+the first gap of the pool it fits in (the largest first), growing the pool past its last seat
+only when no gap is left. Each move is reported old → new with its reason, for the
+operator's checklist and for WoD's api-db, whose records still hold the old ranges.
 """
 
 from __future__ import annotations

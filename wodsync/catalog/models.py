@@ -15,7 +15,7 @@ context (`at`), so the loader points the error at the field rather than at the m
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import (
     AfterValidator,
@@ -200,7 +200,7 @@ class Kernel(Strict):
 
 
 RecipeName = Literal["bash", "go", "python", "rust", "ssh"]
-assert set(RecipeName.__args__) == set(RECIPES), "RecipeName lists every recipe"
+assert set(get_args(RecipeName)) == set(RECIPES), "RecipeName lists every recipe"
 
 
 class KernelRecipe(Strict):
