@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from wodsync.authoring.deploy import appliance_declarations
 from wodsync.authoring.importer import WodImportError, import_wod
 from wodsync.catalog import validate
 from wodsync.catalog.loader import load_catalog
@@ -131,7 +132,10 @@ def test_import_maps_every_field_and_validates(wod_tree, tmp_path):
     assert alpha.replay == 9 and alpha.workshop_image is None and alpha.role is None
     assert alpha.variables == {"IP": "10.1.1.1"} and alpha.compile == []
     assert (beta.seats.first, beta.seats.last) == (1981, 1985)
-    assert beta.compile == ["login.sh"] and beta.appliance == "mono" and beta.replay is None
+    assert beta.compile == ["login.sh"] and beta.replay is None
+    appliance, _ = appliance_declarations("WKSHP-Beta101", "mono", "default", "student", 5)
+    assert (beta.appliance if isinstance(beta.appliance, str)
+            else beta.appliance.model_dump()) == appliance
     assert beta.variables == {"HTTPPORT": 17161} and beta.varpass and beta.reset
     assert catalog.replays[0].video == "https://youtu.be/abc"
     assert catalog.replays[0].workshop == "WKSHP-Alpha101"

@@ -194,6 +194,31 @@ def test_a_notebook_broken_by_stray_quotes_is_repaired_with_a_warning(tmp_path):
     assert [d.path for d in errors_of(out)] == ["catalog/workshops/WKSHP-Go101/2-Q.ipynb"]
 
 
+def test_appliance_workshops_get_their_appliance_hosts_in_the_inventory(tmp_path):
+    from wodsync.catalog import models
+
+    if not hasattr(models, "Appliance"):
+        pytest.skip("appliance hosts are not in this tree yet (they come with `appliance: "
+                    "{hosts, mode}`); the import keeps WoD's label until then")
+    tree = make_tree(tmp_path / "wod", {"Dock101": (1, 3, {}, "monoappliance: true\n"),
+                                        "Multi101": (4, 5, {}, "multiappliance: true\n")})
+    out = tmp_path / "out"
+    result = _import(tree, out)
+    catalog = load_catalog(out)
+    dock, multi = catalog.workshops["WKSHP-Dock101"], catalog.workshops["WKSHP-Multi101"]
+    assert dock.appliance.model_dump() == {"hosts": ["appliance-Dock101"], "mode": "shared"}
+    assert multi.appliance.model_dump() == {
+        "hosts": ["appliance-Multi101-1", "appliance-Multi101-2"], "mode": "per_seat"}
+    roles = {n: (h.role, h.hub, h.address) for n, h in catalog.hosts.items()}
+    assert roles["appliance-Multi101-2"] == ("appliance", None, "CHANGE-ME")
+    assert any(i.startswith("WKSHP-Multi101: ran on a remote appliance in WoD: write the "
+                            "address and key of hosts/appliance-Multi101-1.yaml and its 1 "
+                            "siblings") for i in result.checklist.items)
+    assert {d.path for d in errors_of(out)} == {f"hosts/{n}.yaml" for n in roles}
+    fill_placeholders(out)
+    assert errors_of(out) == []
+
+
 # --- WoD's corpus ---------------------------------------------------------------------------
 
 @pytest.mark.skipif(not (CORPUS / "wod-notebooks").is_dir(), reason="WoD corpus not present")

@@ -79,9 +79,21 @@ def hub_token_secret(location: str) -> str:
     return "HUB_" + re.sub(r"[^A-Za-z0-9]", "_", location).upper() + "_TOKEN"
 
 
-def appliance_field(mode: str) -> str:
-    """The workshop's `appliance` value for WoD's mono/multiappliance (none, mono, multi)."""
-    return mode
+def appliance_declarations(key: str, mode: str, location: str, pool: str,
+                           seats: int) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The workshop's `appliance` for WoD's mono/multiappliance (`none`, `mono`, `multi`) and
+    the skeletons of its appliance hosts (`role: appliance`, no hub): one `shared` for mono,
+    one per seat for multi (`per_seat`, as WoD's base address + seat offset). Where this
+    wodsync has no appliance hosts yet (`catalog.models.Appliance`), WoD's label is kept."""
+    from wodsync.catalog import models
+
+    if mode == "none" or not hasattr(models, "Appliance"):
+        return mode, {}
+    base = f"appliance-{key.removeprefix('WKSHP-')}"[:50]
+    names = [base] if mode == "mono" else [f"{base}-{n}" for n in range(1, seats + 1)]
+    hosts = {name: {"address": ADDRESS, "role": "appliance", "location": location,
+                    "pool": pool} for name in names}
+    return {"hosts": names, "mode": "shared" if mode == "mono" else "per_seat"}, hosts
 
 
 def undefined_names(found: list[Diagnostic]) -> dict[str, set[str]]:
@@ -98,7 +110,8 @@ def undefined_names(found: list[Diagnostic]) -> dict[str, set[str]]:
 def per_seat_why(name: str) -> str:
     kind = "a token" if SECRET_HINT.search(name) else "a value"
     return (f"{kind} WoD's create script computed for each seat (an appliance's port, token or "
-            "address): declare it as the workshop's per-seat value, or write it here")
+            "address): declare it in the workshop's seat_values (computed from SEAT_OFFSET, or "
+            "written by its create hook) and remove it here, or write its value here")
 
 
 STRING_LINE_RE = re.compile(r'^(\s*)"(.*)"(,?)\s*$')

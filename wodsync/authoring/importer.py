@@ -227,7 +227,7 @@ def convert_workshop(src: _WodFile, key: str, default_location: str) -> tuple[di
         "presenter": _text(src, data, "presenter"),
         "role": _text(src, data, "role"),
         "avatar": _image(src, data, "avatar"),
-        "appliance": deploy.appliance_field(_appliance(src, data)),
+        "appliance": _appliance(src, data),
     }
     replay = _replay(src, data, key, workshop)
     if replay:
@@ -362,6 +362,7 @@ class _Imported:
     workshops: dict[str, dict[str, Any]] = field(default_factory=dict)
     replays: dict[int, dict[str, Any]] = field(default_factory=dict)
     locations: set[str] = field(default_factory=set)
+    appliances: dict[str, dict[str, Any]] = field(default_factory=dict)  # host skeletons
 
 
 def _import_into(stage: Path, src: Path, folders: list[Path], var_files: list[Path],
@@ -387,6 +388,8 @@ def _import_into(stage: Path, src: Path, folders: list[Path], var_files: list[Pa
     _write(stage, "catalog/variables.yaml", "variables", gvars.variables)
     for loc in sorted(got.locations):
         _write(stage, f"hosts/{loc}.yaml", "host", deploy.host_skeleton(loc, "student"))
+    for name, host in sorted(got.appliances.items()):
+        _write(stage, f"hosts/{name}.yaml", "host", host)
     (stage / "schemas").mkdir()
     for name, text in generate_schemas().items():
         (stage / "schemas" / name).write_text(text, encoding="utf-8")
@@ -417,6 +420,10 @@ def _import_workshop(stage: Path, src: Path, folder: Path, keys: set[str], gvars
     if kernels:
         workshop["kernels"] = kernels
         result.kernels[folder.name] = kernels
+    workshop["appliance"], appliances = deploy.appliance_declarations(
+        folder.name, workshop["appliance"], workshop["location"], "student",
+        workshop["seats"]["last"] - workshop["seats"]["first"] + 1)
+    got.appliances.update(appliances)
     _merge_replay(src_doc, got.replays, replay)
     got.locations.add(workshop["location"])
     got.locations.update(workshop.get("alternate_locations", []))
@@ -506,8 +513,15 @@ def _checklist(got: _Imported, gvars: _GlobalVars, pool: dict[str, Any], pool_la
         c.add(f"secrets file: {name} (granted to {who}); `wodsync validate --secrets FILE` "
               "warns about a missing grant")
     for key, ws in sorted(got.workshops.items()):
-        if ws.get("appliance", "none") != "none":
-            c.add(f"{key}: ran on a remote appliance in WoD ({ws['appliance']}): declare the "
+        appliance = ws.get("appliance", "none")
+        if isinstance(appliance, dict):
+            c.add(f"{key}: ran on a remote appliance in WoD: write the address and key of "
+                  f"hosts/{appliance['hosts'][0]}.yaml"
+                  + (f" and its {len(appliance['hosts']) - 1} siblings (one per seat)"
+                     if len(appliance["hosts"]) > 1 else "")
+                  + "; WoD's create script becomes its create hook")
+        elif appliance != "none":
+            c.add(f"{key}: ran on a remote appliance in WoD ({appliance}): declare the "
                   "appliance host(s) and the create hook that prepares a seat there")
     if result.moves:
         c.add(f"{len(result.moves)} seat ranges re-planned (printed above): WoD's api-db and "
