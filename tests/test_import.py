@@ -123,8 +123,11 @@ def test_import_maps_every_field_and_validates(wod_tree, tmp_path):
     assert not [d for d in result.diagnostics if d.is_error]
     # What the operator must decide is an error until decided: the hub host's address and
     # the names students see it by.
-    assert {(d.path, d.code) for d in errors_of(out)} == {("hosts/default.yaml", "placeholder")}
-    assert fill_placeholders(out) == ["hosts/default.yaml"]
+    _, appliances = appliance_declarations("WKSHP-Beta101", "mono", "default", "student", 5)
+    hosts = sorted(f"hosts/{name}.yaml" for name in ["default", *appliances])
+    assert sorted({d.path for d in errors_of(out)}) == hosts
+    assert {d.code for d in errors_of(out)} == {"placeholder"}
+    assert fill_placeholders(out) == hosts
     assert errors_of(out) == []
     catalog = load_catalog(out)
     alpha, beta = catalog.workshops["WKSHP-Alpha101"], catalog.workshops["WKSHP-Beta101"]

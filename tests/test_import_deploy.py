@@ -69,8 +69,7 @@ def tree(tmp_path: Path) -> Path:
         "Beta101": (4, 9, {"1-Ssh.ipynb": _nb("ssh"), "2-Go.ipynb": _nb("gophernotes")}, ""),
         "Gamma101": (1981, 1985, {"1-Rust.ipynb": _nb("rust"), "2-Jl.ipynb": _nb("julia"),
                                   "3-Tok.ipynb": _nb(None, "token {{ SPARKTOK }} at "
-                                                           "{{ WODBEEXTFQDN }}")},
-                     "monoappliance: true\n"),
+                                                           "{{ WODBEEXTFQDN }}")}, ""),
     })
 
 
@@ -153,7 +152,6 @@ def test_the_checklist_says_what_the_operator_must_still_decide(tree, tmp_path):
            "them per seat)" in items
     assert any(i.startswith("secrets file: HUB_DEFAULT_TOKEN (granted to host default)")
                for i in items)
-    assert any(i.startswith("WKSHP-Gamma101: ran on a remote appliance in WoD") for i in items)
     assert any(i.startswith("2 seat ranges re-planned") for i in items)
     assert any("go (WKSHP-Beta101); rust (WKSHP-Gamma101); ssh (WKSHP-Beta101)" in i
                for i in items)
@@ -197,15 +195,17 @@ def test_a_notebook_broken_by_stray_quotes_is_repaired_with_a_warning(tmp_path):
 def test_appliance_workshops_get_their_appliance_hosts_in_the_inventory(tmp_path):
     from wodsync.catalog import models
 
-    if not hasattr(models, "Appliance"):
-        pytest.skip("appliance hosts are not in this tree yet (they come with `appliance: "
-                    "{hosts, mode}`); the import keeps WoD's label until then")
     tree = make_tree(tmp_path / "wod", {"Dock101": (1, 3, {}, "monoappliance: true\n"),
                                         "Multi101": (4, 5, {}, "multiappliance: true\n")})
     out = tmp_path / "out"
     result = _import(tree, out)
     catalog = load_catalog(out)
     dock, multi = catalog.workshops["WKSHP-Dock101"], catalog.workshops["WKSHP-Multi101"]
+    if not hasattr(models, "Appliance"):  # no appliance hosts in this tree: WoD's label
+        assert (dock.appliance, multi.appliance) == ("mono", "multi")
+        assert any(i.startswith("WKSHP-Dock101: ran on a remote appliance in WoD (mono): "
+                                "declare the appliance host(s)") for i in result.checklist.items)
+        return
     assert dock.appliance.model_dump() == {"hosts": ["appliance-Dock101"], "mode": "shared"}
     assert multi.appliance.model_dump() == {
         "hosts": ["appliance-Multi101-1", "appliance-Multi101-2"], "mode": "per_seat"}
