@@ -260,8 +260,9 @@ def _plan_corpus(out: Path, tmp_path: Path, cli) -> None:
     secrets = tmp_path / "secrets.yaml"
     secrets.write_text('secrets:\n  HUB_DEFAULT_TOKEN: {value: "t0ken", hosts: [default]}\n')
     secrets.chmod(0o600)
+    # The hub host (appliance hosts, where the tree has them, are other machines).
     result = cli("plan", "--root", out, "--state", tmp_path / "ctl", "--secrets", secrets,
-                 "--format", "json")
+                 "--format", "json", "--host", "default")
     assert result.exit_code == 2, result.output       # changes pending, nothing refused
     [host] = json.loads(result.stdout)
     assert (host["host"], host["error"], host["plan"]["errors"]) == ("default", None, [])
