@@ -26,15 +26,19 @@ class Probe(TypedDict):
     prefix: str
 
 
-class Facts(TypedDict):
-    """`kernels`: every kernelspec name found; `recipes`: name → the recipe and version its
-    `kernel.json` records (`rust 0.17.0`), for those a recipe wrote."""
-
+class _Kernels(TypedDict):
     kernels: list[str]
+
+
+class Facts(_Kernels, total=False):
+    """`kernels`: every kernelspec name found; `recipes`: name → the recipe and version its
+    `kernel.json` records (`rust 0.17.0`), for those a recipe wrote (optional: facts published
+    before recipes existed have none)."""
+
     recipes: dict[str, str]
 
 
-FACTS = Record({"kernels": NAMES, "recipes": MapOf(NAME)})
+FACTS = Record({"kernels": NAMES}, {"recipes": MapOf(NAME)})
 
 
 class RecipePart(TypedDict):
