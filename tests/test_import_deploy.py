@@ -6,8 +6,9 @@ and prints the operator's checklist.
 Small fixture trees here; WoD's own 20 workshops (../shared/corpus, or $WODSYNC_CORPUS) in the
 corpus test, which skips without them: import, --replan-seats, validate with 0 errors once the
 placeholders are filled, and a plan (never an apply) against this machine as a local host. That
-plan names 380 seats `wodtt1..380` with uids 47001-47380 (no account is made: plan only; the
-test stops if one of those uids exists).
+plan names 380 seats `wodtcp1..380` (a prefix of its own: `wodtt1` is a real seat of the kernel
+test) with uids 47001-47380 (no account is made: plan only; the test stops if one of those uids
+exists).
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def test_the_corpus_imports_replans_validates_and_plans_on_a_real_host(tmp_path,
 def _plan_corpus(out: Path, tmp_path: Path, cli) -> None:
     students = out / "catalog/students.yaml"
     text = students.read_text()
-    for old, new in (("prefix: student", "prefix: wodtt"), ("uid_base: 2000", "uid_base: 47000"),
+    for old, new in (("prefix: student", "prefix: wodtcp"), ("uid_base: 2000", "uid_base: 47000"),
                      ("gid_base: 2000", "gid_base: 47000"),
                      ("home_root: /student", f"home_root: {tmp_path}/homes")):
         assert old in text
@@ -268,4 +269,4 @@ def _plan_corpus(out: Path, tmp_path: Path, cli) -> None:
     assert (host["host"], host["error"], host["plan"]["errors"]) == ("default", None, [])
     planned = {c["address"] for c in host["plan"]["changes"]}
     assert {"kernel:bash", "kernel:ssh", "kernel:gophernotes", "kernel:rust",
-            "package:apt/golang-go", "package:apt/cargo", f"account:wodtt{last}"} <= planned
+            "package:apt/golang-go", "package:apt/cargo", f"account:wodtcp{last}"} <= planned
