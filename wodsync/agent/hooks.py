@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 from typing import Any
 
+from wodsync.agent import hookvalues
 from wodsync.agent.protocol import Seat
 from wodsync.agent.run import BASE_PATH
 from wodsync.agent.steps import Steps
@@ -98,12 +99,17 @@ def hook_env(payload: Seat, variables_path: str) -> dict[str, str]:
             VARIABLES_ENV: variables_path}
 
 
-def run_hook(payload: Seat, name: str, steps: Steps) -> None:
+def run_hook(payload: Seat, name: str, steps: Steps) -> dict[str, str]:
     """Run the hook `name` of the payload if it has one; a failure raises, after its output
-    was recorded in `steps`. A hook the controller could not prepare fails here, naming why."""
+    was recorded in `steps`. A hook the controller could not prepare fails here, naming why.
+    The `create` hook of a workshop declaring values (`produces`) returns them, read from
+    `$WOD_VALUES` (`hookvalues`); every other hook returns {}."""
     hook = (payload.get("hooks") or {}).get(name)
+    declared = list(payload.get("produces") or []) if name == "create" else []
     if not hook:
-        return
+        if declared:
+            raise RuntimeError("the workshop declares values of a create hook it does not have")
+        return {}
     if hook.get("error"):
         raise RuntimeError(f"hook {name} ({hook['path']}) was not run: {hook['error']}")
     folder = tempfile.mkdtemp(prefix="wodsync-hook-", dir=run_dir(payload["state_dir"]))
@@ -112,8 +118,12 @@ def run_hook(payload: Seat, name: str, steps: Steps) -> None:
         with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "wb") as f:
             f.write(base64.b64decode(hook["data"]))
         env = hook_env(payload, write_variables(folder, payload.get("hook_variables") or {}))
+        values_path = hookvalues.make_file(folder) if declared else ""
+        if declared:
+            env[hookvalues.VALUES_ENV] = values_path
         _execute(script, folder, env, name, hook["path"], payload.get("hook_timeout", 120),
                  steps)
+        return hookvalues.collect(values_path, declared) if declared else {}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -151,6 +151,16 @@ class Egress(TypedDict):
     hub: list[str]
 
 
+class SeatKey(TypedDict):
+    """The seat's own SSH key pair for its appliance (OpenSSH texts) and the appliance's
+    pinned host key line, written into the seat's `~/.ssh` (`id_ed25519`, `.pub`,
+    `known_hosts`). A secret: only ever on stdin."""
+
+    private: str
+    public: str
+    known_hosts: str
+
+
 class _Seat(HostPayload):
     user: str
     uid: int
@@ -180,6 +190,10 @@ class Seat(_Seat, total=False):
     egress: Egress | None           # a CREATE's: None (or absent) leaves the seat open
     limits: SeatLimits | None       # the workshop's limits (None: none), at a CREATE
     cgroup_root: str                # where the cgroup trees are (default /sys/fs/cgroup)
+    ssh_key: SeatKey | None         # a CREATE's, for a workshop with an appliance
+    stage: str                      # a CREATE's: all (default), hook (up to the create hook,
+                                    # answering its values), rest (after it: files and on)
+    produces: list[str]             # names the create hook writes to $WOD_VALUES
     # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
     # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
     _hub_seen: tuple[float, dict[str, Any] | None]
@@ -212,6 +226,7 @@ class SeatAnswer(TypedDict, total=False):
     occupied: records.Record | None
     release_errors: list[str]
     completion: dict[str, Any] | None
+    values: dict[str, str]          # what the create hook wrote (stage `hook`): secrets too
 
 
 class SeatCreateAnswer(TypedDict):
@@ -239,6 +254,29 @@ class SeatServersAnswer(TypedDict):
     deferred: list[str]
     gone: list[str]
     errors: dict[str, str]
+
+
+# ---- a seat's account on an appliance host (`agent.appliance`) ----------------------------------
+
+class _ApplianceSeat(HostPayload):
+    user: str
+    uid: int
+
+
+class ApplianceSeat(_ApplianceSeat, total=False):
+    """`appliance_seat_create` (with the seat's `password` and `public_key`) and
+    `appliance_seat_release` (neither)."""
+
+    password: str
+    public_key: str
+
+
+class ApplianceAnswer(TypedDict):
+    """`ok`, each step's seconds, and what did not work (`errors`: none of them a secret)."""
+
+    ok: bool
+    timings: dict[str, float]
+    errors: list[str]
 
 
 # ---- the seat guard (`guard_round`) --------------------------------------------------------------

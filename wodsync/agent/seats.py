@@ -197,6 +197,12 @@ class _Seat:
         self.occupied: records.Record | None = None
         self.release_errors: list[str] = []
         self.server: str | None = None
+        self.values: dict[str, str] | None = None  # stage `hook`: what the create hook wrote
+
+    @property
+    def waits(self) -> bool:
+        """Set up to its create hook (stage `hook`): the rest comes with the next call."""
+        return self.values is not None and self.error is None
 
     def fail(self, exc: Exception) -> None:
         if self.error is None:
@@ -212,8 +218,9 @@ def create(payload: SeatCreateRequest, host: HostSide) -> SeatCreateAnswer:
                         _lock_timeout(payload)):
         for seat in seats:
             _prepare(seat)
-        _together([s for s in seats if not s.error], "password", _set_passwords)
-        _together([s for s in seats if not s.error], "join group", hubseat.join_groups)
+        ready = [s for s in seats if not s.error and not s.waits]
+        _together(ready, "password", _set_passwords)
+        _together([s for s in ready if not s.error], "join group", hubseat.join_groups)
         for seat in seats:
             _finish(seat)
     return {"seats": [_answer(seat) for seat in seats]}
@@ -231,10 +238,26 @@ def _prepare(seat: _Seat) -> None:
             seat.error = (f"seat {seat.payload['user']} is held on the host by session "
                           f"{record.get('session')} ({record.get('state')})")
             return
-        _write_record(seat.payload, "creating")
-        _set_up(seat.payload, seat.user, seat.steps)
+        stage = seat.payload.get("stage", "all")
+        if stage == "rest":
+            _check_first_stage(seat.payload, record)
+        else:
+            _write_record(seat.payload, "creating")
+            values = _set_up(seat.payload, seat.user, seat.steps)
+            if stage == "hook":
+                seat.values = values
+                return
+        _set_up_rest(seat.payload, seat.user, seat.steps)
     except Exception as exc:
         seat.fail(exc)
+
+
+def _check_first_stage(payload: Seat, record: records.Record | None) -> None:
+    """Stage `rest` continues only the CREATE whose stage `hook` left the seat `creating`."""
+    if record is None or record.get("session") != payload["session"] \
+            or record.get("state") != "creating":
+        raise RuntimeError(f"seat {payload['user']} was not set up to its create hook for "
+                           f"session {payload['session']}")
 
 
 def _together(seats: list[_Seat], step: str, fn: Callable[[list[Seat]], None]) -> None:
@@ -260,7 +283,7 @@ def _together(seats: list[_Seat], step: str, fn: Callable[[list[Seat]], None]) -
 def _finish(seat: _Seat) -> None:
     """The server asked for, the seat recorded in use — or, after a failure, released (its
     record kept, as `releasing`, when the release itself did not finish)."""
-    if seat.occupied is not None:
+    if seat.occupied is not None or seat.waits:
         return
     if seat.error is None:
         try:
@@ -282,13 +305,16 @@ def _finish(seat: _Seat) -> None:
 
 
 def _answer(seat: _Seat) -> SeatAnswer:
+    if seat.waits:
+        return seat.steps.answer(ok=True, server=None, values=seat.values)
     if seat.error is None:
         return seat.steps.answer(ok=True, server=seat.server)
     return seat.steps.answer(ok=False, error=seat.error, occupied=seat.occupied,
                              release_errors=seat.release_errors)
 
 
-def _set_up(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
+def _set_up(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> dict[str, str]:
+    """A CREATE up to its create hook; what the hook wrote to `$WOD_VALUES` (`hookvalues`)."""
     with steps.step("stop server"):
         hubseat.stop_server(payload)
     with steps.step("kill processes"):
@@ -303,8 +329,30 @@ def _set_up(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
         left = _empty_home(user, safefs.read_skel())
         if left:
             raise RuntimeError("home not emptied: " + "; ".join(left[:5]))
+    if payload.get("ssh_key"):
+        with steps.step("ssh key"):
+            _write_key(payload, user)
     with steps.step("create hook"):
-        hooks.run_hook(payload, "create", steps)
+        return hooks.run_hook(payload, "create", steps)
+
+
+def _write_key(payload: Seat, user: pwd.struct_passwd) -> None:
+    """The seat's key pair for its appliance and the appliance's pinned host key, in
+    `~/.ssh` (0700; the private key 0600), written as every file of the home is: through
+    directory descriptors, a link on the way replaced and never followed."""
+    key = payload["ssh_key"]
+    assert key is not None
+    files: list[safefs.TreeFile] = [("id_ed25519", key["private"].encode(), 0o600),
+                                    ("id_ed25519.pub", key["public"].encode() + b"\n", 0o644),
+                                    ("known_hosts", key["known_hosts"].encode() + b"\n", 0o644)]
+    with safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
+        safefs.write_tree(fd, ".ssh", files, user.pw_uid, user.pw_gid, keep_existing=False,
+                          dir_mode=0o700)
+
+
+def _set_up_rest(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
+    """A CREATE after its create hook: the workshop's files (rendered with the hook's values
+    when it wrote some) and `post_copy`."""
     with steps.step("decode files"):
         files = _files(payload)
     with steps.step("compile"):

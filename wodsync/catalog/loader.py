@@ -113,7 +113,10 @@ class Catalog:
         return not self.broken.intersection(file_types)
 
     def hosts_in(self, location: str) -> dict[str, Host]:
-        return {n: h for n, h in self.hosts.items() if h.location == location}
+        """The hosts of `location` that give seats: its appliances are reached only through
+        the workshops that name them."""
+        return {n: h for n, h in self.hosts.items()
+                if h.location == location and h.role == "hub"}
 
     def workshop_doc(self, key: str) -> Document:
         return self.docs[f"{WORKSHOPS_DIR}/{key}/{WORKSHOP_FILE}"]

@@ -323,6 +323,38 @@ def effective_limits(workshop: Limits | None, host: Limits | None,
     return merged
 
 
+class Appliance(Strict):
+    """Where a workshop's seats also live: hosts of role `appliance`, one for all seats
+    (`shared`) or one per seat (`per_seat`: the seat's offset in the workshop's range picks
+    its host, as WoD's `base + stdid - range[0]`)."""
+
+    hosts: Annotated[list[Name], Field(min_length=1)] = Field(
+        description="Appliance hosts (`hosts/<name>.yaml`, `role: appliance`).")
+    mode: Literal["shared", "per_seat"] = Field(
+        description="shared: the one host of `hosts` for every seat; per_seat: host number "
+                    "SEAT_OFFSET of `hosts` (at least one per seat of the range).")
+
+    @model_validator(mode="after")
+    def _one_shared(self) -> Appliance:
+        if self.mode == "shared" and len(self.hosts) != 1:
+            raise located("appliance-hosts", f"a shared appliance is one host, not "
+                          f"{len(self.hosts)}", "hosts")
+        return self
+
+
+class HookValue(Strict):
+    """A per-seat value the workshop's `create` hook writes to `$WOD_VALUES` (NAME=value
+    lines or one JSON object); `secret` keeps it like a password (names ending in TOK, TOKEN
+    or PASSWORD are kept so anyway)."""
+
+    hook: Literal["create"]
+    secret: bool = False
+
+
+SeatValueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+SeatValue = Annotated[str, StringConstraints(min_length=1, max_length=1000)] | HookValue
+
+
 class Workshop(Strict):
     """A workshop: `catalog/workshops/<KEY>/workshop.yaml`; the folder name is its key."""
 
@@ -353,8 +385,15 @@ class Workshop(Strict):
     presenter: Annotated[str, StringConstraints(max_length=300)] | None = None
     role: Annotated[str, StringConstraints(max_length=300)] | None = None
     avatar: ImageRef | None = None
-    appliance: Literal["none", "mono", "multi"] = Field(
-        "none", description="Remote appliance: none, one shared (mono) or one per student.")
+    appliance: Literal["none", "mono", "multi"] | Appliance = Field(
+        "none", description="Remote appliance: `{hosts: [...], mode: shared|per_seat}` (hosts "
+                            "of role `appliance` where each seat gets an account, a key and "
+                            "its password), or WoD's label none, mono or multi (nothing is "
+                            "done on an appliance for a label).")
+    seat_values: dict[SeatValueName, SeatValue] = Field(
+        {}, description="Values computed per seat (`HTTPPORT: \"{{ 8000 + SEAT_OFFSET }}\"`, "
+                        "SEAT_OFFSET = seat - seats.first) or written by the `create` hook "
+                        "(`SPARKTOK: {hook: create}`), rendered into that seat's files only.")
     variables: Variables = Field({}, description="Template variables of this workshop.")
     hooks: Hooks = Hooks()
     packages: Packages = Packages()
@@ -655,6 +694,10 @@ class Host(Strict):
     location: Name
     pool: Name
     transport: Literal["ssh", "local"] = "ssh"
+    role: Literal["hub", "appliance"] = Field(
+        "hub", description="hub: seats of its location's workshops are given here; appliance: "
+                           "a remote machine of workshops that name it (`appliance.hosts`): "
+                           "its pool's accounts, no hub, no session placed here.")
     hub: Hub | None = Field(None, description="The host's JupyterHub; absent: no hub here.")
     packages: Packages = Field(Packages(), description="Packages of the hub environment.")
     variables: Variables = {}
@@ -685,6 +728,13 @@ class Host(Strict):
         # (`catalog.placeholders`) says how to pin the key.
         if self.transport == "ssh" and self.host_key is None and self.address != PLACEHOLDER_ADDRESS:
             raise ValueError("ssh transport needs a pinned host_key (see `wodsync host add`)")
+        return self
+
+    @model_validator(mode="after")
+    def _appliance_has_no_hub(self) -> Host:
+        if self.role == "appliance" and self.hub is not None:
+            raise located("appliance-hub", "an appliance host has no hub (remove `hub` or "
+                          "set role: hub)", "hub")
         return self
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 
+from wodsync.catalog.appliances import appliances_fit, seat_values_compute
 from wodsync.catalog.loader import (
     LOCATIONS_FILE,
     REPLAYS_FILE,
@@ -307,6 +308,8 @@ RULES: tuple[Rule, ...] = (
     shared_gids_apart,
     hub_ports_privileged,
     limits_fit,
+    appliances_fit,
+    seat_values_compute,
 )
 
 

@@ -30,6 +30,7 @@ from jinja2.exceptions import SecurityError
 # The module, not its names: render imports the catalog's models, so whichever of the two is
 # imported first, this import must not need render's names yet.
 from wodsync.render import jinja as render
+from wodsync.render import seatvalues
 from wodsync.catalog.loader import (
     TEMPLATES_DIR,
     WORKSHOP_FILE,
@@ -198,8 +199,18 @@ def workshop_contexts(catalog: Catalog, key: str,
         seat = render.seat_variables(key, ws, pool, ws.seats.first, SAMPLE_PASSWORD)
         address = host.address if host else "localhost"
         merged = _merged(scope, catalog, host, ws.variables)
+        seat.update(_seat_values(catalog, ws, {**merged, **seat}))
         contexts[name] = render.workshop_context(key, ws, merged, seat, address)
     return contexts
+
+
+def _seat_values(catalog: Catalog, ws: Any, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The first seat's per-seat values (hook values as placeholders); one that cannot be
+    computed is the `seat-value` rule's error (`catalog.appliances`), here only a name."""
+    try:
+        return seatvalues.seat_values(catalog, ws, ws.seats.first, context, None)
+    except seatvalues.SeatValueError:
+        return {name: seatvalues.placeholder(name) for name in ws.seat_values}
 
 
 def rendered_files(catalog: Catalog, key: str) -> list[str]:

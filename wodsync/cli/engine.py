@@ -28,6 +28,7 @@ from wodsync.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from wodsync.catalog.loader import Catalog
     from wodsync.engine.desired import DesiredHost, LiveSeat
     from wodsync.engine.manager import Applier
     from wodsync.engine.planfile import SavedPlan
@@ -51,14 +52,24 @@ def open_controller_store(state: Path | None, db: str | None) -> Store | None:
         raise click.ClickException(str(exc)) from None
 
 
-def live_seats(store: Store | None) -> Callable[[str], list[LiveSeat]]:
-    """Seats of live sessions per host, from the store; a host's own records of seats in use
-    apply anyway."""
+def live_seats(store: Store | None, catalog: Catalog | None = None,
+               ) -> Callable[[str], list[LiveSeat]]:
+    """Seats of live sessions per host, from the store (on an appliance host of `catalog`,
+    the accounts of their appliance seats); a host's own records of seats in use apply
+    anyway."""
     from wodsync.engine.desired import LiveSeat
+    from wodsync.sessions.appliance import live_on_appliance
 
     if store is None:
         return lambda host: []
-    return lambda host: [LiveSeat.of(s) for s in store.sessions.holding_seats(host)]
+    holding = store.sessions.holding_seats
+
+    def live(host: str) -> list[LiveSeat]:
+        if catalog is not None and host in catalog.hosts \
+                and catalog.hosts[host].role == "appliance":
+            return live_on_appliance(catalog, host, holding)
+        return [LiveSeat.of(s) for s in holding(host)]
+    return live
 
 
 def refuse_beside_a_daemon(state: Path | None, store: Store | None) -> None:
@@ -118,7 +129,7 @@ def targets(root: Path, names: tuple[str, ...], secrets_file: Path | None,
     store = open_controller_store(state, db)
     if for_apply:
         refuse_beside_a_daemon(state, store)
-    live = live_seats(store)
+    live = live_seats(store, catalog)
 
     def build(name: str) -> Callable[[], DesiredHost]:
         """The host's desired state, computed when its worker calls it (not here)."""

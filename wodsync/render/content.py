@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets as pysecrets
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from wodsync.render.jinja import (
     seat_variables,
     workshop_context,
 )
+from wodsync.render.seatvalues import SeatValueError, seat_values
 from wodsync.secrets import Secrets, merge_variables
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
@@ -56,10 +58,13 @@ def pick_host(catalog: Catalog, key: str, host_name: str | None) -> str | None:
 
 
 def _seat_values(catalog: Catalog, key: str, seat: int, password: str,
-                 host_name: str | None,
-                 secrets: Secrets) -> tuple[Host | None, dict[str, Any], dict[str, Any]]:
+                 host_name: str | None, secrets: Secrets,
+                 produced: Mapping[str, str] | None = None,
+                 ) -> tuple[Host | None, dict[str, Any], dict[str, Any]]:
     """The seat's host, its merged variables (global < host < workshop) and its seat
-    variables; the checks every consumer of a seat's values needs first."""
+    variables with its per-seat values (`seatvalues`: `produced` are the create hook's; None
+    gives placeholders, as in a preview); the checks every consumer of a seat's values needs
+    first."""
     if key not in catalog.workshops:
         raise ContentError(f"unknown workshop '{key}'")
     ws = catalog.workshops[key]
@@ -72,14 +77,22 @@ def _seat_values(catalog: Catalog, key: str, seat: int, password: str,
     # Only the secrets granted to this workshop: the files land readable in the student's home.
     merged = merge_variables(secrets.for_workshop(key), catalog.variables,
                              host.variables if host else {}, own=ws.variables)
-    return host, merged, seat_variables(key, ws, catalog.pools[pool_name], seat, password)
+    own = seat_variables(key, ws, catalog.pools[pool_name], seat, password)
+    try:
+        own.update(seat_values(catalog, ws, seat, {**merged, **own}, produced))
+    except SeatValueError as exc:
+        raise ContentError(f"{key}: {exc}") from None
+    return host, merged, own
 
 
 def seat_content(catalog: Catalog, key: str, seat: int, password: str,
-                 host_name: str | None, secrets: Secrets) -> list[RenderedFile]:
+                 host_name: str | None, secrets: Secrets,
+                 produced: Mapping[str, str] | None = None) -> list[RenderedFile]:
     """Render every file of workshop `key` for `seat` as it will land in the student's home:
-    everything but `workshop.yaml` and the hooks (root's, never rendered)."""
-    host, merged, seat_vars = _seat_values(catalog, key, seat, password, host_name, secrets)
+    everything but `workshop.yaml` and the hooks (root's, never rendered). `produced`: the
+    values its create hook wrote (None: placeholders, for a preview)."""
+    host, merged, seat_vars = _seat_values(catalog, key, seat, password, host_name, secrets,
+                                           produced)
     ws = catalog.workshops[key]
     ctx = workshop_context(key, ws, merged, seat_vars, host.address if host else "localhost")
     folder = catalog.folders[key]
@@ -95,7 +108,8 @@ def seat_content(catalog: Catalog, key: str, seat: int, password: str,
 
 
 def hook_variables(catalog: Catalog, key: str, seat: int, password: str | None,
-                   host_name: str | None, secrets: Secrets) -> dict[str, Any]:
+                   host_name: str | None, secrets: Secrets,
+                   produced: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What a hook of workshop `key` gets for `seat` as data: every variable its notebooks see
     (global < host < workshop < seat), as plain values.
 
@@ -105,7 +119,7 @@ def hook_variables(catalog: Catalog, key: str, seat: int, password: str | None,
     WoD's `hostvars`/`inventory_hostname` are template lookups, not values: left out.
     """
     _, merged, seat_vars = _seat_values(catalog, key, seat, password or "", host_name,
-                                        secrets)
+                                        secrets, produced or {})  # the create hook's
     if password is None or not catalog.workshops[key].varpass:
         del seat_vars["PASSSTU"]
     values = {**merged, **seat_vars}

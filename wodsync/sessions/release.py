@@ -60,6 +60,8 @@ class Release:
     call: Callable[[str, str, HostPayload], Any]
     adopt: Callable[[str, dict[str, Any]], Any]
     emit: Callable[[str, Session], None]
+    # the session's appliance account released: what did not finish (`sessions.appliance`)
+    appliance: Callable[[Any, Session], list[str]] = lambda catalog, session: []
 
     def run(self, session: Session, op: str, reason: str = "") -> Session:
         """Run `op` on the session's seat: the session ends (or is held for RESET), or waits
@@ -77,6 +79,9 @@ class Release:
             return self._taken(session, answer["occupied"], outputs)
         if not answer["ok"]:
             return self._pending(session, op, f"{op.upper()}: {answer['error']}", outputs)
+        left = self.appliance(self.deployment().catalog, session)
+        if left:
+            return self._pending(session, op, f"{op.upper()}: " + "; ".join(left), outputs)
         return self._finished(session, op, hold, reason, done, outputs)
 
     def _call(self, session: Session, op: str, hold: bool) -> dict[str, Any]:
@@ -132,12 +137,16 @@ class Release:
                     "was behind); left the seat alone")
 
 
-def hook_outputs(answer: dict[str, Any], password: str = "") -> str:
+def hook_outputs(answer: dict[str, Any], password: str = "",
+                 secrets: list[str] | None = None) -> str:
     """The hooks' output for the session's history; a hook that printed the seat's password
-    does not get it kept there (the history outlives the session)."""
+    or a secret value it wrote (`secrets`: a token) does not get it kept there (the history
+    outlives the session)."""
     parts = []
     for o in answer.get("outputs") or []:
         status = "timed out" if o["status"] is None else f"exit {o['status']}"
         parts.append(f"--- hook {o['hook']} ({status})\n{o['output']}")
     text = "\n".join(parts)
+    for value in sorted(secrets or [], key=len, reverse=True):
+        text = text.replace(value, "[secret]")
     return text.replace(password, "[password]") if password else text

@@ -15,7 +15,7 @@ import base64
 from typing import Any
 
 from wodsync.agent.limits import SeatLimits
-from wodsync.agent.protocol import Hook, HostPayload, Hub, Seat, SeatServersRequest
+from wodsync.agent.protocol import Hook, HostPayload, Hub, Seat, SeatKey, SeatServersRequest
 from wodsync.agent.records import Record
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Host, Limits, Pool, effective_limits, size_bytes
@@ -24,6 +24,7 @@ from wodsync.engine.kinds.egress import seat_egress
 from wodsync.engine.remote import host_payload
 from wodsync.render.content import ContentError, hook_variables, seat_content
 from wodsync.render.jinja import hook_paths
+from wodsync.render.seatvalues import hook_names
 from wodsync.secrets import SecretError, Secrets
 from wodsync.store import Session
 
@@ -94,7 +95,7 @@ HookPart = tuple[dict[str, Hook], dict[str, Any] | None]
 
 
 def _hook_part(catalog: Catalog, session: Session, secrets: Secrets, names: tuple[str, ...],
-               password: str | None) -> HookPart:
+               password: str | None, produced: dict[str, str] | None = None) -> HookPart:
     """A payload's `hooks` and, when it has any, the values they read as data
     (`hook_variables`: secrets granted to the workshop included, so only where a hook runs; the
     payload travels on stdin, and the agent hands them to the hook in a root-only file and its
@@ -103,7 +104,7 @@ def _hook_part(catalog: Catalog, session: Session, secrets: Secrets, names: tupl
     if not hooks:
         return {}, None
     return hooks, hook_variables(catalog, session.workshop, session.seat, password,
-                                 session.host, secrets)
+                                 session.host, secrets, produced or {})
 
 
 def _set_hooks(payload: Seat, part: HookPart) -> None:
@@ -121,17 +122,32 @@ def _unsent_hooks(catalog: Catalog, key: str, names: tuple[str, ...],
             for name, rel in hook_paths(catalog.workshops[key]).items() if name in names}
 
 
-def create_payload(catalog: Catalog, session: Session, secrets: Secrets) -> Seat:
+STAGE_HOOKS = {"all": ("create", "post_copy"), "hook": ("create",), "rest": ("post_copy",)}
+
+
+def create_payload(catalog: Catalog, session: Session, secrets: Secrets, stage: str = "all",
+                   produced: dict[str, str] | None = None,
+                   ssh_key: SeatKey | None = None) -> Seat:
+    """A CREATE in one call (`all`), or in two around the create hook for a workshop whose
+    hook writes values (`hook`: up to it, answering them; `rest`: the files rendered with
+    `produced`, and on). `ssh_key`: the seat's key for its appliance."""
     ws = catalog.workshops[session.workshop]
-    files = seat_content(catalog, session.workshop, session.seat, session.password,
-                         session.host, secrets)  # without the hooks
     payload = _base(catalog, session, secrets)
-    _set_hooks(payload, _hook_part(catalog, session, secrets, ("create", "post_copy"),
-                                   session.password))
+    _set_hooks(payload, _hook_part(catalog, session, secrets, STAGE_HOOKS[stage],
+                                   session.password, produced or {}))
     payload["password"] = session.password
-    payload["files"] = [{"path": f.path, "data": base64.b64encode(f.data).decode(),
-                         "mode": f.mode} for f in files]
-    payload["compile"] = list(ws.compile)
+    if stage != "all":
+        payload["stage"] = stage
+    if stage == "hook":
+        payload["produces"] = hook_names(ws)
+    else:
+        files = seat_content(catalog, session.workshop, session.seat, session.password,
+                             session.host, secrets, produced or {})  # without the hooks
+        payload["files"] = [{"path": f.path, "data": base64.b64encode(f.data).decode(),
+                             "mode": f.mode} for f in files]
+        payload["compile"] = list(ws.compile)
+    if ssh_key is not None:
+        payload["ssh_key"] = ssh_key
     payload["egress"] = seat_egress(catalog, session.host, session.workshop)
     payload["limits"] = seat_limits(catalog, session.host, session.workshop)
     return payload

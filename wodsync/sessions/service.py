@@ -34,8 +34,10 @@ from wodsync.engine.desired import LiveSeat
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.render.content import new_password
+from wodsync.render.seatvalues import hook_names, secret_values
 from wodsync.sessions import seat
 from wodsync.sessions.adoption import Adopter, SyncReport
+from wodsync.sessions.appliance import Appliances, live_on_appliance
 from wodsync.sessions.burst import Burst
 from wodsync.sessions.release import Release, hook_outputs, retry_delay
 from wodsync.source.revision import Deployment, NotDeployed
@@ -131,8 +133,9 @@ class SessionService:
         # "cleaned", "expiring". Metrics and, later, notifications listen here.
         self.listeners: list[Callable[[str, Session, float | None], None]] = []
         self.adopter = Adopter(store, lambda: self.deployment().catalog, self._call)
+        self.appliances = Appliances(self.connections)
         self.release = Release(store, self.deployment, self._call, self.adopter.adopt,
-                               self._emit)
+                               self._emit, self.appliances.release)
         # hosts whose seat records the store has not been reconciled with since the start
         # (None: all of them, once a revision is deployed)
         self._unsynced: set[str] | None = None
@@ -282,24 +285,35 @@ class SessionService:
     def _deploy(self, dep: Deployment, session: Session) -> Created | None:
         """Set the seat up; None when it could not be had (its host unreachable, or the host
         records it for another session, adopted meanwhile): the caller tries another."""
-        host = dep.catalog.hosts[session.host]
+        produced: dict[str, str] = {}
         try:
-            payload = seat.create_payload(dep.catalog, session, dep.secrets)
-            answer = self.burst.create(session.host, host, payload)
+            answer = self._set_up(dep, session, produced)
         except TransportError as exc:
-            # Whatever of the seat the call made stays the host's until a release says so.
+            # Whatever of the seat the call made stays the host's until a release says so
+            # (the release frees its appliance account too).
             self.store.sessions.schedule_release(
-                session.id, "purge", f"host {session.host} unreachable during CREATE: {exc}",
-                retry_delay(0))
+                session.id, "purge", f"host {getattr(exc, 'host', session.host)} "
+                f"unreachable during CREATE: {exc}", retry_delay(0))
             return None
         except Exception as exc:  # rendering, secrets, an agent error: the session failed
+            left = self.appliances.release(dep.catalog, session)
+            if left:
+                self.store.sessions.schedule_release(
+                    session.id, "purge", f"{type(exc).__name__}: {exc}; " + "; ".join(left),
+                    retry_delay(0))
+                raise CreateFailed(f"CREATE of {session.workshop} failed: {exc}",
+                                   self.store.sessions.get(session.id)) from None
             failed = self.store.sessions.fail(session.id, f"{type(exc).__name__}: {exc}")
             raise CreateFailed(f"CREATE of {session.workshop} failed: {exc}", failed) from None
-        outputs = hook_outputs(answer, session.password)
+        outputs = hook_outputs(answer, session.password, secret_values(
+            dep.catalog.workshops[session.workshop], produced))
         if answer.get("occupied"):
             self._occupied(session, answer["occupied"])
             return None
         if not answer["ok"]:
+            answer = {**answer, "release_errors": [
+                *(answer.get("release_errors") or []),
+                *self.appliances.release(dep.catalog, session)]}
             failed = self._failed(session, answer, outputs)
             raise CreateFailed(f"CREATE of {session.workshop} failed on {session.host}: "
                                f"{answer['error']}", failed)
@@ -310,6 +324,34 @@ class SessionService:
                                               + _timings(answer["timings"]) + notes,
                                               output=outputs)
         return Created(active, hub_url(dep.catalog, session.host), answer["timings"])
+
+    def _set_up(self, dep: Deployment, session: Session,
+                produced: dict[str, str]) -> dict[str, Any]:
+        """The seat's appliance account first (`appliances`), then the seat on its host: in
+        one call, or in two around the create hook when the workshop declares values the
+        hook writes (`produced` receives them, for the files rendered after it)."""
+        key = self.appliances.create(dep.catalog, session)
+        if not hook_names(dep.catalog.workshops[session.workshop]):
+            payload = seat.create_payload(dep.catalog, session, dep.secrets, ssh_key=key)
+            return self.burst.create(session.host, dep.catalog.hosts[session.host], payload)
+        first = self._seat_create(dep, session, seat.create_payload(
+            dep.catalog, session, dep.secrets, "hook", ssh_key=key))
+        if not first["ok"] or first.get("occupied"):
+            return first
+        produced.update(first.get("values") or {})
+        rest = self._seat_create(dep, session, seat.create_payload(
+            dep.catalog, session, dep.secrets, "rest", produced))
+        return {**rest, "timings": {**first["timings"], **rest["timings"]},
+                "outputs": [*first["outputs"], *rest["outputs"]]}
+
+    def _seat_create(self, dep: Deployment, session: Session,
+                     payload: Any) -> dict[str, Any]:
+        """One `seat_create` call of one seat, outside the burst (a two-stage CREATE)."""
+        request = {"state_dir": payload["state_dir"], "owner": payload["owner"],
+                   "seats": [payload]}
+        answer: dict[str, Any] = self.connections.call(
+            session.host, dep.catalog.hosts[session.host], "seat_create", request)["seats"][0]
+        return answer
 
     def _failed(self, session: Session, answer: dict[str, Any], outputs: str) -> Session:
         """A CREATE the host refused: the seat is free again once the host released it."""
@@ -541,6 +583,13 @@ class SessionService:
     def live_seats(self, host: str) -> list[LiveSeat]:
         """The seats a host's desired state keeps: sessions holding a seat never lose password
         or home to a catalog edit."""
+        try:
+            catalog = self.deployment().catalog
+        except NotDeployed:
+            catalog = None
+        if catalog is not None and host in catalog.hosts \
+                and catalog.hosts[host].role == "appliance":
+            return live_on_appliance(catalog, host, self.store.sessions.holding_seats)
         return [LiveSeat.of(s) for s in self.store.sessions.holding_seats(host)]
 
     def _emit(self, event: str, session: Session, seconds: float | None = None) -> None:
