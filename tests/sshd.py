@@ -39,9 +39,11 @@ def keygen(path: Path) -> str:
 
 
 def start_sshd(workdir: Path, client_key: Path | None = None, address: str = "127.0.0.1",
-               port: int | None = None, wrap: tuple[str, ...] = (), extra: str = "") -> Sshd:
+               port: int | None = None, wrap: tuple[str, ...] = (), extra: str = "",
+               user_keys: bool = False) -> Sshd:
     """Start sshd listening on `address`; `wrap` is an argv prefix (a namespace entry) for it,
-    `extra` more sshd_config lines (a `ForceCommand`)."""
+    `extra` more sshd_config lines (a `ForceCommand`); `user_keys`: each account's own
+    `~/.ssh/authorized_keys` is read too (an appliance)."""
     workdir.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)
     host_pub = keygen(workdir / "host_key")
@@ -52,7 +54,8 @@ def start_sshd(workdir: Path, client_key: Path | None = None, address: str = "12
     port = port or free_port()
     (workdir / "sshd_config").write_text(
         f"Port {port}\nListenAddress {address}\nHostKey {workdir / 'host_key'}\n"
-        f"PidFile {workdir / 'sshd.pid'}\nAuthorizedKeysFile {workdir / 'authorized_keys'}\n"
+        f"PidFile {workdir / 'sshd.pid'}\nAuthorizedKeysFile {workdir / 'authorized_keys'}"
+        f"{' .ssh/authorized_keys' if user_keys else ''}\n"
         "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nMaxSessions 50\n"
         "MaxStartups 50\n" + extra)

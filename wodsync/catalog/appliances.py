@@ -57,7 +57,8 @@ def seat_values_compute(catalog: Catalog) -> Iterator[Diagnostic]:
         if not computed:
             continue
         for seat in (ws.seats.first, ws.seats.last):
-            context = {**catalog.variables, **ws.variables, "STDID": seat, "WKSHP": key}
+            context: dict[str, object] = {**catalog.variables, **ws.variables, "STDID": seat,
+                                          "WKSHP": key}
             context.update({n: seatvalues.placeholder(n) for n in ws.seat_values
                             if n not in computed})
             problem = _first_problem(computed, seat - ws.seats.first, context)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from wodsync.agent.protocol import HostPayload
+from wodsync.agent.protocol import HostPayload, SeatCreateRequest
+from wodsync.agent.protocol import Seat as SeatPayload
 from wodsync.background import Background
 from wodsync.badges.wiring import install as install_badges
 from wodsync.catalog.loader import Catalog
@@ -345,10 +346,10 @@ class SessionService:
                 "outputs": [*first["outputs"], *rest["outputs"]]}
 
     def _seat_create(self, dep: Deployment, session: Session,
-                     payload: Any) -> dict[str, Any]:
+                     payload: SeatPayload) -> dict[str, Any]:
         """One `seat_create` call of one seat, outside the burst (a two-stage CREATE)."""
-        request = {"state_dir": payload["state_dir"], "owner": payload["owner"],
-                   "seats": [payload]}
+        request: SeatCreateRequest = {"state_dir": payload["state_dir"],
+                                      "owner": payload["owner"], "seats": [payload]}
         answer: dict[str, Any] = self.connections.call(
             session.host, dep.catalog.hosts[session.host], "seat_create", request)["seats"][0]
         return answer
