@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from appliancelab import HOMES, Lab, lab, notebook, ssh_as_seat
 
 from wodsync.controller import open_controller
 from wodsync.secrets import Secrets
 from wodsync.store import Participant, SessionState
 
-from appliancelab import HOMES, Lab, lab, notebook, ssh_as_seat
 from helpers import wodsync
 from sshd import SSHD
 
@@ -114,9 +115,8 @@ def test_each_create_makes_a_new_key_and_the_previous_one_no_longer_logs_in(appl
     assert with_old.returncode != 0, "the previous occupant's key is gone from the appliance"
 
 
-def ssh_as_root(applab: Lab, key: Path, account: str):
-    import subprocess
-
+def ssh_as_root(applab: Lab, key: Path, account: str) -> subprocess.CompletedProcess[str]:
+    """ssh with exactly `key` (another occupant's, kept by the test)."""
     return subprocess.run(
         ["ssh", "-p", str(applab.sshd.port), "-i", str(key), "-o", "IdentitiesOnly=yes",
          "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
