@@ -91,7 +91,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # The appliance lab (appliancelab.py): wodtq 56201-56220 on the hub host, wodtu
     # 56401-56420 and wodtuv 56431-56450 on two appliance hosts behind a loopback sshd.
     "test_appliance": ("appliancelab", ("root", "sshd")),
-    "test_seat_values": ("appliancelab", ("root",)),
+    "test_seat_values": ("appliancelab", ("root", "sshd")),
     # bench/*.py at their smoke size: wodb* seats, uids 40001-45999, netns hosts from .201
     "test_bench_smoke": ("test_bench_smoke", ("root", "sshd", "hub")),
     # A PostgreSQL database per module (made once, on the worker running the module).

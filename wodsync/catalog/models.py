@@ -351,8 +351,19 @@ class HookValue(Strict):
     secret: bool = False
 
 
+def _mapping_or_text(value: Any) -> str:
+    """Which form an entry takes, so that one mistake gives one error, not one per form."""
+    return "mapping" if isinstance(value, dict) else "text"
+
+
+ApplianceEntry = Annotated[
+    Annotated[Literal["none", "mono", "multi"], Tag("text")] | Annotated[Appliance,
+                                                                        Tag("mapping")],
+    Discriminator(_mapping_or_text)]
 SeatValueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
-SeatValue = Annotated[str, StringConstraints(min_length=1, max_length=1000)] | HookValue
+SeatValue = Annotated[
+    Annotated[Annotated[str, StringConstraints(min_length=1, max_length=1000)], Tag("text")]
+    | Annotated[HookValue, Tag("mapping")], Discriminator(_mapping_or_text)]
 
 
 class Workshop(Strict):
@@ -385,7 +396,7 @@ class Workshop(Strict):
     presenter: Annotated[str, StringConstraints(max_length=300)] | None = None
     role: Annotated[str, StringConstraints(max_length=300)] | None = None
     avatar: ImageRef | None = None
-    appliance: Literal["none", "mono", "multi"] | Appliance = Field(
+    appliance: ApplianceEntry = Field(
         "none", description="Remote appliance: `{hosts: [...], mode: shared|per_seat}` (hosts "
                             "of role `appliance` where each seat gets an account, a key and "
                             "its password), or WoD's label none, mono or multi (nothing is "
