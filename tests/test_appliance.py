@@ -39,7 +39,9 @@ WORKSHOPS = {
     "WKSHP-PerSeat/workshop.yaml":
         "name: Per seat\ncapacity: 2\nseats: {first: 5, last: 6}\nlocation: lab\nduration: 1\n"
         "appliance: {hosts: [app1, app2], mode: per_seat}\n",
-    "WKSHP-PerSeat/1-Intro.ipynb": notebook("ssh {{ APPLIANCE_USER }}@{{ APPLIANCE_HOST }}"),
+    "WKSHP-PerSeat/1-Intro.ipynb": notebook(
+        "ssh {{ APPLIANCE_USER }}@{{ APPLIANCE_HOST }}",
+        " WoD: {{ hostvars[inventory_hostname]['IP-WKSHP-PerSeat'] }}"),
 }
 
 
@@ -134,7 +136,7 @@ def test_per_seat_gives_each_seat_the_appliance_of_its_offset_and_only_that_one(
     assert ssh_as_seat(second.username, applab, "wodtuv6").stdout.strip() == "wodtuv6"
     assert ssh_as_seat(first.username, applab, "wodtuv6").returncode != 0
     text = (HOMES / "wodtq" / second.username / "WKSHP-PerSeat/1-Intro.ipynb").read_text()
-    assert "ssh wodtuv6@127.0.0.1" in text
+    assert "ssh wodtuv6@127.0.0.1" in text and "WoD: 127.0.0.1" in text
 
 
 def test_a_full_apply_keeps_a_live_seat_s_appliance_account_open(applab, ctl, tmp_path):

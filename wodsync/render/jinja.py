@@ -89,10 +89,13 @@ def workshop_context(key: str, workshop: Workshop, merged: Mapping[str, Any],
     """The full context: global < host < workshop < seat, plus WoD's `hostvars` view.
 
     WoD keeps per-workshop values as `NAME-WKSHP-Key` host variables; the `hostvars` view
-    exposes each workshop variable under that name too, so imported notebooks render unchanged.
+    exposes each workshop variable under that name too, so imported notebooks render unchanged
+    (and `IP-WKSHP-Key`, unless the workshop sets `IP`, is the seat's appliance address).
     """
     ctx = {**merged, **seat_vars}
     hostvars = {**ctx, "inventory_hostname": host_address}
+    if "APPLIANCE_HOST" in seat_vars:  # WoD's `IP-WKSHP-Name`: the seat's appliance
+        hostvars[f"IP-{key}"] = seat_vars["APPLIANCE_HOST"]
     hostvars.update({f"{k}-{key}": merged[k] for k in workshop.variables})
     ctx["hostvars"] = {host_address: hostvars}
     ctx["inventory_hostname"] = host_address
