@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from wodsync.catalog.loader import HOSTS_DIR, Catalog
 from wodsync.catalog.models import Appliance, HookValue, Workshop
 from wodsync.diagnostics import Diagnostic
-from wodsync.render import seatvalues
 
 
 def appliances_fit(catalog: Catalog) -> Iterator[Diagnostic]:
@@ -52,6 +51,10 @@ def _appliance(catalog: Catalog, key: str, ws: Workshop,
 def seat_values_compute(catalog: Catalog) -> Iterator[Diagnostic]:
     """Each computed value renders for the first and the last seat of its workshop (with the
     workshop's and global variables; secrets and hook values as placeholders)."""
+    # The renderer reads the catalog's models: imported here, not with the package, so that
+    # `wodsync.render` ← `wodsync.catalog` is no import cycle (as `catalog.check` does).
+    from wodsync.render import seatvalues
+
     for key, ws in sorted(catalog.workshops.items()):
         computed = {n: v for n, v in ws.seat_values.items() if not isinstance(v, HookValue)}
         if not computed:
@@ -63,17 +66,21 @@ def seat_values_compute(catalog: Catalog) -> Iterator[Diagnostic]:
                             if n not in computed})
             problem = _first_problem(computed, seat - ws.seats.first, context)
             if problem is not None:
+                name, message = problem
                 yield catalog.workshop_doc(key).diag(
-                    "seat-value", f"{problem} (seat {seat})", "seat_values", problem.name)
+                    "seat-value", f"{message} (seat {seat})", "seat_values", name)
                 break
 
 
 def _first_problem(computed: dict[str, str], offset: int,
-                   context: dict[str, object]) -> seatvalues.SeatValueError | None:
+                   context: dict[str, object]) -> tuple[str, str] | None:
+    """(name, why) of the first value that cannot be computed, or None."""
+    from wodsync.render import seatvalues
+
     values: dict[str, object] = {**context, "SEAT_OFFSET": offset}
     for name, expression in computed.items():
         try:
             values[name] = seatvalues.compute(name, expression, values)
         except seatvalues.SeatValueError as exc:
-            return exc
+            return exc.name, str(exc)
     return None

@@ -451,6 +451,10 @@ class SessionService:
                                f"{answer['error']}")
         ended = None
         for s in held:
+            left = self.appliances.release(dep.catalog, s)
+            if left:
+                raise SessionError(f"seat {user} on {host} was released, its appliance "
+                                   "account not: " + "; ".join(left))
             ended = self.store.sessions.purge(s.id, message=f"seat {user} released by an "
                                               "operator (wodsync seat release)")
         return ended
