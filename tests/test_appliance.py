@@ -20,6 +20,7 @@ from appliancelab import HOMES, Lab, lab, notebook, ssh_as_seat
 
 from wodsync.controller import open_controller
 from wodsync.secrets import Secrets
+from wodsync.sessions.service import CreateFailed
 from wodsync.store import Participant, SessionState
 
 from helpers import wodsync
@@ -146,3 +147,31 @@ def test_a_full_apply_keeps_a_live_seat_s_appliance_account_open(applab, ctl, tm
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert not _shadow_locked(account)
     assert ssh_as_seat(s.username, applab, account).returncode == 0
+
+
+def test_an_unreachable_appliance_fails_the_create_without_trying_the_other_seats(applab,
+                                                                                 tmp_path):
+    """An appliance added after the lab converged, at a port nothing listens on."""
+    added = [applab.root / "hosts/app3.yaml",
+             applab.root / "catalog/workshops/WKSHP-Away/workshop.yaml",
+             applab.root / "catalog/workshops/WKSHP-Away/1-Intro.ipynb"]
+    added[0].write_text(f"address: 127.0.0.1\nport: 9\nhost_key: {applab.sshd.host_pub}\n"
+                        "role: appliance\nlocation: lab\npool: wodtu\n"
+                        f"state_dir: {applab.tmp}/state-app3\n")
+    added[1].parent.mkdir()
+    added[1].write_text("name: Away\ncapacity: 2\nseats: {first: 9, last: 10}\n"
+                        "location: lab\nduration: 1\nappliance: {hosts: [app3], mode: shared}\n")
+    added[2].write_text(notebook("{{ APPLIANCE_USER }}"))
+    controller = open_controller(applab.root, tmp_path / "state", None, Secrets())
+    try:
+        with pytest.raises(CreateFailed, match="app3") as caught:
+            controller.sessions.create("WKSHP-Away", _who(7))
+        assert caught.value.session is not None
+        assert caught.value.session.state is SessionState.RELEASING
+        tried = controller.store.sessions.find(workshop="WKSHP-Away")
+        assert len(tried) == 1, "no other seat is tried: they need the same appliance"
+    finally:
+        controller.close()
+        for path in added:
+            path.unlink()
+        added[1].parent.rmdir()

@@ -38,7 +38,7 @@ from wodsync.render.content import new_password
 from wodsync.render.seatvalues import hook_names, secret_values
 from wodsync.sessions import seat
 from wodsync.sessions.adoption import Adopter, SyncReport
-from wodsync.sessions.appliance import Appliances, live_on_appliance
+from wodsync.sessions.appliance import Appliances, ApplianceUnreachable, live_on_appliance
 from wodsync.sessions.burst import Burst
 from wodsync.sessions.release import Release, hook_outputs, retry_delay
 from wodsync.source.revision import Deployment, NotDeployed
@@ -289,12 +289,19 @@ class SessionService:
         produced: dict[str, str] = {}
         try:
             answer = self._set_up(dep, session, produced)
+        except ApplianceUnreachable as exc:
+            # Every seat of the workshop needs that appliance (or, per seat, one like it):
+            # no other seat is tried. The release frees whatever the call made there.
+            pending = self.store.sessions.schedule_release(
+                session.id, "purge", f"appliance host {exc.host} unreachable during CREATE: "
+                f"{exc}", retry_delay(0))
+            raise CreateFailed(f"CREATE of {session.workshop} failed: {exc}", pending) from None
         except TransportError as exc:
             # Whatever of the seat the call made stays the host's until a release says so
             # (the release frees its appliance account too).
             self.store.sessions.schedule_release(
-                session.id, "purge", f"host {getattr(exc, 'host', session.host)} "
-                f"unreachable during CREATE: {exc}", retry_delay(0))
+                session.id, "purge", f"host {session.host} unreachable during CREATE: {exc}",
+                retry_delay(0))
             return None
         except Exception as exc:  # rendering, secrets, an agent error: the session failed
             left = self.appliances.release(dep.catalog, session)
