@@ -175,3 +175,27 @@ def test_an_unreachable_appliance_fails_the_create_without_trying_the_other_seat
         for path in added:
             path.unlink()
         added[1].parent.rmdir()
+
+
+def test_links_a_previous_occupant_left_at_ssh_are_replaced_never_followed(applab, ctl,
+                                                                          tmp_path):
+    """A free seat (2) and its appliance account with `~/.ssh` planted as links to folders
+    of root's: the CREATE writes real folders, and nothing lands in root's."""
+    targets = {}
+    for prefix in ("wodtq", "wodtu"):
+        target = tmp_path / f"root-only-{prefix}"
+        target.mkdir(mode=0o700)
+        link = HOMES / prefix / f"{prefix}2" / ".ssh"
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        targets[prefix] = (link, target)
+    a = ctl.sessions.create("WKSHP-Shared", _who(8)).session
+    b = ctl.sessions.create("WKSHP-Shared", _who(9)).session
+    assert {a.seat, b.seat} == {1, 2}
+    for link, target in targets.values():
+        assert list(target.iterdir()) == [], "nothing is written through the link"
+        assert link.is_dir() and not link.is_symlink()
+    two = a if a.seat == 2 else b
+    assert ssh_as_seat(two.username, applab, "wodtu2").stdout.strip() == "wodtu2"
