@@ -11,6 +11,7 @@ as "skipped".
 
 from __future__ import annotations
 
+import base64
 import os
 import pwd
 import secrets
@@ -20,6 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -75,6 +77,28 @@ def temporary_database(server: str) -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+@contextmanager
+def store_on(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh store on `sqlite` (under tmp_path) or `postgresql` (a temporary database, the
+    passwords' key in the environment: there is no state folder to keep it in)."""
+    from wodsync.store import KEY_ENV, open_store
+
+    if backend == "sqlite":
+        opened = open_store(state_dir=tmp_path / "state")
+        try:
+            yield opened
+        finally:
+            opened.close()
+        return
+    monkeypatch.setenv(KEY_ENV, base64.urlsafe_b64encode(os.urandom(32)).decode())
+    with temporary_database(require_server()) as url:
+        opened = open_store(url)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ from wodsync.mail.sender import Sender
 from wodsync.mail.sink import Sink
 from wodsync.secrets import Secrets
 from wodsync.source.webhook import verify_signature
-from wodsync.store import Store, open_store
+from wodsync.store import Store
 
 from helpers import until
-from pg import require_server, temporary_database
+from pg import store_on
 from sourcelab import lab_repo, running
 
 MAIL_YAML = """\
@@ -83,17 +83,11 @@ def catalog(tmp_path: Path) -> Catalog:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """The alerts' episodes and the conditions they read, on both databases."""
-    if request.param == "sqlite":
-        opened = open_store(state_dir=tmp_path / "state")
+    with store_on(request.param, tmp_path, monkeypatch) as opened:
         yield opened
-        opened.close()
-        return
-    with temporary_database(require_server()) as url:
-        opened = open_store(url)
-        yield opened
-        opened.close()
 
 
 @pytest.fixture

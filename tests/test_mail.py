@@ -7,7 +7,6 @@ move through the store, without seats (the real CREATE is `test_mail_serve.py`'s
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import time
@@ -27,7 +26,6 @@ from wodsync.mail.sender import Sender
 from wodsync.mail.sink import Sink
 from wodsync.secrets import Entry, Secrets
 from wodsync.store import (
-    KEY_ENV,
     Candidate,
     OutboxError,
     OutboxState,
@@ -41,7 +39,7 @@ from wodsync.store.models import writing
 from wodsync.store.outbox import enqueue
 
 from helpers import until, wodsync
-from pg import require_server, temporary_database
+from pg import store_on
 
 REPO = Path(__file__).resolve().parent.parent
 WORKSHOP = "WKSHP-Python101"
@@ -79,16 +77,8 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = open_store(state_dir=tmp_path / "state")
+    with store_on(request.param, tmp_path, monkeypatch) as opened:
         yield opened
-        opened.close()
-        return
-    monkeypatch.setenv(KEY_ENV, base64.urlsafe_b64encode(os.urandom(32)).decode())
-    with temporary_database(require_server()) as url:
-        opened = open_store(url)
-        yield opened
-        opened.close()
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ workshops in WoD's shape (`wodsync/wodapi/shapes.py`)."""
 
 from __future__ import annotations
 
-import base64
-import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from wodsync.catalog import validate
-from wodsync.store import KEY_ENV, Store, open_store
+from wodsync.store import Store, open_store
 from wodsync.store.models import utcnow
 from wodsync.store.wodids import WodIds
 from wodsync.wodapi import shapes
 
-from pg import require_server, temporary_database
+from pg import store_on
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -28,16 +26,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = open_store(state_dir=tmp_path / "state")
+    with store_on(request.param, tmp_path, monkeypatch) as opened:
         yield opened
-        opened.close()
-        return
-    monkeypatch.setenv(KEY_ENV, base64.urlsafe_b64encode(os.urandom(32)).decode())
-    with temporary_database(require_server()) as url:
-        opened = open_store(url)
-        yield opened
-        opened.close()
 
 
 def test_a_fresh_store_numbers_workshops_in_key_order_as_wods_seeder(store: Store) -> None:

@@ -53,6 +53,15 @@ def db_option(default_help: str) -> Callable[[Callable[..., Any]], Callable[...,
                         help=f"Store URL (default: {default_help}).")
 
 
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--state` (the controller's folder) and `--db`: where a command finds the store."""
+    f = db_option("SQLite at STATE/wodsync.db")(f)
+    return click.option("--state", "--state-dir", "state",
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="Controller state folder (default: $WODSYNC_STATE, else "
+                             "/var/lib/wodsync).")(f)
+
+
 def secrets_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False,
                         path_type=Path), help="YAML file of secret values (default: "

@@ -21,11 +21,11 @@ import click
 from wodsync.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    db_option,
     load_secrets,
     main,
     say,
     secrets_option,
+    store_options,
 )
 
 if TYPE_CHECKING:
@@ -42,11 +42,7 @@ def read_from_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--daemon", "daemon_url", metavar="URL",
                      help="Read the daemon's API at URL instead of the store (token from "
                           "$WODSYNC_API_TOKEN, or $WODSYNC_FACTS_TOKEN for facts).")(f)
-    f = db_option("SQLite at STATE/wodsync.db")(f)
-    return click.option("--state", "--state-dir", "state",
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="Controller state folder (default: $WODSYNC_STATE, else "
-                             "/var/lib/wodsync).")(f)
+    return store_options(f)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from wodsync.cli.common import EXIT_FAILED, main, say
+from wodsync.cli.common import EXIT_FAILED, main, say, store_options
 from wodsync.cli.sessions import controller, controller_options
 
 
@@ -58,11 +58,7 @@ def _users(state: Path | None, db: str | None) -> tuple[list[str], str | None]:
 
 @store_group.command("backup")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--state", "--state-dir", "state", type=click.Path(file_okay=False,
-              path_type=Path), help="Controller state folder (default: $WODSYNC_STATE, else "
-              "/var/lib/wodsync).")
-@click.option("--db", envvar="WODSYNC_DB", show_envvar=True,
-              help="Store URL (default: SQLite at STATE/wodsync.db).")
+@store_options
 def backup_cmd(file: Path, state: Path | None, db: str | None) -> None:
     """Write a consistent copy of the store to FILE while it serves (SQLite: the online
     backup API; PostgreSQL: pg_dump, the URL through the environment)."""

@@ -8,28 +8,20 @@ is `new`, switch the client, `revoke`: both tokens are valid in between.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from wodsync.cli.common import db_option, main, say
+from wodsync.cli.common import main, say, store_options
 from wodsync.tokens import ROLE_HELP, Role
 
 if TYPE_CHECKING:
     from wodsync.store import Store
 
 ROLES = ", ".join(f"{r.value} ({ROLE_HELP[r]})" for r in Role)
-
-
-def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = db_option("SQLite at STATE/wodsync.db")(f)
-    return click.option("--state", "--state-dir", "state",
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="Controller state folder (default: $WODSYNC_STATE, else "
-                             "/var/lib/wodsync).")(f)
 
 
 @contextmanager
