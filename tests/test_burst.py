@@ -212,6 +212,9 @@ def test_the_loop_asks_for_deferred_servers_between_expiry_rounds(monkeypatch):
         def unsynced(self) -> list:
             return []
 
+        def take_over_dead(self) -> list:
+            return []
+
     monkeypatch.setattr(service_module, "DEFERRED_EVERY", 1 / 16)
     monkeypatch.setattr(service_module, "time", clock)
     fake = Service()
