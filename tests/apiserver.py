@@ -57,9 +57,9 @@ class Server:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.base + "/healthz", timeout=1).ok:
+                if requests.get(self.base + "/healthz", timeout=5).ok:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up, or busy starting
                 time.sleep(0.1)
         raise AssertionError("wodsync serve did not start: "
                              + (self.state.parent / f"serve-{self.port}.log").read_text())
