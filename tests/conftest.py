@@ -112,18 +112,6 @@ PURE_MODULES = {
     "test_rules", "test_secrets", "test_source", "test_suite", "test_templates", "test_watch",
     "test_tokens",
 }
-# Seconds each group's tests took in a clean-clone `./bootstrap test` (4 workers on 2 cores),
-# rounded. xdist gives each worker a whole group at a time; handed out slowest first, no worker
-# starts a five-minute group while the others are finishing (by test count, as xdist orders
-# them, the bench smoke tests came last and the suite waited for them). A group not listed
-# weighs its number of tests.
-GROUP_SECONDS: dict[str, float] = {
-    "sessionlab": 370, "test_daemon": 235, "test_bench_smoke": 235, "enginelab": 180,
-    "journeylab": 130, "storelab": 100, "handoverlab": 95, "appliancelab": 85,
-    "test_handover_hub": 80, "test_hub": 80, "test_guard": 75, "test_writer_lock": 65,
-    "test_hub_ports": 65, "uids-55000": 60, "limits": 60, "test_hub_systemd": 60,
-    "test_host_clocks": 60, "test_demo": 55, "wodto": 55, "test_egress": 50,
-}
 MARKERS = {
     "sshd": "starts a real sshd on loopback (or in a network namespace)",
     "hub": "starts a real JupyterHub with configurable-http-proxy",
@@ -146,21 +134,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test gets its module's markers (before `-m` deselects); the tests are ordered by
-    their group's weight, slowest first (a stable sort: a module's tests stay together and in
-    order), which is the order xdist hands the groups out in (pytest_xdist_make_scheduler)."""
+    """Each test gets its module's markers (before `-m` deselects)."""
     for item in items:
         for name in HOST_MODULES.get(item.path.stem, (None, ()))[1]:
             item.add_marker(name)
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[host_group(item.nodeid)] = counts.get(host_group(item.nodeid), 0) + 1
-
-    def weight(item: pytest.Item) -> float:
-        group = host_group(item.nodeid)
-        return GROUP_SECONDS.get(group.removeprefix("group:"), float(counts[group]))
-
-    items.sort(key=weight, reverse=True)
 
 
 def host_group(nodeid: str) -> str:
@@ -177,12 +154,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     xdist's own loadgroup reads `xdist_group` marks by renaming each test's node id, which
     pytest 9 no longer lets a plugin do (the id is `Node._id` now): every test would be
     scheduled alone and two workers would build one lab at once. The same scheduling, by
-    scope: slowest groups first (GROUP_SECONDS), a pure test a unit of its own."""
+    scope: largest groups first, a pure test a unit of its own."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
-
-    config.option.loadscopereorder = False  # the collection's order: by weight, above
 
     class HostGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
