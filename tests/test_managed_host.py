@@ -2,7 +2,9 @@
 JupyterHub and real seats — `apply --yes` run by hand without the daemon's store, on a host
 the daemon manages, used to plan with no sessions and empty a workshop's hub group of its live
 sessions. It is now refused on the host itself, whatever store it was given; `plan` still
-works and says who manages the host; `--force-manager` goes on, logged on the host. And
+works and says who manages the host; `--force-manager` goes on, logged on the host. The seats
+the host records in use keep their group whoever plans (the daemon's own apply, racing a
+CREATE, emptied it too). And
 through the engine on real seats: a daemon records itself even with nothing to change, and a
 daemon of another store takes a host over only when forced."""
 
@@ -32,7 +34,9 @@ from sshd import free_port
 from storelab import (
     API_TOKEN,
     HUB_TOKEN,
+    PREFIX,
     SEAT_UIDS,
+    SEATS,
     WORKSHOP,
     catalog_files,
     claim_accounts,
@@ -184,7 +188,12 @@ def test_an_apply_without_the_daemons_store_is_refused_and_the_hub_group_keeps_i
         managed):
     planned = run_wodsync("plan", "--root", managed["root"], "--state",
                           managed["tmp"] / "elsewhere", env=env())
-    assert planned.returncode == 2, planned.stdout + planned.stderr  # it would drop them
+    out = planned.stdout + planned.stderr
+    # Without the store the sessions are unknown, but the host records their seats in use:
+    # the plan leaves them (their hub group with them) alone.
+    assert planned.returncode == 0, out
+    for user in managed["users"]:
+        assert f"seat {user} holds session " in out and "unknown to the store: left alone" in out
     assert "lab: managed by wodsync daemon on" in planned.stderr
 
     refused = apply_elsewhere(managed)
@@ -199,9 +208,17 @@ def test_an_apply_without_the_daemons_store_is_refused_and_the_hub_group_keeps_i
 
 @needs_hub
 def test_with_force_manager_the_apply_goes_on_and_is_logged_on_the_host(managed):
+    """Forced, the apply makes its changes (here: a seat an operator put into the workshop's
+    group by hand goes); the seats the host holds keep their group."""
+    stray = f"{PREFIX}{SEATS}"
+    added = requests.post(
+        f"http://127.0.0.1:{managed['ports']['port']}/hub/api/groups/{WORKSHOP}/users",
+        headers={"Authorization": f"token {HUB_TOKEN}"}, json={"users": [stray]}, timeout=30)
+    assert added.ok, added.text
+    assert stray in group_members(managed)
     forced = apply_elsewhere(managed, "--force-manager")
     assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert group_members(managed) == [], "forced: the apply without sessions went on"
+    assert group_members(managed) == managed["users"], "the stray seat went, the held stayed"
     lines = (managed["tmp"] / "hoststate/manager.log").read_text().splitlines()
     logged = json.loads(lines[-1])
     assert logged["event"] == "forced" and logged["by"].startswith("wodsync apply by ")

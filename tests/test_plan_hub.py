@@ -178,6 +178,22 @@ def test_a_seat_the_host_says_is_in_use_is_never_locked(repo):
                for n in plan.notes)
 
 
+def test_a_seat_the_host_holds_for_a_session_the_store_does_not_know_keeps_group_and_limits(
+        repo):
+    """A CREATE made after the plan read the store (the daemon's race), or another store's
+    session: the seat's hub group and user slice stay; once the host's record is gone they go."""
+    facts = converged(desired(repo, [LiveSeat("student42", "s-42", "WKSHP-Git101")]))
+    stale = desired(repo)
+    kept = plan_host(stale, facts)
+    assert changes(kept) == set(), kept.changes
+    assert "seat student42 is held on the host by a session the store does not know: its " \
+           "limits stay" in {n.reason for n in kept.noops}
+    del facts["seat"]["occupied"]["student42"]
+    released = plan_host(stale, facts)
+    assert changes(released) == {("update", "hub_group:WKSHP-Git101"),
+                                 ("delete", "slice:user-2042.slice.d/50-wodsync-limits.conf")}
+
+
 def test_the_plan_round_trips_through_json_with_its_data(repo):
     from wodsync.engine.plan import HostPlan
 

@@ -46,6 +46,8 @@ def test_a_remote_moved_away_stalls_the_source_backs_off_and_a_poke_brings_it_ba
     with running(repo, tmp_path / "state", "--interval", "1", "--resync", "3600",
                  "--not-ready-after", "4") as d:
         until(lambda: d.get("/readyz").ok, f"never ready:\n{d.text()}")
+        # ready from the deployment on; the fetch's times are recorded a moment later
+        until(lambda: d.source()["lastFetch"], f"the first fetch never recorded:\n{d.text()}")
         first = d.source()
         assert (first["condition"], first["reason"], first["fetchFailures"]) == (
             "Ready", "RevisionDeployed", 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypedDict
 
-from wodsync.agent import hubapi
+from wodsync.agent import hubapi, records
 from wodsync.agent.factspec import HUB_API, NAMES, MapOf, Nullable, Record
 from wodsync.agent.host import HostSide
 
@@ -99,7 +99,17 @@ def _deferred_sync(part: Part, host: HostSide) -> list[Sync]:
     mine = host.inventory.names(KIND)
     part["delete"] = sorted(n for n in set(have) - set(part["groups"]) if n in mine)
     return [{"name": name, "add": add, "remove": remove, "create": name not in have}
-            for name, add, remove in membership(part["groups"], have, set())]
+            for name, add, remove in membership(part["groups"], have,
+                                                _held(host, part["groups"]))]
+
+
+def _held(host: HostSide, groups: Mapping[str, Iterable[str]]) -> set[str]:
+    """Seats this host records in use (not held out of their group for a RESET) that the
+    wish puts in no group: a session the controller did not know when it planned. They stay
+    in their groups, as the controller half keeps them."""
+    wanted = {user for members in groups.values() for user in members}
+    return {user for user, record in records.read_all(host.state_dir).items()
+            if record.get("state") != "held" and user not in wanted}
 
 
 def sync(part: Part, host: HostSide) -> None:

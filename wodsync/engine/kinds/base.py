@@ -62,5 +62,14 @@ class PlanContext:
             found.setdefault(user, record.get("session") or "?")
         return found
 
+    def held_on_host(self) -> set[str]:
+        """Seats the host records in use for a session the store does not know: another
+        store's, or a CREATE that came after this plan read the store's sessions. What such a
+        seat holds (its hub group, egress rules, limits) is left as it is; `seat` notes it."""
+        seats = self.want.get("seat")
+        known = seats.sessions if seats else {}
+        occupied = self.facts.get("seat", {}).get("occupied", {})
+        return {user for user in occupied if user not in known}
+
     def names(self, kind: str, action: Action | None = None) -> set[str]:
         return {c.address.name for c in self.planned(kind, action)}

@@ -177,13 +177,11 @@ def diff(plan: PlanContext) -> None:
 def _drops(plan: PlanContext, want: dict[int, SeatWish], have: dict[int, SeatRules]) -> None:
     """Rules of seats not wanted go, unless the host records the seat for a session the store
     does not know (the seat kind notes it; its rules stay with it)."""
-    seats = plan.want.get("seat")
-    known = seats.sessions if seats else {}
-    occupied = plan.facts.get("seat", {}).get("occupied", {})
+    held = plan.held_on_host()
     for uid, seat in sorted(have.items()):
         if uid in want:
             continue
-        if seat["user"] in occupied and seat["user"] not in known:
+        if seat["user"] in held:
             plan.noop(KIND, seat["user"], "is held on the host by a session the store does "
                       "not know: its rules are left")
             continue

@@ -2,7 +2,8 @@
 group per workshop served at the host's location with the seats its live sessions hold — so an
 operator can see and act on a workshop's current students as a group in the hub. A CREATE adds
 its seat to the workshop's group and a CLEANUP takes it out; a full apply keeps the groups as
-the sessions say.
+the sessions say, and never takes out a seat the host records in use for a session the store
+does not know (another store's, or a CREATE made after the apply read the sessions).
 
 The host half (`agent.kinds.hub_group`) syncs memberships; a group is deleted only when the
 inventory says wodsync made it.
@@ -59,10 +60,11 @@ def diff(plan: PlanContext) -> None:
     if hub_user.unreadable(plan, KIND, "groups", facts["api"], want.api, HubGroupChange):
         return
     have = facts["groups"] or {}
-    # Deleting a hub user takes it out of its groups; removing it again would be refused.
-    leaving = plan.names("hub_user", Action.DELETE)
+    # Deleting a hub user takes it out of its groups; removing it again would be refused. A
+    # seat the host holds for a session the store does not know stays where it is.
+    kept = plan.names("hub_user", Action.DELETE) | plan.held_on_host()
     changed = set()
-    for name, add, remove in membership(want.groups, have, leaving):
+    for name, add, remove in membership(want.groups, have, kept):
         changed.add(name)
         if name not in have:
             plan.add(Action.CREATE, KIND, name, f"{len(add)} members",

@@ -40,6 +40,8 @@ class Want:
     home_root: str
     unit_dir: str | None
     units: dict[str, str]
+    prefix: str = ""     # the pool's seats: a seat's uid is uid_base + its number
+    uid_base: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,15 @@ def desired(ctx: DesiredContext) -> Want | None:
             if seat.workshop in found and seat.username.startswith(pool.prefix):
                 number = seat.username[len(pool.prefix):]
                 if number.isdigit():
-                    units[f"user-{pool.uid_base + int(number)}.slice.d/{DROPIN}"] = \
+                    units[dropin(pool.uid_base + int(number))] = \
                         user_dropin(seat.workshop, found[seat.workshop])
     return Want(found, pool.home_root, host.hub.unit_dir if systemd and host.hub else None,
-                units)
+                units, pool.prefix, pool.uid_base)
+
+
+def dropin(uid: int) -> str:
+    """A seat's user slice drop-in, relative to the unit folder."""
+    return f"user-{uid}.slice.d/{DROPIN}"
 
 
 def escape(key: str) -> str:
@@ -151,8 +158,24 @@ def _units(plan: PlanContext, want: Want, facts: Facts) -> None:
             plan.add(Action.UPDATE, "slice", rel, "content differs", SliceChange(rel, sha))
         else:
             plan.noop("slice", rel, "is up to date")
+    held = _held_dropins(plan, want)
     for rel in sorted(set(have) - set(want.units)):
-        plan.add(Action.DELETE, "slice", rel, "no longer wanted", SliceChange(rel))
+        if rel in held:
+            plan.noop("slice", rel, f"seat {held[rel]} is held on the host by a session the "
+                                    "store does not know: its limits stay")
+        else:
+            plan.add(Action.DELETE, "slice", rel, "no longer wanted", SliceChange(rel))
+
+
+def _held_dropins(plan: PlanContext, want: Want) -> dict[str, str]:
+    """The user slice drop-ins of seats the host holds for sessions the store does not know
+    (path → seat)."""
+    found = {}
+    for user in plan.held_on_host():
+        number = user[len(want.prefix):]
+        if want.prefix and user.startswith(want.prefix) and number.isdigit():
+            found[dropin(want.uid_base + int(number))] = user
+    return found
 
 
 def batch(want: Want, changes: list[Change]) -> Part:
