@@ -531,3 +531,40 @@ def test_a_folder_only_its_owner_may_pass_is_not_walked(students, plant):
         planted = _write(folder / "left-by-the-seat", b"x", leaver.uid, 0o600)
         assert plant.lines(sweep.sweep(leaver.uid, leaver.name)) == []
         assert os.path.lexists(planted) != gone, f"a {mode:o} folder of another account"
+
+
+def test_a_folder_of_root_the_seat_cannot_write_costs_its_subfolders_only(
+        students, plant, monkeypatch):
+    """A busy /tmp is mostly root's (checkouts, caches): in a folder of root that neither its
+    group nor others may write, the seat cannot have made anything, so its files are not
+    examined and do not count against the bound — a host whose /tmp holds more than the bound
+    of those still finishes its releases. A world-writable folder inside it is still swept."""
+    leaver, _ = students
+    monkeypatch.setattr(sweep, "MAX_ENTRIES", 40)
+    shared = Path(plant.at("/var/tmp"))  # a /tmp of its own: the swept root
+    shared.mkdir()
+    shared.chmod(0o1777)
+    cache = shared / "roots-cache"
+    (cache / "deep").mkdir(mode=0o755, parents=True)
+    for n in range(150):
+        _write(cache / f"file-{n}", b"x", 0, 0o644)
+        _write(cache / "deep" / f"file-{n}", b"x", 0, 0o644)
+    open_inside = cache / "deep" / "open"
+    open_inside.mkdir()
+    open_inside.chmod(0o1777)
+    leaver.run("touch", f"{open_inside}/left-by-the-seat", f"{shared}/in-the-root")
+    root_put = _write(cache / "given-by-root", b"x", leaver.uid, 0o600)
+
+    left = sweep.sweep(leaver.uid, leaver.name, roots=(str(shared),))
+
+    assert left == [], left
+    assert not (open_inside / "left-by-the-seat").exists(), "the open folder was swept"
+    assert not (shared / "in-the-root").exists()
+    assert root_put.exists(), "root's folder: what root put there is root's business"
+
+    monkeypatch.setattr(sweep, "MAX_SKIMMED", 100)
+    leaver.run("touch", f"{open_inside}/again")
+    left = sweep.sweep(leaver.uid, leaver.name, roots=(str(shared),))
+    assert [line for line in left if line.endswith(
+        ": stopped after reading 100 names in folders the seat cannot write: the rest was "
+        "not swept")], left

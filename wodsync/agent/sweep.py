@@ -14,8 +14,12 @@ lstat semantics, deletes with unlinkat/rmdir relative to that fd (a link is remo
 target), never enters another filesystem (a mount a student made with FUSE may never answer;
 one an admin made is not the seat's), and never changes an owner or a mode. Folders are
 descended whoever owns them (another student's world-writable folder may hold this uid's
-files), but only entries the uid owns are removed. The walk is bounded in depth and entries:
-what a bound left unswept is reported, never silently skipped.
+files), but only entries the uid owns are removed. In a folder of a system account (root's
+checkouts, caches, package builds: most of a busy /tmp) that neither its group nor others may
+write, the seat cannot have made anything, so only its subfolders are looked at (one may be
+world-writable): its files cost a name read, not a stat, and do not count against the bound.
+The walk is bounded in depth and entries: what a bound left unswept is reported, never
+silently skipped.
 
 Call it after the seat's processes ended (`run.kill_uid`): a live process could recreate what
 was removed, or keep a shared memory segment attached.
@@ -53,6 +57,9 @@ MAX_DEPTH = 64
 """Folders below a root the walk enters (it holds one fd per level); deeper ones are reported."""
 MAX_ENTRIES = 200000
 """Entries examined per root before the walk stops and says so."""
+MAX_SKIMMED = 4000000
+"""Names read per root in folders the seat cannot write (only their subfolders are examined)
+before the walk stops and says so."""
 FIRST_UID = 1000
 """Below this, system accounts: never swept."""
 REFUSED_UIDS = (65534, 65535, 0xFFFFFFFF)
@@ -201,6 +208,29 @@ def _names(fd: int, limit: int) -> List[str]:
         return [entry.name for entry in islice(entries, max(limit, 0))]
 
 
+def _subfolders(fd: int, limit: int) -> Tuple[List[str], int]:
+    """The names of a folder's subfolders (by the type the listing gives; an unknown type
+    counts as a folder, and `_visit` checks each one without following it), reading at most
+    `limit` names; and how many names were read."""
+    read, found = 0, []
+    with os.scandir(fd) as entries:
+        for entry in islice(entries, max(limit, 0)):
+            read += 1
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    found.append(entry.name)
+            except OSError:
+                found.append(entry.name)
+    return found, read
+
+
+def _closed(st: os.stat_result, uid: int) -> bool:
+    """A folder of a system account that the seat cannot write into: nothing in it can be the
+    seat's doing, but a subfolder may be open to it."""
+    return st.st_uid != uid and st.st_uid < FIRST_UID \
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 class _Folder:
     """One open folder of the walk: its fd, its path (for reports and mount lookups only),
     its name in its parent, whether the seat owns it, and the names still to look at."""
@@ -220,6 +250,7 @@ class _Walk:
         self.kept = kept if kept is not None else set()
         self.dev = -1
         self.seen = 0
+        self.skimmed = 0
         self.left: List[str] = []
 
     def report(self, path: str, what: str) -> None:
@@ -243,7 +274,7 @@ class _Walk:
         self.dev = st.st_dev
         stack = [_Folder(fd, real, None, False, [])]
         try:
-            stack[0].todo = _names(fd, MAX_ENTRIES + 1)
+            stack[0].todo = self._listing(fd, real, st)
             self._walk(stack)
         finally:
             for folder in stack:
@@ -327,7 +358,7 @@ class _Walk:
                     self.report(path, "became a mount point while being swept: left alone")
                 os.close(fd)
                 return None
-            todo = _names(fd, MAX_ENTRIES + 1 - self.seen)
+            todo = self._listing(fd, path, st)
         except OSError as exc:
             os.close(fd)
             self.report(path, f"could not be listed: {_reason(exc)}")
@@ -336,6 +367,20 @@ class _Walk:
             os.close(fd)
             raise
         return _Folder(fd, path, name, st.st_uid == self.uid, todo)
+
+    def _listing(self, fd: int, path: str, st: os.stat_result) -> List[str]:
+        """The names of an opened folder to examine: all of them, or only the subfolders of a
+        folder the seat cannot write (`_closed`), each kind within its bound."""
+        if not _closed(st, self.uid):
+            return _names(fd, MAX_ENTRIES + 1 - self.seen)
+        if self.skimmed > MAX_SKIMMED:
+            return []  # said once, below
+        todo, read = _subfolders(fd, MAX_SKIMMED + 1 - self.skimmed)
+        self.skimmed += read
+        if self.skimmed > MAX_SKIMMED:
+            self.report(path, f"stopped after reading {MAX_SKIMMED} names in folders the seat "
+                              "cannot write: the rest was not swept")
+        return todo
 
     def _unlink(self, folder: _Folder, name: str, path: str) -> None:
         try:
