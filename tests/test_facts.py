@@ -31,7 +31,7 @@ from wodsync.engine.desired import LiveSeat, desired_state
 from wodsync.engine.plan import plan_host
 from wodsync.engine.reconcile import host_job
 from wodsync.secrets import Secrets
-from wodsync.store import Reconciliation, Result, Trigger, open_store
+from wodsync.store import Condition, Reason, Reconciliation, Result, Trigger, open_store
 
 from apiserver import serving
 from enginelab import NEEDS, run
@@ -429,8 +429,21 @@ def test_status_prints_hosts_and_the_repository_and_fails_unless_all_are_ready(t
     assert (lab2["condition"], lab2["nextAttempt"], lab2["lastAppliedRevision"]) == \
         ("Stalled", "2026-01-02T03:09:05Z", None)
 
+    # every host Ready on the last good revision, but the source Stalled (here: its head does
+    # not validate; then its remote moved away): still a failure for a monitoring check
     fill_status(state, stalled=False)
+    assert cli("status", "--state", str(state)).returncode == 1
+    url = "https://bot:ghp_s3cretT0ken@example.org/ops/wod.git"
+    with open_store(state_dir=state) as store:
+        store.status.update_repository(url, "main", head_revision="a" * 40, errors=[])
+        store.status.record_source(url, "main", Condition.READY, Reason.REVISION_DEPLOYED,
+                                   "revision aaaaaaaaaaaa is deployed")
     assert cli("status", "--state", str(state)).returncode == 0
+    with open_store(state_dir=state) as store:
+        store.status.record_source(url, "main", Condition.STALLED, Reason.FETCH_FAILED,
+                                   "cannot fetch branch main")
+    stalled = cli("status", "--state", str(state))
+    assert stalled.returncode == 1 and "source: Stalled (FetchFailed)" in stalled.stdout
 
 
 def test_history_lists_the_last_reconciliations_newest_first(tmp_path):

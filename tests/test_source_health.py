@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from helpers import remove_test_accounts, until
+from helpers import remove_test_accounts, until, wodsync
 from sourcelab import lab_repo, read_only, running
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
@@ -81,6 +81,9 @@ def test_a_remote_moved_away_stalls_the_source_backs_off_and_a_poke_brings_it_ba
         assert refused.status_code == 503 and "Stalled" in refused.text, refused.text
         assert "FetchFailed" in refused.text
         assert d.metric("wodsync_source_fetch_failures_total") >= 3
+
+        checked = wodsync("status", "--state", tmp_path / "state")
+        assert "source: Stalled (FetchFailed)" in checked.stdout, checked.stdout
 
         warnings = d.lines(r"WARNING .*source: cannot fetch branch main")
         assert len(warnings) == len(d.lines("cannot fetch branch main")) >= 3

@@ -3,7 +3,8 @@
 Why: the daemon keeps its status, history and the facts it observed in the store; an operator
 (or a monitoring check) reads them here without the daemon's API, or through it with `--daemon
 URL` when the store is elsewhere. Both paths print the same JSON the API serves
-(`wodsync.daemon.views`). `status` exits 0 only when every host is Ready.
+(`wodsync.daemon.views`). `status` exits 0 only when every host is Ready and the source is
+not Stalled.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def repository_lines(repo: dict[str, Any] | None) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="The API's JSON.")
 def status_cmd(state: Path | None, db: str | None, daemon_url: str | None,
                as_json: bool) -> None:
-    """Hosts × revision × condition, then the repository (exit 0 when every host is Ready,
-    1 otherwise: a monitoring check)."""
+    """Hosts × revision × condition, then the repository (exit 0 when every host is Ready
+    and the source is not Stalled, 1 otherwise: a monitoring check)."""
     data = status_data(state, db, daemon_url)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -171,7 +172,15 @@ def status_cmd(state: Path | None, db: str | None, daemon_url: str | None,
             out.print(line, markup=False)
         for line in release_lines(data.get("releasesPending") or []):
             out.print(line, markup=False)
-    sys.exit(EXIT_OK if data["ready"] else EXIT_FAILED)
+    sys.exit(EXIT_OK if healthy(data) else EXIT_FAILED)
+
+
+def healthy(data: dict[str, Any]) -> bool:
+    """Every host Ready, and a source that is not Stalled: a remote moved away or a head
+    that does not validate leaves the hosts Ready on the last good revision, and a monitoring
+    check must still see it."""
+    repo = data["repository"]
+    return bool(data["ready"]) and (repo is None or repo["condition"] != "Stalled")
 
 
 def release_lines(pending: list[dict[str, Any]]) -> list[str]:
