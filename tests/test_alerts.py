@@ -96,7 +96,7 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
         yield running_sink
 
 
-def alerts(store: Store, catalog: Catalog, url: str, after: float = 60) -> Alerts:
+def alerts(store: Store, catalog: Catalog, url: str | None, after: float = 60) -> Alerts:
     return Alerts(store, ("repo", "main"), lambda: catalog.mail,
                   Webhook(lambda: (url, SECRET), backoff=0.05), after=after)
 
@@ -158,6 +158,20 @@ def test_a_stalled_host_is_told_once_per_episode_then_resolved_by_mail_and_webho
         finally:
             watch.webhook.stop(5)
     assert [a.subject for a in store.status.alerts()] == ["host:lab"]
+
+
+def test_a_host_that_left_the_catalog_while_stalled_is_resolved_once(store, catalog):
+    """Its status forgotten (the daemon does it at the deploy that drops it), its open
+    episode is over: one "resolved", reason Removed, and never again."""
+    watch = alerts(store, catalog, None)
+    failed = store.status.update_host("gone", condition="Stalled", last_error="down")
+    [fired] = watch.check(now=failed.stalled_since + timedelta(seconds=61))
+    assert fired.subject == "host:gone"
+    assert store.status.forget_host("gone") and not store.status.forget_host("gone")
+    [over] = watch.check()
+    assert (over.status, over.subject, over.reason) == ("resolved", "host:gone", "Removed")
+    assert watch.check() == []
+    assert store.status.hosts() == []
 
 
 def test_a_failing_receiver_is_retried_with_back_off_and_never_holds_the_check(

@@ -132,7 +132,8 @@ def test_an_invalid_head_leaves_host_messages_and_gauges_in_step(repo, tmp_path)
     """A host that fails (its system file under a read-only folder) is Stalled with its
     error and gauge 0; once it applies, Ready with no error left and gauge 1. Then an
     invalid head: the source Stalled (gauge 0), the host still Ready on the last good
-    revision with a message of now, its gauge 1 — each agreeing with its condition."""
+    revision with a message of now, its gauge 1 — each agreeing with its condition. Removed
+from the catalog, the host is no longer reported."""
     target = tmp_path / "etc-lab"
     target.mkdir()
     repo.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {target}/motd\n")
@@ -166,4 +167,15 @@ def test_an_invalid_head_leaves_host_messages_and_gauges_in_step(repo, tmp_path)
         assert (host["condition"], host["lastError"]) == ("Ready", None), host
         assert d.metric('wodsync_host_ready{host="local"}') == 1.0
         assert (target / "motd").read_text() == "Welcome to local\n"
+
+        # The host leaves the catalog: it is no longer reported (status, readiness, gauge)
+        repo.write("catalog/students.yaml", (repo.work / "catalog/students.yaml").read_text()
+                   .replace("lasst: 2", "last: 2"))
+        (repo.work / "hosts/local.yaml").unlink()
+        gone = repo.commit("the host leaves")
+        until(lambda: d.source().get("lastGoodRevision") == gone, "never deployed")
+        until(lambda: "local" not in {h["host"] for h in d.status()["hosts"]},
+              f"the removed host is still reported:\n{d.text()}")
+        assert d.metric('wodsync_host_ready{host="local"}') is None
+        assert "host local left the catalog" in d.text()
     subprocess.run(["rm", "-rf", str(target)], check=True)

@@ -190,6 +190,12 @@ class Alerts(Background):
         for h in self.store.status.hosts():
             found.append(Subject(f"host:{h.host}", h.condition.value, h.reason,
                                  h.last_error or h.message, h.stalled_since))
+        recorded = {s.subject for s in found}
+        for alert in self.store.status.alerts():  # a host that left the catalog: over
+            if alert.resolved_at is None and alert.subject not in recorded \
+                    and alert.subject.startswith("host:"):
+                found.append(Subject(alert.subject, Condition.READY.value, "Removed",
+                                     "the host left the catalog", None))
         return found
 
     def check(self, now: datetime | None = None) -> list[Notice]:

@@ -301,8 +301,15 @@ class Daemon:
         return Examined(False, Reason.LIVE_SESSIONS, message)
 
     def _deploy(self, artifact: Artifact) -> None:
-        """The artifact becomes what hosts converge to and sessions are created from."""
+        """The artifact becomes what hosts converge to and sessions are created from; a host
+        it no longer lists is no longer reported (status, readiness, alerts)."""
         self.current.set(Deployment(artifact, self.secrets, self._allowance(artifact.revision)))
+        listed = artifact.catalog.hosts if artifact.catalog is not None else None
+        for status in self.store.status.hosts() if listed is not None else ():
+            if status.host not in listed:
+                self.store.status.forget_host(status.host)
+                log.info("host %s left the catalog at %s: its status is no longer reported "
+                         "(its history is kept)", status.host, artifact.revision[:12])
 
     def restore(self) -> None:
         """After a restart: the last good revision the store remembers, if still exported

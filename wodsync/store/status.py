@@ -271,6 +271,14 @@ class Status:
         with reading(self.engine) as conn:
             return [_host(row) for row in conn.execute(select(HOSTS).order_by(HOSTS.c.host))]
 
+    def forget_host(self, host: str) -> bool:
+        """A host that left the catalog: its status and last facts go (its reconciliation
+        history stays, for the record); False when nothing was recorded of it."""
+        with writing(self.engine) as conn:
+            gone = conn.execute(delete(HOSTS).where(HOSTS.c.host == host)).rowcount
+            conn.execute(delete(FACTS).where(FACTS.c.host == host))
+        return bool(gone)
+
     # -- reconciliation history -------------------------------------------------------------
 
     def record_reconciliation(self, rec: Reconciliation) -> Reconciliation:
