@@ -304,9 +304,10 @@ class Daemon:
         """The artifact becomes what hosts converge to and sessions are created from; a host
         it no longer lists is no longer reported (status, readiness, alerts)."""
         self.current.set(Deployment(artifact, self.secrets, self._allowance(artifact.revision)))
-        listed = artifact.catalog.hosts if artifact.catalog is not None else None
-        for status in self.store.status.hosts() if listed is not None else ():
-            if status.host not in listed:
+        if artifact.catalog is None:
+            return
+        for status in self.store.status.hosts():
+            if status.host not in artifact.catalog.hosts:
                 self.store.status.forget_host(status.host)
                 log.info("host %s left the catalog at %s: its status is no longer reported "
                          "(its history is kept)", status.host, artifact.revision[:12])
