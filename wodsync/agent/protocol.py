@@ -161,6 +161,26 @@ class SeatKey(TypedDict):
     known_hosts: str
 
 
+class CheckScript(TypedDict):
+    """A check (or solve) script as data: its step's name and points, and its bytes (base64),
+    exactly as the repository holds them (never rendered)."""
+
+    name: str
+    points: int
+    data: str
+
+
+class CheckResult(TypedDict):
+    """One step's outcome: passed (exit 0 in time), the student's message (the first `FAIL:`
+    line, or why it did not pass) and the seconds it ran."""
+
+    name: str
+    points: int
+    passed: bool
+    message: str
+    seconds: float
+
+
 class _Seat(HostPayload):
     user: str
     uid: int
@@ -194,6 +214,8 @@ class Seat(_Seat, total=False):
     stage: str                      # a CREATE's: all (default), hook (up to the create hook,
                                     # answering its values), rest (after it: files and on)
     produces: list[str]             # names the create hook writes to $WOD_VALUES
+    checks: list[CheckScript] | None  # a CLEANUP's: the workshop's checks, scored first
+    check_timeout: float            # seconds one check script may run
     # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
     # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
     _hub_seen: tuple[float, dict[str, Any] | None]
@@ -227,6 +249,18 @@ class SeatAnswer(TypedDict, total=False):
     release_errors: list[str]
     completion: dict[str, Any] | None
     values: dict[str, str]          # what the create hook wrote (stage `hook`): secrets too
+    checks: list[CheckResult] | None  # a CLEANUP's checks (None: none, or they could not run)
+
+
+class SeatCheckRequest(Seat):
+    """`seat_check`: the scripts of `checks` run in order on the seat of a session, each as the
+    seat's user, each within `check_timeout` seconds."""
+
+
+class SeatCheckAnswer(TypedDict):
+    """`seat_check`: each step's outcome, in the request's order."""
+
+    steps: list[CheckResult]
 
 
 class SeatCreateAnswer(TypedDict):

@@ -10,7 +10,8 @@ one `chpasswd`, one hub request per group for all of them). A step that fails re
 alone and the seat's answer says which step and why, with the hooks' output.
 
 The end of a session (`seat_cleanup`, `seat_reset`, `seat_purge`) is a release that nothing a
-student did can stop: the hook and the completion count may fail, the release steps run
+student did can stop: the checks (`agent.checks`, scored at CLEANUP before the hook), the hook
+and the completion count may fail, the release steps run
 regardless, each tried whatever failed before; the answer lists what did not finish, and the
 seat's record stays until a release has finished (the controller retries it).
 
@@ -33,6 +34,7 @@ from typing import Any, Optional, cast
 
 from wodsync.agent import (
     accountsdb,
+    checks,
     completion,
     hooks,
     hubapi,
@@ -45,6 +47,7 @@ from wodsync.agent import (
 from wodsync.agent.host import HostSide
 from wodsync.agent.kinds import egress
 from wodsync.agent.protocol import (
+    CheckResult,
     HostPayload,
     Seat,
     SeatAnswer,
@@ -380,6 +383,22 @@ def _completion(payload: Seat, user: pwd.struct_passwd | None,
         return {rel: {"error": f"{type(exc).__name__}: {exc}"} for rel in notebooks}
 
 
+def _checks(payload: Seat, user: pwd.struct_passwd | None,
+            steps: Steps) -> list[CheckResult] | None:
+    """The workshop's checks on the student's work as they left it (before the cleanup hook
+    and the release); None when there are none or they could not run — never an error: a
+    score never holds a seat back from its release."""
+    scripts = payload.get("checks")
+    if not scripts or user is None:
+        return None
+    try:
+        with steps.step("run checks"):
+            return checks.run_checks(scripts, checks.seat_user(payload), payload)
+    except Exception as exc:
+        steps.notes.append(f"checks not run: {type(exc).__name__}: {exc}")
+        return None
+
+
 def _account(payload: Seat, errors: list[str]) -> pwd.struct_passwd | None:
     """The seat's account, or None when it is gone (the release goes on by uid)."""
     try:
@@ -399,7 +418,7 @@ def _end(payload: Seat, hook: Optional[str], hold: bool = False,
     record of another session does not stop it."""
     steps = Steps()
     errors: list[str] = []
-    counted = None
+    counted = scored = None
     with records.locked(payload["state_dir"], [payload["user"]], _lock_timeout(payload)):
         record = records.read(payload["state_dir"], payload["user"])
         if record is not None and records.belongs_to_other(record, payload["session"]) \
@@ -409,6 +428,8 @@ def _end(payload: Seat, hook: Optional[str], hold: bool = False,
                                 occupied=_occupied(record))
         user = _account(payload, errors)
         try:
+            if read:
+                scored = _checks(payload, user, steps)
             if hook:
                 try:
                     with steps.step(f"{hook} hook"):
@@ -421,7 +442,8 @@ def _end(payload: Seat, hook: Optional[str], hold: bool = False,
         finally:
             _try_all(_release_steps(payload, user, empty=not hold), steps, errors)
             _settle_record(payload, record, hold, errors)
-    return steps.answer(ok=not errors, error="; ".join(errors) or None, completion=counted)
+    return steps.answer(ok=not errors, error="; ".join(errors) or None, completion=counted,
+                        checks=scored)
 
 
 def _settle_record(payload: Seat, record: records.Record | None, hold: bool,

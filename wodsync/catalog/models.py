@@ -169,6 +169,32 @@ class Hooks(Strict):
     reset: RelPath | None = None
 
 
+class Check(Strict):
+    """A scored step of a workshop: a script run as the seat's own user (exit 0 = passed, its
+    first `FAIL:` line is the message for the student), and optionally the script that makes
+    it pass (`solve`, run by the content CI)."""
+
+    name: Name = Field(description="The step's name, unique in the workshop.")
+    script: RelPath = Field(description="The check script, inside the workshop folder.")
+    points: Annotated[int, Field(ge=1, le=1000)] = Field(
+        1, description="What passing the step is worth in the score.")
+    solve: RelPath | None = Field(None, description="A script that makes the step pass, inside "
+                                                    "the workshop folder (content CI).")
+
+
+def _unique_checks(checks: list[Check]) -> list[Check]:
+    """Each step is named once: the score lists steps by name."""
+    seen: set[str] = set()
+    for n, check in enumerate(checks):
+        if check.name in seen:
+            raise located("duplicate-check", f"check '{check.name}' is named twice", n)
+        seen.add(check.name)
+    return checks
+
+
+Checks = Annotated[list[Check], AfterValidator(_unique_checks)]
+
+
 class Packages(Strict):
     """What a workshop or a host environment needs installed.
 
@@ -418,6 +444,11 @@ class Workshop(Strict):
                           "hub and DNS, everything else is refused. Absent: no restriction.")
     limits: Limits | None = Field(None, description="What the kernel grants each seat of this "
                                                     "workshop (over the host's and the pool's).")
+    checks: Checks = Field([], description="Scored steps: `{name, script, points, solve}`, each "
+                                           "script run as the seat's user; the score is the "
+                                           "passed points over all points (0-100).")
+    check_timeout: Annotated[int, Field(ge=1, le=600)] = Field(
+        30, description="Seconds one check (or solve) script may run before it is killed.")
 
 
 class Replay(Strict):

@@ -158,13 +158,15 @@ def ids_unique(catalog: Catalog) -> Iterator[Diagnostic]:
 
 
 def scripts_exist(catalog: Catalog) -> Iterator[Diagnostic]:
-    """Hook and compile scripts are regular files inside the workshop folder."""
+    """Hook, compile, check and solve scripts are regular files inside the workshop folder."""
     for key, ws in catalog.workshops.items():
         files = set(catalog.folders[key].files)
         doc = catalog.workshop_doc(key)
-        refs: list[tuple[tuple[str, int | str], str]] = [
+        refs: list[tuple[tuple[str | int, ...], str]] = [
             (("compile", i), p) for i, p in enumerate(ws.compile)]
         refs += [(("hooks", hook), p) for hook, p in ws.hooks.model_dump().items() if p]
+        refs += [(("checks", i, part), p) for i, c in enumerate(ws.checks)
+                 for part, p in (("script", c.script), ("solve", c.solve)) if p]
         for loc, rel in refs:
             normalized = PurePosixPath(rel).as_posix()
             if normalized not in files:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import secrets as pysecrets
 import string
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jinja2 import Undefined
 
 from wodsync.catalog.loader import Catalog
-from wodsync.catalog.models import Host
+from wodsync.catalog.models import Host, Workshop
 from wodsync.catalog.repofs import RepoFileError
 from wodsync.render.jinja import (
     RenderedFile,
@@ -85,11 +85,18 @@ def _seat_values(catalog: Catalog, key: str, seat: int, password: str,
     return host, merged, own
 
 
+def check_paths(workshop: Workshop) -> set[str]:
+    """The workshop's check and solve scripts, spelled as the folder lists them."""
+    return {PurePosixPath(p).as_posix() for c in workshop.checks for p in (c.script, c.solve)
+            if p}
+
+
 def seat_content(catalog: Catalog, key: str, seat: int, password: str,
                  host_name: str | None, secrets: Secrets,
                  produced: Mapping[str, str] | None = None) -> list[RenderedFile]:
     """Render every file of workshop `key` for `seat` as it will land in the student's home:
-    everything but `workshop.yaml` and the hooks (root's, never rendered). `produced`: the
+    everything but `workshop.yaml`, the hooks (root's, never rendered) and the check and solve
+    scripts (they travel as data when run: the answers stay out of reach). `produced`: the
     values its create hook wrote (None: placeholders, for a preview)."""
     host, merged, seat_vars = _seat_values(catalog, key, seat, password, host_name, secrets,
                                            produced)
@@ -97,7 +104,7 @@ def seat_content(catalog: Catalog, key: str, seat: int, password: str,
     ctx = workshop_context(key, ws, merged, seat_vars, host.address if host else "localhost")
     folder = catalog.folders[key]
     rel = folder.path.relative_to(catalog.root).as_posix()
-    hooks = set(hook_paths(ws).values())
+    hooks = set(hook_paths(ws).values()) | check_paths(ws)
     try:
         return list(render_workshop(catalog.root, rel,
                                     [f for f in folder.files if f not in hooks], ctx))
