@@ -45,6 +45,8 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # uids 55001-55050 (wodta) and 55001-55010 (wodtw) overlap.
     "test_accountsdb": ("uids-55000", ("root",)),
     "test_sweep": ("uids-55000", ("root",)),
+    # Checks and scores: wodqa, uids 41001-41008, homes under /home/wodsync-test-checks.
+    "test_checks": ("test_checks", ("root",)),
     # A prefix, uid range and home root each (the hub venv at hubs.HUB_PREFIX is shared:
     # hubs.hub_prefix_lock() keeps its installs apart).
     "test_handover": ("handoverlab", ("root", "sshd", "pg")),           # wodtr, 58501-58508

@@ -21,6 +21,8 @@ from wodsync.api.models import Problem, SessionRef
 from wodsync.badges.keys import BadgesNotConfigured
 from wodsync.sessions.service import (
     BadLocation,
+    CannotCheck,
+    ChecksFailed,
     CreateFailed,
     Duplicate,
     HostNotApplied,
@@ -90,6 +92,8 @@ ANSWERS: dict[type[Exception], Answer] = {
     NoSeat: Answer(409),
     Duplicate: Answer(409),
     CreateFailed: Answer(502),
+    CannotCheck: Answer(409),
+    ChecksFailed: Answer(502),
     HostNotApplied: Answer(503),
     SessionError: Answer(400),
     NotDeployed: Answer(503),

@@ -86,6 +86,7 @@ class SessionOut(BaseModel):
     credentials: Credentials | None = None
     release: Release | None = None
     history: list[Event] = []
+    score: int | None = None  # its checks at its CLEANUP (0-100)
 
     @classmethod
     def of(cls, s: Session, hub_url: str | None = None, history: Sequence[SessionEvent] = (),
@@ -103,7 +104,25 @@ class SessionOut(BaseModel):
                                    attempts=s.release_attempts,
                                    next_attempt=s.next_release_at)
                    if s.state.value == "releasing" else None,
-                   history=[Event.of(e) for e in history])
+                   history=[Event.of(e) for e in history], score=s.score)
+
+
+class StepOut(BaseModel):
+    """One check of a session: passed, and the student's message when it did not."""
+
+    name: str
+    points: int
+    passed: bool
+    message: str
+    seconds: float
+
+
+class ScoreOut(BaseModel):
+    """`POST /api/v1/sessions/{id}/check`: passed points over all points (0-100), per step."""
+
+    session: str
+    score: int
+    steps: list[StepOut]
 
 
 class SessionPage(BaseModel):

@@ -82,6 +82,8 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
     completion = data.get("completion")
     rows += [("ends", data.get("ends_at") or "-"),
              ("completion", f"{completion:g}%" if completion is not None else "-")]
+    if data.get("score") is not None:
+        rows.append(("score", f"{data['score']}/100"))
     if data.get("error"):
         rows.append(("error", data["error"]))
     if data.get("release"):
@@ -119,7 +121,7 @@ def _remote(api: str, token_file: Path | None) -> Remote:
 
 @main.group("session")
 def session_group() -> None:
-    """Workshop sessions: create, list, show, cleanup, reset, purge, extend — on the store
+    """Workshop sessions: create, list, show, cleanup, reset, purge, extend, check — on the store
     and the hosts, or through a daemon's API (--api URL)."""
 
 
@@ -288,6 +290,39 @@ _lifecycle("reset", "RESET a held seat: reset hook, seat freed.",
 _lifecycle("purge", "PURGE: lock, stop, kill, new hub identity, empty, free — from any state, "
                     "no hook; `ended` only once the host did it (exit 1 while pending).",
            lambda sessions, sid: sessions.purge(sid), ("POST", "/purge"))
+
+
+@session_group.command("check")
+@controller_options
+@api_options
+@click.argument("session_id")
+@click.option("--json", "as_json", is_flag=True)
+def check_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+              api: str | None, token_file: Path | None, session_id: str, as_json: bool) -> None:
+    """Run the workshop's checks on an active session's seat: its score (0-100) and each
+    step; exit 1 when the workshop has no checks or they could not run."""
+    from wodsync.sessions.service import SessionError
+    from wodsync.store import StoreError
+
+    if api:
+        _, data = _remote(api, token_file).call(
+            "POST", f"/api/v1/sessions/{_quote(session_id)}/check")
+    else:
+        with controller(root, state, db, secrets_file) as ctl:
+            try:
+                scored = ctl.sessions.check(session_id)
+            except (SessionError, StoreError) as exc:
+                _fail(exc)
+            data = {"session": ctl.store.sessions.get(session_id).id, **scored.as_dict()}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"score: {data['score']}/100")
+    for step in data["steps"]:
+        mark = "passed" if step["passed"] else "failed"
+        why = f": {step['message']}" if step["message"] else ""
+        click.echo(f"  {step['name']} ({step['points']} pt) {mark} in {step['seconds']:.2f} s"
+                   f"{why}")
 
 
 @session_group.command("extend")

@@ -153,6 +153,7 @@ def _session(session: Session | None, hub: str | None) -> dict[str, Any] | None:
         "id": session.id, "username": session.username, "state": session.state.value,
         "hub_url": hub, "started_at": _when(session.started_at),
         "ends_at": _when(session.ends_at), "completion": session.completion,
+        "score": session.score,
         "duration_hours": session.duration_hours,
         "duration_text": _hours(session.duration_hours),
     }
@@ -228,7 +229,7 @@ def sample_session(catalog: Catalog, workshop: str | None) -> Session:
         username="student1", slot=0, state=SessionState.ACTIVE, duration_hours=hours,
         created_at=now, started_at=now, ends_at=now + timedelta(hours=hours), ended_at=None,
         expiring_at=None, completion=80.0, revision="sample", error="sample error",
-        password="Sample-Pass1")
+        password="Sample-Pass1", score=75)
 
 
 def sample_context(catalog: Catalog, kind: str, workshop: str | None = None) -> dict[str, Any]:

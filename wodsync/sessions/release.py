@@ -27,7 +27,7 @@ from typing import Any
 from wodsync.agent.protocol import HostPayload
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
-from wodsync.sessions import seat
+from wodsync.sessions import checks, seat
 from wodsync.sessions.completion import completion
 from wodsync.source.revision import Deployment, NotDeployed
 from wodsync.store import InvalidTransition, Session, SessionState, Store
@@ -75,6 +75,7 @@ class Release:
         done = completion(answer.get("completion")) if op == "cleanup" else None
         if done is not None and done.percent is not None:
             self.store.sessions.set_completion(session.id, done.percent)
+        scored = self._score(session, answer) if op == "cleanup" else None
         if answer.get("occupied"):
             return self._taken(session, answer["occupied"], outputs)
         if not answer["ok"]:
@@ -82,7 +83,20 @@ class Release:
         left = self.appliance(self.deployment().catalog, session)
         if left:
             return self._pending(session, op, f"{op.upper()}: " + "; ".join(left), outputs)
-        return self._finished(session, op, hold, reason, done, outputs)
+        return self._finished(session, op, hold, reason, done, outputs, scored)
+
+    def _score(self, session: Session, answer: dict[str, Any]) -> checks.Score | None:
+        """The score of the checks the host ran before the CLEANUP's hook, stored beside the
+        completion; None when there were none. An unreadable answer only costs the score."""
+        if not answer.get("checks"):
+            return None
+        try:
+            scored = checks.score(answer["checks"])
+        except checks.ChecksError as exc:
+            _log.warning("session %s: no score: %s", session.id, exc)
+            return None
+        self.store.sessions.set_score(session.id, scored.score)
+        return scored
 
     def _call(self, session: Session, op: str, hold: bool) -> dict[str, Any]:
         try:
@@ -92,6 +106,10 @@ class Release:
         if session.host not in dep.catalog.hosts:
             raise ReleaseError(f"host {session.host} is no longer in the catalog")
         payload = seat.end_payload(dep.catalog, session, dep.secrets, op, hold)
+        if op == "cleanup":
+            problem = checks.add_to_cleanup(payload, dep.catalog, session)
+            if problem:
+                _log.warning("session %s: %s", session.id, problem)
         return self.call(session.host, OPERATIONS[op], payload)
 
     def _resets(self, session: Session) -> bool:
@@ -99,9 +117,10 @@ class Release:
         return bool(ws and ws.reset)
 
     def _finished(self, session: Session, op: str, hold: bool, reason: str,
-                  done: Any, outputs: str) -> Session:
+                  done: Any, outputs: str, scored: checks.Score | None = None) -> Session:
         what = {"cleanup": "cleaned up", "reset": "reset done", "purge": "purged"}[op]
-        message = "; ".join(m for m in (what, done.text() if done else "", reason) if m)
+        message = "; ".join(m for m in (what, done.text() if done else "",
+                                        scored.text() if scored else "", reason) if m)
         try:
             if hold:
                 held = self.store.sessions.transition(

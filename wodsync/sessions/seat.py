@@ -66,6 +66,11 @@ def _base(catalog: Catalog, session: Session, secrets: Secrets) -> Seat:
     return payload
 
 
+def base_payload(catalog: Catalog, session: Session, secrets: Secrets) -> Seat:
+    """What every seat operation of a session carries (`seat_check` adds its scripts)."""
+    return _base(catalog, session, secrets)
+
+
 def _seat(where: HostPayload, user: str, uid: int, session: str, workshop: str,
           hub: Hub | None, env: dict[str, str]) -> Seat:
     """The keys every seat operation's payload has; an operation adds its own."""

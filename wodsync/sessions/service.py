@@ -36,7 +36,7 @@ from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.render.content import new_password
 from wodsync.render.seatvalues import hook_names, secret_values
-from wodsync.sessions import seat
+from wodsync.sessions import checks, seat
 from wodsync.sessions.adoption import Adopter, SyncReport
 from wodsync.sessions.appliance import Appliances, ApplianceUnreachable, live_on_appliance
 from wodsync.sessions.burst import Burst
@@ -94,6 +94,14 @@ class HostNotApplied(SessionError):
 
 class CreateFailed(SessionError):
     """The host could not set the seat up: the session is `failed` (`session`)."""
+
+
+class CannotCheck(SessionError):
+    """The session cannot be checked: its workshop has no checks, or it is not active."""
+
+
+class ChecksFailed(SessionError):
+    """The host could not run the checks (unreachable, a seat no longer the session's)."""
 
 
 @dataclass
@@ -465,6 +473,26 @@ class SessionService:
             ended = self.store.sessions.purge(s.id, message=f"seat {user} released by an "
                                               "operator (wodsync seat release)")
         return ended
+
+    def check(self, session_id: str, which: checks.Which = "script") -> checks.Score:
+        """Run the session's workshop's checks on its seat now (or, `which="solve"`, its
+        solve scripts: the content CI's way to make every step pass); the score and each
+        step's outcome. Nothing is stored: the score kept is the one of its CLEANUP."""
+        session = self.store.sessions.get(session_id)
+        if session.state is not SessionState.ACTIVE:
+            raise CannotCheck(f"session {session.id} is {session.state.value}: only an active "
+                              "session can be checked", session)
+        dep = self.deployment()
+        ws = dep.catalog.workshops.get(session.workshop)
+        if ws is None or not ws.checks:
+            raise CannotCheck(f"workshop {session.workshop} declares no checks", session)
+        try:
+            return checks.run(self._call, dep.catalog, session, dep.secrets, which)
+        except checks.ChecksError as exc:
+            raise CannotCheck(str(exc), session) from None
+        except (TransportError, HostError) as exc:
+            raise ChecksFailed(f"checks of session {session.id} on {session.host}: {exc}",
+                               session) from None
 
     def extend(self, session_id: str, hours: float) -> Session:
         """Move the end by `hours`; a session lasts at most its duration plus the maximum

@@ -249,6 +249,8 @@ class SessionRow(Base):
     # The process that moved it into creating, cleaning or resetting (`store.owners`):
     # recovery leaves it alone while that process lives.
     owner: Mapped[str | None] = mapped_column(String(200))
+    # The score of its workshop's checks at its CLEANUP (0-100; NULL: none was scored).
+    score: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(STATES_SQL, name="state"),

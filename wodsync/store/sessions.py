@@ -179,6 +179,7 @@ class Session:
     next_release_at: datetime | None = None
     email_key: str | None = None
     owner: str | None = None  # the process working on it (`store.owners`)
+    score: int | None = None  # 0-100: its workshop's checks, scored at its CLEANUP
 
     @property
     def live(self) -> bool:
@@ -503,6 +504,13 @@ class Sessions:
             raise ValueError(f"completion of session {session_id} must be within 0..100, "
                              f"not {completion}")
         return self._set(session_id, completion=completion)
+
+    def set_score(self, session_id: str, score: int | None) -> Session:
+        """The score of the session's checks at its CLEANUP (0-100)."""
+        if score is not None and not 0 <= score <= 100:
+            raise ValueError(f"score of session {session_id} must be within 0..100, "
+                             f"not {score}")
+        return self._set(session_id, score=score)
 
     def set_password(self, session_id: str, password: str) -> Session:
         """The new password of a session a participant uses (creating or active; sealed by

@@ -1,6 +1,6 @@
 """The session page (`/s/{token}`): reached only through the secret link of the mails, it
 shows the workshop, its state, the hub and the credentials while the session runs, the time
-left, and the Extend and Unregister forms; after the end, completion, badges, replay and
+left, and the Extend and Unregister forms; after the end, completion, score, badges, replay and
 feedback. Another session's link, or a tampered one, is a 404; an ended session shows no
 credentials (the store has blanked them)."""
 

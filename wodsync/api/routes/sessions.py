@@ -1,5 +1,5 @@
-"""`/api/v1/sessions`: CREATE, list, show, CLEANUP, RESET, PURGE and EXTEND for the registration
-portal and the operators.
+"""`/api/v1/sessions`: CREATE, list, show, CLEANUP, RESET, PURGE, EXTEND and CHECK for the
+registration portal and the operators.
 
 Every route names the roles it accepts (`wodsync.tokens`), checked before the body is read
 (`AuthFirst`): the portal's token may create, read, extend and clean up; RESET and PURGE need
@@ -19,6 +19,7 @@ from wodsync.api.deps import Allow, AuthFirst, SessionsDep
 from wodsync.api.models import (
     ExtendRequest,
     Problem,
+    ScoreOut,
     SessionOut,
     SessionPage,
     SessionRequest,
@@ -110,3 +111,13 @@ def purge_session(session_id: str, service: SessionsDep) -> Any:
              dependencies=portal("extend a session"))
 def extend_session(session_id: str, body: ExtendRequest, service: SessionsDep) -> Any:
     return session_out(service, service.extend(session_id, body.hours))
+
+
+@router.post("/sessions/{session_id}/check", response_model=ScoreOut,
+             responses={502: {"model": Problem}}, dependencies=portal("check a session"))
+def check_session(session_id: str, service: SessionsDep) -> Any:
+    """Run the workshop's checks on the session's seat now: the score (passed points over all
+    points, 0-100) and each step; 409 for a workshop without checks or a session not active."""
+    scored = service.check(session_id)
+    return ScoreOut(session=service.store.sessions.get(session_id).id, score=scored.score,
+                    steps=[vars(s) for s in scored.steps])
