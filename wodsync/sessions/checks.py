@@ -85,10 +85,10 @@ def check_payload(catalog: Catalog, session: Session, secrets: Any,
                   which: Which = "script") -> SeatCheckRequest:
     """`seat_check` for the session's seat: the checks (or the solve scripts) and the
     workshop's timeout."""
-    payload: Any = seat.base_payload(catalog, session, secrets)
+    payload: SeatCheckRequest = seat.base_payload(catalog, session, secrets)
     payload["checks"] = scripts(catalog, session.workshop, which)
     payload["check_timeout"] = float(catalog.workshops[session.workshop].check_timeout)
-    return payload  # type: ignore[no-any-return]
+    return payload
 
 
 def _step(value: Any) -> Step:
