@@ -51,7 +51,7 @@ def test_a_check_name_given_twice_is_refused(repo):
     _with_checks(repo, CHECKS.replace("name: types", "name: loop"))
     found = errors_of(repo.root)
     assert len(found) == 1 and "check 'loop' is named twice" in found[0].message, found
-    assert found[0].path == PY
+    assert (found[0].path, found[0].code) == (PY, "duplicate-check")
 
 
 def test_points_and_timeout_are_bounded(repo):
