@@ -1,11 +1,17 @@
 """A workshop's `checks:` and `check_timeout` in the catalog: what is accepted, and each mistake
-named where it is (pure: the example repository copied per test, no host)."""
+named where it is; the score's arithmetic; where the score shows (the ended mail, the session
+page). Pure: the example repository copied per test, no host."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from wodsync.api.pages import page
 from wodsync.catalog import validate
+from wodsync.mail.compose import sample_session
 from wodsync.render.content import check_paths
 from wodsync.sessions.checks import ChecksError, Step, score, score_of
+from wodsync.store import SessionState
 
 from helpers import errors_of, only_error
 
@@ -85,3 +91,22 @@ def test_a_host_answer_that_does_not_add_up_is_refused():
         except ChecksError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+def test_the_score_shows_in_the_ended_mail_and_on_the_session_page(repo, cli):
+    text = cli("mail", "preview", "ended", "--root", repo.root)
+    assert text.exit_code == 0, text.output
+    assert "Your score: 75 / 100." in text.output  # the sample session's score
+    html = cli("mail", "preview", "ended", "--root", repo.root, "--html")
+    assert "Your score: <strong>75 / 100</strong>" in html.output
+    ended = dataclasses.replace(sample_session(validate(repo.root)[0], None),
+                                state=SessionState.ENDED, score=67)
+    view = {"title": "Python 101", "badges": [], "notice": "", "refusal": "", "page": "/s/x",
+            "running": False, "hub_url": None, "username": None, "password": None,
+            "time_left": "", "ends_at": "", "extension_left": 0, "step_hours": 1,
+            "replay": None, "feedback": None}
+    body = page("session.html", session=ended, **view).body.decode()
+    assert '<span id="score">Your score: 67 / 100.</span>' in body
+    body = page("session.html", session=dataclasses.replace(ended, score=None),
+                **view).body.decode()
+    assert "score" not in body.split('id="state"')[1].split("</p>")[0]
