@@ -20,7 +20,9 @@ from wodsync.agent.run import BASE_PATH, processes_of
 from wodsync.api.app import create_app
 from wodsync.api.deps import Context
 from wodsync.controller import open_controller
+from wodsync.engine.remote import HostError
 from wodsync.secrets import Secrets
+from wodsync.sessions import checks
 from wodsync.sessions.service import CannotCheck
 from wodsync.store import Participant, SessionState
 
@@ -243,6 +245,11 @@ def test_the_score_is_stored_at_cleanup_before_the_home_is_wiped(ctl):
     assert list((HOMES / s.username).iterdir()) == []
     assert "score 67" in ctl.store.sessions.events(s.id)[-1].message
     assert ctl.store.sessions.get(s.id).score == 67
+    with pytest.raises(CannotCheck, match="is ended: only an active session"):
+        ctl.sessions.check(s.id)
+    dep = ctl.sessions.deployment()  # past the service: the host itself refuses the seat
+    with pytest.raises(HostError, match=f"seat {s.username} is not in use by session {s.id}"):
+        checks.run(ctl.sessions._call, dep.catalog, ended, dep.secrets)
 
 
 def test_a_workshop_without_checks_is_refused_and_its_cleanup_has_no_score(ctl):

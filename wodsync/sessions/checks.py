@@ -24,7 +24,12 @@ Which = Literal["script", "solve"]
 
 
 class ChecksError(Exception):
-    """The checks could not be run or their answer cannot be read (the message says why)."""
+    """The checks cannot be run: none to run, or a script cannot be read (the message says
+    why)."""
+
+
+class BadAnswer(ChecksError):
+    """The host's answer cannot be scored: unreadable steps, or not the steps sent."""
 
 
 @dataclass(frozen=True)
@@ -96,16 +101,16 @@ def _step(value: Any) -> Step:
         step = Step(str(value["name"]), int(value["points"]), bool(value["passed"]),
                     str(value["message"])[:500], float(value["seconds"]))
     except (TypeError, KeyError, ValueError) as exc:
-        raise ChecksError(f"the host's answer has an unreadable step: {exc}") from None
+        raise BadAnswer(f"the host's answer has an unreadable step: {exc}") from None
     if step.points < 1:
-        raise ChecksError(f"the host's answer gives step {step.name} {step.points} points")
+        raise BadAnswer(f"the host's answer gives step {step.name} {step.points} points")
     return step
 
 
 def score(answer: Any) -> Score:
     """The score of the host's steps (`seat_check`'s answer, or a CLEANUP's `checks`)."""
     if not isinstance(answer, list) or not answer:
-        raise ChecksError("the host answered no step")
+        raise BadAnswer("the host answered no step")
     steps = [_step(v) for v in answer]
     return Score(score_of(steps), steps)
 
@@ -135,4 +140,8 @@ def run(call: Callable[[str, str, Any], Any], catalog: Catalog, session: Session
     if not payload["checks"]:
         raise ChecksError(f"workshop {session.workshop} has no "
                           f"{'checks' if which == 'script' else 'solve scripts'}")
-    return score(call(session.host, "seat_check", payload)["steps"])
+    scored = score(call(session.host, "seat_check", payload)["steps"])
+    asked = [(c["name"], c["points"]) for c in payload["checks"]]
+    if [(s.name, s.points) for s in scored.steps] != asked:
+        raise BadAnswer("the host answered other steps than the ones sent")
+    return scored

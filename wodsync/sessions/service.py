@@ -488,6 +488,9 @@ class SessionService:
             raise CannotCheck(f"workshop {session.workshop} declares no checks", session)
         try:
             return checks.run(self._call, dep.catalog, session, dep.secrets, which)
+        except checks.BadAnswer as exc:
+            raise ChecksFailed(f"checks of session {session.id} on {session.host}: {exc}",
+                               session) from None
         except checks.ChecksError as exc:
             raise CannotCheck(str(exc), session) from None
         except (TransportError, HostError) as exc:
