@@ -1,7 +1,7 @@
 """The `wodsync` command line: thin wrappers that call the pipeline and set exit codes.
 
 One module per group of commands (`badges`, `catalog`, `engine`, `sessions`, `seats`, `guard`,
-`report`, `review`, `watch`, `daemon`, `demo`, `mail`, `tokens`, `store`);
+`report`, `review`, `contentci`, `watch`, `daemon`, `demo`, `mail`, `tokens`, `store`);
 each imports the heavy parts of wodsync inside its commands, so `wodsync --help` stays fast.
 """
 
@@ -15,6 +15,7 @@ import click
 from wodsync.cli import (  # noqa: F401
     badges,
     catalog,
+    contentci,
     daemon,
     demo,
     engine,

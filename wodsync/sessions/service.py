@@ -205,13 +205,14 @@ class SessionService:
         return self.host_deployment(host) if self.host_deployment else newest
 
     def _by_revision(self, newest: Deployment, key: str, location: str,
-                     skipped: list[str]) -> list[tuple[Deployment, list[str]]]:
-        """The location's reachable hosts grouped by the deployment each applied (hosts on
-        the newest first); a host on a revision without the workshop is skipped, and why is
-        added to `skipped`."""
+                     skipped: list[str], only_host: str | None = None,
+                     ) -> list[tuple[Deployment, list[str]]]:
+        """The location's reachable hosts (only `only_host` when given) grouped by the
+        deployment each applied (hosts on the newest first); a host on a revision without the
+        workshop is skipped, and why is added to `skipped`."""
         groups: dict[str, tuple[Deployment, list[str]]] = {}
         for name in sorted(newest.catalog.hosts_in(location)):
-            if self.connections.down(name):
+            if self.connections.down(name) or only_host not in (None, name):
                 continue
             try:
                 on = self._on_host(name, newest)
@@ -227,10 +228,10 @@ class SessionService:
         return sorted(groups.values(), key=lambda g: g[0].revision != newest.revision)
 
     def create(self, key: str, participant: Participant, location: str | None = None,
-               ) -> Created:
+               only_host: str | None = None) -> Created:
         """A seat of the workshop for the participant, set up on its host from the revision
         that host applied; the workshop (active, its locations, capacity) is the newest
-        revision's."""
+        revision's. `only_host`: that host of the location, no other (`wodsync test --host`)."""
         started = time.monotonic()
         dep = self.deployment()
         ws = self._workshop(dep.catalog, key)
@@ -243,7 +244,7 @@ class SessionService:
         tried: set[tuple[str, int]] = set()  # seats this CREATE could not have
         tried_a_host = False
         for loc in [location] if location else serving:
-            groups = self._by_revision(dep, key, loc, skipped)
+            groups = self._by_revision(dep, key, loc, skipped, only_host)
             if not groups:
                 reasons.append(f"no reachable host at {loc}")
             for on, hosts in groups:
