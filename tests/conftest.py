@@ -41,6 +41,8 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_sessions_api": ("sessionlab", ("root", "hub")),
     "test_ssh_sessions": ("sessionlab", ("root", "sshd")),  # lab1 behind a default sshd
     "test_mail_serve": ("sessionlab", ("root",)),  # mails of a real `wodsync serve`
+    # Content CI (contentcilab.py): wodqc, uids 41401-41404, its home root.
+    "test_contentci": ("contentcilab", ("root",)),
     "test_portal": ("sessionlab", ("root", "pg")),  # the participant's pages on its seats
     # uids 55001-55050 (wodta) and 55001-55010 (wodtw) overlap.
     "test_accountsdb": ("uids-55000", ("root",)),

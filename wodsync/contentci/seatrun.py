@@ -68,6 +68,21 @@ def _environment(user: pwd.struct_passwd, python: Path) -> dict[str, str]:
             "PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin"}
 
 
+def closed_to_others(python: Path) -> Path | None:
+    """The first folder (or the file) on the interpreter's real path that an account other
+    than its owner cannot pass or run (a venv made from an interpreter under /root, say):
+    the seat's kernels could not start from it. None when it is open."""
+    real = python.resolve()
+    for step in [*reversed(real.parents), real]:
+        try:
+            mode = step.stat().st_mode
+        except OSError:
+            return step
+        if not mode & 0o001:
+            return step
+    return None
+
+
 def argv(user: pwd.struct_passwd, python: Path) -> list[str]:
     """The seat's uid, gid and groups first, then the interpreter on the runner's source."""
     if user.pw_uid == 0:
@@ -85,6 +100,10 @@ def run_notebooks(username: str, notebooks: list[str], python: Path,
     except KeyError:
         raise RunError(f"no account {username} on this machine") from None
     limits = limits or Limits()
+    closed = closed_to_others(python)
+    if closed is not None:
+        raise RunError(f"{python}: {closed} is closed to other accounts, so the seat's kernels "
+                       "cannot run it; give an interpreter every account may run (--python)")
     request = {"home": user.pw_dir, "notebooks": notebooks, "cell_timeout": limits.cell_timeout,
                "startup_timeout": limits.startup_timeout}
     try:
