@@ -2,27 +2,44 @@
 whose notebooks pass, one that breaks at a known cell, and the example catalog's largest
 workshop moved onto this host — and `host_trace`, what of the host a seat could leave behind.
 
-Accounts use the prefix `wodqc` (uids 41401-41404, pool uid_base 41400); homes live under
-/home/wodsync-test-contentci (root-owned, open to students, as a real home root is).
+Accounts use the prefix `wodqc` and the pool uid_base 41400: seats 1-4 (uids 41401-41404) for
+the tests, homes under /home/wodsync-test-contentci; seats 11-14 for bench/contentci.py, homes
+under /home/wodsync-bench-contentci (root-owned, open to students, as a real home root is), so
+the two never touch each other's accounts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import grp
 import json
 import os
 import pwd
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 
-from helpers import remove_test_accounts
-
 PREFIX, UID_BASE, SEATS = "wodqc", 41400, 4
-HOMES = Path("/home/wodsync-test-contentci")
+
+
+@dataclass(frozen=True)
+class Seats:
+    """The pool's seats a lab uses (`first` … `first + SEATS - 1`) and its home root."""
+
+    first: int = 1
+    homes: Path = Path("/home/wodsync-test-contentci")
+
+    @property
+    def uids(self) -> range:
+        return range(UID_BASE + self.first, UID_BASE + self.first + SEATS)
+
+
+TESTS, BENCH = Seats(), Seats(11, Path("/home/wodsync-bench-contentci"))
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_WORKSHOPS = REPO / "catalog/workshops"
 # The seats' kernels: a venv of the system's python3 with nbclient and ipykernel, readable by
@@ -64,7 +81,7 @@ def example_largest() -> Path:
                key=lambda d: (sum(f.stat().st_size for f in d.rglob("*.ipynb")), d.name))
 
 
-def _moved_here(folder: Path, out: Path) -> None:
+def _moved_here(folder: Path, out: Path, first: int) -> None:
     """An example workshop copied as is, but given this lab's seats and location: the keys
     that point at the rest of the example catalog (replays, alternates, badges) left out."""
     shutil.copytree(folder, out, symlinks=True)
@@ -72,25 +89,27 @@ def _moved_here(folder: Path, out: Path) -> None:
     data = yaml.load((out / "workshop.yaml").read_text())
     for key in ("replay", "alternate_locations", "badge_image", "egress"):
         data.pop(key, None)
-    data["seats"] = {"first": 3, "last": SEATS}  # seats 1 and 2: the lab's own workshops
+    data["seats"] = {"first": first + 2, "last": first + SEATS - 1}  # after the lab's own two
     data["capacity"] = SEATS - 2
     data["location"] = "lab"
     with (out / "workshop.yaml").open("w") as f:
         yaml.dump(data, f)
 
 
-def write_catalog(root: Path, tmp: Path) -> None:
-    HOMES.mkdir(mode=0o755, exist_ok=True)
+def write_catalog(root: Path, tmp: Path, lab: Seats = TESTS) -> None:
+    lab.homes.mkdir(mode=0o755, exist_ok=True)
+    first = lab.first
     files = {
         "catalog/locations.yaml": "locations:\n  - name: lab\n",
         "catalog/students.yaml":
-            f"pools:\n  {PREFIX}:\n    prefix: {PREFIX}\n    first: 1\n    last: {SEATS}\n"
-            f"    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n    home_root: {HOMES}\n",
+            f"pools:\n  {PREFIX}:\n    prefix: {PREFIX}\n    first: {first}\n"
+            f"    last: {first + SEATS - 1}\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
+            f"    home_root: {lab.homes}\n",
         "catalog/variables.yaml": (REPO / "catalog/variables.yaml").read_text(),
-        "catalog/workshops/WKSHP-Good/workshop.yaml": _workshop("Good", 1),
+        "catalog/workshops/WKSHP-Good/workshop.yaml": _workshop("Good", first),
         "catalog/workshops/WKSHP-Good/1-Good.ipynb": GOOD,
         "catalog/workshops/WKSHP-Good/data/words.txt": "seat {{ STDID }} of {{ WKSHP }}\n",
-        "catalog/workshops/WKSHP-Broken/workshop.yaml": _workshop("Broken", 2),
+        "catalog/workshops/WKSHP-Broken/workshop.yaml": _workshop("Broken", first + 1),
         "catalog/workshops/WKSHP-Broken/0-Fine.ipynb": notebook("print('fine')\n"),
         "catalog/workshops/WKSHP-Broken/1-Broken.ipynb": BROKEN,
         "hosts/qc1.yaml": "address: localhost\ntransport: local\nlocation: lab\n"
@@ -100,7 +119,7 @@ def write_catalog(root: Path, tmp: Path) -> None:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     largest = example_largest()
-    _moved_here(largest, root / "catalog/workshops" / largest.name)
+    _moved_here(largest, root / "catalog/workshops" / largest.name, first)
 
 
 def _workshop(name: str, seat: int) -> str:
@@ -128,9 +147,17 @@ def kernel_python() -> Path | str:
     return python
 
 
-def cleanup() -> None:
-    remove_test_accounts(PREFIX, UID_BASE)
-    shutil.rmtree(HOMES, ignore_errors=True)
+def cleanup(lab: Seats = TESTS) -> None:
+    """The lab's accounts and groups (by name *and* uid, its seats only) and its homes."""
+    for uid in lab.uids:
+        name = f"{PREFIX}{uid - UID_BASE}"
+        with contextlib.suppress(KeyError):
+            if pwd.getpwnam(name).pw_uid == uid:
+                subprocess.run(["userdel", name], check=False, capture_output=True)
+        with contextlib.suppress(KeyError):
+            if grp.getgrnam(name).gr_gid == uid:
+                subprocess.run(["groupdel", name], check=False, capture_output=True)
+    shutil.rmtree(lab.homes, ignore_errors=True)
 
 
 def _tree(top: Path) -> list[tuple[Any, ...]]:
@@ -154,23 +181,26 @@ def _home(home: Path) -> str | list[tuple[Any, ...]]:
     return "fresh" if not tree or [e[0:2] + e[4:] for e in tree] == skel else tree
 
 
-def _owned_in(folder: str) -> list[str]:
-    """Entries of the pool's uids in a shared folder (not descending other filesystems)."""
-    out = subprocess.run(["find", folder, "-xdev", "-uid", f"+{UID_BASE}", "-uid",
-                          f"-{UID_BASE + SEATS + 1}", "-print"], capture_output=True, text=True,
+def _owned_in(folder: str, uids: range) -> list[str]:
+    """Entries of the lab's uids in a shared folder (not descending other filesystems)."""
+    out = subprocess.run(["find", folder, "-xdev", "-uid", f"+{uids[0] - 1}", "-uid",
+                          f"-{uids[-1] + 1}", "-print"], capture_output=True, text=True,
                          check=False).stdout
     return sorted(out.splitlines())
 
 
-def host_trace(state_dir: Path) -> dict[str, Any]:
+def host_trace(state_dir: Path, lab: Seats = TESTS) -> dict[str, Any]:
     """What the host holds of the pool: accounts (passwd and shadow lines), groups, the seats'
     records, every home's tree, the uids' entries in /tmp, /var/tmp and /dev/shm, their
     processes and crontabs (no hub in this lab: no hub users or groups to compare)."""
-    def lines(db: str) -> list[str]:
-        out = subprocess.run(["getent", db], capture_output=True, text=True, check=False)
-        return sorted(line for line in out.stdout.splitlines() if line.startswith(PREFIX))
+    names = [f"{PREFIX}{uid - UID_BASE}" for uid in lab.uids]
 
-    uids = [str(UID_BASE + n) for n in range(1, SEATS + 1)]
+    def lines(db: str) -> list[str]:
+        out = subprocess.run(["getent", db, *names], capture_output=True, text=True,
+                             check=False)
+        return sorted(out.stdout.splitlines())
+
+    uids = [str(uid) for uid in lab.uids]
     ps = subprocess.run(["ps", "-o", "pid=,comm=", "-u", ",".join(uids)], capture_output=True,
                         text=True, check=False).stdout
     records = state_dir / "seats"
@@ -179,9 +209,9 @@ def host_trace(state_dir: Path) -> dict[str, Any]:
         # the seats' records (their `.lock` files are wodsync's own, kept for the next call)
         "records": sorted(p.name for p in records.glob("*.json")) if records.is_dir() else [],
         "homes": {p.pw_name: _home(Path(p.pw_dir)) for p in pwd.getpwall()
-                  if p.pw_name.startswith(PREFIX) and Path(p.pw_dir).is_dir()},
-        "shared": {d: _owned_in(d) for d in ("/tmp", "/var/tmp", "/dev/shm")},
+                  if p.pw_name in names and Path(p.pw_dir).is_dir()},
+        "shared": {d: _owned_in(d, lab.uids) for d in ("/tmp", "/var/tmp", "/dev/shm")},
         "processes": ps.split(),
-        "crontabs": sorted(p.name for p in Path("/var/spool/cron/crontabs").glob(f"{PREFIX}*")),
-        "srv_git": sorted(p.name for p in Path("/srv/git").glob(f"{PREFIX}*")),
+        "crontabs": sorted(n for n in names if Path("/var/spool/cron/crontabs", n).exists()),
+        "srv_git": sorted(n for n in names if Path("/srv/git", f"{n}.git").exists()),
     }

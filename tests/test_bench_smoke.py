@@ -46,6 +46,7 @@ SMOKE: dict[str, list[str]] = {
     "badges.py": ["--sessions", "5"],
     "agent.py": ["--calls", "3"],
     "tokens.py": ["--calls", "20", "--stored", "3"],
+    "contentci.py": ["--runs", "1"],
 }
 
 
@@ -173,3 +174,12 @@ def test_tokens_prints_the_role_check_beside_the_check_before_roles() -> None:
     for label in ("the check before roles (baseline)", "a stored token through Allow, cached",
                   "a stored token through Allow, store read per request"):
         assert re.search(re.escape(label) + r".* p50 +[0-9.]+ µs", out), out
+
+
+@needs_root
+def test_contentci_times_wodsync_test_beside_the_create_and_release_alone() -> None:
+    out = bench("contentci.py")
+    assert re.search(r"content CI: WKSHP-\S+ \(the example catalog's largest: \d+ notebooks", out), out
+    for label in ("wodsync test (CREATE, notebooks, release)",
+                  "CREATE and release alone (baseline)", "of which the notebooks, as the seat"):
+        assert re.search(re.escape(label) + r" +p50 +[0-9.]+ s", out), out

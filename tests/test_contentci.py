@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from contentcilab import (
     PREFIX,
-    SEATS,
-    UID_BASE,
+    TESTS,
     cleanup,
     example_largest,
     host_trace,
     kernel_python,
     write_catalog,
 )
-
 from sessionlab import wodsync
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
@@ -32,9 +31,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstr
 def lab(tmp_path_factory) -> Iterator[dict[str, Path]]:
     """The content CI lab, converged once for the module (4 accounts on one local host)."""
     taken = [p.pw_name for p in pwd.getpwall()
-             if UID_BASE < p.pw_uid <= UID_BASE + SEATS and not p.pw_name.startswith(PREFIX)]
+             if p.pw_uid in TESTS.uids and not p.pw_name.startswith(PREFIX)]
     if taken:
-        pytest.skip(f"uids {UID_BASE + 1}-{UID_BASE + SEATS} are taken by {taken}")
+        pytest.skip(f"uids {TESTS.uids[0]}-{TESTS.uids[-1]} are taken by {taken}")
     python = kernel_python()
     if isinstance(python, str):
         pytest.skip(f"no kernel environment a seat may run: {python}")

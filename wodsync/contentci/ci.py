@@ -86,8 +86,13 @@ def notebooks_of(catalog: Catalog, key: str) -> list[str]:
 
 def run_checks(sessions: SessionService, session: Session) -> list[str]:
     """The workshop's `solve` scripts, then its `checks`, which must all pass (score 100):
-    the located failures. Where the checks of issue 21 (`checks:`/`solve`) plug in; until
-    they are in the catalog, a workshop has none and nothing is run."""
+    the located failures, one line each (`<workshop>: check <name>: <FAIL message>`).
+
+    THE PLUG for issue 21's checks (branch s29-checks, not on main when this was written):
+    once merged, this calls `sessions.check(session.id, "solve")` when the workshop declares
+    `checks`, then `sessions.check(session.id)`, and returns one line per step of the second
+    `Score` whose `passed` is false (and one if `score < 100`); `CannotCheck`/`ChecksFailed`
+    become a line too. Until then a workshop has no checks and nothing is run here."""
     del sessions, session
     return []
 
@@ -104,7 +109,7 @@ def run_test(sessions: SessionService, key: str, host: str | None, python: Path,
     except (SessionError, StoreError) as exc:
         report.errors.append(f"CREATE of {key} on {name}: {exc}")
         if isinstance(exc, SessionError) and exc.session is not None:
-            report.released = _end(sessions, exc.session, report)
+            report.released = end_seat(sessions, exc.session, report)
         report.seconds = round(time.monotonic() - started, 3)
         return report
     session = created.session
@@ -117,12 +122,12 @@ def run_test(sessions: SessionService, key: str, host: str | None, python: Path,
     except RunError as exc:
         report.errors.append(f"{key}: {exc}")
     finally:
-        report.released = _end(sessions, session, report)
+        report.released = end_seat(sessions, session, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
 
-def _end(sessions: SessionService, session: Session, report: ContentReport) -> bool:
+def end_seat(sessions: SessionService, session: Session, report: ContentReport) -> bool:
     """CLEANUP (then RESET when the seat is held), PURGE when either did not finish: True
     once the host released the seat; what stopped it is added to the report."""
     steps = [sessions.cleanup, sessions.reset, sessions.purge]
