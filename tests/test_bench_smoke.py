@@ -179,7 +179,8 @@ def test_tokens_prints_the_role_check_beside_the_check_before_roles() -> None:
 @needs_root
 def test_contentci_times_wodsync_test_beside_the_create_and_release_alone() -> None:
     out = bench("contentci.py")
-    assert re.search(r"content CI: WKSHP-\S+ \(the example catalog's largest: \d+ notebooks", out), out
+    assert re.search(r"content CI: WKSHP-\S+ \(the example catalog's largest: \d+ notebooks",
+                     out), out
     for label in ("wodsync test (CREATE, notebooks, release)",
                   "CREATE and release alone (baseline)", "of which the notebooks, as the seat"):
         assert re.search(re.escape(label) + r" +p50 +[0-9.]+ s", out), out
