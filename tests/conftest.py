@@ -108,6 +108,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_wodapi_ids": ("test_wodapi_ids", ("pg",)),  # WoD's numbers on PostgreSQL too
 }
 PURE_MODULES = {
+    "test_contentci_pure",
     "test_agent_python", "test_egress_rules", "test_guard_rules",
     "test_api", "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
     "test_import", "test_limits_plan", "test_logs", "test_models", "test_plan_hub",

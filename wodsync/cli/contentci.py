@@ -62,12 +62,15 @@ def _state(state: Path | None, db: str | None) -> Iterator[Path | None]:
                    "environment, else the one running wodsync).")
 @click.option("--cell-timeout", type=click.IntRange(1, 86400), default=300, show_default=True,
               help="Seconds one cell may run.")
+@click.option("--runner-hosts", is_flag=True, help="Only write hosts/ci-runner-<location>.yaml "
+              "(this machine as a `local` host of every location, for CI) and print their "
+              "names: apply them, then test.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON report on stdout.")
 @click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Append a Markdown report to FILE (e.g. $GITHUB_STEP_SUMMARY).")
 def test_cmd(root: Path, secrets_file: Path | None, db: str | None, state: Path | None,
              workshops: tuple[str, ...], host: str | None, base: str | None,
-             python: Path | None, cell_timeout: int, as_json: bool,
+             python: Path | None, cell_timeout: int, runner_hosts: bool, as_json: bool,
              summary: Path | None) -> None:
     """Run WORKSHOPS for real: an ephemeral seat of each (a CREATE), its notebooks executed
     as the seat's user, its checks, then the seat released (CLEANUP, RESET, PURGE) whatever
@@ -77,6 +80,9 @@ def test_cmd(root: Path, secrets_file: Path | None, db: str | None, state: Path 
     from wodsync.controller import open_controller
     from wodsync.store import StoreError
 
+    if runner_hosts:
+        _write_runner_hosts(root)
+        return
     keys = sorted(set(workshops) | set(changed_workshops(root, base) if base else []))
     if not keys and not base:
         raise click.UsageError("name a workshop, or --changed REV")
@@ -101,6 +107,15 @@ def test_cmd(root: Path, secrets_file: Path | None, db: str | None, state: Path 
             ctl.close()
     _output(reports, as_json, summary)
     sys.exit(0 if all(r.passed for r in reports) else 1)
+
+
+def _write_runner_hosts(root: Path) -> None:
+    from wodsync.cli.common import valid_catalog
+    from wodsync.contentci.runnerhosts import runner_hosts
+
+    for rel, text in runner_hosts(valid_catalog(root, "no host written")).items():
+        (root / rel).write_text(text, encoding="utf-8")
+        click.echo(Path(rel).stem)
 
 
 def _hub_prefix(catalog: Catalog, host: str | None, key: str) -> str | None:
