@@ -73,6 +73,10 @@ GOOD = notebook(
     "open('/tmp/wodqc-left-by-{{ STUDENT }}', 'w').write('x')\n",
     "%%bash\necho from bash as $(id -un)\n")
 BROKEN = notebook("x = 1\n", "y = x / 0\n", "print('never reached')\n")
+# Issue 21's checks: Good's pass once its solve script ran (score 100), Broken's never does.
+CHECK_SOLVED = "#!/bin/sh\ntest -f \"$HOME/solved\" && exit 0\necho 'FAIL: no ~/solved'\nexit 1\n"
+SOLVE = "#!/bin/sh\ntouch \"$HOME/solved\"\n"
+CHECK_NEVER = "#!/bin/sh\necho 'FAIL: 42 expected'\nexit 1\n"
 
 
 def example_largest() -> Path:
@@ -106,10 +110,15 @@ def write_catalog(root: Path, tmp: Path, lab: Seats = TESTS) -> None:
             f"    last: {first + SEATS - 1}\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
             f"    home_root: {lab.homes}\n",
         "catalog/variables.yaml": (REPO / "catalog/variables.yaml").read_text(),
-        "catalog/workshops/WKSHP-Good/workshop.yaml": _workshop("Good", first),
+        "catalog/workshops/WKSHP-Good/workshop.yaml": _workshop("Good", first)
+        + "checks:\n  - {name: solved, script: checks/solved.sh, solve: solve/solve.sh}\n",
+        "catalog/workshops/WKSHP-Good/checks/solved.sh": CHECK_SOLVED,
+        "catalog/workshops/WKSHP-Good/solve/solve.sh": SOLVE,
         "catalog/workshops/WKSHP-Good/1-Good.ipynb": GOOD,
         "catalog/workshops/WKSHP-Good/data/words.txt": "seat {{ STDID }} of {{ WKSHP }}\n",
-        "catalog/workshops/WKSHP-Broken/workshop.yaml": _workshop("Broken", first + 1),
+        "catalog/workshops/WKSHP-Broken/workshop.yaml": _workshop("Broken", first + 1)
+        + "checks:\n  - {name: answer, script: checks/answer.sh}\n",
+        "catalog/workshops/WKSHP-Broken/checks/answer.sh": CHECK_NEVER,
         "catalog/workshops/WKSHP-Broken/0-Fine.ipynb": notebook("print('fine')\n"),
         "catalog/workshops/WKSHP-Broken/1-Broken.ipynb": BROKEN,
         "hosts/qc1.yaml": "address: localhost\ntransport: local\nlocation: lab\n"
@@ -118,6 +127,8 @@ def write_catalog(root: Path, tmp: Path, lab: Seats = TESTS) -> None:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+        if rel.endswith(".sh"):
+            (root / rel).chmod(0o755)
     largest = example_largest()
     _moved_here(largest, root / "catalog/workshops" / largest.name, first)
 

@@ -56,13 +56,14 @@ def run_test(lab: dict[str, Path], *args: str) -> tuple[int, dict[str, Any], str
     return done.returncode, json.loads(done.stdout), done.stderr
 
 
-def test_a_workshop_passes_as_its_seat_and_leaves_no_trace(lab, tmp_path):
+def test_a_workshop_passes_as_its_seat_with_score_100_and_leaves_no_trace(lab, tmp_path):
     before = host_trace(lab["state"])
     summary = tmp_path / "summary.md"
     code, report, err = run_test(lab, "WKSHP-Good", "--summary", str(summary))
     assert code == 0, json.dumps(report, indent=1) + err
     (ws,) = report["workshops"]
     assert ws["passed"] and ws["released"] and ws["host"] == "qc1"
+    assert ws["score"] == 100  # its check passes once its solve script ran
     assert ws["seat"].startswith(PREFIX)
     # every code cell ran, as the seat (the notebook asserts its uid, cwd and files)
     assert [(n["path"], n["ran"], n["code_cells"], n["error"]) for n in ws["notebooks"]] == \
@@ -73,7 +74,8 @@ def test_a_workshop_passes_as_its_seat_and_leaves_no_trace(lab, tmp_path):
         in text
 
 
-def test_a_broken_notebook_fails_at_its_cell_and_still_leaves_no_trace(lab, tmp_path):
+def test_a_broken_notebook_fails_at_its_cell_a_check_by_its_message_and_no_trace_is_left(
+        lab, tmp_path):
     before = host_trace(lab["state"])
     summary = tmp_path / "summary.md"
     code, report, _ = run_test(lab, "WKSHP-Broken", "--summary", str(summary))
@@ -81,7 +83,9 @@ def test_a_broken_notebook_fails_at_its_cell_and_still_leaves_no_trace(lab, tmp_
     (ws,) = report["workshops"]
     assert not ws["passed"] and ws["released"]
     located = "WKSHP-Broken/1-Broken.ipynb:cell 3: ZeroDivisionError: division by zero"
-    assert ws["errors"] == [located]
+    # the notebook's error at its cell, and the check that never passes with its FAIL message
+    assert ws["errors"] == [located, "WKSHP-Broken: check answer: 42 expected"]
+    assert ws["score"] == 0
     assert [(n["path"], n["ran"], n["error"]) for n in ws["notebooks"]] == [
         ("WKSHP-Broken/0-Fine.ipynb", 1, None), ("WKSHP-Broken/1-Broken.ipynb", 1, located)]
     assert host_trace(lab["state"]) == before

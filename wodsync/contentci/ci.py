@@ -2,9 +2,10 @@
 
 The seat is given through the session service, exactly as a participant's CREATE (rendering,
 hooks, compile, records, hub); its notebooks then run as the seat's user (`seatrun`), the
-workshop's checks must all pass (`run_checks`), and the seat is ended — CLEANUP, then RESET for
-a `reset: true` workshop, PURGE if anything is left — whatever happened before. What failed
-is reported located: `<notebook>:cell <n>: <error name>: <message>`.
+workshop's checks (issue 21's `checks:`, their `solve` scripts first) must all pass
+(`run_checks`), and the seat is ended — CLEANUP, then RESET for a `reset: true` workshop,
+PURGE if anything is left — whatever happened before. What failed is reported located:
+`<notebook>:cell <n>: <error name>: <message>`, `<workshop>: check <name>: <FAIL message>`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ContentReport:
     notebooks: list[NotebookRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)     # located, one line each
     released: bool = False                              # the seat's release finished
+    score: int | None = None                            # of the checks (None: none declared)
     seconds: float = 0.0
 
     @property
@@ -44,6 +46,7 @@ class ContentReport:
     def as_json(self) -> dict[str, Any]:
         return {"workshop": self.workshop, "host": self.host, "seat": self.user,
                 "revision": self.revision, "passed": self.passed, "released": self.released,
+                "score": self.score,
                 "seconds": self.seconds, "errors": self.errors,
                 "notebooks": [{"path": n.path, "code_cells": n.code_cells, "ran": n.ran,
                                "seconds": n.seconds, "error": n.located()}
@@ -84,17 +87,28 @@ def notebooks_of(catalog: Catalog, key: str) -> list[str]:
             if rel.endswith(".ipynb")]
 
 
-def run_checks(sessions: SessionService, session: Session) -> list[str]:
-    """The workshop's `solve` scripts, then its `checks`, which must all pass (score 100):
-    the located failures, one line each (`<workshop>: check <name>: <FAIL message>`).
-
-    THE PLUG for issue 21's checks (branch s29-checks, not on main when this was written):
-    once merged, this calls `sessions.check(session.id, "solve")` when the workshop declares
-    `checks`, then `sessions.check(session.id)`, and returns one line per step of the second
-    `Score` whose `passed` is false (and one if `score < 100`); `CannotCheck`/`ChecksFailed`
-    become a line too. Until then a workshop has no checks and nothing is run here."""
-    del sessions, session
-    return []
+def run_checks(sessions: SessionService, session: Session, report: ContentReport) -> None:
+    """The workshop's `solve` scripts (when a step has one), then its `checks`, which must
+    all pass (score 100): the score and a line per step that did not pass
+    (`<workshop>: check <name>: <its FAIL message>`) go into the report."""
+    key = session.workshop
+    ws = sessions.deployment().catalog.workshops[key]
+    if not ws.checks:
+        return
+    try:
+        if any(c.solve for c in ws.checks):
+            solved = sessions.check(session.id, "solve")
+            report.errors += [f"{key}: solve {s.name}: {s.message or 'failed'}"
+                              for s in solved.steps if not s.passed]
+        score = sessions.check(session.id)
+    except SessionError as exc:
+        report.errors.append(f"{key}: checks: {exc}")
+        return
+    report.score = score.score
+    failed = [f"{key}: check {s.name}: {s.message or 'did not pass'}"
+              for s in score.steps if not s.passed]
+    report.errors += failed or ([f"{key}: score {score.score}, not 100"]
+                                if score.score < 100 else [])
 
 
 def run_test(sessions: SessionService, key: str, host: str | None, python: Path,
@@ -118,7 +132,7 @@ def run_test(sessions: SessionService, key: str, host: str | None, python: Path,
         report.notebooks = run_notebooks(session.username, notebooks_of(catalog, key), python,
                                          limits or Limits())
         report.errors += [n.located() or "" for n in report.notebooks if n.error]
-        report.errors += run_checks(sessions, session)
+        run_checks(sessions, session, report)
     except RunError as exc:
         report.errors.append(f"{key}: {exc}")
     finally:

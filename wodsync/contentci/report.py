@@ -18,6 +18,8 @@ def text(report: ContentReport) -> list[str]:
     verdict = "passed" if report.passed else "FAILED"
     lines = [f"{report.workshop} on {report.host} (seat {report.user or '-'}): {verdict} in "
              f"{report.seconds:.1f} s"]
+    if report.score is not None:
+        lines.append(f"  checks: score {report.score}")
     for n in report.notebooks:
         lines.append(f"  {n.path}: {n.ran}/{n.code_cells} code cells in {n.seconds:.1f} s"
                      + ("" if n.error is None else " — error"))
