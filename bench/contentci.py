@@ -59,6 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wodsync-bench-contentci-") as folder:
         tmp = Path(folder)
         cleanup(BENCH)
+        srv_git = Path("/srv/git").exists()  # WKSHP-Git101's create hook makes it
         try:
             write_catalog(tmp / "repo", tmp, BENCH)
             applied = wodsync("apply", "--yes", "--root", tmp / "repo")
@@ -67,6 +68,8 @@ def main() -> None:
             measure(tmp, key, python, args.runs)
         finally:
             cleanup(BENCH)
+            if not srv_git and Path("/srv/git").is_dir() and not any(Path("/srv/git").iterdir()):
+                Path("/srv/git").rmdir()
 
 
 def measure(tmp: Path, key: str, python: Path, runs: int) -> None:
