@@ -47,6 +47,7 @@ SMOKE: dict[str, list[str]] = {
     "agent.py": ["--calls", "3"],
     "tokens.py": ["--calls", "20", "--stored", "3"],
     "contentci.py": ["--runs", "1"],
+    "sweep.py": ["--files", "300", "--seat-files", "5"],
 }
 
 
@@ -184,3 +185,12 @@ def test_contentci_times_wodsync_test_beside_the_create_and_release_alone() -> N
     for label in ("wodsync test (CREATE, notebooks, release)",
                   "CREATE and release alone (baseline)", "of which the notebooks, as the seat"):
         assert re.search(re.escape(label) + r" +p50 +[0-9.]+ s", out), out
+
+
+def test_sweep_times_the_walk_of_roots_tree_beside_the_former_walk() -> None:
+    out = bench("sweep.py")
+    before = re.search(r"every entry examined \(before\) +[0-9.]+ s +(\d+) entries examined", out)
+    after = re.search(r"root's closed folders skimmed +[0-9.]+ s +(\d+) entries examined .* "
+                      r"(\d+) names read +seat files left 0", out)
+    assert before and after, out
+    assert int(after[1]) < int(before[1]) and int(after[2]) >= 300, out
