@@ -17,7 +17,17 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Dict
 
-from wodsync.agent import PROTOCOL, appliance, batch, checks, guard, manager, seats, server
+from wodsync.agent import (
+    PROTOCOL,
+    appliance,
+    batch,
+    checks,
+    guard,
+    liveupdate,
+    manager,
+    seats,
+    server,
+)
 from wodsync.agent.host import HostSide, to_stderr
 from wodsync.agent.kinds import OPERATIONS as KIND_OPERATIONS
 from wodsync.agent.kinds import egress
@@ -56,7 +66,7 @@ def _version(payload: HostPayload, host: HostSide) -> VersionAnswer:
 OPERATIONS: dict[str, Operation] = {
     "observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
     "manage": _manage, **seats.OPERATIONS, **guard.OPERATIONS, **appliance.OPERATIONS,
-    **checks.OPERATIONS}
+    **checks.OPERATIONS, **liveupdate.OPERATIONS}
 
 
 # What one-shot calls compute once per call and a long-lived agent must ask again per request.

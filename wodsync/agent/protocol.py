@@ -216,6 +216,7 @@ class Seat(_Seat, total=False):
     produces: list[str]             # names the create hook writes to $WOD_VALUES
     checks: list[CheckScript] | None  # a CLEANUP's: the workshop's checks, scored first
     check_timeout: float            # seconds one check script may run
+    revision: str                   # the revision `files` come from (CREATE, seat_update)
     # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
     # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
     _hub_seen: tuple[float, dict[str, Any] | None]
@@ -265,6 +266,41 @@ class SeatCheckAnswer(TypedDict):
 
 class SeatCreateAnswer(TypedDict):
     seats: list[SeatAnswer]
+
+
+class _SeatUpdateRequest(HostPayload):
+    seats: list[Seat]               # each with the new revision's `files` and `revision`
+
+
+class SeatUpdateRequest(_SeatUpdateRequest, total=False):
+    """`seat_update` (`agent.liveupdate`): live sessions' seats of one host brought to a new
+    revision of their workshop's files, each against what it was given."""
+    lock_timeout: float
+
+
+class FileReport(TypedDict, total=False):
+    """What a live update did to one file: `action` is added, updated, restored, merged, kept
+    or beside (then `beside` is where the upstream file landed); `note` says why."""
+    path: str
+    action: str
+    beside: str
+    note: str
+
+
+class SeatUpdated(TypedDict, total=False):
+    """One seat's live update: `ok` with each file's report, or the `error` (a seat that is
+    not an active session of the workshop on the host is not touched)."""
+    user: str
+    session: str
+    ok: bool
+    error: str | None
+    revision: str
+    files: list[FileReport]
+    seconds: float
+
+
+class SeatUpdateAnswer(TypedDict):
+    seats: list[SeatUpdated]
 
 
 class SeatRecordsAnswer(TypedDict):

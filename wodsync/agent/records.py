@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TypedDict, cast
 
-from wodsync.agent import hostlock
+from wodsync.agent import hostlock, seatbase
 
 SEATS_DIR = "seats"
 # What a record may hold, and so what crosses back to the controller.
@@ -95,6 +95,8 @@ def write(state_dir: str, user: str, record: Record) -> None:
 
 
 def drop(state_dir: str, user: str) -> None:
+    """The record gone, and with it the seat's base (`seatbase`): the seat is free."""
+    seatbase.drop(state_dir, user)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(folder(state_dir), user + ".json"))
 

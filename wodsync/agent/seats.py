@@ -42,6 +42,7 @@ from wodsync.agent import (
     limits,
     records,
     safefs,
+    seatbase,
     sweep,
 )
 from wodsync.agent.host import HostSide
@@ -358,6 +359,8 @@ def _set_up_rest(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
     when it wrote some) and `post_copy`."""
     with steps.step("decode files"):
         files = _files(payload)
+    with steps.step("keep base"):
+        _keep_base(payload, files)
     with steps.step("compile"):
         files = _compile(payload, files)
     with steps.step("write workshop"), \
@@ -366,6 +369,17 @@ def _set_up_rest(payload: Seat, user: pwd.struct_passwd, steps: Steps) -> None:
                           keep_existing=False)
     with steps.step("post_copy hook"):
         hooks.run_hook(payload, "post_copy", steps)
+
+
+def _keep_base(payload: Seat, files: list[safefs.TreeFile]) -> None:
+    """What the seat is given, kept root-only beside its record (`seatbase`): the base of a
+    live update's three-way decision. Compiled scripts are left out (never updated live)."""
+    compiled = set(payload.get("compile") or [])
+    given = [(rel, data) for rel, data, _ in files if rel not in compiled]
+    seatbase.save(payload["state_dir"], payload["user"],
+                  {"revision": payload.get("revision", ""), "session": payload["session"],
+                   "workshop": payload["workshop"],
+                   "files": {rel: seatbase.digest(data) for rel, data in given}}, given)
 
 
 # ---- the end of a session ---------------------------------------------------------------------

@@ -449,6 +449,11 @@ class Workshop(Strict):
                                            "passed points over all points (0-100).")
     check_timeout: Annotated[int, Field(ge=1, le=600)] = Field(
         30, description="Seconds one check (or solve) script may run before it is killed.")
+    live_update: Literal["off", "merge"] = Field(
+        "merge", description="What a deployed revision that changes this workshop's files does "
+                             "to its running sessions: `merge` (default) updates each seat "
+                             "with nbgitpuller's rules (a student's edits are kept), `off` "
+                             "leaves them as they were given.")
 
 
 class Replay(Strict):

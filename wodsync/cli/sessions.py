@@ -403,3 +403,39 @@ def serve_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str
             sender.stop()
             loop.stop()
             heartbeat.stop()
+
+
+@session_group.command("update")
+@controller_options
+@click.argument("session_id", required=False)
+@click.option("--workshop", "workshops", multiple=True,
+              help="Every active session of this workshop (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def update_cmd(root: Path, secrets_file: Path | None, state: Path | None, db: str | None,
+               session_id: str | None, workshops: tuple[str, ...], as_json: bool) -> None:
+    """Live update: bring a session (or every active session of a workshop) to the deployed
+    revision, keeping the student's edits; exit 1 when one was not updated."""
+    from wodsync.sessions.liveupdate import report_lines
+    from wodsync.store import StoreError
+
+    if bool(session_id) == bool(workshops):
+        raise click.UsageError("give a SESSION_ID or --workshop W, not both nor neither")
+    with controller(root, state, db, secrets_file) as ctl:
+        try:
+            done = ctl.sessions.update([session_id] if session_id else None, list(workshops))
+        except StoreError as exc:
+            _fail(exc)
+    if as_json:
+        click.echo(json.dumps([{"session": u.session, "host": u.host, "revision": u.revision,
+                                "ok": u.ok, "error": u.error, "skipped": u.skipped,
+                                "files": u.files} for u in done], indent=2))
+    for u in done if not as_json else []:
+        why = u.error or u.skipped
+        say(f"session {u.session} on {u.host}: " + (f"not updated: {why}" if why else
+                                                      f"revision {u.revision[:12]}"))
+        for line in report_lines(u.files):
+            say("  " + line)
+    if not done and not as_json:
+        say("no active session to update")
+    if any(u.error for u in done):
+        sys.exit(1)

@@ -141,6 +141,7 @@ def create_payload(catalog: Catalog, session: Session, secrets: Secrets, stage: 
     _set_hooks(payload, _hook_part(catalog, session, secrets, STAGE_HOOKS[stage],
                                    session.password, produced or {}))
     payload["password"] = session.password
+    payload["revision"] = session.revision
     if stage != "all":
         payload["stage"] = stage
     if stage == "hook":
@@ -155,6 +156,23 @@ def create_payload(catalog: Catalog, session: Session, secrets: Secrets, stage: 
         payload["ssh_key"] = ssh_key
     payload["egress"] = seat_egress(catalog, session.host, session.workshop)
     payload["limits"] = seat_limits(catalog, session.host, session.workshop)
+    return payload
+
+
+def update_payload(catalog: Catalog, session: Session, secrets: Secrets,
+                   revision: str) -> Seat:
+    """`seat_update`: the session's workshop rendered for its seat exactly as a CREATE renders
+    it, from `catalog` (revision `revision`). No hook runs; the password is only rendered
+    into the files (`varpass`), never sent apart."""
+    ws = catalog.workshops[session.workshop]
+    payload = _base(catalog, session, secrets)
+    payload["hub"] = None  # an update never talks to the hub: its token stays home
+    files = seat_content(catalog, session.workshop, session.seat, session.password,
+                         session.host, secrets, {})
+    payload["files"] = [{"path": f.path, "data": base64.b64encode(f.data).decode(),
+                         "mode": f.mode} for f in files]
+    payload["compile"] = list(ws.compile)
+    payload["revision"] = revision
     return payload
 
 

@@ -40,6 +40,7 @@ from wodsync.sessions import checks, seat
 from wodsync.sessions.adoption import Adopter, SyncReport
 from wodsync.sessions.appliance import Appliances, ApplianceUnreachable, live_on_appliance
 from wodsync.sessions.burst import Burst
+from wodsync.sessions.liveupdate import LiveUpdate, Updated
 from wodsync.sessions.release import Release, hook_outputs, retry_delay
 from wodsync.source.revision import Deployment, NotDeployed
 from wodsync.store import (
@@ -145,6 +146,8 @@ class SessionService:
         self.appliances = Appliances(self.connections)
         self.release = Release(store, self.deployment, self._call, self.adopter.adopt,
                                self._emit, self.appliances.release)
+        self.live = LiveUpdate(store, lambda host: self._on_host(host, self.deployment()),
+                               self._call)
         # hosts whose seat records the store has not been reconciled with since the start
         # (None: all of them, once a revision is deployed)
         self._unsynced: set[str] | None = None
@@ -623,6 +626,15 @@ class SessionService:
 
     def sync_unsynced(self) -> list[SyncReport]:
         return self.sync_records(self.unsynced())
+
+    def update(self, session_ids: list[str] | None = None,
+               workshops: list[str] | None = None) -> list[Updated]:
+        """Live update (`sessions.liveupdate`) of the sessions named, or of every active
+        session of `workshops`, from the revision each one's host applied."""
+        chosen = [self.store.sessions.get(i) for i in session_ids or []]
+        for key in workshops or []:
+            chosen += self.store.sessions.find(state=SessionState.ACTIVE, workshop=key)
+        return self.live.run(chosen)
 
     def live_seats(self, host: str) -> list[LiveSeat]:
         """The seats a host's desired state keeps: sessions holding a seat never lose password

@@ -527,6 +527,20 @@ class Sessions:
                                  "over keeps no password")
         return _session(row)
 
+    def record_update(self, session_id: str, revision: str, message: str, output: str,
+                      now: datetime | None = None) -> Session:
+        """A live update in the session's history (its state unchanged; `output`: the
+        per-file report); the session's revision becomes `revision` when one was applied."""
+        session_id = _normalize_id(session_id)
+        with writing(self.engine) as conn:
+            state = _locked_state(conn, session_id)
+            if revision:
+                conn.execute(update(SESSIONS).where(SESSIONS.c.id == session_id)
+                             .values(revision=revision))
+            _record(conn, session_id, _aware(now), state, state, message, output)
+            row = conn.execute(select(SESSIONS).where(SESSIONS.c.id == session_id)).one()
+        return _session(row)
+
     def _set(self, session_id: str, **values: Any) -> Session:
         session_id = _normalize_id(session_id)
         with writing(self.engine) as conn:
