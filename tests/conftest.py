@@ -88,6 +88,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # wodtl, 60401-60450, cgroups wodsync/WKSHP-Wodtl* (v1 hierarchies of this machine)
     "test_limits": ("limits", ("root",)),
     "test_badges_seats": ("test_badges_seats", ("root",)),            # wodtv, 58701-58750
+    "test_liveupdate": ("test_liveupdate", ("root",)),                # wodqb, 41201-41206
     # The store's lab (storelab.py): wodtc, 54401-54440.
     "test_managed_host": ("storelab", ("root", "hub")),
     "test_store_backup": ("storelab", ("root", "pg")),
