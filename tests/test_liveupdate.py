@@ -208,8 +208,8 @@ def test_a_fix_reaches_four_seats_by_nbgitpuller_rules_and_keeps_the_students_wo
     home = _home(deleted.username)
     assert _sources(home / "1-Intro.ipynb")[2] == "x + 2  # fixed"
     assert target.read_bytes() == b"root's\n"  # the link was not followed
-    landed = os.lstat(home / "data/extra.txt")
-    assert not os.path.islink(home / "data/extra.txt")
+    landed = (home / "data/extra.txt").lstat()
+    assert not (home / "data/extra.txt").is_symlink()
     assert landed.st_uid == pwd.getpwnam(deleted.username).pw_uid
 
     assert done[frozen.id].skipped == "workshop WKSHP-Frozen has live_update: off"
@@ -230,7 +230,7 @@ def test_a_second_update_changes_nothing_and_a_release_drops_the_base(lab, state
         state_dir = Path(ctl.deployment.catalog.hosts["lab1"].state_dir)
         base = Path(seatbase.folder(str(state_dir), session.username))
         assert (base / "base.json").is_file()
-        assert os.stat(base).st_mode & 0o777 == 0o700
+        assert base.stat().st_mode & 0o777 == 0o700
         [again] = ctl.sessions.update([session.id])
         assert (again.ok, again.files) == (True, [])
         assert ctl.store.sessions.events(session.id)[-1].message.endswith("nothing to change")
