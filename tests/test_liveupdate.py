@@ -22,9 +22,15 @@ import pytest
 
 from wodsync.agent import seatbase
 from wodsync.controller import open_controller
+from wodsync.daemon.loop import Daemon as Loops
+from wodsync.daemon.loop import Settings
 from wodsync.secrets import Secrets
-from wodsync.store import Participant, SessionState
+from wodsync.sessions.service import SessionService
+from wodsync.source.git import GitSource
+from wodsync.source.revision import Current
+from wodsync.store import Participant, SessionState, Trigger, open_store
 
+from gitorigin import Origin
 from helpers import remove_test_accounts
 from sessionlab import wodsync
 
@@ -240,3 +246,42 @@ def test_a_second_update_changes_nothing_and_a_release_drops_the_base(lab, state
         assert gone.skipped == "session is ended"
     finally:
         ctl.close()
+
+
+def test_the_daemon_updates_the_sessions_of_a_workshop_a_new_revision_changes(lab, tmp_path):
+    """A commit changing the workshop reaches its live session at the host's next converged
+    round; a commit changing only another workshop leaves it alone."""
+    repo = Origin(tmp_path / "git")
+    shutil.copytree(lab / "catalog", repo.work / "catalog")
+    shutil.copytree(lab / "hosts", repo.work / "hosts")
+    repo.commit("the lab")
+    store = open_store(state_dir=tmp_path / "daemon")
+    current = Current()
+    loops = Loops(GitSource(str(repo.origin), "main", tmp_path / "daemon"), store,
+                  Secrets(env={}), SessionService(store, current), current, Settings())
+    try:
+        assert loops.check_source(Trigger.COMMIT)
+        loops.reconcile_round(Trigger.COMMIT)
+        session = loops.sessions.create(WS, Participant("D", "d@example.org")).session
+        nb = json.loads((repo.work / f"catalog/workshops/{WS}/1-Intro.ipynb").read_text())
+        nb["cells"].append(_cell("print('added by the fix')"))
+        repo.write(f"catalog/workshops/{WS}/1-Intro.ipynb", json.dumps(nb))
+        fixed = repo.commit("a cell added")
+        assert loops.check_source(Trigger.COMMIT)
+        loops.reconcile_round(Trigger.COMMIT)
+        assert _sources(_home(session.username) / "1-Intro.ipynb")[-1] == \
+            "print('added by the fix')"
+        event = store.sessions.events(session.id)[-1]
+        assert event.message == f"live update to revision {fixed[:12]}: 1 updated"
+        assert store.sessions.get(session.id).revision == fixed
+        repo.write("catalog/workshops/WKSHP-Frozen/2-More.ipynb", LAB)
+        repo.commit("another workshop only")
+        assert loops.check_source(Trigger.COMMIT)
+        loops.reconcile_round(Trigger.COMMIT)
+        assert store.sessions.events(session.id)[-1] == event
+    finally:
+        for s in store.sessions.find(live=True):
+            loops.sessions.purge(s.id, "test teardown")
+        loops.sessions.connections.close()
+        loops.source.close()
+        store.close()

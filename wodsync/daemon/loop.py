@@ -38,10 +38,11 @@ from wodsync.engine.manager import Applier
 from wodsync.engine.transport import Cancel
 from wodsync.logs import FIELDS
 from wodsync.secrets import Secrets
+from wodsync.sessions.liveupdate import due
 from wodsync.sessions.service import SessionService
 from wodsync.source.git import GitSource, RevisionTooLarge, SourceError
 from wodsync.source.revision import Artifact, Current, Deployment, diagnostic_json, load_artifact
-from wodsync.store import Condition, Reason, RepositoryState, Store, Trigger
+from wodsync.store import Condition, Reason, RepositoryState, SessionState, Store, Trigger
 from wodsync.store.models import utcnow
 from wodsync.store.status import LIVE_SESSIONS_CODE, TOO_LARGE_CODE, message_of, reason_of
 
@@ -120,6 +121,8 @@ class Daemon:
         self._too_large: str | None = None  # the head this process refused for its size
         self._failures = 0  # failed fetches (or exports) in a row: the back-off
         self._held: Artifact | None = None  # the head held for live sessions, checked again
+        # (session, revision) pairs the live update considered: each once per process
+        self._updated: set[tuple[str, str]] = set()
 
     # ---- the source -----------------------------------------------------------------------------
 
@@ -359,7 +362,33 @@ class Daemon:
             deployed.revision, trigger, deployed.allow_deletions, self.cancel)
         if outcome is not None and outcome.condition == Condition.READY:
             self.applied.record(name, deployed)
+            self._live_update(name, deployed)
         return outcome
+
+    def _live_update(self, name: str, deployed: Deployment) -> None:
+        """The host's active sessions on an older revision that `deployed` changes get it
+        (`sessions.liveupdate`), once per session and revision: one that was not updated is
+        tried again at the next revision, or on demand (`wodsync session update`)."""
+        try:
+            sessions = [s for s in self.store.sessions.find(state=SessionState.ACTIVE, host=name)
+                        if (s.id, deployed.revision) not in self._updated]
+            self._updated.update((s.id, deployed.revision) for s in sessions)
+            todo = due(sessions, deployed, self._catalog_of(deployed)) if sessions else []
+            if todo:
+                for u in self.sessions.live.run(todo):
+                    if u.error or u.skipped:
+                        log.warning("host %s: live update of session %s to %s: %s", name,
+                                    u.session, deployed.revision[:12], u.error or u.skipped)
+        except Exception:  # the apply converged; an update that fails is logged, not fatal
+            log.exception("host %s: live update failed", name)
+
+    def _catalog_of(self, deployed: Deployment) -> Callable[[str], Catalog | None]:
+        def catalog_of(revision: str) -> Catalog | None:
+            if revision == deployed.revision:
+                return deployed.catalog
+            older = self._load_applied(revision)
+            return older.catalog if older is not None else None
+        return catalog_of
 
     def _retry_in(self, name: str, outcome: Outcome | None) -> float | None:
         """Seconds until a host that did not converge is tried again (its back-off, as the

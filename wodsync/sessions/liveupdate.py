@@ -12,12 +12,16 @@ at CREATE (not kept, so not rendered again), is skipped with the reason.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from wodsync.agent.protocol import FileReport, Seat, SeatUpdateRequest
+from wodsync.catalog.loader import Catalog
+from wodsync.catalog.repofs import RepoFileError, load_repo_file
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.render.content import ContentError
@@ -140,3 +144,47 @@ class LiveUpdate:
             self.store.sessions.record_update(session.id, revision, message,
                                               "\n".join(report_lines(files)))
         _log.info("session %s: %s", session.id, message)
+
+
+def workshop_digest(catalog: Catalog, key: str) -> str:
+    """What a workshop's rendered files depend on in the catalog: its model (variables
+    included), the global variables and every file of its folder."""
+    h = hashlib.sha256()
+    h.update(catalog.workshops[key].model_dump_json().encode())
+    h.update(json.dumps(catalog.variables, sort_keys=True, default=str).encode())
+    folder = catalog.folders[key]
+    base = folder.path.relative_to(catalog.root).as_posix()
+    for rel in folder.files:
+        h.update(rel.encode() + b"\0")
+        try:
+            h.update(load_repo_file(catalog.root, f"{base}/{rel}").data)
+        except RepoFileError as exc:
+            h.update(str(exc).encode())
+    return h.hexdigest()
+
+
+def changed_workshops(old: Catalog, new: Catalog) -> set[str]:
+    """The workshops of `new` whose files a revision going from `old` to `new` may change."""
+    return {key for key in new.workshops
+            if key not in old.workshops or workshop_digest(old, key) != workshop_digest(new, key)}
+
+
+def due(sessions: Iterable[Session], new: Deployment,
+        catalog_of: Callable[[str], Catalog | None]) -> list[Session]:
+    """The active sessions on an older revision that `new` changes for them: their workshop
+    changed between their revision (`catalog_of`; None when it cannot be loaded any more: the
+    host's per-file decision says what changed) and `new`'s; `live_update: off` left out."""
+    changed: dict[str, set[str] | None] = {}
+    found = []
+    for s in sessions:
+        ws = new.catalog.workshops.get(s.workshop)
+        if s.state is not SessionState.ACTIVE or s.revision == new.revision or ws is None \
+                or ws.live_update == "off":
+            continue
+        if s.revision not in changed:
+            old = catalog_of(s.revision)
+            changed[s.revision] = None if old is None else changed_workshops(old, new.catalog)
+        keys = changed[s.revision]
+        if keys is None or s.workshop in keys:
+            found.append(s)
+    return found
