@@ -48,6 +48,7 @@ SMOKE: dict[str, list[str]] = {
     "tokens.py": ["--calls", "20", "--stored", "3"],
     "contentci.py": ["--runs", "1"],
     "sweep.py": ["--files", "300", "--seat-files", "5"],
+    "liveupdate.py": ["--seats", "3", "--force"],
 }
 
 
@@ -194,3 +195,10 @@ def test_sweep_times_the_walk_of_roots_tree_beside_the_former_walk() -> None:
                       r"(\d+) names read +seat files left 0", out)
     assert before and after, out
     assert int(after[1]) < int(before[1]) and int(after[2]) >= 300, out
+
+
+def test_liveupdate_times_a_fix_to_live_seats_beside_a_round_trip_per_seat() -> None:
+    out = bench("liveupdate.py")
+    assert re.search(r"one-notebook fix to 3 live seats, one round trip for the host: "
+                     r"[0-9.]+ s", out), out
+    assert re.search(r"baseline, one round trip per seat \(same run\): +[0-9.]+ s", out), out

@@ -4,16 +4,19 @@ deleted and with a link planted where a new file lands — get a fix with nbgitp
 one round trip for the host; the students' edits stay byte for byte, the history shows each
 report, `live_update: off` is never touched, and a seat's base goes with its release.
 
-Accounts `wodqb1`–`wodqb6` (uids 41201-41206, pool uid_base 41200), homes under
-/home/wodsync-test-liveupdate; all removed at the end of the module.
+Accounts `wodqb1`–`wodqb6` (uids 41201-41206, pool uid_base 41200; bench/liveupdate.py has
+wodqb11 and on), homes under /home/wodsync-test-liveupdate; all removed at the end of the
+module.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,6 @@ from wodsync.source.revision import Current
 from wodsync.store import Participant, SessionState, Trigger, open_store
 
 from gitorigin import Origin
-from helpers import remove_test_accounts
 from sessionlab import wodsync
 
 PREFIX, UID_BASE, SEATS = "wodqb", 41200, 6
@@ -65,7 +67,13 @@ def _range_taken() -> str | None:
 
 
 def _cleanup() -> None:
-    remove_test_accounts(PREFIX, UID_BASE)
+    """This module's accounts only: bench/liveupdate.py has wodqb11 and on."""
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(PREFIX) and UID_BASE < entry.pw_uid <= UID_BASE + SEATS:
+            subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+    for group in grp.getgrall():
+        if group.gr_name.startswith(PREFIX) and UID_BASE < group.gr_gid <= UID_BASE + SEATS:
+            subprocess.run(["groupdel", group.gr_name], check=False, capture_output=True)
     shutil.rmtree(HOMES, ignore_errors=True)
 
 
