@@ -13,9 +13,10 @@ file are created, then
   per seat (what a per-seat update would cost).
 
 Each seat's report is checked (one file `updated`, nothing else). Accounts `wodqb11`… (uids
-41211…, at most 189 seats; the tests have wodqb1-6), homes under /home/wodsync-bench-liveupdate, the temporary folder:
-all removed at the end, also on failure. It refuses to run while pytest runs on the machine
-(the uid range is the tests' too); `--force` overrides.
+41211…, at most 189 seats; the tests have wodqb1-6), homes under
+/home/wodsync-bench-liveupdate, the temporary folder: all removed at the end, also on failure.
+It refuses to run while pytest runs on the machine (the uid range is the tests' too);
+`--force` overrides.
 
     .venv/bin/python bench/liveupdate.py [--seats 100]
 """
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from wodsync.agent import accountsdb
 from wodsync.controller import open_controller
@@ -55,7 +57,8 @@ def pytest_running() -> bool:
 
 
 def notebook(fix: str) -> str:
-    cells = [{"cell_type": "markdown", "metadata": {}, "source": ["# Seat {{ STDID }}"]}]
+    cells: list[dict[str, Any]] = [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# Seat {{ STDID }}"]}]
     cells += [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
                "source": [f"step_{n} = {n} * 2\n", f"print(step_{n})"]}
               for n in range(30)]
@@ -127,7 +130,18 @@ def run(seats: int, tmp: Path) -> None:
 
     write_repo(root, tmp, seats, "v2")  # fix 1: one cell of one notebook
     ctl = open_controller(root, state, None, Secrets(env={}))
+    host_time: list[float] = []
     try:
+        call = ctl.sessions.live.call
+
+        def timed(*args: Any) -> Any:
+            begun = time.monotonic()
+            try:
+                return call(*args)
+            finally:
+                host_time.append(time.monotonic() - begun)
+
+        ctl.sessions.live.call = timed
         started = time.monotonic()
         done = ctl.sessions.update(workshops=[WS])
         batched = time.monotonic() - started
@@ -145,7 +159,8 @@ def run(seats: int, tmp: Path) -> None:
     finally:
         ctl.close()
     print(f"one-notebook fix to {seats} live seats, one round trip for the host: "
-          f"{batched:.2f} s ({batched / seats * 1000:.1f} ms a seat)")
+          f"{batched:.2f} s ({batched / seats * 1000:.1f} ms a seat; the host's round trip "
+          f"{sum(host_time):.2f} s, the rest is rendering each seat's files and the history)")
     print(f"baseline, one round trip per seat (same run):           "
           f"{per_seat:.2f} s ({per_seat / seats * 1000:.1f} ms a seat), "
           f"{per_seat / batched:.1f}× the batched update")

@@ -131,20 +131,20 @@ class LiveUpdate:
             files = list(answer.get("files") or [])
             error = None if answer.get("ok") else str(answer.get("error"))
             done.append(Updated(session.id, host, revision, files, error))
-            self._record(session, revision, files, error)
+        self.store.sessions.record_updates([_history(u) for u in done])
+        for u in done:
+            _log.info("session %s: live update to %s: %s", u.session, revision[:12],
+                      u.error or summary(u.files))
         return done
 
-    def _record(self, session: Session, revision: str, files: list[FileReport],
-                error: str | None) -> None:
-        if error is not None:
-            message = f"live update to revision {revision[:12]} not applied: {error}"
-            self.store.sessions.record_update(session.id, "", message, "")
-        else:
-            message = f"live update to revision {revision[:12]}: {summary(files)}"
-            self.store.sessions.record_update(session.id, revision, message,
-                                              "\n".join(report_lines(files)))
-        _log.info("session %s: %s", session.id, message)
 
+def _history(u: Updated) -> tuple[str, str, str, str]:
+    """(session, revision, message, output) of the update's entry in the session's history."""
+    if u.error is not None:
+        return (u.session, "", f"live update to revision {u.revision[:12]} not applied: "
+                f"{u.error}", "")
+    return (u.session, u.revision, f"live update to revision {u.revision[:12]}: "
+            f"{summary(u.files)}", "\n".join(report_lines(u.files)))
 
 def workshop_digest(catalog: Catalog, key: str) -> str:
     """What a workshop's rendered files depend on in the catalog: its model (variables

@@ -527,19 +527,20 @@ class Sessions:
                                  "over keeps no password")
         return _session(row)
 
-    def record_update(self, session_id: str, revision: str, message: str, output: str,
-                      now: datetime | None = None) -> Session:
-        """A live update in the session's history (its state unchanged; `output`: the
-        per-file report); the session's revision becomes `revision` when one was applied."""
-        session_id = _normalize_id(session_id)
+    def record_updates(self, updates: Sequence[tuple[str, str, str, str]],
+                       now: datetime | None = None) -> None:
+        """Live updates in their sessions' histories, in one transaction: (session id,
+        revision, message, output — the per-file report) each, the state unchanged; a
+        session's revision becomes `revision` when one was applied (not "")."""
+        at = _aware(now)
         with writing(self.engine) as conn:
-            state = _locked_state(conn, session_id)
-            if revision:
-                conn.execute(update(SESSIONS).where(SESSIONS.c.id == session_id)
-                             .values(revision=revision))
-            _record(conn, session_id, _aware(now), state, state, message, output)
-            row = conn.execute(select(SESSIONS).where(SESSIONS.c.id == session_id)).one()
-        return _session(row)
+            for session_id, revision, message, output in updates:
+                session_id = _normalize_id(session_id)
+                state = _locked_state(conn, session_id)
+                if revision:
+                    conn.execute(update(SESSIONS).where(SESSIONS.c.id == session_id)
+                                 .values(revision=revision))
+                _record(conn, session_id, at, state, state, message, output)
 
     def _set(self, session_id: str, **values: Any) -> Session:
         session_id = _normalize_id(session_id)
