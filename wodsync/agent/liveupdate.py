@@ -196,6 +196,9 @@ def _apply(seat: Seat, base: seatbase.Base, user: pwd.struct_passwd) -> List[Fil
             if decision is None:
                 continue
             action, files, note = decision
+            if action == "beside" and probe(fd, folder + safefs.split_rel(files[0][0]))[0] \
+                    == "blocked":  # a folder of the student's where the copy would land
+                action, files, note = "kept", [], f"{note}; {files[0][0]} is a folder"
             writes += [(path, content, mode) for path, content in files]
             report: FileReport = {"path": rel, "action": action}
             if action == "beside":
