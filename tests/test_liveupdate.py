@@ -293,3 +293,24 @@ def test_the_daemon_updates_the_sessions_of_a_workshop_a_new_revision_changes(la
         loops.sessions.connections.close()
         loops.source.close()
         store.close()
+
+
+def test_the_command_updates_one_session_and_prints_each_file(lab, state):
+    ctl = open_controller(lab, state, None, Secrets(env={}))
+    try:
+        session = ctl.sessions.create(WS, Participant("C", "c@example.org")).session
+    finally:
+        ctl.close()
+    (_home(session.username) / "2-Lab.ipynb").unlink()
+    _write(lab, {f"catalog/workshops/{WS}/data/notes.txt": "notes, fixed {{ STDID }}\n",
+                 f"catalog/workshops/{WS}/2-Lab.ipynb": _notebook("y = 12", "y * 3")})
+    both = wodsync(lab, state, "session", "update", session.id, "--workshop", WS)
+    assert both.returncode == 64, both.stdout + both.stderr  # a usage error
+    assert "not both" in both.stdout + both.stderr
+    done = wodsync(lab, state, "session", "update", session.id)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "restored 2-Lab.ipynb" in out and "updated  data/notes.txt" in out, out
+    assert (_home(session.username) / "data/notes.txt").read_text() == \
+        "notes, fixed {{ STDID }}\n"
+    assert _sources(_home(session.username) / "2-Lab.ipynb") == ["y = 12", "y * 3"]
