@@ -188,6 +188,7 @@ def test_contentci_times_wodsync_test_beside_the_create_and_release_alone() -> N
         assert re.search(re.escape(label) + r" +p50 +[0-9.]+ s", out), out
 
 
+@needs_root
 def test_sweep_times_the_walk_of_roots_tree_beside_the_former_walk() -> None:
     out = bench("sweep.py")
     before = re.search(r"every entry examined \(before\) +[0-9.]+ s +(\d+) entries examined", out)
@@ -197,6 +198,7 @@ def test_sweep_times_the_walk_of_roots_tree_beside_the_former_walk() -> None:
     assert int(after[1]) < int(before[1]) and int(after[2]) >= 300, out
 
 
+@needs_root
 def test_liveupdate_times_a_fix_to_live_seats_beside_a_round_trip_per_seat() -> None:
     out = bench("liveupdate.py")
     assert re.search(r"one-notebook fix to 3 live seats, one round trip for the host: "
