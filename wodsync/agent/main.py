@@ -22,6 +22,7 @@ from wodsync.agent import (
     appliance,
     batch,
     checks,
+    ends,
     guard,
     liveupdate,
     manager,
@@ -65,8 +66,8 @@ def _version(payload: HostPayload, host: HostSide) -> VersionAnswer:
 
 OPERATIONS: dict[str, Operation] = {
     "observe": _observe, "apply": _apply, "version": _version, **KIND_OPERATIONS,
-    "manage": _manage, **seats.OPERATIONS, **guard.OPERATIONS, **appliance.OPERATIONS,
-    **checks.OPERATIONS, **liveupdate.OPERATIONS}
+    "manage": _manage, **seats.OPERATIONS, **ends.OPERATIONS, **guard.OPERATIONS,
+    **appliance.OPERATIONS, **checks.OPERATIONS, **liveupdate.OPERATIONS}
 
 
 # What one-shot calls compute once per call and a long-lived agent must ask again per request.

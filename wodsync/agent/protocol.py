@@ -217,6 +217,7 @@ class Seat(_Seat, total=False):
     checks: list[CheckScript] | None  # a CLEANUP's: the workshop's checks, scored first
     check_timeout: float            # seconds one check script may run
     revision: str                   # the revision `files` come from (CREATE, seat_update)
+    end: str                        # a `seat_end`'s: cleanup, reset or purge
     # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
     # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
     _hub_seen: tuple[float, dict[str, Any] | None]
@@ -301,6 +302,17 @@ class SeatUpdated(TypedDict, total=False):
 
 class SeatUpdateAnswer(TypedDict):
     seats: list[SeatUpdated]
+
+
+class SeatEndRequest(HostPayload):
+    """`seat_end`: the ends (CLEANUP, RESET, PURGE: each seat's `end`) of a burst brought
+    together, or of one seat."""
+
+    seats: list[Seat]
+
+
+class SeatEndAnswer(TypedDict):
+    seats: list[SeatAnswer]
 
 
 class SeatRecordsAnswer(TypedDict):

@@ -9,6 +9,9 @@ alone never waits: with a free lane its call leaves at once, with its seat alone
 
 Each waiting thread either carries a call or waits for the one that carries its seat, so no
 thread works past the end of its own CREATE for the others' sake.
+
+The ends of sessions (CLEANUP, RESET, PURGE) burst the same way, in a `Burst` of their own
+whose call is `seat_end`: each seat carries its `end`, so one call may mix them.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wodsync.agent.protocol import Seat, SeatCreateRequest
+from wodsync.agent.protocol import Seat, SeatCreateRequest, SeatEndRequest
 from wodsync.catalog.models import Host
 
 LANES = 3
 MOST = 16
 
 # (host name, host, payload of the call) → the agent's answer: `Connections.call` for one op
-Call = Callable[[str, Host, SeatCreateRequest], Any]
+Call = Callable[[str, Host, SeatCreateRequest | SeatEndRequest], Any]
 
 
 @dataclass
@@ -59,6 +62,14 @@ class Burst:
 
     def create(self, name: str, host: Host, seat: Seat) -> dict[str, Any]:
         """The seat's answer; an error of the whole call (transport, agent) is raised."""
+        return self._send(name, host, seat)
+
+    def end(self, name: str, host: Host, seat: Seat) -> dict[str, Any]:
+        """The seat's answer to its end (`seat["end"]`); an error of the whole call is
+        raised."""
+        return self._send(name, host, seat)
+
+    def _send(self, name: str, host: Host, seat: Seat) -> dict[str, Any]:
         ticket = _Ticket(seat)
         with self._cond:
             queue = self._hosts.setdefault(name, _Host())
@@ -85,8 +96,9 @@ class Burst:
         """One agent call for the batch; every ticket of it is done afterwards, whatever
         happened."""
         first = batch[0].seat
-        payload: SeatCreateRequest = {"state_dir": first["state_dir"], "owner": first["owner"],
-                   "seats": [t.seat for t in batch]}
+        payload: SeatCreateRequest | SeatEndRequest = {
+            "state_dir": first["state_dir"], "owner": first["owner"],
+            "seats": [t.seat for t in batch]}
         try:
             answers = self._call(name, host, payload)["seats"]
             for ticket, answer in zip(batch, answers, strict=True):

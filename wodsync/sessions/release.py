@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from wodsync.agent.protocol import HostPayload
+from wodsync.agent.protocol import HostPayload, Seat
 from wodsync.engine.remote import HostError
 from wodsync.engine.transport import TransportError
 from wodsync.sessions import checks, seat
@@ -53,7 +53,9 @@ def retry_delay(attempts: int) -> timedelta:
 class Release:
     """Runs release operations for a session service: `deployment()` gives the catalog and the
     secrets, `call(host, op, payload)` one agent round trip, `adopt(host, record)` takes a
-    session the host records back into the store, `emit(event, session)` tells listeners."""
+    session the host records back into the store, `emit(event, session)` tells listeners;
+    `end(host, seat)`, when given, carries the seat's end in a burst (`seat_end`, the seat's
+    own answer back) instead of a call of its own."""
 
     store: Store
     deployment: Callable[[], Deployment]
@@ -62,6 +64,7 @@ class Release:
     emit: Callable[[str, Session], None]
     # the session's appliance account released: what did not finish (`sessions.appliance`)
     appliance: Callable[[Any, Session], list[str]] = lambda catalog, session: []
+    end: Callable[[str, Seat], Any] | None = None
 
     def run(self, session: Session, op: str, reason: str = "") -> Session:
         """Run `op` on the session's seat: the session ends (or is held for RESET), or waits
@@ -110,6 +113,9 @@ class Release:
             problem = checks.add_to_cleanup(payload, dep.catalog, session)
             if problem:
                 _log.warning("session %s: %s", session.id, problem)
+        if self.end is not None:
+            payload["end"] = op
+            return self.end(session.host, payload)
         return self.call(session.host, OPERATIONS[op], payload)
 
     def _resets(self, session: Session) -> bool:

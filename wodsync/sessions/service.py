@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ from wodsync.store.owners import LEASE_EVERY
 EXPIRING_WINDOW = timedelta(hours=1)
 DEFERRED_EVERY = 5.0     # seconds between two tries at the servers a busy hub deferred
 MAX_EXTENSION_HOURS = 24.0
+# Set (to anything): every end of a session in a call of its own, as before the ends burst —
+# bench/sessions.py's comparison, never a setting of a deployment.
+SINGLE_ENDS = "WODSYNC_BENCH_SINGLE_ENDS"
 
 _log = logging.getLogger("wodsync.sessions")
 
@@ -139,13 +143,17 @@ class SessionService:
         self.max_extension_hours = max_extension_hours
         self.burst = Burst(lambda name, host, payload: self.connections.call(
             name, host, "seat_create", payload))
+        # the ends of sessions (CLEANUP, RESET, PURGE) burst too, in calls of their own
+        self.ends = Burst(lambda name, host, payload: self.connections.call(
+            name, host, "seat_end", payload))
         # Called with (event, session, seconds): "created" (seconds: the whole CREATE),
         # "cleaned", "expiring". Metrics and, later, notifications listen here.
         self.listeners: list[Callable[[str, Session, float | None], None]] = []
         self.adopter = Adopter(store, lambda: self.deployment().catalog, self._call)
         self.appliances = Appliances(self.connections)
         self.release = Release(store, self.deployment, self._call, self.adopter.adopt,
-                               self._emit, self.appliances.release)
+                               self._emit, self.appliances.release,
+                               None if os.environ.get(SINGLE_ENDS) else self._end)
         self.live = LiveUpdate(store, lambda host: self._on_host(host, self.deployment()),
                                self._call)
         # hosts whose seat records the store has not been reconciled with since the start
@@ -168,6 +176,10 @@ class SessionService:
     def _call(self, name: str, op: str, payload: HostPayload) -> Any:
         """One agent round trip to a host of the deployed catalog."""
         return self.connections.call(name, self.deployment().catalog.hosts[name], op, payload)
+
+    def _end(self, name: str, payload: SeatPayload) -> Any:
+        """A seat's end, carried with the others of its host's burst (`seat_end`)."""
+        return self.ends.end(name, self.deployment().catalog.hosts[name], payload)
 
     def hub_url(self, session: Session) -> str | None:
         """Where the session's participant logs in, by the deployed catalog (None when its host
