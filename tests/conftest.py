@@ -39,6 +39,8 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # The session lab (sessionlab.py): wodtx/wodty, uids 58001-58140, its home root.
     "test_sessions": ("sessionlab", ("root", "pg")),
     "test_sessions_api": ("sessionlab", ("root", "hub")),
+    # CLEANUP bursts: wodqd 41601-41606 on one local host, the API under uvicorn in-process
+    "test_cleanup_burst": ("test_cleanup_burst", ("root",)),
     "test_ssh_sessions": ("sessionlab", ("root", "sshd")),  # lab1 behind a default sshd
     "test_mail_serve": ("sessionlab", ("root",)),  # mails of a real `wodsync serve`
     # Content CI (contentcilab.py): wodqc, uids 41401-41404, its home root.
