@@ -23,6 +23,10 @@ Figures:
   its own, one thread per request): wall time, failures, and the store checked for a seat given
   twice; how many server starts the hub deferred (its spawn_limit) and how long until every
   seat's server was asked for (the service's loop asks again for the deferred ones).
+- 100 concurrent CLEANUPs of those sessions through the API (every seat's server asked for
+  before), the ends of one host bursting (`seat_end` calls shared); beside it, in the same run,
+  another 100 CREATEs whose CLEANUPs each go in a call of their own (`wodsync serve` with
+  `WODSYNC_BENCH_SINGLE_ENDS` set: the code before the ends burst).
 - Where the time of a CREATE (and a CLEANUP) goes on the host: the median of each step as the
   agent's own timers report it (a breakdown, not a figure of the whole); and what a round trip
   costs before the agent does anything (exec channel, python3, the agent answering `version`).
@@ -69,7 +73,7 @@ from wodsync.engine import remote
 from wodsync.engine.connections import Connections
 from wodsync.render.content import new_password, seat_content
 from wodsync.secrets import Secrets
-from wodsync.sessions.service import DEFERRED_EVERY, Created, SessionService
+from wodsync.sessions.service import DEFERRED_EVERY, SINGLE_ENDS, Created, SessionService
 from wodsync.store import Participant, SessionState, open_store
 
 from hubs import hub_ports, login, read_contents, stop_hub
@@ -458,7 +462,7 @@ def sequential(service: SessionService, conns: Recording, key: str, count: int) 
         if ended.state != SessionState.ENDED:
             failures.append(f"CLEANUP of {c.session.username}: {ended.state} {ended.error}")
     return Sequential(key, created, cleanups, resets, failures,
-                      conns.timings.get("seat_create", []), conns.timings.get("seat_cleanup", []),
+                      conns.timings.get("seat_create", []), conns.timings.get("seat_end", []),
                       conns.walls.get("seat_create", []), usable)
 
 
@@ -525,7 +529,10 @@ def report_steps(title: str, runs: list[tuple[str, list[dict[str, float]]]]) -> 
 class Serve:
     """`wodsync serve` in a process of its own, ready when /healthz answers."""
 
-    def __init__(self, root: Path, state: Path, secrets: Path) -> None:
+    def __init__(self, root: Path, state: Path, secrets: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env or {}
+        self.state = state
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.argv = [WODSYNC, "serve", "--root", str(root), "--state", str(state),
@@ -535,7 +542,7 @@ class Serve:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Serve:
-        env = dict(os.environ, WODSYNC_API_TOKEN=API_TOKEN)
+        env = dict(os.environ, WODSYNC_API_TOKEN=API_TOKEN, **self.env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
@@ -559,21 +566,22 @@ class Serve:
                                 headers={"Authorization": f"Bearer {API_TOKEN}"}, **kw)
 
 
-def concurrent(server: Serve, key: str, count: int) -> tuple[float, list[Any]]:
-    """`count` threads POST a CREATE at the same instant; the wall time until the last answer."""
-    answers: list[Any] = [None] * count
-    gate = threading.Barrier(count + 1)
+def at_once(requests_: list[tuple[str, str, dict[str, Any] | None]],
+            server: Serve) -> tuple[float, list[Any]]:
+    """One thread per (method, path, JSON body), all sent at the same instant; the wall time
+    until the last answer, and the answers (or the exception a request raised)."""
+    answers: list[Any] = [None] * len(requests_)
+    gate = threading.Barrier(len(requests_) + 1)
 
     def one(n: int) -> None:
-        body = {"workshop": key, "participant": {"name": f"Http {n}", "company": "Bench",
-                                                 "email": f"http{n}@example.org"}}
+        method, path, body = requests_[n]
         gate.wait()
         try:
-            answers[n] = server.call("POST", "/api/v1/sessions", json=body)
+            answers[n] = server.call(method, path, json=body)
         except requests.RequestException as exc:
             answers[n] = exc
 
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(requests_))]
     for t in threads:
         t.start()
     gate.wait()
@@ -581,6 +589,14 @@ def concurrent(server: Serve, key: str, count: int) -> tuple[float, list[Any]]:
     for t in threads:
         t.join()
     return time.perf_counter() - began, answers
+
+
+def concurrent(server: Serve, key: str, count: int, tag: str = "") -> tuple[float, list[Any]]:
+    """`count` threads POST a CREATE at the same instant; the wall time until the last answer."""
+    return at_once([("POST", "/api/v1/sessions", {
+        "workshop": key, "participant": {"name": f"Http {n}", "company": "Bench",
+                                         "email": f"http{n}{tag}@example.org"}})
+        for n in range(count)], server)
 
 
 def check_store(state: Path, ok: list[dict[str, Any]]) -> list[str]:
@@ -624,39 +640,63 @@ def servers_asked(hub_port: int, users: list[str], began: float,
 
 def http_phase(root: Path, tmp: Path, secrets: Path, key: str, count: int,
                hub_port: int) -> None:
+    """The CREATE burst and its figures; then the CLEANUP burst of its sessions; then, for
+    the comparison in the same run, another CREATE burst whose sessions end each in a call
+    of its own (a `wodsync serve` with `SINGLE_ENDS` set, on the same store)."""
     state = tmp / "serve-state"
     state.mkdir()
     server = Serve(root, state, secrets).start()
     try:
-        began = time.perf_counter()
-        wall, answers = concurrent(server, key, count)
-        ok = [a.json() for a in answers
-              if isinstance(a, requests.Response) and a.status_code == 201]
-        failed = [a for a in answers if not (isinstance(a, requests.Response)
-                                             and a.status_code == 201)]
-        problems = check_store(state, ok)
-        starts, deferred = start_requests(server, ok)
-        print(f"HTTP API: {count} concurrent CREATEs of {key} (wodsync serve, one thread each)")
-        print(f"  wall time {wall:7.2f} s  target ≤ 10 s {verdict(wall, 10.0)}; "
-              f"{len(ok)} created, {len(failed)} failed; "
-              f"seats distinct: {len({(a['host'], a['seat']) for a in ok}) == len(ok)}")
-        for a in failed[:3]:
-            print(f"      {_failure(a)}")
-        if starts:
-            print(f"  their server start requests (host step, where among the 3 slowest): p50 "
-                  f"{ms(p50(starts))}, max {ms(max(starts))}")
-        print(f"  server starts deferred by the hub's spawn_limit: {deferred} of {len(ok)}")
-        have, when = servers_asked(hub_port, [a["credentials"]["username"] for a in ok], began)
-        print(f"  every seat's server asked for (the deferred ones again by the service's loop, "
-              f"every {DEFERRED_EVERY:g} s): " + (f"{when:.1f} s after the burst began"
-                                                 if when is not None else
-                                                 f"only {have} of {len(ok)} within 180 s"))
-        print("  store check: " + ("; ".join(problems) if problems else
-                                   "no seat twice, every session answered is active"))
-        _cleanup_all(server, ok)
+        ok = create_burst(server, key, count, hub_port, "")
+        burst = cleanup_burst(server, ok)
+        again = create_burst(server, key, count, hub_port, "-again")
     finally:
         server.stop()
+    single = Serve(root, state, secrets, env={SINGLE_ENDS: "1"}).start()
+    try:
+        alone = cleanup_burst(single, again)
+    finally:
+        single.stop()
+    print(f"{count} concurrent CLEANUPs through the API (one thread each, every seat's "
+          "server asked for before):")
+    print(f"  ends bursting (seat_end calls shared)   {burst:7.2f} s  target ≤ 5 s "
+          f"{verdict(burst, 5.0)}")
+    print(f"  each end in a call of its own (before)  {alone:7.2f} s  "
+          f"({alone / burst:.1f}× the burst's time)")
     reset_held(root, state, secrets)
+
+
+def create_burst(server: Serve, key: str, count: int, hub_port: int,
+                 tag: str) -> list[dict[str, Any]]:
+    """`count` CREATEs at once, their figures printed; returns the sessions created, once
+    every one's server was asked for (the state a CLEANUP burst then meets)."""
+    began = time.perf_counter()
+    wall, answers = concurrent(server, key, count, tag)
+    ok = [a.json() for a in answers
+          if isinstance(a, requests.Response) and a.status_code == 201]
+    failed = [a for a in answers if not (isinstance(a, requests.Response)
+                                         and a.status_code == 201)]
+    problems = check_store(server.state, ok)
+    starts, deferred = start_requests(server, ok)
+    print(f"HTTP API: {count} concurrent CREATEs of {key} (wodsync serve, one thread each)"
+          + (f" [{tag.strip('-')}]" if tag else ""))
+    print(f"  wall time {wall:7.2f} s  target ≤ 5 s {verdict(wall, 5.0)}; "
+          f"{len(ok)} created, {len(failed)} failed; "
+          f"seats distinct: {len({(a['host'], a['seat']) for a in ok}) == len(ok)}")
+    for a in failed[:3]:
+        print(f"      {_failure(a)}")
+    if starts:
+        print(f"  their server start requests (host step, where among the 3 slowest): p50 "
+              f"{ms(p50(starts))}, max {ms(max(starts))}")
+    print(f"  server starts deferred by the hub's spawn_limit: {deferred} of {len(ok)}")
+    have, when = servers_asked(hub_port, [a["credentials"]["username"] for a in ok], began)
+    print(f"  every seat's server asked for (the deferred ones again by the service's loop, "
+          f"every {DEFERRED_EVERY:g} s): " + (f"{when:.1f} s after the burst began"
+                                             if when is not None else
+                                             f"only {have} of {len(ok)} within 180 s"))
+    print("  store check: " + ("; ".join(problems) if problems else
+                               "no seat twice, every session answered is active"))
+    return ok
 
 
 def reset_held(root: Path, state: Path, secrets_path: Path) -> None:
@@ -695,18 +735,14 @@ def _failure(answer: Any) -> str:
     return f"{type(answer).__name__}: {answer}"
 
 
-def _cleanup_all(server: Serve, ok: list[dict[str, Any]]) -> None:
-    """End the burst's sessions through the API, 8 at once (the host's channel limit)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    began = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        done = list(pool.map(lambda a: server.call("DELETE", f"/api/v1/sessions/{a['id']}"),
-                             ok))
-    wall = time.perf_counter() - began
-    bad = [d for d in done if d.status_code != 200]
-    print(f"  then {len(ok)} CLEANUPs through the API, 8 at once: {wall:.2f} s, "
-          f"{len(bad)} failed")
+def cleanup_burst(server: Serve, ok: list[dict[str, Any]]) -> float:
+    """A CLEANUP of every session in `ok` through the API, all at the same instant; the wall
+    time until the last answer. Each must be ended (200), none pending on its host."""
+    wall, done = at_once([("DELETE", f"/api/v1/sessions/{a['id']}", None) for a in ok], server)
+    bad = [d for d in done if not (isinstance(d, requests.Response) and d.status_code == 200)]
+    print(f"  {len(ok)} CLEANUPs at once ({'each alone' if server.env else 'bursting'}): "
+          f"{wall:.2f} s, {len(bad)} not ended" + (f" ({_failure(bad[0])})" if bad else ""))
+    return wall
 
 
 # ---- the run -----------------------------------------------------------------------------------
