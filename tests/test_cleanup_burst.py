@@ -200,3 +200,16 @@ def test_a_burst_of_cleanups_through_the_api_shares_a_call_and_a_failing_hook_fa
     assert [(r.id, r.state) for r in retried] == [(failing.id, SessionState.ENDED)]
     last = ctl.sessions.create("WKSHP-End", _person(20)).session
     assert last.seat == failing.seat
+
+
+def test_sessions_whose_time_is_up_together_end_in_shared_calls(ctl, lab):
+    """The expiry loop's round ends the sessions of an event side by side: four due at once,
+    one lane — the first call carries one seat, the three others leave together in the next.
+    All four are ended, their homes emptied, their records gone."""
+    sessions = [ctl.sessions.create("WKSHP-End", _person(n)).session for n in range(4)]
+    calls = _held_first(ctl, 3)
+    ended = ctl.sessions.expire(datetime.now(UTC) + timedelta(hours=2))
+    assert sorted(len(c) for c in calls) == [1, 3], calls
+    assert [(e.id, e.state) for e in ended] == [(s.id, SessionState.ENDED) for s in sessions]
+    assert all(list((HOMES / s.username).iterdir()) == [] for s in sessions)
+    assert _records(lab) == []

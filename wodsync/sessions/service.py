@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +64,7 @@ MAX_EXTENSION_HOURS = 24.0
 # Set (to anything): every end of a session in a call of its own, as before the ends burst —
 # bench/sessions.py's comparison, never a setting of a deployment.
 SINGLE_ENDS = "WODSYNC_BENCH_SINGLE_ENDS"
+ENDS_AT_ONCE = 16  # sessions the expiry loop ends side by side (their host's calls shared)
 
 _log = logging.getLogger("wodsync.sessions")
 
@@ -458,16 +460,19 @@ class SessionService:
         return ended
 
     def retry_releases(self, now: datetime | None = None) -> list[Session]:
-        """Releases whose next try is due, tried again (the expiry loop's job)."""
-        done = []
-        for session in self.store.sessions.releases_due(now or _now()):
+        """Releases whose next try is due, tried again (the expiry loop's job), side by side:
+        those of one host share calls (`ends`)."""
+        def retry(session: Session) -> Session | None:
             try:
-                done.append(self.release.run(session, session.release_op or "purge"))
+                return self.release.run(session, session.release_op or "purge")
             except InvalidTransition:
-                continue  # finished by another caller meanwhile
+                return None  # finished by another caller meanwhile
             except Exception as exc:  # one bad release never holds the others back
                 _log.warning("release of session %s: %s", session.id, exc)
-        return done
+                return None
+
+        done = _side_by_side(retry, self.store.sessions.releases_due(now or _now()))
+        return [s for s in done if s is not None]
 
     def release_seat(self, host: str, user: str) -> Session | None:
         """An operator frees a seat whatever the host or the store say holds it (`wodsync seat
@@ -568,7 +573,7 @@ class SessionService:
         now = now or _now()
         for session in self.store.sessions.mark_expiring(EXPIRING_WINDOW, now):
             self._emit("expiring", session)
-        ended = [self.cleanup(s.id) for s in self.store.sessions.due(now)]
+        ended = _side_by_side(self.cleanup, [s.id for s in self.store.sessions.due(now)])
         return ended + self.retry_releases(now)
 
     def recover(self) -> list[Session]:
@@ -663,6 +668,18 @@ class SessionService:
     def _emit(self, event: str, session: Session, seconds: float | None = None) -> None:
         for listener in self.listeners:
             listener(event, session, seconds)
+
+
+def _side_by_side(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """`fn` of each item, at most `ENDS_AT_ONCE` at a time: the sessions of an event end
+    together, and their ends on one host then share calls (`ends`) instead of following each
+    other. Every item is tried; the first exception is raised once all are done."""
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(ENDS_AT_ONCE, len(items)),
+                            thread_name_prefix="wodsync-end") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+    return [f.result() for f in futures]
 
 
 def _timings(timings: dict[str, float]) -> str:
