@@ -116,6 +116,7 @@ PURE_MODULES = {
     "test_api", "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
     "test_import", "test_limits_plan", "test_logs", "test_models", "test_plan_hub",
     "test_project", "test_render_budget", "test_review", "test_liveupdate_rules",
+    "test_ends",
     "test_portal_rules", "test_schedule",
     "test_rules", "test_secrets", "test_source", "test_suite", "test_templates", "test_watch",
     "test_tokens",

@@ -5,7 +5,8 @@ Why: when an event ends, its participants leave together; one call per seat pays
 and a rewrite of /etc/shadow for each of them, one after the other under the accounts lock. So
 the seats of one call lock their passwords in one write, and share the round trip; everything
 else is each seat's own, in the order `seats._release_steps` gives, exactly as `seat_cleanup`,
-`seat_reset` and `seat_purge` do for one seat.
+`seat_reset` and `seat_purge` do for one seat — the seats side by side (their steps mostly wait
+for the hub, for processes to end, for a hook), as the persistent agent runs separate requests.
 
 Each seat keeps the guarantees of a release on its own: its hook and its completion count may
 fail, its release steps run regardless; a shared step that fails is done again seat by seat, so
@@ -19,6 +20,7 @@ from __future__ import annotations
 import pwd
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional
 
 from wodsync.agent import accountsdb, hooks, records, seats
@@ -28,6 +30,8 @@ from wodsync.agent.steps import Steps
 
 HOOKS = {"cleanup": "cleanup", "reset": "reset", "purge": None}
 """Each end and the hook it runs (a PURGE runs none)."""
+AT_ONCE = 8
+"""Seats of a call whose own steps run side by side."""
 
 
 class _Ending:
@@ -57,7 +61,8 @@ def end(payload: SeatEndRequest, host: HostSide) -> SeatEndAnswer:
         raise ValueError(f"unknown end {unknown[0]!r} (known: {', '.join(sorted(HOOKS))})")
     users = [e.payload["user"] for e in endings]
     with records.locked(payload["state_dir"], users, seats._lock_timeout(payload)):
-        going = [e for e in endings if _begin(e)]
+        began = _each(_begin, endings)
+        going = [e for n, e in enumerate(endings) if began[n]]
         try:
             _release(going)
         finally:
@@ -111,19 +116,51 @@ def _lock_passwords(payloads: Sequence[Seat]) -> Dict[str, str]:
 SHARED["lock password"] = _lock_passwords
 
 
+def _each(fn: Callable[[_Ending], Any], endings: List[_Ending]) -> List[Any]:
+    """`fn` of each seat, side by side (at most `AT_ONCE`): a seat's steps mostly wait — for
+    the hub, for processes to end, for a hook — and a call's seats must not wait for each
+    other's. Each seat's own steps stay in their order."""
+    if len(endings) < 2:
+        return [fn(e) for e in endings]
+    with ThreadPoolExecutor(min(AT_ONCE, len(endings))) as pool:
+        return list(pool.map(fn, endings))
+
+
 def _release(endings: List[_Ending]) -> None:
-    """The release steps of every seat, step by step across the seats: a shared step once for
-    all of them, the others seat by seat; every step is tried whatever failed before."""
+    """The release steps of every seat: a shared step once for all the seats it is next for,
+    the steps between two shared ones each seat's own, the seats side by side; every step is
+    tried whatever failed before."""
     plans = {id(e): seats._release_steps(e.payload, e.user, empty=not e.hold) for e in endings}
-    names: List[str] = []
-    for e in endings:
-        names += [name for name, _ in plans[id(e)] if name not in names]
-    for name in names:
-        taking = [e for e in endings if any(n == name for n, _ in plans[id(e)])]
-        if name in SHARED and len(taking) > 1 and _shared(name, taking):
+    done = {id(e): 0 for e in endings}  # how many of its steps each seat has tried
+
+    def step_of(e: _Ending) -> Optional[str]:
+        plan, n = plans[id(e)], done[id(e)]
+        return plan[n][0] if n < len(plan) else None
+
+    def alone(e: _Ending) -> None:
+        """The seat's next step, on its own."""
+        n = done[id(e)]
+        seats._try_all(plans[id(e)][n:n + 1], e.steps, e.errors)
+        done[id(e)] = n + 1
+
+    def until(name: Optional[str]) -> Callable[[_Ending], None]:
+        """A seat's own steps up to the shared step `name` (None: to its last)."""
+        def run(e: _Ending) -> None:
+            while step_of(e) is not None and step_of(e) != name:
+                alone(e)
+        return run
+
+    for name in SHARED if len(endings) > 1 else ():
+        _each(until(name), endings)
+        taking = [e for e in endings if step_of(e) == name]
+        if not taking:
             continue
-        for e in taking:
-            seats._try_all([s for s in plans[id(e)] if s[0] == name], e.steps, e.errors)
+        if _shared(name, taking):
+            for e in taking:
+                done[id(e)] += 1
+        else:  # failed as a whole: each seat does it on its own
+            _each(alone, taking)
+    _each(until(None), endings)
 
 
 def _shared(name: str, endings: List[_Ending]) -> bool:
