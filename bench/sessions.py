@@ -704,9 +704,9 @@ def create_burst(server: Serve, key: str, count: int, hub_port: int,
                                "no seat twice, every session answered is active"))
     waited = time.perf_counter()
     users = [a["credentials"]["username"] for a in ok]
-    have, when = servers_asked(hub_port, users, waited, 300.0, ready=True)
+    have, when = servers_asked(hub_port, users, waited, 120.0, ready=True)
     print(f"  servers ready before their CLEANUPs: {have} of {len(ok)}"
-          + (f" ({when:.1f} s more)" if when is not None else " (waited 300 s)"))
+          + (f" ({when:.1f} s more)" if when is not None else " (waited 120 s)"))
     return ok
 
 

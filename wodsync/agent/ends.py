@@ -5,10 +5,11 @@ Why: when an event ends, its participants leave together; one call per seat pays
 and a rewrite of /etc/shadow for each of them, one after the other under the accounts lock. So
 the seats of one call lock their passwords in one write, and share the round trip; everything
 else is each seat's own, in the order `seats._release_steps` gives, exactly as `seat_cleanup`,
-`seat_reset` and `seat_purge` do for one seat. The seats go step after step together, side by
-side (their steps mostly wait: for the hub, for processes to end, for a hook), as the
-persistent agent would run separate requests: every server is asked to stop and every seat's
-processes ended before the hub is asked to delete any seat's user, which waits for that stop.
+`seat_reset` and `seat_purge` do for one seat — the seats side by side, each going through its
+own steps at its own pace (they mostly wait: for the hub, for processes to end, for a hook), as
+the persistent agent runs separate requests. (Making the seats go step after step together,
+every server asked to stop before any hub user is deleted, measured twice as slow: the hub
+is the bottleneck, and a call then waits for its slowest seat at every step.)
 
 Each seat keeps the guarantees of a release on its own: its hook and its completion count may
 fail, its release steps run regardless; a shared step that fails is done again seat by seat, so
@@ -32,7 +33,7 @@ from wodsync.agent.steps import Steps
 
 HOOKS = {"cleanup": "cleanup", "reset": "reset", "purge": None}
 """Each end and the hook it runs (a PURGE runs none)."""
-AT_ONCE = 16
+AT_ONCE = 8
 """Seats of a call whose own steps run side by side."""
 
 
@@ -129,29 +130,40 @@ def _each(fn: Callable[[_Ending], Any], endings: List[_Ending]) -> List[Any]:
 
 
 def _release(endings: List[_Ending]) -> None:
-    """The release steps of every seat, step after step across the seats: each step is done
-    for all of them (side by side; a shared step once for all) before the next begins, so
-    every seat's server is asked to stop and its processes are ended before any seat waits
-    for the hub to delete its user. Each seat's steps keep their order; every step is tried
-    whatever failed before."""
-    plans = {id(e): dict(seats._release_steps(e.payload, e.user, empty=not e.hold))
-             for e in endings}
-    names: List[str] = []
-    for e in endings:
-        names += [name for name in plans[id(e)] if name not in names]
-    for name in names:
-        taking = [e for e in endings if name in plans[id(e)]]
-        if name in SHARED and len(taking) > 1 and _shared(name, taking):
+    """The release steps of every seat: a shared step once for all the seats it is next for,
+    the steps between two shared ones each seat's own, the seats side by side; every step is
+    tried whatever failed before."""
+    plans = {id(e): seats._release_steps(e.payload, e.user, empty=not e.hold) for e in endings}
+    done = {id(e): 0 for e in endings}  # how many of its steps each seat has tried
+
+    def step_of(e: _Ending) -> Optional[str]:
+        plan, n = plans[id(e)], done[id(e)]
+        return plan[n][0] if n < len(plan) else None
+
+    def alone(e: _Ending) -> None:
+        """The seat's next step, on its own."""
+        n = done[id(e)]
+        seats._try_all(plans[id(e)][n:n + 1], e.steps, e.errors)
+        done[id(e)] = n + 1
+
+    def until(name: Optional[str]) -> Callable[[_Ending], None]:
+        """A seat's own steps up to the shared step `name` (None: to its last)."""
+        def run(e: _Ending) -> None:
+            while step_of(e) is not None and step_of(e) != name:
+                alone(e)
+        return run
+
+    for name in SHARED if len(endings) > 1 else ():
+        _each(until(name), endings)
+        taking = [e for e in endings if step_of(e) == name]
+        if not taking:
             continue
-        _each(_alone(name, plans), taking)
-
-
-def _alone(name: str, plans: Dict[int, Dict[str, Callable[[], Any]]],
-           ) -> Callable[[_Ending], None]:
-    """Step `name` done by a seat on its own."""
-    def run(e: _Ending) -> None:
-        seats._try_all([(name, plans[id(e)][name])], e.steps, e.errors)
-    return run
+        if _shared(name, taking):
+            for e in taking:
+                done[id(e)] += 1
+        else:  # failed as a whole: each seat does it on its own
+            _each(alone, taking)
+    _each(until(None), endings)
 
 
 def _shared(name: str, endings: List[_Ending]) -> bool:
