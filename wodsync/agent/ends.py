@@ -49,6 +49,7 @@ class _Ending:
         self.record: Optional[records.Record] = None
         self.occupied: Optional[records.Record] = None
         self.counted: Any = None
+        self.scored: Any = None  # the workshop's checks, run at CLEANUP (`agent.checks`)
 
     @property
     def hold(self) -> bool:
@@ -75,8 +76,9 @@ def end(payload: SeatEndRequest, host: HostSide) -> SeatEndAnswer:
 
 
 def _begin(ending: _Ending) -> bool:
-    """The seat's record checked, its hook run and its completion counted (either may fail:
-    noted, the release goes on). False: the host records the seat for another session."""
+    """The seat's record checked; at CLEANUP its checks scored; its hook run and its
+    completion counted (any may fail: noted, the release goes on). False: the host records
+    the seat for another session."""
     payload = ending.payload
     ending.record = records.read(payload["state_dir"], payload["user"])
     if ending.record is not None and not payload.get("force") \
@@ -86,6 +88,8 @@ def _begin(ending: _Ending) -> bool:
     ending.user = seats._account(payload, ending.errors)
     hook = HOOKS[ending.end]
     try:
+        if ending.end == "cleanup":  # the student's work scored as they left it
+            ending.scored = seats._checks(payload, ending.user, ending.steps)
         if hook:
             _run_hook(ending, hook)
         if ending.end == "cleanup":
@@ -188,7 +192,7 @@ def _answer(ending: _Ending) -> SeatAnswer:
             ok=False, error=f"seat {ending.payload['user']} is held on the host by session "
             f"{ending.occupied.get('session')}", occupied=ending.occupied)
     return ending.steps.answer(ok=not ending.errors, error="; ".join(ending.errors) or None,
-                               completion=ending.counted)
+                               completion=ending.counted, checks=ending.scored)
 
 
 OPERATIONS: Dict[str, Callable[[Any, HostSide], Any]] = {"seat_end": end}
