@@ -118,6 +118,8 @@ def test_sessions_times_a_seat_to_a_working_lab() -> None:
     assert "1 sequential CREATEs" in out and ", 0 failures" in out, out
     assert re.search(r"seat usable \(wall: .*\) p50 +[0-9]+ ms", out), out
     assert "2 created, 0 failed" in out, out
+    assert re.search(r"2 CLEANUPs at once \(bursting\): [0-9.]+ s, 0 not ended", out), out
+    assert re.search(r"2 CLEANUPs at once \(each alone\): [0-9.]+ s, 0 not ended", out), out
 
 
 @needs_root
