@@ -29,6 +29,8 @@ from wodsync.catalog.models import (
     Host,
     Location,
     LocationsFile,
+    Event,
+    EventsFile,
     Pool,
     PortalFile,
     Replay,
@@ -56,6 +58,7 @@ HOSTS_DIR = "hosts"
 TEMPLATES_DIR = "templates"
 WORKSHOP_FILE = "workshop.yaml"
 REPLAYS_FILE = "catalog/replays.yaml"
+EVENTS_FILE = "catalog/events.yaml"
 STUDENTS_FILE = "catalog/students.yaml"
 LOCATIONS_FILE = "catalog/locations.yaml"
 VARIABLES_FILE = "catalog/variables.yaml"
@@ -85,6 +88,7 @@ class Catalog:
     workshops: dict[str, Workshop] = field(default_factory=dict)
     folders: dict[str, WorkshopFolder] = field(default_factory=dict)
     replays: list[Replay] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # catalog/events.yaml (optional)
     pools: dict[str, Pool] = field(default_factory=dict)
     locations: dict[str, Location] = field(default_factory=dict)
     variables: dict[str, VarValue] = field(default_factory=dict)
@@ -366,6 +370,9 @@ def load_catalog(root: Path) -> Catalog:
                                       required=False)
     catalog.portal = portal or PortalFile()
     catalog.badges = _load(catalog, BADGES_FILE, BadgesFile, "badges", required=False)
+    events: EventsFile | None = _load(catalog, EVENTS_FILE, EventsFile, "events",
+                                      required=False)
+    catalog.events = events.events if events else []
     _load_workshops(catalog)
     _load_hosts(catalog)
     catalog.templates_ok = repo_folder(catalog, TEMPLATES_DIR)

@@ -14,11 +14,14 @@ context (`at`), so the loader points the error at the field rather than at the m
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -28,6 +31,7 @@ from pydantic import (
     Tag,
     model_validator,
 )
+from pydantic import Strict as PydanticStrict
 from pydantic_core import PydanticCustomError
 
 from wodsync.agent.firewall.entries import canonical as egress_canonical
@@ -476,6 +480,60 @@ class ReplaysFile(Strict):
     replays: list[Replay] = []
 
 
+class Event(Strict):
+    """A scheduled event of a workshop (`catalog/events.yaml`): from `lead` minutes before its
+    start until its end, ceil(expected × warm) seats of the workshop are kept hot — set up,
+    their server started, under a locked password — so the participants' CREATEs only hand
+    them over (`wodsync.sessions.hotseats`)."""
+
+    name: Name
+    workshop: WorkshopKey
+    start: Annotated[AwareDatetime, PydanticStrict(False)] = Field(
+        description="ISO 8601 date and time with its zone, e.g. 2027-03-02T09:00:00+01:00.")
+    end: Annotated[AwareDatetime, PydanticStrict(False)] | None = Field(
+        None, description="When it ends (or give `hours`).")
+    hours: Annotated[float, Field(gt=0, le=72)] | None = Field(
+        None, description="How long it lasts (or give `end`).")
+    expected: Annotated[int, Field(ge=1, le=100000)] = Field(
+        description="Participants expected.")
+    warm: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.65, description="Fraction of `expected` kept hot.")
+    lead: Annotated[int, Field(ge=0, le=1440)] = Field(
+        60, description="Minutes before `start` the hot seats are prepared.")
+
+    @model_validator(mode="after")
+    def _one_end(self) -> Event:
+        if (self.end is None) == (self.hours is None):
+            raise PydanticCustomError("event-end", "give exactly one of `end` and `hours`")
+        if self.end is not None and self.end <= self.start:
+            raise PydanticCustomError("event-end", "`end` must be after `start`")
+        return self
+
+    @property
+    def ends(self) -> datetime:
+        return self.end if self.end is not None else self.start + timedelta(hours=self.hours or 0)
+
+    @property
+    def warms_at(self) -> datetime:
+        """When its hot seats are prepared: `lead` minutes before the start."""
+        return self.start - timedelta(minutes=self.lead)
+
+    @property
+    def hot_target(self) -> int:
+        """How many hot seats it keeps ready: ceil(expected × warm)."""
+        return math.ceil(self.expected * self.warm - 1e-9)
+
+    def warm_at(self, now: datetime) -> bool:
+        """Whether its hot seats are kept at `now`: from `warms_at` until its end."""
+        return self.warms_at <= now < self.ends
+
+
+class EventsFile(Strict):
+    """`catalog/events.yaml`."""
+
+    events: list[Event] = []
+
+
 class Pool(Strict):
     """A pool of student accounts: seat n is user `<prefix><n>` with uid `uid_base + n`.
 
@@ -890,4 +948,5 @@ FILE_MODELS: dict[str, type[BaseModel]] = {
     "system": SystemFilesFile,
     "portal": PortalFile,
     "badges": BadgesFile,
+    "events": EventsFile,
 }

@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 
 from wodsync.catalog.appliances import appliances_fit, seat_values_compute
 from wodsync.catalog.loader import (
+    EVENTS_FILE,
     LOCATIONS_FILE,
     REPLAYS_FILE,
     STUDENTS_FILE,
@@ -298,6 +299,20 @@ def limits_fit(catalog: Catalog) -> Iterator[Diagnostic]:
                 f"{', '.join(hosts)} (workshop over host over pool limits)", *at)
 
 
+def events_valid(catalog: Catalog) -> Iterator[Diagnostic]:
+    """An event names a workshop of the catalog, and no other event's name."""
+    seen: dict[str, int] = {}
+    for i, event in enumerate(catalog.events):
+        doc = catalog.docs[EVENTS_FILE]
+        if event.name in seen:
+            yield doc.diag("duplicate-event", f"event '{event.name}' is already entry "
+                           f"{seen[event.name]}", "events", i, "name")
+        seen.setdefault(event.name, i)
+        if catalog.complete("workshop") and event.workshop not in catalog.workshops:
+            yield doc.diag("unknown-workshop", f"workshop '{event.workshop}' of event "
+                           f"'{event.name}' is not in the catalog", "events", i, "workshop")
+
+
 RULES: tuple[Rule, ...] = (
     system_files_exist,
     hub_template_exists,
@@ -306,6 +321,7 @@ RULES: tuple[Rule, ...] = (
     capacity_fits,
     references_exist,
     ids_unique,
+    events_valid,
     scripts_exist,
     shared_gids_apart,
     hub_ports_privileged,
