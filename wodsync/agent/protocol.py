@@ -218,6 +218,8 @@ class Seat(_Seat, total=False):
     check_timeout: float            # seconds one check script may run
     revision: str                   # the revision `files` come from (CREATE, seat_update)
     end: str                        # a `seat_end`'s: cleanup, reset or purge
+    hot: bool                       # a CREATE's: a hot seat (password locked, no group,
+                                    # recorded `hot` until `seat_take` gives it out)
     # Never on the wire: set on the host by a CREATE's waited stop, for the hub identity's
     # rotation that follows (`hubseat.SEEN`): when, and the hub user's model as then read.
     _hub_seen: tuple[float, dict[str, Any] | None]

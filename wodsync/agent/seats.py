@@ -223,6 +223,9 @@ def create(payload: SeatCreateRequest, host: HostSide) -> SeatCreateAnswer:
         for seat in seats:
             _prepare(seat)
         ready = [s for s in seats if not s.error and not s.waits]
+        hot = [s for s in ready if s.payload.get("hot")]
+        ready = [s for s in ready if not s.payload.get("hot")]
+        _together(hot, "lock password", lambda ps: [_lock_password(p) for p in ps])
         _together(ready, "password", _set_passwords)
         _together([s for s in ready if not s.error], "join group", hubseat.join_groups)
         for seat in seats:
@@ -293,7 +296,7 @@ def _finish(seat: _Seat) -> None:
         try:
             with seat.steps.step("start server"):
                 seat.server = hubseat.start_server(seat.payload, seat.steps)
-            _write_record(seat.payload, "active")
+            _write_record(seat.payload, "hot" if seat.payload.get("hot") else "active")
             return
         except Exception as exc:
             seat.fail(exc)
@@ -508,7 +511,8 @@ def servers(payload: SeatServersRequest, host: HostSide) -> SeatServersAnswer:
         seat = cast(Seat, {**payload, **one})  # the seat's own keys, the call's hub
         with records.locked(seat["state_dir"], [seat["user"]], _lock_timeout(seat)):
             record = records.read(seat["state_dir"], seat["user"]) or {}
-            if record.get("session") != seat["session"] or record.get("state") != "active":
+            if record.get("session") != seat["session"] \
+                    or record.get("state") not in ("active", "hot"):
                 gone.append(seat["user"])
                 continue
             try:
@@ -523,7 +527,45 @@ def servers(payload: SeatServersRequest, host: HostSide) -> SeatServersAnswer:
     return {"started": started, "deferred": deferred, "gone": gone, "errors": errors}
 
 
+# ---- hot seats ------------------------------------------------------------------------------
+
+def take(payload: SeatCreateRequest, host: HostSide) -> SeatCreateAnswer:
+    """Operation `seat_take`: hot seats set up ahead of an event (`hot`) given to their
+    participants — the password set (one `chpasswd`), the workshop group joined, the record
+    rewritten with the participant; the home and the running server stay as they are. A seat
+    the host does not record as this session's hot seat is refused, untouched."""
+    seats = [_Seat(p) for p in payload["seats"]]
+    with records.locked(payload["state_dir"], [s.payload["user"] for s in seats],
+                        _lock_timeout(payload)):
+        for seat in seats:
+            _check_hot(seat)
+        ready = [s for s in seats if not s.error]
+        _together(ready, "password", _set_passwords)
+        _together([s for s in ready if not s.error], "join group", hubseat.join_groups)
+        for seat in seats:
+            if seat.error is None:
+                _write_record(seat.payload, "active")
+    return {"seats": [_answer(seat) for seat in seats]}
+
+
+def _check_hot(seat: _Seat) -> None:
+    try:
+        with seat.steps.step("account"):
+            seat.user = _user(seat.payload)
+        record = records.read(seat.payload["state_dir"], seat.payload["user"])
+        if record is None or record.get("session") != seat.payload["session"] \
+                or record.get("state") != "hot":
+            seat.occupied = _occupied(record) if record is not None \
+                and records.belongs_to_other(record, seat.payload["session"]) else None
+            raise RuntimeError(f"seat {seat.payload['user']} is not the hot seat of session "
+                               f"{seat.payload['session']} on the host "
+                               f"({(record or {}).get('state') or 'no record'})")
+    except Exception as exc:
+        seat.fail(exc)
+
+
 OPERATIONS: dict[str, Callable[[Any, HostSide], Any]] = {
+    "seat_take": take,
     "seat_create": create,
     "seat_cleanup": cleanup,
     "seat_reset": reset,

@@ -132,7 +132,7 @@ STAGE_HOOKS = {"all": ("create", "post_copy"), "hook": ("create",), "rest": ("po
 
 def create_payload(catalog: Catalog, session: Session, secrets: Secrets, stage: str = "all",
                    produced: dict[str, str] | None = None,
-                   ssh_key: SeatKey | None = None) -> Seat:
+                   ssh_key: SeatKey | None = None, hot: bool = False) -> Seat:
     """A CREATE in one call (`all`), or in two around the create hook for a workshop whose
     hook writes values (`hook`: up to it, answering them; `rest`: the files rendered with
     `produced`, and on). `ssh_key`: the seat's key for its appliance."""
@@ -142,6 +142,8 @@ def create_payload(catalog: Catalog, session: Session, secrets: Secrets, stage: 
                                    session.password, produced or {}))
     payload["password"] = session.password
     payload["revision"] = session.revision
+    if hot:  # set up under a locked password; `take_payload` gives the password later
+        payload["hot"] = True
     if stage != "all":
         payload["stage"] = stage
     if stage == "hook":
@@ -173,6 +175,14 @@ def update_payload(catalog: Catalog, session: Session, secrets: Secrets,
                          "mode": f.mode} for f in files]
     payload["compile"] = list(ws.compile)
     payload["revision"] = revision
+    return payload
+
+
+def take_payload(catalog: Catalog, session: Session, secrets: Secrets) -> Seat:
+    """A hot seat given to the participant `session` now names (`seat_take`): its password
+    and the participant's record."""
+    payload = _base(catalog, session, secrets)
+    payload["password"] = session.password
     return payload
 
 

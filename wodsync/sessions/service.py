@@ -359,14 +359,15 @@ class SessionService:
                                               output=outputs)
         return Created(active, hub_url(dep.catalog, session.host), answer["timings"])
 
-    def _set_up(self, dep: Deployment, session: Session,
-                produced: dict[str, str]) -> dict[str, Any]:
+    def _set_up(self, dep: Deployment, session: Session, produced: dict[str, str],
+                hot: bool = False) -> dict[str, Any]:
         """The seat's appliance account first (`appliances`), then the seat on its host: in
         one call, or in two around the create hook when the workshop declares values the
         hook writes (`produced` receives them, for the files rendered after it)."""
         key = self.appliances.create(dep.catalog, session)
         if not hook_names(dep.catalog.workshops[session.workshop]):
-            payload = seat.create_payload(dep.catalog, session, dep.secrets, ssh_key=key)
+            payload = seat.create_payload(dep.catalog, session, dep.secrets, ssh_key=key,
+                                          hot=hot)
             return self.burst.create(session.host, dep.catalog.hosts[session.host], payload)
         first = self._seat_create(dep, session, seat.create_payload(
             dep.catalog, session, dep.secrets, "hook", ssh_key=key))
@@ -374,7 +375,7 @@ class SessionService:
             return first
         produced.update(first.get("values") or {})
         rest = self._seat_create(dep, session, seat.create_payload(
-            dep.catalog, session, dep.secrets, "rest", produced))
+            dep.catalog, session, dep.secrets, "rest", produced, hot=hot))
         return {**rest, "timings": {**first["timings"], **rest["timings"]},
                 "outputs": [*first["outputs"], *rest["outputs"]]}
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from wodsync.store import files, migrations, sealing
 from wodsync.store.badges import Badge, BadgeNotFound, Badges
 from wodsync.store.deferred import DeferredServers
+from wodsync.store.hotseats import HotSeats
 from wodsync.store.guard import Guard, GuardEvent, Quarantined
 from wodsync.store.lock import (
     WriterBusy,
@@ -159,6 +160,7 @@ class Store:
         self.deferred = DeferredServers(engine)
         self.tokens = Tokens(engine)
         self.leases = Leases(engine)
+        self.hot = HotSeats(engine, self.sessions)  # hot seats of scheduled events
         self.sessions.hooks.append(self.badges.on_move)  # first: before any mail is queued
 
     @property

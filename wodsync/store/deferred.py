@@ -52,7 +52,8 @@ class DeferredServers:
         active; a seat cleaned up (or purged) meanwhile is dropped, never started."""
         query = (select(DEFERRED.c.host, DEFERRED.c.username, DEFERRED.c.session_id)
                  .join(SESSIONS, SESSIONS.c.id == DEFERRED.c.session_id)
-                 .where(SESSIONS.c.state == SessionState.ACTIVE.value))
+                 .where(SESSIONS.c.state.in_([SessionState.ACTIVE.value,
+                                              SessionState.HOT.value])))
         with reading(self.engine) as conn:
             rows = conn.execute(query).all()
         found: dict[str, dict[str, str]] = {}
@@ -68,8 +69,9 @@ class DeferredServers:
                 conn.execute(delete(DEFERRED).where(DEFERRED.c.session_id.in_(ids)))
 
     def prune(self) -> int:
-        """Forget the records of sessions no longer active; how many."""
-        live = select(SESSIONS.c.id).where(SESSIONS.c.state == SessionState.ACTIVE.value)
+        """Forget the records of sessions no longer active (or hot); how many."""
+        live = select(SESSIONS.c.id).where(SESSIONS.c.state.in_(
+            [SessionState.ACTIVE.value, SessionState.HOT.value]))  # a hot seat's server too
         with writing(self.engine) as conn:
             return conn.execute(delete(DEFERRED).where(
                 DEFERRED.c.session_id.not_in(live))).rowcount or 0

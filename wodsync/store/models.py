@@ -71,6 +71,9 @@ class SessionState(enum.StrEnum):
     RELEASING = "releasing"
     FAILED = "failed"
     ENDED = "ended"
+    # A seat set up ahead of a scheduled event, no participant yet, its password locked
+    # (`wodsync.sessions.hotseats`): a CREATE of its workshop takes it.
+    HOT = "hot"
 
 
 # A live session occupies its seat, its capacity slot and its participant's e-mail.
@@ -80,6 +83,7 @@ LIVE_STATES: tuple[SessionState, ...] = (
     SessionState.CLEANING,
     SessionState.HELD,
     SessionState.RESETTING,
+    SessionState.HOT,  # a hot seat holds its capacity slot and its seat like a session
 )
 # A session whose release has not finished on its host (the host was down, a step failed) no
 # longer has a participant — their e-mail and the capacity slot are free — but keeps its seat
@@ -707,3 +711,16 @@ class ProcessLeaseRow(Base):
     owner: Mapped[str] = mapped_column(String(200), primary_key=True)
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
+
+
+class HotSeatRow(Base):
+    """A session made as a hot seat of a scheduled event (`catalog/events.yaml`): which event
+    it was prepared for, and when a participant's CREATE took it (NULL: not taken)."""
+
+    __tablename__ = "hot_seats"
+
+    session_id: Mapped[str] = mapped_column(
+        String(12), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    event: Mapped[str] = mapped_column(String(100), index=True)
+    prepared_at: Mapped[datetime]
+    taken_at: Mapped[datetime | None]

@@ -53,7 +53,7 @@ ALLOCATION_LOCK_CLASS = 0x776F6473  # first key of the two-key advisory locks ("
 # holds a seat (`schedule_release`), and — on the host's word that the seat is still held —
 # from FAILED or ENDED (`reopen`).
 TRANSITIONS: Mapping[SessionState, frozenset[SessionState]] = {
-    S.CREATING: frozenset({S.ACTIVE, S.FAILED, S.RELEASING}),
+    S.CREATING: frozenset({S.ACTIVE, S.FAILED, S.RELEASING, S.HOT}),
     S.ACTIVE: frozenset({S.CLEANING, S.RELEASING}),
     S.CLEANING: frozenset({S.ENDED, S.HELD, S.RELEASING}),
     S.HELD: frozenset({S.RESETTING, S.RELEASING}),
@@ -61,6 +61,7 @@ TRANSITIONS: Mapping[SessionState, frozenset[SessionState]] = {
     S.RELEASING: frozenset({S.ENDED, S.HELD, S.RELEASING}),
     S.FAILED: frozenset(),
     S.ENDED: frozenset(),
+    S.HOT: frozenset({S.CREATING, S.RELEASING}),  # taken by a CREATE (`store.hotseats`)
 }
 
 
@@ -314,14 +315,7 @@ class Sessions:
                        seats: list[Candidate], capacity: int, duration_hours: float,
                        revision: str, password: str, now: datetime) -> Session:
         _serialize_workshop(conn, workshop)
-        existing = conn.execute(select(SESSIONS).where(
-            SESSIONS.c.workshop == workshop,
-            func.lower(SESSIONS.c.email) == func.lower(participant.email), _live())).first()
-        if existing is None and participant.key is not None:
-            existing = conn.execute(select(SESSIONS).where(
-                SESSIONS.c.email_key == participant.key, _person())).first()
-        if existing is not None:
-            raise AlreadyLive(_session(existing))
+        refuse_live(conn, workshop, participant)
         seat = _first_free_seat(conn, seats)
         if seat is None:
             raise NoFreeSeat(workshop, len(seats))
@@ -642,6 +636,19 @@ def _serialize_workshop(conn: Connection, workshop: str) -> None:
     digest = hashlib.sha256(workshop.encode()).digest()
     conn.execute(select(func.pg_advisory_xact_lock(
         ALLOCATION_LOCK_CLASS, int.from_bytes(digest[:4], "big", signed=True))))
+
+
+def refuse_live(conn: Connection, workshop: str, participant: Participant) -> None:
+    """AlreadyLive when the participant has a live session of the workshop (or, with a folded
+    e-mail, a workshop under way anywhere): a CREATE and a hot seat's taking both ask."""
+    existing = conn.execute(select(SESSIONS).where(
+        SESSIONS.c.workshop == workshop,
+        func.lower(SESSIONS.c.email) == func.lower(participant.email), _live())).first()
+    if existing is None and participant.key is not None:
+        existing = conn.execute(select(SESSIONS).where(
+            SESSIONS.c.email_key == participant.key, _person())).first()
+    if existing is not None:
+        raise AlreadyLive(_session(existing))
 
 
 def _first_free_seat(conn: Connection, seats: list[Candidate]) -> Candidate | None:
