@@ -46,6 +46,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # Content CI (contentcilab.py): wodqc, uids 41401-41404, its home root.
     "test_contentci": ("contentcilab", ("root",)),
     "test_portal": ("sessionlab", ("root", "pg")),  # the participant's pages on its seats
+    "test_hotseats": ("hotseatlab", ("root",)),  # wodqe, uids 41801-41840, own home root
     # uids 55001-55050 (wodta) and 55001-55010 (wodtw) overlap.
     "test_accountsdb": ("uids-55000", ("root",)),
     "test_sweep": ("uids-55000", ("root",)),

@@ -153,6 +153,9 @@ class SessionService:
         self.listeners: list[Callable[[str, Session, float | None], None]] = []
         self.adopter = Adopter(store, lambda: self.deployment().catalog, self._call)
         self.appliances = Appliances(self.connections)
+        from wodsync.sessions.hotseats import HotSeatKeeper  # it reads this module's service
+
+        self.hot = HotSeatKeeper(self)  # hot seats of scheduled events, taken first
         self.release = Release(store, self.deployment, self._call, self.adopter.adopt,
                                self._emit, self.appliances.release,
                                None if os.environ.get(SINGLE_ENDS) else self._end)
@@ -284,6 +287,9 @@ class SessionService:
         `hosts`, all on deployment `on`, tried seat after seat until one is set up; None when
         none of them has one (why added to `reasons`)."""
         key, ws = workshop
+        hot = self._take_hot(on, key, participant, hosts)
+        if hot is not None:
+            return hot
         while True:
             up = [h for h in hosts if not self.connections.down(h)]  # a failed call marks it
             candidates = [c for c in self._candidates(on.catalog, key, loc, up)
@@ -308,6 +314,22 @@ class SessionService:
             created = self._deploy(on, session)
             if created is not None:
                 return created
+
+    def _take_hot(self, on: Deployment, key: str, participant: Participant,
+                  hosts: list[str]) -> Created | None:
+        """A hot seat of the workshop, prepared ahead of its event, given first
+        (`sessions.hotseats`); None when none is ready on `hosts`."""
+        started = time.monotonic()
+        up = [h for h in hosts if not self.connections.down(h)]
+        try:
+            session = self.hot.take(on, key, participant, up)
+        except AlreadyLive as exc:
+            raise Duplicate(f"{participant.email} already has a live session of {key}",
+                            exc.session) from None
+        if session is None:
+            return None
+        return Created(session, hub_url(on.catalog, session.host),
+                       seconds=time.monotonic() - started)
 
     def _deploy(self, dep: Deployment, session: Session) -> Created | None:
         """Set the seat up; None when it could not be had (its host unreachable, or the host
@@ -713,7 +735,8 @@ class Heartbeat(Background):
 class ExpiryLoop(Background):
     """A thread that runs `expire` every `interval` seconds until stopped; every
     `DEFERRED_EVERY` seconds between, it asks again for deferred servers, tries the releases
-    that are due and reconciles the seat records of hosts not yet reconciled since the start."""
+    that are due, keeps the events' hot seats (`sessions.hotseats`) and reconciles the seat
+    records of hosts not yet reconciled since the start."""
 
     def __init__(self, service: SessionService, interval: float = 30.0) -> None:
         super().__init__("wodsync-expiry")
@@ -729,6 +752,7 @@ class ExpiryLoop(Background):
             wait = min(DEFERRED_EVERY, max(0.0, due - time.monotonic()))
             self._round("deferred servers", self.service.start_deferred)
             self._round("releases", self.service.retry_releases)
+            self._round("hot seats", self.service.hot.keep)
             if self.service.unsynced():
                 self._round("seat records", self.service.sync_unsynced)
             if time.monotonic() >= due:

@@ -24,8 +24,8 @@ from sqlalchemy.exc import OperationalError
 from wodsync.store import files, migrations, sealing
 from wodsync.store.badges import Badge, BadgeNotFound, Badges
 from wodsync.store.deferred import DeferredServers
-from wodsync.store.hotseats import HotSeats
 from wodsync.store.guard import Guard, GuardEvent, Quarantined
+from wodsync.store.hotseats import HotSeats
 from wodsync.store.lock import (
     WriterBusy,
     WriterLock,
