@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 
 from wodsync.controller import open_controller
+from wodsync.daemon.metrics import Metrics
+from wodsync.daemon.views import status_view
 from wodsync.secrets import Secrets
 from wodsync.sessions.service import NoSeat
 from wodsync.store import Participant, SessionState
 
 from helpers import remove_test_accounts
+from helpers import wodsync as run_wodsync
 from sessionlab import wodsync
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
@@ -158,6 +161,22 @@ def test_the_pool_refills_while_the_event_lasts(ctl):
     kept = ctl.sessions.hot.keep(START + timedelta(minutes=5))
     assert kept.prepared == {"conf": 1}
     assert len(_ready(ctl)) == 2
+
+
+def test_status_metrics_and_the_cli_show_hot_seats_per_event(ctl, lab):
+    assert status_view(ctl.store)["hotSeats"] == {"conf": {"ready": 2, "preparing": 0,
+                                                           "taken": 1}}
+    metrics = Metrics()
+    metrics.watch_sessions(ctl.store, lambda: {"WKSHP-Hot": 4})
+    text = metrics.exposition().decode()
+    assert 'wodsync_hot_seats{event="conf",state="ready"} 2.0' in text
+    assert 'wodsync_hot_seats{event="conf",state="taken"} 1.0' in text
+    shown = run_wodsync("event", "show", "conf", "--json", "--root", lab["root"],
+                        "--state-dir", lab["state"])
+    assert shown.returncode == 0, shown.stderr
+    row = json.loads(shown.stdout)
+    assert (row["hot_target"], row["ready"], row["taken"]) == (2, 2, 1)
+    assert sorted(s["state"] for s in row["seats"]) == ["hot", "hot"]
 
 
 def test_hot_seats_count_against_capacity_and_never_take_a_live_session(ctl):

@@ -19,6 +19,7 @@ from wodsync.cli import (  # noqa: F401
     daemon,
     demo,
     engine,
+    events,
     guard,
     mail,
     report,

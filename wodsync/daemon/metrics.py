@@ -41,6 +41,12 @@ class SessionCollector(Collector):
         for key, capacity in sorted(self.capacities().items()):
             free.add_metric([key], max(0, capacity - live.get(key, 0)))
         yield free
+        hot = GaugeMetricFamily("wodsync_hot_seats", "Hot seats of scheduled events by "
+                                "state (ready, preparing, taken).", labels=["event", "state"])
+        for event, c in sorted(self.store.hot.per_event().items()):
+            for state in ("ready", "preparing", "taken"):
+                hot.add_metric([event, state], getattr(c, state))
+        yield hot
 
 
 class StatusCollector(Collector):

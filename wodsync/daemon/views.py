@@ -123,8 +123,15 @@ def status_view(store: Store, host: str | None = None,
             "releasesPending": releases_json(store),
             "guard": guard_json(store),
             "alerts": alerts_json(store),
+            "hotSeats": hot_seats_json(store),
             "reconciliations": [reconciliation_json(r)
                                 for r in store.status.reconciliations(host, limit)]}
+
+
+def hot_seats_json(store: Store) -> dict[str, dict[str, int]]:
+    """event → its hot seats ready, preparing and taken (`sessions.hotseats`)."""
+    return {event: {"ready": c.ready, "preparing": c.preparing, "taken": c.taken}
+            for event, c in sorted(store.hot.per_event().items())}
 
 
 def facts_view(store: Store, known: Iterable[str] = ()) -> dict[str, Any]:
