@@ -49,6 +49,7 @@ SMOKE: dict[str, list[str]] = {
     "contentci.py": ["--runs", "1"],
     "sweep.py": ["--files", "300", "--seat-files", "5"],
     "liveupdate.py": ["--seats", "3", "--force"],
+    "hotseats.py": ["--creates", "2", "--notebooks", "2"],
 }
 
 
@@ -206,3 +207,11 @@ def test_liveupdate_times_a_fix_to_live_seats_beside_a_round_trip_per_seat() -> 
     assert re.search(r"one-notebook fix to 3 live seats, one round trip for the host: "
                      r"[0-9.]+ s", out), out
     assert re.search(r"baseline, one round trip per seat \(same run\): +[0-9.]+ s", out), out
+
+
+@needs_root
+def test_hotseats_times_a_create_on_a_hot_seat_beside_one_without() -> None:
+    out = bench("hotseats.py")
+    assert re.search(r"CREATE taking a hot seat\s+p50\s+[\d.]+ ms", out), out
+    assert re.search(r"CREATE without a hot seat \(base\)\s+p50\s+[\d.]+ ms", out), out
+    assert "speed-up at p50:" in out, out

@@ -1,8 +1,8 @@
 """Hot seats of a scheduled event, on real accounts and homes of this machine (no hub: the
 server side of a hot seat is the deferred-start code's, exercised by the hub tests).
 
-The lab: pool `wodqe` (uids 41801-41840, home root /home/wodsync-test-hotseats), one local
-host, workshop WKSHP-Hot (capacity 4) and event `conf` (4 expected × 0.5 warm = 2 hot seats,
+The lab (`hotseatlab`): pool `wodqe` (uids 41801-41840), one local host, workshop WKSHP-Hot
+(capacity 4) and event `conf` (4 expected × 0.5 warm = 2 hot seats,
 lead 60 minutes). Time is passed to `keep` explicitly, so "before the lead", "during the event"
 and "after its end" are moments of one run.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,63 +24,31 @@ from wodsync.secrets import Secrets
 from wodsync.sessions.service import NoSeat
 from wodsync.store import Participant, SessionState
 
-from helpers import remove_test_accounts
 from helpers import wodsync as run_wodsync
+from hotseatlab import HOMES, cleanup, pam_login, range_taken, write_catalog
 from sessionlab import wodsync
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
 
-PREFIX, BASE = "wodqe", 41800
-HOMES = Path("/home/wodsync-test-hotseats")
 START = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
-NOTEBOOK = {"cells": [{"cell_type": "markdown", "metadata": {},
-                       "source": ["# Seat {{ STDID }} of {{ WKSHP }}"]}],
-            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 EVENTS = ("events:\n  - name: conf\n    workshop: WKSHP-Hot\n"
           f"    start: {START.isoformat()}\n    hours: 2\n    expected: 4\n    warm: 0.5\n")
 
 
-def _cleanup() -> None:
-    remove_test_accounts(PREFIX, BASE)
-    shutil.rmtree(HOMES, ignore_errors=True)
-
-
-def _write(root: Path, tmp: Path, events: str) -> None:
-    files = {
-        "catalog/locations.yaml": "locations:\n  - name: lab\n",
-        "catalog/students.yaml": f"pools:\n  {PREFIX}:\n    prefix: {PREFIX}\n    first: 1\n"
-                                 f"    last: 40\n    uid_base: {BASE}\n    gid_base: {BASE}\n"
-                                 f"    home_root: {HOMES}\n",
-        "catalog/workshops/WKSHP-Hot/workshop.yaml":
-            "name: Hot\ncapacity: 4\nseats: {first: 1, last: 10}\nlocation: lab\n"
-            "duration: 2\n",
-        "catalog/workshops/WKSHP-Hot/1-Intro.ipynb": json.dumps(NOTEBOOK),
-        "hosts/lab1.yaml": f"address: localhost\ntransport: local\nlocation: lab\n"
-                           f"pool: {PREFIX}\nstate_dir: {tmp}/state-lab1\n",
-    }
-    if events:
-        files["catalog/events.yaml"] = events
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[dict[str, Path]]:
-    taken = [e.pw_name for e in pwd.getpwall()
-             if BASE < e.pw_uid <= BASE + 40 and not e.pw_name.startswith(PREFIX)]
+    taken = range_taken()
     if taken:
-        pytest.skip(f"uids {BASE + 1}-{BASE + 40} are used by others: {taken[:3]}")
-    _cleanup()
-    HOMES.mkdir(mode=0o755, exist_ok=True)
+        pytest.skip(f"the lab's uids 41801-41840 are used by others: {taken[:3]}")
+    cleanup()
     tmp = tmp_path_factory.mktemp("hotseats")
     root, gone = tmp / "repo", tmp / "repo-without-event"
-    _write(root, tmp, EVENTS)
-    _write(gone, tmp, "")
+    write_catalog(root, tmp, EVENTS)
+    write_catalog(gone, tmp, "")
     applied = wodsync(root, tmp, "apply", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     yield {"root": root, "gone": gone, "tmp": tmp, "state": tmp / "state"}
-    _cleanup()
+    cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +96,14 @@ def test_hot_seats_are_prepared_within_the_lead_time_under_a_locked_password(ctl
     hot = _ready(ctl)
     assert len(hot) == 2
     for s in hot:
-        nb = json.loads((HOMES / s.username / "WKSHP-Hot/1-Intro.ipynb").read_text())
+        nb = json.loads((HOMES / s.username / "WKSHP-Hot/1-Part.ipynb").read_text())
         assert nb["cells"][0]["source"] == [f"# Seat {s.seat} of WKSHP-Hot"]
         assert _shadow(s.username).startswith("!")  # no login, whatever the password
         assert not _password_works(s.username, s.password)
         record = _record(lab, s.username)
         assert record is not None and (record["session"], record["state"]) == (s.id, "hot")
+    # PAM (the hub's and sshd's way in) refuses the seat's own future password.
+    assert not pam_login(hot[0].username, hot[0].password)
     # They hold their seats and capacity slots like sessions.
     assert ctl.store.sessions.live_per_workshop() == {"WKSHP-Hot": 2}
     # A second round keeps the pool as it is.
@@ -150,6 +118,7 @@ def test_a_create_takes_a_hot_seat_first_and_its_password_works(ctl, lab):
     assert s.id in hot and s.state is SessionState.ACTIVE
     assert (s.email, s.name, s.username) == ("bo@example.org", "Bo", hot[s.id].username)
     assert _password_works(s.username, s.password)
+    assert pam_login(s.username, s.password)
     record = _record(lab, s.username)
     assert record is not None and record["state"] == "active"
     assert record["email"] == "bo@example.org"

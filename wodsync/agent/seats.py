@@ -136,6 +136,12 @@ def _lock_password(payload: Seat) -> None:
         raise RuntimeError("; ".join(e["message"] for e in outcome["errors"]))
 
 
+def _lock_passwords(payloads: Sequence[Seat]) -> None:
+    """Hot seats (`hot`): set up for no one yet, so no password opens them."""
+    for payload in payloads:
+        _lock_password(payload)
+
+
 def _empty_home(user: pwd.struct_passwd, skel: list[safefs.SkelEntry] | None = None) -> list[str]:
     with safefs.opened_home(user.pw_dir, user.pw_uid, user.pw_gid) as fd:
         if skel is None:
@@ -225,7 +231,7 @@ def create(payload: SeatCreateRequest, host: HostSide) -> SeatCreateAnswer:
         ready = [s for s in seats if not s.error and not s.waits]
         hot = [s for s in ready if s.payload.get("hot")]
         ready = [s for s in ready if not s.payload.get("hot")]
-        _together(hot, "lock password", lambda ps: [_lock_password(p) for p in ps])
+        _together(hot, "lock password", _lock_passwords)
         _together(ready, "password", _set_passwords)
         _together([s for s in ready if not s.error], "join group", hubseat.join_groups)
         for seat in seats:

@@ -44,8 +44,8 @@ class SessionCollector(Collector):
         hot = GaugeMetricFamily("wodsync_hot_seats", "Hot seats of scheduled events by "
                                 "state (ready, preparing, taken).", labels=["event", "state"])
         for event, c in sorted(self.store.hot.per_event().items()):
-            for state in ("ready", "preparing", "taken"):
-                hot.add_metric([event, state], getattr(c, state))
+            for kind in ("ready", "preparing", "taken"):
+                hot.add_metric([event, kind], getattr(c, kind))
         yield hot
 
 

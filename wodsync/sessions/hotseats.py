@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from wodsync.agent.protocol import SeatCreateRequest
 from wodsync.catalog.loader import Catalog
 from wodsync.catalog.models import Event
 from wodsync.engine.remote import HostError
@@ -151,8 +152,8 @@ class HotSeatKeeper:
         if session is None:
             return None
         payload = seat.take_payload(dep.catalog, session, dep.secrets)
-        request = {"state_dir": payload["state_dir"], "owner": payload["owner"],
-                   "seats": [payload]}
+        request: SeatCreateRequest = {"state_dir": payload["state_dir"],
+                                      "owner": payload["owner"], "seats": [payload]}
         try:
             answer = self.service.connections.call(
                 session.host, dep.catalog.hosts[session.host], "seat_take", request)["seats"][0]
