@@ -752,7 +752,7 @@ class ExpiryLoop(Background):
             wait = min(DEFERRED_EVERY, max(0.0, due - time.monotonic()))
             self._round("deferred servers", self.service.start_deferred)
             self._round("releases", self.service.retry_releases)
-            self._round("hot seats", self.service.hot.keep)
+            self._round("hot seats", lambda: self.service.hot.keep())
             if self.service.unsynced():
                 self._round("seat records", self.service.sync_unsynced)
             if time.monotonic() >= due:
