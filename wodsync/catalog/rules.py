@@ -308,9 +308,16 @@ def events_valid(catalog: Catalog) -> Iterator[Diagnostic]:
             yield doc.diag("duplicate-event", f"event '{event.name}' is already entry "
                            f"{seen[event.name]}", "events", i, "name")
         seen.setdefault(event.name, i)
-        if catalog.complete("workshop") and event.workshop not in catalog.workshops:
+        ws = catalog.workshops.get(event.workshop)
+        if ws is None and catalog.complete("workshop"):
             yield doc.diag("unknown-workshop", f"workshop '{event.workshop}' of event "
                            f"'{event.name}' is not in the catalog", "events", i, "workshop")
+        elif ws is not None and event.hot_target > ws.capacity:
+            yield doc.diag("hot-seats-capacity", f"event '{event.name}' wants "
+                           f"{event.hot_target} hot seats (expected × warm) but "
+                           f"{event.workshop} has a capacity of {ws.capacity}: at most "
+                           f"{ws.capacity} are kept", "events", i, "expected",
+                           severity="warning")
 
 
 RULES: tuple[Rule, ...] = (
