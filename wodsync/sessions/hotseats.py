@@ -75,13 +75,12 @@ class HotSeatKeeper:
 
     def _release_cold(self, catalog: Catalog, events: dict[str, Event], now: datetime,
                       done: KeptRound) -> None:
+        """Ready hot seats whose event is over or gone, PURGEd (one still being set up is
+        ready by the next round, and released then)."""
         for session_id, name in self.store.hot.event_of().items():
             event = events.get(name)
             if event is not None and event.warm_at(now) and event.workshop in catalog.workshops:
                 continue
-            session = self.store.sessions.get(session_id)
-            if session.state.value != "hot":
-                continue  # still being set up: released once it is ready, next round
             why = "its event left the catalog" if event is None else "its event is over"
             ended = self.service.purge(session_id, f"hot seat of {name}: {why}")
             done.released.append(ended.id)

@@ -117,10 +117,11 @@ class HotSeats:
             return [_session(r) for r in conn.execute(query.order_by(SESSIONS.c.created_at))]
 
     def event_of(self) -> dict[str, str]:
-        """session id → event, of the hot seats not taken."""
+        """session id → event, of the hot seats ready (`hot`)."""
         with reading(self.engine) as conn:
             rows = conn.execute(select(HOT_SEATS.c.session_id, HOT_SEATS.c.event)
-                                .where(HOT_SEATS.c.taken_at.is_(None))).all()
+                                .join(SESSIONS, SESSIONS.c.id == HOT_SEATS.c.session_id)
+                                .where(SESSIONS.c.state == S.HOT.value)).all()
         return {sid: event for sid, event in rows}
 
     def per_event(self) -> dict[str, EventSeats]:
