@@ -28,7 +28,13 @@ from wodsync.render.content import new_password
 from wodsync.sessions import seat
 from wodsync.sessions.release import retry_delay
 from wodsync.source.revision import Deployment, NotDeployed
-from wodsync.store import CapacityReached, NoFreeSeat, Participant, Session
+from wodsync.store import (
+    CapacityReached,
+    InvalidTransition,
+    NoFreeSeat,
+    Participant,
+    Session,
+)
 
 if TYPE_CHECKING:
     from wodsync.sessions.service import SessionService
@@ -82,8 +88,12 @@ class HotSeatKeeper:
             if event is not None and event.warm_at(now) and event.workshop in catalog.workshops:
                 continue
             why = "its event left the catalog" if event is None else "its event is over"
-            ended = self.service.purge(session_id, f"hot seat of {name}: {why}")
-            done.released.append(ended.id)
+            try:
+                retired = self.store.hot.retire(session_id, f"hot seat of {name}: {why}")
+            except InvalidTransition:
+                continue  # a CREATE took it meanwhile: a participant's now
+            self.service.release.run(retired, "purge", f"hot seat of {name}: {why}")
+            done.released.append(session_id)
 
     def _fill(self, dep: Deployment, event: Event, done: KeptRound) -> None:
         have = len(self.store.hot.waiting(event.name))

@@ -75,6 +75,14 @@ class HotSeats:
         """Its host has set it up: `creating` → `hot`, a CREATE may take it."""
         return self.sessions.transition(session_id, S.HOT, message=message)
 
+    def retire(self, session_id: str, reason: str, now: datetime | None = None) -> Session:
+        """A ready hot seat to be released (its event is over or gone): `hot` → `releasing`
+        only while it is still `hot` — never one a CREATE took meanwhile (InvalidTransition)."""
+        now = _aware(now)
+        return self.sessions._move(session_id, S.RELEASING, [S.HOT], reason, "", now,
+                                   {"error": reason, "release_op": "purge",
+                                    "next_release_at": now})
+
     def take(self, workshop: str, participant: Participant, hosts: Sequence[str],
              duration_hours: float, now: datetime | None = None) -> Session | None:
         """The first hot seat of `workshop` on `hosts` given to `participant` (`creating`,
