@@ -114,6 +114,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
 PURE_MODULES = {
     "test_contentci_pure",
     "test_agent_python", "test_egress_rules", "test_guard_rules", "test_events_catalog",
+    "test_hotseats_store",
     "test_api", "test_burst", "test_catalog_valid", "test_cli", "test_hooks", "test_hostile",
     "test_import", "test_limits_plan", "test_logs", "test_models", "test_plan_hub",
     "test_project", "test_render_budget", "test_review", "test_liveupdate_rules",
