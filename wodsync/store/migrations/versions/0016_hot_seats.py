@@ -5,7 +5,7 @@ workshop like a live session (the unique indexes count it), and `hot_seats` says
 was prepared for and when a CREATE took it.
 
 Revision ID: 0016
-Revises: 0008
+Revises: 0014
 Create Date: 2026-12-06
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0008"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
@@ -65,7 +65,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Back to 0008: a hot seat not taken has no participant and goes (its seat is released
+    """Back to 0014: a hot seat not taken has no participant and goes (its seat is released
     by the next sync of the host's records, which no longer match a session)."""
     op.drop_index(op.f("ix_hot_seats_event"), table_name="hot_seats")
     op.drop_table("hot_seats")
