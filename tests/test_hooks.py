@@ -141,7 +141,8 @@ def _session(seat_no: int = 41, password: str = "Pass-w0rd") -> Any:
     return SimpleNamespace(
         id="s-1", workshop="WKSHP-Git101", host="hub-emea", seat=seat_no,
         username=f"student{seat_no}", password=password, email="a@example.org", name="A",
-        company="ACME", location="emea", duration_hours=1.0, created_at=datetime.now(UTC))
+        company="ACME", location="emea", duration_hours=1.0, created_at=datetime.now(UTC),
+        revision="a" * 40)
 
 
 @pytest.fixture
