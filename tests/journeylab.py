@@ -90,6 +90,11 @@ def write_catalog(root: Path, tmp: Path, ports: list[int], extra: dict[str, str]
             "location: lab\nduration: 2\npresenter: Ada Example\nrole: Developer Advocate\n")
         for notebook in EXAMPLE.glob("*.ipynb"):
             files[f"catalog/workshops/{key}/{notebook.name}"] = notebook.read_text()
+    # A scored step, so that the end shows a score on the session page and in the ended mail.
+    files["catalog/workshops/WKSHP-Journey/workshop.yaml"] += \
+        "checks:\n  - {name: home, script: checks/home.sh}\n"
+    files["catalog/workshops/WKSHP-Journey/checks/home.sh"] = \
+        '#!/bin/sh\n[ -d "$HOME" ] || { echo "FAIL: your home is gone"; exit 1; }\n'
     for template in (PROJECT / "templates/hub").glob("*.j2"):
         files[f"templates/hub/{template.name}"] = template.read_text()
     files.update(extra or {})

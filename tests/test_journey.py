@@ -160,8 +160,14 @@ def test_the_journey_from_the_page_to_jupyterlab_and_back_in_a_real_browser(jour
     page.click("#unregister button")
     page.get_by_text("Your workshop has ended.").wait_for()
     assert page.locator("#password").count() == 0, "no credentials after the end"
+    assert page.locator("#score").inner_text() == "Your score: 100 / 100."
     ended = wait_mail(journey, "ada@lab.example", ENDED)
     assert "register for another" in ended.get_body(("plain",)).get_content().lower()
+    assert "Your score: 100 / 100." in ended.get_body(("plain",)).get_content()
+    mail_page = page.context.new_page()
+    mail_page.set_content(ended.get_body(("html",)).get_content())
+    assert "Your score: 100 / 100." in mail_page.locator("body").inner_text()
+    mail_page.close()
     page.goto(session_url)
     assert page.locator("#password").count() == 0
 
