@@ -47,6 +47,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -210,6 +211,16 @@ def set_password_field(names: list[str], value: str, root: str = "/etc",
                        timeout: float = DEFAULT_TIMEOUT) -> Outcome:
     """shadow's password field as given (`!` locks; a crypt hash sets a password)."""
     return apply({"password_fields": {n: value for n in names}}, root, timeout)
+
+
+def seat_account(user: str, uid: int) -> pwd.struct_passwd:
+    """A seat's account as the system resolves it, refused when it is not the pool's uid the
+    controller named, or root's: every seat operation acts as, or on, this uid."""
+    entry = pwd.getpwnam(user)
+    if entry.pw_uid != uid or entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise RuntimeError(f"{user} has uid {entry.pw_uid}, expected {uid}: not a seat of "
+                           "this pool")
+    return entry
 
 
 def read_databases(root: str = "/etc") -> Databases:

@@ -26,11 +26,7 @@ Step = tuple[str, Callable[[], Any]]
 
 
 def _user(payload: ApplianceSeat) -> pwd.struct_passwd:
-    entry = pwd.getpwnam(payload["user"])
-    if entry.pw_uid != payload["uid"]:
-        raise RuntimeError(f"{payload['user']} has uid {entry.pw_uid}, expected "
-                           f"{payload['uid']}: not a seat of this appliance's pool")
-    return entry
+    return accountsdb.seat_account(payload["user"], payload["uid"])
 
 
 def _reset_home(user: pwd.struct_passwd, public_key: str) -> None:

@@ -29,7 +29,7 @@ import subprocess
 import time
 from typing import Dict, List, Optional, Tuple
 
-from wodsync.agent import records
+from wodsync.agent import accountsdb, records
 from wodsync.agent.host import HostSide
 from wodsync.agent.protocol import (
     CheckResult,
@@ -180,15 +180,6 @@ def run_checks(scripts: List[CheckScript], user: pwd.struct_passwd, payload: Sea
     return results
 
 
-def seat_user(payload: Seat) -> pwd.struct_passwd:
-    """The seat's account — refused when it is root's or not the pool's uid."""
-    entry = pwd.getpwnam(payload["user"])
-    if entry.pw_uid != payload["uid"] or entry.pw_uid == 0 or entry.pw_gid == 0:
-        raise RuntimeError(f"{payload['user']} has uid {entry.pw_uid}, expected "
-                           f"{payload['uid']}: not a seat of this pool")
-    return entry
-
-
 def check(payload: SeatCheckRequest, host: HostSide) -> SeatCheckAnswer:
     """Operation `seat_check`: the scripts run on the seat of a live session — only while the
     host records the seat given to that very session (never another participant's work)."""
@@ -197,7 +188,8 @@ def check(payload: SeatCheckRequest, host: HostSide) -> SeatCheckAnswer:
     if record.get("session") != payload["session"] or record.get("state") != "active":
         raise RuntimeError(f"seat {payload['user']} is not in use by session "
                            f"{payload['session']} on this host")
-    return {"steps": run_checks(payload.get("checks") or [], seat_user(payload), payload)}
+    user = accountsdb.seat_account(payload["user"], payload["uid"])
+    return {"steps": run_checks(payload.get("checks") or [], user, payload)}
 
 
 OPERATIONS = {"seat_check": check}

@@ -31,7 +31,7 @@ import stat
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
-from wodsync.agent import nbmerge, records, safefs, seatbase
+from wodsync.agent import accountsdb, nbmerge, records, safefs, seatbase
 from wodsync.agent.host import HostSide
 from wodsync.agent.protocol import (
     FileReport,
@@ -218,11 +218,7 @@ def _apply(seat: Seat, base: seatbase.Base, user: pwd.struct_passwd) -> List[Fil
 
 
 def _account(seat: Seat) -> pwd.struct_passwd:
-    entry = pwd.getpwnam(seat["user"])
-    if entry.pw_uid != seat["uid"]:
-        raise RuntimeError(f"{seat['user']} has uid {entry.pw_uid}, expected {seat['uid']}: "
-                           "not a seat of this pool")
-    return entry
+    return accountsdb.seat_account(seat["user"], seat["uid"])
 
 
 def update_seat(seat: Seat, timeout: float) -> SeatUpdated:

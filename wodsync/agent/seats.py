@@ -68,11 +68,7 @@ Step = tuple[str, Callable[[], Any]]
 
 
 def _user(payload: Seat) -> pwd.struct_passwd:
-    entry = pwd.getpwnam(payload["user"])
-    if entry.pw_uid != payload["uid"]:
-        raise RuntimeError(f"{payload['user']} has uid {entry.pw_uid}, expected "
-                           f"{payload['uid']}: not a seat of this pool")
-    return entry
+    return accountsdb.seat_account(payload["user"], payload["uid"])
 
 
 def _lock_timeout(payload: Mapping[str, object]) -> float:
@@ -416,7 +412,7 @@ def _checks(payload: Seat, user: pwd.struct_passwd | None,
         return None
     try:
         with steps.step("run checks"):
-            return checks.run_checks(scripts, checks.seat_user(payload), payload)
+            return checks.run_checks(scripts, _user(payload), payload)
     except Exception as exc:
         steps.notes.append(f"checks not run: {type(exc).__name__}: {exc}")
         return None
