@@ -64,8 +64,12 @@ def accounts() -> Iterator[list[pwd.struct_passwd]]:
     HOMES.mkdir(mode=0o755, exist_ok=True)
     try:
         for n in range(1, 5):
+            # The group's gid named too: above GID_MAX useradd -U would take the next free gid
+            # below it — another lab's range (the systemd hub lab's, 54000-54060).
+            subprocess.run(["groupadd", "-g", str(UID_BASE + n), f"{PREFIX}{n}"],
+                           check=True, capture_output=True)
             subprocess.run(["useradd", "-m", "-d", f"{HOMES}/{PREFIX}{n}", "-s", "/bin/bash",
-                            "-u", str(UID_BASE + n), "-U", f"{PREFIX}{n}"],
+                            "-u", str(UID_BASE + n), "-g", f"{PREFIX}{n}", f"{PREFIX}{n}"],
                            check=True, capture_output=True)
         yield [pwd.getpwnam(f"{PREFIX}{n}") for n in range(1, 5)]
     finally:
