@@ -6,7 +6,10 @@ on real accounts are `test_sessions.py`'s."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -118,6 +121,26 @@ def test_a_failing_hook_reports_its_exit_and_never_a_value(tmp_path):
         hooks.run_hook(_payload(tmp_path, script, {"TOKEN": "tok-s3cr3t"}), "create", steps)
     assert str(raised.value) == "hook create (scripts/create.sh) exited 3"
     assert steps.outputs == [{"hook": "create", "status": 3, "output": "out\n"}]
+
+
+def test_a_script_another_fork_holds_open_for_writing_runs_once_the_fork_lets_go(tmp_path):
+    """The agent makes seats in threads: a fork in one can carry the write descriptor of a
+    script another just wrote until its child execs, and the exec of the script fails with
+    ETXTBSY meanwhile. The hook waits for the descriptor to go; one held for good still fails."""
+    script = tmp_path / "create.sh"
+    script.write_text("#!/bin/sh\necho ran\n")
+    script.chmod(0o700)
+    held = os.open(script, os.O_WRONLY)
+    threading.Timer(0.1, os.close, [held]).start()
+    done = hooks._spawn(str(script), str(tmp_path), {"PATH": BASE_PATH}, 10)
+    assert done.stdout == b"ran\n"
+    held = os.open(script, os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as refused:
+            hooks._spawn(str(script), str(tmp_path), {"PATH": BASE_PATH}, 10)
+        assert refused.value.errno == errno.ETXTBSY
+    finally:
+        os.close(held)
 
 
 def test_a_hook_the_controller_could_not_prepare_fails_naming_why(tmp_path):

@@ -111,6 +111,7 @@ def test_a_slow_host_never_holds_back_the_others_and_gets_the_newest_revision_wh
         daemons.append(d.start())
         until(lambda: d.applied("fast") == first and d.applied("slow") == first,
               f"the hosts never converged:\n{d.text()[-3000:]}", timeout=120)
+        assert [h["driftCount"] for h in d.hosts().values()] == [0, 0], "a first install"
         hold.touch()  # from now on every agent call on the slow host waits
         repo.write("catalog/students.yaml", students(4))
         two, pushed = repo.commit("a fourth seat on each host"), time.monotonic()

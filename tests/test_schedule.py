@@ -42,6 +42,29 @@ def test_a_commit_reaches_an_idle_host_at_once_and_a_busy_one_when_it_finishes()
     assert s.take() == [("slow", Trigger.COMMIT)], "the commit it missed, at once"
 
 
+def test_a_commit_its_running_job_already_works_on_does_not_run_it_twice():
+    """A daemon's first round: the loop may take the hosts of a deployment a moment before the
+    event announcing it arrives. The host whose job read that revision is not run again for
+    it; one that had not yet read its deployment is, and so is any event not a revision."""
+    s, _ = schedule()
+    s.hosts(["fast", "slow"], Trigger.RESYNC)
+    s.take()
+    s.started("fast", "r1")
+    s.due_now(Trigger.COMMIT, revision="r1")
+    s.finished("fast", None)
+    s.finished("slow", None)
+    assert s.take() == [("slow", Trigger.COMMIT)], "fast already had r1"
+    s, _ = schedule()
+    s.hosts(["fast", "slow"])
+    assert len(s.take()) == 2
+    s.started("fast", "r1")
+    s.due_now(Trigger.COMMIT, revision="r2")
+    s.due_now(Trigger.MANUAL, ["slow"])
+    s.finished("fast", None)
+    s.finished("slow", None)
+    assert sorted(s.take()) == [("fast", Trigger.COMMIT), ("slow", Trigger.MANUAL)]
+
+
 def test_each_host_resyncs_on_its_own_clock_and_a_failed_one_after_its_back_off():
     s, clock = schedule(resync=600)
     s.hosts(["a", "b"])

@@ -22,12 +22,14 @@ is ever put on a command line or in a message wodsync writes.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from typing import Any
 
 from wodsync.agent import hookvalues
@@ -40,6 +42,7 @@ ENV_VALUE_CAP = 64 * 1024  # bytes; Linux refuses a single environment string ov
 ENV_TOTAL_CAP = 1024 * 1024  # and a whole environment past a quarter of the stack limit
 ENV_PREFIX = "WOD_"
 VARIABLES_ENV = "WOD_VARIABLES"
+ETXTBSY_TRIES = 20  # 5 ms, 10 ms, …: about a second in all
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -128,12 +131,27 @@ def run_hook(payload: Seat, name: str, steps: Steps) -> dict[str, str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _spawn(script: str, folder: str, env: dict[str, str],
+           timeout: float) -> "subprocess.CompletedProcess[bytes]":
+    """The hook run once. The agent makes seats in threads: another thread's fork can carry
+    the script's write descriptor (open a moment to write it) until that child execs, and an
+    exec meanwhile fails with ETXTBSY, before anything ran. Such an exec is tried again."""
+    for attempt in range(ETXTBSY_TRIES):
+        try:
+            return subprocess.run([script], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=timeout)
+        except OSError as exc:
+            if exc.errno != errno.ETXTBSY or attempt == ETXTBSY_TRIES - 1:
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _execute(script: str, folder: str, env: dict[str, str], name: str, path: str,
              timeout: float, steps: Steps) -> None:
     try:
-        done = subprocess.run([script], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout)
+        done = _spawn(script, folder, env, timeout)
     except subprocess.TimeoutExpired as exc:
         steps.outputs.append({"hook": name, "status": None,
                               "output": (exc.output or b"")[-OUTPUT_CAP:].decode(

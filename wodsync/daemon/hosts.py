@@ -101,6 +101,8 @@ class HostRunner:
                     trigger: Trigger, allow_deletions: int | None, cancel: Cancel) -> Outcome:
         self.fence()
         started, clock = datetime.now(UTC), time.monotonic()
+        before = self.store.status.host(name)
+        was_on = before is not None and before.last_applied_revision == revision
         self.store.status.update_host(name, condition=Condition.RECONCILING,
                                       reason=Reason.PROGRESSING, last_attempted_revision=revision,
                                       message=f"{trigger.value}: reconciling {revision[:12]}")
@@ -115,17 +117,19 @@ class HostRunner:
         seconds = time.monotonic() - clock
         outcome = classify(result, trigger)
         self.fence()
-        self._record(name, result, outcome, revision, trigger, started, seconds)
+        # Drift: a resync that changed a host already on this revision. A daemon's first run on
+        # a host (a resync by its clock) that brings it a new revision is a deployment.
+        drifted = trigger == Trigger.RESYNC and outcome.result == Result.APPLIED and was_on
+        self._record(name, result, outcome, revision, trigger, started, seconds, drifted)
         return outcome
 
     def _record(self, name: str, r: HostResult, o: Outcome, revision: str, trigger: Trigger,
-                started: datetime, seconds: float) -> None:
+                started: datetime, seconds: float, drifted: bool) -> None:
         now = datetime.now(UTC)
         last = r.after or r.plan
         if r.facts is not None and last is not None:
             self.store.status.put_facts(name, {"facts": r.facts, "digests": last.digests},
                                         revision=revision, observed_at=now)
-        drifted = trigger == Trigger.RESYNC and o.result == Result.APPLIED
         if o.condition == Condition.READY:
             self.store.status.update_host(
                 name, now=now, condition=o.condition, reason=o.reason, message=o.message,

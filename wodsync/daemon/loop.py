@@ -355,6 +355,7 @@ class Daemon:
         deployed = self.current.peek()
         if deployed is None or name not in deployed.catalog.hosts:
             return None
+        self.schedule.started(name, deployed.revision)
         catalog = deployed.catalog
         outcome = self.runner.run(
             name, lambda: desired_state(catalog, name, self.secrets,
@@ -474,7 +475,7 @@ class Daemon:
                 try:
                     self._track_hosts()
                     if woke:
-                        self.schedule.due_now(self.wakeups.trigger)
+                        self._event(self.wakeups.trigger)
                     for name, trigger in self.schedule.take(parallel - len(jobs)):
                         jobs.add(pool.submit(self._job, name, trigger))
                 except Exception:  # a bad turn (the store away) must never kill the loop
@@ -482,6 +483,13 @@ class Daemon:
             jobs = {j for j in jobs if not j.done()}
             if jobs:
                 self._finish_in_flight(jobs)
+
+    def _event(self, trigger: Trigger) -> None:
+        """Every host due now; a new revision (commit, webhook) names itself, so a host whose
+        job already works on it is not run twice for it."""
+        deployed = self.current.peek()
+        news = trigger in (Trigger.COMMIT, Trigger.WEBHOOK) and deployed is not None
+        self.schedule.due_now(trigger, revision=deployed.revision if news else None)
 
     def _sleep(self, free: int) -> float:
         """How long the loop may wait for an event: until the next host is due when a slot is

@@ -5,7 +5,9 @@ started, so one slow host (a first hub install takes minutes) held back the othe
 retries and the next commit. Here every host has its own next-due time and trigger:
 
 - a new commit (webhook, manual reconcile) makes every host due now; a host busy with the
-  previous revision gets the new one as soon as it finishes;
+  previous revision gets the new one as soon as it finishes. A job already working on the
+  revision a commit names (it started a moment before the event reached the schedule: a
+  daemon's first round) is not run again for it;
 - a host that converged is due again `resync` seconds after its own last run ended;
 - a host that failed is due when its back-off is over (`hosts.backoff`, its
   `next_attempt_at` in the store);
@@ -31,6 +33,7 @@ class HostClock:
     due_at: float            # monotonic seconds
     trigger: Trigger
     running: bool = False
+    revision: str | None = None  # what the running job works on, once it said (`started`)
 
 
 class Schedule:
@@ -53,13 +56,25 @@ class Schedule:
                          and not c.running]:
                 del self._clocks[name]
 
-    def due_now(self, trigger: Trigger, names: Iterable[str] | None = None) -> None:
+    def due_now(self, trigger: Trigger, names: Iterable[str] | None = None,
+                revision: str | None = None) -> None:
         """An event: these hosts (default: all) are due now with `trigger`; a running one
-        starts again with it once it finishes."""
+        starts again with it once it finishes — unless the event is only a new `revision`
+        and the running job already works on it."""
         with self._lock:
             for name, clock in self._clocks.items():
-                if names is None or name in names:
-                    clock.due_at, clock.trigger = min(clock.due_at, self.now()), trigger
+                if names is not None and name not in names:
+                    continue
+                if revision is not None and clock.running and clock.revision == revision:
+                    continue
+                clock.due_at, clock.trigger = min(clock.due_at, self.now()), trigger
+
+    def started(self, name: str, revision: str) -> None:
+        """The running job of `name` read its deployment: it works on `revision`."""
+        with self._lock:
+            clock = self._clocks.get(name)
+            if clock is not None and clock.running:
+                clock.revision = revision
 
     def take(self, limit: int | None = None) -> list[tuple[str, Trigger]]:
         """Up to `limit` (default: all) idle hosts whose time has come, soonest first, marked
@@ -77,6 +92,7 @@ class Schedule:
                 clock = self._clocks[name]
                 taken.append((name, clock.trigger))
                 clock.running, clock.due_at, clock.trigger = True, float("inf"), Trigger.RESYNC
+                clock.revision = None
             return taken
 
     def finished(self, name: str, retry_in: float | None) -> None:
@@ -86,7 +102,7 @@ class Schedule:
             clock = self._clocks.get(name)
             if clock is None:
                 return
-            clock.running = False
+            clock.running, clock.revision = False, None
             wait = self.resync if retry_in is None else max(0.0, retry_in)
             clock.due_at = min(clock.due_at, self.now() + wait)
 
