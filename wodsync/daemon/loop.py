@@ -488,8 +488,9 @@ class Daemon:
         """Every host due now; a new revision (commit, webhook) names itself, so a host whose
         job already works on it is not run twice for it."""
         deployed = self.current.peek()
-        news = trigger in (Trigger.COMMIT, Trigger.WEBHOOK) and deployed is not None
-        self.schedule.due_now(trigger, revision=deployed.revision if news else None)
+        news = trigger in (Trigger.COMMIT, Trigger.WEBHOOK)
+        revision = deployed.revision if news and deployed is not None else None
+        self.schedule.due_now(trigger, revision=revision)
 
     def _sleep(self, free: int) -> float:
         """How long the loop may wait for an event: until the next host is due when a slot is
