@@ -30,17 +30,18 @@ def cleanup() -> None:
 
 
 def write_catalog(root: Path, tmp: Path, events: str, capacity: int = 4,
-                  notebooks: int = 1) -> None:
+                  notebooks: int = 1, where: str = "location: lab\n") -> None:
     """The lab under `root` (host state under `tmp`); `events`: the text of
-    catalog/events.yaml (none when empty)."""
+    catalog/events.yaml (none when empty); `where`: the workshop's location lines (the host
+    is at `lab`; a location `far` with no host exists too)."""
     HOMES.mkdir(mode=0o755, exist_ok=True)
     files = {
-        "catalog/locations.yaml": "locations:\n  - name: lab\n",
+        "catalog/locations.yaml": "locations:\n  - name: lab\n  - name: far\n",
         "catalog/students.yaml": f"pools:\n  {PREFIX}:\n    prefix: {PREFIX}\n    first: 1\n"
                                  f"    last: 40\n    uid_base: {BASE}\n    gid_base: {BASE}\n"
                                  f"    home_root: {HOMES}\n",
         "catalog/workshops/WKSHP-Hot/workshop.yaml":
-            f"name: Hot\ncapacity: {capacity}\nseats: {{first: 1, last: 40}}\nlocation: lab\n"
+            f"name: Hot\ncapacity: {capacity}\nseats: {{first: 1, last: 40}}\n{where}"
             "duration: 2\n",
         "hosts/lab1.yaml": f"address: localhost\ntransport: local\nlocation: lab\n"
                            f"pool: {PREFIX}\nstate_dir: {tmp}/state-lab1\n",

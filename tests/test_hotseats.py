@@ -191,3 +191,26 @@ def test_an_event_deleted_from_the_catalog_releases_its_hot_seats(lab, ctl):
         other.close()
     assert sorted(kept.released) == sorted(s.id for s in hot)
     assert all(ctl.store.sessions.get(s.id).state is SessionState.ENDED for s in hot)
+
+
+def test_hot_seats_go_where_a_create_would_an_alternate_when_the_location_has_no_host(lab, ctl):
+    """The workshop's own location `far` has no host; its alternate `lab` has: the hot seats
+    are prepared there, as the CREATE that takes one would go, and that CREATE takes one."""
+    alt = lab["tmp"] / "repo-alternate"
+    write_catalog(alt, lab["tmp"], EVENTS, where="location: far\nalternate_locations: [lab]\n")
+    other = open_controller(alt, lab["state"], None, Secrets())
+    try:
+        for s in other.store.sessions.find(live=True):  # the workshop's capacity is 4
+            other.sessions.purge(s.id, "room for this test")
+        kept = other.sessions.hot.keep(START - timedelta(minutes=30))
+        assert kept.prepared == {"conf": 2}, kept
+        hot = [s for s in other.store.hot.waiting("conf") if s.state is SessionState.HOT]
+        revision = other.sessions.deployment().revision
+        assert {(s.host, s.location, s.revision) for s in hot} == {("lab1", "lab", revision)}
+        created = other.sessions.create("WKSHP-Hot", Participant("Al", "al@example.org"))
+        assert created.session.id in {s.id for s in hot}
+        assert pam_login(created.session.username, created.session.password)
+    finally:
+        for s in other.store.sessions.find(live=True):
+            other.sessions.purge(s.id, "test teardown")
+        other.close()

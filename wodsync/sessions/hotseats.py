@@ -2,7 +2,8 @@
 
 At a conference everyone registers and logs in within minutes. From `lead` minutes before an
 event (`catalog/events.yaml`) until its end, `keep` holds ceil(expected × warm) seats of its
-workshop ready on the workshop's location: each set up exactly as a CREATE sets a seat up (home
+workshop ready where a CREATE of it would go (its location, then its alternates; from the
+revision each host applied): each set up exactly as a CREATE sets a seat up (home
 rendered, hooks run, record written, the hub server started) but under a locked password, in
 the workshop's group only once taken, for no participant. A CREATE of the workshop takes one
 first (`take`): one round trip sets the password, joins the group and records the participant;
@@ -111,19 +112,37 @@ class HotSeatKeeper:
             done.prepared[event.name] = made
 
     def _prepare(self, dep: Deployment, event: Event) -> Session | None:
-        """One hot seat of the event set up on a reachable host of its workshop's location;
-        None when none could be (no reachable host, or the host failed: said in the log)."""
-        catalog = dep.catalog
-        ws = catalog.workshops[event.workshop]
-        hosts = [h for h in sorted(catalog.hosts_in(ws.location))
-                 if not self.service.connections.down(h)]
-        candidates = self.service._candidates(catalog, event.workshop, ws.location, hosts)
-        if not candidates:
-            return None
-        session = self.store.hot.reserve(event.name, event.workshop, candidates, ws.capacity,
-                                         ws.duration, dep.revision, new_password())
+        """One hot seat of the event set up where a CREATE of its workshop would go: its
+        location first, then its alternates, on a reachable host, from the revision that host
+        applied (as the CREATE that takes it is made). None when no host could have one (none
+        reachable or on a revision with the workshop, or the host failed: said in the log)."""
+        ws = dep.catalog.workshops[event.workshop]
+        skipped: list[str] = []
+        full: NoFreeSeat | None = None
+        for loc in [ws.location, *ws.alternate_locations]:
+            for on, hosts in self.service._by_revision(dep, event.workshop, loc, skipped):
+                candidates = self.service._candidates(on.catalog, event.workshop, loc, hosts)
+                if not candidates:
+                    continue
+                try:
+                    session = self.store.hot.reserve(event.name, event.workshop, candidates,
+                                                     ws.capacity, ws.duration, on.revision,
+                                                     new_password())
+                except NoFreeSeat as exc:
+                    full = exc
+                    continue
+                return self._set_up(on, event, session)
+        if full is not None:
+            raise full
+        if skipped:
+            _log.warning("hot seat of %s: %s", event.name, "; ".join(skipped))
+        return None
+
+    def _set_up(self, on: Deployment, event: Event, session: Session) -> Session | None:
+        """The reserved hot seat set up on its host (a CREATE's own set-up, password locked);
+        ready, or None when the host failed it (then released)."""
         try:
-            answer = self.service._set_up(dep, session, {}, hot=True)
+            answer = self.service._set_up(on, session, {}, hot=True)
         except (TransportError, HostError) as exc:
             self.store.sessions.schedule_release(
                 session.id, "purge", f"hot seat not set up: {exc}", retry_delay(0))
