@@ -215,12 +215,11 @@ def test_a_host_left_unconverged_names_the_pending_changes() -> None:
     from wodsync.engine.change import Address, Change
     from wodsync.engine.plan import HostPlan
     from wodsync.engine.reconcile import HostResult
-    from wodsync.store import Trigger
 
     changes = [Change(Action.UPDATE, Address("file", f"/etc/f{i}")) for i in range(7)]
     result = HostResult("h", plan=HostPlan("h", changes=changes),
                         after=HostPlan("h", changes=changes))
-    message = classify(result, Trigger.RESYNC).message
+    message = classify(result, drift=True).message
     assert message.startswith("7 changes still pending after the apply: ~ file:/etc/f0, ")
     assert message.endswith("~ file:/etc/f4 and 2 more")
 

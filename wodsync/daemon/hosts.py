@@ -49,8 +49,9 @@ class Outcome:
     counts: dict[str, int]
 
 
-def classify(r: HostResult, trigger: Trigger) -> Outcome:
-    """What a host job came to, in status terms."""
+def classify(r: HostResult, drift: bool) -> Outcome:
+    """What a host job came to, in status terms; `drift`: the job was a resync of a host
+    already on its revision, so what it changed is drift it repaired."""
     plan = r.plan
     counts = {a.value: plan.count(a) if plan else 0 for a in Action}
     if r.error:
@@ -70,7 +71,7 @@ def classify(r: HostResult, trigger: Trigger) -> Outcome:
     if not plan.has_changes:
         return Outcome(Result.NOOP, Condition.READY, Reason.UP_TO_DATE, "nothing to change",
                        counts)
-    why = Reason.DRIFT_REPAIRED if trigger == Trigger.RESYNC else Reason.APPLIED
+    why = Reason.DRIFT_REPAIRED if drift else Reason.APPLIED
     return Outcome(Result.APPLIED, Condition.READY, why, "; ".join(r.applied), counts)
 
 
@@ -115,11 +116,11 @@ class HostRunner:
                               cancel=cancel, fence=self.fence, applier=self.applier,
                               progress=Lines(changes_only=True))  # a first install: minutes
         seconds = time.monotonic() - clock
-        outcome = classify(result, trigger)
-        self.fence()
         # Drift: a resync that changed a host already on this revision. A daemon's first run on
         # a host (a resync by its clock) that brings it a new revision is a deployment.
-        drifted = trigger == Trigger.RESYNC and outcome.result == Result.APPLIED and was_on
+        outcome = classify(result, drift=trigger == Trigger.RESYNC and was_on)
+        self.fence()
+        drifted = outcome.reason == Reason.DRIFT_REPAIRED
         self._record(name, result, outcome, revision, trigger, started, seconds, drifted)
         return outcome
 
