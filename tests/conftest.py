@@ -77,6 +77,7 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_egress": ("test_egress", ("root", "sshd")),       # netns wodteg*, wodte 53601-53650
     "test_safefs": ("test_safefs", ("root",)),                        # wodtf, 56001-56010
     "test_persistent_agent": ("test_persistent_agent", ("root", "sshd")),  # no accounts
+    "test_daemon_agent": ("test_daemon_agent", ("root",)),          # wodqg, 43501-43503
     # A private PostgreSQL cluster restarted under two daemons: wodtz, 59801-59802.
     "test_writer_lock": ("test_writer_lock", ("root", "pg")),
     # A daemon whose remote moves, revisions folder turns read-only (bind mounts): wodtbq,

@@ -65,9 +65,11 @@ class _ObserveAnswer(TypedDict):
 
 class ObserveAnswer(_ObserveAnswer, total=False):
     """Each kind's facts (`agent.kinds.<kind>.Facts`) and their digests; who manages the
-    host (`agent.manager`: None when no daemon does)."""
+    host (`agent.manager`: None when no daemon does); the seconds each kind's observation
+    took on the host (`timings`: where a no-op reconcile spends its time)."""
 
     manager: ManagerRecord | None
+    timings: dict[str, float]
 
 
 class _ApplyRequest(HostPayload):

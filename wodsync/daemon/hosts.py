@@ -14,18 +14,21 @@ new writer observes the host afresh.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from wodsync.catalog.models import Host
 from wodsync.daemon.metrics import Metrics
 from wodsync.engine.change import Action
 from wodsync.engine.desired import DesiredHost
 from wodsync.engine.manager import Applier
 from wodsync.engine.reconcile import HostResult, host_job
-from wodsync.engine.transport import Cancel
+from wodsync.engine.transport import Cancel, Transport, TransportError
 from wodsync.logs import FIELDS
 from wodsync.progress import Lines
 from wodsync.store import Condition, Reason, Reconciliation, Result, Store, Trigger, WriterLost
@@ -75,14 +78,23 @@ def classify(r: HostResult, drift: bool) -> Outcome:
     return Outcome(Result.APPLIED, Condition.READY, why, "; ".join(r.applied), counts)
 
 
+# The host's kept connection for the length of a job (`Connections.transport`): its persistent
+# agent answers the job's requests.
+Transports = Callable[[str, Host], AbstractContextManager[Transport]]
+
+
 class HostRunner:
     """Runs one host's job and records everything about it."""
 
     def __init__(self, store: Store, metrics: Metrics,
                  fence: Callable[[], None] | None = None,
-                 applier: Applier | None = None) -> None:
+                 applier: Applier | None = None,
+                 transports: Transports | None = None) -> None:
         self.store, self.metrics = store, metrics
         self.fence = fence or (lambda: None)
+        # Without `transports` each job opens a connection and starts an agent of its own
+        # (an SSH handshake and a python3 start: most of a no-op job on a 2000-seat host).
+        self.transports = transports
         # the daemon records itself as each host's manager (`engine.manager`)
         self.applier = applier or Applier.daemon(store.identity, store.backend)
 
@@ -112,9 +124,7 @@ class HostRunner:
         except Exception as exc:  # the host's own desired state failed: it alone is stalled
             result = HostResult(name, error=f"{type(exc).__name__}: {exc}")
         else:
-            result = host_job(desired, apply=True, allow_deletions=allow_deletions,
-                              cancel=cancel, fence=self.fence, applier=self.applier,
-                              progress=Lines(changes_only=True))  # a first install: minutes
+            result = self._job(desired, allow_deletions, cancel)
         seconds = time.monotonic() - clock
         # Drift: a resync that changed a host already on this revision. A daemon's first run on
         # a host (a resync by its clock) that brings it a new revision is a deployment.
@@ -123,6 +133,21 @@ class HostRunner:
         drifted = outcome.reason == Reason.DRIFT_REPAIRED
         self._record(name, result, outcome, revision, trigger, started, seconds, drifted)
         return outcome
+
+    def _job(self, desired: DesiredHost, allow_deletions: int | None,
+             cancel: Cancel) -> HostResult:
+        """Observe, plan, apply — on the host's kept connection when there is one (a host
+        whose connection cannot even be made, a bad pinned key, fails alone)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                transport = stack.enter_context(self.transports(desired.name, desired.host)) \
+                    if self.transports else None
+            except TransportError as exc:
+                return HostResult(desired.name, error=str(exc))
+            return host_job(desired, apply=True, allow_deletions=allow_deletions,
+                            transport=transport, cancel=cancel, fence=self.fence,
+                            applier=self.applier,
+                            progress=Lines(changes_only=True))  # a first install: minutes
 
     def _record(self, name: str, r: HostResult, o: Outcome, revision: str, trigger: Trigger,
                 started: datetime, seconds: float, drifted: bool) -> None:

@@ -103,7 +103,8 @@ class Daemon:
         self.metrics = Metrics()
         self.metrics.watch_status(store, *self.source_key())
         self.runner = HostRunner(store, self.metrics, fence, Applier.daemon(
-            store.identity, store.backend, settings.force_manager))
+            store.identity, store.backend, settings.force_manager),
+            sessions.connections.transport)  # the seat operations' connection and agent
         self.schedule = Schedule(settings.resync)
         # What each host applied; CREATEs on a host are made from it (`daemon.applied`).
         self.applied = AppliedRevisions(store, current, self._load_applied)

@@ -70,13 +70,15 @@ class Observation:
     facts: dict[str, Any]
     digests: dict[str, str]
     manager: ManagerRecord | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # the agent's, per kind, s
 
 
 def observe(transport: Transport, desired: DesiredHost,
             cancel: Cancel | None = None) -> Observation:
     request: ObserveRequest = {**desired.payload(), "probes": desired.probes()}
     answer: ObserveAnswer = remote.call(transport, "observe", request, cancel)
-    return Observation(answer["facts"], answer["digests"], answer.get("manager"))
+    return Observation(answer["facts"], answer["digests"], answer.get("manager"),
+                       answer.get("timings", {}))
 
 
 def batch_payload(desired: DesiredHost, plan: HostPlan,

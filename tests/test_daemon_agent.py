@@ -1,0 +1,128 @@
+"""The daemon's host jobs on the host's kept connection: one persistent agent answers every
+resync (no connection and no python3 started per job), drift is still found and repaired
+through it, and an agent killed between two resyncs is replaced by the next job.
+
+Real accounts on this machine as a `local` host (prefix `wodqg`, uids 43501-43503), a real git
+origin, the daemon's loops in this process (a test drives their rounds)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+
+import pytest
+
+from wodsync.daemon.loop import Daemon as Loops
+from wodsync.daemon.loop import Settings
+from wodsync.engine.desired import desired_state
+from wodsync.engine.persistent import PersistentAgent
+from wodsync.engine.reconcile import observe
+from wodsync.secrets import Secrets
+from wodsync.sessions.service import SessionService
+from wodsync.source.git import GitSource
+from wodsync.source.revision import Current
+from wodsync.store import Trigger, open_store
+
+from gitorigin import Origin as Repo
+from helpers import remove_test_accounts
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
+
+PREFIX, UID_BASE, SEATS = "wodqg", 43500, 3
+
+
+def _taken_by_others() -> list[str]:
+    """Accounts in this module's uid range that are not its own."""
+    return [p.pw_name for p in pwd.getpwall() if UID_BASE < p.pw_uid <= UID_BASE + SEATS
+            and not p.pw_name.startswith(PREFIX)]
+
+
+@pytest.fixture
+def repo(tmp_path):
+    taken = _taken_by_others()
+    if taken:
+        pytest.fail(f"uids {UID_BASE + 1}-{UID_BASE + SEATS} are taken by {taken}")
+    remove_test_accounts(PREFIX, UID_BASE)
+    homes = tmp_path / "homes"
+    homes.mkdir()
+    tmp_path.chmod(0o755)
+    r = Repo(tmp_path)
+    r.write("catalog/locations.yaml", "locations:\n  - name: lab\n")
+    r.write("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
+            f"    last: {SEATS}\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
+            f"    home_root: {homes}\n")
+    r.write("catalog/variables.yaml", "BRANDING: Lab\n")
+    r.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {tmp_path}/motd\n")
+    r.write("templates/motd.j2", "Welcome to {{ host.name }} ({{ BRANDING }})\n")
+    r.write("catalog/workshops/README.md", "none yet\n")
+    r.write("hosts/local.yaml", "address: localhost\ntransport: local\nlocation: lab\n"
+            f"pool: test\nstate_dir: {tmp_path}/hoststate\n")
+    r.first = r.commit("a lab")
+    yield r
+    remove_test_accounts(PREFIX, UID_BASE)
+
+
+def _exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+        return True
+    except KeyError:
+        return False
+
+
+def _agent(loops: Loops) -> PersistentAgent:
+    """The persistent agent on the local host's kept connection (the seat operations' one)."""
+    host = loops.current().catalog.hosts["local"]
+    with loops.sessions.connections.transport("local", host) as transport:
+        agent = transport.agent
+    assert isinstance(agent, PersistentAgent), "no agent on the kept connection"
+    return agent
+
+
+def _results(loops: Loops) -> list[str]:
+    """The local host's reconciliations, oldest first: their results."""
+    return [r.result.value for r in reversed(loops.store.status.reconciliations("local"))]
+
+
+def test_resyncs_share_one_agent_and_still_find_drift(repo, tmp_path):
+    state = tmp_path / "state"
+    store = open_store(state_dir=state)
+    current = Current()
+    loops = Loops(GitSource(str(repo.origin), "main", state), store, Secrets(),
+                  SessionService(store, current), current, Settings())
+    try:
+        assert loops.check_source(Trigger.COMMIT)
+        loops.reconcile_round(Trigger.COMMIT)
+        assert all(_exists(f"{PREFIX}{n}") for n in range(1, SEATS + 1))
+        agent = _agent(loops)
+        first_pid = agent.pid
+        loops.reconcile_round(Trigger.RESYNC)
+        loops.reconcile_round(Trigger.RESYNC)
+        assert _results(loops) == ["applied", "no-op", "no-op"]
+        assert (agent.starts, agent.pid) == (1, first_pid), \
+            "a resync started an agent of its own"
+
+        subprocess.run(["userdel", f"{PREFIX}2"], check=True)
+        (tmp_path / "motd").write_text("edited by hand\n")
+        loops.reconcile_round(Trigger.RESYNC)
+        assert _exists(f"{PREFIX}2"), "the deleted seat was not found missing"
+        assert (tmp_path / "motd").read_text().startswith("Welcome to local")
+        assert _results(loops)[-1] == "applied" and agent.starts == 1
+        assert loops.store.status.host("local").drift_count == 1
+
+        os.kill(first_pid, signal.SIGKILL)  # the agent gone between two resyncs
+        loops.reconcile_round(Trigger.RESYNC)
+        assert _results(loops)[-1] == "no-op", "the job after a killed agent failed"
+        assert agent.starts == 2 and agent.pid not in (None, first_pid)
+
+        desired = desired_state(loops.current().catalog, "local", Secrets())
+        with loops.sessions.connections.transport("local", desired.host) as transport:
+            seen = observe(transport, desired)
+        assert set(seen.timings) == {*desired.want, "digests"}
+        assert all(isinstance(v, float) and v >= 0 for v in seen.timings.values())
+    finally:
+        loops.sessions.connections.close()
+        loops.source.close()
+        store.close()
