@@ -3,19 +3,31 @@
 Runs as root on a Debian machine with openssh-server (./bootstrap test installs it). Uses a
 throw-away pool (prefix `wodb`, uids 40001..42000, homes in a temp dir) and removes every account
 it made. Figures: fresh converge, no-op plan and apply (with the number of SSH exec channels),
-a one-file change; then the hub (JupyterHub managed by wodsync on the same host, API called from
-the host side): converge with the hub, 2000 hub users from scratch against one bulk
-`POST /hub/api/users` of the same names on an equally fresh hub, and the no-op with the hub
-included; then Ansible's `user` module over the same sshd (accounts and their homes from
-/etc/skel, WoD's way: one module call per account) timed once at two sizes, fitted as a fixed
-cost (start-up, connection) plus a cost per account, predicted for --seats and set against
-wodsync's fresh converge of --seats (one run each side). Ansible (ansible-core) is installed
-from PyPI into $WODSYNC_ANSIBLE_VENV (default /opt/wodsync-bench-ansible) when missing; when
-that fails the Ansible side is skipped with the reason. `--no-ansible` and `--no-hub` skip
-parts. The hub environment is created by wodsync under `--hub-prefix` when missing (JupyterHub
-from PyPI).
+the daemon's no-op job (below), a one-file change; then the hub (JupyterHub managed by wodsync
+on the same host, API called from the host side): converge with the hub, 2000 hub users from
+scratch against one bulk `POST /hub/api/users` of the same names on an equally fresh hub, and
+the no-ops with the hub included; then Ansible's `user` module over the same sshd (accounts and
+their homes from /etc/skel, WoD's way: one module call per account) timed once at two sizes,
+fitted as a fixed cost (start-up, connection) plus a cost per account, predicted for --seats
+and set against wodsync's fresh converge of --seats (one run each side). Ansible (ansible-core)
+is installed from PyPI into $WODSYNC_ANSIBLE_VENV (default /opt/wodsync-bench-ansible) when
+missing; when that fails the Ansible side is skipped with the reason. `--no-ansible` and
+`--no-hub` skip parts. The hub environment is created by wodsync under `--hub-prefix` when
+missing (JupyterHub from PyPI).
+
+The CLI's no-op plan and apply are timed in this process: the catalog's load, a connection, an
+agent started, the observation and the plan (a `wodsync plan` also pays python's start and the
+imports, outside the figure). The daemon's no-op job is what `wodsync daemon` does for a host at
+each resync when nothing changed: the catalog already loaded (once per revision), the desired
+state built, the host observed, the plan made, nothing to apply, the outcome recorded in its
+store (SQLite here). It is the daemon's own `HostRunner`, timed `--jobs` times after one warm-up
+job (which claims the host as its manager and starts the agent), two ways in the same run: each
+job on a connection and an agent of its own (the daemon before it kept them) and on the host's
+kept connection, whose persistent agent answers (the daemon now). The agent's own timers of one
+more observation on the kept connection are printed beside it.
 
     .venv/bin/python bench/engine.py [--seats 2000] [--ansible-sizes 40,160] [--no-hub]
+        [--jobs 10]
     .venv/bin/python bench/engine.py --seats 20 --repeat 1 --ansible-sizes 1,2   # smoke size
 """
 
@@ -27,6 +39,7 @@ import os
 import pwd
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,12 +51,17 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from wodsync.catalog import validate
+from wodsync.daemon.hosts import HostRunner, Transports
+from wodsync.daemon.metrics import Metrics
 from wodsync.engine import remote
+from wodsync.engine.connections import Connections
 from wodsync.engine.desired import DesiredHost, desired_state
 from wodsync.engine.kinds import service
-from wodsync.engine.reconcile import Target, reconcile
-from wodsync.engine.transport import connect
+from wodsync.engine.manager import Applier
+from wodsync.engine.reconcile import Target, observe, reconcile
+from wodsync.engine.transport import Cancel, connect
 from wodsync.secrets import Secrets
+from wodsync.store import Result, Store, Trigger, open_store
 
 from sshd import Sshd, free_port, start_sshd
 
@@ -103,6 +121,54 @@ def run(root: Path, apply: bool) -> tuple[float, int, object]:
     return elapsed, EXEC_CALLS, result
 
 
+def _jobs(root: Path, store: Store, transports: Transports | None, jobs: int) -> list[float]:
+    """Seconds of `jobs` no-op jobs of the daemon's runner, after one warm-up."""
+    cat, found = validate(root)
+    assert not [d for d in found if d.is_error], found
+    runner = HostRunner(store, Metrics(), None, Applier.daemon(store.identity, store.backend),
+                        transports)
+
+    def build() -> DesiredHost:
+        return desired_state(cat, "bench", Secrets())
+
+    times = []
+    for n in range(jobs + 1):
+        start = time.perf_counter()
+        outcome = runner.run("bench", build, "bench", Trigger.RESYNC, None, Cancel())
+        elapsed = time.perf_counter() - start
+        if outcome is None or outcome.result != Result.NOOP:
+            raise SystemExit(f"the daemon's job was not a no-op: {outcome}")
+        if n:
+            times.append(elapsed)
+    return times
+
+
+def daemon_noop(root: Path, tmp: Path, jobs: int, label: str = "") -> None:
+    """The daemon's no-op job, each on a connection of its own, then on the kept one; the
+    agent's timers of one more observation on the kept connection."""
+    connections = Connections()
+    store = open_store(state_dir=tmp / ("store" + label.replace(" ", "-")))
+    desired = _desired(root)
+    try:
+        own = _jobs(root, store, None, jobs)
+        kept = _jobs(root, store, connections.transport, jobs)
+        with connections.transport("bench", desired.host) as transport:
+            timers = observe(transport, desired).timings
+    finally:
+        connections.close()
+        store.close()
+        (tmp / "state/manager.json").unlink(missing_ok=True)  # later CLI applies are let in
+    print(f"  daemon's no-op job{label}, median of {jobs} (min–max), store writes included:")
+    print(f"    a connection and agent of its own  {statistics.median(own):6.3f} s "
+          f"({min(own):.3f}–{max(own):.3f}; the daemon before)")
+    kept_s = statistics.median(kept)
+    print(f"    kept connection, persistent agent  {kept_s:6.3f} s "
+          f"({min(kept):.3f}–{max(kept):.3f}; the daemon now); target ≤ 0.15 s "
+          f"{'met' if kept_s <= 0.15 else 'MISSED'}")
+    print("    the agent's own observe timers: " + ", ".join(
+        f"{k} {v * 1000:.1f} ms" for k, v in timers.items()))
+
+
 HUB_TOKEN = os.urandom(16).hex()
 PAGINATION = "application/jupyterhub-pagination+json"
 
@@ -160,7 +226,8 @@ def bulk_post(api: str, names: list[str]) -> float:
     return elapsed
 
 
-def hub_phase(root: Path, tmp: Path, seats: int, prefix: str, repeat: int) -> None:
+def hub_phase(root: Path, tmp: Path, seats: int, prefix: str, repeat: int,
+              jobs: int) -> None:
     ports = [free_port() for _ in range(3)]
     hub_catalog(root, tmp, prefix, ports)
     os.environ["BENCH_HUB_TOKEN"] = HUB_TOKEN
@@ -191,6 +258,7 @@ def hub_phase(root: Path, tmp: Path, seats: int, prefix: str, repeat: int) -> No
         print(f"  no-op plan with hub {noop_plan:7.2f} s  ({calls_plan} SSH exec channels)")
         print(f"  no-op apply with hub{noop_apply:7.2f} s  ({calls_apply} SSH exec channels); "
               f"target ≤ 1.5 s {'met' if noop_apply <= 1.5 else 'MISSED'}")
+        daemon_noop(root, tmp, jobs, " with hub")
     finally:
         _stop_hub(_desired(root))
 
@@ -269,6 +337,8 @@ def main() -> None:
     parser.add_argument("--no-hub", action="store_true")
     parser.add_argument("--repeat", type=int, default=2,
                         help="Hub users from scratch and the bulk POST: best of this many each.")
+    parser.add_argument("--jobs", type=int, default=10,
+                        help="The daemon's no-op job: median of this many, each way.")
     parser.add_argument("--hub-prefix", default="/opt/wodsync-test/hub",
                         help="Hub environment (created by wodsync when missing).")
     args = parser.parse_args()
@@ -289,13 +359,14 @@ def main() -> None:
             print(f"  no-op plan          {noop_plan:7.2f} s  ({calls_plan} SSH exec channels)")
             noop_apply, calls_apply, _ = run(root, apply=True)
             print(f"  no-op apply         {noop_apply:7.2f} s  ({calls_apply} SSH exec channels)")
+            daemon_noop(root, tmp, args.jobs)
             (root / "templates/bench.conf.j2").write_text("# {{ BRANDING }}\nrevision = 2\n")
             change, calls_change, _ = run(root, apply=True)
             print(f"  one-file change     {change:7.2f} s  ({calls_change} SSH exec channels)")
             print(f"  targets: fresh ≤ 3 s {'met' if fresh <= 3 else 'MISSED'}; no-op plan "
                   f"≤ 0.5 s {'met' if noop_plan <= 0.5 else 'MISSED'}")
             if not args.no_hub:
-                hub_phase(root, tmp, args.seats, args.hub_prefix, args.repeat)
+                hub_phase(root, tmp, args.seats, args.hub_prefix, args.repeat, args.jobs)
             if not args.no_ansible:
                 small, large = (int(n) for n in args.ansible_sizes.split(","))
                 ansible_phase(tmp, server, (small, large), args.seats, fresh)
