@@ -28,6 +28,7 @@ class HostSide:
         self.state_dir = state_dir
         self.owner = owner
         self._inventory: Inventory | None = None
+        self._inventory_lock = threading.Lock()  # the kinds are observed side by side
         self.log: list[str] = []
         self.failures: list[Failure] = []
         self.timings: dict[str, float] = {}
@@ -47,9 +48,10 @@ class HostSide:
     @property
     def inventory(self) -> Inventory:
         """Read on first use: an unreadable inventory raises and the host is left alone."""
-        if self._inventory is None:
-            self._inventory = Inventory(self.state_dir, self.owner)
-        return self._inventory
+        with self._inventory_lock:
+            if self._inventory is None:
+                self._inventory = Inventory(self.state_dir, self.owner)
+            return self._inventory
 
     def say(self, message: str) -> None:
         self.log.append(message)

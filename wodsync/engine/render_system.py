@@ -9,6 +9,10 @@ other system file (the hub's unit, /etc/skel/.bashrc, sysctl) renders with `hub.
 since what is readable on the host is readable by its students. Templates see only the secrets
 granted to the host (`DesiredContext.template_context`); using a withheld one is a
 `SecretError` naming the template.
+
+A template's compiled form is kept, keyed by its text: a daemon builds every host's desired
+state at each resync, and compiling the hub's templates was most of that (the template is
+still read from the repository each time, so an edit is seen at once).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wodsync.catalog.loader import TEMPLATES_DIR
 from wodsync.catalog.repofs import read_repo_text
 from wodsync.render.jinja import compile_template, hub_context, render_text
 from wodsync.secrets import SecretError
+
+COMPILED_KEPT = 256  # compiled templates kept: every system and hub template of a catalog
 
 if TYPE_CHECKING:
     from wodsync.catalog.loader import Catalog
@@ -71,10 +78,17 @@ def render_template(ctx: DesiredContext, template: str,
     rel = f"{TEMPLATES_DIR}/{template}"
     source = read_repo_text(ctx.catalog.root, rel)
     try:
-        return render_text(compile_template(source, rel),
+        return render_text(_compiled(source, rel),
                            ctx.template_context if context is None else context).encode("utf-8")
     except SecretError as exc:
         raise SecretError(f"{rel}: {exc}") from None
+
+
+@lru_cache(maxsize=COMPILED_KEPT)
+def _compiled(source: str, rel: str) -> Any:
+    """The compiled template of `source` (a template is a pure function of its text; Jinja's
+    templates render in any thread)."""
+    return compile_template(source, rel)
 
 
 def hub_files(ctx: DesiredContext) -> dict[str, ManagedFile]:

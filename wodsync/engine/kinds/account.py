@@ -78,9 +78,12 @@ DATA = AccountChange
 def desired(ctx: DesiredContext) -> Accounts:
     pool = ctx.pool
     root = pool.home_root.rstrip("/") or "/"
-    seats = {pool.user(n): Seat(pool.user(n), pool.uid_base + n, pool.gid_base + n,
-                                f"{root.rstrip('/')}/{pool.user(n)}", pool.shell)
-             for n in range(pool.first, pool.last + 1)}
+    base = root.rstrip("/")
+    seats = {}
+    for n in range(pool.first, pool.last + 1):  # 2000 seats at each resync: each name once
+        name = pool.user(n)
+        seats[name] = Seat(name, pool.uid_base + n, pool.gid_base + n, f"{base}/{name}",
+                           pool.shell)
     return Accounts(pool.prefix, pool.first, pool.last, pool.uid_base, pool.gid_base, root,
                     pool.shell, ctx.host.home_acl, seats)
 
