@@ -121,8 +121,10 @@ def run(root: Path, apply: bool) -> tuple[float, int, object]:
     return elapsed, EXEC_CALLS, result
 
 
-def _jobs(root: Path, store: Store, transports: Transports | None, jobs: int) -> list[float]:
-    """Seconds of `jobs` no-op jobs of the daemon's runner, after one warm-up."""
+def _jobs(root: Path, store: Store, transports: Transports | None, jobs: int,
+          ) -> tuple[list[float], list[float]]:
+    """Seconds of `jobs` no-op jobs of the daemon's runner, after one warm-up: wall time, and
+    the durations the daemon records (its history: without the writes of the outcome)."""
     cat, found = validate(root)
     assert not [d for d in found if d.is_error], found
     runner = HostRunner(store, Metrics(), None, Applier.daemon(store.identity, store.backend),
@@ -140,7 +142,7 @@ def _jobs(root: Path, store: Store, transports: Transports | None, jobs: int) ->
             raise SystemExit(f"the daemon's job was not a no-op: {outcome}")
         if n:
             times.append(elapsed)
-    return times
+    return times, [r.duration_s for r in store.status.reconciliations("bench", limit=jobs)]
 
 
 def daemon_noop(root: Path, tmp: Path, jobs: int, label: str = "") -> None:
@@ -150,21 +152,23 @@ def daemon_noop(root: Path, tmp: Path, jobs: int, label: str = "") -> None:
     store = open_store(state_dir=tmp / ("store" + label.replace(" ", "-")))
     desired = _desired(root)
     try:
-        own = _jobs(root, store, None, jobs)
-        kept = _jobs(root, store, connections.transport, jobs)
+        own, own_recorded = _jobs(root, store, None, jobs)
+        kept, kept_recorded = _jobs(root, store, connections.transport, jobs)
         with connections.transport("bench", desired.host) as transport:
             timers = observe(transport, desired).timings
     finally:
         connections.close()
         store.close()
         (tmp / "state/manager.json").unlink(missing_ok=True)  # later CLI applies are let in
-    print(f"  daemon's no-op job{label}, median of {jobs} (min–max), store writes included:")
+    print(f"  daemon's no-op job{label}, median of {jobs} (min–max) wall with the store's writes"
+          "; as its history records it (without them):")
     print(f"    a connection and agent of its own  {statistics.median(own):6.3f} s "
-          f"({min(own):.3f}–{max(own):.3f}; the daemon before)")
+          f"({min(own):.3f}–{max(own):.3f}); recorded {statistics.median(own_recorded):.3f} s"
+          " (the daemon before)")
     kept_s = statistics.median(kept)
     print(f"    kept connection, persistent agent  {kept_s:6.3f} s "
-          f"({min(kept):.3f}–{max(kept):.3f}; the daemon now); target ≤ 0.15 s "
-          f"{'met' if kept_s <= 0.15 else 'MISSED'}")
+          f"({min(kept):.3f}–{max(kept):.3f}); recorded {statistics.median(kept_recorded):.3f} s"
+          f" (the daemon now); target ≤ 0.15 s {'met' if kept_s <= 0.15 else 'MISSED'}")
     print("    the agent's own observe timers: " + ", ".join(
         f"{k} {v * 1000:.1f} ms" for k, v in timers.items()))
 
