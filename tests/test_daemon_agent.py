@@ -1,6 +1,7 @@
 """The daemon's host jobs on the host's kept connection: one persistent agent answers every
 resync (no connection and no python3 started per job), drift is still found and repaired
-through it, and an agent killed between two resyncs is replaced by the next job.
+through it, and an agent killed between two resyncs is replaced by the next job; a host file
+edited in a way that does not change how the host is reached keeps its connection.
 
 Real accounts on this machine as a `local` host (prefix `wodqg`, uids 43501-43503), a real git
 origin, the daemon's loops in this process (a test drives their rounds)."""
@@ -14,8 +15,10 @@ import subprocess
 
 import pytest
 
+from wodsync.catalog.models import Host
 from wodsync.daemon.loop import Daemon as Loops
 from wodsync.daemon.loop import Settings
+from wodsync.engine.connections import Connections
 from wodsync.engine.desired import desired_state
 from wodsync.engine.persistent import PersistentAgent
 from wodsync.engine.reconcile import observe
@@ -126,3 +129,26 @@ def test_resyncs_share_one_agent_and_still_find_drift(repo, tmp_path):
         loops.sessions.connections.close()
         loops.source.close()
         store.close()
+
+
+def test_a_host_file_edit_keeps_the_connection_unless_it_changes_how_the_host_is_reached():
+    """A new revision's host (other variables, another state folder) and the host a seat
+    operation takes from the revision the host applied share one connection; another address
+    or key is a new one (the old one closed)."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINzfOlzAboCD63XDt919hOsKiQP5cZgs8+hiyJVx3GXU"
+    applied = Host(address="192.0.2.10", host_key=key, location="lab", pool="test")
+    deployed = applied.model_copy(update={"variables": {"BRANDING": "New"},
+                                          "state_dir": "/var/lib/wodsync-2"})
+    moved = applied.model_copy(update={"address": "192.0.2.11"})
+    connections = Connections()
+    try:
+        with connections.transport("h", applied) as first:
+            pass
+        with connections.transport("h", deployed) as second:
+            pass
+        assert second is first
+        with connections.transport("h", moved) as third:
+            pass
+        assert third is not first
+    finally:
+        connections.close()

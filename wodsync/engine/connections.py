@@ -22,6 +22,8 @@ from wodsync.engine import remote
 from wodsync.engine.transport import Transport, TransportError, connect
 
 CHANNELS = 8
+# What a connection depends on, of a host file: the rest (hub, variables, …) never reopens it.
+REACHED_BY = frozenset({"transport", "address", "port", "user", "identity", "host_key"})
 DOWN_SECONDS = 30.0
 
 
@@ -40,8 +42,11 @@ class Connections:
         self._down: dict[str, tuple[float, str]] = {}
 
     def _entry(self, name: str, host: Host) -> _Entry:
-        """The host's connection; a new one when the host file changed (address, key, …)."""
-        key = host.model_dump_json()
+        """The host's connection; a new one when how it is reached changed (address, key, …),
+        not when another part of its file did: the daemon's job on a new revision and a seat
+        operation made from the revision the host applied share it, and neither closes it
+        under the other."""
+        key = host.model_dump_json(include=REACHED_BY)
         with self._lock:
             entry = self._entries.get(name)
             if entry is None or entry.key != key:
