@@ -35,7 +35,7 @@ from daemonlab import daemons as daemons  # a fixture (its name, for pytest)
 from gitorigin import Origin
 from helpers import ended, remove_test_accounts, until
 from hubs import HUB_PREFIX, hub_ports, hub_prefix_lock, needs_hub, stop_hub
-from sshd import start_sshd
+from sshd import kill_sessions, start_sshd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs root and openssh-server (./bootstrap test)")
@@ -44,7 +44,7 @@ PREFIX, UID_BASE, UIDS = "wodtb", 54200, range(54201, 54261)
 PROJECT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ('{"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["Seat {{ STDID }}"]}'
             '], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
-# The slow host's ForceCommand: every command it is asked to run (each agent call) waits while
+# The slow host's ForceCommand: every command it is asked to run (each agent started) waits while
 # the hold file exists — a real wait in the path, as a host busy for minutes makes it — then
 # runs as sshd would have run it.
 WRAPPER = """#!/bin/sh
@@ -112,7 +112,10 @@ def test_a_slow_host_never_holds_back_the_others_and_gets_the_newest_revision_wh
         until(lambda: d.applied("fast") == first and d.applied("slow") == first,
               f"the hosts never converged:\n{d.text()[-3000:]}", timeout=120)
         assert [h["driftCount"] for h in d.hosts().values()] == [0, 0], "a first install"
-        hold.touch()  # from now on every agent call on the slow host waits
+        hold.touch()  # from now on every agent started on the slow host waits
+        # The daemon keeps one agent per host on its connection: cut them (a host busy, as
+        # after a reboot), so the slow host's next job starts a new one, which waits.
+        kill_sessions(sshd)
         repo.write("catalog/students.yaml", students(4))
         two, pushed = repo.commit("a fourth seat on each host"), time.monotonic()
         until(lambda: d.applied("fast") == two, "the fast host waited for the slow one",
