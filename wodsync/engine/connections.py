@@ -23,7 +23,7 @@ from wodsync.engine.transport import Transport, TransportError, connect
 
 CHANNELS = 8
 # What a connection depends on, of a host file: the rest (hub, variables, …) never reopens it.
-REACHED_BY = frozenset({"transport", "address", "port", "user", "identity", "host_key"})
+REACHED_BY = {"transport", "address", "port", "user", "identity", "host_key"}
 DOWN_SECONDS = 30.0
 
 
