@@ -47,6 +47,8 @@ HOST_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "test_contentci": ("contentcilab", ("root",)),
     "test_portal": ("sessionlab", ("root", "pg")),  # the participant's pages on its seats
     "test_hotseats": ("hotseatlab", ("root",)),  # wodqe, uids 41801-41840, own home root
+    # Hot seats with a real hub (stormlab.py): wodqf seats 1-10, uids 43001-43010.
+    "test_hotseats_hub": ("test_hotseats_hub", ("root", "hub")),
     # uids 55001-55050 (wodta) and 55001-55010 (wodtw) overlap.
     "test_accountsdb": ("uids-55000", ("root",)),
     "test_sweep": ("uids-55000", ("root",)),
