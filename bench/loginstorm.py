@@ -131,14 +131,15 @@ def create_burst(ctl: Controller, n: int, tag: str) -> tuple[float, list[Session
         return time.monotonic() - began, sessions
 
 
-def login_storm(lab: Lab, sessions: list[Session], spread: float) -> list[float]:
+def login_storm(lab: Lab, sessions: list[Session], spread: float
+                ) -> list[tuple[float, float]]:
     """Every participant logs in, the logins spread evenly over `spread` seconds: each one's
-    seconds from its login POST to its lab's first 200."""
+    seconds from its login POST to its lab's first 200, and the POST's own answer."""
     began = time.monotonic()
     deadline = began + WAIT_S
     step = spread / max(1, len(sessions) - 1) if len(sessions) > 1 else 0.0
 
-    def one(i: int) -> float:
+    def one(i: int) -> tuple[float, float]:
         time.sleep(max(0.0, began + i * step - time.monotonic()))
         s = sessions[i]
         return participant(lab.base, s.username, s.password, deadline)
@@ -196,11 +197,15 @@ def side(lab: Lab, root: Path, hot: bool, spread: float) -> dict[str, Any]:
         out["creates"], sessions = create_burst(ctl, lab.n, "hot" if hot else "cold")
         if hot:
             out["took_hot"] = sum(s.id in hot_ids for s in sessions)
-        out["logins"] = login_storm(lab, sessions, spread)
+        timed = login_storm(lab, sessions, spread)
+        out["logins"], out["posts"] = [t for t, _ in timed], [p for _, p in timed]
         return out
     finally:
         loop.stop()
+        began = time.monotonic()
         purge_all(ctl)
+        print(f"{'with' if hot else 'without'} hot seats: the sessions purged in "
+              f"{time.monotonic() - began:.1f} s", flush=True)
         ctl.close()
 
 
@@ -216,7 +221,9 @@ def report(lab: Lab, hot: dict[str, Any], cold: dict[str, Any], spread: float) -
     print(f"hot seats prepared (N servers ready) {hot['prepared']:.1f} s before the storm; "
           f"{hot['took_hot']} of {lab.n} CREATEs took a hot seat")
     print(f"login -> lab answers, with hot seats     {figures(hot['logins'])}   target p95 <= 3 s")
+    print(f"  of which the login POST answered       {figures(hot['posts'])}")
     print(f"login -> lab answers, without (base)     {figures(cold['logins'])}")
+    print(f"  of which the login POST answered       {figures(cold['posts'])}")
     print(f"{lab.n} concurrent CREATEs taking hot seats  {hot['creates']:6.2f} s wall")
     print(f"{lab.n} concurrent CREATEs without hot seats {cold['creates']:6.2f} s wall   "
           "target (100 CREATEs) <= 5 s")
@@ -244,8 +251,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wodsync-bench-storm-") as folder:
         lab = Lab(Path(folder), n, args.spawn_limit)
         try:
+            began = time.monotonic()
             with hub_prefix_lock():
                 applied = wodsync("apply", "--yes", "--root", lab.hot_root)
+            print(f"the host converged by `wodsync apply` (hub, {2 * n} seats): "
+                  f"{time.monotonic() - began:.1f} s", flush=True)
             if applied.returncode != 0:
                 sys.exit(applied.stdout[-3000:] + applied.stderr[-3000:])
             hot = side(lab, lab.hot_root, True, args.spread)

@@ -119,16 +119,17 @@ def lab_answers(s: requests.Session, base: str, user: str) -> bool:
     return contents.status_code == 200
 
 
-def participant(base: str, user: str, password: str, deadline: float) -> float:
+def participant(base: str, user: str, password: str, deadline: float) -> tuple[float, float]:
     """A participant of a login storm: logs in at the hub (a browser follows the login's
     redirect: the hub starts a server that is not running) and looks at the lab until it
-    answers. Seconds from the login's POST to the lab's first 200; raises after `deadline`
-    (time.monotonic())."""
+    answers. Seconds from the login's POST to the lab's first 200, and of them the POST's own
+    answer (PAM and the hub's login); raises after `deadline` (time.monotonic())."""
     s = requests.Session()
     xsrf = form_xsrf(s, base)
     began = time.monotonic()
     done = s.post(f"{base}/hub/login", data={"username": user, "password": password,
                                              "_xsrf": xsrf}, allow_redirects=False, timeout=60)
+    posted = time.monotonic() - began
     if done.status_code != 302:
         raise AssertionError(f"login of {user} refused: HTTP {done.status_code}")
     s.get(requests.compat.urljoin(f"{base}/hub/login", done.headers["Location"]), timeout=60)
@@ -136,4 +137,4 @@ def participant(base: str, user: str, password: str, deadline: float) -> float:
         if time.monotonic() > deadline:
             raise AssertionError(f"the lab of {user} did not answer in time")
         time.sleep(0.25)
-    return time.monotonic() - began
+    return time.monotonic() - began, posted
