@@ -9,6 +9,7 @@ accounts, so the two never touch each other's seats.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import pwd
 import re
@@ -47,6 +48,8 @@ def remove_accounts(seats: range) -> None:
     for g in grp.getgrall():
         if g.gr_name.startswith(PREFIX) and g.gr_gid in uids:
             subprocess.run(["groupdel", g.gr_name], check=False, capture_output=True)
+    with contextlib.suppress(OSError):  # the home root, once no seat's home is left in it
+        HOMES.rmdir()
 
 
 def event_yaml(start: datetime, expected: int, warm: float = 1.0) -> str:
