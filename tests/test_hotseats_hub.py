@@ -11,6 +11,7 @@ server's own URLs through the proxy without a cookie.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,7 +65,7 @@ def hub_lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
             ctl = open_controller(root, tmp / "ctl", None, Secrets())
             try:
                 yield {"ctl": ctl, "api": HubApi(ports["hub_port"], TOKEN),
-                       "base": f"http://127.0.0.1:{ports['port']}"}
+                       "base": f"http://127.0.0.1:{ports['port']}", "root": root, "tmp": tmp}
             finally:
                 for s in ctl.store.sessions.find(live=True):
                     ctl.sessions.purge(s.id, "test teardown")
@@ -141,3 +142,35 @@ def test_a_create_takes_a_hot_seat_and_its_lab_answers_at_once_with_the_same_ser
     other = next(h for h in hot if h.username != s.username)
     assert login_form(requests.Session(), hub_lab["base"], other.username,
                       s.password).status_code != 302
+
+
+def test_the_seat_guards_idle_rule_leaves_a_hot_seats_server_running(hub_lab, hot):
+    """A hot seat's server is idle by design until a CREATE gives it: the guard's idle rule
+    (timeout 2 s here, far shorter than the wait) never stops it. The taken seat's server,
+    idle as well, is stopped by the same rounds: the rule itself works."""
+    from wodsync.controller import open_controller
+    from wodsync.guard.actions import Sentinel
+    from wodsync.secrets import Secrets
+
+    ctl, api = hub_lab["ctl"], hub_lab["api"]
+    waiting = [s.username for s in ctl.store.hot.waiting("storm")
+               if s.state is SessionState.HOT]
+    taken = [s.username for s in ctl.store.sessions.find(state=SessionState.ACTIVE)]
+    assert waiting and taken, "the tests above leave one hot seat and one taken"
+    guard = hub_lab["root"] / "catalog/guard.yaml"
+    guard.write_text("interval: 5\nidle: {timeout: 2, cpu_percent: 30}\n")
+    other = open_controller(hub_lab["root"], hub_lab["tmp"] / "ctl", None, Secrets())
+    stopped: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not set(taken) <= set(stopped) and time.monotonic() < deadline:
+            report = Sentinel(other.sessions).run("lab")
+            assert report.errors == [], report.errors
+            stopped += [e.username for e in report.events if e.rule == "idle"]
+            time.sleep(1.0)
+    finally:
+        other.close()
+        guard.unlink()
+    assert set(taken) <= set(stopped), "the idle rule stopped nothing: the test proves nothing"
+    assert not set(waiting) & set(stopped), stopped
+    assert all((server_of(api, u) or {}).get("ready") for u in waiting)

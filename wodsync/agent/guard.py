@@ -420,7 +420,9 @@ def _kernels_quiet(hub: Hub, idle: GuardIdle, server: dict[str, Any]) -> bool:
 
 
 def idle_servers(r: Round, hub: Hub, idle: GuardIdle, pool: GuardPool) -> None:
-    """A server idle for the timeout — by the hub, by CPU and by its kernels — is stopped."""
+    """A server idle for the timeout — by the hub, by CPU and by its kernels — is stopped.
+    A hot seat's (its record's state `hot`) is idle by design: it waits, started ahead of its
+    event, for the participant a CREATE gives it to, who would otherwise wait for a spawn."""
     by_uid = _by_uid(r.s.procs)
     for uid_key, since in r.quiet_before.items():
         r.quiet.setdefault(uid_key, since)
@@ -431,7 +433,7 @@ def idle_servers(r: Round, hub: Hub, idle: GuardIdle, pool: GuardPool) -> None:
     now = time.time()
     for name, server, last in _active_servers(hub, pool):
         tail = name[len(pool["prefix"]):]
-        if not tail.isdigit():
+        if not tail.isdigit() or (r.seats.get(name) or {}).get("state") == "hot":
             continue
         uid = pool["uid_base"] + int(tail)
         quiet = r.s.uptime - r.quiet.setdefault(str(uid), r.s.uptime)
