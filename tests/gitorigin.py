@@ -44,3 +44,25 @@ class Origin:
 
     def push(self) -> None:
         git(self.work, "push", "-q", "origin", "HEAD:main")
+
+
+def local_lab(folder: Path, prefix: str, uid_base: int, last: int) -> Origin:
+    """An origin holding the daemon tests' lab, committed (its sha in `.first`): this machine
+    as the `local` host, a pool of seats 1..`last` with homes under `folder/homes`, a motd
+    rendered from a variable (drift a test can make), no workshop."""
+    homes = folder / "homes"
+    homes.mkdir()
+    folder.chmod(0o755)
+    r = Origin(folder)
+    r.write("catalog/locations.yaml", "locations:\n  - name: lab\n")
+    r.write("catalog/students.yaml", f"pools:\n  test:\n    prefix: {prefix}\n    first: 1\n"
+            f"    last: {last}\n    uid_base: {uid_base}\n    gid_base: {uid_base}\n"
+            f"    home_root: {homes}\n")
+    r.write("catalog/variables.yaml", "BRANDING: Lab\n")
+    r.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {folder}/motd\n")
+    r.write("templates/motd.j2", "Welcome to {{ host.name }} ({{ BRANDING }})\n")
+    r.write("catalog/workshops/README.md", "none yet\n")
+    r.write("hosts/local.yaml", "address: localhost\ntransport: local\nlocation: lab\n"
+            f"pool: test\nstate_dir: {folder}/hoststate\n")
+    r.first = r.commit("a lab")
+    return r

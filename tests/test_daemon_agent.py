@@ -28,7 +28,7 @@ from wodsync.source.git import GitSource
 from wodsync.source.revision import Current
 from wodsync.store import Trigger, open_store
 
-from gitorigin import Origin as Repo
+from gitorigin import local_lab
 from helpers import remove_test_accounts
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (./bootstrap test)")
@@ -48,21 +48,7 @@ def repo(tmp_path):
     if taken:
         pytest.fail(f"uids {UID_BASE + 1}-{UID_BASE + SEATS} are taken by {taken}")
     remove_test_accounts(PREFIX, UID_BASE)
-    homes = tmp_path / "homes"
-    homes.mkdir()
-    tmp_path.chmod(0o755)
-    r = Repo(tmp_path)
-    r.write("catalog/locations.yaml", "locations:\n  - name: lab\n")
-    r.write("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
-            f"    last: {SEATS}\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
-            f"    home_root: {homes}\n")
-    r.write("catalog/variables.yaml", "BRANDING: Lab\n")
-    r.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {tmp_path}/motd\n")
-    r.write("templates/motd.j2", "Welcome to {{ host.name }} ({{ BRANDING }})\n")
-    r.write("catalog/workshops/README.md", "none yet\n")
-    r.write("hosts/local.yaml", "address: localhost\ntransport: local\nlocation: lab\n"
-            f"pool: test\nstate_dir: {tmp_path}/hoststate\n")
-    r.first = r.commit("a lab")
+    r = local_lab(tmp_path, PREFIX, UID_BASE, SEATS)
     yield r
     remove_test_accounts(PREFIX, UID_BASE)
 
