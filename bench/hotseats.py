@@ -4,7 +4,8 @@ figures, both measured in the same run on the same machine).
 Why: at an event everyone registers within minutes; a hot seat (`wodsync.sessions.hotseats`)
 was set up before the event, so its CREATE only sets the password, joins the group and writes
 the record. This measures both on real components: the hot-seat lab (`tests/hotseatlab.py`:
-pool `wodqe`, uids 41801-41840, homes under /home/wodsync-test-hotseats, a local host) with a
+the bench's pool `wodqh`, uids 42401-42440, homes under /home/wodsync-bench-hotseats — never the
+tests' own, which its smoke run goes beside — a local host) with a
 workshop of --notebooks rendered notebooks, converged with `wodsync apply`.
 
 Figures:
@@ -12,7 +13,7 @@ Figures:
 - N sequential CREATEs through `SessionService` taking those hot seats: p50, p95;
 - the baseline: N sequential CREATEs of the same workshop without an event: p50, p95.
 Every session is purged between the two, and every account removed at the end (also on
-failure). Needs root. Run it under the tests' lock (the uid range is the tests'):
+failure). Needs root. Run it under the tests' lock (it makes real accounts and homes):
 
     flock /tmp/wodsync-tests.lock .venv/bin/python bench/hotseats.py [--creates 10]
 """
@@ -34,7 +35,7 @@ from wodsync.secrets import Secrets
 from wodsync.store import Participant
 
 from helpers import wodsync
-from hotseatlab import cleanup, range_taken, write_catalog
+from hotseatlab import BENCH, cleanup, range_taken, write_catalog
 
 
 def _creates(ctl: Controller, n: int, tag: str) -> list[float]:
@@ -64,25 +65,25 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
-    if range_taken():
-        sys.exit(f"uids 41801-41840 are used by others: {range_taken()[:3]}")
+    if range_taken(BENCH):
+        sys.exit(f"uids 42401-42440 are used by others: {range_taken(BENCH)[:3]}")
     n = max(1, min(args.creates, 19))  # two pools of N beside each other fit in 40 seats
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=30)
     events = (f"events:\n  - name: bench\n    workshop: WKSHP-Hot\n    start: "
               f"{start.isoformat()}\n    hours: 2\n    expected: {n}\n    warm: 1.0\n")
-    cleanup()
+    cleanup(BENCH)
     with tempfile.TemporaryDirectory(prefix="wodsync-bench-hot-") as folder:
         tmp = Path(folder)
         try:
             _run(tmp, events, n, args.notebooks)
         finally:
-            cleanup()
+            cleanup(BENCH)
 
 
 def _run(tmp: Path, events: str, n: int, notebooks: int) -> None:
     hot_root, cold_root = tmp / "hot", tmp / "cold"
-    write_catalog(hot_root, tmp, events, capacity=40, notebooks=notebooks)
-    write_catalog(cold_root, tmp, "", capacity=40, notebooks=notebooks)
+    write_catalog(hot_root, tmp, events, capacity=40, notebooks=notebooks, lab=BENCH)
+    write_catalog(cold_root, tmp, "", capacity=40, notebooks=notebooks, lab=BENCH)
     applied = wodsync("apply", "--yes", "--root", hot_root)
     if applied.returncode != 0:
         sys.exit(applied.stdout + applied.stderr)

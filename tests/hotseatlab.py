@@ -1,50 +1,65 @@
-"""A catalog for hot-seat tests and the hot-seat bench: pool `wodqe` (uids 41801-41840, homes
-under /home/wodsync-test-hotseats), one local host `lab1`, workshop WKSHP-Hot (capacity 4 in
-tests; the bench asks for more) and, when given, `catalog/events.yaml`."""
+"""A catalog for hot-seat tests and the hot-seat bench: pool `wodqe` for the tests (uids
+41801-41840, homes under /home/wodsync-test-hotseats), `wodqh` for the bench (uids 42401-42440,
+homes under /home/wodsync-bench-hotseats), one local host `lab1`, workshop WKSHP-Hot
+(capacity 4 in tests; the bench asks for more) and, when given, `catalog/events.yaml`."""
 
 from __future__ import annotations
 
 import json
 import pwd
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import remove_test_accounts
 
-PREFIX, BASE = "wodqe", 41800
-HOMES = Path("/home/wodsync-test-hotseats")
+
+@dataclass(frozen=True)
+class Lab:
+    """Whose accounts: the tests' or the bench's. The bench's smoke run is another xdist group
+    than `test_hotseats.py`, so the two run side by side and must never share (or remove) an
+    account."""
+
+    prefix: str
+    base: int
+    homes: Path
+
+
+TESTS = Lab("wodqe", 41800, Path("/home/wodsync-test-hotseats"))
+BENCH = Lab("wodqh", 42400, Path("/home/wodsync-bench-hotseats"))
+PREFIX, BASE, HOMES = TESTS.prefix, TESTS.base, TESTS.homes
 NOTEBOOK = {"cells": [{"cell_type": "markdown", "metadata": {},
                        "source": ["# Seat {{ STDID }} of {{ WKSHP }}"]}],
             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-def range_taken() -> list[str]:
+def range_taken(lab: Lab = TESTS) -> list[str]:
     """Accounts of others in the lab's uid range (the lab refuses to run over them)."""
     return [e.pw_name for e in pwd.getpwall()
-            if BASE < e.pw_uid <= BASE + 40 and not e.pw_name.startswith(PREFIX)]
+            if lab.base < e.pw_uid <= lab.base + 40 and not e.pw_name.startswith(lab.prefix)]
 
 
-def cleanup() -> None:
-    remove_test_accounts(PREFIX, BASE)
-    shutil.rmtree(HOMES, ignore_errors=True)
+def cleanup(lab: Lab = TESTS) -> None:
+    remove_test_accounts(lab.prefix, lab.base)
+    shutil.rmtree(lab.homes, ignore_errors=True)
 
 
 def write_catalog(root: Path, tmp: Path, events: str, capacity: int = 4,
-                  notebooks: int = 1, where: str = "location: lab\n") -> None:
+                  notebooks: int = 1, where: str = "location: lab\n", lab: Lab = TESTS) -> None:
     """The lab under `root` (host state under `tmp`); `events`: the text of
     catalog/events.yaml (none when empty); `where`: the workshop's location lines (the host
     is at `lab`; a location `far` with no host exists too)."""
-    HOMES.mkdir(mode=0o755, exist_ok=True)
+    lab.homes.mkdir(mode=0o755, exist_ok=True)
     files = {
         "catalog/locations.yaml": "locations:\n  - name: lab\n  - name: far\n",
-        "catalog/students.yaml": f"pools:\n  {PREFIX}:\n    prefix: {PREFIX}\n    first: 1\n"
-                                 f"    last: 40\n    uid_base: {BASE}\n    gid_base: {BASE}\n"
-                                 f"    home_root: {HOMES}\n",
+        "catalog/students.yaml": f"pools:\n  {lab.prefix}:\n    prefix: {lab.prefix}\n"
+                                 f"    first: 1\n    last: 40\n    uid_base: {lab.base}\n"
+                                 f"    gid_base: {lab.base}\n    home_root: {lab.homes}\n",
         "catalog/workshops/WKSHP-Hot/workshop.yaml":
             f"name: Hot\ncapacity: {capacity}\nseats: {{first: 1, last: 40}}\n{where}"
             "duration: 2\n",
         "hosts/lab1.yaml": f"address: localhost\ntransport: local\nlocation: lab\n"
-                           f"pool: {PREFIX}\nstate_dir: {tmp}/state-lab1\n",
+                           f"pool: {lab.prefix}\nstate_dir: {tmp}/state-lab1\n",
     }
     for n in range(1, notebooks + 1):
         files[f"catalog/workshops/WKSHP-Hot/{n}-Part.ipynb"] = json.dumps(NOTEBOOK)

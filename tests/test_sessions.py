@@ -22,6 +22,7 @@ from wodsync.controller import open_controller
 from wodsync.secrets import Entry, Secrets
 from wodsync.store import Candidate, Participant, SessionState
 
+from helpers import until
 from pg import pg_url  # noqa: F401  (a fixture)
 from sessionlab import HOMES, cleanup_accounts, wodsync, write_catalog
 
@@ -169,6 +170,18 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
     return out
 
 
+def _runs_as(uid: int) -> bool:
+    """Some process of this machine runs with real uid `uid`."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue
+        if any(ln.startswith("Uid:") and ln.split()[1] == str(uid) for ln in lines):
+            return True
+    return False
+
+
 def test_links_and_processes_left_by_the_previous_occupant(ctl, catalog, tmp_path):
     """The seat's previous occupant plants links and leaves a process before the next CREATE:
     nothing outside the home is written or chowned, and the process is gone."""
@@ -187,6 +200,10 @@ def test_links_and_processes_left_by_the_previous_occupant(ctl, catalog, tmp_pat
                     str(home / ".bashrc")], check=True)
     sleeper = subprocess.Popen([*as_student, "sleep", "600"])
     try:
+        # runuser opens a PAM session before its child becomes the student: under load that
+        # takes a moment, and a process that is not yet the student's is no one's leftover.
+        uid = pwd.getpwnam(user).pw_uid
+        until(lambda: _runs_as(uid), f"{user}'s sleep never started", timeout=30)
         second = ctl.sessions.create("WKSHP-Sess", alice(1)).session
         assert second.username == user, "the freed seat is the first one again"
         assert _snapshot(target) == before, "nothing outside the home changed"
