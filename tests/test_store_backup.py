@@ -90,6 +90,8 @@ def test_a_postgresql_backup_runs_pg_dump_with_the_url_in_its_environment_only(
     stop, made = threading.Event(), []
     writer = _writer(store, stop, made)
     try:
+        # A loaded machine may start pg_dump before the writer's first commit: wait for some.
+        until(lambda: len(made) >= 3, "the writer committed no session", timeout=60)
         target = tmp_path / "pg.dump"
         done = run_wodsync("store", "backup", target, "--state", tmp_path / "state",
                            env={**os.environ, "WODSYNC_DB": pg_url})
