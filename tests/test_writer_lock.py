@@ -31,6 +31,7 @@ from wodsync.secrets import Secrets
 from wodsync.store import Trigger, WriterBusy, WriterLock, WriterLost, open_store
 
 from gitorigin import Origin as Repo
+from gitorigin import local_lab
 from helpers import remove_test_accounts, until
 from pg import PrivateCluster, private_cluster
 from sshd import free_port
@@ -226,20 +227,7 @@ class Daemon:
 @pytest.fixture
 def repo(tmp_path):
     remove_test_accounts(PREFIX, UID_BASE)
-    homes = tmp_path / "homes"
-    homes.mkdir()
-    tmp_path.chmod(0o755)
-    r = Repo(tmp_path)
-    r.write("catalog/locations.yaml", "locations:\n  - name: lab\n")
-    r.write("catalog/students.yaml", f"pools:\n  test:\n    prefix: {PREFIX}\n    first: 1\n"
-            f"    last: 2\n    uid_base: {UID_BASE}\n    gid_base: {UID_BASE}\n"
-            f"    home_root: {homes}\n")
-    r.write("catalog/system.yaml", f"files:\n  - template: motd.j2\n    path: {tmp_path}/motd\n")
-    r.write("templates/motd.j2", "Welcome to {{ host.name }}\n")
-    r.write("catalog/workshops/README.md", "none yet\n")
-    r.write("hosts/local.yaml", "address: localhost\ntransport: local\nlocation: lab\n"
-            f"pool: test\nstate_dir: {tmp_path}/hoststate\n")
-    r.commit("a lab")
+    r = local_lab(tmp_path, PREFIX, UID_BASE, 2)
     yield r
     remove_test_accounts(PREFIX, UID_BASE)
 
